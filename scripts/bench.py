@@ -1,0 +1,353 @@
+"""Benchmark gpumlp's training speed (seconds per epoch, samples per second) against PyTorch.
+
+What is measured: plain mini-batch SGD on ``n`` random inputs (uniform [0, 1), 784 values, random
+labels 0..9; the speed does not depend on the data), sigmoid hidden and output layers, quadratic
+cost, for each case (``sizes@batch_size``) and each backend:
+
+* ``numpy``, ``cupy``: ``gpumlp.Network.fit``; an epoch's time is its ``seconds`` record (shuffle,
+  all steps, the train-cost monitor and one host sync; not the one-off copy to the device).
+* ``torch-cpu``, ``torch-cuda``, ``torch-compile``: the same network in PyTorch from the same initial
+  weights, written the usual way: data on the device, ``torch.randperm`` per epoch, ``X[idx]`` per
+  batch, ``nn.Sequential(Linear, Sigmoid, ...)``, ``optim.SGD``, the running loss kept on the
+  device and read once per epoch. ``torch-cpu`` runs with 1 and with ``os.cpu_count()`` threads and
+  the faster counts; ``torch-compile`` is ``torch.compile(mode="reduce-overhead")`` of model + loss.
+  TF32 is off. PyTorch is optional: without it those rows are skipped with a note.
+
+Each (case, backend) gets one untimed warm-up epoch (a subset for the large cases), then
+``--repeats`` timed epochs; the median is reported. If the timed epochs would take longer than ``--budget``
+seconds, the repeats are lowered (never below 1) and the row is marked ``*``.
+
+Reading the ratio: ``torch seconds / gpumlp seconds`` against the PyTorch peer on the same kind of
+device (numpy vs the faster torch-cpu, cupy vs eager torch-cuda). "2.0x faster" means gpumlp needs
+half PyTorch's time per epoch; "0.5x (slower)" means it needs twice as long.
+
+    python scripts/bench.py --json bench.json           # all cases on every backend found
+    python scripts/bench.py --quick --backends numpy    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import gpumlp
+from gpumlp.backend import cupy_status, to_host
+
+
+@dataclass(frozen=True)
+class Case:
+    sizes: tuple[int, ...]
+    batch_size: int
+    lr: float
+    init: str = "normal"
+    gpu_only: bool = False  # on CPU backends only with --all or when named in --cases
+    warmup_batches: int | None = None  # None: a full warm-up epoch
+
+
+CASES = {
+    "784-30-10@10": Case((784, 30, 10), 10, 3.0),
+    "784-30-10@100": Case((784, 30, 10), 100, 3.0),
+    "784-30-10@1000": Case((784, 30, 10), 1000, 3.0),
+    "784-800-10@100": Case((784, 800, 10), 100, 3.0, warmup_batches=50),
+    "784-4096-4096-10@1024": Case((784, 4096, 4096, 10), 1024, 0.1, "scaled", True, 8),
+}
+BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "torch-compile")
+GPU_BACKENDS = ("cupy", "torch-cuda", "torch-compile")
+PEERS = {"numpy": "torch-cpu", "cupy": "torch-cuda"}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _warmup_rows(case: Case, n: int) -> int:
+    """Rows of the warm-up epoch; a subset keeps the shape of the last, partial batch."""
+    if case.warmup_batches is None:
+        return n
+    return min(n, case.warmup_batches * case.batch_size + n % case.batch_size)
+
+
+def _plan(case: Case, n: int, warmup_s: float, rows: int, repeats: int, budget: float) -> int:
+    """Timed epochs to run: ``repeats``, fewer when the warm-up predicts more than ``budget`` s."""
+    estimate = warmup_s * n / rows
+    if budget <= 0 or estimate * repeats <= budget:
+        return repeats
+    return max(1, min(repeats, math.floor(budget / estimate)))
+
+
+def _result(times: list[float], n: int, repeats: int, threads: int | None) -> dict[str, Any]:
+    median = statistics.median(times)
+    return {
+        "median": median,
+        "repeats": times,
+        "samples_per_s": n / median,
+        "threads": threads,
+        "repeats_lowered": len(times) < repeats,
+    }
+
+
+def bench_gpumlp(
+    case: Case, backend: str, X: np.ndarray, y: np.ndarray, *, repeats: int, budget: float
+) -> dict[str, Any]:
+    """Time ``Network.fit`` epochs; ``X`` (n, 784) float32, ``y`` (n,) int64 on the host."""
+    net = gpumlp.Network(list(case.sizes), init=case.init, backend=backend, seed=0)
+    kw = dict(batch_size=case.batch_size, lr=case.lr, shuffle=True, monitor=("train_cost",))
+    rows = _warmup_rows(case, len(X))
+    warm = net.fit(X[:rows], y[:rows], epochs=1, **kw).records[0]["seconds"]
+    r = _plan(case, len(X), warm, rows, repeats, budget)
+    times = [rec["seconds"] for rec in net.fit(X, y, epochs=r, **kw).records]
+    return _result(times, len(X), repeats, None)
+
+
+def _torch_epoch(torch: Any, step: Any, X: Any, Y: Any, batch_size: int) -> float:
+    """One shuffled epoch over device tensors ``X`` (n, 784), ``Y`` (n, 10); returns seconds."""
+    start = time.perf_counter()
+    n = X.shape[0]
+    idx = torch.randperm(n, device=X.device)
+    running = torch.zeros((), device=X.device)
+    for k in range(0, n, batch_size):
+        rows = idx[k : k + batch_size]
+        running = running + step(X[rows], Y[rows])
+    if X.device.type == "cuda":
+        torch.cuda.synchronize()
+    running.item()  # the one host read per epoch, like gpumlp's train_cost monitor
+    return time.perf_counter() - start
+
+
+def bench_torch(
+    torch: Any,
+    case: Case,
+    kind: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    repeats: int,
+    budget: float,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Time the same network in PyTorch; ``kind`` is torch-cpu, torch-cuda or torch-compile."""
+    device = "cpu" if kind == "torch-cpu" else "cuda"
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    init = gpumlp.Network(list(case.sizes), init=case.init, backend="numpy", seed=0)
+    layers: list[Any] = []
+    for w, b in zip(init.weights, init.biases, strict=True):
+        lin = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(to_host(w)))
+            lin.bias.copy_(torch.from_numpy(to_host(b)))
+        layers += [lin, torch.nn.Sigmoid()]
+    model = torch.nn.Sequential(*layers).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=case.lr)
+
+    def loss_fn(x, t):
+        return 0.5 * ((model(x) - t) ** 2).sum(1).mean()
+
+    if kind == "torch-compile":
+        loss_fn = torch.compile(loss_fn, mode="reduce-overhead")
+
+    def step(x, t):
+        if kind == "torch-compile":
+            torch.compiler.cudagraph_mark_step_begin()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(x, t)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    Xd = torch.from_numpy(X).to(device)
+    Yd = torch.nn.functional.one_hot(torch.from_numpy(y), case.sizes[-1]).float().to(device)
+    rows = _warmup_rows(case, len(X))
+    warm = _torch_epoch(torch, step, Xd[:rows], Yd[:rows], case.batch_size)
+    if kind == "torch-compile":  # the first epoch compiles; time a second warm-up to plan
+        warm = _torch_epoch(torch, step, Xd[:rows], Yd[:rows], case.batch_size)
+    r = _plan(case, len(X), warm, rows, repeats, budget)
+    times = [_torch_epoch(torch, step, Xd, Yd, case.batch_size) for _ in range(r)]
+    return _result(times, len(X), repeats, threads)
+
+
+def bench_torch_cpu(
+    torch: Any, case: Case, X: np.ndarray, y: np.ndarray, **kw: Any
+) -> dict[str, Any]:
+    """torch-cpu with 1 and with ``os.cpu_count()`` threads; the faster one is the peer."""
+    before = torch.get_num_threads()
+    try:
+        runs = {
+            t: bench_torch(torch, case, "torch-cpu", X, y, threads=t, **kw)
+            for t in sorted({1, os.cpu_count() or 1})
+        }
+    finally:
+        torch.set_num_threads(before)
+    best = min(runs.values(), key=lambda r: r["median"])
+    return {**best, "by_threads": {str(t): r for t, r in runs.items()}}
+
+
+def available_backends(torch: Any) -> dict[str, str]:
+    """Map each backend to "" if it can run here, else to the reason it cannot."""
+    cupy_ok, cupy_why = cupy_status()
+    no_torch = "" if torch is not None else "torch is not importable"
+    no_cuda = no_torch or ("" if torch.cuda.is_available() else "torch sees no CUDA device")
+    return {
+        "numpy": "",
+        "cupy": "" if cupy_ok else cupy_why,
+        "torch-cpu": no_torch,
+        "torch-cuda": no_cuda,
+        "torch-compile": no_cuda,
+    }
+
+
+def machine_info(torch: Any, command: list[str]) -> dict[str, Any]:
+    cupy_ok, cupy_why = cupy_status()
+    gpu = cupy_why.removeprefix("CUDA device ") if cupy_ok else None
+    if gpu is None and torch is not None and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name()
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "gpumlp": gpumlp.__version__,
+        "torch": torch.__version__ if torch is not None else None,
+        "cupy": __import__("cupy").__version__ if cupy_ok else None,
+        "gpu": gpu,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command,
+    }
+
+
+def format_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{ratio:.1f}x (slower)"
+
+
+def print_table(results: dict[str, Any], verbose: bool) -> None:
+    head = f"{'case':<22} {'backend':<18} {'s/epoch':>9} {'samples/s':>11}  vs PyTorch"
+    print(head)
+    print("-" * len(head))
+    for name, per in results.items():
+        for backend, r in per["backends"].items():
+            if "error" in r:
+                print(f"{name:<22} {backend:<18} {'-':>9} {'-':>11}  {r['error']}")
+                continue
+            label = backend + (f" (t={r['threads']})" if r["threads"] else "")
+            label += "*" if r["repeats_lowered"] else ""
+            ratio = format_ratio(r.get("ratio")) if backend in PEERS else ""
+            print(
+                f"{name:<22} {label:<18} {r['median']:>9.3f} {r['samples_per_s']:>11,.0f}  {ratio}"
+            )
+            for t, rt in (r.get("by_threads") or {"": r}).items() if verbose else ():
+                reps = ", ".join(f"{s:.3f}" for s in rt["repeats"])
+                print(f"{'':<22}   {'threads=' + t if t else 'repeats':<16} [{reps}]")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, help="samples per epoch (default 50000; 5000 with --quick)")
+    p.add_argument("--repeats", type=int, help="timed epochs per row (default 3; 1 with --quick)")
+    p.add_argument("--cases", nargs="+", choices=list(CASES), help="cases to run (default: all)")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, help="backends (default: all found)")
+    p.add_argument("--all", action="store_true", help="also run the GPU-sized case on CPU backends")
+    p.add_argument("--quick", action="store_true", help="n=5000, 1 repeat: a smoke run")
+    p.add_argument("--budget", type=float, default=120.0, help="max s of timed epochs per row")
+    p.add_argument("--json", metavar="PATH", help="write all results and machine info here")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every repeat")
+    args = p.parse_args(argv)
+    args.n = args.n if args.n is not None else (5000 if args.quick else 50_000)
+    args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    if args.n < 1:
+        p.error(f"--n must be >= 1, got {args.n}")
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = sys.argv if argv is None else ["scripts/bench.py", *argv]
+    args = parse_args(command[1:])
+    torch = _import_torch()
+    info = machine_info(torch, command)
+    if torch is not None:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    found = available_backends(torch)
+    for backend in args.backends or BACKENDS:
+        if found[backend]:
+            print(f"note: skipping {backend}: {found[backend]}")
+    backends = [b for b in args.backends or BACKENDS if not found[b]]
+    rng = np.random.default_rng(0)
+    X = rng.random((args.n, 784), dtype=np.float32)
+    y = rng.integers(0, 10, size=args.n, dtype=np.int64)
+    kw = dict(repeats=args.repeats, budget=args.budget)
+    results: dict[str, Any] = {}
+    for name in args.cases or list(CASES):
+        case = CASES[name]
+        on_cpu_too = args.all or (args.cases is not None and name in args.cases)
+        per: dict[str, Any] = {}
+        for backend in backends:
+            if case.gpu_only and not on_cpu_too and backend not in GPU_BACKENDS:
+                continue
+            _log(f"bench: {name} on {backend} (n={args.n}) ...")
+            try:
+                if backend in ("numpy", "cupy"):
+                    per[backend] = bench_gpumlp(case, backend, X, y, **kw)
+                elif backend == "torch-cpu":
+                    per[backend] = bench_torch_cpu(torch, case, X, y, **kw)
+                else:
+                    per[backend] = bench_torch(torch, case, backend, X, y, **kw)
+            except Exception as exc:  # torch.compile can fail in many ways; report, go on
+                if backend != "torch-compile":
+                    raise
+                per[backend] = {
+                    "error": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                }
+        for ours, peer in PEERS.items():
+            if ours in per and "median" in per.get(peer, {}):
+                per[ours]["ratio"] = per[peer]["median"] / per[ours]["median"]
+                per[ours]["peer"] = peer
+        if per:
+            results[name] = {
+                "sizes": list(case.sizes),
+                "batch_size": case.batch_size,
+                "lr": case.lr,
+                "init": case.init,
+                "n": args.n,
+                "backends": per,
+            }
+    print_table(results, args.verbose)
+    if any(r.get("repeats_lowered") for per in results.values() for r in per["backends"].values()):
+        print(f"* fewer than {args.repeats} repeats: more would exceed --budget {args.budget:g} s")
+    if args.json:
+        info["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+        skipped = {b: why for b, why in found.items() if why}
+        settings = {"n": args.n, "repeats": args.repeats, "budget_s": args.budget}
+        doc = {"machine": info, "settings": {**settings, "skipped": skipped}, "cases": results}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The network's math: parameters, feedforward and backpropagation, as plain functions.
+
+Index and shape convention (one place, used throughout the package)
+--------------------------------------------------------------------
+A network of ``sizes = [n_0, n_1, ..., n_L]`` has ``L`` weight layers, indexed ``l = 0 .. L-1``
+(the book's layer ``l + 1``). ``weights[l]`` has shape ``(n_{l+1}, n_l)`` (the book's W^l, rows
+are output units) and ``biases[l]`` has shape ``(n_{l+1},)``. A mini-batch is a matrix with one
+example per *row*: ``x`` has shape ``(m, n_0)``, so the book's ``z = W a + b`` on column vectors
+becomes ``z = a Wᵀ + b`` on rows, and every δ, z and a below has shape ``(m, n)``.
+
+The functions take the namespace ``xp`` by keyword and never import NumPy or CuPy.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .activations import Activation
+from .backend import Array, Namespace
+from .costs import Cost
+
+__all__ = ["INITS", "Params", "backprop", "feedforward", "forward", "init_params"]
+
+INITS = ("normal", "scaled", "he")
+
+
+@dataclass
+class Params:
+    """Weights and biases of a network (also the shape of its gradients and optimizer state).
+
+    Attributes
+    ----------
+    weights : list of arrays, ``weights[l]`` shape (n_{l+1}, n_l)
+    biases : list of arrays, ``biases[l]`` shape (n_{l+1},)
+    """
+
+    weights: list[Array]
+    biases: list[Array]
+
+    def arrays(self) -> list[Array]:
+        """All tensors in a fixed order: w_0, b_0, w_1, b_1, ..."""
+        return [t for pair in zip(self.weights, self.biases, strict=True) for t in pair]
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[Array]) -> Params:
+        """Inverse of :meth:`arrays`."""
+        return cls(list(arrays[0::2]), list(arrays[1::2]))
+
+
+def init_params(sizes: Sequence[int], init: str, rng: Any) -> Params:
+    """Draw initial parameters on the host.
+
+    Parameters
+    ----------
+    sizes : sequence of int, length L + 1
+    init : {"normal", "scaled", "he"}
+        ``normal``: weights and biases N(0, 1) (the book's network.py); ``scaled``: weights
+        N(0, 1/n_in), biases N(0, 1) (network2.py); ``he``: weights N(0, 2/n_in), biases 0
+        (He et al. 2015, for ReLU).
+    rng : numpy.random.Generator
+        The only source of randomness, so every backend starts from identical numbers.
+
+    Returns
+    -------
+    Params of host float64 arrays; the caller casts and moves them to the device.
+    """
+    if init not in INITS:
+        raise ValueError(f"init={init!r} is not an initialisation; expected one of {list(INITS)}")
+    pairs = list(itertools.pairwise(sizes))
+    # Biases first, then weights, in the book's order of drawing.
+    if init == "he":
+        biases = [rng.standard_normal(n_out) * 0.0 for _, n_out in pairs]
+    else:
+        biases = [rng.standard_normal(n_out) for _, n_out in pairs]
+    scale = {"normal": lambda n: 1.0, "scaled": lambda n: n**-0.5, "he": lambda n: (2.0 / n) ** 0.5}
+    weights = [rng.standard_normal((n_out, n_in)) * scale[init](n_in) for n_in, n_out in pairs]
+    return Params(weights, biases)
+
+
+def forward(
+    params: Params,
+    x: Array,
+    *,
+    activations: Sequence[Activation],
+    xp: Namespace,
+    keep: Sequence[Array | None] | None = None,
+) -> tuple[list[Array], list[Array], list[Array]]:
+    """Feed a batch forward, recording what backpropagation needs.
+
+    Parameters
+    ----------
+    params : Params
+    x : array, shape (m, n_0)
+    activations : sequence of Activation, one per layer (length L)
+    xp : namespace
+    keep : sequence of L - 1 arrays (or None entries), optional
+        Inverted-dropout multipliers for the hidden layers: ``keep[l]`` has shape (m, n_{l+1})
+        and holds 0 or 1/(1-p); it multiplies the activation of hidden layer ``l`` before it
+        feeds layer ``l + 1``. The output layer is never dropped.
+
+    Returns
+    -------
+    zs : list of L arrays, ``zs[l]`` shape (m, n_{l+1})
+    acts : list of L + 1 arrays, ``acts[0] = x`` and ``acts[l + 1] = σ(zs[l])``
+    inputs : list of L arrays, ``inputs[l]`` is what layer ``l`` multiplies: ``acts[l]``, or
+        ``acts[l] * keep[l - 1]`` under dropout (the same object when there is no dropout)
+    """
+    zs: list[Array] = []
+    acts = [x]
+    inputs = [x]
+    for l, (w, b, act) in enumerate(zip(params.weights, params.biases, activations, strict=True)):
+        z = inputs[-1] @ w.T + b
+        a = act.fn(z, xp=xp)
+        zs.append(z)
+        acts.append(a)
+        if l + 1 < len(params.weights):
+            inputs.append(a * keep[l] if keep is not None and keep[l] is not None else a)
+    return zs, acts, inputs
+
+
+def feedforward(
+    params: Params, x: Array, *, activations: Sequence[Activation], xp: Namespace
+) -> Array:
+    """Output of the network for a batch ``x`` (shape (m, n_0)) -> array shape (m, n_L)."""
+    a = x
+    for w, b, act in zip(params.weights, params.biases, activations, strict=True):
+        a = act.fn(a @ w.T + b, xp=xp)
+    return a
+
+
+def backprop(
+    params: Params,
+    x: Array,
+    y: Array,
+    *,
+    activations: Sequence[Activation],
+    cost: Cost,
+    xp: Namespace,
+    keep: Sequence[Array | None] | None = None,
+) -> tuple[Params, Array]:
+    """Gradient of the batch-mean cost by backpropagation, for the whole batch at once.
+
+    Parameters
+    ----------
+    params : Params
+    x : array, shape (m, n_0)
+    y : array, shape (m, n_L), the targets (one-hot rows for classification)
+    activations : sequence of Activation, length L
+    cost : Cost
+    xp : namespace
+    keep : optional dropout multipliers, see :func:`forward`
+
+    Returns
+    -------
+    grads : Params
+        ``grads.weights[l]`` = ∂C/∂W (shape (n_{l+1}, n_l)) and ``grads.biases[l]`` = ∂C/∂b
+        (shape (n_{l+1},)), where C is the mean cost over the m examples.
+    a : array, shape (m, n_L)
+        The output activations, so callers can monitor cost and accuracy without a second pass.
+    """
+    zs, acts, inputs = forward(params, x, activations=activations, xp=xp, keep=keep)
+    n_layers = len(params.weights)
+    nabla_w: list[Array] = [None] * n_layers
+    nabla_b: list[Array] = [None] * n_layers
+    # BP1, scaled by 1/m: the batch mean is taken here and only here, so every gradient below
+    # (BP3, BP4 are linear in δ) is already the mean over the mini-batch.
+    delta = cost.delta(zs[-1], acts[-1], y, activations[-1], xp=xp) * (1.0 / x.shape[0])
+    for l in range(n_layers - 1, -1, -1):
+        nabla_w[l] = delta.T @ inputs[l]  # BP4: ∂C/∂W^l = δ^l (a^(l-1))ᵀ, summed over rows
+        nabla_b[l] = xp.sum(delta, axis=0)  # BP3
+        if l > 0:
+            # BP2: δ^(l-1) = (W^lᵀ δ^l) ⊙ σ'(z^(l-1)); under dropout the mask scales a^(l-1),
+            # so it scales the gradient flowing back into it too.
+            g = delta @ params.weights[l]
+            if keep is not None and keep[l - 1] is not None:
+                g = g * keep[l - 1]
+            delta = activations[l - 1].backward(zs[l - 1], acts[l], g, xp=xp)
+    return Params(nabla_w, nabla_b), acts[-1]

@@ -1,0 +1,232 @@
+"""The epoch loop: mini-batch training on the device, monitoring, schedules, checkpoints.
+
+Nothing here prints. Per-batch progress goes to an optional ``progress`` factory (the CLI
+passes tqdm), per-epoch results to ``on_epoch`` and the logger. The batch loop never reads a
+value back to the host: costs and correct counts accumulate on the device and are read once
+per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import backend
+from .backend import Array
+from .network import Params, backprop, feedforward
+from .optim import regularize
+
+if TYPE_CHECKING:
+    from .model import Network
+
+__all__ = [
+    "MONITORS",
+    "DivergedError",
+    "History",
+    "evaluate_arrays",
+    "predict_labels",
+    "run_epochs",
+]
+
+logger = logging.getLogger(__name__)
+
+MONITORS = ("train_cost", "train_accuracy", "val_cost", "val_accuracy")
+"""``train_*`` are running means over the epoch's mini-batches; ``val_*`` are measured on
+``validation_data`` after the epoch (the book's evaluation monitors)."""
+
+
+class DivergedError(RuntimeError):
+    """The training cost became NaN or inf; the network holds the last finite weights.
+
+    Attributes: ``epoch`` (0-based, the epoch that diverged) and ``history``.
+    """
+
+    def __init__(self, epoch: int, lr: float, history: History) -> None:
+        super().__init__(
+            f"training diverged in epoch {epoch}: the cost became NaN or inf at lr={lr:g}; "
+            f"the weights of the last finite epoch were kept; try a smaller lr"
+        )
+        self.epoch = epoch
+        self.history = history
+
+
+class History:
+    """Per-epoch records of a training run.
+
+    ``records[i]`` is a dict with ``epoch``, ``lr``, ``seconds`` and the monitored values
+    (``train_cost``, ``train_accuracy``, ``val_cost``, ``val_accuracy``; None when not measured).
+    ``stop_reason`` says why training ended early (None when it ran all epochs).
+    """
+
+    def __init__(
+        self, records: Iterable[dict[str, Any]] = (), stop_reason: str | None = None
+    ) -> None:
+        self.records = list(records)
+        self.stop_reason = stop_reason
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.records[i]
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __repr__(self) -> str:
+        return f"History({len(self)} epochs, stop_reason={self.stop_reason!r})"
+
+    def column(self, key: str) -> list[Any]:
+        """The values of one field across epochs."""
+        return [r.get(key) for r in self.records]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: ``{"epochs": [...], "stop_reason": ...}``."""
+        return {"epochs": self.records, "stop_reason": self.stop_reason}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        """Inverse of :meth:`to_dict`."""
+        return cls(d.get("epochs", []), d.get("stop_reason"))
+
+    def to_json(self) -> str:
+        """The history as JSON text."""
+        return json.dumps(self.to_dict(), indent=1)
+
+
+def predict_labels(a: Array, *, xp: Any) -> Array:
+    """Class of each row of outputs ``a`` (m, n_out): argmax, or ``a > 0.5`` for one unit."""
+    if a.shape[1] == 1:
+        return xp.astype(a[:, 0] > 0.5, xp.int64)
+    return xp.argmax(a, axis=1)
+
+
+def evaluate_arrays(
+    net: Network, X: Array, Y: Array, labels: Array, *, chunk: int
+) -> tuple[float, float]:
+    """Mean cost and accuracy of ``net`` on device arrays, in chunks of ``chunk`` rows.
+
+    X (n, n_0), Y (n, n_L), labels (n,) int64. Returns ``(cost, accuracy)`` as floats, read
+    back with one host sync.
+    """
+    xp = net.xp
+    n = X.shape[0]
+    cost_sum = xp.zeros((), dtype=net.dtype)
+    correct = xp.zeros((), dtype=xp.int64)
+    for k in range(0, n, chunk):
+        rows = slice(k, min(k + chunk, n))  # clamped: the array API leaves out-of-range stops open
+        a = feedforward(net.params, X[rows, ...], activations=net.layer_activations, xp=xp)
+        cost_sum = cost_sum + xp.sum(net.cost.fn(a, Y[rows, ...], xp=xp))
+        correct = correct + xp.sum(xp.astype(predict_labels(a, xp=xp) == labels[rows], xp.int64))
+    return float(cost_sum) / n, int(correct) / n
+
+
+def _copy(params: Params, xp: Any) -> Params:
+    return Params.from_arrays([xp.asarray(t, copy=True) for t in params.arrays()])
+
+
+def _assign(dst: Params, src: Params) -> None:
+    for d, s in zip(dst.arrays(), src.arrays(), strict=True):
+        d[...] = s
+
+
+def run_epochs(
+    net: Network,
+    data: tuple[Array, Array, Array],
+    validation: tuple[Array, Array, Array] | None,
+    *,
+    run: Any,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool,
+    monitor: tuple[str, ...],
+    l2: float,
+    l1: float,
+    dropout: float,
+    chunk: int,
+    progress: Callable[..., Any] | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> History:
+    """Train ``net`` in place from ``run.epoch`` up to ``epochs``; see :meth:`Network.fit`.
+
+    ``data`` and ``validation`` are device triples ``(X, Y, labels)``. ``run`` is the
+    :class:`~gpumlp.model.TrainState` (optimizer, its state, schedule, early stopping, host RNG,
+    history, checkpointing), advanced here epoch by epoch.
+    """
+    xp, params, cost, acts = net.xp, net.params, net.cost, net.layer_activations
+    X, Y, labels = data
+    n = X.shape[0]
+    n_batches = -(-n // batch_size)
+    history = run.history
+    while run.epoch < epochs:
+        epoch = run.epoch
+        start = time.perf_counter()
+        lr = run.schedule.lr_for(epoch)
+        run.snapshot()  # the last finished epoch: restored on divergence or interruption
+        if shuffle:
+            perm = backend.to_device(run.rng.permutation(n), xp)
+            Xe, Ye, le = (xp.take(t, perm, axis=0) for t in (X, Y, labels))
+        else:
+            Xe, Ye, le = X, Y, labels
+        draw = backend.device_uniform(xp, int(run.rng.integers(2**63))) if dropout else None
+        cost_sum = xp.zeros((), dtype=net.dtype)
+        correct = xp.zeros((), dtype=xp.int64)
+        bar = progress(total=n_batches, desc=f"epoch {epoch}") if progress else None
+        try:
+            for k in range(0, n, batch_size):
+                rows = slice(k, min(k + batch_size, n))
+                x, y = Xe[rows, ...], Ye[rows, ...]
+                keep = None
+                if draw is not None:
+                    scale = 1.0 / (1.0 - dropout)
+                    keep = [
+                        xp.astype(draw((x.shape[0], h), net.dtype) >= dropout, net.dtype) * scale
+                        for h in net.sizes[1:-1]
+                    ]
+                grads, a = backprop(params, x, y, activations=acts, cost=cost, xp=xp, keep=keep)
+                if l2 or l1:
+                    regularize(grads, params, l2=l2, l1=l1, n=n, xp=xp)
+                run.optimizer.update(params, grads, run.opt_state, lr=lr, xp=xp)
+                if "train_cost" in monitor:
+                    cost_sum = cost_sum + xp.sum(cost.fn(a, y, xp=xp))
+                if "train_accuracy" in monitor:
+                    hit = predict_labels(a, xp=xp) == le[rows]
+                    correct = correct + xp.sum(xp.astype(hit, xp.int64))
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        # One host sync per epoch: finiteness of the weights and the monitors are read here.
+        finite = bool(xp.all(xp.isfinite(xp.stack([xp.sum(t) for t in params.arrays()]))))
+        train_cost = float(cost_sum) / n if "train_cost" in monitor else None
+        if not finite or (train_cost is not None and not math.isfinite(train_cost)):
+            run.restore()
+            history.stop_reason = f"diverged in epoch {epoch} (lr={lr:g})"
+            raise DivergedError(epoch, lr, history)
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_cost": train_cost}
+        record["train_accuracy"] = int(correct) / n if "train_accuracy" in monitor else None
+        if validation is not None and ("val_cost" in monitor or "val_accuracy" in monitor):
+            val_cost, val_acc = evaluate_arrays(net, *validation, chunk=chunk)
+            if not math.isfinite(val_cost):
+                logger.warning("epoch %d: validation cost is not finite", epoch)
+            record["val_cost"] = val_cost if "val_cost" in monitor else None
+            record["val_accuracy"] = val_acc if "val_accuracy" in monitor else None
+        else:
+            record["val_cost"] = record["val_accuracy"] = None
+        record["seconds"] = time.perf_counter() - start
+        history.records.append(record)
+        run.epoch += 1
+        stop = run.after_epoch(record)
+        logger.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if v is not None})
+        if on_epoch is not None:
+            on_epoch(record)
+        if stop:
+            history.stop_reason = stop
+            break
+    run.finish()
+    return history
