@@ -6,16 +6,17 @@ cost, for each case (``sizes@batch_size``) and each backend:
 
 * ``numpy``, ``cupy``: ``gpumlp.Network.fit``; an epoch's time is its ``seconds`` record (shuffle,
   all steps, the train-cost monitor and one host sync; not the one-off copy to the device).
-* ``torch-cpu``, ``torch-cuda``, ``torch-compile``: the same network in PyTorch from the same initial
-  weights, written the usual way: data on the device, ``torch.randperm`` per epoch, ``X[idx]`` per
-  batch, ``nn.Sequential(Linear, Sigmoid, ...)``, ``optim.SGD``, the running loss kept on the
-  device and read once per epoch. ``torch-cpu`` runs with 1 and with ``os.cpu_count()`` threads and
-  the faster counts; ``torch-compile`` is ``torch.compile(mode="reduce-overhead")`` of model + loss.
-  TF32 is off. PyTorch is optional: without it those rows are skipped with a note.
+* ``torch-cpu``, ``torch-cuda``, ``torch-compile``: the same network in PyTorch, from the same
+  initial weights, written the usual way: data on the device, ``torch.randperm`` per epoch,
+  ``X[idx]`` per batch, ``nn.Sequential(Linear, Sigmoid, ...)``, ``optim.SGD``, the running loss
+  kept on the device and read once per epoch. ``torch-cpu`` runs with 1 and with
+  ``os.cpu_count()`` threads and the faster counts; ``torch-compile`` is
+  ``torch.compile(mode="reduce-overhead")`` of model + loss. TF32 is off. PyTorch is optional:
+  without it those rows are skipped with a note.
 
 Each (case, backend) gets one untimed warm-up epoch (a subset for the large cases), then
-``--repeats`` timed epochs; the median is reported. If the timed epochs would take longer than ``--budget``
-seconds, the repeats are lowered (never below 1) and the row is marked ``*``.
+``--repeats`` timed epochs; the median is reported. If the timed epochs would take longer than
+``--budget`` seconds, the repeats are lowered (never below 1) and the row is marked ``*``.
 
 Reading the ratio: ``torch seconds / gpumlp seconds`` against the PyTorch peer on the same kind of
 device (numpy vs the faster torch-cpu, cupy vs eager torch-cuda). "2.0x faster" means gpumlp needs
@@ -36,7 +37,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -79,78 +80,49 @@ def _import_torch() -> Any:
     return torch
 
 
-def _warmup_rows(case: Case, n: int) -> int:
-    """Rows of the warm-up epoch; a subset keeps the shape of the last, partial batch."""
-    if case.warmup_batches is None:
-        return n
-    return min(n, case.warmup_batches * case.batch_size + n % case.batch_size)
+def _measure(epoch: Any, case: Case, n: int, opts: argparse.Namespace) -> dict[str, Any]:
+    """Warm up, then time ``opts.repeats`` epochs (fewer if they would exceed ``opts.budget`` s).
 
-
-def _plan(case: Case, n: int, warmup_s: float, rows: int, repeats: int, budget: float) -> int:
-    """Timed epochs to run: ``repeats``, fewer when the warm-up predicts more than ``budget`` s."""
-    estimate = warmup_s * n / rows
-    if budget <= 0 or estimate * repeats <= budget:
-        return repeats
-    return max(1, min(repeats, math.floor(budget / estimate)))
-
-
-def _result(times: list[float], n: int, repeats: int, threads: int | None) -> dict[str, Any]:
+    ``epoch(rows)`` trains one epoch over the first ``rows`` samples and returns its seconds. A
+    warm-up subset keeps the shape of the last, partial batch (compiled code is shape-specific).
+    """
+    rows = n if case.warmup_batches is None else case.warmup_batches * case.batch_size
+    rows = min(n, rows + n % case.batch_size)
+    estimate = epoch(rows) * n / rows
+    repeats = opts.repeats
+    if opts.budget > 0 and estimate * repeats > opts.budget:
+        repeats = max(1, math.floor(opts.budget / estimate))
+    times = [epoch(n) for _ in range(repeats)]
     median = statistics.median(times)
+    lowered = repeats < opts.repeats
     return {
         "median": median,
         "repeats": times,
         "samples_per_s": n / median,
-        "threads": threads,
-        "repeats_lowered": len(times) < repeats,
+        "threads": None,
+        "repeats_lowered": lowered,
     }
 
 
-def bench_gpumlp(
-    case: Case, backend: str, X: np.ndarray, y: np.ndarray, *, repeats: int, budget: float
-) -> dict[str, Any]:
+def bench_gpumlp(case: Case, backend: str, X: Any, y: Any, opts: argparse.Namespace) -> dict:
     """Time ``Network.fit`` epochs; ``X`` (n, 784) float32, ``y`` (n,) int64 on the host."""
     net = gpumlp.Network(list(case.sizes), init=case.init, backend=backend, seed=0)
-    kw = dict(batch_size=case.batch_size, lr=case.lr, shuffle=True, monitor=("train_cost",))
-    rows = _warmup_rows(case, len(X))
-    warm = net.fit(X[:rows], y[:rows], epochs=1, **kw).records[0]["seconds"]
-    r = _plan(case, len(X), warm, rows, repeats, budget)
-    times = [rec["seconds"] for rec in net.fit(X, y, epochs=r, **kw).records]
-    return _result(times, len(X), repeats, None)
 
+    def epoch(rows: int) -> float:
+        kw = dict(batch_size=case.batch_size, lr=case.lr, monitor=("train_cost",))
+        return net.fit(X[:rows], y[:rows], epochs=1, shuffle=True, **kw).records[0]["seconds"]
 
-def _torch_epoch(torch: Any, step: Any, X: Any, Y: Any, batch_size: int) -> float:
-    """One shuffled epoch over device tensors ``X`` (n, 784), ``Y`` (n, 10); returns seconds."""
-    start = time.perf_counter()
-    n = X.shape[0]
-    idx = torch.randperm(n, device=X.device)
-    running = torch.zeros((), device=X.device)
-    for k in range(0, n, batch_size):
-        rows = idx[k : k + batch_size]
-        running = running + step(X[rows], Y[rows])
-    if X.device.type == "cuda":
-        torch.cuda.synchronize()
-    running.item()  # the one host read per epoch, like gpumlp's train_cost monitor
-    return time.perf_counter() - start
+    return _measure(epoch, case, len(X), opts)
 
 
 def bench_torch(
-    torch: Any,
-    case: Case,
-    kind: str,
-    X: np.ndarray,
-    y: np.ndarray,
-    *,
-    repeats: int,
-    budget: float,
-    threads: int | None = None,
-) -> dict[str, Any]:
+    torch: Any, case: Case, kind: str, X: Any, y: Any, opts: argparse.Namespace
+) -> dict:
     """Time the same network in PyTorch; ``kind`` is torch-cpu, torch-cuda or torch-compile."""
     device = "cpu" if kind == "torch-cpu" else "cuda"
-    if threads is not None:
-        torch.set_num_threads(threads)
     torch.manual_seed(0)
-    init = gpumlp.Network(list(case.sizes), init=case.init, backend="numpy", seed=0)
     layers: list[Any] = []
+    init = gpumlp.Network(list(case.sizes), init=case.init, backend="numpy", seed=0)
     for w, b in zip(init.weights, init.biases, strict=True):
         lin = torch.nn.Linear(w.shape[1], w.shape[0])
         with torch.no_grad():
@@ -160,13 +132,13 @@ def bench_torch(
     model = torch.nn.Sequential(*layers).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=case.lr)
 
-    def loss_fn(x, t):
+    def loss_fn(x: Any, t: Any) -> Any:
         return 0.5 * ((model(x) - t) ** 2).sum(1).mean()
 
     if kind == "torch-compile":
         loss_fn = torch.compile(loss_fn, mode="reduce-overhead")
 
-    def step(x, t):
+    def step(x: Any, t: Any) -> Any:
         if kind == "torch-compile":
             torch.compiler.cudagraph_mark_step_begin()
         opt.zero_grad(set_to_none=True)
@@ -177,25 +149,31 @@ def bench_torch(
 
     Xd = torch.from_numpy(X).to(device)
     Yd = torch.nn.functional.one_hot(torch.from_numpy(y), case.sizes[-1]).float().to(device)
-    rows = _warmup_rows(case, len(X))
-    warm = _torch_epoch(torch, step, Xd[:rows], Yd[:rows], case.batch_size)
-    if kind == "torch-compile":  # the first epoch compiles; time a second warm-up to plan
-        warm = _torch_epoch(torch, step, Xd[:rows], Yd[:rows], case.batch_size)
-    r = _plan(case, len(X), warm, rows, repeats, budget)
-    times = [_torch_epoch(torch, step, Xd, Yd, case.batch_size) for _ in range(r)]
-    return _result(times, len(X), repeats, threads)
+
+    def epoch(rows: int) -> float:
+        start = time.perf_counter()
+        idx = torch.randperm(rows, device=device)
+        running = torch.zeros((), device=device)
+        for k in range(0, rows, case.batch_size):
+            batch = idx[k : k + case.batch_size]
+            running = running + step(Xd[batch], Yd[batch])
+        if device == "cuda":
+            torch.cuda.synchronize()
+        running.item()  # the one host read per epoch, like gpumlp's train_cost monitor
+        return time.perf_counter() - start
+
+    if kind == "torch-compile":  # compile and record the CUDA graphs before _measure's warm-up
+        epoch(min(len(X), 8 * case.batch_size + len(X) % case.batch_size))
+    return _measure(epoch, case, len(X), opts)
 
 
-def bench_torch_cpu(
-    torch: Any, case: Case, X: np.ndarray, y: np.ndarray, **kw: Any
-) -> dict[str, Any]:
+def bench_torch_cpu(torch: Any, case: Case, X: Any, y: Any, opts: argparse.Namespace) -> dict:
     """torch-cpu with 1 and with ``os.cpu_count()`` threads; the faster one is the peer."""
-    before = torch.get_num_threads()
+    before, runs = torch.get_num_threads(), {}
     try:
-        runs = {
-            t: bench_torch(torch, case, "torch-cpu", X, y, threads=t, **kw)
-            for t in sorted({1, os.cpu_count() or 1})
-        }
+        for t in sorted({1, os.cpu_count() or 1}):
+            torch.set_num_threads(t)
+            runs[t] = {**bench_torch(torch, case, "torch-cpu", X, y, opts), "threads": t}
     finally:
         torch.set_num_threads(before)
     best = min(runs.values(), key=lambda r: r["median"])
@@ -255,9 +233,10 @@ def print_table(results: dict[str, Any], verbose: bool) -> None:
             label = backend + (f" (t={r['threads']})" if r["threads"] else "")
             label += "*" if r["repeats_lowered"] else ""
             ratio = format_ratio(r.get("ratio")) if backend in PEERS else ""
-            print(
+            row = (
                 f"{name:<22} {label:<18} {r['median']:>9.3f} {r['samples_per_s']:>11,.0f}  {ratio}"
             )
+            print(row.rstrip())
             for t, rt in (r.get("by_threads") or {"": r}).items() if verbose else ():
                 reps = ", ".join(f"{s:.3f}" for s in rt["repeats"])
                 print(f"{'':<22}   {'threads=' + t if t else 'repeats':<16} [{reps}]")
@@ -267,8 +246,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, help="samples per epoch (default 50000; 5000 with --quick)")
     p.add_argument("--repeats", type=int, help="timed epochs per row (default 3; 1 with --quick)")
-    p.add_argument("--cases", nargs="+", choices=list(CASES), help="cases to run (default: all)")
-    p.add_argument("--backends", nargs="+", choices=BACKENDS, help="backends (default: all found)")
+    p.add_argument("--cases", nargs="+", choices=list(CASES), metavar="CASE", help=", ".join(CASES))
+    p.add_argument(
+        "--backends", nargs="+", choices=BACKENDS, metavar="NAME", help=", ".join(BACKENDS)
+    )
     p.add_argument("--all", action="store_true", help="also run the GPU-sized case on CPU backends")
     p.add_argument("--quick", action="store_true", help="n=5000, 1 repeat: a smoke run")
     p.add_argument("--budget", type=float, default=120.0, help="max s of timed epochs per row")
@@ -300,7 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     X = rng.random((args.n, 784), dtype=np.float32)
     y = rng.integers(0, 10, size=args.n, dtype=np.int64)
-    kw = dict(repeats=args.repeats, budget=args.budget)
     results: dict[str, Any] = {}
     for name in args.cases or list(CASES):
         case = CASES[name]
@@ -312,30 +292,22 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"bench: {name} on {backend} (n={args.n}) ...")
             try:
                 if backend in ("numpy", "cupy"):
-                    per[backend] = bench_gpumlp(case, backend, X, y, **kw)
+                    per[backend] = bench_gpumlp(case, backend, X, y, args)
                 elif backend == "torch-cpu":
-                    per[backend] = bench_torch_cpu(torch, case, X, y, **kw)
+                    per[backend] = bench_torch_cpu(torch, case, X, y, args)
                 else:
-                    per[backend] = bench_torch(torch, case, backend, X, y, **kw)
+                    per[backend] = bench_torch(torch, case, backend, X, y, args)
             except Exception as exc:  # torch.compile can fail in many ways; report, go on
                 if backend != "torch-compile":
                     raise
-                per[backend] = {
-                    "error": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-                }
+                why = (str(exc).strip().splitlines() or [""])[0]
+                per[backend] = {"error": f"failed: {type(exc).__name__}: {why}"}
         for ours, peer in PEERS.items():
             if ours in per and "median" in per.get(peer, {}):
                 per[ours]["ratio"] = per[peer]["median"] / per[ours]["median"]
                 per[ours]["peer"] = peer
         if per:
-            results[name] = {
-                "sizes": list(case.sizes),
-                "batch_size": case.batch_size,
-                "lr": case.lr,
-                "init": case.init,
-                "n": args.n,
-                "backends": per,
-            }
+            results[name] = {**asdict(case), "n": args.n, "backends": per}
     print_table(results, args.verbose)
     if any(r.get("repeats_lowered") for per in results.values() for r in per["backends"].values()):
         print(f"* fewer than {args.repeats} repeats: more would exceed --budget {args.budget:g} s")

@@ -240,6 +240,7 @@ class Network:
         checkpoint: str | Path | None = None,
         checkpoint_every: int | None = None,
         resume: str | Path | None = None,
+        engine: str = "auto",
         progress: Callable[..., Any] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> History:
@@ -263,6 +264,8 @@ class Network:
         monitor : names from ``MONITORS``
         checkpoint : path of a checkpoint written every ``checkpoint_every`` epochs, on Ctrl-C
             and at the end; resume : path of a checkpoint to continue from
+        engine : "auto", "generic", "fused" or "graph"; the last two are CuPy fast paths
+            (see :data:`gpumlp.train.ENGINES`), "generic" forces the plain ``xp`` code
         progress : factory ``progress(total=, desc=)`` of a per-batch bar (e.g. ``tqdm``)
         on_epoch : called with each epoch's record
 
@@ -351,6 +354,7 @@ class Network:
                 l2=l2,
                 l1=l1,
                 dropout=dropout,
+                engine=engine,
                 chunk=DEFAULT_CHUNK,
                 progress=progress,
                 on_epoch=on_epoch,

@@ -24,13 +24,21 @@ if TYPE_CHECKING:
     from .model import Network
 
 __all__ = [
+    "ENGINES",
     "MONITORS",
     "DivergedError",
     "History",
     "evaluate_arrays",
+    "generic_step",
     "predict_labels",
     "run_epochs",
+    "select_step",
 ]
+
+ENGINES = ("auto", "generic", "fused", "graph")
+"""``generic``: the plain ``xp`` code (any backend). ``fused``/``graph``: CuPy fast paths (fused
+elementwise kernels; whole steps replayed as a CUDA graph). ``auto`` picks the fastest that
+qualifies for the backend and network, falling back to ``generic``."""
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +133,62 @@ def evaluate_arrays(
     return float(cost_sum) / n, int(correct) / n
 
 
+def generic_step(net: Network, run: Any, *, l2: float, l1: float, n: int) -> Callable[..., Array]:
+    """The reference training step, written once in ``xp``.
+
+    Returns ``step(x, y, keep, lr) -> a``: backprop on the batch x (m, n_0), y (m, n_L) with
+    dropout multipliers ``keep`` (or None), the penalty gradients, one optimizer update in
+    place; ``a`` (m, n_L) is the batch's output, for the monitors.
+    """
+    xp, params, cost, acts = net.xp, net.params, net.cost, net.layer_activations
+
+    def step(x: Array, y: Array, keep: Any, lr: float) -> Array:
+        grads, a = backprop(params, x, y, activations=acts, cost=cost, xp=xp, keep=keep)
+        if l2 or l1:
+            regularize(grads, params, l2=l2, l1=l1, n=n, xp=xp)
+        run.optimizer.update(params, grads, run.opt_state, lr=lr, xp=xp)
+        return a
+
+    return step
+
+
+def select_step(
+    net: Network,
+    run: Any,
+    *,
+    engine: str,
+    l2: float,
+    l1: float,
+    n: int,
+    batch_size: int,
+    dropout: float,
+) -> Callable[..., Array]:
+    """Choose the training step: the one place where a backend fast path is picked.
+
+    ``engine`` is one of :data:`ENGINES`. A CuPy fast path is used only on CuPy and only for
+    configurations it supports (it says which); asking for one that does not qualify raises
+    ValueError, while ``auto`` falls back to :func:`generic_step`.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} is not an engine; expected one of {list(ENGINES)}")
+    if engine != "generic" and backend.is_cupy(net.xp):
+        from . import _cupy_fast
+
+        step, why_not = _cupy_fast.make_step(
+            net, run, engine=engine, l2=l2, l1=l1, n=n, batch_size=batch_size, dropout=dropout
+        )
+        if step is not None:
+            return step
+        if engine != "auto":
+            raise ValueError(f"engine={engine!r} does not apply here: {why_not}")
+        logger.info("engine auto: generic step (%s)", why_not)
+    elif engine in ("fused", "graph"):
+        raise ValueError(
+            f"engine={engine!r} needs the CuPy backend, not {backend.backend_name(net.xp)}"
+        )
+    return generic_step(net, run, l2=l2, l1=l1, n=n)
+
+
 def _copy(params: Params, xp: Any) -> Params:
     return Params.from_arrays([xp.asarray(t, copy=True) for t in params.arrays()])
 
@@ -147,6 +211,7 @@ def run_epochs(
     l2: float,
     l1: float,
     dropout: float,
+    engine: str,
     chunk: int,
     progress: Callable[..., Any] | None,
     on_epoch: Callable[[dict[str, Any]], None] | None,
@@ -157,11 +222,14 @@ def run_epochs(
     :class:`~gpumlp.model.TrainState` (optimizer, its state, schedule, early stopping, host RNG,
     history, checkpointing), advanced here epoch by epoch.
     """
-    xp, params, cost, acts = net.xp, net.params, net.cost, net.layer_activations
+    xp, params, cost = net.xp, net.params, net.cost
     X, Y, labels = data
     n = X.shape[0]
     n_batches = -(-n // batch_size)
     history = run.history
+    step = select_step(
+        net, run, engine=engine, l2=l2, l1=l1, n=n, batch_size=batch_size, dropout=dropout
+    )
     while run.epoch < epochs:
         epoch = run.epoch
         start = time.perf_counter()
@@ -187,10 +255,7 @@ def run_epochs(
                         xp.astype(draw((x.shape[0], h), net.dtype) >= dropout, net.dtype) * scale
                         for h in net.sizes[1:-1]
                     ]
-                grads, a = backprop(params, x, y, activations=acts, cost=cost, xp=xp, keep=keep)
-                if l2 or l1:
-                    regularize(grads, params, l2=l2, l1=l1, n=n, xp=xp)
-                run.optimizer.update(params, grads, run.opt_state, lr=lr, xp=xp)
+                a = step(x, y, keep, lr)
                 if "train_cost" in monitor:
                     cost_sum = cost_sum + xp.sum(cost.fn(a, y, xp=xp))
                 if "train_accuracy" in monitor:
