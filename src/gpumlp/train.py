@@ -36,8 +36,9 @@ __all__ = [
 ]
 
 ENGINES = ("auto", "generic", "fused", "graph")
-"""``generic``: the plain ``xp`` code (any backend). ``fused``/``graph``: CuPy fast paths (fused
-elementwise kernels; whole steps replayed as a CUDA graph). ``auto`` picks the fastest that
+"""``generic``: the plain ``xp`` code (any backend, the reference). ``fused``: the backend's fast
+path (NumPy: in-place ufuncs into preallocated buffers; CuPy: fused elementwise kernels).
+``graph``: CuPy only, whole steps replayed as a CUDA graph. ``auto`` picks the fastest that
 qualifies for the backend and network, falling back to ``generic``."""
 
 logger = logging.getLogger(__name__)
@@ -165,16 +166,21 @@ def select_step(
 ) -> Callable[..., Array]:
     """Choose the training step: the one place where a backend fast path is picked.
 
-    ``engine`` is one of :data:`ENGINES`. A CuPy fast path is used only on CuPy and only for
+    ``engine`` is one of :data:`ENGINES`. A fast path is used only on its backend and only for
     configurations it supports (it says which); asking for one that does not qualify raises
     ValueError, while ``auto`` falls back to :func:`generic_step`.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} is not an engine; expected one of {list(ENGINES)}")
-    if engine != "generic" and backend.is_cupy(net.xp):
-        from . import _cupy_fast
-
-        step, why_not = _cupy_fast.make_step(
+    name = backend.backend_name(net.xp)
+    if engine == "graph" and name != "cupy":
+        raise ValueError(f"engine='graph' needs the CuPy backend, not {name}")
+    if engine != "generic" and name in ("numpy", "cupy"):
+        if name == "cupy":
+            from ._cupy_fast import make_step
+        else:
+            from ._numpy_fast import make_step
+        step, why_not = make_step(
             net, run, engine=engine, l2=l2, l1=l1, n=n, batch_size=batch_size, dropout=dropout
         )
         if step is not None:
@@ -182,10 +188,8 @@ def select_step(
         if engine != "auto":
             raise ValueError(f"engine={engine!r} does not apply here: {why_not}")
         logger.info("engine auto: generic step (%s)", why_not)
-    elif engine in ("fused", "graph"):
-        raise ValueError(
-            f"engine={engine!r} needs the CuPy backend, not {backend.backend_name(net.xp)}"
-        )
+    elif engine == "fused":
+        raise ValueError(f"engine='fused' needs the NumPy or CuPy backend, not {name}")
     return generic_step(net, run, l2=l2, l1=l1, n=n)
 
 
@@ -230,6 +234,8 @@ def run_epochs(
     step = select_step(
         net, run, engine=engine, l2=l2, l1=l1, n=n, batch_size=batch_size, dropout=dropout
     )
+    # A fast path may bring a cheaper batch cost for the monitor; the default is the cost's own.
+    batch_cost = getattr(step, "cost_sum", None) or (lambda a, y: xp.sum(cost.fn(a, y, xp=xp)))
     while run.epoch < epochs:
         epoch = run.epoch
         start = time.perf_counter()
@@ -257,7 +263,7 @@ def run_epochs(
                     ]
                 a = step(x, y, keep, lr)
                 if "train_cost" in monitor:
-                    cost_sum = cost_sum + xp.sum(cost.fn(a, y, xp=xp))
+                    cost_sum = cost_sum + batch_cost(a, y)
                 if "train_accuracy" in monitor:
                     hit = predict_labels(a, xp=xp) == le[rows]
                     correct = correct + xp.sum(xp.astype(hit, xp.int64))
