@@ -19,9 +19,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,13 @@ __all__ = [
 
 FORMAT_VERSION = 1
 
+# What reading a damaged zip or .npy can raise, besides OSError/ValueError/EOFError: a flipped
+# flag or version byte makes zipfile ask for a password (RuntimeError) or refuse an unknown
+# method or version (NotImplementedError); a flipped method byte sends the data to zlib or lzma.
+_DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError,
+            NotImplementedError, zlib.error, lzma.LZMAError, struct.error, OverflowError,
+            MemoryError)  # fmt: skip
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, damaged, of an unknown format, or does not fit."""
@@ -52,15 +62,28 @@ def _digest(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename.
 
-    On any failure (disk full, permissions) the temporary file is removed and the previous
-    content of ``path``, if any, is left untouched.
+    The file gets the permissions a plain ``open(path, "wb")`` would give it (those of the file
+    it replaces, else 0o666 less the umask), not ``mkstemp``'s owner-only 0o600. On any failure
+    (disk full, permissions) the temporary file is removed and the previous content of
+    ``path``, if any, is left untouched.
     """
     path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -120,14 +143,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     if path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r} is a directory, expected a .npz file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "__meta__" not in npz.files:
-                raise CheckpointError(f"{str(path)!r} is not a gpumlp checkpoint (no metadata)")
-            meta = json.loads(bytes(npz["__meta__"]).decode("utf-8"))
-            arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
+        # Open the file here: np.load(path) leaks its handle when the zip is damaged.
+        with path.open("rb") as f:
+            npz = np.load(f, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):  # a bare .npy: one array
+                raise CheckpointError(f"{str(path)!r} is a .npy array, not a gpumlp checkpoint")
+            with npz:
+                if "__meta__" not in npz.files:
+                    raise CheckpointError(f"{str(path)!r} is not a gpumlp checkpoint (no metadata)")
+                meta = json.loads(bytes(npz["__meta__"]).decode("utf-8"))
+                arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
     except CheckpointError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
+    except _DAMAGED as exc:
         raise CheckpointError(
             f"{str(path)!r} is damaged or not a gpumlp checkpoint: {exc}"
         ) from None

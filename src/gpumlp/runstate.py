@@ -66,6 +66,7 @@ class TrainState:
             "schedule": self.schedule.state(),
             "early": self.early.state() if self.early else None,
             "n_records": len(self.history),
+            "best": self._best,  # replaced, never written in place: a reference is enough
         }
 
     def restore(self) -> None:
@@ -84,6 +85,7 @@ class TrainState:
         self.schedule.load_state(s["schedule"])
         if self.early:
             self.early.load_state(s["early"])
+        self._best = s["best"]
         del self.history.records[s["n_records"] :]
 
     def after_epoch(self, record: dict[str, Any]) -> str | None:
@@ -107,14 +109,19 @@ class TrainState:
         return stop
 
     def finish(self) -> None:
-        """End of training: restore the best weights under early stopping, write the checkpoint."""
+        """End of training: write the checkpoint, then restore the best weights (early stopping).
+
+        The checkpoint is written first so that it holds the run's last state (its best weights
+        travel in it separately): a run resumed from it to more epochs continues exactly as an
+        uninterrupted one would, instead of from the best epoch's weights.
+        """
+        if self.checkpoint is not None:
+            self.save(self.checkpoint)
         if self.early is not None and self._best is not None:
             _assign(self.net.params, self._best)
             logger.info(
                 "restored the weights of epoch %d (best validation accuracy)", self.early.best_epoch
             )
-        if self.checkpoint is not None:
-            self.save(self.checkpoint)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -156,32 +163,37 @@ class TrainState:
             raise CheckpointError(
                 f"{str(path)!r} holds a model, not a resumable training checkpoint"
             )
-        self.net._load_checkpoint_params(meta, arrays, path)
         name = meta["optimizer"]["name"]
         if name != self.optimizer.name:
             raise CheckpointError(
                 f"{str(path)!r} was written with optimizer={name!r}, not {self.optimizer.name!r}"
             )
-        for key, value in self.opt_state.items():
-            if isinstance(value, Params):
-                for i, t in enumerate(value.arrays()):
-                    t[...] = backend.to_device(
-                        arrays[f"opt/{key}/{i}"], self.net.xp, self.net.dtype
-                    )
+        self.net._load_checkpoint_params(meta, arrays, path)  # checks the network's config
+        shapes = [tuple(t.shape) for t in self.net.params.arrays()]
+        groups = [f"opt/{key}" for key in _state_arrays(self.opt_state)]
+        groups += ["best"] if "best/0" in arrays else []
+        for key, shape in ((f"{g}/{i}", s) for g in groups for i, s in enumerate(shapes)):
+            if key not in arrays:
+                raise CheckpointError(f"{str(path)!r} lacks the array {key!r}")
+            if arrays[key].shape != shape:
+                raise CheckpointError(
+                    f"{str(path)!r} has {key!r} of shape {arrays[key].shape}, expected {shape}"
+                )
+        xp, dtype = self.net.xp, self.net.dtype
+        for key, value in _state_arrays(self.opt_state).items():
+            for i, t in enumerate(value.arrays()):
+                t[...] = backend.to_device(arrays[f"opt/{key}/{i}"], xp, dtype)
         self.opt_state.update(meta["optimizer"]["scalars"])
         if "best/0" in arrays:
-            n = len(self.net.params.arrays())
             self._best = Params.from_arrays(
-                [
-                    backend.to_device(arrays[f"best/{i}"], self.net.xp, self.net.dtype)
-                    for i in range(n)
-                ]
+                [backend.to_device(arrays[f"best/{i}"], xp, dtype) for i in range(len(shapes))]
             )
         self.schedule.load_state(meta["schedule"])
         if self.early is not None and meta.get("early"):
             self.early.load_state(meta["early"])
         self.rng.bit_generator.state = meta["rng"]
         self.history = History.from_dict(meta["history"])
+        self.history.stop_reason = None  # the run goes on; "interrupted ..." no longer holds
         self.epoch = int(meta["epoch"])
         changed = {
             k: (v, self.hyper.get(k))

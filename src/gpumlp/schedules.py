@@ -66,7 +66,8 @@ class Schedule:
             return None
         if val_accuracy is None:
             raise ValueError(
-                "schedule='plateau' needs validation_data (it watches validation accuracy)"
+                "schedule='plateau' watches validation accuracy: it needs validation_data "
+                "and 'val_accuracy' in monitor"
             )
         if val_accuracy > self._best:
             self._best, self._since_best = val_accuracy, 0
@@ -105,7 +106,10 @@ class EarlyStopping:
     def observe(self, epoch: int, val_accuracy: float | None) -> tuple[bool, str | None]:
         """Return ``(improved, stop_reason)`` for a finished epoch."""
         if val_accuracy is None:
-            raise ValueError("patience (early stopping) needs validation_data")
+            raise ValueError(
+                "patience (early stopping) watches validation accuracy: it needs "
+                "validation_data and 'val_accuracy' in monitor"
+            )
         if val_accuracy > self.best:
             self.best, self.best_epoch, self.since_best = val_accuracy, epoch, 0
             return True, None
