@@ -1,0 +1,158 @@
+"""The parity script (gpumlp.parity): agreement, a planted mismatch, unavailable backends."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gpumlp import activations, cli, parity, train
+from gpumlp.backend import backend_name, cupy_status, to_host
+
+SMALL = ["--sizes", "20,12,4", "--n", "205", "--batch-size", "10", "--steps", "6", "--epochs", "2"]
+USABLE, REASON = cupy_status()
+
+
+def _report(tmp_path, argv):
+    path = tmp_path / "parity.json"
+    code = parity.main([*argv, "--json", str(path)])
+    return code, json.loads(path.read_text()) if path.exists() else None
+
+
+def test_numpy_and_array_api_strict_agree_in_float64(tmp_path):
+    pytest.importorskip("array_api_strict")
+    code, report = _report(tmp_path, ["--backends", "numpy", "array_api_strict", *SMALL])
+    assert code == 0
+    assert report["verdict"] == "agree" and report["first_exceeded"] is None
+    assert report["dtypes"] == ["float64", "float64"]
+    assert report["tolerances"]["rel_per_step"] == parity.TOLERANCES["float64"] == 1e-12
+    phases = {row["phase"] for row in report["tensors"]}
+    assert phases == {"start", "steps", "epochs", "final"}
+    steps = [r for r in report["tensors"] if r["phase"] == "steps"]
+    assert {r["tensor"] for r in steps} == {"w[0]", "b[0]", "w[1]", "b[1]", "out"}
+    assert all(r["checks"] == 6 for r in steps)
+
+
+def test_float64_against_float32_uses_the_float32_tolerance(tmp_path, capsys):
+    argv = ["--backends", "numpy", "numpy", "--dtypes", "float32", "float64", *SMALL]
+    code, report = _report(tmp_path, argv)
+    assert code == 0, capsys.readouterr().out
+    assert report["reference"] == "numpy float64"  # the float64 side, though named second
+    assert report["tolerances"]["rel_per_step"] == 1e-5
+    steps = [r for r in report["tensors"] if r["phase"] == "steps"]
+    # float32 rounding is visible (so the comparison is real) and well inside the tolerance.
+    assert all(0 < r["max_rel"] < 1e-5 for r in steps)
+    assert "verdict: agree" in capsys.readouterr().out
+
+
+def _perturbing_generic_step(at_call):
+    """A generic_step whose non-NumPy instances nudge w[0] by 1e-6 after their call ``at_call``."""
+    real = train.generic_step
+
+    def make(net, run, **kw):
+        step = real(net, run, **kw)
+        if net.backend == "numpy":
+            return step
+        calls = [0]
+
+        def nudged(x, y, keep, lr):
+            a = step(x, y, keep, lr)
+            calls[0] += 1
+            if calls[0] == at_call:
+                w = [to_host(t).copy() for t in net.weights]
+                w[0] *= 1 + 1e-6
+                net.load_params(w, [to_host(t) for t in net.biases])
+            return a
+
+        return nudged
+
+    return make
+
+
+def test_a_weight_nudged_after_step_3_is_reported_at_step_3(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("array_api_strict")
+    monkeypatch.setattr(train, "generic_step", _perturbing_generic_step(at_call=3))
+    code, report = _report(tmp_path, ["--backends", "numpy", "array_api_strict", *SMALL])
+    assert code == 1
+    assert report["verdict"] == "mismatch"
+    assert report["first_exceeded"] == {"phase": "steps", "step": 3, "tensor": "w[0]"}
+    rows = {(r["phase"], r["tensor"]): r for r in report["tensors"]}
+    assert rows[("steps", "w[1]")]["first_exceeded"] == 4  # the error flows on a step later
+    assert rows[("start", "a[0]")]["first_exceeded"] is None
+    assert "MISMATCH, first exceeded at step 3 (steps, w[0])" in capsys.readouterr().out
+
+
+def test_a_broken_activation_on_one_backend_fails_at_the_start(tmp_path, monkeypatch):
+    pytest.importorskip("array_api_strict")
+    good = activations.ACTIVATIONS["sigmoid"]
+
+    def fn(z, *, xp):
+        a = good.fn(z, xp=xp)
+        return a if backend_name(xp) == "numpy" else a * (1 + 1e-9)
+
+    broken = activations.Activation("sigmoid", fn, good.prime)
+    monkeypatch.setitem(activations.ACTIVATIONS, "sigmoid", broken)
+    code, report = _report(tmp_path, ["--backends", "numpy", "array_api_strict", *SMALL])
+    assert code == 1
+    assert report["first_exceeded"] == {"phase": "start", "step": 0, "tensor": "a[0]"}
+
+
+@pytest.mark.skipif(USABLE, reason="CuPy is usable here, so it is not unavailable")
+def test_unavailable_cupy_exits_2_with_one_line(capsys):
+    code = parity.main(["--backends", "numpy", "cupy", *SMALL])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "cupy" in err[0].lower()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--sizes", "20,x"],
+        ["--dtype", "float32", "--dtypes", "float64", "float32"],
+        ["--steps", "-1"],
+        ["--backends", "numpy", "no_such_array_module"],
+        ["--backends", "numpy", "numpy", "--engine", "graph"],  # graph needs CuPy
+        ["--backends", "numpy", "numpy", "--activation", "nope"],
+        ["--dtype", "float16"],
+    ],
+)
+def test_bad_arguments_exit_2(argv, capsys):
+    quick = ["--sizes", "5,3", "--n", "30", "--steps", "2"]  # a later flag overrides these
+    assert parity.main([*quick, *argv]) == 2
+    assert capsys.readouterr().err.strip()
+
+
+def test_gpumlp_parity_command_dispatches(capsys):
+    assert cli.main(["parity", "--backends", "numpy", "numpy", *SMALL]) == 0
+    assert "verdict: agree" in capsys.readouterr().out
+
+
+def test_mnist_format_data_path(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mnist.npz"
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (120, 28, 28), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 120),
+        x_test=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 40),
+    )
+    argv = ["--backends", "numpy", "numpy", "--data", str(path), "--sizes", "784,8,10"]
+    code, report = _report(tmp_path, [*argv, "--steps", "3"])
+    assert code == 0, capsys.readouterr()
+    assert report["config"]["n"] == 100 and report["config"]["n_test"] == 40  # 1/6 held out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not USABLE, reason=f"CuPy unusable: {REASON}")
+@pytest.mark.parametrize("engine", ["generic", "fused", "graph", "auto"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numpy_and_cupy_agree(engine, dtype, tmp_path, capsys):
+    argv = ["--backends", "numpy", "cupy", "--dtype", dtype, "--engine", engine, *SMALL]
+    code, report = _report(tmp_path, argv)
+    assert code == 0, capsys.readouterr().out
+    expected = {"generic": "generic", "fused": "fused", "graph": "graph", "auto": "graph"}
+    assert report["engines"] == ["generic", expected[engine]]
+    assert report["versions"]["CUPY_TF32"] == "0"
