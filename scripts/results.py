@@ -4,7 +4,7 @@ Each configuration trains on the book's 50,000 training images, evaluates the 10
 after every epoch, and is repeated over several seeds; the table reports mean ± standard deviation
 of the final and of the best epoch's test accuracy, never the best seed alone.
 
-    python scripts/results.py --out docs/results.json            # everything (about an hour on 2 cores)
+    python scripts/results.py --out docs/results.json   # everything (about an hour, 2 cores)
     python scripts/results.py --only book-30 --seeds 0 1 2       # one configuration
     python scripts/results.py --table docs/results.json          # print the Markdown table again
 """
@@ -86,9 +86,17 @@ def run(name: str, seed: int, data) -> dict:
     hist = net.fit(X, y, validation_data=test, seed=seed, monitor=("val_accuracy",), **fit_kw)
     seconds = time.perf_counter() - start
     accs = hist.column("val_accuracy")
-    return {"config": name, "seed": seed, "backend": net.backend, "seconds": seconds,
-            "final": accs[-1], "best": max(accs), "best_epoch": accs.index(max(accs)),
-            "accuracies": accs, "command": _command(name, seed)}
+    return {
+        "config": name,
+        "seed": seed,
+        "backend": net.backend,
+        "seconds": seconds,
+        "final": accs[-1],
+        "best": max(accs),
+        "best_epoch": accs.index(max(accs)),
+        "accuracies": accs,
+        "command": _command(name, seed),
+    }
 
 
 def _fmt(values: list[float]) -> str:
@@ -131,16 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     data = load_mnist(args.data)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    report["machine"] = {"platform": platform.platform(), "python": sys.version.split()[0],
-                         "gpumlp": gpumlp.__version__, "date": time.strftime("%Y-%m-%d")}
+    report["machine"] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "gpumlp": gpumlp.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     for name in args.only:
         for seed in args.seeds:
             result = run(name, seed, data)
             report["runs"] = [r for r in report["runs"] if (r["config"], r["seed"]) != (name, seed)]
             report["runs"].append(result)
             out.write_text(json.dumps(report, indent=1))
-            print(f"{name} seed {seed}: final {result['final']:.4f}, best {result['best']:.4f} "
-                  f"(epoch {result['best_epoch']}), {result['seconds']:.0f} s", flush=True)
+            print(
+                f"{name} seed {seed}: final {result['final']:.4f}, best {result['best']:.4f} "
+                f"(epoch {result['best_epoch']}), {result['seconds']:.0f} s",
+                flush=True,
+            )
     print(table(report))
     return 0
 

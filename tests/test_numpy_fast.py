@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import host
 
 import gpumlp
+from conftest import host
 from gpumlp.activations import ACTIVATIONS
 from gpumlp.costs import COSTS
 

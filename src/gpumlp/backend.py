@@ -32,8 +32,10 @@ __all__ = [
     "backend_name",
     "cupy_status",
     "device_uniform",
+    "free_memory",
     "get_namespace",
     "is_cupy",
+    "is_out_of_memory",
     "resolve_dtype",
     "to_device",
     "to_host",
@@ -166,6 +168,42 @@ def backend_name(xp: Namespace) -> str:
 def is_cupy(xp: Namespace) -> bool:
     """True when ``xp`` is CuPy (plain or array-api-compat wrapped)."""
     return backend_name(xp) == "cupy"
+
+
+# CUDA statuses that mean "out of memory" when CuPy raises them as CUDARuntimeError, CUBLASError...
+_CUDA_OOM = ("cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY", "STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when ``exc`` is an allocation failure of any backend.
+
+    That is any ``MemoryError`` (NumPy's, and CuPy's ``OutOfMemoryError``, which subclasses it),
+    or a CuPy error carrying a CUDA or cuBLAS out-of-memory status. Never imports CuPy.
+    """
+    if isinstance(exc, MemoryError):
+        return True
+    return type(exc).__module__.startswith("cupy") and any(s in str(exc) for s in _CUDA_OOM)
+
+
+def free_memory(xp: Namespace) -> int | None:
+    """Bytes that new arrays of ``xp`` can still get, or None when unknown.
+
+    On CuPy: the device's free memory plus the blocks CuPy's memory pool holds free. Otherwise
+    the host's available memory (``MemAvailable`` of ``/proc/meminfo``, Linux only).
+    """
+    if is_cupy(xp):
+        import cupy
+
+        free, _ = cupy.cuda.runtime.memGetInfo()
+        return int(free) + int(cupy.get_default_memory_pool().free_bytes())
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def resolve_dtype(xp: Namespace, dtype: Any) -> Any:

@@ -3,8 +3,13 @@
 Subcommands: ``train`` (the book's first network on MNIST by default), ``eval``, ``predict``,
 ``data fetch|info``, ``plot`` and ``parity``. Flags carry the Python API's names and defaults.
 
-Exit codes: 0 success; 1 parity mismatch; 2 bad input (one line on stderr, no traceback unless
-``--debug``); 3 training diverged; 130 interrupted (Ctrl-C) after checkpointing.
+``train`` writes a run folder: ``args.json`` (the flags in effect), ``history.json`` and
+``history.csv``, ``model.npz`` and ``checkpoint.npz``. ``train --resume DIR`` continues that run
+with the flags of ``DIR/args.json`` (or of the checkpoint), overridden by the flags given.
+
+Exit codes: 0 success; 1 parity mismatch; 2 bad input, unreadable or unwritable files, out of
+memory (one line on stderr, ``gpumlp: error: ...``; a traceback only with ``--debug``);
+3 training diverged; 130 interrupted (Ctrl-C) after checkpointing.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,123 +41,135 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "sizes": [784, 30, 10], "activation": "sigmoid", "output_activation": None,
+    "cost": "quadratic", "init": "normal", "dtype": "float32", "backend": "auto", "lr": 3.0,
+    "batch_size": 10, "epochs": 30, "seed": None, "optimizer": "sgd", "momentum": 0.9,
+    "l2": 0.0, "l1": 0.0, "dropout": 0.0, "schedule": "constant", "patience": None,
+    "engine": "auto", "monitor_set": "test", "data": None, "limit": None,
+    "checkpoint_every": None,
+}  # fmt: skip
+"""Flags of ``train`` whose values ``args.json`` records and ``--resume`` reuses."""
+_FROM_CHECKPOINT = ("sizes", "activation", "output_activation", "cost", "init", "dtype")
+_HYPER = ("lr", "batch_size", "optimizer", "momentum", "l2", "l1", "dropout", "schedule")
+# What a command can fail with that is the user's input or environment, not a bug of gpumlp.
+_REPORTED = (ValueError, TypeError, OSError, MemoryError, ImportError, RuntimeError)
+
 
 class UsageError(ValueError):
     """Bad command-line input, reported as one line and exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line like every other error of the command, instead of argparse's usage block.
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def _sizes(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",")]
+        sizes = [int(s) for s in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers like 784,30,10, got {text!r}"
         ) from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 2 positive sizes, got {text!r}")
+    return sizes
+
+
+def _number(kind: type, low: float, *, strict: bool = False, high: float | None = None) -> Callable:
+    """An argparse type: ``kind`` (int or float), finite, >= low (> low if strict), < high."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        if high is not None and value >= high:
+            raise argparse.ArgumentTypeError(f"must lie in [{low}, {high}), got {text}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="gpumlp", description="Train multilayer perceptrons on NumPy or CuPy."
+    common = argparse.ArgumentParser(add_help=False)  # accepted before or after the command
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log more"
+    )
+    p = _Parser(
+        prog="gpumlp",
+        parents=[common],
+        description="Train multilayer perceptrons on NumPy or CuPy.",
     )
     p.add_argument("--version", action="version", version=f"gpumlp {__version__}")
-    p.add_argument(
-        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
-    )
-    p.add_argument(
-        "-v", "--verbose", action="store_true", help="log which backend was chosen, and why"
-    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a network on MNIST (default: the book's [784,30,10])")
+    t = sub.add_parser("train", parents=[common], help="train a network on MNIST")
+    D, keep = TRAIN_DEFAULTS, argparse.SUPPRESS  # unset flags stay unset: --resume fills them
+
+    def flag(group: Any, name: str, help: str = "", **kw: Any) -> None:
+        key = name[2:].replace("-", "_")
+        group.add_argument(name, default=keep, help=f"{help} (default {D[key]})".strip(), **kw)
+
     net = t.add_argument_group("network")
-    net.add_argument(
-        "--sizes", type=_sizes, default=[784, 30, 10], help="layer sizes (default 784,30,10)"
-    )
-    net.add_argument(
-        "--activation", default="sigmoid", choices=[a for a in ACTIVATIONS if a != "softmax"]
-    )
-    net.add_argument(
-        "--output-activation", default=None, choices=list(ACTIVATIONS), help="default: --activation"
-    )
-    net.add_argument("--cost", default="quadratic", choices=list(COSTS))
-    net.add_argument("--init", default="normal", choices=list(INITS))
-    net.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    net.add_argument(
-        "--backend", default="auto", help=f"one of {', '.join(BACKEND_NAMES)} (default auto)"
-    )
+    flag(net, "--sizes", "layer sizes, e.g. 784,30,10", type=_sizes)
+    flag(net, "--activation", choices=[a for a in ACTIVATIONS if a != "softmax"])
+    flag(net, "--output-activation", "None: --activation", choices=list(ACTIVATIONS))
+    flag(net, "--cost", choices=list(COSTS))
+    flag(net, "--init", choices=list(INITS))
+    flag(net, "--dtype", choices=list(DTYPES))
+    flag(net, "--backend", f"one of {', '.join(BACKEND_NAMES)}")
     tr = t.add_argument_group("training")
-    tr.add_argument("--lr", type=float, default=3.0, help="learning rate η (default 3.0)")
-    tr.add_argument("--batch-size", type=int, default=10, help="mini-batch size (default 10)")
-    tr.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
-    tr.add_argument(
-        "--seed", type=int, default=None, help="seed for initial weights and epoch order"
-    )
-    tr.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS))
-    tr.add_argument(
-        "--momentum", type=float, default=0.9, help="μ for momentum/nesterov (default 0.9)"
-    )
-    tr.add_argument(
-        "--l2", type=float, default=0.0, help="L2 penalty λ, the book's (λ/n)·W (default 0)"
-    )
-    tr.add_argument("--l1", type=float, default=0.0, help="L1 penalty λ, (λ/n)·sgn(W) (default 0)")
-    tr.add_argument(
-        "--dropout", type=float, default=0.0, help="dropout rate on hidden layers (default 0)"
-    )
-    tr.add_argument("--schedule", default="constant", choices=list(SCHEDULES))
-    tr.add_argument(
-        "--patience", type=int, default=None, help="early stopping (or plateau) patience in epochs"
-    )
-    tr.add_argument(
-        "--engine",
-        default="auto",
-        choices=list(ENGINES),
-        help="training step: auto, generic (plain xp), fused or graph (CuPy fast paths)",
-    )
-    tr.add_argument(
-        "--monitor-set",
-        default="test",
-        choices=["test", "validation"],
-        help="set evaluated after each epoch (the book: test)",
-    )
+    flag(tr, "--lr", "learning rate η", type=_number(float, 0, strict=True))
+    flag(tr, "--batch-size", "mini-batch size", type=_number(int, 1))
+    flag(tr, "--epochs", "total epochs (with --resume: up to this many)", type=_number(int, 1))
+    flag(tr, "--seed", "seed for initial weights and epoch order", type=_number(int, 0))
+    flag(tr, "--optimizer", choices=list(OPTIMIZERS))
+    flag(tr, "--momentum", "μ for momentum/nesterov", type=_number(float, 0, high=1))
+    flag(tr, "--l2", "L2 penalty λ, the book's (λ/n)·W", type=_number(float, 0))
+    flag(tr, "--l1", "L1 penalty λ, (λ/n)·sgn(W)", type=_number(float, 0))
+    flag(tr, "--dropout", "dropout rate on hidden layers", type=_number(float, 0, high=1))
+    flag(tr, "--schedule", choices=list(SCHEDULES))
+    flag(tr, "--patience", "early stopping (or plateau) patience", type=_number(int, 1))
+    flag(tr, "--engine", "training step: generic (plain xp) or a fast path", choices=ENGINES)
+    flag(tr, "--monitor-set", "set evaluated after each epoch", choices=["test", "validation"])
     io = t.add_argument_group("data and output")
-    io.add_argument(
-        "--data",
-        default=None,
-        help="mnist.pkl.gz, an IDX folder or mnist.npz (default: cache/fetch)",
-    )
-    io.add_argument("--limit", type=int, default=None, help="train on the first N images only")
-    io.add_argument(
-        "--out",
-        default=None,
-        help="run folder for history, model, checkpoint (default runs/<time>)",
-    )
-    io.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N epochs")
-    io.add_argument("--resume", default=None, help="continue from a checkpoint file or run folder")
+    flag(io, "--data", "mnist.pkl.gz, an IDX folder or mnist.npz; None: the cache")
+    flag(io, "--limit", "train on the first N images only", type=_number(int, 1))
+    flag(io, "--checkpoint-every", "checkpoint every N epochs", type=_number(int, 1))
+    io.add_argument("--out", default=None, help="run folder (default runs/<time>)")
+    io.add_argument("--resume", default=None, help="continue from a checkpoint or run folder")
     io.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    e = sub.add_parser(
-        "eval", help="accuracy, cost and confusion matrix of a model on the test set"
-    )
+    e = sub.add_parser("eval", parents=[common], help="accuracy and confusion matrix on test set")
     e.add_argument("model", help="model or checkpoint .npz")
     e.add_argument("--data", default=None)
     e.add_argument("--backend", default="auto")
 
-    pr = sub.add_parser("predict", help="classify a digit image")
+    pr = sub.add_parser("predict", parents=[common], help="classify a digit image")
     pr.add_argument("model", help="model or checkpoint .npz")
     pr.add_argument("image", help="PNG (or any Pillow format), grey or colour, any size")
     pr.add_argument("--backend", default="auto")
 
-    d = sub.add_parser("data", help="the MNIST cache")
+    d = sub.add_parser("data", parents=[common], help="the MNIST cache")
     d.add_argument("action", choices=["fetch", "info"])
     d.add_argument("--force", action="store_true", help="fetch again even if cached")
 
-    pl = sub.add_parser("plot", help="PNG learning curves of a run folder")
+    pl = sub.add_parser("plot", parents=[common], help="PNG learning curves of a run folder")
     pl.add_argument("run_dir")
     pl.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
 
-    sub.add_parser(
-        "parity", help="compare two backends step by step (see scripts/parity.py)", add_help=False
-    )
+    sub.add_parser("parity", help="compare two backends step by step", add_help=False)
     return p
 
 
@@ -157,33 +177,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if argv[:1] == ["parity"]:
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first] == "parity":  # its own parser and exit codes
         from .parity import main as parity_main
 
-        return parity_main(argv[1:])
+        return parity_main(argv[first + 1 :])
     try:
         args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or argparse's one-line usage error (2)
+        verbose = getattr(args, "verbose", False)
+        logging.basicConfig(
+            level=logging.INFO if verbose else logging.WARNING, format="%(message)s"
+        )
+        handler = {
+            "train": _train,
+            "eval": _eval,
+            "predict": _predict,
+            "data": _data,
+            "plot": _plot,
+        }
+        return handler[args.command](args)
+    except SystemExit as exc:  # --help and --version (argparse's own exits)
         return EXIT_OK if not exc.code else EXIT_USAGE
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
-    )
-    handler = {"train": _train, "eval": _eval, "predict": _predict, "data": _data, "plot": _plot}[
-        args.command
-    ]
-    try:
-        return handler(args)
     except KeyboardInterrupt:
         print("gpumlp: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (
-        ValueError,
-        TypeError,
-        OSError,
-        BackendUnavailableError,
-        ImportError,
-        RuntimeError,
-    ) as exc:
+    except (*_REPORTED, BackendUnavailableError) as exc:
         if debug:
             raise
         print(f"gpumlp: error: {exc}", file=sys.stderr)
@@ -193,63 +211,93 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- train --------------------------------------------------------------------------------------
 
 
-def _run_dir(args: argparse.Namespace, resume: Path | None) -> Path:
-    if args.out:
-        out = Path(args.out)
+def _resume_path(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    path = path / "checkpoint.npz" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {value!r}: no checkpoint at {str(path)!r}")
+    return path
+
+
+def _resumed_flags(checkpoint: Path) -> dict[str, Any]:
+    """The flags of the run that wrote ``checkpoint``: its folder's args.json, else its metadata."""
+    from .checkpoint import read_checkpoint
+
+    meta, _ = read_checkpoint(checkpoint)
+    flags = {k: meta[k] for k in _FROM_CHECKPOINT if k in meta}
+    flags |= {k: v for k, v in meta.get("hyper", {}).items() if k in _HYPER}
+    if len(flags.get("sizes", ())) == 2:  # no hidden layer: "activation" is the output's
+        flags.pop("activation", None)
+    stored = checkpoint.parent / "args.json"
+    if stored.is_file():
+        try:
+            saved = json.loads(stored.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{str(stored)!r} is not readable JSON: {exc}") from None
+        if not isinstance(saved, dict):
+            raise UsageError(f"{str(stored)!r} does not hold a JSON object of flags")
+        flags |= {k: v for k, v in saved.items() if k in TRAIN_DEFAULTS}
+    return flags
+
+
+def _out_dir(value: str | None, resume: Path | None) -> Path:
+    if value:
+        out = Path(value)
     elif resume is not None:  # continue writing where the interrupted run wrote
         out = resume.parent
     else:
         out = Path("runs") / time.strftime("mnist-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    probe = out / ".gpumlp-write-test"
-    try:  # fail before training, not after, when the folder is read-only or the disk is full
-        probe.write_bytes(b"x" * 4096)
-    except OSError as exc:
-        raise UsageError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
-    finally:
-        probe.unlink(missing_ok=True)
     return out
 
 
-def _resume_path(value: str | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value)
-    return path / "checkpoint.npz" if path.is_dir() else path
+def _make_run_dir(out: Path) -> None:
+    """Create ``out`` and prove it writable, so that training never starts only to fail later."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".gpumlp-probe.")
+        try:
+            os.write(fd, b"\0" * 4096)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
 
 
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .checkpoint import atomic_write_bytes
     from .datasets import load_mnist
     from .model import Network
     from .train import DivergedError
 
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS}
     resume = _resume_path(args.resume)
-    run_dir = _run_dir(args, resume)
+    o = argparse.Namespace(**(TRAIN_DEFAULTS | (_resumed_flags(resume) if resume else {}) | given))
+    out = _out_dir(args.out, resume)
     net = Network(
-        args.sizes,
-        activation=args.activation,
-        output_activation=args.output_activation,
-        cost=args.cost,
-        init=args.init,
-        dtype=args.dtype,
-        backend=args.backend,
-        seed=args.seed,
+        o.sizes,
+        activation=o.activation,
+        output_activation=o.output_activation,
+        cost=o.cost,
+        init=o.init,
+        dtype=o.dtype,
+        backend=o.backend,
+        seed=o.seed,
     )
-    train, validation, test = load_mnist(args.data)
-    X, y = train if args.limit is None else (train[0][: args.limit], train[1][: args.limit])
-    watch = test if args.monitor_set == "test" else validation
+    train, validation, test = load_mnist(o.data)
+    X, y = train if o.limit is None else (train[0][: o.limit], train[1][: o.limit])
+    watch = test if o.monitor_set == "test" else validation
     n_watch = len(watch[1])
-    bar = (
-        None
-        if args.quiet or not sys.stdout.isatty()
-        else (lambda **kw: tqdm(leave=False, unit="batch", **kw))
-    )
+    _make_run_dir(out)
+    flags = vars(o) | {"data": None if o.data is None else str(Path(o.data).resolve())}
+    atomic_write_bytes(out / "args.json", json.dumps(flags, indent=1).encode())
+    bar = None if args.quiet or not sys.stdout.isatty() else _tqdm_factory(tqdm)
 
     def report(r: dict[str, Any]) -> None:
         correct = round(r["val_accuracy"] * n_watch)
@@ -259,54 +307,66 @@ def _train(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    print(
-        f"gpumlp {__version__}: {net!r} on {len(y)} images, "
-        f"{args.monitor_set} set after each epoch",
-        flush=True,
-    )
-    checkpoint = run_dir / "checkpoint.npz"
+    print(f"gpumlp {__version__}: {net!r} on {len(y)} images, {o.monitor_set} set after each epoch")
+    checkpoint = out / "checkpoint.npz"
     code = EXIT_OK
     try:
-        history = net.fit(
-            X,
-            y,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            validation_data=watch,
-            seed=args.seed,
-            optimizer=args.optimizer,
-            momentum=args.momentum,
-            l2=args.l2,
-            l1=args.l1,
-            dropout=args.dropout,
-            schedule=args.schedule,
-            patience=args.patience,
-            checkpoint=checkpoint,
-            checkpoint_every=args.checkpoint_every,
-            resume=resume,
-            engine=args.engine,
-            progress=bar,
-            on_epoch=report,
-        )
+        # Overflow on the way to NaN is expected when training diverges; the epoch check says so.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            history = net.fit(
+                X,
+                y,
+                epochs=o.epochs,
+                batch_size=o.batch_size,
+                lr=o.lr,
+                validation_data=watch,
+                seed=o.seed,
+                optimizer=o.optimizer,
+                momentum=o.momentum,
+                l2=o.l2,
+                l1=o.l1,
+                dropout=o.dropout,
+                schedule=o.schedule,
+                patience=o.patience,
+                checkpoint=checkpoint,
+                checkpoint_every=o.checkpoint_every,
+                resume=resume,
+                engine=o.engine,
+                progress=bar,
+                on_epoch=report,
+            )
     except DivergedError as exc:
-        print(f"gpumlp: {exc}", file=sys.stderr)
+        print(
+            f"gpumlp: {exc}; resume from there with: gpumlp train --resume {out} --lr ...",
+            file=sys.stderr,
+        )
         history, code = exc.history, EXIT_DIVERGED
     except KeyboardInterrupt:
-        history = net.last_history
-        _write_history(run_dir, history)
+        history = getattr(net, "last_history", None)
+        if history is None:  # interrupted before the first epoch began: nothing to save
+            raise
+        _write_history(out, history)
         print(
             f"gpumlp: interrupted; saved the state after epoch {len(history)} to {checkpoint}\n"
-            f"resume with: gpumlp train --resume {run_dir} (and the same flags)",
+            f"resume with: gpumlp train --resume {out}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    _write_history(run_dir, history)
-    net.save(run_dir / "model.npz")
+    except OSError as exc:  # a checkpoint write failed mid-run (disk full, ...)
+        raise UsageError(
+            f"cannot write {str(exc.filename or checkpoint)!r}: {exc.strerror or exc}; "
+            "the previous checkpoint, if any, is intact"
+        ) from exc
+    _write_history(out, history)
+    net.save(out / "model.npz")
     if history.stop_reason and code == EXIT_OK:
         print(f"stopped early: {history.stop_reason}")
-    print(f"saved model, checkpoint and history to {run_dir}/")
+    print(f"saved model, checkpoint and history to {out}/")
     return code
+
+
+def _tqdm_factory(tqdm: Any) -> Callable[..., Any]:
+    return lambda **kw: tqdm(leave=False, unit="batch", **kw)
 
 
 def _write_history(run_dir: Path, history: Any) -> None:
@@ -329,18 +389,19 @@ def _eval(args: argparse.Namespace) -> int:
     from .model import load
 
     net = load(args.model, backend=args.backend)
+    if net.sizes[0] != 784 or net.sizes[-1] != 10:
+        raise UsageError(f"{args.model!r} maps {net.sizes[0]} inputs to {net.sizes[-1]} outputs, "
+                         "not an MNIST classifier (784 -> 10)")  # fmt: skip
     _, _, (X, y) = load_mnist(args.data)
     result = net.evaluate(X, y)
     pred = to_host(net.predict(X))
-    n_out = net.sizes[-1]
-    confusion = np.bincount(y * n_out + pred, minlength=n_out * n_out).reshape(n_out, n_out)
+    confusion = np.bincount(y * 10 + pred, minlength=100).reshape(10, 10)
     print(
         f"{args.model}: accuracy {result['accuracy']:.4f} "
-        f"({round(result['accuracy'] * len(y))} / {len(y)}), "
-        f"cost {result['cost']:.4f}"
+        f"({int(np.trace(confusion))} / {len(y)}), cost {result['cost']:.4f}"
     )
     print("confusion matrix (rows: true digit, columns: predicted)")
-    print("     " + " ".join(f"{j:5d}" for j in range(n_out)))
+    print("     " + " ".join(f"{j:5d}" for j in range(10)))
     for i, row in enumerate(confusion):
         print(f"{i:3d}  " + " ".join(f"{v:5d}" for v in row))
     return EXIT_OK
@@ -348,19 +409,20 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _read_image(path: str, side: int) -> np.ndarray:
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
     except ImportError:
         raise ImportError("reading images needs Pillow: pip install 'gpumlp[image]'") from None
-    if Path(path).is_dir():
-        raise UsageError(f"image {path!r} is a directory")
+    if not Path(path).is_file():
+        what = "is a directory" if Path(path).is_dir() else "does not exist"
+        raise UsageError(f"image {path!r} {what}")
     try:
         with Image.open(path) as img:
             grey = img.convert("L")
             if grey.size != (side, side):
                 grey = grey.resize((side, side), Image.LANCZOS)
             pixels = np.asarray(grey, dtype=np.float32) / 255.0
-    except UnidentifiedImageError:
-        raise UsageError(f"image {path!r} is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of failing
+        raise UsageError(f"image {path!r} cannot be read: {exc}") from None
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     if border.mean() > 0.5:  # dark ink on light paper: MNIST is light ink on black
         pixels = 1.0 - pixels
@@ -372,9 +434,9 @@ def _predict(args: argparse.Namespace) -> int:
     from .model import load
 
     net = load(args.model, backend=args.backend)
-    side = round(net.sizes[0] ** 0.5)
+    side = math.isqrt(net.sizes[0])
     if side * side != net.sizes[0]:
-        raise UsageError(f"model input has {net.sizes[0]} units, not a square image")
+        raise UsageError(f"{args.model!r} has {net.sizes[0]} inputs, not a square image")
     scores = to_host(net.feedforward(_read_image(args.image, side)))[0]
     print(f"digit: {int(np.argmax(scores))}")
     print("scores: " + "  ".join(f"{i}:{s:.3f}" for i, s in enumerate(scores)))
@@ -388,14 +450,9 @@ def _data(args: argparse.Namespace) -> int:
     from .datasets import fetch_mnist, mnist_info
 
     if args.action == "fetch":
-        path = fetch_mnist(force=args.force)
-        print(f"MNIST is at {path}")
-        return EXIT_OK
-    print(
-        json.dumps(
-            {k: str(v) if isinstance(v, Path) else v for k, v in mnist_info().items()}, indent=1
-        )
-    )
+        print(f"MNIST is at {fetch_mnist(force=args.force)}")
+    else:
+        print(json.dumps(mnist_info(), indent=1))
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ resolves the NumPy globals needed to rebuild arrays, so a hostile file cannot ru
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import http.client
@@ -27,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import tokenize
 import urllib.error
 import urllib.request
 import zipfile
@@ -67,9 +69,14 @@ _IDX_FILES = {
 _IDX_MAGIC = {2051: 3, 2049: 1}  # unsigned bytes, 3-d images / 1-d labels
 _GZIP, _ZIP = b"\x1f\x8b", b"PK\x03\x04"
 _FORMATS = "the book's mnist.pkl.gz, a Keras-style mnist.npz, or a folder with the four IDX files"
-# Whatever a corrupt or truncated file makes the readers raise; reported as ValueError.
-_CORRUPT = (EOFError, zlib.error, gzip.BadGzipFile, pickle.UnpicklingError, zipfile.BadZipFile,
-            KeyError, IndexError, TypeError, AttributeError, ValueError, struct.error)  # fmt: skip
+# Whatever a corrupt or truncated file makes the readers raise; reported as ValueError. A flipped
+# byte in a zip header can make zipfile ask for a password (RuntimeError) or refuse a method
+# (NotImplementedError); in a .npy header it reaches numpy's header parser (TokenError,
+# SyntaxError) or asks for a huge array (MemoryError, OverflowError). OSErrors are corrupt data
+# only without an errno (BadGzipFile) or with EINVAL (a seek before the start of the file).
+_CORRUPT = (EOFError, zlib.error, pickle.UnpicklingError, zipfile.BadZipFile, LookupError,
+            TypeError, AttributeError, ValueError, struct.error, RuntimeError, NotImplementedError,
+            SyntaxError, tokenize.TokenError, MemoryError, OverflowError)  # fmt: skip
 # The only globals an MNIST pickle may name: the book's file needs _reconstruct, ndarray and
 # dtype; _frombuffer is what protocol 5 (Python 3.14's default) writes for arrays. The functions
 # are taken from ndarray's own reduce, so the deprecated numpy.core is never imported.
@@ -237,6 +244,10 @@ def mnist_info() -> dict[str, Any]:
 def _reading(path: Path, what: str) -> Iterator[None]:
     try:
         yield
+    except OSError as e:
+        if e.errno not in (None, errno.EINVAL):
+            raise  # the file system's error (permission, I/O), not the data's
+        raise ValueError(f"{path}: not a valid {what} ({type(e).__name__}: {e})") from e
     except _CORRUPT as e:
         raise ValueError(f"{path}: not a valid {what} ({type(e).__name__}: {e})") from e
 

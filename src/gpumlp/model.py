@@ -19,12 +19,28 @@ import numpy as np
 from . import __version__
 from ._checks import check_int, check_number, check_sizes, prepare_targets, prepare_x
 from .activations import get_activation
-from .backend import Array, backend_name, get_namespace, resolve_dtype, to_device, to_host
+from .backend import (
+    Array,
+    backend_name,
+    get_namespace,
+    is_out_of_memory,
+    resolve_dtype,
+    to_device,
+    to_host,
+)
 from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .costs import get_cost
 from .network import Params, backprop, feedforward, init_params
 from .runstate import make_train_state
-from .train import MONITORS, History, evaluate_arrays, predict_labels, run_epochs
+from .train import (
+    MONITORS,
+    DivergedError,
+    History,
+    evaluate_arrays,
+    out_of_memory,
+    predict_labels,
+    run_epochs,
+)
 
 __all__ = ["Network", "load"]
 
@@ -276,9 +292,13 @@ class Network:
         Raises
         ------
         DivergedError
-            When the cost becomes NaN or inf; the network keeps the last finite weights.
+            When the cost becomes NaN or inf; the network keeps the last finite weights
+            (and they are checkpointed, if asked).
         KeyboardInterrupt
             Re-raised after the last finished epoch is restored (and checkpointed, if asked).
+        gpumlp.train.OutOfMemory
+            A MemoryError when a batch does not fit (GPU or host); the message gives the sizes,
+            dtype, batch size and the largest batch that fits. The last finished epoch is kept.
         """
         epochs = check_int("epochs", epochs)
         batch_size = check_int("batch_size", batch_size)
@@ -335,8 +355,11 @@ class Network:
             checkpoint_every=checkpoint_every,
         )
         if run.schedule.kind == "plateau" or run.early is not None:
-            if validation is None:
-                raise ValueError(f"schedule={schedule!r}/patience need validation_data to watch")
+            if validation is None or "val_accuracy" not in monitor:
+                raise ValueError(
+                    f"schedule={schedule!r}/patience watch validation accuracy: they need "
+                    f"validation_data and 'val_accuracy' in monitor (monitor={list(monitor)})"
+                )
         if resume is not None:
             run.load(resume)
         if checkpoint is not None:
@@ -366,6 +389,16 @@ class Network:
                 run.save(checkpoint)
             self.last_history = run.history
             raise
+        except DivergedError:
+            if checkpoint is not None:  # the last finite epoch, to resume with a smaller lr
+                run.save(checkpoint)
+            raise
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            run.restore()  # the weights of the last finished epoch, as for Ctrl-C
+            n = X_d.shape[0]
+            raise out_of_memory(self, exc, batch_size=batch_size, n=n, dropout=dropout) from exc
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -402,7 +435,10 @@ class Network:
             tensors = [arrays[f"param/{i}"] for i in range(n)]
         except KeyError as exc:
             raise CheckpointError(f"{str(path)!r} lacks parameter {exc}") from None
-        self.load_params(tensors[0::2], tensors[1::2])
+        try:
+            self.load_params(tensors[0::2], tensors[1::2])
+        except (TypeError, ValueError) as exc:  # wrong shape, non-numeric, NaN: name the file
+            raise CheckpointError(f"{str(path)!r} holds invalid parameters: {exc}") from None
 
     # -- input handling -----------------------------------------------------------------------
 

@@ -82,11 +82,21 @@ class Schedule:
 
     def state(self) -> dict[str, Any]:
         """JSON-able state for checkpoints."""
-        return {"current": self._current, "best": self._best, "since_best": self._since_best}
+        return {
+            "lr": self.lr,
+            "current": self._current,
+            "best": self._best,
+            "since_best": self._since_best,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state` returned."""
-        self._current = float(state["current"])
+        """Restore what :meth:`state` returned.
+
+        A run resumed with another ``lr`` (say, smaller after divergence) gets it: the rate in
+        effect is scaled by new/old, which keeps the plateau rule's halvings so far.
+        """
+        old, current = float(state.get("lr", self.lr)), float(state["current"])
+        self._current = current if old == self.lr else current * (self.lr / old)
         self._best = float(state["best"])
         self._since_best = int(state["since_best"])
 

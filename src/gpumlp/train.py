@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,10 @@ __all__ = [
     "MONITORS",
     "DivergedError",
     "History",
+    "OutOfMemory",
     "evaluate_arrays",
     "generic_step",
+    "out_of_memory",
     "predict_labels",
     "run_epochs",
     "select_step",
@@ -61,6 +64,64 @@ class DivergedError(RuntimeError):
         )
         self.epoch = epoch
         self.history = history
+
+
+class OutOfMemory(MemoryError):
+    """Training ran out of memory (GPU or host); the message says what failed and what fits.
+
+    Attributes: ``batch_size`` (the one that failed) and ``largest_batch``, the estimated largest
+    batch that fits (None when the free memory is unknown). Made by :func:`out_of_memory`.
+    """
+
+    def __init__(self, message: str, *, batch_size: int, largest_batch: int | None) -> None:
+        super().__init__(message)
+        self.batch_size = batch_size
+        self.largest_batch = largest_batch
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def out_of_memory(
+    net: Network, exc: BaseException, *, batch_size: int, n: int, dropout: float
+) -> OutOfMemory:
+    """Explain an allocation failure ``exc`` while training ``net`` on ``n`` examples.
+
+    Per example, a batch keeps ``z``, ``a`` and ``delta`` of every layer past the input until
+    the backward pass is done (BP1-BP4), plus a dropout mask per hidden layer: that times the
+    itemsize is what the batch needs on top of the parameters, gradients and data. The largest
+    batch that fits is 80% of the memory free once the failed batch is released (a margin for
+    the allocator and temporaries) divided by that.
+    """
+    traceback.clear_frames(exc.__traceback__)  # release the failed batch's arrays first
+    dtype = net._dtype_name
+    itemsize = 8 if dtype == "float64" else 4
+    per_example = itemsize * (3 * sum(net.sizes[1:]) + (sum(net.sizes[1:-1]) if dropout else 0))
+    data = n * (itemsize * (net.sizes[0] + net.sizes[-1]) + 8)
+    free = backend.free_memory(net.xp)
+    where = "GPU" if backend.is_cupy(net.xp) else "host"
+    text = (
+        f"out of {where} memory training sizes={net.sizes} ({dtype}) with batch_size="
+        f"{batch_size}: a batch needs about {_size(per_example * batch_size)} of activations "
+        f"and deltas ({per_example} bytes per example)"
+    )
+    largest = None if free is None else int(0.8 * free) // per_example
+    if largest is None:
+        text += "; try a smaller batch_size"
+    elif largest < 1:
+        text += f", {_size(free)} is free: not even one example fits; use fewer units or less data"
+    elif largest < batch_size:
+        text += f", {_size(free)} is free: the largest batch that fits is about {largest}; "
+        text += f"try batch_size={largest} or less"
+    else:
+        text += (
+            f", {_size(free)} is free, enough for it: the data set and its shuffled copy "
+            f"(2 x {_size(data)}) or the parameters may be what does not fit"
+        )
+    return OutOfMemory(
+        f"{text} ({type(exc).__name__})", batch_size=batch_size, largest_batch=largest
+    )
 
 
 class History:
