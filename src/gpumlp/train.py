@@ -116,8 +116,8 @@ def out_of_memory(
         text += f"try batch_size={largest} or less"
     else:
         text += (
-            f", {_size(free)} is free, enough for it: the data set and its shuffled copy "
-            f"(2 x {_size(data)}) or the parameters may be what does not fit"
+            f", {_size(free)} is free, enough for it: the data set ({_size(data)}) "
+            f"or the parameters may be what does not fit"
         )
     return OutOfMemory(
         f"{text} ({type(exc).__name__})", batch_size=batch_size, largest_batch=largest
@@ -302,11 +302,10 @@ def run_epochs(
         start = time.perf_counter()
         lr = run.schedule.lr_for(epoch)
         run.snapshot()  # the last finished epoch: restored on divergence or interruption
-        if shuffle:
-            perm = backend.to_device(run.rng.permutation(n), xp)
-            Xe, Ye, le = (xp.take(t, perm, axis=0) for t in (X, Y, labels))
-        else:
-            Xe, Ye, le = X, Y, labels
+        # The epoch's order: a host-drawn permutation, moved once; each mini-batch is then
+        # gathered by index on the device (cheaper than a shuffled copy of the whole set, and no
+        # second copy of the data in memory).
+        perm = backend.to_device(run.rng.permutation(n), xp) if shuffle else None
         draw = backend.device_uniform(xp, int(run.rng.integers(2**63))) if dropout else None
         cost_sum = xp.zeros((), dtype=net.dtype)
         correct = xp.zeros((), dtype=xp.int64)
@@ -314,7 +313,12 @@ def run_epochs(
         try:
             for k in range(0, n, batch_size):
                 rows = slice(k, min(k + batch_size, n))
-                x, y = Xe[rows, ...], Ye[rows, ...]
+                if perm is None:
+                    x, y, lab = X[rows, ...], Y[rows, ...], labels[rows]
+                else:
+                    idx = perm[rows]
+                    x, y = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+                    lab = xp.take(labels, idx, axis=0) if "train_accuracy" in monitor else None
                 keep = None
                 if draw is not None:
                     scale = 1.0 / (1.0 - dropout)
@@ -326,7 +330,7 @@ def run_epochs(
                 if "train_cost" in monitor:
                     cost_sum = cost_sum + batch_cost(a, y)
                 if "train_accuracy" in monitor:
-                    hit = predict_labels(a, xp=xp) == le[rows]
+                    hit = predict_labels(a, xp=xp) == lab
                     correct = correct + xp.sum(xp.astype(hit, xp.int64))
                 if bar is not None:
                     bar.update(1)
