@@ -180,3 +180,32 @@ def test_feedforward_in_chunks_equals_one_pass():
     net = gpumlp.Network([6, 5, 4], dtype="float64", backend="numpy", seed=0)
     X = np.random.default_rng(1).standard_normal((23, 6))
     np.testing.assert_array_equal(host(net.feedforward(X, chunk=5)), host(net.feedforward(X)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("engine", ["generic", "fused"])
+def test_sigmoid_keeps_relative_precision_in_both_tails(dtype, engine):
+    """σ against math's 1/(1 + e^−z), relative error of a few ulp from −1000 to 1000.
+
+    ½(1 + tanh(z/2)) fails this: it rounds σ(−20) = 2.1e-9 to 0 in float32, and a saturated
+    unit with σ' = 0 never learns again.
+    """
+    z = np.concatenate([np.linspace(-100, 40, 701), [-1000.0, -745.0, -104.0, -20.0, 1000.0]])
+    z = z.astype(dtype)  # the reference sees exactly the inputs the network sees
+    want = np.array([1 / (1 + math.exp(-v)) if v > -700 else math.exp(v) for v in z.tolist()])
+    if engine == "generic":
+        net = gpumlp.Network([1, 1], dtype=dtype, backend="numpy")
+        net.load_params([[[1.0]]], [[0.0]])
+        got = host(net.feedforward(z[:, None]))[:, 0]
+    else:
+        from gpumlp._numpy_fast import _activate
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = _activate("sigmoid", z[:, None], np.empty((len(z), 1), dtype))[:, 0]
+    finfo = np.finfo(dtype)
+    normal = want > finfo.tiny  # full relative precision wherever σ is a normal number;
+    np.testing.assert_allclose(got[normal], want[normal], rtol=4 * finfo.eps, atol=0)
+    # below, values are subnormal (the fast path's 1/(1 + inf) flushes them to 0).
+    assert np.all(np.abs(got[~normal] - want[~normal]) < finfo.tiny)
+    assert got[z == -20.0][0] > 0  # the tail that tanh's form loses in float32

@@ -27,11 +27,12 @@
 
 #define TILE 16
 
-// σ(z), as activations.py: the sigmoid via tanh never overflows; relu lets NaN through.
+// σ(z), as activations.py. Sigmoid as 1/(1 + e^−z): CUDA's exp overflows silently to inf,
+// giving σ = 0 exactly, and the tails keep full relative precision; relu lets NaN through.
 __device__ __forceinline__ real act_fn(int act, real z)
 {
     switch (act) {
-    case ACT_SIGMOID: return (real)0.5 * tanh((real)0.5 * z) + (real)0.5;
+    case ACT_SIGMOID: return (real)1 / ((real)1 + exp(-z));
     case ACT_RELU: return z < (real)0 ? (real)0 : z;
     case ACT_TANH: return tanh(z);
     default: return z;

@@ -48,8 +48,11 @@ class Activation:
 
 
 def _sigmoid(z: Array, *, xp: Namespace) -> Array:
-    # σ(z) = ½(1 + tanh(z/2)): exact identity, never overflows (exp(-z) would at z = -1000).
-    return 0.5 * xp.tanh(0.5 * z) + 0.5
+    # σ(z) = e^min(z,0) / (1 + e^−|z|): 1/(1 + e^−z) for z ≥ 0 and e^z/(1 + e^z) for z < 0.
+    # Neither exponential can overflow (no warning at z = ±1000), and both tails keep full
+    # relative precision: ½(1 + tanh(z/2)) would round σ(−20) to 0 in float32, where the exact
+    # value 2.1e-9 still carries a gradient, and the network's saturated units would never move.
+    return xp.exp(xp.minimum(z, 0.0)) / (1.0 + xp.exp(-xp.abs(z)))
 
 
 def _sigmoid_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
