@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .backend import Array, Namespace
 
-__all__ = ["ACTIVATIONS", "Activation", "get_activation"]
+__all__ = ["ACTIVATIONS", "Activation", "get_activation", "lookup"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,23 +107,29 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-def get_activation(name: str | Activation, *, argument: str = "activation") -> Activation:
-    """Look up an activation by name (an :class:`Activation` passes through).
+def lookup(registry: dict[str, T], name: object, *, argument: str, kind: type[T]) -> T:
+    """Find ``name`` in a registry (ACTIVATIONS, COSTS); an instance of ``kind`` passes through.
 
     Raises
     ------
     ValueError
-        For an unknown name; the message lists the valid ones.
+        For an unknown name; the message names ``argument`` and lists the valid names.
     TypeError
-        When ``name`` is neither a string nor an Activation.
+        When ``name`` is neither a string nor a ``kind``.
     """
-    if isinstance(name, Activation):
+    if isinstance(name, kind):
         return name
     if not isinstance(name, str):
         raise TypeError(f"{argument} must be a string, got {type(name).__name__}")
     try:
-        return ACTIVATIONS[name]
+        return registry[name]
     except KeyError:
         raise ValueError(
-            f"{argument}={name!r} is not an activation; expected one of {sorted(ACTIVATIONS)}"
+            f"{argument}={name!r} is not a known {kind.__name__.lower()}; "
+            f"expected one of {sorted(registry)}"
         ) from None
+
+
+def get_activation(name: str | Activation, *, argument: str = "activation") -> Activation:
+    """Look up an activation by name (an :class:`Activation` passes through); see :func:`lookup`."""
+    return lookup(ACTIVATIONS, name, argument=argument, kind=Activation)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .activations import Activation
+from .activations import Activation, lookup
 from .backend import Array, Namespace
 
 __all__ = ["COSTS", "Cost", "get_cost"]
@@ -129,20 +129,5 @@ COSTS: dict[str, Cost] = {
 
 
 def get_cost(name: str | Cost) -> Cost:
-    """Look up a cost by name (a :class:`Cost` passes through).
-
-    Raises
-    ------
-    ValueError
-        For an unknown name; the message lists the valid ones.
-    TypeError
-        When ``name`` is neither a string nor a Cost.
-    """
-    if isinstance(name, Cost):
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"cost must be a string, got {type(name).__name__}")
-    try:
-        return COSTS[name]
-    except KeyError:
-        raise ValueError(f"cost={name!r} is not a cost; expected one of {sorted(COSTS)}") from None
+    """Look up a cost by name (a :class:`Cost` passes through); see :func:`activations.lookup`."""
+    return lookup(COSTS, name, argument="cost", kind=Cost)
