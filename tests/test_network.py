@@ -209,3 +209,18 @@ def test_sigmoid_keeps_relative_precision_in_both_tails(dtype, engine):
     # below, values are subnormal (the fast path's 1/(1 + inf) flushes them to 0).
     assert np.all(np.abs(got[~normal] - want[~normal]) < finfo.tiny)
     assert got[z == -20.0][0] > 0  # the tail that tanh's form loses in float32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("engine", ["generic", "fused"])
+def test_a_unit_saturated_at_the_wrong_end_still_gets_its_gradient(dtype, engine):
+    # One sigmoid unit, z = 40, target 0, quadratic cost: ∂C/∂b = (a − y) σ'(z) = σ(40)² σ(−40)
+    # ≈ 4.2e-18. The book's a(1 − a) gives exactly 0 here (σ(40) rounds to 1 in float32 and in
+    # float64), so the unit could never switch off; σ(z) σ(−z) keeps the gradient, to rounding.
+    want = (1 / (1 + math.exp(-40))) ** 2 / (1 + math.exp(40))
+    net = gpumlp.Network([1, 1], dtype=dtype, backend="numpy")
+    net.load_params([[[0.0]]], [[40.0]])
+    before = host(net.biases[0])[0]
+    net.fit([[1.0]], [[0.0]], epochs=1, batch_size=1, lr=1e18, engine=engine)
+    step = before - host(net.biases[0])[0]  # = lr · ∂C/∂b, large enough to see in float32
+    assert step == pytest.approx(1e18 * want, rel=1e-5)

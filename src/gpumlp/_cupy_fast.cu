@@ -43,7 +43,7 @@ __device__ __forceinline__ real act_fn(int act, real z)
 __device__ __forceinline__ real act_prime(int act, real z, real a)
 {
     switch (act) {
-    case ACT_SIGMOID: return a * ((real)1 - a);
+    case ACT_SIGMOID: return a / ((real)1 + exp(z));  // σ(z) σ(−z): exact where 1 − a rounds to 0
     case ACT_RELU: return z > (real)0 ? (real)1 : (real)0;
     case ACT_TANH: return (real)1 - a * a;
     default: return (real)1;

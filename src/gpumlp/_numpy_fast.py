@@ -51,8 +51,11 @@ def _activate(name: str, z: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 def _times_prime(name: str, g: np.ndarray, z: np.ndarray, a: np.ndarray, tmp: np.ndarray) -> None:
     """g *= σ'(z) in place (BP2's Hadamard factor), for the elementwise hidden activations."""
-    if name == "sigmoid":
-        np.subtract(1.0, a, out=tmp)
+    if name == "sigmoid":  # σ(z) σ(−z), as activations._sigmoid_prime: exact in both tails
+        with np.errstate(over="ignore"):
+            np.exp(z, out=tmp)
+        np.add(tmp, 1.0, out=tmp)
+        np.reciprocal(tmp, out=tmp)
         np.multiply(tmp, a, out=tmp)
         np.multiply(g, tmp, out=g)
     elif name == "tanh":

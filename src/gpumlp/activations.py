@@ -59,7 +59,10 @@ def _sigmoid(z: Array, *, xp: Namespace) -> Array:
 
 
 def _sigmoid_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
-    return a * (1.0 - a)
+    # σ'(z) = σ(z) σ(−z). The book's a(1 − a) rounds 1 − a to exactly 0 once σ(z) rounds to 1
+    # (z > 17 in float32, z > 37 in float64), so an output unit saturated at the wrong end
+    # would get no gradient at all; σ(−z) keeps its relative precision there.
+    return a * _sigmoid(-z, xp=xp)
 
 
 def _relu(z: Array, *, xp: Namespace) -> Array:
