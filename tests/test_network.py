@@ -224,3 +224,15 @@ def test_a_unit_saturated_at_the_wrong_end_still_gets_its_gradient(dtype, engine
     net.fit([[1.0]], [[0.0]], epochs=1, batch_size=1, lr=1e18, engine=engine)
     step = before - host(net.biases[0])[0]  # = lr · ∂C/∂b, large enough to see in float32
     assert step == pytest.approx(1e18 * want, rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tanh_derivative_is_exact_where_one_minus_a_squared_rounds_to_zero(dtype):
+    # tanh'(12) = sech²(12) ≈ 1.51e-10, but tanh(12) rounds to 1 in float32, so 1 − a² = 0.
+    from gpumlp.activations import ACTIVATIONS
+
+    z = np.array([[12.0, -12.0, 25.0, 0.5]], dtype=dtype)
+    a = np.tanh(z)
+    got = ACTIVATIONS["tanh"].prime(z, a, xp=gpumlp.get_namespace("numpy"))
+    want = [1 / math.cosh(float(v)) ** 2 for v in z[0]]
+    np.testing.assert_allclose(got[0], want, rtol=8 * np.finfo(dtype).eps)

@@ -45,7 +45,10 @@ __device__ __forceinline__ real act_prime(int act, real z, real a)
     switch (act) {
     case ACT_SIGMOID: return a / ((real)1 + exp(z));  // σ(z) σ(−z): exact where 1 − a rounds to 0
     case ACT_RELU: return z > (real)0 ? (real)1 : (real)0;
-    case ACT_TANH: return (real)1 - a * a;
+    case ACT_TANH: {  // sech²(z) = 4e/(1 + e)², e = e^(−2|z|): exact where 1 − a² rounds to 0
+        real e = exp((real)-2 * fabs(z));
+        return (real)4 * e / (((real)1 + e) * ((real)1 + e));
+    }
     default: return (real)1;
     }
 }

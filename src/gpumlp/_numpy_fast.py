@@ -58,10 +58,15 @@ def _times_prime(name: str, g: np.ndarray, z: np.ndarray, a: np.ndarray, tmp: np
         np.reciprocal(tmp, out=tmp)
         np.multiply(tmp, a, out=tmp)
         np.multiply(g, tmp, out=g)
-    elif name == "tanh":
-        np.multiply(a, a, out=tmp)
-        np.subtract(1.0, tmp, out=tmp)
+    elif name == "tanh":  # sech²(z) = 4e/(1 + e)², e = e^(−2|z|), as activations._tanh_prime
+        np.abs(z, out=tmp)
+        np.multiply(tmp, -2.0, out=tmp)
+        np.exp(tmp, out=tmp)
         np.multiply(g, tmp, out=g)
+        np.add(tmp, 1.0, out=tmp)
+        np.multiply(tmp, tmp, out=tmp)
+        np.divide(g, tmp, out=g)
+        np.multiply(g, 4.0, out=g)
     elif name == "relu":
         np.greater(z, 0.0, out=tmp, casting="unsafe")
         np.multiply(g, tmp, out=g)

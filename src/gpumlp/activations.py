@@ -79,7 +79,10 @@ def _tanh(z: Array, *, xp: Namespace) -> Array:
 
 
 def _tanh_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
-    return 1.0 - a * a
+    # tanh'(z) = sech²(z) = 4e / (1 + e)² with e = e^(−2|z|): exact where 1 − a² would round to
+    # 0 (|z| > 9 in float32, > 19 in float64), and e ≤ 1 cannot overflow.
+    e = xp.exp(-2.0 * xp.abs(z))
+    return 4.0 * e / ((1.0 + e) * (1.0 + e))
 
 
 def _identity(z: Array, *, xp: Namespace) -> Array:
