@@ -18,10 +18,7 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ from .backend import BACKEND_NAMES, DTYPES, BackendUnavailableError
 from .costs import COSTS
 from .network import INITS
 from .optim import OPTIMIZERS
+from .rundir import TRAIN_DEFAULTS, make_run_dir, out_dir, resume_path, resumed_flags
 from .schedules import SCHEDULES
 from .train import ENGINES
 
@@ -41,17 +39,6 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "sizes": [784, 30, 10], "activation": "sigmoid", "output_activation": None,
-    "cost": "quadratic", "init": "normal", "dtype": "float32", "backend": "auto", "lr": 3.0,
-    "batch_size": 10, "epochs": 30, "seed": None, "optimizer": "sgd", "momentum": 0.9,
-    "l2": 0.0, "l1": 0.0, "dropout": 0.0, "schedule": "constant", "patience": None,
-    "engine": "auto", "monitor_set": "test", "data": None, "limit": None,
-    "checkpoint_every": None,
-}  # fmt: skip
-"""Flags of ``train`` whose values ``args.json`` records and ``--resume`` reuses."""
-_FROM_CHECKPOINT = ("sizes", "activation", "output_activation", "cost", "init", "dtype")
-_HYPER = ("lr", "batch_size", "optimizer", "momentum", "l2", "l1", "dropout", "schedule")
 # What a command can fail with that is the user's input or environment, not a bug of gpumlp.
 _REPORTED = (ValueError, TypeError, OSError, MemoryError, ImportError, RuntimeError)
 
@@ -211,63 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- train --------------------------------------------------------------------------------------
 
 
-def _resume_path(value: str | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value)
-    path = path / "checkpoint.npz" if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {value!r}: no checkpoint at {str(path)!r}")
-    return path
-
-
-def _resumed_flags(checkpoint: Path) -> dict[str, Any]:
-    """The flags of the run that wrote ``checkpoint``: its folder's args.json, else its metadata."""
-    from .checkpoint import read_checkpoint
-
-    meta, _ = read_checkpoint(checkpoint)
-    flags = {k: meta[k] for k in _FROM_CHECKPOINT if k in meta}
-    flags |= {k: v for k, v in meta.get("hyper", {}).items() if k in _HYPER}
-    if len(flags.get("sizes", ())) == 2:  # no hidden layer: "activation" is the output's
-        flags.pop("activation", None)
-    stored = checkpoint.parent / "args.json"
-    if stored.is_file():
-        try:
-            saved = json.loads(stored.read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{str(stored)!r} is not readable JSON: {exc}") from None
-        if not isinstance(saved, dict):
-            raise UsageError(f"{str(stored)!r} does not hold a JSON object of flags")
-        flags |= {k: v for k, v in saved.items() if k in TRAIN_DEFAULTS}
-    return flags
-
-
-def _out_dir(value: str | None, resume: Path | None) -> Path:
-    if value:
-        out = Path(value)
-    elif resume is not None:  # continue writing where the interrupted run wrote
-        out = resume.parent
-    else:
-        out = Path("runs") / time.strftime("mnist-%Y%m%d-%H%M%S")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a directory")
-    return out
-
-
-def _make_run_dir(out: Path) -> None:
-    """Create ``out`` and prove it writable, so that training never starts only to fail later."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".gpumlp-probe.")
-        try:
-            os.write(fd, b"\0" * 4096)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as exc:
-        raise UsageError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
-
-
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -277,9 +207,9 @@ def _train(args: argparse.Namespace) -> int:
     from .train import DivergedError
 
     given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS}
-    resume = _resume_path(args.resume)
-    o = argparse.Namespace(**(TRAIN_DEFAULTS | (_resumed_flags(resume) if resume else {}) | given))
-    out = _out_dir(args.out, resume)
+    resume = resume_path(args.resume)
+    o = argparse.Namespace(**(TRAIN_DEFAULTS | (resumed_flags(resume) if resume else {}) | given))
+    out = out_dir(args.out, resume)
     net = Network(
         o.sizes,
         activation=o.activation,
@@ -294,7 +224,7 @@ def _train(args: argparse.Namespace) -> int:
     X, y = train if o.limit is None else (train[0][: o.limit], train[1][: o.limit])
     watch = test if o.monitor_set == "test" else validation
     n_watch = len(watch[1])
-    _make_run_dir(out)
+    make_run_dir(out)
     flags = vars(o) | {"data": None if o.data is None else str(Path(o.data).resolve())}
     atomic_write_bytes(out / "args.json", json.dumps(flags, indent=1).encode())
     bar = None if args.quiet or not sys.stdout.isatty() else _tqdm_factory(tqdm)
@@ -345,7 +275,7 @@ def _train(args: argparse.Namespace) -> int:
         history = getattr(net, "last_history", None)
         if history is None:  # interrupted before the first epoch began: nothing to save
             raise
-        _write_history(out, history)
+        history.save(out)
         print(
             f"gpumlp: interrupted; saved the state after epoch {len(history)} to {checkpoint}\n"
             f"resume with: gpumlp train --resume {out}",
@@ -357,7 +287,7 @@ def _train(args: argparse.Namespace) -> int:
             f"cannot write {str(exc.filename or checkpoint)!r}: {exc.strerror or exc}; "
             "the previous checkpoint, if any, is intact"
         ) from exc
-    _write_history(out, history)
+    history.save(out)
     net.save(out / "model.npz")
     if history.stop_reason and code == EXIT_OK:
         print(f"stopped early: {history.stop_reason}")
@@ -367,17 +297,6 @@ def _train(args: argparse.Namespace) -> int:
 
 def _tqdm_factory(tqdm: Any) -> Callable[..., Any]:
     return lambda **kw: tqdm(leave=False, unit="batch", **kw)
-
-
-def _write_history(run_dir: Path, history: Any) -> None:
-    from .checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(run_dir / "history.json", history.to_json().encode())
-    keys = ["epoch", "lr", "train_cost", "train_accuracy", "val_cost", "val_accuracy", "seconds"]
-    rows = [",".join(keys)] + [
-        ",".join("" if r.get(k) is None else repr(r[k]) for k in keys) for r in history
-    ]
-    atomic_write_bytes(run_dir / "history.csv", ("\n".join(rows) + "\n").encode())
 
 
 # -- eval, predict ------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ fit) carry enough to act on: the epoch, the sizes, the largest batch that would 
 from __future__ import annotations
 
 import json
+import os
 import traceback
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import backend
@@ -131,6 +133,28 @@ class History:
     def from_dict(cls, d: dict[str, Any]) -> History:
         """Inverse of :meth:`to_dict`."""
         return cls(d.get("epochs", []), d.get("stop_reason"))
+
+    def to_csv(self) -> str:
+        """One line per epoch with the standard fields; unmeasured values are empty."""
+        keys = [
+            "epoch",
+            "lr",
+            "train_cost",
+            "train_accuracy",
+            "val_cost",
+            "val_accuracy",
+            "seconds",
+        ]
+        rows = [",".join(keys)]
+        rows += [",".join("" if r.get(k) is None else repr(r[k]) for k in keys) for r in self]
+        return "\n".join(rows) + "\n"
+
+    def save(self, folder: str | os.PathLike[str]) -> None:
+        """Write ``history.json`` and ``history.csv`` into ``folder``, each atomically."""
+        from .checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(folder) / "history.json", self.to_json().encode())
+        atomic_write_bytes(Path(folder) / "history.csv", self.to_csv().encode())
 
     def to_json(self) -> str:
         """The history as JSON text."""
