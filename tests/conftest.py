@@ -34,6 +34,22 @@ def blobs():
     return X, y
 
 
+def write_tiny_mnist(path, n_train: int, n_test: int, *, seed: int = 0):
+    """Write a Keras-style mnist.npz of random 28x28 images and labels; returns ``path``.
+
+    ``load_mnist`` holds out the last ``n_train // 6`` training images as validation.
+    """
+    rng = np.random.default_rng(seed)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        y_train=rng.integers(0, 10, n_train),
+        x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        y_test=rng.integers(0, 10, n_test),
+    )
+    return path
+
+
 def host(a) -> np.ndarray:
     """Any backend's array as a NumPy array."""
     from gpumlp.backend import to_host

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gpumlp
-from conftest import host
+from conftest import host, write_tiny_mnist
 from gpumlp import checkpoint as ckpt_mod
 from gpumlp.checkpoint import CheckpointError, atomic_write_bytes, read_checkpoint
 
@@ -392,18 +392,6 @@ def test_training_checkpoint_loads_as_a_model(blobs, tmp_path):
 EPOCHS = 4
 
 
-def _tiny_mnist(path: Path) -> None:
-    # 1200 training images: the last 1200 // 6 = 200 are held out as validation, 1000 train.
-    rng = np.random.default_rng(0)
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (1200, 28, 28), dtype=np.uint8),
-        y_train=rng.integers(0, 10, 1200),
-        x_test=rng.integers(0, 256, (100, 28, 28), dtype=np.uint8),
-        y_test=rng.integers(0, 10, 100),
-    )
-
-
 def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
     # Batch size 1 makes an epoch take a fraction of a second: long enough to kill mid-epoch.
     return [
@@ -422,7 +410,7 @@ def _model_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def test_cli_killed_and_resumed_matches_uninterrupted(tmp_path):
     data = tmp_path / "mnist.npz"
-    _tiny_mnist(data)
+    write_tiny_mnist(data, 1200, 100)  # 1000 train, 200 validation
     # One BLAS thread: the runs share two cores, and the numbers must not depend on threading.
     env = {
         **os.environ,

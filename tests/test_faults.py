@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import gpumlp
+from conftest import write_tiny_mnist
 from gpumlp import backend
 from gpumlp.checkpoint import read_checkpoint
 from gpumlp.cli import main
@@ -43,16 +44,7 @@ def _numpy_backend(monkeypatch):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """A tiny MNIST npz: 480 training images (400 train + 80 validation), 100 test images."""
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "mnist.npz"
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (480, 28, 28), dtype=np.uint8),
-        y_train=np.arange(480) % 10,
-        x_test=rng.integers(0, 256, (100, 28, 28), dtype=np.uint8),
-        y_test=np.arange(100) % 10,
-    )
-    return path
+    return write_tiny_mnist(tmp_path_factory.mktemp("data") / "mnist.npz", 480, 100)
 
 
 def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:

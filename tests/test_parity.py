@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
+from conftest import write_tiny_mnist
 from gpumlp import activations, cli, parity, train
 from gpumlp.backend import backend_name, cupy_status, to_host
 
@@ -130,15 +130,7 @@ def test_gpumlp_parity_command_dispatches(capsys):
 
 
 def test_mnist_format_data_path(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "mnist.npz"
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (120, 28, 28), dtype=np.uint8),
-        y_train=rng.integers(0, 10, 120),
-        x_test=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
-        y_test=rng.integers(0, 10, 40),
-    )
+    path = write_tiny_mnist(tmp_path / "mnist.npz", 120, 40)
     argv = ["--backends", "numpy", "numpy", "--data", str(path), "--sizes", "784,8,10"]
     code, report = _report(tmp_path, [*argv, "--steps", "3"])
     assert code == 0, capsys.readouterr()
