@@ -78,6 +78,13 @@ def temp_files(folder: Path) -> list[str]:
 # -- Ctrl-C and kill -9 ------------------------------------------------------------------------
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that: Python then
+    # installs no KeyboardInterrupt handler. Ctrl-C reaches a foreground process, so give the
+    # child the default disposition whatever way this test run itself was started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes(data, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
@@ -86,6 +93,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(data, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     try:
         wait_for(run / "checkpoint.npz", proc)
