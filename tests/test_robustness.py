@@ -194,6 +194,14 @@ OTHER_CASES = [
         TypeError,
         r"weights\[0\]",
     ),
+    (
+        "load-params-complex",
+        lambda: net().load_params(
+            [np.ones((5, 4)) + 1j, np.ones((3, 5))], [np.ones(5), np.ones(3)]
+        ),
+        TypeError,
+        r"weights\[0\] must be real-valued",
+    ),
 ]
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "check_int",
     "check_number",
     "check_sizes",
+    "finite_host_array",
     "prepare_targets",
     "prepare_x",
 ]
@@ -94,6 +95,13 @@ def _host_array(name: str, value: Any) -> np.ndarray:
     return arr
 
 
+def finite_host_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a real, finite NumPy array; TypeError/ValueError naming ``name`` otherwise."""
+    arr = _host_array(name, value)
+    _check_finite_host(name, arr)
+    return arr
+
+
 def _check_finite_host(name: str, arr: np.ndarray) -> None:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
@@ -163,8 +171,7 @@ def prepare_targets(
     labels : array, shape (m,), int64, the class of each example (argmax of ``Y`` for a matrix;
         ``Y > 0.5`` for a single output unit)
     """
-    arr = _host_array(name, y)
-    _check_finite_host(name, arr)
+    arr = finite_host_array(name, y)
     if arr.ndim == 0 or arr.ndim > 2:
         raise ValueError(
             f"{name} must be labels (m,) or targets (m, {n_out}), got shape {arr.shape}"

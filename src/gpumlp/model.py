@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._checks import check_int, check_number, check_sizes, prepare_targets, prepare_x
+from ._checks import (
+    check_int,
+    check_number,
+    check_sizes,
+    finite_host_array,
+    prepare_targets,
+    prepare_x,
+)
 from .activations import get_activation
 from .backend import (
     Array,
@@ -176,8 +183,8 @@ class Network:
         new = []
         for l, (w, b) in enumerate(zip(weights, biases, strict=True)):
             n_in, n_out = self.sizes[l], self.sizes[l + 1]
-            w_h = _finite_host(f"weights[{l}]", w)
-            b_h = _finite_host(f"biases[{l}]", b)
+            w_h = finite_host_array(f"weights[{l}]", w)
+            b_h = finite_host_array(f"biases[{l}]", b)
             if b_h.shape == (n_out, 1):
                 b_h = b_h[:, 0]
             if w_h.shape != (n_out, n_in):
@@ -495,16 +502,6 @@ def load(
         ) from None
     net._load_checkpoint_params(meta, arrays, path)
     return net
-
-
-def _finite_host(name: str, value: Any) -> np.ndarray:
-    try:
-        arr = np.asarray(to_host(value), dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a real numeric array: {exc}") from None
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return arr
 
 
 def _check_writable(path: Path) -> None:
