@@ -166,7 +166,7 @@ def run_epochs(
     """Train ``net`` in place from ``run.epoch`` up to ``epochs``; see :meth:`Network.fit`.
 
     ``data`` and ``validation`` are device triples ``(X, Y, labels)``. ``run`` is the
-    :class:`~gpumlp.model.TrainState` (optimizer, its state, schedule, early stopping, host RNG,
+    :class:`~gpumlp.runstate.TrainState` (optimizer, its state, schedule, early stopping, host RNG,
     history, checkpointing), advanced here epoch by epoch.
     """
     xp, params, cost = net.xp, net.params, net.cost
@@ -179,6 +179,8 @@ def run_epochs(
     )
     # A fast path may bring a cheaper batch cost for the monitor; the default is the cost's own.
     batch_cost = getattr(step, "cost_sum", None) or (lambda a, y: xp.sum(cost.fn(a, y, xp=xp)))
+    want_cost, want_accuracy = "train_cost" in monitor, "train_accuracy" in monitor
+    keep_scale = 1.0 / (1.0 - dropout)  # inverted dropout: kept units are scaled by 1/(1 - p)
     while run.epoch < epochs:
         epoch = run.epoch
         start = time.perf_counter()
@@ -200,18 +202,18 @@ def run_epochs(
                 else:
                     idx = perm[rows]
                     x, y = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-                    lab = xp.take(labels, idx, axis=0) if "train_accuracy" in monitor else None
+                    lab = xp.take(labels, idx, axis=0) if want_accuracy else None
                 keep = None
                 if draw is not None:
-                    scale = 1.0 / (1.0 - dropout)
                     keep = [
-                        xp.astype(draw((x.shape[0], h), net.dtype) >= dropout, net.dtype) * scale
+                        xp.astype(draw((x.shape[0], h), net.dtype) >= dropout, net.dtype)
+                        * keep_scale
                         for h in net.sizes[1:-1]
                     ]
                 a = step(x, y, keep, lr)
-                if "train_cost" in monitor:
+                if want_cost:
                     cost_sum = cost_sum + batch_cost(a, y)
-                if "train_accuracy" in monitor:
+                if want_accuracy:
                     hit = predict_labels(a, xp=xp) == lab
                     correct = correct + xp.sum(xp.astype(hit, xp.int64))
                 if bar is not None:
@@ -221,13 +223,13 @@ def run_epochs(
                 bar.close()
         # One host sync per epoch: finiteness of the weights and the monitors are read here.
         finite = bool(xp.all(xp.isfinite(xp.stack([xp.sum(t) for t in params.arrays()]))))
-        train_cost = float(cost_sum) / n if "train_cost" in monitor else None
+        train_cost = float(cost_sum) / n if want_cost else None
         if not finite or (train_cost is not None and not math.isfinite(train_cost)):
             run.restore()
             history.stop_reason = f"diverged in epoch {epoch} (lr={lr:g})"
             raise DivergedError(epoch, lr, history)
         record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_cost": train_cost}
-        record["train_accuracy"] = int(correct) / n if "train_accuracy" in monitor else None
+        record["train_accuracy"] = int(correct) / n if want_accuracy else None
         if validation is not None and ("val_cost" in monitor or "val_accuracy" in monitor):
             val_cost, val_acc = evaluate_arrays(net, *validation, chunk=chunk)
             if not math.isfinite(val_cost):
