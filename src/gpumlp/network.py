@@ -49,6 +49,15 @@ class Params:
         """Inverse of :meth:`arrays`."""
         return cls(list(arrays[0::2]), list(arrays[1::2]))
 
+    def copy(self, *, xp: Namespace) -> Params:
+        """A copy on the same device (no host round trip)."""
+        return Params.from_arrays([xp.asarray(t, copy=True) for t in self.arrays()])
+
+    def assign(self, other: Params) -> None:
+        """Overwrite every tensor in place with ``other``'s values (same shapes)."""
+        for dst, src in zip(self.arrays(), other.arrays(), strict=True):
+            dst[...] = src
+
 
 def init_params(sizes: Sequence[int], init: str, rng: Any) -> Params:
     """Draw initial parameters on the host.

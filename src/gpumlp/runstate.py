@@ -21,7 +21,7 @@ from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .network import Params
 from .optim import get_optimizer
 from .schedules import EarlyStopping, Schedule
-from .train import History, _assign, _copy
+from .train import History
 
 if TYPE_CHECKING:
     from .model import Network
@@ -57,9 +57,10 @@ class TrainState:
         """Remember the state at this epoch boundary (device copies, no host sync)."""
         xp = self.net.xp
         self._snap = {
-            "params": _copy(self.net.params, xp),
+            "params": self.net.params.copy(xp=xp),
             "opt": {
-                k: (_copy(v, xp) if isinstance(v, Params) else v) for k, v in self.opt_state.items()
+                k: (v.copy(xp=xp) if isinstance(v, Params) else v)
+                for k, v in self.opt_state.items()
             },
             "rng": copy.deepcopy(self.rng.bit_generator.state),
             "epoch": self.epoch,
@@ -74,10 +75,10 @@ class TrainState:
         s = self._snap
         if s is None:
             return
-        _assign(self.net.params, s["params"])
+        self.net.params.assign(s["params"])
         for k, v in s["opt"].items():
             if isinstance(v, Params):
-                _assign(self.opt_state[k], v)
+                self.opt_state[k].assign(v)
             else:
                 self.opt_state[k] = v
         self.rng.bit_generator.state = s["rng"]
@@ -98,7 +99,7 @@ class TrainState:
         if self.early is not None:
             improved, early_stop = self.early.observe(record["epoch"], val_acc)
             if improved:
-                self._best = _copy(self.net.params, self.net.xp)
+                self._best = self.net.params.copy(xp=self.net.xp)
             stop = stop or early_stop
         if (
             self.checkpoint is not None
@@ -118,7 +119,7 @@ class TrainState:
         if self.checkpoint is not None:
             self.save(self.checkpoint)
         if self.early is not None and self._best is not None:
-            _assign(self.net.params, self._best)
+            self.net.params.assign(self._best)
             logger.info(
                 "restored the weights of epoch %d (best validation accuracy)", self.early.best_epoch
             )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import backend
 from .backend import Array
 from .history import DivergedError, History, OutOfMemory, out_of_memory
-from .network import Params, backprop, feedforward
+from .network import backprop, feedforward
 from .optim import regularize
 
 if TYPE_CHECKING:
@@ -134,15 +134,6 @@ def select_step(
     elif engine == "fused":
         raise ValueError(f"engine='fused' needs the NumPy or CuPy backend, not {name}")
     return generic_step(net, run, l2=l2, l1=l1, n=n)
-
-
-def _copy(params: Params, xp: Any) -> Params:
-    return Params.from_arrays([xp.asarray(t, copy=True) for t in params.arrays()])
-
-
-def _assign(dst: Params, src: Params) -> None:
-    for d, s in zip(dst.arrays(), src.arrays(), strict=True):
-        d[...] = s
 
 
 def run_epochs(
