@@ -331,10 +331,12 @@ def test_resume_after_interruption_with_cosine(blobs, tmp_path):
 
     path = tmp_path / "run.npz"
     first = gpumlp.Network([4, 6, 3], **NET)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as info:
         _fit(first, X, y, checkpoint=path, on_epoch=interrupt, **kw)
     meta, _ = read_checkpoint(path)
     assert 1 <= meta["epoch"] <= 3
+    assert isinstance(info.value, gpumlp.TrainingInterrupted)  # carries the finished epochs
+    assert len(info.value.history) == meta["epoch"]
     assert meta["history"]["stop_reason"].startswith("interrupted")
     again = gpumlp.Network([4, 6, 3], **NET)
     h_again = _fit(again, X, y, resume=path, **kw)

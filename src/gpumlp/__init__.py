@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 from .backend import BackendUnavailableError, get_namespace
 from .checkpoint import CheckpointError
 from .model import Network, load
-from .train import DivergedError, History
+from .train import DivergedError, History, TrainingInterrupted
 
 __all__ = [
     "BackendUnavailableError",
@@ -21,6 +21,7 @@ __all__ = [
     "DivergedError",
     "History",
     "Network",
+    "TrainingInterrupted",
     "__version__",
     "get_namespace",
     "load",

@@ -204,7 +204,7 @@ def _train(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_write_bytes
     from .datasets import load_mnist
     from .model import Network
-    from .train import DivergedError
+    from .train import DivergedError, TrainingInterrupted
 
     given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS}
     resume = resume_path(args.resume)
@@ -271,10 +271,8 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         history, code = exc.history, EXIT_DIVERGED
-    except KeyboardInterrupt:
-        history = getattr(net, "last_history", None)
-        if history is None:  # interrupted before the first epoch began: nothing to save
-            raise
+    except TrainingInterrupted as exc:  # a plain KeyboardInterrupt (before fit began) goes up
+        history = exc.history
         history.save(out)
         print(
             f"gpumlp: interrupted; saved the state after epoch {len(history)} to {checkpoint}\n"

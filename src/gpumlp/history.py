@@ -19,7 +19,7 @@ from . import backend
 if TYPE_CHECKING:
     from .model import Network
 
-__all__ = ["DivergedError", "History", "OutOfMemory", "out_of_memory"]
+__all__ = ["DivergedError", "History", "OutOfMemory", "TrainingInterrupted", "out_of_memory"]
 
 
 class DivergedError(RuntimeError):
@@ -34,6 +34,18 @@ class DivergedError(RuntimeError):
             f"the weights of the last finite epoch were kept; try a smaller lr"
         )
         self.epoch = epoch
+        self.history = history
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit``: the network holds the last finished epoch (checkpointed, if asked).
+
+    A ``KeyboardInterrupt``, so code that catches that still does; ``history`` holds the
+    finished epochs.
+    """
+
+    def __init__(self, history: History) -> None:
+        super().__init__(f"interrupted after {len(history)} finished epochs")
         self.history = history
 
 

@@ -43,6 +43,7 @@ from .train import (
     MONITORS,
     DivergedError,
     History,
+    TrainingInterrupted,
     evaluate_arrays,
     out_of_memory,
     predict_labels,
@@ -301,8 +302,9 @@ class Network:
         DivergedError
             When the cost becomes NaN or inf; the network keeps the last finite weights
             (and they are checkpointed, if asked).
-        KeyboardInterrupt
-            Re-raised after the last finished epoch is restored (and checkpointed, if asked).
+        TrainingInterrupted
+            A KeyboardInterrupt carrying ``history``, raised on Ctrl-C after the last finished
+            epoch is restored (and checkpointed, if asked).
         gpumlp.train.OutOfMemory
             A MemoryError when a batch does not fit (GPU or host); the message gives the sizes,
             dtype, batch size and the largest batch that fits. The last finished epoch is kept.
@@ -389,13 +391,12 @@ class Network:
                 progress=progress,
                 on_epoch=on_epoch,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             run.restore()
             run.history.stop_reason = f"interrupted during epoch {run.epoch}"
             if checkpoint is not None:
                 run.save(checkpoint)
-            self.last_history = run.history
-            raise
+            raise TrainingInterrupted(run.history) from exc
         except DivergedError:
             if checkpoint is not None:  # the last finite epoch, to resume with a smaller lr
                 run.save(checkpoint)

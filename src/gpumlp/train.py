@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import backend
 from .backend import Array
-from .history import DivergedError, History, OutOfMemory, out_of_memory
+from .history import DivergedError, History, OutOfMemory, TrainingInterrupted, out_of_memory
 from .network import backprop, feedforward
 from .optim import regularize
 
@@ -29,6 +29,7 @@ __all__ = [
     "DivergedError",
     "History",
     "OutOfMemory",
+    "TrainingInterrupted",
     "evaluate_arrays",
     "generic_step",
     "out_of_memory",
