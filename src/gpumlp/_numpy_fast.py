@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .network import Params
 from .optim import SGD, regularize
 
 if TYPE_CHECKING:
@@ -89,8 +90,8 @@ def make_step(
     :func:`gpumlp.train.generic_step` (plus ``step.cost_sum(a, y)``, a cheaper batch cost for
     the monitor), or ``(None, reason)``.
     """
-    acts = net.layer_activations
-    if any(act.name not in _HIDDEN for act in acts[:-1]):
+    act_fns = net.layer_activations
+    if any(act.name not in _HIDDEN for act in act_fns[:-1]):
         return None, "a hidden activation has no in-place form"
     params, cost, dtype = net.params, net.cost, np.dtype(net._dtype_name)
     ws, bs = params.weights, params.biases
@@ -98,6 +99,8 @@ def make_step(
     sgd = isinstance(run.optimizer, SGD)
     grads_w = [np.empty_like(w) for w in ws]
     grads_b = [np.empty_like(b) for b in bs]
+    grads = Params(grads_w, grads_b)  # filled in place by every step
+    sgd_pairs = list(zip(params.arrays(), grads.arrays(), strict=True))
     buffers: dict[int, dict[str, list[np.ndarray]]] = {}
 
     def for_batch(m: int) -> dict[str, list[np.ndarray]]:
@@ -108,12 +111,12 @@ def make_step(
 
     def step(x: np.ndarray, y: np.ndarray, keep: Any, lr: float) -> np.ndarray:
         buf = for_batch(x.shape[0])
-        zs, acts_, deltas, tmps = buf["z"], buf["a"], buf["d"], buf["t"]
+        zs, activations, deltas, tmps = buf["z"], buf["a"], buf["d"], buf["t"]
         inputs = [x]
         for l in range(n_layers):  # forward, recording z and a
             np.matmul(inputs[l], ws[l].T, out=zs[l])
             zs[l] += bs[l]
-            a = _activate(acts[l].name, zs[l], acts_[l])
+            a = _activate(act_fns[l].name, zs[l], activations[l])
             if l + 1 < n_layers:
                 if keep is not None and keep[l] is not None:
                     a = a * keep[l]
@@ -121,15 +124,15 @@ def make_step(
         # BP1, scaled by 1/m: the batch mean, as in network.backprop. For plain SGD the step
         # size joins the scale here, on the small δ^L, instead of on every gradient below.
         scale = (lr if sgd else 1.0) / x.shape[0]
-        out, delta = acts[-1], deltas[-1]
+        out, delta = act_fns[-1], deltas[-1]
         if out.name in _HIDDEN and out.name not in cost.fused:  # ∇_a C ⊙ σ'(z), in place
             if cost.name == "quadratic":
-                np.subtract(acts_[-1], y, out=delta)
+                np.subtract(activations[-1], y, out=delta)
             else:
-                np.copyto(delta, cost.grad(acts_[-1], y, xp=net.xp))
-            _times_prime(out.name, delta, zs[-1], acts_[-1], tmps[-1])
+                np.copyto(delta, cost.grad(activations[-1], y, xp=net.xp))
+            _times_prime(out.name, delta, zs[-1], activations[-1], tmps[-1])
         else:  # softmax and the fused pairs: the cost's own closed form
-            np.copyto(delta, cost.delta(zs[-1], acts_[-1], y, out, xp=net.xp))
+            np.copyto(delta, cost.delta(zs[-1], activations[-1], y, out, xp=net.xp))
         delta *= scale
         for l in range(n_layers - 1, -1, -1):
             np.matmul(delta.T, inputs[l], out=grads_w[l])  # BP4
@@ -139,18 +142,17 @@ def make_step(
                 np.matmul(delta, ws[l], out=g)  # BP2: (W^lᵀ δ^l), then ⊙ σ'(z^(l-1))
                 if keep is not None and keep[l - 1] is not None:
                     g *= keep[l - 1]
-                _times_prime(acts[l - 1].name, g, zs[l - 1], acts_[l - 1], tmps[l - 1])
+                _times_prime(act_fns[l - 1].name, g, zs[l - 1], activations[l - 1], tmps[l - 1])
                 delta = g
-        grads = type(params)(grads_w, grads_b)
         if l2 or l1:  # under SGD the gradients already carry lr, so the penalties do too
             k = lr if sgd else 1.0
             regularize(grads, params, l2=k * l2, l1=k * l1, n=n, xp=net.xp)
         if sgd:
-            for p, gr in zip(params.arrays(), grads.arrays(), strict=True):
+            for p, gr in sgd_pairs:
                 p -= gr
         else:
             run.optimizer.update(params, grads, run.opt_state, lr=lr, xp=net.xp)
-        return acts_[-1]
+        return activations[-1]
 
     def cost_sum(a: np.ndarray, y: np.ndarray) -> Any:
         """Summed cost of the batch, for the train_cost monitor (a host scalar on NumPy)."""
