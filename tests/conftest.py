@@ -50,6 +50,13 @@ def write_tiny_mnist(path, n_train: int, n_test: int, *, seed: int = 0):
     return path
 
 
+def reap(proc) -> None:
+    """Kill a test's subprocess if it still runs, and wait: no trainer outlives a failed test."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def host(a) -> np.ndarray:
     """Any backend's array as a NumPy array."""
     from gpumlp.backend import to_host

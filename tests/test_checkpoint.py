@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gpumlp
-from conftest import host, write_tiny_mnist
+from conftest import host, reap, write_tiny_mnist
 from gpumlp import checkpoint as ckpt_mod
 from gpumlp.checkpoint import CheckpointError, atomic_write_bytes, read_checkpoint
 
@@ -440,9 +440,7 @@ def test_cli_killed_and_resumed_matches_uninterrupted(tmp_path):
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(timeout=30) == -signal.SIGKILL
     finally:
-        if victim.poll() is None:
-            victim.kill()
-            victim.wait()
+        reap(victim)
     out, _ = ref.communicate(timeout=120)
     assert ref.returncode == 0, out.decode(errors="replace")
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import write_tiny_mnist
+from conftest import reap, write_tiny_mnist
 from gpumlp import backend
 from gpumlp.checkpoint import read_checkpoint
 from gpumlp.cli import main
@@ -101,9 +101,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(data, tmp_path):
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and f"gpumlp train --resume {run}" in stderr
     assert "Traceback" not in stderr
@@ -148,9 +146,7 @@ def test_kill_9_never_leaves_a_damaged_checkpoint(data, tmp_path):
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=30) == -signal.SIGKILL
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            reap(proc)
         if ckpt.exists():  # whatever the moment, the checkpoint is whole, never damaged
             meta, _ = read_checkpoint(ckpt)
             assert meta["epoch"] == len(meta["history"]["epochs"])
