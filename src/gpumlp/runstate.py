@@ -31,6 +31,11 @@ __all__ = ["TrainState"]
 logger = logging.getLogger(__name__)
 
 
+def _on_host(prefix: str, params: Params) -> dict[str, np.ndarray]:
+    """``params``' tensors as host arrays named ``prefix/0``, ``prefix/1``, ... (w_0, b_0, ...)."""
+    return {f"{prefix}/{i}": backend.to_host(t) for i, t in enumerate(params.arrays())}
+
+
 def _state_arrays(state: dict[str, Any]) -> dict[str, Params]:
     return {k: v for k, v in state.items() if isinstance(v, Params)}
 
@@ -129,16 +134,12 @@ class TrainState:
     def save(self, path: str | Path) -> None:
         """Write the whole run state to ``path`` atomically (see :mod:`gpumlp.checkpoint`)."""
         arrays = self.net._host_arrays()
-        scalars = {}
-        for key, value in self.opt_state.items():
-            if isinstance(value, Params):
-                for i, t in enumerate(value.arrays()):
-                    arrays[f"opt/{key}/{i}"] = backend.to_host(t)
-            else:
-                scalars[key] = value
+        buffers = _state_arrays(self.opt_state)
+        for key, value in buffers.items():
+            arrays |= _on_host(f"opt/{key}", value)
         if self._best is not None:
-            for i, t in enumerate(self._best.arrays()):
-                arrays[f"best/{i}"] = backend.to_host(t)
+            arrays |= _on_host("best", self._best)
+        scalars = {k: v for k, v in self.opt_state.items() if k not in buffers}
         meta = {
             **self.net._meta(),
             "epoch": self.epoch,
