@@ -5,7 +5,10 @@ labels 0..9; the speed does not depend on the data), sigmoid hidden and output l
 cost, for each case (``sizes@batch_size``) and each backend:
 
 * ``numpy``, ``cupy``: ``gpumlp.Network.fit``; an epoch's time is its ``seconds`` record (shuffle,
-  all steps, the train-cost monitor and one host sync; not the one-off copy to the device).
+  all steps, the train-cost monitor and the epoch's host reads; not the one-off copy to the
+  device). ``--engines`` times each training engine separately (rows ``cupy-graph``,
+  ``numpy-generic``, ...; ``auto`` is the plain ``numpy``/``cupy`` row), so crossovers between
+  engines can be measured on the device.
 * ``torch-cpu``, ``torch-cuda``, ``torch-compile``: the same network in PyTorch, from the same
   initial weights, written the usual way: data on the device, ``torch.randperm`` per epoch,
   ``X[idx]`` per batch, ``nn.Sequential(Linear, Sigmoid, ...)``, ``optim.SGD``, the running loss
@@ -24,6 +27,11 @@ half PyTorch's time per epoch; "0.5x (slower)" means it needs twice as long.
 
     python scripts/bench.py --json bench.json           # all cases on every backend found
     python scripts/bench.py --quick --backends numpy    # a smoke run
+    python scripts/bench.py --backends cupy torch-cuda --engines generic fused graph auto
+
+This workplace sets OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE, which slow NumPy down: unset both in
+the benchmark command (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/bench.py``),
+never in tests or CI.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ CASES = {
     "784-4096-4096-10@1024": Case((784, 4096, 4096, 10), 1024, 0.1, "scaled", True, 8),
 }
 BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "torch-compile")
+ENGINES = ("auto", "generic", "fused", "graph")
 GPU_BACKENDS = ("cupy", "torch-cuda", "torch-compile")
 PEERS = {"numpy": "torch-cpu", "cupy": "torch-cuda"}
 
@@ -104,12 +113,14 @@ def _measure(epoch: Any, case: Case, n: int, opts: argparse.Namespace) -> dict[s
     }
 
 
-def bench_gpumlp(case: Case, backend: str, X: Any, y: Any, opts: argparse.Namespace) -> dict:
-    """Time ``Network.fit`` epochs; ``X`` (n, 784) float32, ``y`` (n,) int64 on the host."""
+def bench_gpumlp(
+    case: Case, backend: str, X: Any, y: Any, opts: argparse.Namespace, engine: str = "auto"
+) -> dict:
+    """Time ``Network.fit`` epochs with ``engine``; ``X`` (n, 784) float32, ``y`` (n,) int64."""
     net = gpumlp.Network(list(case.sizes), init=case.init, backend=backend, seed=0)
 
     def epoch(rows: int) -> float:
-        kw = dict(batch_size=case.batch_size, lr=case.lr, monitor=("train_cost",))
+        kw = dict(batch_size=case.batch_size, lr=case.lr, monitor=("train_cost",), engine=engine)
         return net.fit(X[:rows], y[:rows], epochs=1, shuffle=True, **kw).records[0]["seconds"]
 
     return _measure(epoch, case, len(X), opts)
@@ -232,7 +243,7 @@ def print_table(results: dict[str, Any], verbose: bool) -> None:
                 continue
             label = backend + (f" (t={r['threads']})" if r["threads"] else "")
             label += "*" if r["repeats_lowered"] else ""
-            ratio = format_ratio(r.get("ratio")) if backend in PEERS else ""
+            ratio = format_ratio(r.get("ratio")) if "ratio" in r else ""
             row = (
                 f"{name:<22} {label:<18} {r['median']:>9.3f} {r['samples_per_s']:>11,.0f}  {ratio}"
             )
@@ -249,6 +260,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cases", nargs="+", choices=list(CASES), metavar="CASE", help=", ".join(CASES))
     p.add_argument(
         "--backends", nargs="+", choices=BACKENDS, metavar="NAME", help=", ".join(BACKENDS)
+    )
+    p.add_argument(
+        "--engines", nargs="+", choices=ENGINES, default=["auto"], metavar="ENGINE",
+        help="gpumlp's training engines to time, each its own row (default: auto)",
     )
     p.add_argument("--all", action="store_true", help="also run the GPU-sized case on CPU backends")
     p.add_argument("--quick", action="store_true", help="n=5000, 1 repeat: a smoke run")
@@ -292,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"bench: {name} on {backend} (n={args.n}) ...")
             try:
                 if backend in ("numpy", "cupy"):
-                    per[backend] = bench_gpumlp(case, backend, X, y, args)
+                    for engine in args.engines:
+                        if engine == "graph" and backend != "cupy":
+                            continue
+                        label = backend if engine == "auto" else f"{backend}-{engine}"
+                        per[label] = bench_gpumlp(case, backend, X, y, args, engine)
                 elif backend == "torch-cpu":
                     per[backend] = bench_torch_cpu(torch, case, X, y, args)
                 else:
@@ -302,10 +321,11 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 why = (str(exc).strip().splitlines() or [""])[0]
                 per[backend] = {"error": f"failed: {type(exc).__name__}: {why}"}
-        for ours, peer in PEERS.items():
-            if ours in per and "median" in per.get(peer, {}):
-                per[ours]["ratio"] = per[peer]["median"] / per[ours]["median"]
-                per[ours]["peer"] = peer
+        for label in list(per):
+            peer = PEERS.get(label.split("-")[0]) if label.split("-")[0] in PEERS else None
+            if peer and "median" in per[label] and "median" in per.get(peer, {}):
+                per[label]["ratio"] = per[peer]["median"] / per[label]["median"]
+                per[label]["peer"] = peer
         if per:
             results[name] = {**asdict(case), "n": args.n, "backends": per}
     print_table(results, args.verbose)
@@ -315,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         info["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         skipped = {b: why for b, why in found.items() if why}
         settings = {"n": args.n, "repeats": args.repeats, "budget_s": args.budget}
+        settings["engines"] = args.engines
         doc = {"machine": info, "settings": {**settings, "skipped": skipped}, "cases": results}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2)

@@ -1,8 +1,8 @@
-"""Compare training on two backends or dtypes step by step; see :mod:`gpumlp.parity`."""
+"""Compare training on two backends or dtypes step by step: ``gpumlp parity`` (see its --help)."""
 
 import sys
 
-from gpumlp.parity import main
+from gpumlp.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["parity", *sys.argv[1:]]))

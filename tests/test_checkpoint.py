@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 
 import gpumlp
 from conftest import host, reap, write_tiny_mnist
+from gpumlp import atomicio
 from gpumlp import checkpoint as ckpt_mod
-from gpumlp.checkpoint import CheckpointError, atomic_write_bytes, read_checkpoint
+from gpumlp.atomicio import atomic_write_bytes
+from gpumlp.checkpoint import CheckpointError, read_checkpoint
 
 
 def _params(net) -> list[np.ndarray]:
@@ -247,7 +249,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt_mod.os, "replace", broken_replace)
+    monkeypatch.setattr(atomicio.os, "replace", broken_replace)
     with pytest.raises(OSError, match=r"No space"):
         atomic_write_bytes(path, b"new")
     monkeypatch.undo()

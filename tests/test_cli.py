@@ -25,12 +25,29 @@ from gpumlp.cli import main
 TRAIN = ["--epochs", "2", "--limit", "300", "--sizes", "784,16,10", "--quiet", "--seed", "0"]
 
 
+def _shape(d: int) -> np.ndarray:
+    """Class d as a bright shape in a 20×20 box, centred like an MNIST digit: a bar, a column,
+    a plus, an X, a frame, a block, an L, a T, two bars, two columns."""
+    s = np.zeros((20, 20), bool)
+    eye = np.eye(20, dtype=bool)
+    bars = {0: [(8, 12, 0, 20)], 1: [(0, 20, 8, 12)], 2: [(8, 12, 0, 20), (0, 20, 8, 12)],
+            4: [(0, 3, 0, 20), (17, 20, 0, 20), (0, 20, 0, 3), (0, 20, 17, 20)],
+            5: [(3, 17, 3, 17)], 6: [(0, 20, 0, 4), (16, 20, 0, 20)],
+            7: [(0, 4, 0, 20), (0, 20, 8, 12)], 8: [(3, 7, 0, 20), (13, 17, 0, 20)],
+            9: [(0, 20, 3, 7), (0, 20, 13, 17)]}  # fmt: skip
+    for r0, r1, c0, c1 in bars.get(d, []):
+        s[r0:r1, c0:c1] = True
+    if d == 3:
+        s = eye | eye[::-1] | np.roll(eye, 1, 1) | np.roll(eye[::-1], 1, 1)
+    return s
+
+
 def bar_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n images (n, 28, 28) uint8 of digit d = a bright bar in rows 2d+2..2d+4, labels 0..9."""
+    """n images (n, 28, 28) uint8 of class d = ``_shape(d)`` on faint noise, labels 0..9."""
     y = (np.arange(n) % 10).astype(np.uint8)
     x = np.random.default_rng(seed).integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
     for i, d in enumerate(y):
-        x[i, 2 + 2 * d : 5 + 2 * d, 4:24] = 255
+        x[i, 4:24, 4:24][_shape(int(d))] = 255
     return x, y
 
 
@@ -125,7 +142,7 @@ def test_predict_reads_pngs_of_any_size_and_polarity(trained, tmp_path):
     pytest.importorskip("PIL")
     out, _ = trained
     model = out / "model.npz"
-    image = bar_digits(10, 5)[0][3]  # a "3"
+    image = bar_digits(10, 5)[0][3]  # a "3" (an X): classes are shapes, as predict centres them
     results = {}
     for name, pixels, mode in [
         ("plain", image, "L"),

@@ -26,10 +26,9 @@ import pytest
 
 import gpumlp
 from conftest import reap, write_tiny_mnist
-from gpumlp import backend
+from gpumlp import OutOfMemory, backend, memory
 from gpumlp.checkpoint import read_checkpoint
 from gpumlp.cli import main
-from gpumlp.train import OutOfMemory
 
 ENV = {**os.environ, "GPUMLP_BACKEND": "numpy", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--limit", "400", "--seed", "0"]
@@ -370,23 +369,22 @@ def test_validation_during_fit_works_in_chunks(rows_seen, monkeypatch):
 
 
 def fail_on_step(monkeypatch, call: int, exc: BaseException) -> None:
-    """Make the ``call``-th training step raise ``exc`` (as an allocation failure would)."""
-    import gpumlp.train
+    """Make the ``call``-th training step raise ``exc`` (as an allocation failure would), with
+    the memory check before training passed (the memory runs out later, mid-run)."""
+    import gpumlp._numpy_fast
+    import gpumlp.memory
+    import gpumlp.model
 
-    real, calls = gpumlp.train.select_step, [0]
+    real, calls = gpumlp._numpy_fast.NumpyStep.__call__, [0]
 
-    def select_step(*args, **kwargs):
-        step = real(*args, **kwargs)
+    def failing(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == call:
+            raise exc
+        return real(self, *a, **k)
 
-        def failing(*a, **k):
-            calls[0] += 1
-            if calls[0] == call:
-                raise exc
-            return step(*a, **k)
-
-        return failing
-
-    monkeypatch.setattr(gpumlp.train, "select_step", select_step)
+    monkeypatch.setattr(gpumlp._numpy_fast.NumpyStep, "__call__", failing)
+    monkeypatch.setattr(gpumlp.model, "check_training_fits", lambda *a, **k: None)
 
 
 OOM_X = np.random.default_rng(0).random((200, 784))
@@ -396,29 +394,32 @@ OOM_Y = np.arange(200) % 10
 @pytest.mark.parametrize(
     ("free", "largest", "gist"),
     [
-        (10_000, 25, "the largest batch that fits is about 25; try batch_size=25 or less"),
-        (2**30, 2753184, "enough for it: the data set"),
+        (100_000, 22, "the largest batch that fits is about 22; try batch_size=22 or less"),
+        (2**30, 246271, "enough for it: the data set"),
         (100, 0, "not even one example fits"),
         (None, None, "try a smaller batch_size"),
     ],
     ids=["some-free", "plenty-free", "none-free", "unknown"],
 )
 def test_out_of_memory_says_what_fits(monkeypatch, free, largest, gist):
-    # One example of [784, 16, 10] float32 keeps z, a and delta of 26 units: 312 bytes;
-    # 80% of 10,000 bytes free holds 25 of them.
+    # One example of [784, 16, 10] float32 keeps z, a and delta of 26 units and its input and
+    # target rows (784 + 10): 872 values, 3488 bytes; 80% of 100,000 bytes free holds 22.
     fail_on_step(monkeypatch, 6, MemoryError("Unable to allocate 1.00 GiB"))
-    monkeypatch.setattr(backend, "free_memory", lambda xp: free)
+    import gpumlp.memory
+
     net = gpumlp.Network([784, 16, 10], backend="numpy", seed=0)
+    ref = gpumlp.Network([784, 16, 10], backend="numpy", seed=0)
+    monkeypatch.setattr(gpumlp.memory, "free_memory", lambda xp: free)
     with pytest.raises(OutOfMemory) as info:
         net.fit(OOM_X, OOM_Y, epochs=3, batch_size=50, lr=0.5)
     message = str(info.value)
     assert isinstance(info.value, MemoryError)
     assert message.startswith("out of host memory training sizes=[784, 16, 10] (float32)")
-    assert "batch_size=50" in message and "312 bytes per example" in message
+    assert "batch_size=50" in message and "3488 bytes per example" in message
     assert gist in message and message.endswith("(MemoryError)")
     assert (info.value.batch_size, info.value.largest_batch) == (50, largest)
     # The failure came in epoch 1 (step 6 of 4 per epoch): epoch 0's weights are kept.
-    ref = gpumlp.Network([784, 16, 10], backend="numpy", seed=0)
+    monkeypatch.undo()
     ref.fit(OOM_X, OOM_Y, epochs=1, batch_size=50, lr=0.5)
     for a, b in zip(net.params.arrays(), ref.params.arrays(), strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
@@ -433,7 +434,13 @@ def test_other_errors_in_a_step_are_not_dressed_up(monkeypatch):
 
 def test_out_of_memory_on_the_command_line(data, tmp_path, monkeypatch):
     fail_on_step(monkeypatch, 3, MemoryError("Unable to allocate"))
-    monkeypatch.setattr(backend, "free_memory", lambda xp: 10_000)
+    import gpumlp.cli.train
+    import gpumlp.memory
+
+    for module in (gpumlp.cli.train, gpumlp.model):
+        monkeypatch.setattr(module, "check_model_fits", lambda *a, **k: None)
+    monkeypatch.setattr(gpumlp.cli.train, "check_training_fits", lambda *a, **k: None)
+    monkeypatch.setattr(gpumlp.memory, "free_memory", lambda xp: 100_000)
     code, _, stderr = cli("train", "--data", data, *SLOW, "--batch-size", "50", "--out", tmp_path)
     assert code == 2
     assert stderr.startswith("gpumlp: error: out of host memory training sizes=[784, 200, 10]")
@@ -458,10 +465,10 @@ def fake_cupy_error(name: str, message: str) -> Exception:
     ],
 )
 def test_is_out_of_memory(exc, expected):
-    assert backend.is_out_of_memory(exc) is expected
+    assert memory.is_out_of_memory(exc) is expected
 
 
 def test_free_memory_on_the_host_is_known_on_linux():
-    free = backend.free_memory(backend.get_namespace("numpy"))
+    free = memory.free_memory(backend.get_namespace("numpy"))
     if Path("/proc/meminfo").exists():
         assert isinstance(free, int) and free > 0

@@ -24,12 +24,12 @@ PAIRS = [  # every (output activation, cost) pair the library accepts
 ]
 
 
-def _problem(sizes, m, out, cost, seed=0, labels=True):
+def _problem(sizes, m, out, cost, seed=0, labels=True, hidden="tanh"):
     """Float64 net with smooth, non-saturated weights and data (away from ReLU kinks)."""
     rng = np.random.default_rng(seed)
     net = gpumlp.Network(
         sizes,
-        activation="tanh",
+        activation=hidden,
         output_activation=out,
         cost=cost,
         dtype="float64",
@@ -77,8 +77,7 @@ def _rel_err(a, b):
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize(("out", "cost"), PAIRS)
 def test_backprop_matches_finite_differences(hidden, out, cost):
-    net, X, y = _problem([3, 4, 3], 5, out, cost, labels=cost != "quadratic")
-    net.layer_activations[0] = ACTIVATIONS[hidden]
+    net, X, y = _problem([3, 4, 3], 5, out, cost, labels=cost != "quadratic", hidden=hidden)
     if hidden == "relu":  # keep every unit away from the kink at 0, where σ' is not defined
         z = X @ host(net.weights[0]).T + host(net.biases[0])
         net.biases[0][...] += np.where(np.abs(z).min(axis=0) < 1e-3, 0.1, 0.0)
@@ -131,8 +130,7 @@ def _per_example_reference(weights, biases, X, Y, hidden, out, cost):
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize(("out", "cost"), PAIRS)
 def test_backprop_matches_per_example_reference(hidden, out, cost):
-    net, X, y = _problem([5, 6, 4, 3], 7, out, cost, seed=3, labels=False)
-    net.layer_activations[:-1] = [ACTIVATIONS[hidden]] * 2
+    net, X, y = _problem([5, 6, 4, 3], 7, out, cost, seed=3, labels=False, hidden=hidden)
     gw, gb = net.gradients(X, y)
     rw, rb = _per_example_reference(
         [host(w) for w in net.weights], [host(b) for b in net.biases], X, y, hidden, out, cost
@@ -198,8 +196,7 @@ TORCH_ACT = {
 @pytest.mark.parametrize(("out", "cost"), PAIRS)
 def test_backprop_matches_torch_autograd(hidden, out, cost):
     torch = pytest.importorskip("torch")
-    net, X, y = _problem([5, 6, 3], 8, out, cost, seed=11, labels=False)
-    net.layer_activations[0] = ACTIVATIONS[hidden]
+    net, X, y = _problem([5, 6, 3], 8, out, cost, seed=11, labels=False, hidden=hidden)
     ws = [torch.tensor(host(w), requires_grad=True) for w in net.weights]
     bs = [torch.tensor(host(b), requires_grad=True) for b in net.biases]
     a = torch.tensor(X)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import gpumlp
-import gpumlp.train
+import gpumlp._numpy_fast
 from conftest import host
 from gpumlp.network import Params
-from gpumlp.optim import OPTIMIZERS, SGD, Adam, Momentum, get_optimizer
+from gpumlp.optim import OPTIMIZERS, SGD, Adam, Momentum, apply_update, get_optimizer
 
 # -- one optimizer step at a time, worked by hand -----------------------------------------------
 
@@ -25,7 +25,7 @@ def _run(opt, params: Params, grads: list[tuple[float, float]], lr: float) -> li
     state = opt.init(params, xp=np)
     seen = []
     for gw, gb in grads:
-        opt.update(params, _scalar_params(gw, gb), state, lr=lr, xp=np)
+        apply_update(opt, params, _scalar_params(gw, gb), state, lr=lr, xp=np)
         seen.append((params.weights[0][0, 0], params.biases[0][0]))
     return seen
 
@@ -90,8 +90,8 @@ def test_adam_state_counts_steps():
     opt = Adam()
     state = opt.init(params, xp=np)
     for _ in range(3):
-        opt.update(params, _scalar_params(1.0, 1.0), state, lr=0.1, xp=np)
-    assert state["t"] == 3
+        apply_update(opt, params, _scalar_params(1.0, 1.0), state, lr=0.1, xp=np)
+    assert state.scalars["t"] == 3
 
 
 # -- PyTorch as an oracle over several steps ----------------------------------------------------
@@ -110,7 +110,7 @@ def _torch_run(torch_opt_factory, gpumlp_opt, lr: float, steps: int = 6):
     for gw, gb in grads:
         tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
         topt.step()
-        gpumlp_opt.update(params, Params([gw], [gb]), state, lr=lr, xp=np)
+        apply_update(gpumlp_opt, params, Params([gw], [gb]), state, lr=lr, xp=np)
         np.testing.assert_allclose(params.weights[0], tw.detach().numpy(), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(params.biases[0], tb.detach().numpy(), rtol=1e-12, atol=1e-14)
     assert not np.array_equal(params.weights[0], w0)
@@ -150,7 +150,7 @@ def test_velocity_form_differs_from_torch_when_lr_changes():
     opt = Momentum(0.5)
     state = opt.init(params, xp=np)
     for g, lr in ((1.0, 1.0), (0.0, 0.5)):
-        opt.update(params, _scalar_params(g, 0.0), state, lr=lr, xp=np)
+        apply_update(opt, params, _scalar_params(g, 0.0), state, lr=lr, xp=np)
     assert params.weights[0][0, 0] == -1.5  # torch would give −1.25
 
 
@@ -221,23 +221,19 @@ def test_dropout_evaluation_is_deterministic_and_unmasked(blobs):
 
 
 def test_dropout_masks_are_inverted_and_unbiased(blobs, monkeypatch):
-    # Capture the multipliers run_epochs hands to the training step (the code path of fit).
+    # Capture the multipliers the NumPy training step draws (the code path of fit).
     X, y = blobs
     p = 0.3
     masks: list[np.ndarray] = []
-    real_select = gpumlp.train.select_step
+    real_masks = gpumlp._numpy_fast.keep_masks
 
-    def spying_select(*args, **kwargs):
-        step = real_select(*args, **kwargs)
+    def spy(*args, **kwargs):
+        keep = real_masks(*args, **kwargs)
+        assert len(keep) == 2  # two hidden layers; the output is never dropped
+        masks.extend(host(k) for k in keep)
+        return keep
 
-        def spy(x, y_, keep, lr):
-            assert keep is not None and len(keep) == 2  # two hidden layers; output never dropped
-            masks.extend(host(k) for k in keep)
-            return step(x, y_, keep, lr)
-
-        return spy
-
-    monkeypatch.setattr(gpumlp.train, "select_step", spying_select)
+    monkeypatch.setattr(gpumlp._numpy_fast, "keep_masks", spy)
     net = gpumlp.Network([4, 200, 100, 3], backend="numpy", seed=0)
     net.fit(X, y, epochs=10, batch_size=30, lr=0.1, dropout=p, seed=0)
     keep = np.concatenate([m.ravel() for m in masks])

@@ -1,4 +1,5 @@
-"""The parity script (gpumlp.parity): agreement, a planted mismatch, unavailable backends."""
+"""Parity (gpumlp.parity, and the command gpumlp parity): agreement, a planted mismatch,
+unavailable backends, bad arguments."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import json
 import pytest
 
 from conftest import write_tiny_mnist
-from gpumlp import activations, cli, parity, train
-from gpumlp.backend import backend_name, cupy_status, to_host
+from gpumlp import activations, cli, parity, steps
+from gpumlp.backend import backend_name, cupy_status
 
 SMALL = ["--sizes", "20,12,4", "--n", "205", "--batch-size", "10", "--steps", "6", "--epochs", "2"]
 USABLE, REASON = cupy_status()
@@ -16,7 +17,7 @@ USABLE, REASON = cupy_status()
 
 def _report(tmp_path, argv):
     path = tmp_path / "parity.json"
-    code = parity.main([*argv, "--json", str(path)])
+    code = cli.main(["parity", *argv, "--json", str(path)])
     return code, json.loads(path.read_text()) if path.exists() else None
 
 
@@ -47,32 +48,27 @@ def test_float64_against_float32_uses_the_float32_tolerance(tmp_path, capsys):
 
 
 def _perturbing_generic_step(at_call):
-    """A generic_step whose non-NumPy instances nudge w[0] by 1e-6 after their call ``at_call``."""
-    real = train.generic_step
+    """GenericStep.__call__ whose non-NumPy steps nudge w[0] by 1e-6 after their call
+    ``at_call``."""
+    real = steps.GenericStep.__call__
+    calls = [0]
 
-    def make(net, run, **kw):
-        step = real(net, run, **kw)
-        if net.backend == "numpy":
-            return step
-        calls = [0]
-
-        def nudged(x, y, keep, lr):
-            a = step(x, y, keep, lr)
-            calls[0] += 1
-            if calls[0] == at_call:
-                w = [to_host(t).copy() for t in net.weights]
-                w[0] *= 1 + 1e-6
-                net.load_params(w, [to_host(t) for t in net.biases])
+    def nudged(self, x, y, lr, draw=0):
+        a = real(self, x, y, lr, draw)
+        if backend_name(self.xp) == "numpy":
             return a
+        calls[0] += 1
+        if calls[0] == at_call:
+            params = self.state.params
+            params.set(0, params.weights[0] * (1 + 1e-6))
+        return a
 
-        return nudged
-
-    return make
+    return nudged
 
 
 def test_a_weight_nudged_after_step_3_is_reported_at_step_3(tmp_path, capsys, monkeypatch):
     pytest.importorskip("array_api_strict")
-    monkeypatch.setattr(train, "generic_step", _perturbing_generic_step(at_call=3))
+    monkeypatch.setattr(steps.GenericStep, "__call__", _perturbing_generic_step(at_call=3))
     code, report = _report(tmp_path, ["--backends", "numpy", "array_api_strict", *SMALL])
     assert code == 1
     assert report["verdict"] == "mismatch"
@@ -100,7 +96,7 @@ def test_a_broken_activation_on_one_backend_fails_at_the_start(tmp_path, monkeyp
 
 @pytest.mark.skipif(USABLE, reason="CuPy is usable here, so it is not unavailable")
 def test_unavailable_cupy_exits_2_with_one_line(capsys):
-    code = parity.main(["--backends", "numpy", "cupy", *SMALL])
+    code = cli.main(["parity", "--backends", "numpy", "cupy", *SMALL])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "cupy" in err[0].lower()
@@ -120,7 +116,7 @@ def test_unavailable_cupy_exits_2_with_one_line(capsys):
 )
 def test_bad_arguments_exit_2(argv, capsys):
     quick = ["--sizes", "5,3", "--n", "30", "--steps", "2"]  # a later flag overrides these
-    assert parity.main([*quick, *argv]) == 2
+    assert cli.main(["parity", *quick, *argv]) == 2
     assert capsys.readouterr().err.strip()
 
 

@@ -8,12 +8,18 @@ array-API namespace. ``import gpumlp`` never imports CuPy: the backend is resolv
 >>> net = gpumlp.Network([784, 30, 10], backend="numpy", seed=0)
 """
 
-__version__ = "0.1.0"
-
-from .backend import BackendUnavailableError, get_namespace
-from .checkpoint import CheckpointError
-from .model import Network, load
-from .train import DivergedError, History, TrainingInterrupted
+from ._version import __version__
+from .backend import get_namespace
+from .errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    DivergedError,
+    OutOfMemory,
+    TrainingInterrupted,
+)
+from .history import History
+from .loader import load
+from .model import Network
 
 __all__ = [
     "BackendUnavailableError",
@@ -21,6 +27,7 @@ __all__ = [
     "DivergedError",
     "History",
     "Network",
+    "OutOfMemory",
     "TrainingInterrupted",
     "__version__",
     "get_namespace",

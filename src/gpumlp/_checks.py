@@ -13,15 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Array, Namespace, _belongs_to, to_device, to_host
+from .backend import Array, Namespace, dtype_name, on_namespace, to_device, to_host
 
 __all__ = [
     "check_int",
     "check_number",
     "check_sizes",
+    "count_rows",
     "finite_host_array",
     "prepare_targets",
     "prepare_x",
+    "standardization",
 ]
 
 
@@ -95,14 +97,34 @@ def _host_array(name: str, value: Any) -> np.ndarray:
     return arr
 
 
-def finite_host_array(name: str, value: Any) -> np.ndarray:
-    """``value`` as a real, finite NumPy array; TypeError/ValueError naming ``name`` otherwise."""
+def finite_host_array(name: str, value: Any, dtype: Any = None) -> np.ndarray[Any, Any]:
+    """``value`` as a real, finite NumPy array (cast to ``dtype`` when given); TypeError or
+    ValueError naming ``name`` otherwise.
+
+    Finiteness is checked after the cast, so a finite float64 value that overflows the
+    network's float32 (1e300) is refused here, naming the value and the dtype, instead of
+    becoming inf downstream.
+    """
     arr = _host_array(name, value)
+    if dtype is not None:
+        target = np.dtype(dtype_name(dtype))
+        if arr.dtype.kind == "f":
+            _check_finite_host(name, arr)  # NaN/inf already in the data: say so as such
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(target, copy=False)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            value_there = np.asarray(_host_array(name, value))[bad]
+            raise ValueError(
+                f"{name} holds {value_there!r} at index {bad}, which overflows {target.name}, "
+                f"the network's dtype: scale the data, or use dtype='float64'"
+            )
+        return arr
     _check_finite_host(name, arr)
     return arr
 
 
-def _check_finite_host(name: str, arr: np.ndarray) -> None:
+def _check_finite_host(name: str, arr: np.ndarray[Any, Any]) -> None:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(
@@ -122,19 +144,20 @@ def prepare_x(X: Any, *, n_features: int, xp: Namespace, dtype: Any, name: str =
     -------
     array of ``xp``, shape (m, n_features), dtype ``dtype``
     """
-    if _belongs_to(X, xp) and not isinstance(X, np.ndarray):  # already on a device: check there
+    if on_namespace(X, xp) and not isinstance(X, np.ndarray):  # already on a device: check there
         shape = tuple(X.shape)
         _check_shape_x(name, shape, n_features)
         if not xp.isdtype(X.dtype, ("real floating", "integral", "bool")):
             raise TypeError(f"{name} must be real-valued, got dtype {X.dtype}")
         X = xp.astype(X, dtype)
         if not bool(xp.all(xp.isfinite(X))):
-            raise ValueError(f"{name} contains NaN or inf")
+            raise ValueError(
+                f"{name} contains NaN or inf, or values that overflow {dtype_name(dtype)}"
+            )
         return X
     arr = _host_array(name, X)
     _check_shape_x(name, arr.shape, n_features)
-    _check_finite_host(name, arr)
-    return to_device(arr, xp, dtype)
+    return to_device(finite_host_array(name, arr, dtype), xp)
 
 
 def _check_shape_x(name: str, shape: tuple[int, ...], n_features: int) -> None:
@@ -203,5 +226,81 @@ def prepare_targets(
         raise ValueError(
             f"{name} must lie in [0, 1] for this cost, got values in [{arr.min()}, {arr.max()}]"
         )
+    arr = finite_host_array(name, arr, dtype)  # the targets as the network sees them
     labels = (arr[:, 0] > 0.5) if n_out == 1 else np.argmax(arr, axis=1)
-    return to_device(arr, xp, dtype), to_device(labels.astype(np.int64), xp)
+    return to_device(arr, xp), to_device(labels.astype(np.int64), xp)
+
+
+def check_params(
+    sizes: Sequence[int], weights: Sequence[Any], biases: Sequence[Any], dtype: Any
+) -> list[np.ndarray[Any, Any]]:
+    """Check parameters given from outside (``load_params``, a file) against ``sizes``.
+
+    Parameters
+    ----------
+    sizes : the network's layer sizes
+    weights : L array_likes, ``weights[l]`` shape (sizes[l+1], sizes[l])
+    biases : L array_likes, ``biases[l]`` shape (sizes[l+1],), or (sizes[l+1], 1) (the book's
+        column vectors)
+    dtype : the network's dtype; values are checked finite after the cast to it
+
+    Returns
+    -------
+    list of host arrays in dtype ``dtype``: w_0, b_0, w_1, b_1, ...
+
+    Raises
+    ------
+    ValueError, TypeError
+        On a wrong count or shape, non-numbers, or values not finite in ``dtype`` (the message
+        names the tensor, e.g. ``weights[0]``).
+    """
+    n_layers = len(sizes) - 1
+    weights, biases = list(weights), list(biases)
+    if len(weights) != n_layers or len(biases) != n_layers:
+        raise ValueError(
+            f"expected {n_layers} weight and bias arrays for sizes {list(sizes)}, "
+            f"got {len(weights)} weights and {len(biases)} biases"
+        )
+    out = []
+    for l, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        w_h, b_h = _host_array(f"weights[{l}]", w), _host_array(f"biases[{l}]", b)
+        if b_h.shape == (n_out, 1):
+            b_h = b_h[:, 0]
+        if w_h.shape != (n_out, n_in):
+            raise ValueError(f"weights[{l}] must have shape {(n_out, n_in)}, got {w_h.shape}")
+        if b_h.shape != (n_out,):
+            raise ValueError(f"biases[{l}] must have shape {(n_out,)}, got {b_h.shape}")
+        out += [finite_host_array(f"weights[{l}]", w_h, dtype),
+                finite_host_array(f"biases[{l}]", b_h, dtype)]  # fmt: skip
+    return out
+
+
+def standardization(X: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Mean and standard deviation of each column of host inputs ``X`` (n, d), in float64,
+    accumulated a block of rows at a time (no full-size temporary, so a memory-mapped file
+    larger than memory works). A constant column gets std 1: it stays as it is."""
+    n, d = X.shape
+    rows = max(1, (1 << 24) // max(1, d))
+    total = np.zeros(d)
+    for r in range(0, n, rows):
+        total += X[r : r + rows].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    sq = np.zeros(d)
+    for r in range(0, n, rows):
+        diff = X[r : r + rows] - mean
+        sq += np.einsum("ij,ij->j", diff, diff)
+    std = np.sqrt(sq / n)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def count_rows(name: str, X: Any) -> int:
+    """The number of samples in ``X`` without converting it (for estimates made before any
+    copy); TypeError naming ``name`` when ``X`` is not array-like."""
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return int(shape[0])
+    try:
+        return len(X)
+    except TypeError:
+        raise TypeError(f"{name} must be an array (n_samples, n_features), got {X!r:.60}") from None

@@ -1,40 +1,55 @@
-"""Activation functions σ and their derivatives, registered as pairs.
+"""Activation functions σ and their derivatives: one registry, every form of each formula.
 
-Every function takes ``z`` (pre-activation, shape (m, n)) and the namespace ``xp`` by keyword.
-Derivatives take both ``z`` and ``a = σ(z)`` so each can use whichever is cheaper and stabler
-(σ' of the sigmoid is ``a (1 - a)``, of tanh ``1 - a²``).
+Each :class:`Activation` holds its math in three forms, side by side so they cannot drift:
 
-Softmax is not elementwise: its Jacobian is ``diag(a) - a aᵀ`` per row, so the backward pass
-asks each activation for ``backward(z, a, g)`` = ``Jᵀ g`` (which is ``g ⊙ σ'(z)`` for the
-elementwise ones). Softmax is allowed only as an output activation.
+- the array-API form, ``fn(z, *, xp)`` and ``prime(z, a, *, xp)``, for any namespace;
+- the in-place NumPy form, ``np_fn(z, out, ws)`` and ``np_times_prime(g, z, a, ws)``, for the
+  NumPy fast path: the same IEEE operations in the same order, into preallocated buffers (``ws``
+  holds two scratch arrays ``t``, ``u`` shaped like ``z`` and a boolean ``mask``);
+- the CUDA C form, ``cuda_fn`` and ``cuda_prime``: bodies of device functions of ``real z``
+  (and ``real a``) that the kernel source is generated from (:mod:`gpumlp._kernels`).
+
+The xp and NumPy forms agree bit for bit on NumPy (tested). The CUDA form performs the same
+operations; where it calls ``exp`` or ``tanh``, CUDA's math library may round differently from
+the host's by up to :data:`ULP_BUDGET` ulp (tested under the CPU emulation of the kernels).
+
+Shapes: ``z``, ``a``, ``g`` are (m, n), one example per row. Softmax is not elementwise (its
+Jacobian is ``diag(a) − a aᵀ`` per row), so it gives ``vjp(z, a, g) = Jᵀ g`` instead of
+``prime``, has its own CUDA kernel, and is allowed only as an output activation.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .backend import Array, Namespace
 
-__all__ = ["ACTIVATIONS", "Activation", "get_activation", "lookup"]
+__all__ = ["ACTIVATIONS", "ULP_BUDGET", "Activation", "get_activation", "lookup", "sigmoid_floor"]
 
 T = TypeVar("T")
+
+ULP_BUDGET = 4
+"""Largest difference, in ulp of the result, between the CUDA form of an activation or of its
+derivative and the xp form, from the two math libraries' ``exp``/``tanh`` (each within 2 ulp of
+the exact value)."""
 
 
 @dataclass(frozen=True)
 class Activation:
-    """An activation σ with its derivative.
+    """An activation σ with its derivative, in every form (see the module docstring).
 
     Attributes
     ----------
     name : str
-    fn : callable ``fn(z, *, xp) -> a``, shapes (m, n) -> (m, n)
-    prime : callable ``prime(z, a, *, xp) -> σ'(z)``, shape (m, n), or None when σ is not
-        elementwise (then ``vjp`` is given).
-    vjp : callable ``vjp(z, a, g, *, xp) -> Jᵀ g``, shape (m, n), for non-elementwise σ.
-    output_only : bool
-        True when σ is valid only on the output layer (softmax).
+    fn : ``fn(z, *, xp) -> a``, shapes (m, n) -> (m, n)
+    prime : ``prime(z, a, *, xp) -> σ'(z)``, shape (m, n); None when σ is not elementwise
+    vjp : ``vjp(z, a, g, *, xp) -> Jᵀ g``, shape (m, n), for the non-elementwise softmax
+    output_only : bool, True when σ is valid only on the output layer
+    np_fn, np_times_prime : the in-place NumPy forms (None: the fast path does not apply)
+    cuda_fn, cuda_prime : CUDA C function bodies (None: no elementwise kernel)
     """
 
     name: str
@@ -42,36 +57,69 @@ class Activation:
     prime: Callable[..., Array] | None = None
     vjp: Callable[..., Array] | None = None
     output_only: bool = False
+    np_fn: Callable[..., None] | None = None
+    np_times_prime: Callable[..., None] | None = None
+    cuda_fn: str | None = None
+    cuda_prime: str | None = None
 
     def backward(self, z: Array, a: Array, g: Array, *, xp: Namespace) -> Array:
-        """Pull the gradient ``g = ∂C/∂a`` back through σ: returns ``∂C/∂z``, shape of ``z``."""
+        """Pull ``g = ∂C/∂a`` back through σ (BP1/BP2's Hadamard factor): ``∂C/∂z``, (m, n)."""
         if self.vjp is not None:
             return self.vjp(z, a, g, xp=xp)
+        assert self.prime is not None
         return g * self.prime(z, a, xp=xp)
 
 
+def sigmoid_floor(finfo_max: float) -> float:
+    """The z below which the sigmoid holds z still: ``−floor(ln max)`` of the dtype (−88 for
+    float32, −709 for float64). e^−z is finite up to there, and σ there is already below the
+    smallest normal number, so the result differs from the exact σ by less than ``tiny``."""
+    return -float(math.floor(math.log(finfo_max)))
+
+
+# -- sigmoid: σ(z) = 1 / (1 + e^−max(z, floor)) ----------------------------------------------
+# Both tails keep full relative precision (for z ≪ 0, 1 + e^−z rounds to e^−z to half an ulp);
+# σ' = σ(z) σ(−z) rather than the book's a(1 − a), which rounds to 0 once σ(z) rounds to 1
+# (z > 17 in float32), so a unit saturated at the wrong end still gets its gradient.
+
+
 def _sigmoid(z: Array, *, xp: Namespace) -> Array:
-    # σ(z) = e^min(z,0) / (1 + e^−|z|): 1/(1 + e^−z) for z ≥ 0 and e^z/(1 + e^z) for z < 0.
-    # Neither exponential can overflow (no warning at z = ±1000), and both tails keep full
-    # relative precision: ½(1 + tanh(z/2)) would round σ(−20) to 0 in float32, where the exact
-    # value 2.1e-9 still carries a gradient, and the network's saturated units would never move.
-    return xp.exp(xp.minimum(z, 0.0)) / (1.0 + xp.exp(-xp.abs(z)))
+    floor = sigmoid_floor(float(xp.finfo(z.dtype).max))
+    return 1.0 / (1.0 + xp.exp(-xp.maximum(z, floor)))
 
 
 def _sigmoid_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
-    # σ'(z) = σ(z) σ(−z). The book's a(1 − a) rounds 1 − a to exactly 0 once σ(z) rounds to 1
-    # (z > 17 in float32, z > 37 in float64), so an output unit saturated at the wrong end
-    # would get no gradient at all; σ(−z) keeps its relative precision there.
     return a * _sigmoid(-z, xp=xp)
 
 
-def _relu(z: Array, *, xp: Namespace) -> Array:
-    return xp.maximum(z, 0.0)
+def _np_sigmoid(z: Any, out: Any, ws: Any) -> None:
+    np = ws.np
+    np.maximum(z, sigmoid_floor(float(np.finfo(z.dtype).max)), out=out)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    np.add(out, 1.0, out=out)
+    np.reciprocal(out, out=out)  # 1/x, the same correctly rounded division as 1.0 / x
 
 
-def _relu_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
-    # The subgradient at 0 is taken as 0, as PyTorch and scikit-learn do.
-    return xp.astype(z > 0, z.dtype)
+def _np_sigmoid_times_prime(g: Any, z: Any, a: Any, ws: Any) -> None:
+    np, t = ws.np, ws.t
+    # σ(−z) = 1/(1 + e^−max(−z, floor)); −max(−z, f) is exactly min(z, −f)
+    np.minimum(z, -sigmoid_floor(float(np.finfo(z.dtype).max)), out=t)
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    np.reciprocal(t, out=t)
+    np.multiply(a, t, out=t)
+    np.multiply(g, t, out=g)
+
+
+_CUDA_SIGMOID = "return (real)1 / ((real)1 + exp(-(z < SIGMOID_FLOOR ? SIGMOID_FLOOR : z)));"
+_CUDA_SIGMOID_PRIME = (
+    "const real w = -z;\n"
+    "    return a * ((real)1 / ((real)1 + exp(-(w < SIGMOID_FLOOR ? SIGMOID_FLOOR : w))));"
+)
+
+# -- tanh: tanh' = sech²(z) = 4e/(1 + e)² with e = e^(−2|z|) ----------------------------------
+# exact where 1 − a² would round to 0 (|z| > 9 in float32), and e ≤ 1 cannot overflow.
 
 
 def _tanh(z: Array, *, xp: Namespace) -> Array:
@@ -79,10 +127,52 @@ def _tanh(z: Array, *, xp: Namespace) -> Array:
 
 
 def _tanh_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
-    # tanh'(z) = sech²(z) = 4e / (1 + e)² with e = e^(−2|z|): exact where 1 − a² would round to
-    # 0 (|z| > 9 in float32, > 19 in float64), and e ≤ 1 cannot overflow.
     e = xp.exp(-2.0 * xp.abs(z))
     return 4.0 * e / ((1.0 + e) * (1.0 + e))
+
+
+def _np_tanh(z: Any, out: Any, ws: Any) -> None:
+    ws.np.tanh(z, out=out)
+
+
+def _np_tanh_times_prime(g: Any, z: Any, a: Any, ws: Any) -> None:
+    np, t, u = ws.np, ws.t, ws.u
+    np.abs(z, out=t)
+    np.multiply(t, -2.0, out=t)
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=u)
+    np.multiply(u, u, out=u)
+    np.multiply(t, 4.0, out=t)
+    np.divide(t, u, out=t)
+    np.multiply(g, t, out=g)
+
+
+_CUDA_TANH_PRIME = (
+    "const real e = exp((real)-2 * fabs(z));\n"
+    "    return (real)4 * e / (((real)1 + e) * ((real)1 + e));"
+)
+
+# -- relu: the subgradient at 0 is taken as 0, as PyTorch and scikit-learn do ------------------
+
+
+def _relu(z: Array, *, xp: Namespace) -> Array:
+    return xp.maximum(z, 0.0)
+
+
+def _relu_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
+    return xp.astype(z > 0.0, z.dtype)
+
+
+def _np_relu(z: Any, out: Any, ws: Any) -> None:
+    ws.np.maximum(z, 0.0, out=out)
+
+
+def _np_relu_times_prime(g: Any, z: Any, a: Any, ws: Any) -> None:
+    ws.np.greater(z, 0.0, out=ws.t, casting="unsafe")
+    ws.np.multiply(g, ws.t, out=g)
+
+
+# -- identity ---------------------------------------------------------------------------------
 
 
 def _identity(z: Array, *, xp: Namespace) -> Array:
@@ -93,24 +183,58 @@ def _identity_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
     return xp.ones_like(z)
 
 
+def _np_identity(z: Any, out: Any, ws: Any) -> None:
+    ws.np.copyto(out, z)
+
+
+def _np_identity_times_prime(g: Any, z: Any, a: Any, ws: Any) -> None:
+    """g · 1 is g, bit for bit: nothing to do."""
+
+
+# -- softmax: shifted by the row max so exp never overflows -----------------------------------
+
+
 def _softmax(z: Array, *, xp: Namespace) -> Array:
-    # Shift by the row max so exp never overflows; the result is unchanged mathematically.
     e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
     return e / xp.sum(e, axis=1, keepdims=True)
 
 
 def _softmax_vjp(z: Array, a: Array, g: Array, *, xp: Namespace) -> Array:
-    # Jᵀ g with J = diag(a) - a aᵀ (symmetric): a ⊙ (g - Σ_k g_k a_k), row by row.
+    # Jᵀ g with J = diag(a) − a aᵀ (symmetric): a ⊙ (g − Σ_k g_k a_k), row by row.
     return a * (g - xp.sum(g * a, axis=1, keepdims=True))
 
 
+def _np_softmax(z: Any, out: Any, ws: Any) -> None:
+    np = ws.np
+    np.subtract(z, np.max(z, axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    np.divide(out, np.sum(out, axis=1, keepdims=True), out=out)
+
+
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_prime),
-    "relu": Activation("relu", _relu, _relu_prime),
-    "tanh": Activation("tanh", _tanh, _tanh_prime),
-    "identity": Activation("identity", _identity, _identity_prime),
-    "softmax": Activation("softmax", _softmax, vjp=_softmax_vjp, output_only=True),
-}
+    "sigmoid": Activation(
+        "sigmoid", _sigmoid, _sigmoid_prime, np_fn=_np_sigmoid,
+        np_times_prime=_np_sigmoid_times_prime, cuda_fn=_CUDA_SIGMOID,
+        cuda_prime=_CUDA_SIGMOID_PRIME,
+    ),
+    "relu": Activation(
+        "relu", _relu, _relu_prime, np_fn=_np_relu, np_times_prime=_np_relu_times_prime,
+        cuda_fn="return z < (real)0 ? (real)0 : z;",
+        cuda_prime="return z > (real)0 ? (real)1 : (real)0;",
+    ),
+    "tanh": Activation(
+        "tanh", _tanh, _tanh_prime, np_fn=_np_tanh, np_times_prime=_np_tanh_times_prime,
+        cuda_fn="return tanh(z);", cuda_prime=_CUDA_TANH_PRIME,
+    ),
+    "identity": Activation(
+        "identity", _identity, _identity_prime, np_fn=_np_identity,
+        np_times_prime=_np_identity_times_prime, cuda_fn="return z;",
+        cuda_prime="return (real)1;",
+    ),
+    "softmax": Activation("softmax", _softmax, vjp=_softmax_vjp, output_only=True,
+                          np_fn=_np_softmax),
+}  # fmt: skip
+"""Every activation by name: adding one here, in all its forms, is all it takes."""
 
 
 def lookup(registry: dict[str, T], name: object, *, argument: str, kind: type[T]) -> T:

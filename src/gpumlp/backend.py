@@ -1,59 +1,130 @@
-"""Array backends: resolve the namespace ``xp`` and move arrays between host and device.
+"""Array backends: resolve the namespace ``xp``, move arrays between host and device, and reach
+CuPy's own services (kernel modules, streams, memory, versions).
 
 This is the only module that imports CuPy, and it does so lazily: ``import gpumlp`` never
-touches CuPy or CUDA. Everything else in the package receives ``xp`` (an array-API namespace,
-wrapped by array-api-compat where needed) and never imports NumPy or CuPy for its math.
+touches CuPy or CUDA. Everything else receives ``xp`` (an array-API namespace, wrapped by
+array-api-compat where needed) and never imports NumPy or CuPy for its math.
 
 Conventions
 -----------
-- A *backend* is ``"auto"``, ``"numpy"``, ``"cupy"`` or any array-API namespace module
-  (e.g. ``array_api_strict``). ``"auto"`` uses CuPy when it imports and a CUDA device is usable,
-  else NumPy. The environment variable ``GPUMLP_BACKEND`` replaces ``"auto"`` as the default.
+- A *backend* is ``"auto"``, ``"numpy"``, ``"cupy"`` or an array-API namespace module
+  (``array_api_strict``, ``jax.numpy``, ``array_api_compat.torch``, ...). ``"auto"`` uses CuPy
+  when it imports and a CUDA device is usable, else NumPy; ``GPUMLP_BACKEND`` replaces
+  ``"auto"`` as the default.
 - The *host* is always NumPy: initial weights, permutations and checkpoints live there.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
+import sys
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import array_api_compat
 import numpy as np
 
+from .errors import BackendUnavailableError
+
 __all__ = [
     "BACKEND_NAMES",
     "DTYPES",
+    "NAMESPACES",
     "Array",
-    "BackendUnavailableError",
     "Namespace",
     "backend_name",
+    "compile_cuda",
+    "cuda_info",
+    "cupy_module",
     "cupy_status",
-    "device_uniform",
-    "free_memory",
+    "dtype_name",
     "get_namespace",
+    "import_namespace",
     "is_cupy",
-    "is_out_of_memory",
+    "on_namespace",
     "resolve_dtype",
     "to_device",
     "to_host",
+    "use_fp32_matmul",
+    "writable",
 ]
 
 logger = logging.getLogger(__name__)
 
-Array: TypeAlias = Any
-"""An array of some backend (numpy.ndarray, cupy.ndarray, array_api_strict Array)."""
-Namespace: TypeAlias = Any
+Namespace: TypeAlias = ModuleType
 """An array-API namespace module, as returned by :func:`get_namespace`."""
+
+
+class Array(Protocol):
+    """What gpumlp asks of an array: the array API standard's attributes and operators."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> Any: ...
+    @property
+    def ndim(self) -> int: ...
+    @property
+    def T(self) -> Array: ...
+    def __getitem__(self, key: Any, /) -> Array: ...
+    def __setitem__(self, key: Any, value: Any, /) -> None: ...
+    def __add__(self, other: Any, /) -> Array: ...
+    def __radd__(self, other: Any, /) -> Array: ...
+    def __sub__(self, other: Any, /) -> Array: ...
+    def __rsub__(self, other: Any, /) -> Array: ...
+    def __mul__(self, other: Any, /) -> Array: ...
+    def __rmul__(self, other: Any, /) -> Array: ...
+    def __truediv__(self, other: Any, /) -> Array: ...
+    def __rtruediv__(self, other: Any, /) -> Array: ...
+    def __matmul__(self, other: Any, /) -> Array: ...
+    def __neg__(self) -> Array: ...
+    def __gt__(self, other: Any, /) -> Array: ...
+    def __ge__(self, other: Any, /) -> Array: ...
+    def __lt__(self, other: Any, /) -> Array: ...
+    def __le__(self, other: Any, /) -> Array: ...
+    def __eq__(self, other: Any, /) -> Array: ...  # type: ignore[override]
+    def __and__(self, other: Any, /) -> Array: ...
+    def __xor__(self, other: Any, /) -> Array: ...
+    def __rshift__(self, other: Any, /) -> Array: ...
+
 
 BACKEND_NAMES = ("auto", "numpy", "cupy")
 DTYPES = ("float32", "float64")
+NAMESPACES = {"array_api_strict": "array_api_strict", "jax": "jax.numpy",
+              "torch": "array_api_compat.torch"}  # fmt: skip
+"""Other array namespaces known by name (imported only when asked for, never from the current
+directory): the strict reference namespace, JAX's and PyTorch's."""
 
 
-class BackendUnavailableError(RuntimeError):
-    """A backend was asked for by name but cannot run here (the message says why)."""
+def import_namespace(name: str) -> ModuleType:
+    """Import the namespace module of a name in :data:`NAMESPACES`, with the current directory
+    left off ``sys.path`` (a file there must not stand in for the real module).
+
+    Raises ValueError for an unknown name, BackendUnavailableError when it is not installed.
+    """
+    if name not in NAMESPACES:
+        known = [*BACKEND_NAMES, *NAMESPACES]
+        raise ValueError(f"backend {name!r} is not known; expected one of {known}")
+    cwd = {"", ".", os.getcwd()}
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if p not in cwd and os.path.abspath(p) != os.getcwd()]
+    try:
+        return importlib.import_module(NAMESPACES[name])
+    except ImportError as exc:
+        raise BackendUnavailableError(f"backend {name!r} is not installed: {exc}") from None
+    finally:
+        sys.path[:] = saved
+
+
+def cupy_module() -> ModuleType:
+    """The ``cupy`` module itself, for the CuPy fast path (imported here, and only here)."""
+    import cupy
+
+    return cupy
 
 
 @functools.cache
@@ -63,12 +134,12 @@ def cupy_status() -> tuple[bool, str]:
     Returns
     -------
     usable : bool
-        True when CuPy imports, sees at least one CUDA device and can allocate on it.
+        True when CuPy imports, sees a CUDA device and can run a kernel on it.
     reason : str
-        A one-line explanation (the device name when usable, else the cause).
+        One line: the device name when usable, else the cause.
     """
     try:
-        import cupy
+        cupy = cupy_module()
     except ImportError as exc:
         return False, f"CuPy is not installed ({exc}); install gpumlp[cuda12] or gpumlp[cuda13]"
     except Exception as exc:  # a broken CUDA install can raise anything at import
@@ -93,22 +164,22 @@ def get_namespace(backend: str | ModuleType | None = "auto") -> Namespace:
 
     Parameters
     ----------
-    backend : {"auto", "numpy", "cupy"} or module or None
-        A backend name, or an array-API namespace module (``array_api_strict``, ``numpy``, ...).
-        ``None`` and ``"auto"`` read ``GPUMLP_BACKEND`` first, then pick CuPy when it is usable
-        and NumPy otherwise (logged once, with the reason).
+    backend : {"auto", "numpy", "cupy"}, a namespace module, or None
+        ``None`` and ``"auto"`` read ``GPUMLP_BACKEND`` first, then pick CuPy when usable and
+        NumPy otherwise (logged once, with the reason).
 
     Returns
     -------
-    xp : namespace
-        The array-API compatible namespace (array-api-compat's wrapper for NumPy and CuPy).
+    xp : namespace (array-api-compat's wrapper for NumPy, CuPy and PyTorch)
 
     Raises
     ------
     ValueError
         For an unknown backend name.
+    TypeError
+        For a module that is not an array namespace.
     BackendUnavailableError
-        When ``"cupy"`` is asked for explicitly but cannot run (the message says why).
+        When ``"cupy"`` is asked for but cannot run (the message says why).
     """
     if isinstance(backend, ModuleType):
         name = backend.__name__
@@ -118,7 +189,8 @@ def get_namespace(backend: str | ModuleType | None = "auto") -> Namespace:
             raise TypeError(
                 f"backend: module {name!r} is not an array-API namespace (no asarray/matmul)"
             )
-        return array_api_compat.array_namespace(backend.asarray(0.0))
+        xp: Namespace = array_api_compat.array_namespace(backend.asarray(0.0))
+        return xp
     if backend is None or backend == "auto":
         env = os.environ.get("GPUMLP_BACKEND", "").strip().lower()
         if env and env != "auto":
@@ -141,26 +213,26 @@ def get_namespace(backend: str | ModuleType | None = "auto") -> Namespace:
         import array_api_compat.cupy as xp_cupy
 
         return xp_cupy
+    if backend in NAMESPACES:
+        return get_namespace(import_namespace(backend))
     raise ValueError(
-        f"backend must be one of {BACKEND_NAMES} or a namespace module, got {backend!r}"
+        f"backend must be one of {[*BACKEND_NAMES, *NAMESPACES]} or a namespace module, "
+        f"got {backend!r}"
     )
 
 
 @functools.cache
 def _auto_namespace() -> Namespace:
     usable, reason = cupy_status()
-    if usable:
-        logger.info("backend auto: using CuPy (%s)", reason)
-        return get_namespace("cupy")
-    logger.info("backend auto: using NumPy (%s)", reason)
-    return get_namespace("numpy")
+    logger.info("backend auto: using %s (%s)", "CuPy" if usable else "NumPy", reason)
+    return get_namespace("cupy" if usable else "numpy")
 
 
 def backend_name(xp: Namespace) -> str:
-    """Return a short name for a namespace: ``"numpy"``, ``"cupy"`` or the module's name."""
+    """A short name for a namespace: ``"numpy"``, ``"cupy"``, or the module's own name."""
     name = xp.__name__
     for short in ("numpy", "cupy"):
-        if name == short or name == f"array_api_compat.{short}":
+        if name in (short, f"array_api_compat.{short}"):
             return short
     return name
 
@@ -170,60 +242,41 @@ def is_cupy(xp: Namespace) -> bool:
     return backend_name(xp) == "cupy"
 
 
-# CUDA statuses that mean "out of memory" when CuPy raises them as CUDARuntimeError, CUBLASError...
-_CUDA_OOM = ("cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY", "STATUS_ALLOC_FAILED")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True when ``exc`` is an allocation failure of any backend.
-
-    That is any ``MemoryError`` (NumPy's, and CuPy's ``OutOfMemoryError``, which subclasses it),
-    or a CuPy error carrying a CUDA or cuBLAS out-of-memory status. Never imports CuPy.
-    """
-    if isinstance(exc, MemoryError):
-        return True
-    return type(exc).__module__.startswith("cupy") and any(s in str(exc) for s in _CUDA_OOM)
-
-
-def free_memory(xp: Namespace) -> int | None:
-    """Bytes that new arrays of ``xp`` can still get, or None when unknown.
-
-    On CuPy: the device's free memory plus the blocks CuPy's memory pool holds free. Otherwise
-    the host's available memory (``MemAvailable`` of ``/proc/meminfo``, Linux only).
-    """
-    if is_cupy(xp):
-        import cupy
-
-        free, _ = cupy.cuda.runtime.memGetInfo()
-        return int(free) + int(cupy.get_default_memory_pool().free_bytes())
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+def writable(x: Any) -> bool:
+    """True when ``x`` can be written in place (``x[...] = v``); False for the immutable arrays
+    of ``jax.numpy``, whose updates must rebind instead."""
+    return bool(array_api_compat.is_writeable_array(x))
 
 
 def resolve_dtype(xp: Namespace, dtype: Any) -> Any:
     """Map ``"float32"``/``"float64"`` (or a dtype of those kinds) to ``xp``'s dtype object.
 
-    Raises
-    ------
-    ValueError
-        When ``dtype`` is not float32 or float64.
+    Raises ValueError when ``dtype`` is not float32 or float64.
     """
-    if isinstance(dtype, str):
-        name = dtype
-    else:
-        try:
-            name = np.dtype(dtype).name
-        except TypeError:
-            name = str(dtype).rsplit(".", 1)[-1]
+    name = dtype_name(dtype)
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return getattr(xp, name)
+
+
+def dtype_name(dtype: Any) -> str:
+    """The name of a dtype of any backend: ``"float32"``, ``"int64"``, ..."""
+    if isinstance(dtype, str):
+        return dtype
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype).rsplit(".", 1)[-1]
+
+
+def on_namespace(x: Any, xp: Namespace) -> bool:
+    """True when ``x`` is already an array of ``xp`` (no copy needed to use it there)."""
+    if not array_api_compat.is_array_api_obj(x) or isinstance(x, np.generic):
+        return False
+    try:
+        return backend_name(array_api_compat.array_namespace(x)) == backend_name(xp)
+    except TypeError:
+        return False
 
 
 def to_device(x: Any, xp: Namespace, dtype: Any = None) -> Array:
@@ -233,71 +286,79 @@ def to_device(x: Any, xp: Namespace, dtype: Any = None) -> Array:
     ----------
     x : array_like, any shape
     xp : namespace
-    dtype : xp dtype, optional
-        Cast to this dtype; default keeps ``x``'s dtype.
+    dtype : xp dtype, optional; default keeps ``x``'s dtype
 
     Returns
     -------
-    array of ``xp``, same shape as ``x``.
+    array of ``xp``, same shape as ``x``
     """
-    if not _belongs_to(x, xp):
+    if not on_namespace(x, xp):
         x = to_host(x)
         if backend_name(xp) == "numpy":
             x = np.ascontiguousarray(x)
-    return xp.asarray(x, dtype=dtype, copy=None) if dtype is not None else xp.asarray(x)
+    out: Array = xp.asarray(x, dtype=dtype) if dtype is not None else xp.asarray(x)
+    return out
 
 
-def to_host(x: Any) -> np.ndarray:
-    """Return ``x`` as a NumPy array on the host (a copy for device arrays).
-
-    Works for NumPy, CuPy and any array supporting DLPack or ``__array__``.
-    """
+def to_host(x: Any) -> np.ndarray[Any, Any]:
+    """``x`` as a NumPy array on the host (a copy for device arrays); works for NumPy, CuPy and
+    any array supporting DLPack or ``__array__``."""
     if isinstance(x, np.ndarray):
         return x
     if type(x).__module__.startswith("cupy"):
-        return x.get()
+        host: np.ndarray[Any, Any] = x.get()
+        return host
     if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
         try:
             return np.from_dlpack(x)
         except Exception:
             pass
-        # array_api_strict refuses __array__ on purpose; go through a list for tiny arrays only
-        try:
+        try:  # array_api_strict refuses __array__ on purpose; go through a list (small arrays)
             return np.asarray(x)
         except Exception:
             return np.asarray(x.tolist() if hasattr(x, "tolist") else list(x))
     return np.asarray(x)
 
 
-def _belongs_to(x: Any, xp: Namespace) -> bool:
-    if not array_api_compat.is_array_api_obj(x) or isinstance(x, np.generic):
-        return False
-    try:
-        return backend_name(array_api_compat.array_namespace(x)) == backend_name(xp)
-    except TypeError:
-        return False
+# -- CuPy services for the fast path --------------------------------------------------------------
 
 
-def device_uniform(xp: Namespace, seed: int) -> Any:
-    """A generator of uniform [0, 1) arrays drawn on the device, for dropout masks.
-
-    Parameters
-    ----------
-    xp : namespace
-    seed : int, from the host RNG (so each epoch's masks are reproducible and resumable)
+def compile_cuda(
+    source: str, names: Sequence[str], options: Sequence[str] = ("--std=c++14",)
+) -> dict[str, Callable[..., None]]:
+    """Compile CUDA C ``source`` with CuPy's NVRTC and return its ``extern "C"`` kernels.
 
     Returns
     -------
-    callable ``draw(shape, dtype) -> array of xp``. NumPy and CuPy draw natively; any other
-    namespace draws with NumPy and copies the result in.
+    dict of name -> kernel, each called as ``kernel(grid, block, args)`` (CuPy's RawKernel).
     """
-    name = backend_name(xp)
-    if name == "cupy":
-        import cupy
+    module = cupy_module().RawModule(code=source, options=tuple(options))
+    return {name: module.get_function(name) for name in names}
 
-        gen = cupy.random.default_rng(seed)
-        return lambda shape, dtype: gen.random(shape, dtype=dtype)
-    gen_np = np.random.default_rng(seed)
-    if name == "numpy":
-        return lambda shape, dtype: gen_np.random(shape, dtype=dtype)
-    return lambda shape, dtype: xp.asarray(gen_np.random(shape), dtype=dtype)
+
+def use_fp32_matmul() -> None:
+    """Make CuPy's float32 GEMMs plain FP32 (no TF32) in this process, for parity runs.
+
+    CuPy reads ``CUPY_TF32`` at its first float32 GEMM; where this CuPy has the (private)
+    cached compute type, it is reset too, in case a GEMM already ran.
+    """
+    os.environ["CUPY_TF32"] = "0"
+    cupy = cupy_module()
+    try:
+        from cupy._core import _routines_linalg as linalg  # private API, present since CuPy 8
+    except ImportError:
+        return
+    if hasattr(linalg, "set_compute_type"):
+        linalg.set_compute_type(cupy.float32, linalg.COMPUTE_TYPE_DEFAULT)
+
+
+def cuda_info() -> dict[str, str]:
+    """CuPy, CUDA runtime/driver and device versions, for reports."""
+    cupy = cupy_module()
+    return {
+        "cupy": str(cupy.__version__),
+        "cuda_runtime": str(cupy.cuda.runtime.runtimeGetVersion()),
+        "cuda_driver": str(cupy.cuda.runtime.driverGetVersion()),
+        "device": cupy_status()[1],
+        "CUPY_TF32": os.environ.get("CUPY_TF32", ""),
+    }

@@ -22,22 +22,19 @@ import json
 import lzma
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "FORMAT_VERSION",
-    "CheckpointError",
-    "atomic_write_bytes",
-    "read_checkpoint",
-    "write_checkpoint",
-]
+from .atomicio import atomic_write_bytes
+from .errors import CheckpointError
+from .safeio import Oversize, read_npy_member
+
+__all__ = ["FORMAT_VERSION", "read_checkpoint", "write_checkpoint"]
 
 FORMAT_VERSION = 1
 
@@ -49,10 +46,6 @@ _DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, Runtime
             MemoryError)  # fmt: skip
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, damaged, of an unknown format, or does not fit."""
-
-
 def _digest(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for name in sorted(arrays):
@@ -60,49 +53,6 @@ def _digest(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename.
-
-    The file gets the permissions a plain ``open(path, "wb")`` would give it (those of the file
-    it replaces, else 0o666 less the umask), not ``mkstemp``'s owner-only 0o600. On any failure
-    (disk full, permissions) the temporary file is removed and the previous content of
-    ``path``, if any, is left untouched.
-    """
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except OSError:
-        mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def write_checkpoint(
@@ -121,54 +71,89 @@ def write_checkpoint(
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Load and verify a checkpoint.
+Expect = Callable[[dict[str, Any]], Mapping[str, tuple[tuple[int, ...], bool]]]
+"""Given a file's metadata, the arrays it must (True) or may (False) hold, by name, with shapes."""
+
+META_LIMIT = 64 << 20
+"""The most bytes of metadata a file may declare (a history of thousands of epochs is < 1 MiB)."""
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], expect: Expect | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
+    """Load and verify a checkpoint, inflating nothing beyond what it should hold.
+
+    Parameters
+    ----------
+    path : the ``.npz`` file
+    expect : optional; from the metadata, the arrays the file must or may hold and their shapes
+        (:func:`gpumlp.modelfile.expected_arrays`). Each member's declared size and header are
+        checked against them before it is read, and any other member is refused. Without it,
+        each member may hold at most the memory free.
 
     Returns
     -------
     meta : dict, the JSON metadata
-    arrays : dict of name -> host NumPy array
+    arrays : dict of name -> host NumPy array (expected arrays the file lacks are left out)
 
     Raises
     ------
     FileNotFoundError
         When ``path`` does not exist.
     CheckpointError
-        When it is a directory, not a checkpoint, truncated or corrupted (checksum mismatch), or
-        of a newer format version than this gpumlp reads. The message names the file.
+        When it is a directory, not a checkpoint, truncated, corrupted (checksum mismatch), of a
+        newer format, or claims arrays it should not hold. The message names the file.
     """
     path = Path(path)
+    where = repr(str(path))
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"checkpoint {where} does not exist")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} is a directory, expected a .npz file")
+        raise CheckpointError(f"checkpoint {where} is a directory, expected a .npz file")
     try:
-        # Open the file here: np.load(path) leaks its handle when the zip is damaged.
-        with path.open("rb") as f:
-            npz = np.load(f, allow_pickle=False)
-            if not isinstance(npz, np.lib.npyio.NpzFile):  # a bare .npy: one array
-                raise CheckpointError(f"{str(path)!r} is a .npy array, not a gpumlp checkpoint")
-            with npz:
-                if "__meta__" not in npz.files:
-                    raise CheckpointError(f"{str(path)!r} is not a gpumlp checkpoint (no metadata)")
-                meta = json.loads(bytes(npz["__meta__"]).decode("utf-8"))
-                arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
+        with path.open("rb") as f:  # opened here: zipfile leaks no handle when this closes
+            if f.read(6) == b"\x93NUMPY":
+                raise CheckpointError(f"{where} is a .npy array, not a gpumlp checkpoint")
+            f.seek(0)
+            with zipfile.ZipFile(f) as zf:
+                meta, arrays = _read_members(zf, where, expect)
     except CheckpointError:
         raise
     except _DAMAGED as exc:
-        raise CheckpointError(
-            f"{str(path)!r} is damaged or not a gpumlp checkpoint: {exc}"
-        ) from None
-    if not isinstance(meta, dict) or "format" not in meta:
-        raise CheckpointError(f"{str(path)!r} has no format version in its metadata")
-    if not isinstance(meta["format"], int) or meta["format"] > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{str(path)!r} has checkpoint format {meta['format']!r}; this gpumlp reads up to "
-            f"{FORMAT_VERSION}: upgrade gpumlp"
-        )
+        raise CheckpointError(f"{where} is damaged or not a gpumlp checkpoint: {exc}") from None
     body = {k: v for k, v in meta.items() if k != "sha256"}
     if meta.get("sha256") != _digest(arrays, body):
+        raise CheckpointError(f"{where} is corrupted: its content does not match its checksum")
+    return meta, arrays
+
+
+def _read_members(
+    zf: zipfile.ZipFile, where: str, expect: Expect | None
+) -> tuple[dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
+    members = {info.filename.removesuffix(".npy"): info for info in zf.infolist()}
+    if "__meta__" not in members:
+        raise CheckpointError(f"{where} is not a gpumlp checkpoint (no metadata)")
+    blob = read_npy_member(zf, members.pop("__meta__"), kinds="u", max_bytes=META_LIMIT)
+    meta = json.loads(blob.tobytes().decode("utf-8"))
+    if not isinstance(meta, dict) or "format" not in meta:
+        raise CheckpointError(f"{where} has no format version in its metadata")
+    if not isinstance(meta["format"], int) or meta["format"] > FORMAT_VERSION:
         raise CheckpointError(
-            f"{str(path)!r} is corrupted: its content does not match its checksum"
+            f"{where} has checkpoint format {meta['format']!r}; this gpumlp reads up to "
+            f"{FORMAT_VERSION}: upgrade gpumlp"
         )
+    wanted = None if expect is None else expect(meta)
+    arrays = {}
+    for name, info in members.items():
+        if wanted is not None and name not in wanted:
+            raise CheckpointError(f"{where} holds an unexpected array {name!r}")
+        shape = None if wanted is None else wanted[name][0]
+        try:
+            arrays[name] = read_npy_member(zf, info, shape=shape, kinds="f" if wanted else "biuf")
+        except Oversize as exc:
+            raise CheckpointError(f"{where} is damaged or hostile: {exc}") from None
+        except ValueError as exc:
+            if shape is not None and "shape" in str(exc):
+                raise CheckpointError(f"{where} holds invalid parameters: {exc}") from None
+            raise
     return meta, arrays

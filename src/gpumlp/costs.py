@@ -1,48 +1,69 @@
-"""Cost functions C and their output errors δ^L, registered as pairs.
+"""Cost functions C and their output errors δ^L: one registry, every form of each formula.
 
-Conventions (the book's): ``a`` is the network output and ``y`` the target, both shape (m, n_out);
-``fn`` returns the cost of each example, shape (m,), and the network takes the batch mean.
+Conventions (the book's): ``a`` is the network output and ``y`` the target, both shape
+(m, n_out); ``fn`` returns each example's cost, shape (m,), and the network takes the batch
+mean. As in :mod:`gpumlp.activations`, each :class:`Cost` holds the xp form, the in-place NumPy
+form of its gradient (``np_grad(a, y, out, ws)``) and the CUDA C forms (``cuda_grad``: ∇_a C of
+one element; ``cuda_cost``: one element's share of the cost), all with the same arithmetic.
 
 - ``quadratic``: C = ½‖a − y‖², any output activation.
-- ``cross_entropy``: C = Σ_j −[y_j ln a_j + (1 − y_j) ln(1 − a_j)], for outputs in (0, 1).
-- ``log_likelihood``: C = −Σ_j y_j ln a_j, which is −ln a_y for a one-hot y; for outputs in (0, 1].
+- ``cross_entropy``: C = Σ_j −[y_j ln a_j + (1 − y_j) ln(1 − a_j)]; sigmoid or softmax outputs.
+- ``log_likelihood``: C = −Σ_j y_j ln a_j (−ln a_y for a one-hot y); softmax outputs.
 
 Logarithms clip ``a`` one machine epsilon away from 0 and 1, so the cost stays finite when a
-saturated output is exactly 0 or 1.
+saturated output is exactly 0 or 1. The clip is ``minimum(maximum(a, lo), hi)``, which keeps NaN
+and, unlike array-api-compat's ``clip``, never reads a value back from the device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .activations import Activation, lookup
 from .backend import Array, Namespace
 
-__all__ = ["COSTS", "Cost", "get_cost"]
+__all__ = ["COSTS", "VALID_PAIRS", "Cost", "Fused", "get_cost"]
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A closed form of δ^L = ∇_a C ⊙ σ'(z^L) for one (cost, output activation) pair: cheaper
+    and stabler than the chain rule, and valid only for that activation.
+
+    ``delta(z, a, y, *, xp)`` is the xp form; ``cuda`` the CUDA C expression of one element in
+    ``a``, ``y`` and ``ysum`` (Σ_j y_j of the row, computed by the kernel when ``needs_ysum``).
+    """
+
+    delta: Callable[..., Array]
+    cuda: str
+    needs_ysum: bool = False
 
 
 @dataclass(frozen=True)
 class Cost:
-    """A cost with its gradient and the fused output errors that hold for it.
+    """A cost with its gradient, in every form (see the module docstring).
 
     Attributes
     ----------
     name : str
-    fn : callable ``fn(a, y, *, xp) -> c``; a, y shape (m, n_out) -> c shape (m,)
-    grad : callable ``grad(a, y, *, xp) -> ∇_a C``, shape (m, n_out)
-    fused : mapping from output-activation name to ``delta(z, a, y, *, xp) -> δ^L``; a closed
-        form of ``∇_a C ⊙ σ'(z^L)`` that is cheaper and stabler, valid only for that activation.
-    outputs : frozenset of str or None
-        Output activations this cost is defined for (None: any).
-    unit_targets : bool
-        True when targets must lie in [0, 1] (the logarithms assume probabilities).
+    fn : ``fn(a, y, *, xp) -> c``; a, y (m, n_out) -> c (m,)
+    grad : ``grad(a, y, *, xp) -> ∇_a C``, (m, n_out)
+    np_grad : ``np_grad(a, y, out, ws)``, the gradient into ``out`` (scratch ``ws.t``)
+    cuda_grad, cuda_cost : CUDA C expressions in ``a``, ``y`` and ``eps`` (the clip bound)
+    fused : output activation name -> :class:`Fused` closed form of δ^L
+    outputs : output activations the cost is defined for (None: any)
+    unit_targets : bool, targets must lie in [0, 1] (the logarithms assume probabilities)
     """
 
     name: str
     fn: Callable[..., Array]
     grad: Callable[..., Array]
-    fused: Mapping[str, Callable[..., Array]] = field(default_factory=dict)
+    np_grad: Callable[..., None]
+    cuda_grad: str
+    cuda_cost: str
+    fused: Mapping[str, Fused] = field(default_factory=dict)
     outputs: frozenset[str] | None = None
     unit_targets: bool = False
 
@@ -50,21 +71,33 @@ class Cost:
         """Output error δ^L = ∇_a C ⊙ σ'(z^L) (BP1) per example, shape (m, n_out)."""
         fused = self.fused.get(output.name)
         if fused is not None:
-            return fused(z, a, y, xp=xp)
+            return fused.delta(z, a, y, xp=xp)
         return output.backward(z, a, self.grad(a, y, xp=xp), xp=xp)
 
     def check_output(self, output: Activation) -> None:
-        """Raise ValueError when this cost is undefined for the ``output`` activation."""
+        """Raise ValueError, listing the valid pairs, when this cost is undefined for the
+        ``output`` activation."""
         if self.outputs is not None and output.name not in self.outputs:
             raise ValueError(
-                f"cost={self.name!r} needs outputs in (0, 1); output_activation={output.name!r} "
-                f"does not give that (use one of {sorted(self.outputs)})"
+                f"cost={self.name!r} needs output_activation in {sorted(self.outputs)}, got "
+                f"output_activation={output.name!r}; valid (output_activation, cost) pairs: "
+                f"{_pairs_text()}"
             )
 
 
 def _clip(a: Array, *, xp: Namespace, upper: bool = True) -> Array:
-    eps = xp.finfo(a.dtype).eps
-    return xp.clip(a, eps, 1.0 - eps if upper else 1.0)
+    eps = float(xp.finfo(a.dtype).eps)
+    lower = xp.maximum(a, eps)
+    return xp.minimum(lower, 1.0 - eps) if upper else xp.minimum(lower, 1.0)
+
+
+def _np_clip(a: Any, out: Any, np: Any, *, upper: bool = True) -> None:
+    eps = float(np.finfo(a.dtype).eps)
+    np.maximum(a, eps, out=out)
+    np.minimum(out, 1.0 - eps if upper else 1.0, out=out)
+
+
+# -- quadratic --------------------------------------------------------------------------------
 
 
 def _quadratic(a: Array, y: Array, *, xp: Namespace) -> Array:
@@ -76,19 +109,38 @@ def _quadratic_grad(a: Array, y: Array, *, xp: Namespace) -> Array:
     return a - y
 
 
+def _np_quadratic_grad(a: Any, y: Any, out: Any, ws: Any) -> None:
+    ws.np.subtract(a, y, out=out)
+
+
+# -- cross-entropy ----------------------------------------------------------------------------
+
+
 def _cross_entropy(a: Array, y: Array, *, xp: Namespace) -> Array:
     a = _clip(a, xp=xp)
     return -xp.sum(y * xp.log(a) + (1.0 - y) * xp.log(1.0 - a), axis=1)
 
 
 def _cross_entropy_grad(a: Array, y: Array, *, xp: Namespace) -> Array:
-    a = _clip(a, xp=xp)
-    return (a - y) / (a * (1.0 - a))
+    c = _clip(a, xp=xp)
+    return (c - y) / (c * (1.0 - c))
+
+
+def _np_cross_entropy_grad(a: Any, y: Any, out: Any, ws: Any) -> None:
+    np, t = ws.np, ws.t
+    _np_clip(a, out, np)  # out = c
+    np.subtract(1.0, out, out=t)
+    np.multiply(out, t, out=t)  # c (1 − c)
+    np.subtract(out, y, out=out)
+    np.divide(out, t, out=out)
 
 
 def _a_minus_y(z: Array, a: Array, y: Array, *, xp: Namespace) -> Array:
-    # Sigmoid + cross-entropy: σ'(z) = a(1 − a) cancels the denominator of ∇_a C (book eq. 66).
+    # Sigmoid + cross-entropy: σ'(z) = a(1 − a) cancels the gradient's denominator (eq. 66).
     return a - y
+
+
+# -- log-likelihood ---------------------------------------------------------------------------
 
 
 def _log_likelihood(a: Array, y: Array, *, xp: Namespace) -> Array:
@@ -99,33 +151,65 @@ def _log_likelihood_grad(a: Array, y: Array, *, xp: Namespace) -> Array:
     return -y / _clip(a, xp=xp, upper=False)
 
 
+def _np_log_likelihood_grad(a: Any, y: Any, out: Any, ws: Any) -> None:
+    np, t = ws.np, ws.t
+    _np_clip(a, t, np, upper=False)
+    np.negative(y, out=out)
+    np.divide(out, t, out=out)
+
+
 def _softmax_log_likelihood_delta(z: Array, a: Array, y: Array, *, xp: Namespace) -> Array:
-    # Softmax + log-likelihood: δ = a Σ_j y_j − y, which is the book's a − y for one-hot y
-    # (bitwise: a·1 = a), and stays exact for soft targets whose rows do not sum to 1.
+    # Softmax + log-likelihood: δ = a Σ_j y_j − y, the book's a − y for a one-hot y (bitwise:
+    # a·1 = a), and still exact for soft targets whose rows do not sum to 1.
     return a * xp.sum(y, axis=1, keepdims=True) - y
 
 
-_PROBABILITY_OUTPUTS = frozenset({"sigmoid", "softmax"})
-
 COSTS: dict[str, Cost] = {
-    "quadratic": Cost("quadratic", _quadratic, _quadratic_grad),
+    "quadratic": Cost(
+        "quadratic", _quadratic, _quadratic_grad, _np_quadratic_grad,
+        cuda_grad="a - y", cuda_cost="(real)0.5 * ((a - y) * (a - y))",
+    ),
     "cross_entropy": Cost(
-        "cross_entropy",
-        _cross_entropy,
-        _cross_entropy_grad,
-        fused={"sigmoid": _a_minus_y},
-        outputs=_PROBABILITY_OUTPUTS,
+        "cross_entropy", _cross_entropy, _cross_entropy_grad, _np_cross_entropy_grad,
+        cuda_grad="(clip(a, eps, (real)1 - eps) - y)"
+        " / (clip(a, eps, (real)1 - eps) * ((real)1 - clip(a, eps, (real)1 - eps)))",
+        cuda_cost="-(y * log(clip(a, eps, (real)1 - eps))"
+        " + ((real)1 - y) * log((real)1 - clip(a, eps, (real)1 - eps)))",
+        fused={"sigmoid": Fused(_a_minus_y, "a - y")},
+        outputs=frozenset({"sigmoid", "softmax"}),
         unit_targets=True,
     ),
     "log_likelihood": Cost(
-        "log_likelihood",
-        _log_likelihood,
-        _log_likelihood_grad,
-        fused={"softmax": _softmax_log_likelihood_delta},
-        outputs=_PROBABILITY_OUTPUTS,
+        "log_likelihood", _log_likelihood, _log_likelihood_grad, _np_log_likelihood_grad,
+        cuda_grad="-y / clip(a, eps, (real)1)",
+        cuda_cost="-(y * log(clip(a, eps, (real)1)))",
+        fused={"softmax": Fused(_softmax_log_likelihood_delta, "a * ysum - y", True)},
+        outputs=frozenset({"softmax"}),
         unit_targets=True,
     ),
-}
+}  # fmt: skip
+"""Every cost by name (docs/architecture.md says how to add one)."""
+
+
+def _valid_pairs() -> list[tuple[str, str]]:
+    from .activations import ACTIVATIONS
+
+    return [
+        (out, name)
+        for name, cost in COSTS.items()
+        for out in ACTIVATIONS
+        if cost.outputs is None or out in cost.outputs
+    ]
+
+
+VALID_PAIRS: tuple[tuple[str, str], ...] = tuple(_valid_pairs())
+"""Every accepted (output_activation, cost) pair."""
+
+
+def _pairs_text() -> str:
+    return ", ".join(f"({o}, {c})" for o, c in VALID_PAIRS if c != "quadratic") + (
+        ", and quadratic with any output"
+    )
 
 
 def get_cost(name: str | Cost) -> Cost:

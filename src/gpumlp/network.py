@@ -13,18 +13,14 @@ The functions take the namespace ``xp`` by keyword and never import NumPy or CuP
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .activations import Activation
-from .backend import Array, Namespace
+from .backend import Array, Namespace, writable
 from .costs import Cost
 
-__all__ = ["INITS", "Params", "backprop", "feedforward", "forward", "init_params"]
-
-INITS = ("normal", "scaled", "he")
+__all__ = ["Params", "backprop", "feedforward", "forward"]
 
 
 @dataclass
@@ -53,40 +49,25 @@ class Params:
         """A copy on the same device (no host round trip)."""
         return Params.from_arrays([xp.asarray(t, copy=True) for t in self.arrays()])
 
+    def zeros_like(self, *, xp: Namespace) -> Params:
+        """Zeros of the same shapes, dtype and device."""
+        return Params.from_arrays([xp.zeros_like(t) for t in self.arrays()])
+
+    def set(self, i: int, value: Array) -> None:
+        """Store ``value`` as tensor ``i`` (in :meth:`arrays` order): written into the existing
+        array where it can be (so views and references of it stay current), rebound to the new
+        array where arrays are immutable. The one rule every parameter update goes through."""
+        seq = self.weights if i % 2 == 0 else self.biases
+        current = seq[i // 2]
+        if writable(current):
+            current[...] = value
+        else:
+            seq[i // 2] = value
+
     def assign(self, other: Params) -> None:
-        """Overwrite every tensor in place with ``other``'s values (same shapes)."""
-        for dst, src in zip(self.arrays(), other.arrays(), strict=True):
-            dst[...] = src
-
-
-def init_params(sizes: Sequence[int], init: str, rng: Any) -> Params:
-    """Draw initial parameters on the host.
-
-    Parameters
-    ----------
-    sizes : sequence of int, length L + 1
-    init : {"normal", "scaled", "he"}
-        ``normal``: weights and biases N(0, 1) (the book's network.py); ``scaled``: weights
-        N(0, 1/n_in), biases N(0, 1) (network2.py); ``he``: weights N(0, 2/n_in), biases 0
-        (He et al. 2015, for ReLU).
-    rng : numpy.random.Generator
-        The only source of randomness, so every backend starts from identical numbers.
-
-    Returns
-    -------
-    Params of host float64 arrays; the caller casts and moves them to the device.
-    """
-    if init not in INITS:
-        raise ValueError(f"init={init!r} is not an initialisation; expected one of {list(INITS)}")
-    pairs = list(itertools.pairwise(sizes))
-    # Biases first, then weights, in the book's order of drawing.
-    if init == "he":
-        biases = [rng.standard_normal(n_out) * 0.0 for _, n_out in pairs]
-    else:
-        biases = [rng.standard_normal(n_out) for _, n_out in pairs]
-    scale = {"normal": lambda n: 1.0, "scaled": lambda n: n**-0.5, "he": lambda n: (2.0 / n) ** 0.5}
-    weights = [rng.standard_normal((n_out, n_in)) * scale[init](n_in) for n_in, n_out in pairs]
-    return Params(weights, biases)
+        """Overwrite every tensor with ``other``'s values (same shapes), by :meth:`set`."""
+        for i, src in enumerate(other.arrays()):
+            self.set(i, src)
 
 
 def forward(
@@ -95,7 +76,7 @@ def forward(
     *,
     activations: Sequence[Activation],
     xp: Namespace,
-    keep: Sequence[Array | None] | None = None,
+    keep: Sequence[Array] | None = None,
 ) -> tuple[list[Array], list[Array], list[Array]]:
     """Feed a batch forward, recording what backpropagation needs.
 
@@ -105,7 +86,7 @@ def forward(
     x : array, shape (m, n_0)
     activations : sequence of Activation, one per layer (length L)
     xp : namespace
-    keep : sequence of L - 1 arrays (or None entries), optional
+    keep : sequence of L - 1 arrays, optional
         Inverted-dropout multipliers for the hidden layers: ``keep[l]`` has shape (m, n_{l+1})
         and holds 0 or 1/(1-p); it multiplies the activation of hidden layer ``l`` before it
         feeds layer ``l + 1``. The output layer is never dropped.
@@ -115,7 +96,7 @@ def forward(
     zs : list of L arrays, ``zs[l]`` shape (m, n_{l+1})
     acts : list of L + 1 arrays, ``acts[0] = x`` and ``acts[l + 1] = σ(zs[l])``
     inputs : list of L arrays, ``inputs[l]`` is what layer ``l`` multiplies: ``acts[l]``, or
-        ``acts[l] * keep[l - 1]`` under dropout (the same object when there is no dropout)
+        ``acts[l] * keep[l - 1]`` under dropout
     """
     zs: list[Array] = []
     acts = [x]
@@ -126,7 +107,7 @@ def forward(
         zs.append(z)
         acts.append(a)
         if l + 1 < len(params.weights):
-            inputs.append(a * keep[l] if keep is not None and keep[l] is not None else a)
+            inputs.append(a * keep[l] if keep is not None else a)
     return zs, acts, inputs
 
 
@@ -148,7 +129,7 @@ def backprop(
     activations: Sequence[Activation],
     cost: Cost,
     xp: Namespace,
-    keep: Sequence[Array | None] | None = None,
+    keep: Sequence[Array] | None = None,
 ) -> tuple[Params, Array]:
     """Gradient of the batch-mean cost by backpropagation, for the whole batch at once.
 
@@ -172,19 +153,19 @@ def backprop(
     """
     zs, acts, inputs = forward(params, x, activations=activations, xp=xp, keep=keep)
     n_layers = len(params.weights)
-    nabla_w: list[Array] = [None] * n_layers
-    nabla_b: list[Array] = [None] * n_layers
+    nabla_w: list[Array] = []
+    nabla_b: list[Array] = []
     # BP1, scaled by 1/m: the batch mean is taken here and only here, so every gradient below
     # (BP3, BP4 are linear in δ) is already the mean over the mini-batch.
     delta = cost.delta(zs[-1], acts[-1], y, activations[-1], xp=xp) * (1.0 / x.shape[0])
     for l in range(n_layers - 1, -1, -1):
-        nabla_w[l] = delta.T @ inputs[l]  # BP4: ∂C/∂W^l = δ^l (a^(l-1))ᵀ, summed over rows
-        nabla_b[l] = xp.sum(delta, axis=0)  # BP3
+        nabla_w.insert(0, delta.T @ inputs[l])  # BP4: ∂C/∂W^l = δ^l (a^(l-1))ᵀ over rows
+        nabla_b.insert(0, xp.sum(delta, axis=0))  # BP3
         if l > 0:
-            # BP2: δ^(l-1) = (W^lᵀ δ^l) ⊙ σ'(z^(l-1)); under dropout the mask scales a^(l-1),
-            # so it scales the gradient flowing back into it too.
+            # BP2: δ^(l-1) = (W^lᵀ δ^l) ⊙ σ'(z^(l-1)); under dropout the mask scaled a^(l-1)
+            # on the way forward, so it scales the gradient flowing back into it too.
             g = delta @ params.weights[l]
-            if keep is not None and keep[l - 1] is not None:
+            if keep is not None:
                 g = g * keep[l - 1]
             delta = activations[l - 1].backward(zs[l - 1], acts[l], g, xp=xp)
     return Params(nabla_w, nabla_b), acts[-1]

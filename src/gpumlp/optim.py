@@ -1,56 +1,95 @@
-"""Optimizers: parameter updates from batch-mean gradients, with their state on the device.
+"""Optimizers and weight penalties: one registry, every form of each update.
 
-An optimizer is a small object with two methods:
+An optimizer updates one tensor at a time, functionally: ``update(p, g, bufs, k, *, xp)``
+returns the new ``p`` and new state buffers, where ``g`` is the gradient of the batch-mean cost,
+``bufs`` the tensor's state buffers (named by ``buffers``: none for SGD, ``velocity`` for
+momentum, ``m`` and ``v`` for Adam) and ``k`` the step's host-side factors (``factors``: the
+rate, and Adam's bias corrections). :meth:`Params.set` then writes each result in place where
+the namespace allows it and rebinds it where arrays are immutable (``jax.numpy``), so one update
+rule serves both. ``cuda`` is the same update as CUDA C (the ``update`` kernel of
+:mod:`gpumlp._kernels`), with the same arithmetic.
 
-- ``init(params, *, xp) -> state``: a dict of :class:`~gpumlp.network.Params`-shaped buffers
-  (zeros, on the device) plus plain numbers such as Adam's step count;
-- ``update(params, grads, state, *, lr, xp)``: apply one step *in place* to ``params`` and
-  ``state``, where ``grads`` is the gradient of the mean cost over the mini-batch.
-
-``lr`` is passed at every step so a schedule can change it between epochs. Regularisation
-(:func:`regularize`) is added to the gradient before ``update``, as the book does.
+Penalties (:func:`regularize`) are added to the gradient before the update, as the book does:
+L2 is ``(λ/n) W`` (network2's ``w ← (1 − ηλ/n) w − η ∂C/∂w``), L1 is ``(λ/n) sgn(W)``, with ``n``
+the size of the training set; biases are not decayed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import Namespace
+from .backend import Array, Namespace
 from .network import Params
 
-__all__ = ["OPTIMIZERS", "SGD", "Adam", "Momentum", "get_optimizer", "regularize"]
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "Adam",
+    "Momentum",
+    "OptState",
+    "Optimizer",
+    "apply_update",
+    "get_optimizer",
+    "regularize",
+]
 
-State = dict[str, Any]
+
+@dataclass
+class OptState:
+    """An optimizer's state: Params-shaped buffers by name, and host scalars (Adam's ``t``)."""
+
+    buffers: dict[str, Params] = field(default_factory=dict)
+    scalars: dict[str, Any] = field(default_factory=dict)
 
 
-def _zeros_like(params: Params, *, xp: Namespace) -> Params:
-    return Params(
-        [xp.zeros_like(w) for w in params.weights], [xp.zeros_like(b) for b in params.biases]
-    )
+class Optimizer:
+    """Base of the optimizers; see the module docstring for the contract."""
+
+    name: str = "optimizer"
+    buffers: tuple[str, ...] = ()
+    """Names of the Params-shaped state buffers, in the order ``update`` takes them."""
+
+    def cuda_update(self) -> str:
+        """The update of element ``i`` as CUDA C (see the ``update`` kernel's variables)."""
+        raise NotImplementedError
+
+    def init(self, params: Params, *, xp: Namespace) -> OptState:
+        """Fresh state: zero buffers shaped like ``params``, on its device."""
+        return OptState({k: params.zeros_like(xp=xp) for k in self.buffers}, {})
+
+    def factors(self, lr: float, state: OptState) -> tuple[float, ...]:
+        """This step's host-side numbers (advancing any step count): ``(lr,)`` by default."""
+        return (lr,)
+
+    def update(
+        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
+    ) -> tuple[Array, tuple[Array, ...]]:
+        """One step for one tensor: the new ``p`` and new buffers."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class SGD:
+class SGD(Optimizer):
     """Plain gradient descent: ``w ← w − lr ∂C/∂w`` (the book's ``w − (η/m) Σ ∇C_x``)."""
 
     name = "sgd"
 
-    def init(self, params: Params, *, xp: Namespace) -> State:
-        """No state: returns ``{}``."""
-        return {}
+    def cuda_update(self) -> str:
+        """``p = p − lr g``."""
+        return "p[i] = pi - lr * gi;"
 
     def update(
-        self, params: Params, grads: Params, state: State, *, lr: float, xp: Namespace
-    ) -> None:
-        """Subtract ``lr * grads`` from every tensor of ``params`` in place."""
-        for p, g in zip(params.arrays(), grads.arrays(), strict=True):
-            p -= lr * g
+        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
+    ) -> tuple[Array, tuple[Array, ...]]:
+        """``p − lr g``."""
+        return p - k[0] * g, ()
 
 
 @dataclass(frozen=True)
-class Momentum:
+class Momentum(Optimizer):
     """Momentum in the book's velocity form, optionally Nesterov's.
 
     ``v ← μ v − lr ∂C/∂w``, then ``w ← w + v``; with ``nesterov=True`` the step looks ahead:
@@ -59,34 +98,33 @@ class Momentum:
 
     momentum: float = 0.9
     nesterov: bool = False
+    buffers = ("velocity",)
 
-    @property
+    @property  # type: ignore[override]
     def name(self) -> str:
+        """``"nesterov"`` or ``"momentum"``."""
         return "nesterov" if self.nesterov else "momentum"
 
-    def init(self, params: Params, *, xp: Namespace) -> State:
-        """``{"velocity": Params of zeros}``."""
-        return {"velocity": _zeros_like(params, xp=xp)}
+    def cuda_update(self) -> str:
+        """The velocity step (``s1`` is the velocity)."""
+        look = "pi + (mu * v - step)" if self.nesterov else "pi + v"
+        return (
+            "const real step = lr * gi;\n"
+            "        const real v = s1[i] * mu - step;\n"
+            f"        s1[i] = v;\n        p[i] = {look};"
+        )
 
     def update(
-        self, params: Params, grads: Params, state: State, *, lr: float, xp: Namespace
-    ) -> None:
-        """One momentum step in place on ``params`` and ``state["velocity"]``."""
-        mu = self.momentum
-        for p, g, v in zip(
-            params.arrays(), grads.arrays(), state["velocity"].arrays(), strict=True
-        ):
-            step = lr * g
-            v *= mu
-            v -= step
-            if self.nesterov:
-                p += mu * v - step
-            else:
-                p += v
+        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
+    ) -> tuple[Array, tuple[Array, ...]]:
+        """``v = μ v − lr g``; ``p + v`` (Nesterov: ``p + (μ v − lr g)``)."""
+        step = k[0] * g
+        v = bufs[0] * self.momentum - step
+        return (p + (self.momentum * v - step) if self.nesterov else p + v), (v,)
 
 
 @dataclass(frozen=True)
-class Adam:
+class Adam(Optimizer):
     """Adam (Kingma & Ba 2015), in PyTorch's arithmetic.
 
     ``m ← β1 m + (1 − β1) g``, ``v ← β2 v + (1 − β2) g²``,
@@ -97,28 +135,38 @@ class Adam:
     beta2: float = 0.999
     eps: float = 1e-8
     name = "adam"
+    buffers = ("m", "v")
 
-    def init(self, params: Params, *, xp: Namespace) -> State:
-        """``{"m": zeros, "v": zeros, "t": 0}``."""
-        return {"m": _zeros_like(params, xp=xp), "v": _zeros_like(params, xp=xp), "t": 0}
+    def cuda_update(self) -> str:
+        """The moments' step (``s1`` is m, ``s2`` is v; the kernel computes the factors)."""
+        return (
+            "const real mi = s1[i] * beta1 + one_minus_beta1 * gi;\n"
+            "        const real vi = s2[i] * beta2 + one_minus_beta2 * (gi * gi);\n"
+            "        s1[i] = mi;\n        s2[i] = vi;\n"
+            "        p[i] = pi - (real)hyper[H_STEP] * mi"
+            " / (sqrt(vi) / (real)hyper[H_ROOT] + eps);"
+        )
+
+    def init(self, params: Params, *, xp: Namespace) -> OptState:
+        """Zero moments ``m``, ``v`` and step count ``t = 0``."""
+        state = super().init(params, xp=xp)
+        state.scalars["t"] = 0
+        return state
+
+    def factors(self, lr: float, state: OptState) -> tuple[float, ...]:
+        """Advance ``t``; return ``(lr / (1 − β1^t), √(1 − β2^t))``."""
+        state.scalars["t"] += 1
+        t = state.scalars["t"]
+        return lr / (1.0 - self.beta1**t), math.sqrt(1.0 - self.beta2**t)
 
     def update(
-        self, params: Params, grads: Params, state: State, *, lr: float, xp: Namespace
-    ) -> None:
-        """One Adam step in place on ``params``, ``state["m"]``, ``state["v"]``; t += 1."""
+        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
+    ) -> tuple[Array, tuple[Array, ...]]:
+        """One Adam step for one tensor."""
         b1, b2 = self.beta1, self.beta2
-        state["t"] += 1
-        t = state["t"]
-        step = lr / (1.0 - b1**t)
-        root = math.sqrt(1.0 - b2**t)
-        for p, g, m, v in zip(
-            params.arrays(), grads.arrays(), state["m"].arrays(), state["v"].arrays(), strict=True
-        ):
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * (g * g)
-            p -= step * m / (xp.sqrt(v) / root + self.eps)
+        m = bufs[0] * b1 + (1.0 - b1) * g
+        v = bufs[1] * b2 + (1.0 - b2) * (g * g)
+        return p - k[0] * m / (xp.sqrt(v) / k[1] + self.eps), (m, v)
 
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -126,7 +174,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 
 def get_optimizer(
     name: str, *, momentum: float = 0.9, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
-) -> SGD | Momentum | Adam:
+) -> Optimizer:
     """Build an optimizer by name.
 
     Parameters
@@ -156,16 +204,31 @@ def get_optimizer(
     return Adam(float(beta1), float(beta2), float(eps))
 
 
+def apply_update(
+    opt: Optimizer, params: Params, grads: Params, state: OptState, *, lr: float, xp: Namespace
+) -> None:
+    """One optimizer step over every tensor of ``params`` (and ``state``), each result stored
+    by :meth:`Params.set`: in place where ``xp`` writes in place, rebound where it cannot."""
+    k = opt.factors(lr, state)
+    bufs = [state.buffers[name] for name in opt.buffers]
+    for i, (p, g) in enumerate(zip(params.arrays(), grads.arrays(), strict=True)):
+        new_p, new_bufs = opt.update(p, g, [b.arrays()[i] for b in bufs], k, xp=xp)
+        params.set(i, new_p)
+        for buf, value in zip(bufs, new_bufs, strict=True):
+            buf.set(i, value)
+
+
 def regularize(
     grads: Params, params: Params, *, l2: float, l1: float, n: int, xp: Namespace
-) -> None:
-    """Add the weight penalty's gradient to ``grads.weights`` in place (biases are not decayed).
-
-    L2 is the book's ``(λ/n) W`` (network2: ``w ← (1 − ηλ/n) w − η ∂C/∂w``); L1 is
-    ``(λ/n) sgn(W)``. ``n`` is the size of the training set, not of the mini-batch.
-    """
+) -> Params:
+    """The gradients with the penalties' added to the weights: ``∂C/∂W + (λ2/n) W + (λ1/n)
+    sgn(W)``; biases unchanged. ``sgn`` is computed with comparisons (no host read on any
+    backend); at NaN weights it is 0, and the NaN shows in the weights themselves."""
+    weights = []
     for gw, w in zip(grads.weights, params.weights, strict=True):
         if l2:
-            gw += (l2 / n) * w
+            gw = gw + (l2 / n) * w
         if l1:
-            gw += (l1 / n) * xp.sign(w)
+            gw = gw + (l1 / n) * (xp.astype(w > 0.0, w.dtype) - xp.astype(w < 0.0, w.dtype))
+        weights.append(gw)
+    return Params(weights, list(grads.biases))

@@ -48,16 +48,12 @@ batch size, so that shape (its own CUDA graph in the ``graph`` engine) is compar
 CuPy runs with TF32 off (``CUPY_TF32=0`` and the float32 GEMM compute type set to plain FP32),
 since TF32 rounds GEMM inputs to 10 mantissa bits and would swamp float32 parity.
 
-Exit codes: 0 agree, 1 mismatch, 2 bad arguments or a backend that cannot run here.
+The command line is ``gpumlp parity`` (:mod:`gpumlp.cli.parity`).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
 import math
-import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -65,13 +61,16 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, backend, train
+from . import backend
 from ._checks import prepare_targets, prepare_x
+from ._version import __version__
+from .config import TrainConfig
+from .engines import select_step
 from .model import Network
 from .network import forward
-from .runstate import make_train_state
+from .runstate import TrainState
 
-__all__ = ["TOLERANCES", "compare", "main"]
+__all__ = ["PROBE", "TOLERANCES", "accuracy_band", "compare", "synthetic"]
 
 TOLERANCES = {"float64": 1e-12, "float32": 1e-5}
 """Relative tolerance per training step, by the looser dtype of the two sides (module docstring)."""
@@ -140,25 +139,7 @@ class _Tally:
         return {"phase": r["phase"], "step": r["first_exceeded"], "tensor": r["tensor"]}
 
 
-def _namespace(name: str) -> Any:
-    """A backend name or an importable array-API module name -> its namespace (or raise)."""
-    if name in ("numpy", "cupy"):
-        if name == "cupy":
-            usable, reason = backend.cupy_status()
-            if not usable:
-                raise backend.BackendUnavailableError(f"backend 'cupy' cannot run here: {reason}")
-            from . import _cupy_fast
-
-            _cupy_fast.use_fp32_matmul()
-        return backend.get_namespace(name)
-    try:
-        module = importlib.import_module(name)
-    except ImportError as exc:
-        raise backend.BackendUnavailableError(f"backend {name!r} does not import: {exc}") from None
-    return backend.get_namespace(module)
-
-
-def _synthetic(n: int, n_test: int, sizes: list[int], seed: int):
+def synthetic(n: int, n_test: int, sizes: list[int], seed: int):
     """Sparse inputs in [0, 1) (two thirds zeros, like MNIST's pixels) near random class
     prototypes, labelled by a fixed teacher network: one linear layer scoring the squared
     distance to each prototype (``x·p − ½‖p‖²``), whose argmax is the label (2 classes when
@@ -213,7 +194,7 @@ def compare(
     def start(i):
         net = nets[i]
         x = prepare_x(probe_x, n_features=net.sizes[0], xp=net.xp, dtype=net.dtype)
-        zs, acts, _ = forward(net.params, x, activations=net.layer_activations, xp=net.xp)
+        zs, acts, _ = forward(net.params, x, activations=net.spec.activations, xp=net.xp)
         gw, gb = net.gradients(probe_x, probe_y)
         return zs, acts[1:], gw, gb
 
@@ -225,16 +206,12 @@ def compare(
     # -- steps: the real training step on the same host-drawn batches ---------------------------
     def stepper(i):
         net = nets[i]
-        run = make_train_state(
-            net, epochs=1, schedule="constant", patience=None, seed=seed, hyper={},
-            checkpoint=None, checkpoint_every=None, lr=fit_kw["lr"],
-            optimizer=fit_kw["optimizer"], momentum=fit_kw["momentum"],
-        )  # fmt: skip
-        step = train.select_step(
-            net, run, engine=engine_for(i), l2=fit_kw["l2"], l1=0.0, n=n,
-            batch_size=bs, dropout=0.0,
-        )  # fmt: skip
-        return net, step
+        cfg = TrainConfig(epochs=1, batch_size=bs, engine=engine_for(i), **fit_kw)
+        state = TrainState.start(net.spec, net.params, cfg, np.random.default_rng(seed))
+        Xd = prepare_x(X, n_features=net.sizes[0], xp=net.xp, dtype=net.dtype)
+        data = (Xd, *prepare_targets(y, m=n, n_out=net.sizes[-1], xp=net.xp, dtype=net.dtype,
+                                     unit=net.cost.unit_targets))  # fmt: skip
+        return net, select_step(state, data)
 
     steppers = [stepper(i) for i in range(2)]
     engines = [_engine_name(step) for _, step in steppers]
@@ -246,14 +223,14 @@ def compare(
             perm = order_rng.permutation(n)
         idx, perm = perm[:m], perm[m:]
 
-        def one(i, idx=idx):
+        def one(i, idx=idx, k=k):
             net, step = steppers[i]
             x = prepare_x(X[idx], n_features=net.sizes[0], xp=net.xp, dtype=net.dtype)
             Y, _ = prepare_targets(
                 y[idx], m=len(idx), n_out=net.sizes[-1], xp=net.xp, dtype=net.dtype,
                 unit=net.cost.unit_targets,
             )  # fmt: skip
-            a = step(x, Y, None, fit_kw["lr"])
+            a = step(x, Y, fit_kw["lr"], k)
             return [backend.to_host(t) for t in net.params.arrays()], backend.to_host(a)
 
         (rp, ra), (op, oa) = pair(one)
@@ -309,12 +286,9 @@ def compare(
 
 
 def _engine_name(step: Any) -> str:
-    """Which engine a step from select_step is (fast paths say so; else by defining module)."""
-    named = getattr(step, "engine", None)
-    if named:
-        return str(named)
-    module = getattr(step, "__module__", "")
-    return {"gpumlp.train": "generic", "gpumlp._numpy_fast": "numpy-fused"}.get(module, module)
+    """Which engine a step from select_step is, with its backend for the NumPy fast path."""
+    name = str(step.engine)
+    return "numpy-fused" if type(step).__module__ == "gpumlp._numpy_fast" else name
 
 
 def _versions(sides: Sequence[tuple[str, Any, str]]) -> dict[str, str]:
@@ -323,133 +297,5 @@ def _versions(sides: Sequence[tuple[str, Any, str]]) -> dict[str, str]:
         if name not in ("numpy", "cupy"):
             v[name] = getattr(sys.modules.get(name), "__version__", "?")
         if name == "cupy":
-            from . import _cupy_fast
-
-            v |= _cupy_fast.versions()
+            v |= backend.cuda_info()
     return v
-
-
-def _format(report: dict[str, Any]) -> str:
-    c, t = report["config"], report["tolerances"]
-    lines = [
-        f"parity: {report['backends'][0]} {report['dtypes'][0]} vs {report['backends'][1]} "
-        f"{report['dtypes'][1]} (reference {report['reference']}); engines {report['engines']}",
-        f"  sizes {c['sizes']}, batch {c['batch_size']}, n {c['n']} ({c['n_batches']} batches), "
-        f"test {c['n_test']}, data {c['data']}, seed {c['seed']}, lr {c['lr']}, "
-        f"{c['activation']}/{c['output_activation'] or c['activation']}/{c['cost']}, "
-        f"{c['optimizer']}, init {c['init']}",
-        f"  tolerance: rel <= {t['rel_per_step']:g} x (1 + step) for start and steps; "
-        "epoch tensors and costs: info",
-        f"  accuracy: {t['accuracy_band']}",
-        f"  {'phase':<7} {'tensor':<11} {'max abs':>10} {'max rel':>10} {'worst/tol':>10}  first",
-    ]
-    for r in report["tensors"]:
-        first = "-" if r["first_exceeded"] is None else f"step {r['first_exceeded']}"
-        if not r["judged"]:
-            first = "(info)"
-        if "band" in r:  # an accuracy row: max_abs is |b - c| in examples
-            abs_ = f"{r['max_abs']:.0f} ex"
-            first += f"  b={r['only_ref_right']} c={r['only_other_right']}"
-        else:
-            abs_ = f"{r['max_abs']:.3e}"
-        lines.append(
-            f"  {r['phase']:<7} {r['tensor']:<11} {abs_:>10} {r['max_rel']:>10.3e} "
-            f"{r['worst_ratio']:>10.3g}  {first}"
-        )
-    f = report["final"]
-    lines.append(
-        f"  final test accuracy {f['reference']['accuracy']:.4f} vs {f['other']['accuracy']:.4f}, "
-        f"cost {f['reference']['cost']:.6g} vs {f['other']['cost']:.6g}"
-    )
-    first = report["first_exceeded"]
-    if first is None:
-        lines.append("verdict: agree")
-    else:
-        lines.append(
-            f"verdict: MISMATCH, first exceeded at step {first['step']} "
-            f"({first['phase']}, {first['tensor']})"
-        )
-    return "\n".join(lines)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="parity", description="Compare training on two backends or dtypes, step by step."
-    )
-    p.add_argument("--backends", nargs=2, default=["numpy", "cupy"], metavar=("A", "B"))
-    p.add_argument("--dtype", choices=backend.DTYPES, default=None)
-    p.add_argument("--dtypes", nargs=2, choices=backend.DTYPES, default=None, metavar=("A", "B"))
-    p.add_argument("--sizes", default="784,30,10", help="layer sizes, comma-separated")
-    p.add_argument("--batch-size", type=int, default=10)
-    p.add_argument("--steps", type=int, default=10, help="training steps compared one by one")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--data", default=None, help="MNIST path (default: synthetic data)")
-    p.add_argument("--n", type=int, default=None, help="training examples (synthetic: 2000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", choices=train.ENGINES, default="auto")
-    p.add_argument("--activation", default="sigmoid")
-    p.add_argument("--output-activation", default=None)
-    p.add_argument("--cost", default="quadratic")
-    p.add_argument("--init", default="normal")
-    p.add_argument("--optimizer", default="sgd")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--lr", type=float, default=3.0)
-    p.add_argument("--l2", type=float, default=0.0)
-    p.add_argument("--json", default=None, metavar="PATH", help="write the full report here")
-    return p
-
-
-def _fail(message: str) -> int:
-    print(f"parity: {message}", file=sys.stderr)
-    return 2
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a parity comparison from command-line arguments; returns the exit code (0, 1 or 2)."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2, message already printed)
-        return 0 if not exc.code else 2
-    if args.dtype and args.dtypes:
-        return _fail("give --dtype or --dtypes, not both")
-    dtypes = args.dtypes or [args.dtype or "float64"] * 2
-    try:
-        sizes = [int(s) for s in args.sizes.split(",")]
-    except ValueError:
-        return _fail(f"--sizes must be comma-separated integers, got {args.sizes!r}")
-    for flag, value, low in (("batch-size", args.batch_size, 1), ("steps", args.steps, 0)):
-        if value < low:
-            return _fail(f"--{flag} must be >= {low}, got {value}")
-    if args.epochs < 1 or (args.n is not None and args.n < 1):
-        return _fail("--epochs and --n must be >= 1")
-    if "cupy" in args.backends:
-        os.environ["CUPY_TF32"] = "0"  # read by CuPy at its first float32 GEMM (module docstring)
-    try:
-        xps = [_namespace(b) for b in args.backends]
-    except backend.BackendUnavailableError as exc:
-        return _fail(str(exc))
-    try:
-        if args.data:
-            from .datasets import load_mnist
-
-            (X, y), _, (X_test, y_test) = load_mnist(args.data)
-            X, y = X[: args.n], y[: args.n]
-        else:
-            (X, y), (X_test, y_test) = _synthetic(args.n or 2000, 500, sizes, args.seed)
-        config = {
-            "sizes": sizes, "batch_size": args.batch_size, "steps": args.steps,
-            "epochs": args.epochs, "seed": args.seed, "engine": args.engine,
-            "activation": args.activation, "output_activation": args.output_activation,
-            "cost": args.cost, "init": args.init, "optimizer": args.optimizer,
-            "momentum": args.momentum, "lr": args.lr, "l2": args.l2,
-            "data": args.data or "synthetic",
-        }  # fmt: skip
-        sides = list(zip(args.backends, xps, dtypes, strict=True))
-        report = compare(sides, ((X, y), (X_test, y_test)), config=config)
-    except (ValueError, TypeError, OSError, train.DivergedError) as exc:
-        return _fail(str(exc))
-    print(_format(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1, default=float)
-    return 0 if report["verdict"] == "agree" else 1

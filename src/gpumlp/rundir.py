@@ -1,32 +1,153 @@
 """Run folders of ``gpumlp train``: where a run writes, the flags it ran with, how it resumes.
 
 A run folder holds ``args.json`` (the flags in effect), ``history.json``/``history.csv``,
-``model.npz`` and ``checkpoint.npz``. ``--resume DIR`` reads the flags back from ``args.json``
-(or, for a checkpoint written through the Python API, from the checkpoint's metadata).
+``model.npz`` and ``checkpoint.npz``, and while a run is live a ``.lock`` naming its process.
+Rules (each refused before anything is written):
+
+- a folder that holds a run is never overwritten, unless ``--resume`` continues that run or
+  ``--overwrite`` says so; two live runs never share a folder (the lock), and a lock left by a
+  process that died is taken over with a message;
+- default folders ``runs/<data>-<date>-<time>`` are unique, even for runs started in the same
+  second (a suffix ``-2``, ``-3``, ... is added);
+- temp files a killed writer left behind are removed when a run starts in the folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 import os
+import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TRAIN_DEFAULTS", "make_run_dir", "out_dir", "resume_path", "resumed_flags"]
+from .atomicio import alive, remove_stale
+from .checkpoint import read_checkpoint
+from .config import TrainConfig
+from .errors import CheckpointError
 
+__all__ = [
+    "RUN_FILES",
+    "TRAIN_DEFAULTS",
+    "check_flags",
+    "plan_folder",
+    "resume_path",
+    "resumed_flags",
+    "run_folder",
+]
+
+logger = logging.getLogger(__name__)
+
+_CFG = TrainConfig()
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "sizes": [784, 30, 10], "activation": "sigmoid", "output_activation": None,
-    "cost": "quadratic", "init": "normal", "dtype": "float32", "backend": "auto", "lr": 3.0,
-    "batch_size": 10, "epochs": 30, "seed": None, "optimizer": "sgd", "momentum": 0.9,
-    "l2": 0.0, "l1": 0.0, "dropout": 0.0, "schedule": "constant", "patience": None,
-    "engine": "auto", "monitor_set": "test", "data": None, "limit": None,
+    "sizes": [784, 30, 10],
+    "hidden": None,
+    "activation": "sigmoid",
+    "output_activation": None,
+    "cost": "quadratic",
+    "init": "normal",
+    "dtype": "float32",
+    "backend": "auto",
+    "lr": _CFG.lr,
+    "batch_size": _CFG.batch_size,
+    "epochs": _CFG.epochs,
+    "seed": None,
+    "optimizer": _CFG.optimizer,
+    "momentum": _CFG.momentum,
+    "l2": _CFG.l2,
+    "l1": _CFG.l1,
+    "dropout": _CFG.dropout,
+    "schedule": _CFG.schedule,
+    "patience": _CFG.patience,
+    "engine": _CFG.engine,
+    "monitor_set": "test",
+    "data": None,
+    "labels": None,
+    "label_column": None,
+    "val_split": None,
+    "standardize": False,
+    "limit": None,
     "checkpoint_every": None,
-}  # fmt: skip
-"""Flags of ``train`` whose values ``args.json`` records and ``--resume`` reuses."""
+}
+"""Flags of ``train`` whose values ``args.json`` records and ``--resume`` reuses (the network's
+and ``fit``'s defaults, from one place)."""
+
+RUN_FILES = ("args.json", "history.json", "history.csv", "model.npz", "checkpoint.npz")
 _FROM_CHECKPOINT = ("sizes", "activation", "output_activation", "cost", "init", "dtype")
 _HYPER = ("lr", "batch_size", "optimizer", "momentum", "l2", "l1", "dropout", "schedule")
+
+
+def _int(low: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _num(low: float, high: float = math.inf, strict: bool = False) -> Any:
+    return lambda v: (
+        isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and (v > low if strict else v >= low)
+        and v < high
+    )
+
+
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "sizes": (
+        lambda v: isinstance(v, list) and len(v) >= 2 and all(_int(1)(n) for n in v),
+        "a list of at least 2 positive integers",
+    ),
+    "hidden": (lambda v: isinstance(v, list) and all(_int(1)(n) for n in v), "a list of widths"),
+    "lr": (_num(0, strict=True), "a number > 0"),
+    "batch_size": (_int(1), "an integer >= 1"),
+    "epochs": (_int(1), "an integer >= 1"),
+    "seed": (_int(0), "an integer >= 0"),
+    "momentum": (_num(0, 1), "a number in [0, 1)"),
+    "l2": (_num(0), "a number >= 0"),
+    "l1": (_num(0), "a number >= 0"),
+    "dropout": (_num(0, 1), "a number in [0, 1)"),
+    "patience": (_int(1), "an integer >= 1"),
+    "limit": (_int(1), "an integer >= 1"),
+    "checkpoint_every": (_int(1), "an integer >= 1"),
+    "val_split": (_num(0, 1, strict=True), "a number in (0, 1)"),
+    "standardize": (lambda v: isinstance(v, bool), "true or false"),
+}
+_STRINGS = (
+    "activation",
+    "output_activation",
+    "cost",
+    "init",
+    "dtype",
+    "backend",
+    "optimizer",
+    "schedule",
+    "engine",
+    "monitor_set",
+    "data",
+    "labels",
+    "label_column",
+)
+
+
+def check_flags(flags: dict[str, Any], source: Path) -> dict[str, Any]:
+    """Check flags read back from a file (``args.json``, a checkpoint) before they are used:
+    each known key must hold a value of its flag's type, or null where the flag allows none.
+
+    Raises CheckpointError naming the file and the key.
+    """
+    for key, value in flags.items():
+        if value is None and (TRAIN_DEFAULTS.get(key) is None or key not in _CHECKS):
+            continue
+        ok, what = _CHECKS.get(key, (lambda v: isinstance(v, str | int), "a string"))
+        if key in _STRINGS and not isinstance(value, str | int):
+            ok, what = (lambda v: False), "a string"
+        if not ok(value):
+            raise CheckpointError(f"{str(source)!r}: {key!r} must be {what}, got {value!r}")
+    return flags
 
 
 def resume_path(value: str | None) -> Path | None:
@@ -44,45 +165,71 @@ def resume_path(value: str | None) -> Path | None:
 
 
 def resumed_flags(checkpoint: Path) -> dict[str, Any]:
-    """The flags of the run that wrote ``checkpoint``: its folder's args.json, else its metadata."""
-    from .checkpoint import read_checkpoint
-
+    """The flags of the run that wrote ``checkpoint``: its folder's ``args.json``, else its
+    metadata; each checked (:func:`check_flags`)."""
     meta, _ = read_checkpoint(checkpoint)
     flags = {k: meta[k] for k in _FROM_CHECKPOINT if k in meta}
-    flags |= {k: v for k, v in meta.get("hyper", {}).items() if k in _HYPER}
+    hyper = meta.get("hyper", {})
+    flags |= {k: v for k, v in (hyper if isinstance(hyper, dict) else {}).items() if k in _HYPER}
     if len(flags.get("sizes", ())) == 2:  # no hidden layer: "activation" is the output's
         flags.pop("activation", None)
+    check_flags(flags, checkpoint)
     stored = checkpoint.parent / "args.json"
     if stored.is_file():
         try:
             saved = json.loads(stored.read_text())
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{str(stored)!r} is not readable JSON: {exc}") from None
+            raise CheckpointError(f"{str(stored)!r} is not readable JSON: {exc}") from None
         if not isinstance(saved, dict):
-            raise ValueError(f"{str(stored)!r} does not hold a JSON object of flags")
-        flags |= {k: v for k, v in saved.items() if k in TRAIN_DEFAULTS}
+            raise CheckpointError(f"{str(stored)!r} does not hold a JSON object of flags")
+        flags |= check_flags({k: v for k, v in saved.items() if k in TRAIN_DEFAULTS}, stored)
     return flags
 
 
-def out_dir(value: str | None, resume: Path | None) -> Path:
-    """The run folder: ``--out``, else the resumed run's folder, else ``runs/mnist-<time>``.
+def _holds_run(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / name).exists() for name in RUN_FILES)
 
-    Raises ValueError when that path exists and is not a directory.
+
+def _default_folder(stem: str) -> Path:
+    base = Path("runs") / time.strftime(f"{stem}-%Y%m%d-%H%M%S")
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise OSError(f"no free run folder name under {base.parent}")
+
+
+def plan_folder(value: str | None, resume: Path | None, *, overwrite: bool) -> Path | None:
+    """Check ``--out`` against the rules (module docstring) without touching anything.
+
+    Returns the folder, or None for a default folder (created later by :func:`run_folder`).
+    Raises ValueError naming ``--out`` and the reason.
     """
-    if value:
-        out = Path(value)
-    elif resume is not None:  # continue writing where the interrupted run wrote
-        out = resume.parent
-    else:
-        out = Path("runs") / time.strftime("mnist-%Y%m%d-%H%M%S")
+    if value is not None and not value.strip():
+        raise ValueError("--out must name a folder, got an empty string")
+    out = Path(value) if value else (resume.parent if resume is not None else None)
+    if out is None:
+        return None
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a directory")
+    continuing = resume is not None and out.resolve() == resume.parent.resolve()
+    if _holds_run(out) and not (continuing or overwrite):
+        raise ValueError(
+            f"--out {str(out)!r} already holds a run; continue it with --resume {out}, "
+            "choose another --out, or pass --overwrite to replace it"
+        )
     return out
 
 
-def make_run_dir(out: Path) -> None:
-    """Create ``out`` and prove it writable, so that training never starts only to fail later."""
+@contextlib.contextmanager
+def run_folder(planned: Path | None, *, stem: str = "mnist") -> Iterator[Path]:
+    """Create the run folder (``planned``, else a unique default), prove it writable, lock it
+    for this process, clean up stale temp files; the lock is released on the way out."""
     try:
+        out = _default_folder(stem) if planned is None else planned
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".gpumlp-probe.")
         try:
@@ -92,3 +239,42 @@ def make_run_dir(out: Path) -> None:
             os.unlink(probe)
     except OSError as exc:
         raise ValueError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
+    lock = _lock(out)
+    try:
+        for name in RUN_FILES:
+            for stale in remove_stale(out, name):
+                logger.info("removed %s, left by a writer that was killed", stale)
+        yield out
+    finally:
+        with contextlib.suppress(OSError):
+            if json.loads(lock.read_text()).get("pid") == os.getpid():
+                lock.unlink()
+
+
+def _lock(out: Path) -> Path:
+    lock = out / ".lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                held = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                held = {}
+            pid, host = held.get("pid"), held.get("host")
+            if host == me["host"] and isinstance(pid, int) and not alive(pid):
+                logger.warning(
+                    "gpumlp: %s was locked by process %d, which is gone; taking it over", out, pid
+                )
+                lock.unlink(missing_ok=True)
+                continue
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.get("started", 0)))
+            raise ValueError(
+                f"--out {str(out)!r} is in use by a live run (pid {pid} on {host}, since "
+                f"{since}); wait for it or choose another --out"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return lock
+    raise ValueError(f"--out {str(out)!r}: could not take its lock {str(lock)!r}")

@@ -1,101 +1,137 @@
 """Everything a training run carries between epochs, and its checkpoint form.
 
-:class:`TrainState` holds the optimizer and its device state, the schedule, early stopping,
-the host RNG and the history. It can snapshot itself at an epoch boundary (restored on
-divergence or Ctrl-C) and write or read a checkpoint, so that a resumed run replays exactly
-what an uninterrupted one would have done.
+:class:`TrainState` holds the run's records (model spec, parameters, validated config), the
+optimizer and its device state, the schedule, early stopping, the host RNG, the dropout key and
+the history. It snapshots itself at each epoch boundary (restored on divergence or
+interruption) and writes or reads a checkpoint, so that a resumed run replays exactly what an
+uninterrupted one would have done.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from . import backend
-from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from .checkpoint import read_checkpoint, write_checkpoint
+from .config import ModelSpec, TrainConfig
+from .errors import CheckpointError
+from .history import History
+from .modelfile import (
+    check_same_network,
+    expected_arrays,
+    model_meta,
+    params_from_arrays,
+    params_to_host,
+)
 from .network import Params
-from .optim import get_optimizer
+from .optim import Optimizer, OptState, get_optimizer
 from .schedules import EarlyStopping, Schedule
-from .train import History
 
-if TYPE_CHECKING:
-    from .model import Network
-
-__all__ = ["TrainState"]
+__all__ = ["TrainState", "check_checkpoint_path"]
 
 logger = logging.getLogger(__name__)
 
 
-def _on_host(prefix: str, params: Params) -> dict[str, np.ndarray]:
-    """``params``' tensors as host arrays named ``prefix/0``, ``prefix/1``, ... (w_0, b_0, ...)."""
-    return {f"{prefix}/{i}": backend.to_host(t) for i, t in enumerate(params.arrays())}
-
-
-def _state_arrays(state: dict[str, Any]) -> dict[str, Params]:
-    return {k: v for k, v in state.items() if isinstance(v, Params)}
-
-
 @dataclass
 class TrainState:
-    """The state of one training run (see module docstring)."""
+    """The state of one training run (see the module docstring).
 
-    net: Network
-    optimizer: Any
-    opt_state: dict[str, Any]
+    ``inputs`` holds host arrays that belong with the model in every file it writes (the
+    standardization's ``input/mean`` and ``input/std``), empty when there are none.
+    """
+
+    spec: ModelSpec
+    params: Params
+    config: TrainConfig
+    optimizer: Optimizer
+    opt_state: OptState
     schedule: Schedule
     early: EarlyStopping | None
     rng: np.random.Generator
-    hyper: dict[str, Any]
-    checkpoint: Path | None = None
-    checkpoint_every: int | None = None
+    dropout_key: int | None = None
     history: History = field(default_factory=History)
+    inputs: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
     epoch: int = 0
+    best: Params | None = None
     _snap: dict[str, Any] | None = None
-    _best: Params | None = None
+
+    @classmethod
+    def start(
+        cls,
+        spec: ModelSpec,
+        params: Params,
+        config: TrainConfig,
+        rng: np.random.Generator,
+        *,
+        inputs: dict[str, np.ndarray[Any, Any]] | None = None,
+        seed: int | None = None,
+        scored: str = "validation",
+    ) -> TrainState:
+        """A fresh run of ``config`` over ``params`` (which it updates in place), drawing its
+        epoch orders and dropout key from ``rng``; ``seed`` is recorded in the history."""
+        opt = get_optimizer(config.optimizer, momentum=config.momentum)
+        plateau = config.schedule == "plateau"
+        kw = {"patience": config.patience} if plateau and config.patience else {}
+        schedule = Schedule(config.schedule, config.lr, config.epochs, **kw)
+        early = (
+            EarlyStopping(config.patience) if config.patience is not None and not plateau else None
+        )
+        key = int(rng.integers(2**32)) if config.dropout else None
+        return cls(
+            spec,
+            params,
+            config,
+            opt,
+            opt.init(params, xp=spec.xp),
+            schedule,
+            early,
+            rng,
+            key,
+            History(seed=seed, scored=scored),
+            dict(inputs or {}),
+        )
 
     def snapshot(self) -> None:
         """Remember the state at this epoch boundary (device copies, no host sync)."""
-        xp = self.net.xp
+        xp = self.spec.xp
         self._snap = {
-            "params": self.net.params.copy(xp=xp),
-            "opt": {
-                k: (v.copy(xp=xp) if isinstance(v, Params) else v)
-                for k, v in self.opt_state.items()
-            },
+            "params": self.params.copy(xp=xp),
+            "buffers": {k: v.copy(xp=xp) for k, v in self.opt_state.buffers.items()},
+            "scalars": dict(self.opt_state.scalars),
             "rng": copy.deepcopy(self.rng.bit_generator.state),
             "epoch": self.epoch,
             "schedule": self.schedule.state(),
             "early": self.early.state() if self.early else None,
             "n_records": len(self.history),
-            "best": self._best,  # replaced, never written in place: a reference is enough
+            "best": self.best,  # replaced, never written in place: a reference is enough
         }
 
     def restore(self) -> None:
-        """Return to the last snapshot (weights, optimizer, RNG, schedule and epoch counter)."""
+        """Return to the last snapshot (weights, optimizer, RNG, schedule, epoch counter)."""
         s = self._snap
         if s is None:
             return
-        self.net.params.assign(s["params"])
-        for k, v in s["opt"].items():
-            if isinstance(v, Params):
-                self.opt_state[k].assign(v)
-            else:
-                self.opt_state[k] = v
+        self.params.assign(s["params"])
+        for k, v in s["buffers"].items():
+            self.opt_state.buffers[k].assign(v)
+        self.opt_state.scalars.clear()
+        self.opt_state.scalars.update(s["scalars"])
         self.rng.bit_generator.state = s["rng"]
         self.epoch = s["epoch"]
         self.schedule.load_state(s["schedule"])
         if self.early:
             self.early.load_state(s["early"])
-        self._best = s["best"]
+        self.best = s["best"]
         del self.history.records[s["n_records"] :]
 
     def after_epoch(self, record: dict[str, Any]) -> str | None:
-        """Update schedule and early stopping with a finished epoch; checkpoint every N epochs.
+        """Feed a finished epoch to the schedule and early stopping; checkpoint every N epochs.
 
         Returns a stop reason or None.
         """
@@ -104,27 +140,23 @@ class TrainState:
         if self.early is not None:
             improved, early_stop = self.early.observe(record["epoch"], val_acc)
             if improved:
-                self._best = self.net.params.copy(xp=self.net.xp)
+                self.best = self.params.copy(xp=self.spec.xp)
             stop = stop or early_stop
-        if (
-            self.checkpoint is not None
-            and self.checkpoint_every
-            and self.epoch % self.checkpoint_every == 0
-        ):
-            self.save(self.checkpoint)
+        every = self.config.checkpoint_every
+        if self.config.checkpoint is not None and every and self.epoch % every == 0:
+            self.save(self.config.checkpoint)
         return stop
 
     def finish(self) -> None:
         """End of training: write the checkpoint, then restore the best weights (early stopping).
 
-        The checkpoint is written first so that it holds the run's last state (its best weights
-        travel in it separately): a run resumed from it to more epochs continues exactly as an
-        uninterrupted one would, instead of from the best epoch's weights.
+        The checkpoint holds the run's last state (its best weights travel in it separately),
+        so a run resumed from it to more epochs continues as an uninterrupted one would.
         """
-        if self.checkpoint is not None:
-            self.save(self.checkpoint)
-        if self.early is not None and self._best is not None:
-            self.net.params.assign(self._best)
+        if self.config.checkpoint is not None:
+            self.save(self.config.checkpoint)
+        if self.early is not None and self.best is not None:
+            self.params.assign(self.best)
             logger.info(
                 "restored the weights of epoch %d (best validation accuracy)", self.early.best_epoch
             )
@@ -133,109 +165,75 @@ class TrainState:
 
     def save(self, path: str | Path) -> None:
         """Write the whole run state to ``path`` atomically (see :mod:`gpumlp.checkpoint`)."""
-        arrays = self.net._host_arrays()
-        buffers = _state_arrays(self.opt_state)
-        for key, value in buffers.items():
-            arrays |= _on_host(f"opt/{key}", value)
-        if self._best is not None:
-            arrays |= _on_host("best", self._best)
-        scalars = {k: v for k, v in self.opt_state.items() if k not in buffers}
-        meta = {
-            **self.net._meta(),
+        arrays = params_to_host(self.params) | self.inputs
+        for key, value in self.opt_state.buffers.items():
+            arrays |= params_to_host(value, f"opt/{key}")
+        if self.best is not None:
+            arrays |= params_to_host(self.best, "best")
+        meta = model_meta(self.spec, standardized=bool(self.inputs)) | {
             "epoch": self.epoch,
-            "optimizer": {"name": self.optimizer.name, "scalars": scalars},
-            "hyper": self.hyper,
+            "optimizer": {"name": self.optimizer.name, "scalars": self.opt_state.scalars},
+            "hyper": self.config.hyper(),
             "schedule": self.schedule.state(),
             "early": self.early.state() if self.early else None,
             "rng": self.rng.bit_generator.state,
             "history": self.history.to_dict(),
+            "dropout_key": self.dropout_key,
         }
         write_checkpoint(path, meta, arrays)
 
     def load(self, path: str | Path) -> None:
-        """Resume from a checkpoint written by :meth:`save` for the same network shape.
+        """Resume from a checkpoint written by :meth:`save` for the same network and optimizer.
 
-        Raises
-        ------
-        CheckpointError
-            When the file is damaged, or was written for another network or optimizer.
+        Raises CheckpointError when the file is damaged, incomplete, or for another network or
+        optimizer; nothing of this state changes then.
         """
-        meta, arrays = read_checkpoint(path)
-        if "epoch" not in meta or "optimizer" not in meta:
-            raise CheckpointError(
-                f"{str(path)!r} holds a model, not a resumable training checkpoint"
-            )
+        meta, arrays = read_checkpoint(path, lambda m: expected_arrays(m, path, training=True))
         name = meta["optimizer"]["name"]
         if name != self.optimizer.name:
             raise CheckpointError(
                 f"{str(path)!r} was written with optimizer={name!r}, not {self.optimizer.name!r}"
             )
-        self.net._load_checkpoint_params(meta, arrays, path)  # checks the network's config
-        shapes = [tuple(t.shape) for t in self.net.params.arrays()]
-        groups = [f"opt/{key}" for key in _state_arrays(self.opt_state)]
-        groups += ["best"] if "best/0" in arrays else []
-        for key, shape in ((f"{g}/{i}", s) for g in groups for i, s in enumerate(shapes)):
-            if key not in arrays:
-                raise CheckpointError(f"{str(path)!r} lacks the array {key!r}")
-            if arrays[key].shape != shape:
-                raise CheckpointError(
-                    f"{str(path)!r} has {key!r} of shape {arrays[key].shape}, expected {shape}"
-                )
-        xp, dtype = self.net.xp, self.net.dtype
-        for key, value in _state_arrays(self.opt_state).items():
-            for i, t in enumerate(value.arrays()):
-                t[...] = backend.to_device(arrays[f"opt/{key}/{i}"], xp, dtype)
-        self.opt_state.update(meta["optimizer"]["scalars"])
-        if "best/0" in arrays:
-            self._best = Params.from_arrays(
-                [backend.to_device(arrays[f"best/{i}"], xp, dtype) for i in range(len(shapes))]
-            )
-        self.schedule.load_state(meta["schedule"])
-        if self.early is not None and meta.get("early"):
-            self.early.load_state(meta["early"])
-        self.rng.bit_generator.state = meta["rng"]
+        check_same_network(meta, self.spec, path)
+        params = params_from_arrays(self.spec, arrays, path)
+        buffers = {
+            k: params_from_arrays(self.spec, arrays, path, f"opt/{k}")
+            for k in self.opt_state.buffers
+        }
+        best = params_from_arrays(self.spec, arrays, path, "best") if "best/0" in arrays else None
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = meta["rng"]
+            self.schedule.load_state(meta["schedule"])
+            if self.early is not None and meta.get("early"):
+                self.early.load_state(meta["early"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{str(path)!r} has an invalid RNG or schedule state: {exc}"
+            ) from None
+        self.params.assign(params)
+        for k, v in buffers.items():
+            self.opt_state.buffers[k].assign(v)
+        self.opt_state.scalars.update(meta["optimizer"]["scalars"])
+        self.best = best
+        self.rng.bit_generator.state = rng.bit_generator.state
         self.history = History.from_dict(meta["history"])
         self.history.stop_reason = None  # the run goes on; "interrupted ..." no longer holds
         self.epoch = int(meta["epoch"])
-        changed = {
-            k: (v, self.hyper.get(k))
-            for k, v in meta.get("hyper", {}).items()
-            if self.hyper.get(k) != v
-        }
+        if self.config.dropout:
+            self.dropout_key = meta.get("dropout_key") or self.dropout_key
+        hyper = self.config.hyper()
+        changed = {k: (v, hyper.get(k)) for k, v in meta["hyper"].items() if hyper.get(k) != v}
         if changed:
             logger.warning("resuming %s with changed settings (was, now): %s", path, changed)
 
 
-def make_train_state(
-    net: Network,
-    *,
-    lr: float,
-    epochs: int,
-    optimizer: str,
-    momentum: float,
-    schedule: str,
-    patience: int | None,
-    seed: int | None,
-    hyper: dict[str, Any],
-    checkpoint: str | Path | None,
-    checkpoint_every: int | None,
-) -> TrainState:
-    """Build a fresh :class:`TrainState` for ``net`` (see :meth:`Network.fit` for the arguments)."""
-    opt = get_optimizer(optimizer, momentum=momentum)
-    plateau = schedule == "plateau"
-    sched = Schedule(
-        schedule, lr, epochs, **({"patience": patience} if plateau and patience else {})
-    )
-    early = EarlyStopping(patience) if patience is not None and not plateau else None
-    rng = np.random.default_rng(seed) if seed is not None else net._rng
-    return TrainState(
-        net,
-        opt,
-        opt.init(net.params, xp=net.xp),
-        sched,
-        early,
-        rng,
-        hyper,
-        checkpoint=Path(checkpoint) if checkpoint is not None else None,
-        checkpoint_every=checkpoint_every,
-    )
+def check_checkpoint_path(path: Path) -> None:
+    """Refuse a checkpoint path that cannot be written, before training starts."""
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"checkpoint {str(path)!r} is a directory, expected a file path")
+    if not folder.is_dir():
+        raise ValueError(f"checkpoint folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"checkpoint folder {str(folder)!r} is not writable")

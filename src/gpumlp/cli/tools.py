@@ -1,0 +1,73 @@
+"""``gpumlp data fetch|info`` (the MNIST cache) and ``gpumlp plot`` (learning curves)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..fetch import MNIST_FILENAME, MNIST_SIZE, cache_dir, fetch_mnist, mnist_info, source
+
+__all__ = ["add_parsers", "ensure_mnist"]
+
+
+def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, Any]:
+    """Add ``data`` and ``plot`` to the subcommands; return their handlers."""
+    d = sub.add_parser("data", parents=parents, help="the MNIST cache")
+    d.add_argument("action", choices=["fetch", "info"])
+    d.add_argument("--force", action="store_true", help="fetch again even if cached")
+    pl = sub.add_parser("plot", parents=parents, help="PNG learning curves of a run folder")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
+    return {"data": run_data, "plot": run_plot}
+
+
+def ensure_mnist(*, force: bool = False) -> Path:
+    """The cached MNIST file, fetched first if missing (or ``force``): what is fetched and from
+    where is said on stderr, with a progress bar when stderr is a terminal."""
+    path = cache_dir() / MNIST_FILENAME
+    if path.is_file() and not force:
+        return path
+    print(
+        f"gpumlp: fetching MNIST ({MNIST_FILENAME}, {MNIST_SIZE / 1e6:.1f} MB) from "
+        f"{source()} into {path.parent}",
+        file=sys.stderr,
+        flush=True,
+    )
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=MNIST_SIZE, unit="B", unit_scale=True, file=sys.stderr, leave=False)
+    try:
+        done = [0]
+
+        def progress(now: int, total: int) -> None:
+            if bar is not None:
+                bar.update(now - done[0])
+            done[0] = now
+
+        return fetch_mnist(force=force, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def run_data(args: argparse.Namespace) -> int:
+    """Fetch MNIST into the cache, or describe the cache as JSON."""
+    if args.action == "fetch":
+        print(f"MNIST is at {ensure_mnist(force=args.force)}")
+    else:
+        print(json.dumps(mnist_info(), indent=1))
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """Draw cost.png and accuracy.png of a run folder; print their paths."""
+    from ..plotting import plot_run
+
+    for path in plot_run(Path(args.run_dir), Path(args.out) if args.out else None):
+        print(path)
+    return 0

@@ -1,0 +1,127 @@
+"""Dropout masks from a counter-based generator: the same bits on every backend, and no state.
+
+Inverted dropout keeps each hidden unit with probability 1 − p and scales kept units by
+1/(1 − p). Whether unit ``(i, j)`` of hidden layer ``l`` is kept at training step ``draw`` is a
+pure function of ``(key, draw, l, i·h + j)``: a 32-bit hash (Wellons' ``lowbias32``, bias 0.17,
+of a Weyl sequence per (key, draw, layer) stream). So
+
+- every engine computes the same masks: the xp form below, the NumPy fast path (the same xp
+  code on NumPy) and the CUDA kernels (:data:`CUDA_SOURCE`, inlined into the forward and
+  backward kernels, so a captured CUDA graph draws fresh masks at every replay);
+- a run is one generator, advanced by the step counter: the run's ``key`` is drawn once from the
+  host RNG and saved in checkpoints, so a resumed run draws exactly the masks an uninterrupted
+  one would.
+
+Unit ``(i, j)`` is kept when the top 24 bits of its hash are at least ``threshold(p) =
+round(p·2^24)``: the keep probability is ``1 − threshold/2^24``, within 2^-25 of ``1 − p``.
+Arithmetic is modulo 2^32: in uint32 where the namespace has it (NumPy, CuPy, JAX,
+array_api_strict), else in int64 masked to 32 bits (PyTorch has no uint32 shifts); both give the
+same bits.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from .backend import Array, Namespace
+
+__all__ = ["CUDA_SOURCE", "MASK", "keep_masks", "stream", "threshold"]
+
+MASK = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9  # 2^32 / φ: the Weyl step between consecutive elements
+_M1, _M2 = 0x7FEB352D, 0x846CA68B  # lowbias32's multipliers
+
+
+def _mix(x: int) -> int:
+    """lowbias32 on a Python int (the host side of the same hash)."""
+    x ^= x >> 16
+    x = (x * _M1) & MASK
+    x ^= x >> 15
+    x = (x * _M2) & MASK
+    return x ^ (x >> 16)
+
+
+def stream(key: int, draw: int, layer: int) -> int:
+    """The 32-bit stream of hidden layer ``layer`` at step ``draw`` of the run keyed ``key``."""
+    s = _mix(key & MASK)
+    s = _mix(s ^ (draw & MASK))
+    s = _mix(s ^ ((draw >> 32) & MASK))
+    return _mix(s ^ layer)
+
+
+def threshold(p: float) -> int:
+    """Units whose 24-bit hash is below this are dropped (``round(p · 2^24)``)."""
+    return round(p * (1 << 24))
+
+
+@functools.cache
+def _carrier(name: str, xp: Namespace) -> tuple[Any, bool]:
+    """The integer dtype to hash in, and whether it needs masking to 32 bits."""
+    try:
+        probe = xp.asarray([3], dtype=xp.uint32)
+        (probe >> 1) * xp.asarray(_M2, dtype=xp.uint32)
+        return xp.uint32, False
+    except Exception:  # no uint32 arithmetic (PyTorch): emulate it in int64
+        return xp.int64, True
+
+
+def _hash(x: Array, xp: Namespace, dtype: Any, masked: bool) -> Array:
+    m1, m2 = xp.asarray(_M1, dtype=dtype), xp.asarray(_M2, dtype=dtype)
+    full = xp.asarray(MASK, dtype=dtype)
+    x = x ^ (x >> 16)
+    x = (x * m1) & full if masked else x * m1
+    x = x ^ (x >> 15)
+    x = (x * m2) & full if masked else x * m2
+    return x ^ (x >> 16)
+
+
+def keep_masks(
+    key: int, draw: int, m: int, widths: Sequence[int], p: float, *, xp: Namespace, dtype: Any
+) -> list[Array]:
+    """Inverted-dropout multipliers for one step: for each hidden layer ``l`` an array of shape
+    ``(m, widths[l])`` and dtype ``dtype`` holding 0 (dropped) or ``1/(1 − p)`` (kept)."""
+    carrier, masked = _carrier(xp.__name__, xp)
+    cut = xp.asarray(threshold(p), dtype=carrier)
+    scale = 1.0 / (1.0 - p)
+    masks = []
+    for layer, h in enumerate(widths):
+        e = xp.arange(m * h, dtype=carrier)
+        weyl = xp.asarray(stream(key, draw, layer), dtype=carrier) + e * xp.asarray(
+            _GOLDEN, dtype=carrier
+        )
+        if masked:
+            weyl = weyl & xp.asarray(MASK, dtype=carrier)
+        kept = (_hash(weyl, xp, carrier, masked) >> 8) >= cut
+        masks.append(xp.reshape(xp.astype(kept, dtype) * scale, (m, h)))
+    return masks
+
+
+CUDA_SOURCE = f"""
+// Dropout (gpumlp/dropout.py): the same counter-based hash as the xp form, bit for bit.
+__device__ __forceinline__ unsigned mix32(unsigned x)
+{{
+    x ^= x >> 16;
+    x *= {_M1:#x}u;
+    x ^= x >> 15;
+    x *= {_M2:#x}u;
+    return x ^ (x >> 16);
+}}
+
+__device__ __forceinline__ unsigned dropout_stream(unsigned long long key,
+                                                   unsigned long long draw, int layer)
+{{
+    unsigned s = mix32((unsigned)key);
+    s = mix32(s ^ (unsigned)draw);
+    s = mix32(s ^ (unsigned)(draw >> 32));
+    return mix32(s ^ (unsigned)layer);
+}}
+
+// True when element e (row-major index i*h + j) of the layer's stream is kept.
+__device__ __forceinline__ bool dropout_keep(unsigned stream, long long e, unsigned cut)
+{{
+    return (mix32(stream + (unsigned)e * {_GOLDEN:#x}u) >> 8) >= cut;
+}}
+"""
+"""CUDA C of the same hash, for the kernel source (:mod:`gpumlp._kernels`)."""

@@ -1,0 +1,45 @@
+"""The one place a training step is chosen: the generic ``xp`` step or a backend's fast path."""
+
+from __future__ import annotations
+
+import logging
+
+from . import _cupy_fast, _numpy_fast
+from .backend import backend_name
+from .config import ModelSpec
+from .runstate import TrainState
+from .steps import Data, GenericStep, Step
+
+__all__ = ["check_engine", "select_step"]
+
+logger = logging.getLogger(__name__)
+
+
+def select_step(state: TrainState, data: Data, *, engine: str | None = None) -> Step:
+    """Choose the training step for ``state`` over the device data set ``data``.
+
+    ``engine`` (default: the config's) is one of :data:`gpumlp.config.ENGINES`. A fast path is
+    used only on its backend and only for configurations it supports; asking for one that does
+    not apply raises ValueError saying why, while ``auto`` falls back to :class:`GenericStep`.
+    """
+    engine = engine or state.config.engine
+    check_engine(state.spec, engine)
+    name = backend_name(state.spec.xp)
+    if engine != "generic" and name in ("numpy", "cupy"):
+        fast = _cupy_fast if name == "cupy" else _numpy_fast
+        step, why_not = fast.make_step(state, data, engine=engine)
+        if step is not None:
+            return step
+        if engine != "auto":
+            raise ValueError(f"engine={engine!r} does not apply here: {why_not}")
+        logger.info("engine auto: generic step (%s)", why_not)
+    return GenericStep(state, data)
+
+
+def check_engine(spec: ModelSpec, engine: str) -> None:
+    """Refuse an engine the backend cannot run (before anything is built or written)."""
+    name = backend_name(spec.xp)
+    if engine == "graph" and name != "cupy":
+        raise ValueError(f"engine='graph' needs the CuPy backend, not {name}")
+    if engine == "fused" and name not in ("numpy", "cupy"):
+        raise ValueError(f"engine='fused' needs the NumPy or CuPy backend, not {name}")

@@ -1,0 +1,29 @@
+"""Loading a saved model or checkpoint as a :class:`~gpumlp.Network`, on any backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from .checkpoint import read_checkpoint
+from .memory import check_model_fits
+from .model import Network
+from .modelfile import expected_arrays, params_from_arrays, spec_from_meta
+
+__all__ = ["load"]
+
+
+def load(
+    path: str | Path, *, backend: str | ModuleType = "auto", dtype: str | None = None
+) -> Network:
+    """Load a model or training checkpoint written by gpumlp, on any backend.
+
+    ``dtype`` overrides the stored one. Every claim of the file (sizes, array shapes) is checked
+    against the arrays it holds, and against free memory, before anything is allocated.
+    Raises FileNotFoundError, or CheckpointError (a ValueError) naming the file.
+    """
+    meta, arrays = read_checkpoint(path, lambda m: expected_arrays(m, path))
+    spec = spec_from_meta(meta, path, backend=backend, dtype=dtype)
+    check_model_fits(spec.sizes, spec.dtype, spec.xp)
+    params = params_from_arrays(spec, arrays, path)
+    return Network.from_parts(spec, params, arrays.get("input/mean"), arrays.get("input/std"))

@@ -1,0 +1,269 @@
+"""What a model or checkpoint file must hold, checked in one place before anything is built.
+
+A file (see :mod:`gpumlp.checkpoint` for the container) carries JSON metadata and named arrays.
+This module owns their meaning:
+
+- the model part, in every file: ``sizes``, ``activation``, ``output_activation``, ``cost``,
+  ``init``, ``dtype`` and the arrays ``param/0 .. param/2L-1`` (w_0, b_0, w_1, b_1, ...), plus,
+  for a network trained on standardized inputs, ``input/mean`` and ``input/std`` (n_0,);
+- the training part, in checkpoints: ``epoch``, ``optimizer`` (``name``, ``scalars``), ``hyper``,
+  ``schedule``, ``early``, ``rng``, ``history``, ``dropout_key``, and the arrays
+  ``opt/<buffer>/<i>`` and ``best/<i>``.
+
+:func:`expected_arrays` turns checked metadata into the exact names and shapes the file must
+hold, so the reader inflates nothing else and nothing larger; every problem is a
+:class:`~gpumlp.errors.CheckpointError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_params
+from ._version import __version__
+from .backend import DTYPES, to_device, to_host
+from .config import ModelSpec
+from .errors import CheckpointError
+from .network import Params
+
+__all__ = [
+    "check_same_network",
+    "check_train_meta",
+    "expected_arrays",
+    "model_meta",
+    "params_from_arrays",
+    "params_to_host",
+    "spec_from_meta",
+]
+
+Shape = tuple[int, ...]
+
+
+def _where(path: str | os.PathLike[str]) -> str:
+    return repr(str(path))
+
+
+def model_meta(spec: ModelSpec, *, standardized: bool = False) -> dict[str, Any]:
+    """The model part of a file's metadata for ``spec``."""
+    return {
+        "library": __version__,
+        "sizes": list(spec.sizes),
+        "activation": spec.activation,
+        "output_activation": spec.output_activation,
+        "cost": spec.cost.name,
+        "init": spec.init,
+        "dtype": spec.dtype,
+        "standardized": standardized,
+    }
+
+
+def params_to_host(params: Params, prefix: str = "param") -> dict[str, np.ndarray[Any, Any]]:
+    """``params``' tensors as host arrays named ``prefix/0``, ``prefix/1``, ... (w_0, b_0, ...)."""
+    return {f"{prefix}/{i}": to_host(t) for i, t in enumerate(params.arrays())}
+
+
+def _sizes(meta: Mapping[str, Any], path: str | os.PathLike[str]) -> list[int]:
+    if "sizes" not in meta:
+        raise CheckpointError(f"{_where(path)} lacks model metadata 'sizes'")
+    sizes = meta["sizes"]
+    if (
+        not isinstance(sizes, list)
+        or len(sizes) < 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes)
+    ):
+        raise CheckpointError(
+            f"{_where(path)} holds an invalid model configuration: sizes must be a list of at "
+            f"least 2 integers, got {sizes!r}"
+        )
+    for i, n in enumerate(sizes):
+        if n < 1:
+            raise CheckpointError(
+                f"{_where(path)} holds an invalid model configuration: sizes[{i}] must be >= 1, "
+                f"got {n}"
+            )
+    return sizes
+
+
+def spec_from_meta(
+    meta: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    backend: str | ModuleType | None = "auto",
+    dtype: str | None = None,
+) -> ModelSpec:
+    """Check the model part of ``meta`` and build the :class:`ModelSpec` it describes.
+
+    Raises CheckpointError: "lacks model metadata 'cost'", "holds an invalid model
+    configuration: ..." (naming the file).
+    """
+    sizes = _sizes(meta, path)
+    for key in ("output_activation", "cost", "dtype", *(("activation",) if len(sizes) > 2 else ())):
+        if key not in meta:
+            raise CheckpointError(f"{_where(path)} lacks model metadata {key!r}")
+    try:
+        return ModelSpec.build(
+            sizes,
+            activation=meta["activation"] if len(sizes) > 2 else "sigmoid",
+            output_activation=meta["output_activation"],
+            cost=meta["cost"],
+            init=meta.get("init", "normal"),
+            dtype=dtype or meta["dtype"],
+            backend=backend,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{_where(path)} holds an invalid model configuration: {exc}"
+        ) from None
+
+
+def check_same_network(
+    meta: Mapping[str, Any], spec: ModelSpec, path: str | os.PathLike[str]
+) -> None:
+    """Refuse a file written for another network (sizes, activations, cost)."""
+    mine = model_meta(spec)
+    for key in ("sizes", "activation", "output_activation", "cost"):
+        if key == "activation" and len(spec.sizes) == 2:
+            continue
+        if meta.get(key) != mine[key]:
+            raise CheckpointError(
+                f"{_where(path)} is for a network with {key}={meta.get(key)!r}, "
+                f"but this network has {key}={mine[key]!r}"
+            )
+
+
+def _param_shapes(sizes: list[int]) -> list[Shape]:
+    return [s for a, b in itertools.pairwise(sizes) for s in ((b, a), (b,))]
+
+
+def expected_arrays(
+    meta: Mapping[str, Any], path: str | os.PathLike[str], *, training: bool = False
+) -> dict[str, tuple[Shape, bool]]:
+    """The arrays a file with this metadata must (True) or may (False) hold, with their shapes.
+
+    ``training`` also checks the training part of ``meta`` (:func:`check_train_meta`). A file
+    holding any other array, or one of another shape, is refused before it is read.
+    """
+    sizes = _sizes(meta, path)
+    shapes = _param_shapes(sizes)
+    want = {f"param/{i}": (s, True) for i, s in enumerate(shapes)}
+    n_in = (sizes[0],)
+    want |= {
+        "input/mean": (n_in, bool(meta.get("standardized"))),
+        "input/std": (n_in, bool(meta.get("standardized"))),
+    }
+    if "epoch" in meta or training:
+        check_train_meta(meta, path)
+        buffers = {"sgd": (), "momentum": ("velocity",), "nesterov": ("velocity",)}
+        names = buffers.get(meta["optimizer"]["name"], ("m", "v"))
+        want |= {f"opt/{b}/{i}": (s, True) for b in names for i, s in enumerate(shapes)}
+        want |= {f"best/{i}": (s, False) for i, s in enumerate(shapes)}
+    return want
+
+
+def params_from_arrays(
+    spec: ModelSpec,
+    arrays: Mapping[str, np.ndarray[Any, Any]],
+    path: str | os.PathLike[str],
+    prefix: str = "param",
+) -> Params:
+    """The parameters stored under ``prefix`` as device arrays of ``spec``, checked.
+
+    Raises CheckpointError: "lacks parameter 'param/3'", "holds invalid parameters: weights[0]
+    must have shape (5, 4) ...", "... biases[0] contains NaN ...".
+    """
+    n = 2 * (len(spec.sizes) - 1)
+    try:
+        tensors = [arrays[f"{prefix}/{i}"] for i in range(n)]
+    except KeyError as exc:
+        raise CheckpointError(f"{_where(path)} lacks parameter {exc}") from None
+    try:
+        host = check_params(spec.sizes, tensors[0::2], tensors[1::2], spec.dtype)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{_where(path)} holds invalid parameters: {exc}") from None
+    return Params.from_arrays([to_device(t, spec.xp) for t in host])
+
+
+# -- the training part's schema ----------------------------------------------------------------
+
+
+def _is_int(v: Any, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _dict_of(checks: Mapping[str, Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, dict) and all(k in v and ok(v[k]) for k, ok in checks.items())
+
+
+_TRAIN_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epoch": (_is_int, "an integer >= 0"),
+    "optimizer": (
+        _dict_of(
+            {
+                "name": lambda v: v in ("sgd", "momentum", "nesterov", "adam"),
+                "scalars": lambda v: isinstance(v, dict),
+            }
+        ),
+        "{'name': one of sgd/momentum/nesterov/adam, 'scalars': {...}}",
+    ),
+    "schedule": (
+        _dict_of({"lr": _is_num, "current": _is_num, "best": _is_num, "since_best": _is_int}),
+        "{'lr', 'current', 'best': numbers, 'since_best': integer >= 0}",
+    ),
+    "early": (
+        lambda v: (
+            v is None
+            or _dict_of(
+                {"best": _is_num, "best_epoch": lambda e: _is_int(e, -1), "since_best": _is_int}
+            )(v)
+        ),
+        "null or {'best', 'best_epoch', 'since_best'}",
+    ),
+    "rng": (
+        _dict_of(
+            {"bit_generator": lambda v: isinstance(v, str), "state": lambda v: isinstance(v, dict)}
+        ),
+        "a NumPy bit generator state",
+    ),
+    "history": (
+        _dict_of({"epochs": lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v)}),
+        "{'epochs': [records]}",
+    ),
+    "hyper": (lambda v: isinstance(v, dict), "a dict of settings"),
+}
+
+
+def check_train_meta(meta: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Check the training part of a checkpoint's metadata against its schema.
+
+    Raises CheckpointError naming the file and the first key that is missing or wrong.
+    """
+    if "epoch" not in meta or "optimizer" not in meta:
+        raise CheckpointError(f"{_where(path)} holds a model, not a resumable training checkpoint")
+    for key, (ok, what) in _TRAIN_SCHEMA.items():
+        if key not in meta:
+            raise CheckpointError(f"{_where(path)} is not a complete checkpoint: it lacks {key!r}")
+        if not ok(meta[key]):
+            raise CheckpointError(
+                f"{_where(path)} has an invalid checkpoint: {key!r} must be {what}, "
+                f"got {meta[key]!r:.200}"
+            )
+    key = meta.get("dropout_key")
+    if key is not None and not _is_int(key):
+        raise CheckpointError(
+            f"{_where(path)} has an invalid checkpoint: 'dropout_key' must be an integer >= 0"
+        )
+    if meta.get("dtype") not in DTYPES:
+        raise CheckpointError(
+            f"{_where(path)} has an invalid checkpoint: 'dtype' must be one of {DTYPES}"
+        )

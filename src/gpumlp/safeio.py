@@ -1,0 +1,135 @@
+"""Reading files whose contents cannot be trusted, within sizes fixed before anything inflates.
+
+Every size a file claims (a zip member's declared length, an ``.npy`` header's shape, an IDX
+header's dimensions) is checked against what the caller expects, or against the memory free,
+before the bytes are read or decompressed; streams are read through :class:`LimitedReader`, so
+a gzip bomb stops at its cap instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+from collections.abc import Callable
+from typing import IO, Any
+
+import numpy as np
+
+from .memory import host_available_memory
+
+__all__ = [
+    "HEADER_SLACK",
+    "LimitedReader",
+    "Oversize",
+    "read_npy",
+    "read_npy_member",
+    "require_memory",
+]
+
+HEADER_SLACK = 1 << 16
+"""Bytes an ``.npy`` header may take beyond the array data (NumPy writes 128, caps at 10000)."""
+
+
+class Oversize(ValueError):
+    """A file claims, or decompresses to, more than it may; the message says how much and why."""
+
+
+def require_memory(nbytes: int, what: str) -> None:
+    """Refuse (Oversize) to allocate ``nbytes`` for ``what`` when the host has less free."""
+    free = host_available_memory()
+    if free is not None and nbytes > free:
+        raise Oversize(
+            f"{what} would need {nbytes / 2**20:,.0f} MiB but only {free / 2**20:,.0f} MiB of "
+            "memory is free"
+        )
+
+
+class LimitedReader(io.RawIOBase):
+    """A read-only stream over ``raw`` that raises :class:`Oversize` past ``limit`` bytes."""
+
+    def __init__(self, raw: IO[bytes], limit: int, what: str) -> None:
+        super().__init__()
+        self.raw, self.limit, self.what, self.done = raw, limit, what, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = self.raw.readinto(view) if hasattr(self.raw, "readinto") else self._copy(view)
+        self.done += n
+        if self.done > self.limit:
+            raise Oversize(f"{self.what} holds more than {self.limit:,} bytes")
+        return n
+
+    def _copy(self, view: memoryview) -> int:
+        data = self.raw.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def read_npy(
+    f: IO[bytes], name: str, *, check: Callable[[tuple[int, ...], np.dtype[Any]], None]
+) -> np.ndarray[Any, Any]:
+    """Read one ``.npy`` array from ``f``: its header first, which ``check(shape, dtype)`` may
+    refuse (by raising), then exactly the bytes it declares, into a fresh array. Object dtypes
+    (pickles) are refused."""
+    version = np.lib.format.read_magic(f)
+    reader = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = reader(f)
+    if dtype.hasobject:
+        raise ValueError(f"array {name!r} holds Python objects, which are never loaded")
+    check(shape, dtype)
+    out = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    view = memoryview(out.reshape(-1, order="A")).cast("B") if out.size else memoryview(b"")
+    got = 0
+    while got < out.nbytes:
+        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise ValueError(f"array {name!r} is truncated ({got} of {out.nbytes} bytes)")
+        got += n
+    return out
+
+
+def read_npy_member(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    *,
+    shape: tuple[int, ...] | None = None,
+    kinds: str = "biuf",
+    max_bytes: int | None = None,
+) -> np.ndarray[Any, Any]:
+    """Read the ``.npy`` member ``info`` of ``zf`` without inflating more than it should hold.
+
+    With ``shape`` given, the member's declared size must fit that shape's data (plus a header)
+    and its header must state that shape; otherwise its data may not exceed ``max_bytes`` (by
+    default the memory free). ``kinds`` are the dtype kinds allowed.
+    """
+    name = info.filename.removesuffix(".npy")
+    if shape is not None:
+        limit = 8 * math.prod(shape) + HEADER_SLACK
+    else:
+        limit = max_bytes if max_bytes is not None else host_available_memory() or 2**62
+        limit += HEADER_SLACK
+    if info.file_size > limit:
+        raise Oversize(
+            f"array {name!r} declares {info.file_size:,} bytes, more than the {limit:,} it may hold"
+        )
+
+    def check(found: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+        if dtype.kind not in kinds:
+            raise ValueError(f"array {name!r} has dtype {dtype}, expected a numeric array")
+        if shape is not None and tuple(found) != tuple(shape):
+            raise ValueError(f"array {name!r} has shape {tuple(found)}, expected {tuple(shape)}")
+        nbytes = math.prod(found) * dtype.itemsize
+        if nbytes > info.file_size:
+            raise ValueError(f"array {name!r} declares {nbytes:,} bytes in a smaller member")
+        require_memory(nbytes, f"array {name!r}")
+
+    with zf.open(info) as f:
+        return read_npy(f, name, check=check)

@@ -1,0 +1,137 @@
+"""Training steps: the generic one written once in ``xp``, and the one place a fast path is chosen.
+
+A step object (any engine) offers two calls:
+
+- ``step(x, y, lr, draw=0) -> a``: one step on an explicit batch ``x`` (m, n_0), ``y`` (m, n_L):
+  backprop, penalties and one optimizer update of the run's parameters in place; ``a`` is the
+  batch's output (m, n_L). ``draw`` numbers the step for the dropout masks
+  (:mod:`gpumlp.dropout`). Tests and the parity check drive steps this way.
+- ``step.epoch(perm, lr, draw, monitor=..., progress=None) -> (cost_sum, correct)``: every
+  mini-batch of the bound data set in the order ``perm`` (device int64 indices, or None for
+  consecutive slices), the k-th batch drawing masks ``draw + k``. Returns device scalars: the
+  summed cost and the number of correct predictions over the epoch. No engine reads anything
+  back to the host inside an epoch.
+
+:func:`gpumlp.engines.select_step` picks the engine: ``generic`` (:class:`GenericStep`, any
+namespace, the reference every fast path is tested against), or the backend's fast path
+(NumPy: :mod:`gpumlp._numpy_fast`; CuPy: :mod:`gpumlp._cupy_fast`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .backend import Array
+from .dropout import keep_masks
+from .network import backprop
+from .optim import apply_update, regularize
+from .runstate import TrainState
+
+__all__ = ["BatchLoop", "Data", "GenericStep", "Step", "predict_labels"]
+
+Data = tuple[Array, Array, Array]
+"""A device data set: X (n, n_0), Y (n, n_L) and labels (n,) int64."""
+
+
+class Step(Protocol):
+    """What every engine offers (see the module docstring)."""
+
+    engine: str
+
+    def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array: ...
+
+    def epoch(
+        self,
+        perm: Array | None,
+        lr: float,
+        draw: int,
+        *,
+        monitor: tuple[str, ...] = (),
+        progress: Callable[[int], object] | None = None,
+    ) -> tuple[Array, Array]: ...
+
+
+def predict_labels(a: Array, *, xp: Any) -> Array:
+    """Class of each row of outputs ``a`` (m, n_out): argmax, or ``a > 0.5`` for one unit."""
+    if a.shape[1] == 1:
+        return xp.astype(a[:, 0] > 0.5, xp.int64)
+    return xp.argmax(a, axis=1)
+
+
+class BatchLoop:
+    """An epoch as a Python loop over mini-batches, each gathered by index on the device."""
+
+    engine = "generic"
+
+    def __init__(self, state: TrainState, data: Data) -> None:
+        self.state, self.data = state, data
+        self.xp = state.spec.xp
+
+    def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array:
+        raise NotImplementedError
+
+    def cost_sum(self, a: Array, y: Array) -> Array:
+        """The summed cost of a batch (a device scalar), for the train_cost monitor."""
+        return self.xp.sum(self.state.spec.cost.fn(a, y, xp=self.xp))
+
+    def epoch(
+        self,
+        perm: Array | None,
+        lr: float,
+        draw: int,
+        *,
+        monitor: tuple[str, ...] = (),
+        progress: Callable[[int], object] | None = None,
+    ) -> tuple[Array, Array]:
+        """One pass over the bound data (see the module docstring)."""
+        xp, (X, Y, labels) = self.xp, self.data
+        n, bs = X.shape[0], self.state.config.batch_size
+        want_cost, want_accuracy = "train_cost" in monitor, "train_accuracy" in monitor
+        cost_sum = xp.zeros((), dtype=self.state.spec.xp_dtype)
+        correct = xp.zeros((), dtype=xp.int64)
+        for b, k in enumerate(range(0, n, bs)):
+            rows = slice(k, min(k + bs, n))  # clamped: the array API leaves ranges past n open
+            if perm is None:
+                x, y, lab = X[rows, ...], Y[rows, ...], labels[rows]
+            else:
+                idx = perm[rows]
+                x, y = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+                lab = xp.take(labels, idx, axis=0) if want_accuracy else None
+            a = self(x, y, lr, draw + b)
+            if want_cost:
+                cost_sum = cost_sum + self.cost_sum(a, y)
+            if want_accuracy:
+                correct = correct + xp.sum(xp.astype(predict_labels(a, xp=xp) == lab, xp.int64))
+            if progress is not None:
+                progress(1)
+        return cost_sum, correct
+
+
+class GenericStep(BatchLoop):
+    """The reference step, written once in ``xp``: works on every namespace."""
+
+    def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array:
+        s = self.state
+        spec, cfg, xp = s.spec, s.config, self.xp
+        keep = None
+        if cfg.dropout and len(spec.sizes) > 2:
+            assert s.dropout_key is not None
+            keep = keep_masks(
+                s.dropout_key,
+                draw,
+                x.shape[0],
+                spec.hidden_widths,
+                cfg.dropout,
+                xp=xp,
+                dtype=spec.xp_dtype,
+            )
+        grads, a = backprop(
+            s.params, x, y, activations=spec.activations, cost=spec.cost, xp=xp, keep=keep
+        )
+        if cfg.l2 or cfg.l1:
+            grads = regularize(
+                grads, s.params, l2=cfg.l2, l1=cfg.l1, n=self.data[0].shape[0], xp=xp
+            )
+        apply_update(s.optimizer, s.params, grads, s.opt_state, lr=lr, xp=xp)
+        return a
