@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 import gpumlp
-from gpumlp.backend import cupy_status, to_host
+from gpumlp.backend import cuda_info, cupy_status, to_host
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def machine_info(torch: Any, command: list[str]) -> dict[str, Any]:
         "numpy": np.__version__,
         "gpumlp": gpumlp.__version__,
         "torch": torch.__version__ if torch is not None else None,
-        "cupy": __import__("cupy").__version__ if cupy_ok else None,
+        "cupy": cuda_info()["cupy"] if cupy_ok else None,
         "gpu": gpu,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": command,

@@ -37,13 +37,12 @@ import json, platform, sys
 import numpy
 info = {"python": platform.python_version(), "numpy": numpy.__version__}
 try:
-    import cupy
     from gpumlp import backend
     usable, reason = backend.cupy_status()
     info |= {"cupy_usable": usable, "cupy_reason": reason}
     if usable:
         info |= backend.cuda_info()
-        props = cupy.cuda.runtime.getDeviceProperties(0)
+        props = backend.cupy_module().cuda.runtime.getDeviceProperties(0)
         info |= {"sm_count": props["multiProcessorCount"], "cc": f"{props['major']}.{props['minor']}",
                  "memory_gib": round(props["totalGlobalMem"] / 2**30, 1)}
 except Exception as exc:  # report, do not hide

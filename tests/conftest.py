@@ -81,6 +81,18 @@ def reap(proc) -> None:
         proc.wait()
 
 
+def run_python(code: str) -> str:
+    """Run ``code`` in a fresh Python with the tests importable; its stdout (fails on exit != 0)."""
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def host(a) -> np.ndarray:
     """Any backend's array as a NumPy array."""
     from gpumlp.backend import to_host
@@ -171,5 +183,3 @@ def assert_split(split, n: int) -> None:
         assert a.flags.c_contiguous and a.flags.owndata and a.flags.writeable
     assert x.min() >= 0.0 and x.max() <= 1.0
     assert set(np.unique(y)) <= set(range(10))
-
-

@@ -71,16 +71,34 @@ def test_round_trip_on_every_backend(backend, blobs, tmp_path):
         assert (back.sizes, back.activation, back.output_activation, back.cost.name) == (
             [4, 6, 3], "tanh", "softmax", "log_likelihood",
         )  # fmt: skip
-        _assert_same(_params(back), _params(net))
-        assert np.array_equal(host(back.predict(X)), host(net.predict(X)))
-        assert np.array_equal(host(back.feedforward(X)), host(net.feedforward(X)))
+        _assert_same(_params(back), _params(net))  # the file's bytes: exact on every backend
+        _same_outputs(back, net, X, exact=back.backend == net.backend)
+
+
+# Outputs computed on two backends differ by rounding (BLAS summation order, the math
+# library's exp/tanh, flush-to-zero on GPUs): float32 to a few ulp per operation. On one
+# backend, the same parameters give the same bits.
+CROSS_BACKEND_RTOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+def _same_outputs(a, b, X, *, exact):
+    out_a, out_b = host(a.feedforward(X)), host(b.feedforward(X))
+    if exact:
+        assert np.array_equal(out_a, out_b)
+        assert np.array_equal(host(a.predict(X)), host(b.predict(X)))
+        return
+    rtol = CROSS_BACKEND_RTOL[a.spec.dtype]
+    np.testing.assert_allclose(out_a, out_b, rtol=rtol, atol=rtol * np.abs(out_b).max())
+    top2 = np.sort(out_b, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 10 * rtol  # a near-tie may flip either way
+    assert np.array_equal(host(a.predict(X))[clear], host(b.predict(X))[clear])
 
 
 def test_numpy_checkpoint_loads_on_every_backend(saved, trained, backend, blobs):
     X, _ = blobs
     back = gpumlp.load(saved, backend=backend)
     _assert_same(_params(back), _params(trained))
-    assert np.array_equal(host(back.feedforward(X)), host(trained.feedforward(X)))
+    _same_outputs(back, trained, X, exact=back.backend == "numpy")
 
 
 def test_float64_round_trip_and_dtype_override(tmp_path):

@@ -434,12 +434,12 @@ def test_other_errors_in_a_step_are_not_dressed_up(monkeypatch):
 
 def test_out_of_memory_on_the_command_line(data, tmp_path, monkeypatch):
     fail_on_step(monkeypatch, 3, MemoryError("Unable to allocate"))
-    import gpumlp.cli.train
     import gpumlp.memory
+    import gpumlp.runner
 
-    for module in (gpumlp.cli.train, gpumlp.model):
+    for module in (gpumlp.runner, gpumlp.model):
         monkeypatch.setattr(module, "check_model_fits", lambda *a, **k: None)
-    monkeypatch.setattr(gpumlp.cli.train, "check_training_fits", lambda *a, **k: None)
+    monkeypatch.setattr(gpumlp.runner, "check_training_fits", lambda *a, **k: None)
     monkeypatch.setattr(gpumlp.memory, "free_memory", lambda xp: 100_000)
     code, _, stderr = cli("train", "--data", data, *SLOW, "--batch-size", "50", "--out", tmp_path)
     assert code == 2

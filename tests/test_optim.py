@@ -3,12 +3,14 @@ the book's L2/L1 formulas through ``fit``, and convergence of every optimizer x 
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
 import gpumlp
 import gpumlp._numpy_fast
-from conftest import host
+from conftest import host, run_python
 from gpumlp.network import Params
 from gpumlp.optim import OPTIMIZERS, SGD, Adam, Momentum, apply_update, get_optimizer
 
@@ -286,3 +288,57 @@ def test_convergence(blobs, optimizer, cost, output):
     )
     assert net.evaluate(X, y)["accuracy"] == 1.0
     assert history[-1]["train_cost"] < history[0]["train_cost"] / 2
+
+
+# -- other namespaces: the update rule holds where arrays cannot be written in place ------------
+
+
+def _trained(backend, dtype, **fit):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((90, 4)), rng.integers(0, 3, 90)
+    net = gpumlp.Network([4, 6, 3], activation="tanh", output_activation="softmax",
+                         cost="log_likelihood", dtype=dtype, backend=backend, seed=0)  # fmt: skip
+    before = [host(t).copy() for t in net.params.arrays()]
+    net.fit(X, y, epochs=3, batch_size=10, lr=0.5, seed=0, engine="generic", **fit)
+    return before, [host(t) for t in net.params.arrays()]
+
+
+FIT = {"optimizer": "momentum", "l2": 0.1, "dropout": 0.2}
+
+
+JAX_CHECK = """
+import numpy as np, test_optim as t
+before, after = t._trained("jax", "float32", **t.FIT)
+_, ref = t._trained("numpy", "float32", **t.FIT)
+assert not any(np.array_equal(a, b) for a, b in zip(before, after, strict=True)), "no update"
+for got, want in zip(after, ref, strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+print("ok")
+"""
+
+
+def test_jax_trains_like_numpy():
+    # jax.numpy's arrays are immutable: a namespace where in-place updates would be silently
+    # lost. Params.set rebinds them, so JAX trains like NumPy to float32 rounding. In a child
+    # process: JAX's threads must not be in this one when the fault tests fork.
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    assert run_python(JAX_CHECK).strip().endswith("ok")
+
+
+def test_torch_trains_like_numpy():
+    # PyTorch's tanh and axis sums round differently from NumPy's (its matmul and exp agree
+    # bit for bit here), so the two agree to float64 rounding, not bit for bit.
+    pytest.importorskip("torch")
+    _, after = _trained("torch", "float64", **FIT)
+    _, ref = _trained("numpy", "float64", **FIT)
+    for got, want in zip(after, ref, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+
+
+def test_array_api_strict_trains_bit_for_bit_like_numpy():
+    pytest.importorskip("array_api_strict")
+    _, after = _trained("array_api_strict", "float64", **FIT)
+    _, ref = _trained("numpy", "float64", **FIT)
+    for got, want in zip(after, ref, strict=True):
+        assert np.array_equal(got, want)

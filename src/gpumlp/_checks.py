@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Array, Namespace, dtype_name, on_namespace, to_device, to_host
+from .backend import Array, Namespace, dtype_name, index_dtype, on_namespace, to_device, to_host
 
 __all__ = [
     "check_int",
@@ -213,7 +213,7 @@ def prepare_targets(
                 f"{name} holds labels in [{labels.min()}, {labels.max()}] but the output layer has "
                 f"{n_out} units, so labels must lie in [0, {n_out - 1}]"
             )
-        labels_d = to_device(labels, xp)
+        labels_d = to_device(labels, xp, index_dtype(xp))
         Y = xp.astype(labels_d[:, None] == xp.arange(n_out, dtype=labels_d.dtype)[None, :], dtype)
         return Y, labels_d
     if arr.shape[1] != n_out:
@@ -228,7 +228,7 @@ def prepare_targets(
         )
     arr = finite_host_array(name, arr, dtype)  # the targets as the network sees them
     labels = (arr[:, 0] > 0.5) if n_out == 1 else np.argmax(arr, axis=1)
-    return to_device(arr, xp), to_device(labels.astype(np.int64), xp)
+    return to_device(arr, xp), to_device(labels.astype(np.int64), xp, index_dtype(xp))
 
 
 def check_params(

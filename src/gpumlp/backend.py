@@ -44,6 +44,7 @@ __all__ = [
     "dtype_name",
     "get_namespace",
     "import_namespace",
+    "index_dtype",
     "is_cupy",
     "on_namespace",
     "resolve_dtype",
@@ -257,6 +258,15 @@ def resolve_dtype(xp: Namespace, dtype: Any) -> Any:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return getattr(xp, name)
+
+
+def index_dtype(xp: Namespace) -> Any:
+    """The namespace's integer dtype for labels and counts: int64, or int32 where 64-bit
+    integers are off (JAX's default)."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    except (AttributeError, KeyError, TypeError):
+        return xp.int64
 
 
 def dtype_name(dtype: Any) -> str:

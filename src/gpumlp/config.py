@@ -95,6 +95,15 @@ class ModelSpec:
         name = dtype_name(resolve_dtype(xp, dtype))
         return cls(sizes, (hidden,) * (len(sizes) - 2) + (out,), the_cost, name, xp, init)
 
+    def describe(self) -> str:
+        """The network in one line, as ``Network``'s repr shows it."""
+        n = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        return (
+            f"Network({list(self.sizes)}, activation={self.activation!r}, output_activation="
+            f"{self.output_activation!r}, cost={self.cost.name!r}, dtype={self.dtype!r}, "
+            f"backend={self.backend!r}, params={n})"
+        )
+
     @property
     def xp_dtype(self) -> Any:
         """The namespace's dtype object for :attr:`dtype`."""

@@ -57,23 +57,24 @@ def threshold(p: float) -> int:
 
 
 @functools.cache
-def _carrier(name: str, xp: Namespace) -> tuple[Any, bool]:
-    """The integer dtype to hash in, and whether it needs masking to 32 bits."""
+def _constants(name: str, xp: Namespace) -> tuple[Any, bool, dict[str, Any]]:
+    """The integer dtype to hash in, whether it needs masking to 32 bits, and the hash's
+    constants as arrays of it, made once per namespace (not a copy to the device per step)."""
     try:
         probe = xp.asarray([3], dtype=xp.uint32)
         (probe >> 1) * xp.asarray(_M2, dtype=xp.uint32)
-        return xp.uint32, False
+        carrier, masked = xp.uint32, False
     except Exception:  # no uint32 arithmetic (PyTorch): emulate it in int64
-        return xp.int64, True
+        carrier, masked = xp.int64, True
+    values = {"m1": _M1, "m2": _M2, "full": MASK, "golden": _GOLDEN, "high": 1 << 16}
+    return carrier, masked, {k: xp.asarray(v, dtype=carrier) for k, v in values.items()}
 
 
-def _hash(x: Array, xp: Namespace, dtype: Any, masked: bool) -> Array:
-    m1, m2 = xp.asarray(_M1, dtype=dtype), xp.asarray(_M2, dtype=dtype)
-    full = xp.asarray(MASK, dtype=dtype)
+def _hash(x: Array, c: dict[str, Any], masked: bool) -> Array:
     x = x ^ (x >> 16)
-    x = (x * m1) & full if masked else x * m1
+    x = (x * c["m1"]) & c["full"] if masked else x * c["m1"]
     x = x ^ (x >> 15)
-    x = (x * m2) & full if masked else x * m2
+    x = (x * c["m2"]) & c["full"] if masked else x * c["m2"]
     return x ^ (x >> 16)
 
 
@@ -82,18 +83,17 @@ def keep_masks(
 ) -> list[Array]:
     """Inverted-dropout multipliers for one step: for each hidden layer ``l`` an array of shape
     ``(m, widths[l])`` and dtype ``dtype`` holding 0 (dropped) or ``1/(1 − p)`` (kept)."""
-    carrier, masked = _carrier(xp.__name__, xp)
-    cut = xp.asarray(threshold(p), dtype=carrier)
-    scale = 1.0 / (1.0 - p)
+    carrier, masked, c = _constants(xp.__name__, xp)
+    cut, scale = threshold(p), 1.0 / (1.0 - p)
     masks = []
     for layer, h in enumerate(widths):
-        e = xp.arange(m * h, dtype=carrier)
-        weyl = xp.asarray(stream(key, draw, layer), dtype=carrier) + e * xp.asarray(
-            _GOLDEN, dtype=carrier
-        )
+        s = stream(key, draw, layer)
+        # stream + e·golden, the stream added as two 16-bit halves: Python ints that small mix
+        # with the carrier's arrays on every namespace, so nothing is copied to the device.
+        weyl = xp.arange(m * h, dtype=carrier) * c["golden"] + c["high"] * (s >> 16) + (s & 0xFFFF)
         if masked:
-            weyl = weyl & xp.asarray(MASK, dtype=carrier)
-        kept = (_hash(weyl, xp, carrier, masked) >> 8) >= cut
+            weyl = weyl & c["full"]
+        kept = (_hash(weyl, c, masked) >> 8) >= cut
         masks.append(xp.reshape(xp.astype(kept, dtype) * scale, (m, h)))
     return masks
 

@@ -27,7 +27,6 @@ from .inputs import Inputs
 from .memory import (
     check_model_fits,
     check_training_fits,
-    param_count,
 )
 from .modelfile import (
     model_meta,
@@ -122,11 +121,7 @@ class Network:
     biases = property(lambda self: self.params.biases, doc="``biases[l]`` (n_{l+1},).")
 
     def __repr__(self) -> str:
-        return (
-            f"Network({self.sizes}, activation={self.activation!r}, output_activation="
-            f"{self.output_activation!r}, cost={self.cost.name!r}, dtype={self.spec.dtype!r}, "
-            f"backend={self.backend!r}, params={param_count(self.sizes)})"
-        )
+        return self.spec.describe()
 
     def summary(self) -> str:
         """A table of the layers (weight shape, activation, parameters), the total parameter

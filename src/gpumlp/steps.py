@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .backend import Array
+from .backend import Array, index_dtype
 from .dropout import keep_masks
 from .network import backprop
 from .optim import apply_update, regularize
@@ -55,7 +55,7 @@ class Step(Protocol):
 def predict_labels(a: Array, *, xp: Any) -> Array:
     """Class of each row of outputs ``a`` (m, n_out): argmax, or ``a > 0.5`` for one unit."""
     if a.shape[1] == 1:
-        return xp.astype(a[:, 0] > 0.5, xp.int64)
+        return xp.astype(a[:, 0] > 0.5, index_dtype(xp))
     return xp.argmax(a, axis=1)
 
 
@@ -89,7 +89,7 @@ class BatchLoop:
         n, bs = X.shape[0], self.state.config.batch_size
         want_cost, want_accuracy = "train_cost" in monitor, "train_accuracy" in monitor
         cost_sum = xp.zeros((), dtype=self.state.spec.xp_dtype)
-        correct = xp.zeros((), dtype=xp.int64)
+        correct = xp.zeros((), dtype=index_dtype(xp))
         for b, k in enumerate(range(0, n, bs)):
             rows = slice(k, min(k + bs, n))  # clamped: the array API leaves ranges past n open
             if perm is None:
@@ -102,7 +102,9 @@ class BatchLoop:
             if want_cost:
                 cost_sum = cost_sum + self.cost_sum(a, y)
             if want_accuracy:
-                correct = correct + xp.sum(xp.astype(predict_labels(a, xp=xp) == lab, xp.int64))
+                correct = correct + xp.sum(
+                    xp.astype(predict_labels(a, xp=xp) == lab, index_dtype(xp))
+                )
             if progress is not None:
                 progress(1)
         return cost_sum, correct

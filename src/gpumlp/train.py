@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .backend import Array, to_device
+from .backend import Array, index_dtype, to_device
 from .config import ModelSpec
 from .errors import DivergedError
 from .history import History
@@ -44,12 +44,14 @@ def evaluate_arrays(
     xp = spec.xp
     n = X.shape[0]
     cost_sum = xp.zeros((), dtype=spec.xp_dtype)
-    correct = xp.zeros((), dtype=xp.int64)
+    correct = xp.zeros((), dtype=index_dtype(xp))
     for k in range(0, n, chunk):
         rows = slice(k, min(k + chunk, n))
         a = feedforward(params, X[rows, ...], activations=spec.activations, xp=xp)
         cost_sum = cost_sum + xp.sum(spec.cost.fn(a, Y[rows, ...], xp=xp))
-        correct = correct + xp.sum(xp.astype(predict_labels(a, xp=xp) == labels[rows], xp.int64))
+        correct = correct + xp.sum(
+            xp.astype(predict_labels(a, xp=xp) == labels[rows], index_dtype(xp))
+        )
     return float(cost_sum) / n, int(correct) / n
 
 

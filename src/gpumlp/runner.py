@@ -1,0 +1,184 @@
+"""One training run from flags, as ``gpumlp train`` and each trial of ``gpumlp sweep`` do it.
+
+:func:`plan_run` checks everything that can be checked before a run folder is touched: the
+network against the data (``--sizes`` or ``--hidden``), the names, the engine against the
+backend, the memory the run needs, the training settings. :func:`execute` then writes the run
+folder: ``args.json``, the checkpoint as it trains, ``history.json``/``.csv`` and ``model.npz``.
+Nothing here prints; callers pass ``on_epoch`` and ``progress``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import signals
+from .atomicio import atomic_write_bytes
+from .config import ModelSpec, TrainConfig
+from .engines import check_engine
+from .errors import DivergedError, TrainingInterrupted
+from .history import History
+from .memory import check_model_fits, check_training_fits
+from .model import Network
+from .sources import DataSet
+
+__all__ = ["FIT_FLAGS", "RunPlan", "execute", "plan_run", "sizes_for"]
+
+FIT_FLAGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "optimizer",
+    "momentum",
+    "l2",
+    "l1",
+    "dropout",
+    "schedule",
+    "patience",
+    "checkpoint_every",
+    "engine",
+)
+"""The flags that are ``Network.fit`` settings of the same name."""
+_NET_FLAGS = ("activation", "output_activation", "cost", "init", "dtype", "backend")
+
+
+def sizes_for(flags: dict[str, Any], data: DataSet, *, hidden_given: bool = False) -> list[int]:
+    """The layer sizes: ``hidden`` between the data's width and outputs, else ``sizes``, which
+    must fit the data. ValueError naming the flag otherwise."""
+    d, k = data.n_features, data.n_outputs
+    if flags.get("hidden") is not None:
+        if hidden_given:
+            raise ValueError("give --sizes or --hidden, not both")
+        return [d, *flags["hidden"], k]
+    sizes = list(flags["sizes"])
+    if sizes[0] != d:
+        raise ValueError(
+            f"--sizes {','.join(map(str, sizes))} takes {sizes[0]} inputs, but the data has "
+            f"{d} features per example (use --hidden to size the network from the data)"
+        )
+    if data.train[1].ndim == 1 and sizes[-1] < k and not (sizes[-1] == 1 and k == 2):
+        raise ValueError(f"--sizes ends with {sizes[-1]} outputs, but the data has {k} classes")
+    return sizes
+
+
+@dataclass
+class RunPlan:
+    """A run checked and ready: the flags in effect, the network's spec, ``fit``'s settings,
+    the data, and the split scored after each epoch (``scored`` names it)."""
+
+    flags: dict[str, Any]
+    spec: ModelSpec
+    fit: dict[str, Any]
+    data: DataSet
+    scored: str
+    watch: tuple[Any, Any] | None
+
+
+def plan_run(flags: dict[str, Any], data: DataSet) -> RunPlan:
+    """Check ``flags`` (with ``sizes`` resolved) against ``data`` and this machine.
+
+    Raises ValueError/TypeError naming the flag, OutOfMemory naming ``--sizes``,
+    BackendUnavailableError for a backend that cannot run here.
+    """
+    spec = ModelSpec.build(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS})
+    check_engine(spec, flags["engine"])
+    n = len(data.train[0])
+    check_model_fits(spec.sizes, spec.dtype, spec.xp, argument="--sizes")
+    check_training_fits(
+        spec.sizes,
+        spec.dtype,
+        spec.xp,
+        optimizer=flags["optimizer"],
+        n=n,
+        batch_size=flags["batch_size"],
+        dropout=flags["dropout"],
+        early_stopping=flags["patience"] is not None,
+        argument="--sizes",
+    )
+    fit = {k: flags[k] for k in FIT_FLAGS}
+    config = TrainConfig(**fit)  # refuses bad settings and combinations now
+    if flags.get("monitor_set") == "validation" and data.validation is not None:
+        scored, watch = "validation", data.validation
+    elif data.test is not None:
+        scored, watch = "test", data.test
+    else:
+        scored, watch = "validation", data.validation
+    if config.watches_validation and watch is None:
+        raise ValueError("--schedule plateau and --patience need a validation or test set")
+    return RunPlan(dict(flags), spec, fit, data, scored, watch)
+
+
+def execute(
+    plan: RunPlan,
+    out: Path,
+    *,
+    resume: Path | None = None,
+    progress: Callable[..., Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[Network, History, DivergedError | None]:
+    """Train ``plan`` into the run folder ``out`` (made and locked by the caller).
+
+    Returns the network, its history and, when training diverged, the DivergedError (the
+    history and model still saved). Raises TrainingInterrupted after saving the history of the
+    finished epochs; OSError when a file cannot be written (the message names the file and
+    says what is intact).
+    """
+    flags = plan.flags
+    data = None if flags.get("data") is None else str(Path(flags["data"]).resolve())
+    atomic_write_bytes(out / "args.json", json.dumps(flags | {"data": data}, indent=1).encode())
+    net = Network(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS}, seed=flags["seed"])
+    checkpoint, diverged = out / "checkpoint.npz", None
+    try:
+        # Overflow on the way to NaN is expected when training diverges; the epoch check says so.
+        with (
+            signals.interrupts_from_signals(),
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        ):
+            history = net.fit(
+                *plan.data.train,
+                validation_data=plan.watch,
+                checkpoint=checkpoint,
+                resume=resume,
+                scored=plan.scored,
+                progress=progress,
+                standardize=bool(flags.get("standardize")),
+                on_epoch=on_epoch,
+                **plan.fit,
+            )
+    except DivergedError as exc:
+        history, diverged = exc.history, exc
+    except TrainingInterrupted as exc:
+        with signals.deferred():
+            exc.history.save(out)
+        raise
+    except OSError as exc:  # a checkpoint write failed mid-run (disk full, ...)
+        raise _named(
+            exc,
+            f"cannot write {str(exc.filename or checkpoint)!r}: "
+            f"{exc.strerror or exc}; the previous checkpoint, if any, is intact",
+        ) from exc
+    try:
+        with signals.deferred():
+            history.save(out)
+            net.save(out / "model.npz")
+    except OSError as exc:
+        raise _named(
+            exc,
+            f"cannot write {str(exc.filename or out)!r}: "
+            f"{exc.strerror or exc}; training finished and {checkpoint} holds it: free "
+            f"space and run gpumlp train --resume {out} to write the model",
+        ) from exc
+    return net, history, diverged
+
+
+def _named(exc: OSError, message: str) -> OSError:
+    """An OSError with ``message`` (naming the file and what is intact) and ``exc``'s errno."""
+    named = OSError(message)
+    named.errno = exc.errno
+    return named
