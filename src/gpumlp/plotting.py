@@ -2,8 +2,10 @@
 
 :func:`plot_run` reads ``history.json`` (written by ``gpumlp train``: ``{"epochs": [{"epoch",
 "lr", "train_cost", "train_accuracy", "val_cost", "val_accuracy", "seconds"}, ...],
-"stop_reason": ...}``, None where a value was not measured) and draws training against
-validation curves, the book's figures of chapter 3. Matplotlib is imported only here, only when
+"stop_reason": ..., "scored_set": "validation" or "test"}``, None where a value was not
+measured) and draws training curves against those of the set scored after each epoch, the
+book's figures of chapter 3. The legend names that set as ``scored_set`` does (histories
+written before it existed read as "validation"). Matplotlib is imported only here, only when
 called, and only through its object-oriented API on the Agg canvas: no pyplot state, no display.
 """
 
@@ -52,6 +54,8 @@ def _figure_png(history: dict[str, Any], what: str, title: str) -> bytes | None:
     from matplotlib.figure import Figure
 
     records = history["epochs"]
+    scored = history.get("scored_set")
+    scored = scored if scored in ("test", "validation") else "validation"
     x = [i if r.get("epoch") is None else r["epoch"] for i, r in enumerate(records)]
     series = []
     for key, label in _SERIES[what]:
@@ -59,6 +63,7 @@ def _figure_png(history: dict[str, Any], what: str, title: str) -> bytes | None:
         if all(v is None for v in values):
             continue
         scale = 100.0 if what == "accuracy" else 1.0
+        label = scored if label == "validation" else label
         series.append((label, [math.nan if v is None else v * scale for v in values]))
     if not series:
         return None

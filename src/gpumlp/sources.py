@@ -2,11 +2,23 @@
 
 :func:`load_data` reads what ``gpumlp train --data`` names and returns a :class:`DataSet`:
 training, validation and test splits on the host, the input width, the number of outputs, and
-which split is scored after each epoch.
+the class names when the file gave them. The format is told by the content, not the name:
+
+* a folder: MNIST IDX files (MNIST, Fashion-MNIST, KMNIST: any 28×28 set in that layout);
+* a zip (``.npz``): with ``x_train``, a Keras-style MNIST; with ``X``, a table
+  (:func:`gpumlp.tabular.read_table_npz`); only the member names are read to tell them apart;
+* gzip or a pickle: the book's ``mnist.pkl.gz`` (an IDX file alone: refused, naming it);
+* an ``.npy`` file: the inputs X, with ``labels`` naming y.npy (memory-mapped);
+* text (``.csv``/``.tsv``/``.txt``, or UTF-8 text not named ``.npz``, ``.npy``, ``.gz``,
+  ``.pkl``): a CSV table, ``label_column`` picking the labels.
+
+``val_split`` holds out that fraction of the training rows as the validation split, drawn by
+``seed``, for files that have no validation split of their own.
 """
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +26,17 @@ from typing import Any
 import numpy as np
 
 from .datasets import load_mnist
+from .safeio import require_memory
+from .tabular import Table, is_npy, read_csv, read_npy_pair, read_table_npz
 
-__all__ = ["DataSet", "load_data"]
+__all__ = ["DataSet", "check_mnist_flags", "data_format", "hold_out", "load_data"]
 
 Split = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+FORMATS = (
+    "MNIST (mnist.pkl.gz, a Keras-style mnist.npz, a folder of IDX files), a table .npz "
+    "(X, y), a .csv file, or X.npy with --labels y.npy"
+)
 
 
 @dataclass
@@ -27,9 +46,10 @@ class DataSet:
     Attributes
     ----------
     name : short name for run folders ("mnist", or the file's stem)
-    train : (X (n, d), y (n,) labels or (n, k) targets)
+    train : (X (n, d), y (n,) int64 labels or (n, k) targets)
     validation, test : splits like ``train``, or None
-    kind : "images" (28×28 digits: ``predict`` takes pictures) or "table"
+    kind : "images" (28×28 pictures: ``predict`` takes them) or "table"
+    classes : names of classes 0..k-1 when the file gave names, else None
     """
 
     name: str
@@ -37,6 +57,7 @@ class DataSet:
     validation: Split | None
     test: Split | None
     kind: str = "images"
+    classes: tuple[str, ...] | None = None
 
     @property
     def n_features(self) -> int:
@@ -45,10 +66,13 @@ class DataSet:
 
     @property
     def n_outputs(self) -> int:
-        """Classes (labels 0..k-1 in any split) or target width."""
+        """Target width k of (n, k) targets; else the classes: the names given, or one more
+        than the largest label of any split."""
         ys = [s[1] for s in (self.train, self.validation, self.test) if s is not None]
         if ys[0].ndim == 2:
             return int(ys[0].shape[1])
+        if self.classes is not None:
+            return len(self.classes)
         return int(max(int(y.max()) for y in ys if y.size) + 1)
 
     def limited(self, limit: int | None) -> DataSet:
@@ -56,11 +80,136 @@ class DataSet:
         if limit is None:
             return self
         X, y = self.train
-        return DataSet(self.name, (X[:limit], y[:limit]), self.validation, self.test, self.kind)
+        train = (X[:limit], y[:limit])
+        return DataSet(self.name, train, self.validation, self.test, self.kind, self.classes)
 
 
-def load_data(data: str | None) -> DataSet:
-    """Read the data set ``gpumlp train --data`` names: None is MNIST from the cache."""
-    train, validation, test = load_mnist(data)
-    name = "mnist" if data is None else Path(data).stem.split(".")[0] or "mnist"
-    return DataSet(name, train, validation, test, "images")
+def check_mnist_flags(
+    labels: str | None, label_column: str | int | None, val_split: float | None
+) -> None:
+    """Refuse the table flags for MNIST (ValueError naming the flag), before it is fetched."""
+    _check_flags("mnist", "MNIST", labels, label_column)
+    if val_split is not None:
+        raise ValueError(
+            "--val-split: MNIST already has a validation split (the last 10,000 training "
+            "images); leave --val-split out"
+        )
+
+
+def _check_flags(fmt: str, what: str, labels: Any, label_column: Any) -> None:
+    if labels is not None and fmt != "npy":
+        raise ValueError(
+            f"--labels is for --data X.npy (inputs as an .npy file); {what} holds its own labels"
+        )
+    if label_column is not None and fmt != "csv":
+        raise ValueError(f"--label-column is for --data FILE.csv; {what} is not a CSV file")
+    if labels is None and fmt == "npy":
+        raise ValueError(
+            f"{what} is an .npy file of inputs X: give its labels or targets with --labels y.npy"
+        )
+
+
+def data_format(path: Path) -> str:
+    """What ``path`` holds: "mnist", "npz" (a table), "npy" (inputs X) or "csv", told by its
+    content (a zip by its member names alone). ValueError naming it when none fits."""
+    if path.is_dir():
+        return "mnist"
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    if not head:
+        raise ValueError(f"{path} is empty; --data takes {FORMATS}")
+    if head.startswith(b"PK"):
+        try:
+            with path.open("rb") as f, zipfile.ZipFile(f) as zf:
+                names = {n.removesuffix(".npy") for n in zf.namelist()}
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{path}: not a valid MNIST npz or table npz ({exc})") from None
+        return "mnist" if "x_train" in names else "npz"
+    if is_npy(path):
+        return "npy"
+    if head.startswith((b"\x1f\x8b", b"\x80", b"\0\0\x08")):  # gzip, pickle, IDX: MNIST's
+        return "mnist"
+    try:
+        head.decode("utf-8")
+        text = b"\0" not in head
+    except UnicodeDecodeError as exc:  # a character cut at the end of the sample is fine
+        text = b"\0" not in head and exc.start >= len(head) - 3
+    binary = path.suffix.lower() in (".npz", ".npy", ".gz", ".pkl", ".zip")  # named, not text
+    if (text and not binary) or path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return "csv"
+    raise ValueError(f"{path} is in no known format; --data takes {FORMATS}")
+
+
+def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split ``(X (n, d), y)`` into training and validation rows: ``round(fraction·n)``
+    rows drawn by ``default_rng(seed)`` (the same seed holds out the same rows), both parts
+    in file order. The parts are copies (of a memory-mapped X too)."""
+    X, y = split
+    n = len(X)
+    n_val = round(fraction * n)
+    if not 0 < n_val < n:
+        raise ValueError(
+            f"--val-split {fraction:g} of {n} rows holds out {n_val}: it must leave at least one "
+            "row for validation and one for training"
+        )
+    require_memory(X.nbytes + y.nbytes, f"--val-split of X {X.shape} {X.dtype}")
+    perm = np.random.default_rng(seed).permutation(n)
+    train, val = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    return (X[train], y[train]), (X[val], y[val])
+
+
+def load_data(
+    data: str | None,
+    *,
+    labels: str | None = None,
+    label_column: str | int | None = None,
+    val_split: float | None = None,
+    seed: int = 0,
+) -> DataSet:
+    """Read the data set ``gpumlp train --data`` names (see the module docstring).
+
+    Parameters
+    ----------
+    data : a file or folder; None is MNIST from the cache
+    labels : with ``data`` an X.npy, the y.npy of its labels (n,) or targets (n, k)
+    label_column : with a CSV, the label column: a header's name or a 0-based index (negative
+        counts from the end); default the last column
+    val_split : fraction in (0, 1) of the training rows to hold out as the validation split,
+        for data without one
+    seed : seeds the rows ``val_split`` holds out
+
+    Raises
+    ------
+    FileNotFoundError naming the file; ValueError naming the file (row, column, array) or the
+    flag that does not fit the data.
+    """
+    if data is None:
+        check_mnist_flags(labels, label_column, val_split)
+        return DataSet("mnist", *load_mnist(None), kind="images")
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--data {str(data)!r} does not exist; it takes {FORMATS}")
+    fmt = data_format(path)
+    _check_flags(fmt, str(path), labels, label_column)
+    name = path.stem.split(".")[0] or "data"
+    if fmt == "mnist":
+        table, kind = Table(*load_mnist(path)), "images"
+    elif fmt == "npz":
+        table, kind = read_table_npz(path), "table"
+    elif fmt == "npy":
+        y_path = Path(str(labels)).expanduser()
+        if not y_path.is_file():
+            raise FileNotFoundError(f"--labels {str(labels)!r} does not exist or is not a file")
+        table, kind = read_npy_pair(path, y_path), "table"
+    else:
+        table, kind = read_csv(path, label_column), "table"
+    train, validation = table.train, table.validation
+    if val_split is not None:
+        if validation is not None:
+            held = "X_val" if fmt == "npz" else "the last sixth of its training images"
+            raise ValueError(
+                f"--val-split: {path} already has a validation split ({held}); leave "
+                "--val-split out"
+            )
+        train, validation = hold_out(train, val_split, seed)
+    return DataSet(name, train, validation, table.test, kind, table.classes)

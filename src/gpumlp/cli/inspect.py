@@ -17,7 +17,7 @@ import numpy as np
 from ..backend import to_host
 from ..loader import load
 from ..model import Network
-from ..sources import load_data
+from ..sources import DataSet, data_format, load_data
 from ._args import UsageError
 
 __all__ = ["add_parsers", "model_path"]
@@ -28,6 +28,13 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
     e = sub.add_parser("eval", parents=parents, help="accuracy and confusion matrix on a test set")
     e.add_argument("model", help="model or checkpoint .npz, or a run folder")
     e.add_argument("--data", default=None, help="data set (default: the run's, else MNIST)")
+    e.add_argument("--labels", default=None, help="with --data X.npy: its labels y.npy")
+    e.add_argument(
+        "--label-column",
+        default=None,
+        help="with --data FILE.csv: the label column, by header name or 0-based index "
+        "(default: the run's, else the last column)",
+    )
     e.add_argument("--backend", default="auto")
     pr = sub.add_parser("predict", parents=parents, help="classify pictures of digits")
     pr.add_argument("model", help="model or checkpoint .npz, or a run folder")
@@ -52,28 +59,71 @@ def model_path(value: str) -> Path:
     return path
 
 
-def _run_data(model: Path) -> str | None:
-    """The data a run folder trained on (its args.json), if the model is in one."""
+_RUN_DATA = ("data", "labels", "label_column", "val_split", "seed")
+
+
+def _run_args(model: Path) -> dict[str, Any]:
+    """The data flags of the run a model was trained in (its folder's ``args.json``), those
+    of the right type; empty when the model is not in a run folder."""
     args = model.parent / "args.json"
     if not args.is_file():
-        return None
+        return {}
     try:
-        data = json.loads(args.read_text()).get("data")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return data if isinstance(data, str) else None
+        saved = json.loads(args.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    kinds = {"data": str, "labels": str, "label_column": str | int, "val_split": float,
+             "seed": int}  # fmt: skip
+    return {k: saved[k] for k in _RUN_DATA if isinstance(saved.get(k), kinds[k])}
+
+
+def _eval_data(
+    given: str | None, run: dict[str, Any], *, labels: str | None, column: str | None
+) -> tuple[DataSet, bool]:
+    """The data ``eval`` scores, and whether it is the run's own: its data, labels, label
+    column and held-out rows, when ``--data`` is not given or names the run's file (and no
+    other labels are given); else ``--data`` with ``labels``, and ``column`` (default the
+    run's) when it is a CSV."""
+    if given is None and (labels is not None or column is not None):
+        raise UsageError("--labels and --label-column go with --data")
+    same = given is not None and "data" in run and Path(given).resolve() == Path(run["data"])
+    if given is None or (same and labels is None and column is None):
+        own = load_data(
+            run.get("data"),
+            labels=run.get("labels"),
+            label_column=run.get("label_column"),
+            val_split=run.get("val_split"),
+            seed=run.get("seed", 0),
+        )
+        return own, True
+    path = Path(given)
+    fmt = data_format(path) if path.is_file() else None
+    if fmt == "csv" and column is None:
+        column = run.get("label_column")
+    return load_data(given, labels=labels, label_column=column), False
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Accuracy, cost and confusion matrix of the model on its data's test split."""
+    """Accuracy, cost and confusion matrix of the model on its data's test split (else its
+    validation split)."""
     path = model_path(args.model)
     net = load(path, backend=args.backend)
-    data = load_data(args.data if args.data is not None else _run_data(path))
+    run = _run_args(path)
+    data, own = _eval_data(args.data, run, labels=args.labels, column=args.label_column)
     scored, split = (
-        ("test", data.test) if data.test is not None else ("validation", data.validation)
+        ("the test set", data.test)
+        if data.test is not None
+        else ("the validation set", data.validation)
     )
+    if split is None and not own:  # another file of examples: score all of it
+        scored, split = f"all {len(data.train[0])} examples of {args.data}", data.train
     if split is None:
-        raise UsageError("the data has no test or validation split to evaluate on")
+        raise UsageError(
+            "the data has no test or validation split to evaluate on (train with --val-split "
+            "to hold one out)"
+        )
     X, y = split
     if net.sizes[0] != data.n_features:
         raise UsageError(
@@ -81,13 +131,16 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{data.n_features} features per example"
         )
     result = net.evaluate(X, y)
-    labels = y if y.ndim == 1 else np.argmax(y, axis=1)
+    if y.ndim == 1:
+        labels = y
+    else:  # targets: the class is the largest, or for one unit whether it passes 0.5
+        labels = (y[:, 0] > 0.5).astype(np.int64) if y.shape[1] == 1 else np.argmax(y, axis=1)
     pred = to_host(net.predict(X))
     k = max(net.sizes[-1], 2)
     print(
         f"{args.model}: accuracy {result['accuracy']:.4f} "
         f"({int(np.sum(pred == labels))} / {len(labels)}), cost {result['cost']:.4f} "
-        f"on the {scored} set"
+        f"on {scored}"
     )
     if k <= 20:
         confusion = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
@@ -95,6 +148,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print("     " + " ".join(f"{j:5d}" for j in range(k)))
         for i, row in enumerate(confusion):
             print(f"{i:3d}  " + " ".join(f"{v:5d}" for v in row))
+        if data.classes is not None:
+            print("classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(data.classes)))
     return 0
 
 

@@ -19,7 +19,7 @@ from ..errors import TrainingInterrupted
 from ..reporting import printing, progress_bar
 from ..rundir import TRAIN_DEFAULTS, plan_folder, resume_path, resumed_flags, run_folder
 from ..runner import execute, plan_run, sizes_for
-from ..sources import DataSet, load_data
+from ..sources import DataSet, check_mnist_flags, load_data
 from ._args import add_train_flags
 from .tools import ensure_mnist
 
@@ -53,9 +53,23 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Data
     if flags["seed"] is None:
         flags["seed"] = secrets.randbelow(2**32)
     if flags["data"] is None:
+        check_mnist_flags(flags["labels"], flags["label_column"], flags["val_split"])
         ensure_mnist()
-    data = load_data(flags["data"]).limited(flags["limit"])
+    data = load_data(
+        flags["data"],
+        labels=flags["labels"],
+        label_column=flags["label_column"],
+        val_split=flags["val_split"],
+        seed=flags["seed"],
+    ).limited(flags["limit"])
+    if flags["labels"] is not None:  # args.json must name it wherever eval is run from
+        flags["labels"] = str(Path(flags["labels"]).expanduser().resolve())
     flags["sizes"] = sizes_for(flags, data, hidden_given="sizes" in given)
+    if data.train[1].ndim == 2 and flags["sizes"][-1] != data.n_outputs:
+        raise ValueError(
+            f"--sizes {','.join(map(str, flags['sizes']))} ends with {flags['sizes'][-1]} "
+            f"outputs, but the targets y have {data.n_outputs} columns"
+        )
     return flags, resume, data
 
 

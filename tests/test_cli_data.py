@@ -1,0 +1,281 @@
+"""``gpumlp train --data`` on your own tables, then ``gpumlp eval``, through the real command.
+
+The problem is three Gaussian blobs in 5-D (300 rows), which a small network separates in a
+few epochs: a run that did not learn cannot pass. Training runs in a subprocess
+(``python -m gpumlp``) on the NumPy backend; the bad inputs call ``main`` in the process (the
+same code, faster), one of them also in a subprocess for the real exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpumlp
+from gpumlp.cli import main
+
+ENV = {**os.environ, "GPUMLP_BACKEND": "numpy", "OPENBLAS_NUM_THREADS": "1"}
+FAST = ["--epochs", "6", "--lr", "1.0", "--quiet"]
+SPECIES = np.array(["setosa", "versicolor", "virginica"])
+
+
+def gpumlp_cmd(*argv: object, cwd: Path) -> tuple[int, str, str]:
+    """``python -m gpumlp argv`` in ``cwd`` -> (exit status, stdout, stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gpumlp", *map(str, argv)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def last_epoch(stdout: str, scored: str) -> tuple[int, int]:
+    """(right, out of) of the last epoch line scoring ``scored``."""
+    right, total = re.findall(rf"^Epoch \d+: (\d+) / (\d+) {scored} ", stdout, re.M)[-1]
+    return int(right), int(total)
+
+
+def evaluated(stdout: str) -> tuple[int, int, str]:
+    right, total, scored = re.search(
+        r"\((\d+) / (\d+)\), cost [\d.]+ on the (\w+) set", stdout
+    ).groups()
+    return int(right), int(total), scored
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """blobs.csv (header; labels are names, in column 2), val.npz (X, y, X_val, y_val),
+    test.npz (X, y, X_test, y_test), plain.npz (X, y), X.npy and y.npy."""
+    root = tmp_path_factory.mktemp("tables")
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0.0, 3.0, (3, 5))
+    y = rng.integers(0, 3, 300)
+    X = (centers[y] + rng.standard_normal((300, 5))).astype(np.float32)
+    with (root / "blobs.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["f0", "f1", "species", "f2", "f3", "f4"])
+        for row, label in zip(X.tolist(), SPECIES[y], strict=True):
+            w.writerow([*row[:2], label, *row[2:]])
+    np.savez(root / "val.npz", X=X[:240], y=y[:240], X_val=X[240:], y_val=y[240:])
+    np.savez(root / "test.npz", X=X[:240], y=y[:240], X_test=X[240:], y_test=y[240:])
+    np.savez(root / "plain.npz", X=X, y=y)
+    np.save(root / "X.npy", X)
+    np.save(root / "y.npy", y)
+    return root
+
+
+def test_csv_by_column_name_with_hidden_and_standardize_then_eval(folder, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = gpumlp_cmd(
+        "train", "--data", "blobs.csv", "--label-column", "species", "--hidden", "16,8",
+        "--standardize", "--val-split", "0.2", "--seed", "3", "--out", run, *FAST,
+        cwd=folder,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "on 240 examples, validation set after each epoch" in out
+    right, total = last_epoch(out, "validation")
+    assert total == 60 and right >= 57, out  # chance is 20
+    net = gpumlp.load(run / "model.npz", backend="numpy")
+    assert net.sizes == [5, 16, 8, 3] and net.standardized
+    assert net.input_mean.shape == (5,)
+    code, out, err = gpumlp_cmd("eval", run, cwd=tmp_path)  # args.json finds the data
+    assert code == 0, err
+    assert evaluated(out) == (right, total, "validation")  # the same held-out rows
+    assert "classes: 0 setosa, 1 versicolor, 2 virginica" in out
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_npz_scores_its_own_split_and_names_it(folder, tmp_path, split):
+    scored = {"val": "validation", "test": "test"}[split]
+    run = tmp_path / "run"
+    code, out, err = gpumlp_cmd(
+        "train", "--data", f"{split}.npz", "--hidden", "12", "--seed", "1", "--out", run, *FAST,
+        cwd=folder,
+    )  # fmt: skip
+    assert code == 0, err
+    right, total = last_epoch(out, scored)
+    assert total == 60 and right >= 57, out
+    header = (run / "history.csv").read_text().splitlines()[0]
+    prefix = "val" if scored == "validation" else "test"
+    assert header == f"epoch,lr,train_cost,train_accuracy,{prefix}_cost,{prefix}_accuracy,seconds"
+    assert json.loads((run / "history.json").read_text())["scored_set"] == scored
+    code, out, err = gpumlp_cmd("eval", run / "model.npz", "--data", folder / f"{split}.npz",
+                                cwd=tmp_path)  # fmt: skip
+    assert code == 0, err
+    assert evaluated(out) == (right, total, scored)
+    assert legend(run) == ["training", scored]
+
+
+def legend(run: Path) -> list[str]:
+    """The legend of the cost figure ``gpumlp plot`` draws for ``run`` (the first it draws)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from gpumlp.plotting import plot_run
+
+    seen: list[list[str]] = []
+    real = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        seen.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return real(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "savefig", savefig)
+        plot_run(run)
+    return seen[0]
+
+
+def test_val_split_holds_out_the_same_rows_for_the_same_seed(folder, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        argv = ["--val-split", "0.2", "--seed", "5", "--hidden", "8", "--out", tmp_path / name]
+        code, out, err = gpumlp_cmd("train", "--data", "plain.npz", *argv, *FAST, cwd=folder)
+        assert code == 0, err
+        runs.append(json.loads((tmp_path / name / "history.json").read_text())["epochs"])
+    keys = ("train_cost", "val_cost", "val_accuracy")
+    assert [[r[k] for k in keys] for r in runs[0]] == [[r[k] for k in keys] for r in runs[1]]
+    assert runs[0][-1]["val_accuracy"] >= 0.95
+    code, out, err = gpumlp_cmd("eval", tmp_path / "a", cwd=tmp_path)
+    assert code == 0, err
+    right, total, scored = evaluated(out)
+    assert (total, scored) == (60, "validation") and right / total == runs[0][-1]["val_accuracy"]
+
+
+def test_npy_pair_trains_and_evaluates_from_anywhere(folder, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = gpumlp_cmd(
+        "train", "--data", "X.npy", "--labels", "y.npy", "--val-split", "0.25", "--seed", "2",
+        "--sizes", "5,10,3", "--out", run, *FAST, cwd=folder,
+    )  # fmt: skip
+    assert code == 0, err
+    right, total = last_epoch(out, "validation")
+    assert total == 75 and right >= 71, out
+    args = json.loads((run / "args.json").read_text())
+    assert args["labels"] == str(folder / "y.npy")  # absolute, so eval works from anywhere
+    code, out, err = gpumlp_cmd("eval", run, cwd=tmp_path)
+    assert code == 0, err
+    assert evaluated(out) == (right, total, "validation")
+    # another file of examples (here the same rows, reordered) is scored whole
+    X, y = np.load(folder / "X.npy"), np.load(folder / "y.npy")
+    np.save(tmp_path / "X2.npy", X[::-1])
+    np.save(tmp_path / "y2.npy", y[::-1])
+    code, out, err = gpumlp_cmd("eval", run, "--data", "X2.npy", "--labels", "y2.npy", cwd=tmp_path)
+    assert code == 0, err
+    score = re.search(r"\((\d+) / 300\), cost [\d.]+ on all 300 examples of X2.npy$", out, re.M)
+    assert score and int(score[1]) >= 285, out
+    net = gpumlp.load(run / "model.npz")
+    assert int(score[1]) == int(np.sum(net.predict(X) == y))
+
+
+# -- bad inputs: exit status 2, one line naming the cause, nothing written ----------------------
+
+
+def run_main(*argv: object) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def bad(tmp_path) -> Path:
+    """Bad files beside good ones."""
+    (tmp_path / "cell.csv").write_text("a,b,label\n1,2,0\n3,x,1\n")
+    (tmp_path / "ragged.csv").write_text("a,b,label\n1,2,0\n3,4\n")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "good.csv").write_text("a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
+    X = np.ones((4, 3), np.float32)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", np.array([0, 1, 0, 1]))
+    np.save(tmp_path / "y3.npy", np.array([0, 1, 0]))
+    np.save(tmp_path / "yfrac.npy", np.array([0, 0.5, 1, 0]))
+    np.save(tmp_path / "Y4.npy", np.eye(4))
+    np.savez(tmp_path / "val.npz", X=X, y=np.zeros(4), X_val=X, y_val=np.zeros(4))
+    np.savez(tmp_path / "noX.npz", features=X)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data", "cell.csv"], r"cell.csv: row 3, column 'b' \(index 1\) holds 'x'"),
+        (["--data", "good.csv", "--label-column", "kind"], "no column of that name"),
+        (["--data", "good.csv", "--label-column", "5"], "--label-column 5 is out of range"),
+        (["--data", "ragged.csv"], "row 3 has 2 cells, but row 1 (the header) has 3"),
+        (["--data", "empty.csv"], "empty.csv is empty"),
+        (["--data", "X.npy", "--labels", "y3.npy"], r"y3.npy must be labels \(4,\)"),
+        (["--data", "X.npy", "--labels", "yfrac.npy"], "yfrac.npy holds 0.5 at index 1"),
+        (["--data", "good.csv", "--labels", "y.npy"], "--labels is for --data X.npy"),
+        (["--labels", "y.npy"], "--labels is for --data X.npy"),
+        (["--data", "val.npz", "--val-split", "0.2"], "already has a validation split"),
+        (["--data", "good.csv", "--val-split", "1.5"], "--val-split: must lie in"),
+        (["--data", "noX.npz"], r"noX.npz holds no array 'X' \(it holds features\)"),
+        (
+            ["--data", "X.npy", "--labels", "Y4.npy", "--sizes", "3,5,3"],
+            "--sizes 3,5,3 ends with 3 outputs, but the targets y have 4 columns",
+        ),
+        (
+            ["--data", "good.csv", "--sizes", "3,5,2"],
+            "--sizes 3,5,2 takes 3 inputs, but the data has 2 features",
+        ),
+    ],
+    ids=[
+        "cell",
+        "column-name",
+        "column-index",
+        "ragged",
+        "empty",
+        "lengths",
+        "fraction",
+        "labels-with-csv",
+        "labels-without-data",
+        "val-split-with-X_val",
+        "val-split-1.5",
+        "npz-without-X",
+        "targets-width",
+        "input-width",
+    ],
+)
+def test_bad_input_exits_2_with_one_line(bad, monkeypatch, argv, message):
+    monkeypatch.chdir(bad)
+    monkeypatch.setenv("GPUMLP_BACKEND", "numpy")
+    code, _, err = run_main("train", *argv, "--out", "run", "--epochs", "1", "--quiet")
+    assert code == 2
+    assert err.startswith("gpumlp: error: ") and err.count("\n") == 1, err
+    assert re.search(message if "\\" in message else re.escape(message), err), err
+    assert not (bad / "run").exists() and not (bad / "runs").exists()
+
+
+def test_bad_input_in_a_subprocess(bad):
+    code, out, err = gpumlp_cmd("train", "--data", "cell.csv", "--out", "run", cwd=bad)
+    assert code == 2 and out == ""
+    assert (
+        err
+        == "gpumlp: error: cell.csv: row 3, column 'b' (index 1) holds 'x', not a finite number\n"
+    )
+
+
+def test_eval_errors_say_what_is_missing(bad, monkeypatch):
+    monkeypatch.chdir(bad)
+    monkeypatch.setenv("GPUMLP_BACKEND", "numpy")
+    assert run_main("train", "--data", "good.csv", "--hidden", "3", "--out", "r", "--quiet")[0] == 0
+    code, _, err = run_main("eval", "r")
+    assert code == 2 and "no test or validation split to evaluate on" in err
+    code, _, err = run_main("eval", "r", "--data", "X.npy")
+    assert code == 2 and "give its labels or targets with --labels y.npy" in err
+    code, _, err = run_main("eval", "r", "--labels", "y.npy")
+    assert code == 2 and "--labels and --label-column go with --data" in err

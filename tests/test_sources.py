@@ -1,0 +1,160 @@
+"""``load_data``: which reader each file goes to (by its content), the DataSet it makes, the
+held-out validation split, and the flags that do not fit the data."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import book_splits, write_idx_dir, write_npz, write_pkl
+from gpumlp.sources import DataSet, data_format, hold_out, load_data
+
+
+@pytest.fixture
+def blobs3():
+    """30 rows of 4 features, labels 0..2."""
+    rng = np.random.default_rng(1)
+    y = np.arange(30) % 3
+    return (rng.standard_normal((30, 4)) + 3 * y[:, None]).astype(np.float32), y
+
+
+# -- MNIST formats keep going to the MNIST reader ------------------------------------------------
+
+
+def test_keras_npz_goes_to_the_mnist_reader(tmp_path):
+    arrays = write_npz(tmp_path / "mnist.npz", n_train=60, n_test=12)
+    data = load_data(str(tmp_path / "mnist.npz"))
+    assert data.kind == "images" and data.name == "mnist" and data.n_features == 784
+    X, y = data.train  # the first 50; the last 60 // 6 are the validation split
+    assert np.array_equal(X, arrays["x_train"][:50].reshape(50, 784) / np.float32(255))
+    assert np.array_equal(y, arrays["y_train"][:50]) and len(data.validation[0]) == 10
+
+
+def test_book_pickle_goes_to_the_mnist_reader(tmp_path):
+    splits = book_splits()
+    data = load_data(str(write_pkl(tmp_path / "mnist.pkl.gz", splits)))
+    assert data.kind == "images" and data.name == "mnist"
+    assert np.array_equal(data.test[0], splits[2][0])
+
+
+def test_fashion_mnist_like_idx_folder_goes_to_the_mnist_reader(tmp_path):
+    """Fashion-MNIST and KMNIST ship as the same four IDX files: same reader, same layout."""
+    arrays = write_idx_dir(tmp_path / "fashion", n_train=60, n_test=12)
+    data = load_data(str(tmp_path / "fashion"))
+    assert data.kind == "images" and data.name == "fashion" and data.n_outputs == 10
+    assert np.array_equal(data.test[0], arrays["test_images"].reshape(12, 784) / np.float32(255))
+    assert np.array_equal(data.test[1], arrays["test_labels"])
+
+
+def test_zip_is_told_apart_by_member_names(tmp_path):
+    np.savez(tmp_path / "a.npz", X=np.ones((2, 2)), y=np.zeros(2))
+    np.savez(tmp_path / "b.npz", x_train=np.ones(1))
+    with zipfile.ZipFile(tmp_path / "c.bin", "w") as zf:
+        zf.writestr("X.npy", b"not read to tell the format")
+    assert [data_format(tmp_path / n) for n in ("a.npz", "b.npz", "c.bin")] == [
+        "npz",
+        "mnist",
+        "npz",
+    ]
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+
+def test_table_npz_csv_and_npy_pair_give_the_same_data_set(tmp_path, blobs3):
+    X, y = blobs3
+    np.savez(tmp_path / "t.npz", X=X, y=y)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    rows = zip(X.tolist(), y, strict=True)
+    lines = ["a,b,c,d,label"] + [",".join([*map(repr, r), str(c)]) for r, c in rows]
+    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")  # text: a CSV whatever its name
+    sets = [
+        load_data(str(tmp_path / "t.npz")),
+        load_data(str(tmp_path / "t.txt")),
+        load_data(str(tmp_path / "X.npy"), labels=str(tmp_path / "y.npy")),
+    ]
+    for data in sets:
+        assert data.kind == "table" and (data.n_features, data.n_outputs) == (4, 3)
+        assert np.array_equal(data.train[0], X) and np.array_equal(data.train[1], y)
+    assert [d.name for d in sets] == ["t", "t", "X"]
+    assert isinstance(sets[2].train[0], np.memmap)
+
+
+def test_n_outputs_for_labels_targets_and_class_names():
+    X = np.zeros((4, 2))
+    labels = DataSet("t", (X, np.array([0, 1, 1, 0])), (X, np.array([0, 4, 1, 1])), None)
+    assert labels.n_outputs == 5  # the largest label of any split
+    targets = DataSet("t", (X, np.zeros((4, 7))), None, None)
+    assert targets.n_outputs == 7
+    names = DataSet("t", (X, np.array([0, 0, 1, 1])), None, None, "table", ("a", "b", "c"))
+    assert names.n_outputs == 3 and names.limited(2).classes == ("a", "b", "c")
+
+
+# -- --val-split -------------------------------------------------------------------------------
+
+
+def test_val_split_is_seeded_and_partitions_the_rows(tmp_path, blobs3):
+    X, y = blobs3
+    np.savez(tmp_path / "t.npz", X=X, y=y)
+    a = load_data(str(tmp_path / "t.npz"), val_split=0.2, seed=7)
+    b = load_data(str(tmp_path / "t.npz"), val_split=0.2, seed=7)
+    c = load_data(str(tmp_path / "t.npz"), val_split=0.2, seed=8)
+    assert len(a.validation[0]) == 6 and len(a.train[0]) == 24
+    assert np.array_equal(a.validation[0], b.validation[0])
+    assert not np.array_equal(a.validation[0], c.validation[0])
+    rows = {tuple(r) for r in np.concatenate([a.train[0], a.validation[0]]).tolist()}
+    assert rows == {tuple(r) for r in X.tolist()}  # every row once, in one part
+
+
+def test_hold_out_needs_a_row_on_each_side():
+    with pytest.raises(ValueError, match=r"--val-split 0.01 of 10 rows holds out 0"):
+        hold_out((np.zeros((10, 2)), np.zeros(10)), 0.01, 0)
+
+
+def test_val_split_with_a_validation_split_is_refused(tmp_path, blobs3):
+    X, y = blobs3
+    np.savez(tmp_path / "t.npz", X=X, y=y, X_val=X, y_val=y)
+    with pytest.raises(ValueError, match=r"--val-split: .*t.npz already has a validation split"):
+        load_data(str(tmp_path / "t.npz"), val_split=0.2)
+    write_npz(tmp_path / "mnist.npz")
+    with pytest.raises(ValueError, match="the last sixth of its training images"):
+        load_data(str(tmp_path / "mnist.npz"), val_split=0.2)
+    with pytest.raises(ValueError, match="MNIST already has a validation split"):
+        load_data(None, val_split=0.2)
+
+
+# -- flags that do not fit the data --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "flags", "message"),
+    [
+        ("X.npy", {}, "is an .npy file of inputs X: give its labels or targets with --labels"),
+        ("t.npz", {"labels": "y.npy"}, "--labels is for --data X.npy"),
+        ("t.npz", {"label_column": "a"}, "--label-column is for --data FILE.csv"),
+        ("X.npy", {"labels": "nope.npy"}, "--labels 'nope.npy' does not exist"),
+        (None, {"labels": "y.npy"}, "--labels is for --data X.npy .*; MNIST holds its own"),
+    ],
+    ids=["npy-without-labels", "labels-npz", "label-column-npz", "labels-missing", "mnist"],
+)
+def test_flags_that_do_not_fit_the_data(tmp_path, blobs3, monkeypatch, name, flags, message):
+    monkeypatch.chdir(tmp_path)
+    X, y = blobs3
+    np.savez("t.npz", X=X, y=y)
+    np.save("X.npy", X)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        load_data(name, **flags)
+
+
+def test_unknown_and_missing_files(tmp_path):
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
+    with pytest.raises(ValueError, match=r"blob\.bin is in no known format; --data takes MNIST"):
+        load_data(str(tmp_path / "blob.bin"))
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty is empty"):
+        load_data(str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
+        load_data(str(tmp_path / "nope.csv"))

@@ -1,0 +1,293 @@
+"""The table readers (:mod:`gpumlp.tabular`): what each format reads, and what each refuses.
+
+Every file is written here with the real writers (``csv``, ``np.savez``, ``np.save``) and read
+back with the reader; the arrays that come back must equal those written. The memory-mapped
+``.npy`` path is checked where it matters: ``Network.fit`` on a float32 file must not allocate
+anything near the file's size.
+"""
+
+from __future__ import annotations
+
+import csv
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpumlp import Network
+from gpumlp._checks import finite_host_array, first_nonfinite
+from gpumlp.tabular import read_csv, read_npy_pair, read_table_npz
+
+
+def write_csv(path: Path, rows: list[list[object]], *, delimiter: str = ",") -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, delimiter=delimiter).writerows(rows)
+    return path
+
+
+@pytest.fixture
+def table():
+    """X (12, 3) float64 with values that need every digit, and labels 0..2."""
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((12, 3)) * 1e3, np.arange(12) % 3
+
+
+# -- CSV ---------------------------------------------------------------------------------------
+
+
+def test_csv_with_header_round_trips_and_picks_the_label_column_by_name(tmp_path, table):
+    X, y = table
+    rows = [["a", "label", "b", "c"]]
+    rows += [[r[0], int(c), r[1], r[2]] for r, c in zip(X.tolist(), y, strict=True)]
+    got = read_csv(write_csv(tmp_path / "t.csv", rows), "label")
+    assert np.array_equal(got.train[0], X)  # csv writes repr: float64 round-trips exactly
+    assert np.array_equal(got.train[1], y) and got.train[1].dtype == np.int64
+    assert got.validation is None and got.test is None and got.classes is None
+
+
+@pytest.mark.parametrize("column", [None, "3", "-1", 3, -1])
+def test_csv_without_header_takes_the_last_column_or_an_index(tmp_path, table, column):
+    X, y = table
+    rows = [[*r, int(c)] for r, c in zip(X.tolist(), y, strict=True)]
+    path = write_csv(tmp_path / "t.csv", rows)
+    got = read_csv(path, column)
+    assert got.train[0].shape == (12, 3)  # the first row is data, not a header
+    assert np.array_equal(got.train[0], X) and np.array_equal(got.train[1], y)
+
+
+def test_csv_class_names_map_to_sorted_indices(tmp_path):
+    rows = [["x1", "x2", "kind"], [1, 2, "pear"], [3, 4, "apple"], [5, 6, "fig"], [7, 8, "pear"]]
+    got = read_csv(write_csv(tmp_path / "t.csv", rows))
+    assert got.classes == ("apple", "fig", "pear")
+    assert got.train[1].tolist() == [2, 0, 1, 2]
+
+
+def test_csv_tabs_blank_rows_quotes_and_bom(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_bytes('\ufeff"a"\t"b"\tlabel\n\n1.5\t 2 \t1\n\t\t\n3\t4\t0\n'.encode())
+    got = read_csv(path)
+    assert got.train[0].tolist() == [[1.5, 2.0], [3.0, 4.0]]
+    assert got.train[1].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("a,b,label\n1,2,0\n3,x,1\n", None, r"row 3, column 'b' \(index 1\) holds 'x'"),
+        ("1,2,0\n3,x,1\n", None, r"row 2, column index 1 holds 'x'"),
+        ("a,b,label\n1,2,0\n\n3,,1\n", None, r"row 4, column 'b' \(index 1\) is empty"),
+        ("a,b,label\n1,2,0\n3,4,\n", None, r"row 3, column 'label' \(index 2\) is empty"),
+        ("a,b,label\n1,nan,0\n", None, r"row 2, column 'b' \(index 1\) holds 'nan'"),
+        ("a,b,label\n1,2,0\n3,4\n", None, r"row 3 has 2 cells, but row 1 \(the header\) has 3"),
+        ("a,b,label\n1,2,0.5\n", None, r"row 2, column 'label' \(index 2\) holds '0.5'"),
+        ("a,b,label\n1,2,-1\n", None, "holds '-1', which is not a class label"),
+        ("a,b,label\n1,2,0\n", "y", r"no column of that name; its columns are 'a', 'b', 'label'"),
+        ("a,b,label\n1,2,0\n", "3", r"--label-column 3 is out of range: .* 3 columns"),
+        ("a,b,label\n1,2,0\n", "-4", r"--label-column -4 is out of range"),
+        ("1,2,0\n", "label", "has no header row, so give the column's index"),
+        ("a,a,label\n1,2,0\n", "a", "more than one column so named"),
+        ("a,b,label\n", None, "has a header row but no data rows"),
+        ("\n\n", None, "is empty"),
+        ("a\n1\n", None, "has 1 column"),
+        ("1,2,cat\n3,4,dog\n5,6,cat\n", None, "row 1 looks like data, not a header"),
+    ],
+    ids=[
+        "cell",
+        "cell-no-header",
+        "empty",
+        "empty-label",
+        "nan",
+        "ragged",
+        "fraction",
+        "negative",
+        "no-name",
+        "index",
+        "negative-index",
+        "name-no-header",
+        "twice",
+        "header-only",
+        "blank",
+        "one-column",
+        "names-no-header",
+    ],
+)
+def test_csv_errors_name_the_file_row_and_column(tmp_path, text, column, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        read_csv(path, column)
+    assert str(path) in str(info.value)
+
+
+def test_csv_that_is_not_text_is_refused(tmp_path):
+    path = tmp_path / "bin.csv"
+    path.write_bytes(b"a,b\n\x00\x01")
+    with pytest.raises(ValueError, match="NUL bytes"):
+        read_csv(path)
+    path.write_bytes(b"a,b,label\n1,\xff,0\n")
+    with pytest.raises(ValueError, match="not a valid UTF-8 CSV file"):
+        read_csv(path)
+
+
+# -- npz ---------------------------------------------------------------------------------------
+
+
+def test_npz_round_trips_every_split_and_targets(tmp_path, table):
+    X, y = table
+    Y = np.eye(3)[y].astype(np.float32)
+    np.savez_compressed(tmp_path / "t.npz", X=X, y=Y, X_val=X[:4], y_val=Y[:4], X_test=X[4:],
+                        y_test=Y[4:])  # fmt: skip
+    got = read_table_npz(tmp_path / "t.npz")
+    for split, (Xs, Ys) in zip(
+        (got.train, got.validation, got.test), ((X, Y), (X[:4], Y[:4]), (X[4:], Y[4:])), strict=True
+    ):
+        assert np.array_equal(split[0], Xs) and np.array_equal(split[1], Ys)
+
+
+def test_npz_reads_only_its_six_arrays(tmp_path, table, monkeypatch):
+    X, y = table
+    np.savez(tmp_path / "t.npz", X=X, y=y, notes=np.zeros(10**6))
+    import gpumlp.tabular as tabular
+
+    seen = []
+    real = tabular.read_npy_member
+    monkeypatch.setattr(
+        tabular, "read_npy_member", lambda zf, i: seen.append(i.filename) or real(zf, i)
+    )
+    got = read_table_npz(tmp_path / "t.npz")
+    assert seen == ["X.npy", "y.npy"] and np.array_equal(got.train[0], X)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"a": np.ones(3)}, r"holds no array 'X' \(it holds a\)"),
+        ({"X": np.ones((3, 2))}, "holds X but no y"),
+        (
+            {"X": np.ones((3, 2)), "y": np.zeros(3), "y_val": np.zeros(2)},
+            "holds y_val but no X_val",
+        ),
+        ({"X": np.ones((3, 2)), "y": np.zeros(4)}, r"y must be labels \(3,\) or targets"),
+        ({"X": np.ones(3), "y": np.zeros(3)}, r"X must be 2-D \(n, d\)"),
+        (
+            {"X": np.ones((3, 2)), "y": np.array([0, 1.5, 2])},
+            "y holds 1.5 at index 1, which is not",
+        ),
+        ({"X": np.ones((3, 2)), "y": np.array([0, -1, 2])}, "y holds -1 at index 1"),
+        ({"X": np.array([[1, np.inf]]), "y": np.zeros(1)}, r"X holds inf at index \(0, 1\)"),
+        (
+            {
+                "X": np.ones((3, 2)),
+                "y": np.zeros(3),
+                "X_val": np.ones((2, 3)),
+                "y_val": np.zeros(2),
+            },
+            "the validation split has X",
+        ),
+        ({"X": np.array([["a"]]), "y": np.zeros(1)}, "expected a numeric array"),
+    ],
+    ids=[
+        "no-X",
+        "no-y",
+        "no-X_val",
+        "lengths",
+        "1-D",
+        "fraction",
+        "negative",
+        "inf",
+        "widths",
+        "strings",
+    ],
+)
+def test_npz_errors_name_the_file_and_array(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=message) as info:
+        read_table_npz(tmp_path / "bad.npz")
+    assert "bad.npz" in str(info.value)
+
+
+# -- npy pairs ---------------------------------------------------------------------------------
+
+
+def test_npy_pair_is_memory_mapped_and_round_trips(tmp_path, table):
+    X, y = table
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    np.save(tmp_path / "y.npy", y.astype(np.uint8))
+    got = read_npy_pair(tmp_path / "X.npy", tmp_path / "y.npy")
+    assert isinstance(got.train[0], np.memmap) and got.train[0].mode == "r"
+    assert Path(got.train[0].filename) == tmp_path / "X.npy"
+    assert np.array_equal(got.train[0], X.astype(np.float32))
+    assert np.array_equal(got.train[1], y) and got.train[1].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "message"),
+    [
+        (np.ones((4, 2)), np.zeros(3), r"y.npy must be labels \(4,\)"),
+        (np.ones((4, 2, 2)), np.zeros(4), r"X.npy must hold X of shape \(n, d\)"),
+        (np.ones((4, 2)), np.array([0, 1, 2.5, 0]), "y.npy holds 2.5 at index 2"),
+        (np.array([[1.0], [np.nan]]), np.zeros(2), r"X.npy holds nan at index \(1, 0\)"),
+        (np.ones((2, 1)), np.array(["a", "b"]), "dtype <U1 is not numeric"),
+    ],
+    ids=["lengths", "3-D", "fraction", "nan", "strings"],
+)
+def test_npy_pair_errors_name_the_file(tmp_path, X, y, message):
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    with pytest.raises(ValueError, match=message):
+        read_npy_pair(tmp_path / "X.npy", tmp_path / "y.npy")
+
+
+def test_truncated_npy_is_refused_before_mapping(tmp_path):
+    np.save(tmp_path / "X.npy", np.ones((100, 4), np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(100, int))
+    data = (tmp_path / "X.npy").read_bytes()
+    (tmp_path / "X.npy").write_bytes(data[:-8])
+    with pytest.raises(ValueError, match=r"X.npy is truncated: its header declares float32"):
+        read_npy_pair(tmp_path / "X.npy", tmp_path / "y.npy")
+
+
+# -- the finiteness check, a block at a time -----------------------------------------------------
+
+
+def test_first_nonfinite_finds_the_first_bad_value_across_blocks(monkeypatch):
+    import gpumlp._checks as checks
+
+    monkeypatch.setattr(checks, "_BLOCK_BYTES", 64)  # 2 rows of 8 float32 per block
+    X = np.zeros((9, 8), np.float32)
+    assert first_nonfinite(X) is None
+    X[7, 3], X[8, 0] = np.inf, np.nan
+    assert first_nonfinite(X) == (7, 3)
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at index \(7, 3\)\)"):
+        finite_host_array("X", X, "float32")
+    big = np.full((3, 2), 1e300)
+    with pytest.raises(ValueError, match=r"X holds np.float64\(1e\+300\) at index \(0, 0\)"):
+        finite_host_array("X", big, "float32")
+
+
+def test_fit_on_a_float32_memmap_makes_no_full_size_copy(tmp_path):
+    n, d = 100_000, 256  # 100 MB of float32
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(n, d))
+    rng = np.random.default_rng(0)
+    for r in range(0, n, 20_000):
+        X[r : r + 20_000] = rng.standard_normal((20_000, d), dtype=np.float32)
+    X.flush()
+    del X
+    np.save(tmp_path / "y.npy", np.arange(n) % 2)
+    table = read_npy_pair(tmp_path / "X.npy", tmp_path / "y.npy")
+    X, y = table.train
+    net = Network([d, 4, 2], backend="numpy", seed=0)
+    assert np.shares_memory(net.inputs.x(X), X)  # what the batches are gathered from
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        history = net.fit(X, y, epochs=1, batch_size=500, lr=0.1)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    size = (tmp_path / "X.npy").stat().st_size
+    # The labels, one-hot targets and epoch order take ~3 MB, a finiteness block 4 MB; a
+    # full-size copy (100 MB) or a full-size bool mask (25 MB) would show.
+    assert peak < size / 6, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.0f} MiB file"
+    assert len(history) == 1 and history[0]["train_cost"] > 0
