@@ -21,6 +21,7 @@ __all__ = [
     "check_sizes",
     "count_rows",
     "finite_host_array",
+    "first_nonfinite",
     "prepare_targets",
     "prepare_x",
     "standardization",
@@ -99,37 +100,44 @@ def _host_array(name: str, value: Any) -> np.ndarray:
 
 def finite_host_array(name: str, value: Any, dtype: Any = None) -> np.ndarray[Any, Any]:
     """``value`` as a real, finite NumPy array (cast to ``dtype`` when given); TypeError or
-    ValueError naming ``name`` otherwise.
-
-    Finiteness is checked after the cast, so a finite float64 value that overflows the
-    network's float32 (1e300) is refused here, naming the value and the dtype, instead of
-    becoming inf downstream.
-    """
+    ValueError naming ``name`` otherwise. An array already in ``dtype`` comes back as it is (a
+    float32 memory-mapped file is never copied) and is checked a block of rows at a time; after
+    a cast the values are checked again, so a finite float64 value that overflows float32
+    (1e300) is refused here, naming the value and the dtype, instead of becoming inf later."""
     arr = _host_array(name, value)
-    if dtype is not None:
-        target = np.dtype(dtype_name(dtype))
-        if arr.dtype.kind == "f":
-            _check_finite_host(name, arr)  # NaN/inf already in the data: say so as such
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = arr.astype(target, copy=False)
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-            value_there = np.asarray(_host_array(name, value))[bad]
-            raise ValueError(
-                f"{name} holds {value_there!r} at index {bad}, which overflows {target.name}, "
-                f"the network's dtype: scale the data, or use dtype='float64'"
-            )
+    if (bad := first_nonfinite(arr)) is not None:  # NaN/inf already in the data: say so
+        raise ValueError(f"{name} contains NaN or inf (first at index {bad})")
+    if dtype is None or arr.dtype == (target := np.dtype(dtype_name(dtype))):
         return arr
-    _check_finite_host(name, arr)
-    return arr
-
-
-def _check_finite_host(name: str, arr: np.ndarray[Any, Any]) -> None:
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = arr.astype(target)
+    if (bad := first_nonfinite(cast)) is not None:
         raise ValueError(
-            f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)})"
+            f"{name} holds {arr[bad]!r} at index {bad}, which overflows {target.name}, "
+            f"the network's dtype: scale the data, or use dtype='float64'"
         )
+    return cast
+
+
+_BLOCK_BYTES = 1 << 24  # what first_nonfinite looks at in one go; its mask is a quarter
+
+
+def first_nonfinite(arr: np.ndarray[Any, Any]) -> tuple[int, ...] | None:
+    """The index of the first NaN or inf in the host array ``arr`` (any shape; None when all
+    are finite or it holds no floats), found a block of rows at a time so that no temporary
+    of ``arr``'s size is made (``arr`` may be a memory-mapped file larger than memory)."""
+    if arr.dtype.kind != "f" or arr.size == 0:
+        return None
+    if arr.ndim == 0:
+        return None if np.isfinite(arr) else ()
+    row_bytes = arr.itemsize * math.prod(arr.shape[1:])
+    rows = max(1, _BLOCK_BYTES // max(1, row_bytes))
+    for r in range(0, arr.shape[0], rows):
+        ok = np.isfinite(arr[r : r + rows])
+        if not ok.all():
+            bad = np.argwhere(~ok)[0]
+            return (r + int(bad[0]), *(int(i) for i in bad[1:]))
+    return None
 
 
 def prepare_x(X: Any, *, n_features: int, xp: Namespace, dtype: Any, name: str = "X") -> Array:

@@ -39,11 +39,26 @@ class Inputs:
     def x(self, X: Any, *, name: str = "X") -> Array:
         """``X`` (m, n_0), checked, on the device in the network's dtype, standardized."""
         spec = self.spec
-        X = prepare_x(X, n_features=spec.sizes[0], xp=spec.xp, dtype=spec.xp_dtype, name=name)
+        x: Array = prepare_x(
+            X, n_features=spec.sizes[0], xp=spec.xp, dtype=spec.xp_dtype, name=name
+        )
         if self.mean is None or self.std is None:
-            return X
+            return x
         mean, std = (to_device(v, spec.xp, spec.xp_dtype) for v in (self.mean, self.std))
-        return (X - mean) / std
+        return (x - mean) / std
+
+    def copies(self, X: Any, *, standardize: bool = False) -> bool:
+        """Whether :meth:`x` makes a new array of ``X`` rather than using it in place (a NumPy
+        array, memory-mapped or not, already in the network's dtype on the NumPy backend,
+        with no standardization to apply), for memory estimates."""
+        spec = self.spec
+        in_place = (
+            spec.backend == "numpy"
+            and isinstance(X, np.ndarray)
+            and X.dtype == np.dtype(spec.dtype)
+            and not (standardize or self.standardized)
+        )
+        return not in_place
 
     def targets(self, y: Any, m: int, *, name: str = "y") -> tuple[Array, Array]:
         """Labels (m,) or targets (m, n_L), checked: the target matrix and the labels."""

@@ -136,15 +136,17 @@ def training_bytes(
     n: int,
     dropout: float = 0.0,
     early_stopping: bool = False,
+    copies_inputs: bool = True,
 ) -> int:
     """Bytes training needs beyond the parameters themselves: gradients, optimizer buffers,
     the epoch-start snapshot of both (and best weights under early stopping), the data set on
-    the device, and one batch of activations."""
+    the device (its inputs only when ``copies_inputs``: a host array already in ``dtype`` is
+    used in place, a memory-mapped one read page by page), and one batch of activations."""
     p = param_count(sizes) * _ITEMSIZE[dtype]
     k = _OPT_BUFFERS.get(optimizer, 2)
     state = p * (1 + k)  # gradients + optimizer buffers
     snapshot = p * (1 + k) + (p if early_stopping else 0)
-    data = n * (_ITEMSIZE[dtype] * (sizes[0] + sizes[-1]) + 8)
+    data = n * (_ITEMSIZE[dtype] * (sizes[0] * copies_inputs + sizes[-1]) + 8)
     batch = min(batch_size, n) * batch_bytes_per_example(sizes, dtype, dropout=dropout)
     return state + snapshot + data + batch
 
@@ -159,10 +161,12 @@ def check_training_fits(
     n: int,
     dropout: float = 0.0,
     early_stopping: bool = False,
+    copies_inputs: bool = True,
     argument: str = "sizes",
 ) -> None:
     """Refuse training that cannot fit in the free memory of ``xp`` (the parameters already
-    exist), with the estimate, what is free, and the largest batch that would fit."""
+    exist), with the estimate, what is free, and the largest batch that would fit; arguments
+    as :func:`training_bytes`."""
     free = free_memory(xp)
     if free is None:
         return
@@ -174,6 +178,7 @@ def check_training_fits(
         n=n,
         dropout=dropout,
         early_stopping=early_stopping,
+        copies_inputs=copies_inputs,
     )
     if need <= free:
         return

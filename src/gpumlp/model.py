@@ -252,7 +252,7 @@ class Network:
             schedule=schedule,
             patience=patience,
             monitor=tuple(monitor),
-            checkpoint=checkpoint,
+            checkpoint=None if checkpoint is None else Path(checkpoint),
             checkpoint_every=checkpoint_every,
             engine=engine,
             chunk=DEFAULT_CHUNK,
@@ -276,6 +276,7 @@ class Network:
             n=n,
             dropout=cfg.dropout,
             early_stopping=cfg.patience is not None,
+            copies_inputs=self.inputs.copies(X, standardize=standardize),
         )
         if standardize and not self.standardized:
             self.inputs.fit_standardization(X)

@@ -23,6 +23,7 @@ from .config import ModelSpec, TrainConfig
 from .engines import check_engine
 from .errors import DivergedError, TrainingInterrupted
 from .history import History
+from .inputs import Inputs
 from .memory import check_model_fits, check_training_fits
 from .model import Network
 from .sources import DataSet
@@ -99,10 +100,14 @@ def plan_run(flags: dict[str, Any], data: DataSet) -> RunPlan:
         batch_size=flags["batch_size"],
         dropout=flags["dropout"],
         early_stopping=flags["patience"] is not None,
+        copies_inputs=Inputs(spec).copies(
+            data.train[0], standardize=bool(flags.get("standardize"))
+        ),
         argument="--sizes",
     )
     fit = {k: flags[k] for k in FIT_FLAGS}
     config = TrainConfig(**fit)  # refuses bad settings and combinations now
+    watch: tuple[Any, Any] | None
     if flags.get("monitor_set") == "validation" and data.validation is not None:
         scored, watch = "validation", data.validation
     elif data.test is not None:
@@ -156,6 +161,8 @@ def execute(
     except TrainingInterrupted as exc:
         with signals.deferred():
             exc.history.save(out)
+        raise
+    except BrokenPipeError:  # stdout closed (``| head``): the command exits quietly
         raise
     except OSError as exc:  # a checkpoint write failed mid-run (disk full, ...)
         raise _named(
