@@ -351,3 +351,30 @@ def test_cuda_dropout_masks_are_the_xp_masks_bit_for_bit(kernels):
         module.get_function("bias_act")((4,), (256,), (*args, i32(1), *drop))
         want = keep_masks(key, draw, m, [h] * (layer + 1), p, xp=xp, dtype=np.dtype(dtype))[layer]
         np.testing.assert_array_equal(dropped, a * want)
+
+
+def test_gemm_dot_against_numpy(kernels):
+    dtype, module = kernels
+    fn, rng, eps = module.get_function("gemm_dot"), np.random.default_rng(3), np.finfo(dtype).eps
+    i32 = np.int32
+    for M, N, K in itertools.product([1, 3, 10, 30], [1, 7, 30], [64, 100, 784]):
+        a = rng.standard_normal((M, K)).astype(dtype)
+        b = rng.standard_normal((N, K)).astype(dtype)
+        c = np.full((M, N + 1), np.nan, dtype)  # one column of padding: ldc = N + 1
+        blocks = (-(-(M * N) // 8),)
+        fn(blocks, (32, 8), (i32(M), i32(N), i32(K), a, i32(K), b, i32(K), c, i32(N + 1)))
+        want = a.astype(float) @ b.astype(float).T
+        tol = (1e-13 if dtype == "float64" else 8 * eps) * (np.abs(a) @ np.abs(b).T)
+        assert np.all(np.abs(c[:, :N] - want) <= tol), (M, N, K)
+        assert np.isnan(c[:, N]).all(), "wrote outside C"
+
+
+@pytest.mark.parametrize("engine", ["fused", "graph"])
+def test_a_long_first_layer_takes_the_warp_per_output_gemm(fake_cupy, engine):
+    # 100 inputs at batch 10: the graph's forward product of layer 0 goes to gemm_dot.
+    assert _cupy_fast.launch_bound([100, 13, 5], 10)
+    from gpumlp._cupy_core import dot_wins
+
+    assert dot_wins(10, 13, 100) and not dot_wins(10, 13, 13)
+    _compare_steps("float64", ("relu", "softmax", "log_likelihood", "adam"), engine,
+                   [10, 10, 7], sizes=(100, 13, 5))  # fmt: skip

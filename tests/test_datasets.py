@@ -1,5 +1,6 @@
 """Tests for gpumlp.datasets: the three MNIST formats and bad files (each data set written
-small into tmp_path by conftest's writers)."""
+small into tmp_path by conftest's writers). The cache and fetching are in test_fetch.py; the
+same bad files given to ``gpumlp train`` in test_cli_train.py."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import contextlib
 import gzip
 import os
 import pickletools
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import (
+    BAD_DATA_FILES,
     IDX_NAMES,
     assert_split,
     book_splits,
+    npz_maker,
     write_idx,
     write_idx_dir,
     write_npz,
@@ -283,6 +287,45 @@ def test_corrupt_zip(tmp_path):
         load_mnist(path)
 
 
-# --- cache ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("make", "exc", "match"), [pytest.param(*c[1:], id=c[0]) for c in BAD_DATA_FILES]
+)
+def test_bad_data_file(make, exc, match, tmp_path):
+    path = make(tmp_path)
+    with pytest.raises(exc, match=match) as info:
+        load_mnist(path)
+    assert type(info.value) is exc
+    assert str(path) in str(info.value)
 
 
+def test_data_path_of_wrong_type():
+    with pytest.raises(TypeError, match="path must be a str"):
+        load_mnist(123)
+
+
+def header_positions(path: Path) -> list[int]:
+    """Byte offsets of every zip header and .npy header in ``path`` (where parsers look)."""
+    with zipfile.ZipFile(path) as zf:
+        starts = [info.header_offset for info in zf.infolist()]
+    size = path.stat().st_size
+    spans = [range(s, s + 30 + 64 + 128) for s in starts] + [range(size - 400, size)]
+    return sorted({i for span in spans for i in span if 0 <= i < size})
+
+
+def test_damaged_npz_headers_give_value_errors(tmp_path):
+    path = npz_maker(n_train=6, n_test=1, y_train=np.arange(6), y_test=np.arange(1))(tmp_path)
+    original = path.read_bytes()
+    damaged = tmp_path / "damaged.npz"
+    outcomes = set()
+    for i in header_positions(path):
+        for mask in (0x01, 0xFF):
+            data = bytearray(original)
+            data[i] ^= mask
+            damaged.write_bytes(bytes(data))
+            try:
+                load_mnist(damaged)
+                outcomes.add("loaded")  # a byte no reader looks at (time stamp, padding)
+            except ValueError as e:  # never NotImplementedError, RuntimeError, TokenError...
+                assert str(damaged) in str(e)
+                outcomes.add("refused")
+    assert outcomes == {"loaded", "refused"}

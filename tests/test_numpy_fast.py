@@ -1,4 +1,5 @@
-"""The NumPy fast path against the generic step it replaces (same math, no temporaries)."""
+"""Tests for gpumlp._numpy_fast: the NumPy fast path against the generic step it replaces (same
+math, no temporaries). Choosing an engine is in test_engines.py."""
 
 from __future__ import annotations
 
@@ -6,17 +7,8 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import host
-from gpumlp.activations import ACTIVATIONS
-from gpumlp.costs import COSTS
-
-HIDDEN = [name for name, act in ACTIVATIONS.items() if not act.output_only]
-PAIRS = [
-    (o, c)
-    for c, cost in COSTS.items()
-    for o in ACTIVATIONS
-    if cost.outputs is None or o in cost.outputs
-]
+from conftest import HIDDEN, host
+from gpumlp.costs import VALID_PAIRS
 
 
 def _train(engine, hidden, out, cost, dtype="float64", **fit):
@@ -38,7 +30,7 @@ def _train(engine, hidden, out, cost, dtype="float64", **fit):
 
 
 @pytest.mark.parametrize("hidden", HIDDEN)
-@pytest.mark.parametrize(("out", "cost"), PAIRS)
+@pytest.mark.parametrize(("out", "cost"), VALID_PAIRS)
 def test_fused_equals_generic_for_every_activation_and_cost(hidden, out, cost):
     fast, hf = _train("fused", hidden, out, cost)
     ref, hg = _train("generic", hidden, out, cost)
@@ -70,16 +62,3 @@ def test_fused_float32_within_rounding():
     ref, _ = _train("generic", "sigmoid", "sigmoid", "quadratic", dtype="float32")
     for a, b in zip(fast, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_engine_choice_is_validated():
-    net = gpumlp.Network([2, 2], backend="numpy")
-    X, y = np.zeros((4, 2)), np.zeros(4, dtype=int)
-    with pytest.raises(ValueError, match="engine='warp'"):
-        net.fit(X, y, epochs=1, batch_size=2, lr=0.1, engine="warp")
-    with pytest.raises(ValueError, match="engine='graph' needs the CuPy backend"):
-        net.fit(X, y, epochs=1, batch_size=2, lr=0.1, engine="graph")
-    strict = pytest.importorskip("array_api_strict")
-    other = gpumlp.Network([2, 2], backend=strict)
-    with pytest.raises(ValueError, match="engine='fused' needs the NumPy or CuPy backend"):
-        other.fit(X, y, epochs=1, batch_size=2, lr=0.1, engine="fused")

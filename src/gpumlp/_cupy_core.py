@@ -17,6 +17,7 @@ once per epoch) and the epoch's cost and hit sums. Nothing in a step reads back 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -29,9 +30,15 @@ from .network import Params
 from .runstate import TrainState
 from .steps import Data
 
-__all__ = ["BLOCK", "Core", "grid_for"]
+__all__ = ["BLOCK", "Core", "dot_wins", "grid_for"]
 
-BLOCK, ROWS, TILE, END_THREADS = 256, 8, 16, 256
+BLOCK, ROWS, TILE, END_THREADS, DOT_WARPS = 256, 8, 16, 256, 8
+
+
+def dot_wins(M: int, N: int, K: int) -> bool:
+    """Whether C = A Bᵀ (M×N over K) goes to ``gemm_dot``: few outputs (a warp each) and a K
+    long enough that the tiles' slab-by-slab walk would dominate."""
+    return M * N <= 1 << 16 and K >= 4 * TILE
 
 
 def grid_for(work: int) -> tuple[int]:
@@ -47,16 +54,16 @@ def _flat_home(
     in the order w_0 … w_(L-1), b_0 … b_(L-1)."""
     tensors = [(params.weights, i) for i in range(len(params.weights))]
     tensors += [(params.biases, i) for i in range(len(params.biases))]
-    flat = cp.empty(sum(int(seq[i].size) for seq, i in tensors), dtype=dtype)
+    flat = cp.empty(sum(math.prod(seq[i].shape) for seq, i in tensors), dtype=dtype)
     homes, offset = [], 0
     for seq, i in tensors:
-        old = seq[i]
-        view = flat[offset : offset + old.size].reshape(old.shape)
+        old, size = seq[i], math.prod(seq[i].shape)
+        view = flat[offset : offset + size].reshape(old.shape)
         view[...] = old
         seq[i] = view
         homes.append((seq, i, view))
-        offset += old.size
-    return flat, sum(int(w.size) for w in params.weights), homes
+        offset += size
+    return flat, sum(math.prod(w.shape) for w in params.weights), homes
 
 
 class Core:
@@ -153,7 +160,10 @@ class Core:
         layer, δ W for the hidden layers, dropout outputs, and each row's cost and hit."""
         if m not in self.workspaces:
             cp, s, dt = self.cp, self.sizes, self.dtype
-            new = lambda cols: cp.zeros((m, cols), dtype=dt)  # noqa: E731
+
+            def new(cols: int) -> Any:
+                return cp.zeros((m, cols), dtype=dt)
+
             self.workspaces[m] = SimpleNamespace(
                 m=m,
                 x=new(s[0]),
@@ -176,10 +186,17 @@ class Core:
         self.cp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
     def gemm_tiled(self, a: Any, b: Any, out: Any, trans_a: bool, trans_b: bool) -> None:
-        """``out = op(a) op(b)`` by the tiled kernel, which a CUDA graph can capture."""
+        """``out = op(a) op(b)`` by the kernels a CUDA graph can capture: one warp per output
+        for the forward product when there are few outputs and K is long (:func:`dot_wins`),
+        else 16×16 tiles."""
         i32 = np.int32
         M, N = out.shape
         K = a.shape[0] if trans_a else a.shape[1]
+        if not trans_a and trans_b and dot_wins(M, N, K):
+            blocks = (-(-(M * N) // DOT_WARPS),)
+            args = (i32(M), i32(N), i32(K), a, i32(a.shape[1]), b, i32(b.shape[1]), out, i32(N))
+            self.k["gemm_dot"](blocks, (32, DOT_WARPS), args)
+            return
         grid = (-(-N // TILE), -(-M // TILE))
         args = (i32(trans_a), i32(trans_b), i32(M), i32(N), i32(K), a, i32(a.shape[1]))
         self.k["gemm"](grid, (TILE, TILE), (*args, b, i32(b.shape[1]), out, i32(N)))
@@ -197,6 +214,7 @@ class Core:
         m, sizes, L = ws.m, self.sizes, len(self.sizes) - 1
         W, B = self.state.params.weights, self.state.params.biases
         X, Y, labels = self.data
+        args: tuple[Any, ...]
         if gathered:
             args = (self.perm, self.counters, i32(self.batch), X, Y, labels, ws.x, ws.y, ws.lab)
             work = m * (sizes[0] + sizes[-1] + 1)

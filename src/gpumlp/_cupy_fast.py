@@ -134,7 +134,8 @@ class FusedStep:
         core.set_counters(0, draw)
         self._steps(ws, 1, gathered=False)
         core.after_steps(1)
-        return ws.a[-1].copy()  # the buffer is reused by the next step
+        out: Array = ws.a[-1].copy()  # the buffer is reused by the next step
+        return out
 
     def epoch(
         self,
@@ -227,6 +228,7 @@ def warm(core: Core) -> None:
     drop = (np.uint32(0), r(1), np.uint64(0), ints)
     zeros = (i32(0),) * 5
     k["gemm"]((1, 1), (TILE, TILE), (*zeros, d, i32(1), d, i32(1), d, i32(1)))
+    k["gemm_dot"]((1,), (32, 1), (*zeros[:3], d, i32(1), d, i32(1), d, i32(1)))
     k["gather"]((1,), (32,), (ints, ints, i32(0), d, d, ints, d, d, ints, i32(0), i32(1), i32(1)))
     k["bias_act"]((1,), (32,), (d, d, d, d, i32(0), i32(1), i32(0), i32(0), *drop, i32(0)))
     k["bias_softmax"]((1,), (32, 1), (d, d, d, i32(0), i32(1)))

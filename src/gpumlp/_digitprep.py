@@ -50,8 +50,8 @@ def find_ink(p: np.ndarray) -> np.ndarray:
         coef = np.linalg.lstsq(terms[keep][:, :n], grid[keep], rcond=None)[0]
         resid = grid - terms[..., :n] @ coef
     ny, nx = np.ogrid[0:h, 0:w]
-    terms = _quadratic((ny + 0.5) / h - 0.5, (nx + 0.5) / w - 0.5)
-    r = p - sum(c * t for c, t in zip(coef, terms, strict=True))
+    pixel_terms = _quadratic((ny + 0.5) / h - 0.5, (nx + 0.5) / w - 0.5)
+    r = p - sum(c * t for c, t in zip(coef, pixel_terms, strict=True))
     # The noise: the median absolute deviation on the border (mostly paper), or from
     # neighbours' differences (only the ink's edges differ by more than noise) where smaller,
     # as where a digit fills the frame.
@@ -67,7 +67,7 @@ def find_ink(p: np.ndarray) -> np.ndarray:
     if peak < max(_MIN_CONTRAST, 1.5 * floor):
         raise NoDigit(f"it is blank (the strongest ink differs from the paper by "
                        f"{max(peak, 0):.3f}, the paper's noise is {noise:.3f})")  # fmt: skip
-    return np.clip((q - floor) / (peak - floor), 0, 1).astype(np.float32)
+    return np.asarray(np.clip((q - floor) / (peak - floor), 0, 1), dtype=np.float32)
 
 
 def _quadratic(y: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
@@ -89,14 +89,16 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
     keep = total >= _SPECK_SHARE * total.max()
     keep[0] = False
     near = _spread(keep[labels], False, np.max)  # a stroke's faint edge may reach the next cell
-    return ink * np.repeat(np.repeat(near, f, 0), f, 1)[:h, :w]
+    return np.asarray(ink * np.repeat(np.repeat(near, f, 0), f, 1)[:h, :w])
 
 
 def _spread(a: np.ndarray, fill: Any, reduce: Any) -> np.ndarray:
     """``reduce`` (np.min or np.max) of each element of ``a`` (h, w) and its 8 neighbours."""
     h, w = a.shape
     pad = np.pad(a, 1, constant_values=fill)
-    return reduce([pad[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
+    return np.asarray(
+        reduce([pad[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
+    )
 
 
 def _label(mask: np.ndarray) -> np.ndarray:
@@ -149,4 +151,4 @@ def place(Image: Any, ink: np.ndarray, side: int) -> np.ndarray:
                       0, 1)  # fmt: skip
         at = np.array([out.sum(axis=1) @ np.arange(side), out.sum(axis=0) @ np.arange(side)])
         com = com + np.clip(at / max(out.sum(), 1e-6) - side / 2, -1, 1) / s
-    return (out / max(out.max(), 1e-6)).astype(np.float32).ravel()
+    return np.asarray(out / max(out.max(), 1e-6), dtype=np.float32).ravel()

@@ -72,6 +72,25 @@ extern "C" __global__ void gemm(int trans_a, int trans_b, int M, int N, int K,
     if (i < M && j < N) C[(long long)i * ldc + j] = acc;
 }
 
+// C (M×N) = A (M×K) · Bᵀ, B stored N×K (the forward product z = x Wᵀ), for few outputs and a
+// long K (the first layer at a small batch: 10 × 30 outputs over K = 784), where the tiled
+// kernel would walk K in 49 slabs one after another: here one warp per element of C, its 32
+// lanes striding over k (reads of a row of A and of B coalesced), then a butterfly sum.
+// blockDim = (32, warps per block); uniform per warp, so whole warps return together.
+extern "C" __global__ void gemm_dot(int M, int N, int K, const real* A, int lda, const real* B,
+                                    int ldb, real* C, int ldc)
+{
+    const long long e = (long long)blockIdx.x * blockDim.y + threadIdx.y;
+    if (e >= (long long)M * N) return;
+    const int i = (int)(e / N), j = (int)(e % N);
+    const real* a = A + (long long)i * lda;
+    const real* b = B + (long long)j * ldb;
+    real acc = (real)0;
+    for (int k = threadIdx.x; k < K; k += 32) acc += a[k] * b[k];
+    acc = warp_sum(acc);
+    if (threadIdx.x == 0) C[(long long)i * ldc + j] = acc;
+}
+
 // The k-th mini-batch of an epoch, k = counters[C_BATCH]: rows perm[k*batch + i] of the data
 // set (X, Y, labels) into the batch buffers x, y, lab. The index lives on the device, so a
 // captured graph replayed for each batch gathers the next one.

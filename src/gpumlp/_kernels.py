@@ -25,6 +25,7 @@ __all__ = ["KERNEL_NAMES", "Codes", "codes", "kernel_source"]
 
 KERNEL_NAMES = (
     "gemm",
+    "gemm_dot",
     "gather",
     "bias_act",
     "bias_softmax",

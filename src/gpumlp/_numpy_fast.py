@@ -66,23 +66,26 @@ class NumpyStep(BatchLoop):
             dtype = np.dtype(self.state.spec.dtype)
 
             def new(n: int) -> SimpleNamespace:
-                e = lambda: np.empty((m, n), dtype)  # noqa: E731
-                return SimpleNamespace(
-                    np=np, z=e(), a=e(), d=e(), t=e(), u=e(), mask=np.empty((m, n), bool)
-                )
+                bufs = {k: np.empty((m, n), dtype) for k in ("z", "a", "d", "t", "u")}
+                return SimpleNamespace(np=np, mask=np.empty((m, n), bool), **bufs)
 
             self.buffers[m] = [new(n) for n in self.state.spec.sizes[1:]]
         return self.buffers[m]
 
-    def __call__(self, x: NDArray, y: NDArray, lr: float, draw: int = 0) -> NDArray:
+    def __call__(self, x: Any, y: Any, lr: float, draw: int = 0) -> Any:
+        """One step on the NumPy arrays ``x`` (m, n_0), ``y`` (m, n_L); the outputs (m, n_L),
+        a buffer the next step reuses."""
         s = self.state
         spec, cfg, params = s.spec, s.config, s.params
         acts, cost, xp = spec.activations, spec.cost, self.xp
-        ws, bs = params.weights, params.biases
-        gw, gb = self.grads.weights, self.grads.biases
+        # NumPy arrays all (the backend is NumPy), written to with out= below.
+        ws: list[Any] = params.weights
+        bs: list[Any] = params.biases
+        gw: list[Any] = self.grads.weights
+        gb: list[Any] = self.grads.biases
         m, L = x.shape[0], len(ws)
         layers = self._layers(m)
-        keep = None
+        keep: list[Any] | None = None
         if cfg.dropout and L > 1:
             assert s.dropout_key is not None
             keep = keep_masks(
@@ -94,7 +97,7 @@ class NumpyStep(BatchLoop):
                 xp=xp,
                 dtype=np.dtype(spec.dtype),
             )
-        inputs = [x]
+        inputs: list[Any] = [x]
         for l, buf in enumerate(layers):  # forward, recording z and a
             np.matmul(inputs[l], ws[l].T, out=buf.z)
             buf.z += bs[l]
@@ -103,7 +106,8 @@ class NumpyStep(BatchLoop):
                 inputs.append(buf.a * keep[l] if keep is not None else buf.a)
         out, last = acts[-1], layers[-1]
         if out.name in cost.fused or out.np_times_prime is None:  # closed forms, softmax
-            np.copyto(last.d, cost.delta(last.z, last.a, y, out, xp=xp))
+            closed: Any = cost.delta(last.z, last.a, y, out, xp=xp)
+            np.copyto(last.d, closed)
         else:  # BP1: ∇_a C ⊙ σ'(z), in place
             cost.np_grad(last.a, y, last.d, last)
             out.np_times_prime(last.d, last.z, last.a, last)

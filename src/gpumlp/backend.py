@@ -23,11 +23,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, Protocol, TypeAlias
+from typing import Any, cast
 
 import array_api_compat
 import numpy as np
 
+from .arraytypes import Array, Namespace
 from .errors import BackendUnavailableError
 
 __all__ = [
@@ -55,43 +56,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Namespace: TypeAlias = ModuleType
-"""An array-API namespace module, as returned by :func:`get_namespace`."""
-
-
-class Array(Protocol):
-    """What gpumlp asks of an array: the array API standard's attributes and operators."""
-
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-    @property
-    def dtype(self) -> Any: ...
-    @property
-    def ndim(self) -> int: ...
-    @property
-    def T(self) -> Array: ...
-    def __getitem__(self, key: Any, /) -> Array: ...
-    def __setitem__(self, key: Any, value: Any, /) -> None: ...
-    def __add__(self, other: Any, /) -> Array: ...
-    def __radd__(self, other: Any, /) -> Array: ...
-    def __sub__(self, other: Any, /) -> Array: ...
-    def __rsub__(self, other: Any, /) -> Array: ...
-    def __mul__(self, other: Any, /) -> Array: ...
-    def __rmul__(self, other: Any, /) -> Array: ...
-    def __truediv__(self, other: Any, /) -> Array: ...
-    def __rtruediv__(self, other: Any, /) -> Array: ...
-    def __matmul__(self, other: Any, /) -> Array: ...
-    def __neg__(self) -> Array: ...
-    def __gt__(self, other: Any, /) -> Array: ...
-    def __ge__(self, other: Any, /) -> Array: ...
-    def __lt__(self, other: Any, /) -> Array: ...
-    def __le__(self, other: Any, /) -> Array: ...
-    def __eq__(self, other: Any, /) -> Array: ...  # type: ignore[override]
-    def __and__(self, other: Any, /) -> Array: ...
-    def __xor__(self, other: Any, /) -> Array: ...
-    def __rshift__(self, other: Any, /) -> Array: ...
-
 
 BACKEND_NAMES = ("auto", "numpy", "cupy")
 DTYPES = ("float32", "float64")
@@ -125,20 +89,13 @@ def cupy_module() -> ModuleType:
     """The ``cupy`` module itself, for the CuPy fast path (imported here, and only here)."""
     import cupy
 
-    return cupy
+    return cast(ModuleType, cupy)
 
 
 @functools.cache
 def cupy_status() -> tuple[bool, str]:
-    """Tell whether CuPy can run here, and why not.
-
-    Returns
-    -------
-    usable : bool
-        True when CuPy imports, sees a CUDA device and can run a kernel on it.
-    reason : str
-        One line: the device name when usable, else the cause.
-    """
+    """``(usable, reason)``: whether CuPy imports, sees a CUDA device and can run a kernel on
+    it, and in one line the device's name, else the cause."""
     try:
         cupy = cupy_module()
     except ImportError as exc:
@@ -161,27 +118,11 @@ def cupy_status() -> tuple[bool, str]:
 
 
 def get_namespace(backend: str | ModuleType | None = "auto") -> Namespace:
-    """Resolve a backend specification to an array namespace ``xp``.
-
-    Parameters
-    ----------
-    backend : {"auto", "numpy", "cupy"}, a namespace module, or None
-        ``None`` and ``"auto"`` read ``GPUMLP_BACKEND`` first, then pick CuPy when usable and
-        NumPy otherwise (logged once, with the reason).
-
-    Returns
-    -------
-    xp : namespace (array-api-compat's wrapper for NumPy, CuPy and PyTorch)
-
-    Raises
-    ------
-    ValueError
-        For an unknown backend name.
-    TypeError
-        For a module that is not an array namespace.
-    BackendUnavailableError
-        When ``"cupy"`` is asked for but cannot run (the message says why).
-    """
+    """The array namespace ``xp`` (array-api-compat's wrapper for NumPy, CuPy and PyTorch) of
+    ``backend``: a name of :data:`BACKEND_NAMES` or :data:`NAMESPACES`, or a namespace module.
+    ``None`` and ``"auto"`` read ``GPUMLP_BACKEND`` first, then pick CuPy when usable, else
+    NumPy (logged once, with the reason). ValueError for an unknown name, TypeError for a module
+    that is no namespace, BackendUnavailableError when ``"cupy"`` cannot run (saying why)."""
     if isinstance(backend, ModuleType):
         name = backend.__name__
         if name in ("numpy", "cupy"):
@@ -190,8 +131,7 @@ def get_namespace(backend: str | ModuleType | None = "auto") -> Namespace:
             raise TypeError(
                 f"backend: module {name!r} is not an array-API namespace (no asarray/matmul)"
             )
-        xp: Namespace = array_api_compat.array_namespace(backend.asarray(0.0))
-        return xp
+        return cast(Namespace, array_api_compat.array_namespace(backend.asarray(0.0)))
     if backend is None or backend == "auto":
         env = os.environ.get("GPUMLP_BACKEND", "").strip().lower()
         if env and env != "auto":
@@ -206,14 +146,14 @@ def get_namespace(backend: str | ModuleType | None = "auto") -> Namespace:
     if backend == "numpy":
         import array_api_compat.numpy as xp_numpy
 
-        return xp_numpy
+        return cast(Namespace, xp_numpy)
     if backend == "cupy":
         usable, reason = cupy_status()
         if not usable:
             raise BackendUnavailableError(f"backend='cupy' cannot run: {reason}")
         import array_api_compat.cupy as xp_cupy
 
-        return xp_cupy
+        return cast(Namespace, xp_cupy)
     if backend in NAMESPACES:
         return get_namespace(import_namespace(backend))
     raise ValueError(
@@ -274,7 +214,7 @@ def dtype_name(dtype: Any) -> str:
     if isinstance(dtype, str):
         return dtype
     try:
-        return np.dtype(dtype).name
+        return str(np.dtype(dtype).name)
     except TypeError:
         return str(dtype).rsplit(".", 1)[-1]
 
@@ -290,18 +230,8 @@ def on_namespace(x: Any, xp: Namespace) -> bool:
 
 
 def to_device(x: Any, xp: Namespace, dtype: Any = None) -> Array:
-    """Copy a host array (or array-like, or an array of any backend) into ``xp``.
-
-    Parameters
-    ----------
-    x : array_like, any shape
-    xp : namespace
-    dtype : xp dtype, optional; default keeps ``x``'s dtype
-
-    Returns
-    -------
-    array of ``xp``, same shape as ``x``
-    """
+    """``x`` (an array-like, or an array of any backend; any shape) as an array of ``xp`` of the
+    same shape, in ``dtype`` (default: ``x``'s); no copy when it is one already."""
     if not on_namespace(x, xp):
         x = to_host(x)
         if backend_name(xp) == "numpy":
@@ -336,12 +266,8 @@ def to_host(x: Any) -> np.ndarray[Any, Any]:
 def compile_cuda(
     source: str, names: Sequence[str], options: Sequence[str] = ("--std=c++14",)
 ) -> dict[str, Callable[..., None]]:
-    """Compile CUDA C ``source`` with CuPy's NVRTC and return its ``extern "C"`` kernels.
-
-    Returns
-    -------
-    dict of name -> kernel, each called as ``kernel(grid, block, args)`` (CuPy's RawKernel).
-    """
+    """Compile CUDA C ``source`` with CuPy's NVRTC: its ``extern "C"`` kernels by name, each
+    called as ``kernel(grid, block, args)`` (CuPy's RawKernel)."""
     module = cupy_module().RawModule(code=source, options=tuple(options))
     return {name: module.get_function(name) for name in names}
 

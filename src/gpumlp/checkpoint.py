@@ -67,7 +67,8 @@ def write_checkpoint(
     meta["sha256"] = _digest(arrays, meta)
     blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, __meta__=blob, **arrays)
+    savez: Any = np.savez  # its stub types **arrays as options
+    savez(buf, __meta__=blob, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -30,7 +30,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -164,13 +164,15 @@ class _ArrayUnpickler(pickle.Unpickler):
 def _read_pickle(path: Path) -> tuple[Split, Split, Split]:
     with _reading(path, "MNIST pickle"):
         with gzip.open(path, "rb") if _is_gzip(path) else path.open("rb") as f:
-            limited = LimitedReader(f, PICKLE_LIMIT, "the pickle")  # a gzip bomb stops here
+            stream = cast(IO[bytes], f)
+            limited = LimitedReader(stream, PICKLE_LIMIT, "the pickle")  # a gzip bomb stops here
             data = _ArrayUnpickler(io.BufferedReader(limited), encoding="latin1").load()
         if not (isinstance(data, tuple | list) and len(data) == 3):
             raise ValueError("expected a 3-tuple (train, validation, test)")
         if not all(isinstance(s, tuple | list) and len(s) == 2 for s in data):
             raise ValueError("expected each split to be a pair (x, y)")
-        return _split(*data[0], "train"), _split(*data[1], "validation"), _split(*data[2], "test")
+        (x0, y0), (x1, y1), (x2, y2) = data
+        return _split(x0, y0, "train"), _split(x1, y1, "validation"), _split(x2, y2, "test")
 
 
 def _read_npz(path: Path) -> tuple[Split, Split, Split]:

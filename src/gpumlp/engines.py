@@ -27,7 +27,8 @@ def select_step(state: TrainState, data: Data, *, engine: str | None = None) -> 
     name = backend_name(state.spec.xp)
     if engine != "generic" and name in ("numpy", "cupy"):
         fast = _cupy_fast if name == "cupy" else _numpy_fast
-        step, why_not = fast.make_step(state, data, engine=engine)
+        made: tuple[Step | None, str] = fast.make_step(state, data, engine=engine)
+        step, why_not = made
         if step is not None:
             return step
         if engine != "auto":

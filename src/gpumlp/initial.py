@@ -8,7 +8,7 @@ itself: the peak is the parameters in their own dtype plus one block.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,12 @@ __all__ = ["BLOCK_VALUES", "INITS", "init_params"]
 INITS = ("normal", "scaled", "he")
 BLOCK_VALUES = 1 << 20
 """Values drawn per block (8 MiB of float64)."""
+
+_SCALE: dict[str, Callable[[int], float]] = {
+    "normal": lambda n: 1.0,
+    "scaled": lambda n: n**-0.5,
+    "he": lambda n: (2.0 / n) ** 0.5,
+}
 
 
 def _draw(rng: np.random.Generator, shape: tuple[int, int], scale: float, dtype: Any) -> Any:
@@ -61,6 +67,5 @@ def init_params(
     # so the weights are the same numbers whichever init).
     bias_scale = 0.0 if init == "he" else 1.0
     biases = [_draw(rng, (1, n_out), bias_scale, dtype)[0] for _, n_out in pairs]
-    scale = {"normal": lambda n: 1.0, "scaled": lambda n: n**-0.5, "he": lambda n: (2.0 / n) ** 0.5}
-    weights = [_draw(rng, (n_out, n_in), scale[init](n_in), dtype) for n_in, n_out in pairs]
+    weights = [_draw(rng, (n_out, n_in), _SCALE[init](n_in), dtype) for n_in, n_out in pairs]
     return Params([to_device(w, xp) for w in weights], [to_device(b, xp) for b in biases])

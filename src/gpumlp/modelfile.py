@@ -258,8 +258,8 @@ def check_train_meta(meta: Mapping[str, Any], path: str | os.PathLike[str]) -> N
                 f"{_where(path)} has an invalid checkpoint: {key!r} must be {what}, "
                 f"got {meta[key]!r:.200}"
             )
-    key = meta.get("dropout_key")
-    if key is not None and not _is_int(key):
+    dropout_key = meta.get("dropout_key")
+    if dropout_key is not None and not _is_int(dropout_key):
         raise CheckpointError(
             f"{_where(path)} has an invalid checkpoint: 'dropout_key' must be an integer >= 0"
         )

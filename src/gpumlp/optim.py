@@ -48,9 +48,14 @@ class OptState:
 class Optimizer:
     """Base of the optimizers; see the module docstring for the contract."""
 
-    name: str = "optimizer"
+    NAME = "optimizer"
     buffers: tuple[str, ...] = ()
     """Names of the Params-shaped state buffers, in the order ``update`` takes them."""
+
+    @property
+    def name(self) -> str:
+        """The optimizer's name, as :func:`get_optimizer` takes it."""
+        return self.NAME
 
     def cuda_update(self) -> str:
         """The update of element ``i`` as CUDA C (see the ``update`` kernel's variables)."""
@@ -75,7 +80,7 @@ class Optimizer:
 class SGD(Optimizer):
     """Plain gradient descent: ``w ← w − lr ∂C/∂w`` (the book's ``w − (η/m) Σ ∇C_x``)."""
 
-    name = "sgd"
+    NAME = "sgd"
 
     def cuda_update(self) -> str:
         """``p = p − lr g``."""
@@ -100,7 +105,7 @@ class Momentum(Optimizer):
     nesterov: bool = False
     buffers = ("velocity",)
 
-    @property  # type: ignore[override]
+    @property
     def name(self) -> str:
         """``"nesterov"`` or ``"momentum"``."""
         return "nesterov" if self.nesterov else "momentum"
@@ -134,7 +139,7 @@ class Adam(Optimizer):
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
-    name = "adam"
+    NAME = "adam"
     buffers = ("m", "v")
 
     def cuda_update(self) -> str:

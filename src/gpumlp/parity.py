@@ -56,21 +56,27 @@ from __future__ import annotations
 import math
 import platform
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from . import backend
 from ._checks import prepare_targets, prepare_x
 from ._version import __version__
+from .backend import Array
 from .config import TrainConfig
 from .engines import select_step
 from .model import Network
 from .network import forward
 from .runstate import TrainState
+from .steps import Step
 
 __all__ = ["PROBE", "TOLERANCES", "accuracy_band", "compare", "synthetic"]
+
+Host = np.ndarray[Any, Any]
+Split = tuple[Host, Host]
+T = TypeVar("T")
 
 TOLERANCES = {"float64": 1e-12, "float32": 1e-5}
 """Relative tolerance per training step, by the looser dtype of the two sides (module docstring)."""
@@ -99,7 +105,9 @@ class _Tally:
             | {"first_exceeded": None, "checks": 0, "judged": judged},
         )
 
-    def tensor(self, phase: str, name: str, ref: Any, other: Any, step: int, judged=True):
+    def tensor(
+        self, phase: str, name: str, ref: Any, other: Any, step: int, judged: bool = True
+    ) -> None:
         """Compare two tensors (any backend) after ``step``."""
         ref = np.asarray(backend.to_host(ref), dtype=np.float64)
         other = np.asarray(backend.to_host(other), dtype=np.float64)
@@ -111,7 +119,7 @@ class _Tally:
             err = rel = math.inf  # NaN or inf on one side only, or in different places
         self._update(phase, name, err, rel, rel / (self.tol * (1 + step)), step, judged)
 
-    def accuracy(self, phase: str, name: str, ref: Any, other: Any, labels: Any, step: int):
+    def accuracy(self, phase: str, name: str, ref: Any, other: Any, labels: Any, step: int) -> None:
         """Compare two sides' predicted classes (host int arrays) against ``labels``."""
         b = int(np.sum((ref == labels) & (other != labels)))
         c = int(np.sum((ref != labels) & (other == labels)))
@@ -121,7 +129,10 @@ class _Tally:
         row["only_ref_right"], row["only_other_right"], row["band"] = b, c, band
         row["accuracy"] = [float(np.mean(ref == labels)), float(np.mean(other == labels))]
 
-    def _update(self, phase, name, err, rel, ratio, step, judged=True) -> None:
+    def _update(
+        self, phase: str, name: str, err: float, rel: float, ratio: float, step: int,
+        judged: bool = True,
+    ) -> None:  # fmt: skip
         row = self._row(phase, name, judged)
         row["checks"] += 1
         row["max_abs"] = max(row["max_abs"], err)
@@ -139,7 +150,7 @@ class _Tally:
         return {"phase": r["phase"], "step": r["first_exceeded"], "tensor": r["tensor"]}
 
 
-def synthetic(n: int, n_test: int, sizes: list[int], seed: int):
+def synthetic(n: int, n_test: int, sizes: list[int], seed: int) -> tuple[Split, Split]:
     """Sparse inputs in [0, 1) (two thirds zeros, like MNIST's pixels) near random class
     prototypes, labelled by a fixed teacher network: one linear layer scoring the squared
     distance to each prototype (``x·p − ½‖p‖²``), whose argmax is the label (2 classes when
@@ -147,7 +158,7 @@ def synthetic(n: int, n_test: int, sizes: list[int], seed: int):
     rng = np.random.default_rng([seed, 1])
     k = max(2, sizes[-1])
 
-    def sparse(shape):
+    def sparse(shape: tuple[int, int]) -> Host:
         return rng.random(shape) * (rng.random(shape) < 0.2)
 
     proto = sparse((k, sizes[0]))
@@ -158,15 +169,12 @@ def synthetic(n: int, n_test: int, sizes: list[int], seed: int):
 
 def compare(
     sides: Sequence[tuple[str, Any, str]],
-    data: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    data: tuple[Split, Split],
     *,
     config: dict[str, Any],
 ) -> dict[str, Any]:
-    """Run both sides and compare them; returns the report (see :func:`main` for ``--json``).
-
-    ``sides`` holds two ``(name, xp, dtype)``; ``data`` is ``((X, y), (X_test, y_test))`` on the
-    host; ``config`` has the network and training settings named as ``main``'s flags.
-    """
+    """Run both sides (two ``(name, xp, dtype)``) on the host data ``((X, y), (X_test,
+    y_test))`` with ``config`` (the settings named as ``gpumlp parity``'s flags); the report."""
     (X, y), (X_test, y_test) = data
     ref = 1 if sides[0][2] == "float32" and sides[1][2] == "float64" else 0
     tol = TOLERANCES["float32" if any(s[2] == "float32" for s in sides) else "float64"]
@@ -176,14 +184,16 @@ def compare(
     net_kw = {k: config[k] for k in ("activation", "output_activation", "cost", "init")}
     fit_kw = {k: config[k] for k in ("lr", "optimizer", "momentum", "l2")}
 
-    def make(i):
+    def make(i: int) -> Network:
         _, xp, dtype = sides[i]
         return Network(config["sizes"], **net_kw, dtype=dtype, backend=xp, seed=seed)
 
-    def engine_for(i):  # the reference runs the plain xp code; the other side is under test
+    def engine_for(
+        i: int,
+    ) -> str:  # the reference runs the plain xp code; the other side is under test
         return "generic" if i == ref else config["engine"]
 
-    def pair(fn):  # run fn(i) for both sides; (reference's result, other's result)
+    def pair(fn: Callable[[int], T]) -> tuple[T, T]:  # (reference's result, other's)
         out = [fn(0), fn(1)]
         return out[ref], out[1 - ref]
 
@@ -191,7 +201,7 @@ def compare(
     nets = [make(0), make(1)]
     probe_x, probe_y = X[:PROBE], y[:PROBE]
 
-    def start(i):
+    def start(i: int) -> tuple[list[Array], list[Array], list[Array], list[Array]]:
         net = nets[i]
         x = prepare_x(probe_x, n_features=net.sizes[0], xp=net.xp, dtype=net.dtype)
         zs, acts, _ = forward(net.params, x, activations=net.spec.activations, xp=net.xp)
@@ -204,7 +214,7 @@ def compare(
             tally.tensor("start", f"{label}[{l}]", r[k][l], o[k][l], 0)
 
     # -- steps: the real training step on the same host-drawn batches ---------------------------
-    def stepper(i):
+    def stepper(i: int) -> tuple[Network, Step]:
         net = nets[i]
         cfg = TrainConfig(epochs=1, batch_size=bs, engine=engine_for(i), **fit_kw)
         state = TrainState.start(net.spec, net.params, cfg, np.random.default_rng(seed))
@@ -223,7 +233,7 @@ def compare(
             perm = order_rng.permutation(n)
         idx, perm = perm[:m], perm[m:]
 
-        def one(i, idx=idx, k=k):
+        def one(i: int, idx: Host = idx, k: int = k) -> tuple[list[Host], Host]:
             net, step = steppers[i]
             x = prepare_x(X[idx], n_features=net.sizes[0], xp=net.xp, dtype=net.dtype)
             Y, _ = prepare_targets(
@@ -239,11 +249,11 @@ def compare(
         tally.tensor("steps", "out", ra, oa, k)
 
     # -- epochs: Network.fit from the same weights with the same seed ---------------------------
-    def fitted(i):
+    def fitted(i: int) -> tuple[list[tuple[dict[str, Any], list[Host], Host]], dict[str, float]]:
         net = make(i)
-        seen: list[tuple[dict[str, Any], list[np.ndarray], np.ndarray]] = []
+        seen: list[tuple[dict[str, Any], list[Host], Host]] = []
 
-        def on_epoch(rec):
+        def on_epoch(rec: dict[str, Any]) -> None:
             weights = [backend.to_host(t).copy() for t in net.params.arrays()]
             seen.append((dict(rec), weights, backend.to_host(net.predict(X_test))))
 

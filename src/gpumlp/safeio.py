@@ -86,7 +86,8 @@ def read_npy(
         raise ValueError(f"array {name!r} holds Python objects, which are never loaded")
     check(shape, dtype)
     out = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
-    view = memoryview(out.reshape(-1, order="A")).cast("B") if out.size else memoryview(b"")
+    flat: Any = out.reshape(-1, order="A")
+    view = memoryview(flat).cast("B") if out.size else memoryview(b"")
     got = 0
     while got < out.nbytes:
         n = f.readinto(view[got:])  # type: ignore[attr-defined]

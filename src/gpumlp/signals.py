@@ -22,7 +22,8 @@ from types import FrameType
 
 __all__ = ["EXIT_CODES", "Interrupt", "deferred", "interrupts_from_signals", "name"]
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+EXIT_CODES: dict[int, int] = {int(signal.SIGINT): 130, int(signal.SIGTERM): 143,
+                             int(signal.SIGHUP): 129}  # fmt: skip
 """The shell's exit code for a process stopped by each signal (128 + its number)."""
 
 

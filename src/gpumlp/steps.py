@@ -20,9 +20,9 @@ namespace, the reference every fast path is tested against), or the backend's fa
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
-from .backend import Array, index_dtype
+from .backend import Array, Namespace, index_dtype
 from .dropout import keep_masks
 from .network import backprop
 from .optim import apply_update, regularize
@@ -52,7 +52,7 @@ class Step(Protocol):
     ) -> tuple[Array, Array]: ...
 
 
-def predict_labels(a: Array, *, xp: Any) -> Array:
+def predict_labels(a: Array, *, xp: Namespace) -> Array:
     """Class of each row of outputs ``a`` (m, n_out): argmax, or ``a > 0.5`` for one unit."""
     if a.shape[1] == 1:
         return xp.astype(a[:, 0] > 0.5, index_dtype(xp))
@@ -97,7 +97,7 @@ class BatchLoop:
             else:
                 idx = perm[rows]
                 x, y = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-                lab = xp.take(labels, idx, axis=0) if want_accuracy else None
+                lab = xp.take(labels, idx, axis=0) if want_accuracy else labels
             a = self(x, y, lr, draw + b)
             if want_cost:
                 cost_sum = cost_sum + self.cost_sum(a, y)

@@ -70,10 +70,12 @@ def number(
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-        if value < low or (strict and value == low):
+        too_low = value < low or (strict and value == low)
+        if high is not None and (too_low or value >= high):
+            bracket = "(" if strict else "["
+            raise argparse.ArgumentTypeError(f"must lie in {bracket}{low}, {high}), got {text}")
+        if too_low:
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
-        if high is not None and value >= high:
-            raise argparse.ArgumentTypeError(f"must lie in [{low}, {high}), got {text}")
         return value
 
     return parse
@@ -83,9 +85,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     """The network, training and data flags of ``gpumlp train`` (also ``gpumlp sweep``'s)."""
     D, unset = TRAIN_DEFAULTS, argparse.SUPPRESS
 
-    def flag(group: Any, name: str, help: str = "", **kw: Any) -> None:
+    def flag(group: Any, name: str, help: str = "", shown: str = "", **kw: Any) -> None:
         key = name[2:].replace("-", "_")
-        default = "none" if D[key] is None else D[key]
+        default = shown or ("none" if D[key] is None else D[key])
         group.add_argument(name, default=unset, help=f"{help} (default {default})".strip(), **kw)
 
     net = p.add_argument_group("network")
@@ -134,7 +136,12 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         "none: MNIST from the cache",
     )
     flag(io, "--labels", "with --data X.npy: the labels (or targets) y.npy")
-    flag(io, "--label-column", "with --data FILE.csv: the label column, by name or index")
+    flag(
+        io,
+        "--label-column",
+        "with --data FILE.csv: the label column, by header name or 0-based index",
+        shown="the last column",
+    )
     flag(
         io,
         "--val-split",

@@ -1,5 +1,7 @@
-"""Parity (gpumlp.parity, and the command gpumlp parity): agreement, a planted mismatch,
-unavailable backends, bad arguments."""
+"""Tests for ``gpumlp parity`` (gpumlp.cli.parity over gpumlp.parity), through
+``gpumlp.cli.main``: two backends or dtypes agree (exit 0, a JSON report of every phase and
+tensor), a planted mismatch is reported at its step (exit 1), unavailable backends and bad
+arguments exit 2, MNIST-format data, and NumPy against CuPy on every engine (GPU)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,168 @@
+"""Tests for ``gpumlp eval`` and ``gpumlp predict`` (gpumlp.cli.inspect), through
+``gpumlp.cli.main``: accuracy and the confusion matrix, pictures of any size and polarity, and
+bad models, data and images refused with exit code 2 and one line on stderr."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import (
+    BAD_CHECKPOINT_CONTAINERS,
+    BAD_CHECKPOINT_CONTENTS,
+    bar_digits,
+    file_in_the_way,
+    run,
+    small_net,
+)
+
+# -- eval ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("numpy_env")
+def test_eval_prints_accuracy_and_confusion_matrix(trained_run, bar_mnist):
+    out, _ = trained_run
+    code, stdout, _ = run("eval", out / "model.npz", "--data", bar_mnist)
+    assert code == 0
+    accuracy = float(re.search(r"accuracy (\d\.\d+) \((\d+) / 100\)", stdout).group(1))
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("confusion")) + 2
+    matrix = np.array([[int(v) for v in line.split()[1:]] for line in lines[start : start + 10]])
+    assert matrix.shape == (10, 10)
+    assert matrix.sum() == 100
+    assert matrix.sum(axis=1).tolist() == [10] * 10  # the test labels cycle 0..9
+    assert np.trace(matrix) == round(accuracy * 100)
+
+
+# -- predict ------------------------------------------------------------------------------------
+
+
+def save_png(path: Path, pixels: np.ndarray, mode: str = "L") -> Path:
+    from PIL import Image
+
+    Image.fromarray(pixels.astype(np.uint8)).convert(mode).save(path)
+    return path
+
+
+def predicted(stdout: str) -> tuple[int, list[float]]:
+    digit = int(re.search(r"^digit: (\d)$", stdout, re.M).group(1))
+    scores = [float(s) for s in re.findall(r"\d:(-?\d+\.\d+)", stdout.split("scores:")[1])]
+    return digit, scores
+
+
+@pytest.mark.usefixtures("numpy_env")
+def test_predict_reads_pngs_of_any_size_and_polarity(trained_run, tmp_path):
+    pytest.importorskip("PIL")
+    out, _ = trained_run
+    model = out / "model.npz"
+    image = bar_digits(10, 5)[0][3]  # a "3" (an X): classes are shapes, as predict centres them
+    results = {}
+    for name, pixels, mode in [
+        ("plain", image, "L"),
+        ("rgb", image, "RGB"),
+        ("dark-on-light", 255 - image, "L"),
+        ("56x40", np.kron(image, np.ones((2, 2)))[:, 8:48], "L"),  # 56 tall, 40 wide
+    ]:
+        code, stdout, stderr = run(
+            "predict", model, save_png(tmp_path / f"{name}.png", pixels, mode)
+        )
+        assert code == 0, stderr
+        results[name] = predicted(stdout)
+        assert len(results[name][1]) == 10
+    assert results["plain"][0] == 3
+    assert results["rgb"] == results["plain"]
+    assert results["dark-on-light"][0] == 3  # inverted back to light ink on black
+
+
+# -- bad models, data and images: exit 2, one line ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "exc", "match"),
+    [pytest.param(*c[1:], id=c[0]) for c in BAD_CHECKPOINT_CONTAINERS + BAD_CHECKPOINT_CONTENTS],
+)
+def test_bad_checkpoint(make, exc, match, tmp_path, model_file):
+    path = make(tmp_path, model_file)
+    code, _, stderr = run("predict", path, tmp_path / "digit.png", "--backend", "numpy")
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
+    assert str(path) in stderr
+
+
+def small_model(path: Path) -> Path:
+    small_net().save(path / "small.npz")
+    return path / "small.npz"
+
+
+def damaged_png(path: Path) -> Path:
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (280, 280), dtype=np.uint8)
+    Image.fromarray(noise).save(path / "big.png")
+    data = (path / "big.png").read_bytes()
+    (path / "big.png").write_bytes(data[: len(data) // 2])
+    return path / "big.png"
+
+
+def png(path: Path) -> Path:
+    return save_png(path / "digit.png", np.zeros((28, 28), np.uint8))
+
+
+CLI_FILE_CASES = [
+    ("eval-missing-model", lambda p, d, r: ["eval", p / "m.npz", "--data", d], "does not exist"),
+    (
+        "eval-model-is-folder",
+        lambda p, d, r: ["eval", p, "--data", d],
+        "is a folder without model.npz or checkpoint.npz",
+    ),
+    (
+        "eval-not-mnist-model",
+        lambda p, d, r: ["eval", small_model(p), "--data", d],
+        "takes 4 inputs, but the data has 784 features per example",
+    ),
+    (
+        "eval-missing-data",
+        lambda p, d, r: ["eval", r / "model.npz", "--data", p / "no.npz"],
+        r"no\.npz",
+    ),
+    (
+        "predict-missing-image",
+        lambda p, d, r: ["predict", r / "model.npz", p / "x.png"],
+        r"image .*x\.png' does not exist",
+    ),
+    (
+        "predict-folder-without-images",
+        lambda p, d, r: ["predict", r / "model.npz", p],
+        "holds no image files",
+    ),
+    (
+        "predict-text-as-image",
+        lambda p, d, r: ["predict", r / "model.npz", file_in_the_way(p)],
+        "cannot be read",
+    ),
+    (
+        "predict-truncated-png",
+        lambda p, d, r: ["predict", r / "model.npz", damaged_png(p)],
+        "cannot be read",
+    ),
+    (
+        "predict-with-data-file",
+        lambda p, d, r: ["predict", d, png(p)],
+        "not a gpumlp checkpoint",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "match"), [pytest.param(*c[1:], id=c[0]) for c in CLI_FILE_CASES])
+def test_bad_file_on_the_command_line(argv, match, tmp_path, quick_run):
+    pytest.importorskip("PIL")
+    data, run_dir = quick_run
+    before = (run_dir / "checkpoint.npz").read_bytes()
+    code, _, stderr = run(*argv(tmp_path, data, run_dir))
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
+    assert re.search(match, stderr), stderr
+    assert (run_dir / "checkpoint.npz").read_bytes() == before

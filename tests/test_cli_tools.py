@@ -1,0 +1,52 @@
+"""Tests for ``gpumlp data`` and ``gpumlp plot`` (gpumlp.cli.tools), through
+``gpumlp.cli.main``: ``data info`` as JSON, an unknown ``data`` action, the learning-curve
+PNGs of a run folder, and a missing run folder (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import needs_matplotlib, png_size, run
+from gpumlp.cli import main
+
+# -- gpumlp data --------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("numpy_env")
+def test_data_info_prints_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUMLP_DATA", str(tmp_path))
+    code, stdout, _ = run("data", "info")
+    assert code == 0
+    info = json.loads(stdout)
+    assert info["cache_dir"] == str(tmp_path)
+    assert info["exists"] is False and info["ok"] is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [pytest.param(["data", "delete"], "invalid choice: 'delete'", id="data-action")],
+)
+def test_bad_command_line(argv, match, tmp_path):
+    code, _, stderr = run(*argv)
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
+    assert re.search(match, stderr), stderr
+    assert not (tmp_path / "run").exists()
+
+
+# -- gpumlp plot --------------------------------------------------------------------------------
+
+
+@needs_matplotlib
+def test_cli_plot(history_dir, capsys):
+    assert main(["plot", str(history_dir)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(history_dir / "cost.png"), str(history_dir / "accuracy.png")]
+    assert png_size(history_dir / "accuracy.png")[0] > 100
+
+
+def test_missing_run_folder(tmp_path):
+    assert main(["plot", str(tmp_path / "nowhere")]) == 2

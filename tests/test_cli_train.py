@@ -1,0 +1,493 @@
+"""Tests for ``gpumlp train`` (gpumlp.cli.train), in process through ``gpumlp.cli.main`` and as
+a subprocess: the run folder it writes and what it prints, learning, resuming with the stored
+flags, bad flags and files refused before anything is written (exit 2, one line on stderr),
+divergence (exit 3), Ctrl-C (exit 130, resumable), ``kill -9`` (the checkpoint always whole,
+the resumed run bit for bit the uninterrupted one), unwritable folders, a full disk, and
+running out of memory.
+
+Subprocess runs of the fault tests train a [784, 200, 10] network with batch size 1 on 400
+synthetic images: about 0.15 s an epoch, slow enough to be interrupted mid-run, fast enough for
+a test.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpumlp
+from conftest import (
+    BAD_DATA_FILES,
+    QUICK_FLAGS,
+    TRAIN_FLAGS,
+    DiskFull,
+    fail_on_step,
+    file_in_the_way,
+    history_columns,
+    reap,
+    run,
+    run_gpumlp,
+    start_gpumlp,
+    temp_files,
+    write_tiny_mnist,
+)
+from gpumlp.checkpoint import read_checkpoint
+
+pytestmark = pytest.mark.usefixtures("numpy_env")
+
+# -- a run and its folder -----------------------------------------------------------------------
+
+
+def test_train_prints_epochs_and_writes_the_run_folder(trained_run):
+    out, stdout = trained_run
+    assert re.search(r"^Epoch 0: \d+ / 100", stdout, re.M)
+    assert re.search(r"^Epoch 1: \d+ / 100", stdout, re.M)
+    for name in ("history.json", "history.csv", "model.npz", "checkpoint.npz", "args.json"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [0, 1]
+    assert history["stop_reason"] is None
+    rows = (out / "history.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,") and len(rows) == 3
+    model = gpumlp.load(out / "model.npz", backend="numpy")
+    assert model.sizes == [784, 16, 10]
+    meta, _ = read_checkpoint(out / "checkpoint.npz")
+    assert meta["epoch"] == 2
+    assert not list(out.glob(".*"))  # no probe or temp files left behind
+
+
+def test_train_learns_the_synthetic_digits(trained_run):
+    _, stdout = trained_run
+    last = re.findall(r"^Epoch 1: (\d+) / 100", stdout, re.M)[0]
+    assert int(last) >= 50  # chance is 10
+
+
+def test_resume_continues_with_the_stored_flags(bar_mnist, tmp_path):
+    out = tmp_path / "run"
+    assert run("train", "--data", bar_mnist, *TRAIN_FLAGS, "--out", out)[0] == 0
+    code, stdout, stderr = run("train", "--resume", out, "--epochs", "4")
+    assert code == 0, stderr
+    assert "[784, 16, 10]" in stdout and "on 300 images" in stdout  # from args.json
+    assert re.search(r"^Epoch 2: ", stdout, re.M) and not re.search(r"^Epoch 1: ", stdout, re.M)
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [0, 1, 2, 3]
+    assert history["stop_reason"] is None
+
+
+def test_runs_default_folder_is_under_runs(bar_mnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run("train", "--data", bar_mnist, *TRAIN_FLAGS, "--epochs", "1")[0] == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert (folder / "model.npz").is_file()
+    assert os.access(folder / "model.npz", os.R_OK)
+
+
+# -- bad flags and files: exit 2, one line, nothing written -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--sizes", "784,x"], "--sizes: expected comma-separated integers"),
+        (["--lr", "-1"], "--lr: must be > 0"),
+        (["--batch-size", "0"], "--batch-size: must be >= 1"),
+        (["--activation", "swish"], "--activation: invalid choice: 'swish'"),
+    ],
+    ids=["sizes", "lr", "batch-size", "activation"],
+)
+def test_bad_flag_value_exits_2_with_one_line(flags, message, bar_mnist, tmp_path):
+    code, _, stderr = run("train", "--data", bar_mnist, "--out", tmp_path / "r", *flags)
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: ") and message in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert not (tmp_path / "r").exists()  # rejected before anything was written
+
+
+CLI_CASES = [
+    ("sizes-letter", ["--sizes", "784,x"], "--sizes: expected comma-separated"),
+    ("sizes-one", ["--sizes", "784"], "--sizes: expected at least 2"),
+    ("sizes-zero", ["--sizes", "784,0,10"], "--sizes: expected at least 2 positive"),
+    ("lr-negative", ["--lr", "-1"], "--lr: must be > 0, got -1"),
+    ("lr-zero", ["--lr", "0"], "--lr: must be > 0"),
+    ("lr-nan", ["--lr", "nan"], "--lr: must be finite"),
+    ("lr-word", ["--lr", "fast"], "--lr: expected a number, got 'fast'"),
+    ("batch-zero", ["--batch-size", "0"], "--batch-size: must be >= 1"),
+    ("batch-float", ["--batch-size", "2.5"], "--batch-size: expected an integer"),
+    ("epochs-zero", ["--epochs", "0"], "--epochs: must be >= 1"),
+    ("limit-zero", ["--limit", "0"], "--limit: must be >= 1"),
+    ("seed-negative", ["--seed", "-3"], "--seed: must be >= 0"),
+    ("dropout-one", ["--dropout", "1"], r"--dropout: must lie in \[0, 1\)"),
+    ("momentum-high", ["--momentum", "1.5"], "--momentum: must lie in"),
+    ("l2-negative", ["--l2", "-0.1"], "--l2: must be >= 0"),
+    ("checkpoint-every-zero", ["--checkpoint-every", "0"], "--checkpoint-every"),
+    ("activation", ["--activation", "swish"], "--activation: invalid choice"),
+    ("cost", ["--cost", "hinge"], "--cost: invalid choice"),
+    ("dtype", ["--dtype", "float16"], "--dtype: invalid choice"),
+    ("backend", ["--backend", "tpu"], "backend must be one of"),
+    ("unknown-flag", ["--learning-rate", "1"], "unrecognized arguments: --learning-rate"),
+    (
+        "cost-output-mismatch",
+        ["--output-activation", "relu", "--cost", "cross_entropy"],
+        "output_activation='relu'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "match"), [pytest.param(*c[1:], id=c[0]) for c in CLI_CASES])
+def test_bad_command_line(argv, match, tmp_path, quick_run):
+    data, _ = quick_run
+    code, _, stderr = run("train", *argv, "--data", data, "--out", tmp_path / "run")
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
+    assert re.search(match, stderr), stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_file_exits_2(tmp_path):
+    code, _, stderr = run("train", "--data", tmp_path / "nope.npz", "--out", tmp_path / "r")
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: ") and "nope.npz" in stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "exc", "match"), [pytest.param(*c[1:], id=c[0]) for c in BAD_DATA_FILES]
+)
+def test_bad_data_file(make, exc, match, tmp_path):
+    path = make(tmp_path)
+    code, _, stderr = run("train", "--data", path, "--out", tmp_path / "run", "--backend", "numpy")
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
+    assert str(path) in stderr and re.search(match, stderr)
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
+
+
+CLI_FILE_CASES = [
+    ("out-is-a-file", lambda p, d, r: ["--out", file_in_the_way(p)], "not a directory"),
+    ("resume-missing", lambda p, d, r: ["--resume", p / "x.npz"], "no checkpoint at"),
+    (
+        "resume-other-shape",
+        lambda p, d, r: ["--resume", r, "--sizes", "784,9,10", "--out", p / "o"],
+        r"checkpoint\.npz' is for a network with sizes=\[784, 8, 10\]",
+    ),
+    (
+        "resume-other-activation",
+        lambda p, d, r: ["--resume", r, "--activation", "tanh", "--out", p / "o"],
+        "activation='sigmoid'",
+    ),
+    (
+        "resume-other-optimizer",
+        lambda p, d, r: ["--resume", r, "--optimizer", "adam", "--out", p / "o"],
+        "written with optimizer='sgd'",
+    ),
+    (
+        "resume-a-model",
+        lambda p, d, r: ["--resume", r / "model.npz", "--out", p / "o"],
+        r"model\.npz' holds a model, not a resumable",
+    ),
+    ("resume-folder-empty", lambda p, d, r: ["--resume", p], "no checkpoint at"),
+]
+
+
+@pytest.mark.parametrize(("argv", "match"), [pytest.param(*c[1:], id=c[0]) for c in CLI_FILE_CASES])
+def test_bad_file_on_the_command_line(argv, match, tmp_path, quick_run):
+    data, run_dir = quick_run
+    before = (run_dir / "checkpoint.npz").read_bytes()
+    args = argv(tmp_path, data, run_dir)
+    code, _, stderr = run("train", *args, "--data", data, "--backend", "numpy")
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
+    assert re.search(match, stderr), stderr
+    assert (run_dir / "checkpoint.npz").read_bytes() == before  # a refused resume changes nothing
+
+
+@pytest.mark.skipif(gpumlp.backend.cupy_status()[0], reason="CuPy is usable here")
+def test_cupy_backend_unavailable_exits_2(tmp_path, quick_run):
+    data, _ = quick_run
+    argv = ["train", "--data", data, *QUICK_FLAGS[:-2], "--backend", "cupy", "--out", tmp_path]
+    code, _, stderr = run(*argv)
+    assert code == 2
+    assert "backend='cupy' cannot run" in stderr
+
+
+# -- divergence: exit 3 -------------------------------------------------------------------------
+
+
+def test_divergence_on_the_command_line_exits_3(tmp_path, quick_run):
+    data, _ = quick_run
+    out = tmp_path / "run"
+    argv = ["train", "--data", data, *QUICK_FLAGS, "--activation", "identity", "--init", "scaled"]
+    code, _, stderr = run(*argv, "--lr", "1e6", "--epochs", "3", "--out", out)
+    assert code == 3
+    assert "diverged in epoch 0" in stderr and "smaller lr" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr and "RuntimeWarning" not in stderr
+    history = json.loads((out / "history.json").read_text())
+    assert history["stop_reason"].startswith("diverged in epoch 0")
+    assert history["epochs"] == []
+    model = gpumlp.load(out / "model.npz", backend="numpy")
+    assert all(np.isfinite(np.asarray(t)).all() for t in model.params.arrays())
+
+
+# -- Ctrl-C and kill -9 -------------------------------------------------------------------------
+
+SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--limit", "400", "--seed", "0"]
+SLOW += ["--checkpoint-every", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def slow_data(tmp_path_factory) -> Path:
+    """A tiny MNIST npz: 480 training images (400 train + 80 validation), 100 test images."""
+    return write_tiny_mnist(tmp_path_factory.mktemp("data") / "mnist.npz", 480, 100)
+
+
+def slow_train(data: Path, out: Path, *extra) -> list:
+    """``gpumlp train`` arguments of a run slow enough to interrupt (``SLOW``)."""
+    return ["train", "--data", data, *SLOW, "--out", out, *extra]
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        assert time.monotonic() < deadline, f"no {path.name} after {timeout} s"
+        time.sleep(0.01)
+
+
+def epochs_of(run_dir: Path) -> list[int]:
+    return [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]]
+
+
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that: Python then
+    # installs no KeyboardInterrupt handler. Ctrl-C reaches a foreground process, so give the
+    # child the default disposition whatever way this test run itself was started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start_gpumlp(
+        *slow_train(slow_data, run_dir, "--epochs", "1000"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        wait_for(run_dir / "checkpoint.npz", proc)
+        time.sleep(0.2)  # into a later epoch
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and f"gpumlp train --resume {run_dir}" in stderr
+    assert "Traceback" not in stderr
+    finished = epochs_of(run_dir)
+    assert finished == list(range(len(finished))) and len(finished) >= 1
+    meta, _ = read_checkpoint(run_dir / "checkpoint.npz")
+    assert meta["epoch"] == len(finished)
+    assert meta["history"]["stop_reason"].startswith("interrupted during epoch")
+    assert gpumlp.load(run_dir / "checkpoint.npz", backend="numpy").sizes == [784, 200, 10]
+    assert not (run_dir / "model.npz").exists()
+
+    target = len(finished) + 2
+    code, stdout, stderr = run("train", "--resume", run_dir, "--epochs", target)
+    assert code == 0, stderr
+    assert f"Epoch {len(finished)}: " in stdout
+    assert epochs_of(run_dir) == list(range(target))
+    assert json.loads((run_dir / "history.json").read_text())["stop_reason"] is None
+
+
+def test_kill_9_never_leaves_a_damaged_checkpoint(slow_data, tmp_path):
+    run_dir, rng = tmp_path / "run", random.Random(0)
+    ckpt = run_dir / "checkpoint.npz"
+    for attempt in range(5):
+        resume = ["--resume", str(run_dir)] if ckpt.exists() else []
+        before = set(temp_files(run_dir)) if run_dir.exists() else set()
+        proc = start_gpumlp(
+            *slow_train(slow_data, run_dir, "--epochs", "1000", *resume),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            if attempt == 4:  # the last time, aim at a checkpoint being written
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and not any(
+                    name.startswith(".checkpoint.npz.") and name not in before
+                    for name in (temp_files(run_dir) if run_dir.exists() else [])
+                ):
+                    time.sleep(0.0005)
+            else:
+                time.sleep(rng.uniform(0.5, 1.5))
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            reap(proc)
+        if ckpt.exists():  # whatever the moment, the checkpoint is whole, never damaged
+            meta, _ = read_checkpoint(ckpt)
+            assert meta["epoch"] == len(meta["history"]["epochs"])
+            gpumlp.load(ckpt, backend="numpy")
+    assert ckpt.exists()
+    # Leftover temp files (a write cut short) are hidden and do not get in the way of a resume.
+    assert all(name.startswith(".") for name in temp_files(run_dir))
+    epoch = read_checkpoint(ckpt)[0]["epoch"]
+    code, _, stderr = run("train", "--resume", run_dir, "--epochs", epoch + 1)
+    assert code == 0, stderr
+    assert epochs_of(run_dir) == list(range(epoch + 1))
+
+
+EPOCHS = 4
+
+
+def _killable(data: Path, out: Path, *extra) -> list:
+    # Batch size 1 makes an epoch take a fraction of a second: long enough to kill mid-epoch.
+    return [
+        "train", "--data", data, "--backend", "numpy",
+        "--sizes", "784,150,10", "--init", "scaled", "--batch-size", "1",
+        "--epochs", EPOCHS, "--seed", "3", "--optimizer", "adam", "--lr", "0.002",
+        "--dropout", "0.2", "--schedule", "cosine", "--checkpoint-every", "1",
+        "--out", out, "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _model_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k.startswith("param/")}
+
+
+def test_cli_killed_and_resumed_matches_uninterrupted(tmp_path):
+    data = tmp_path / "mnist.npz"
+    write_tiny_mnist(data, 1200, 100)  # 1000 train, 200 validation
+    # One BLAS thread (gpumlp_env): the runs share two cores, and the numbers must not depend
+    # on threading.
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = start_gpumlp(*_killable(data, ref_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    victim = start_gpumlp(
+        *_killable(data, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        try:
+            ckpt = run_dir / "checkpoint.npz"
+            deadline = time.monotonic() + 60
+            while not ckpt.exists():
+                assert victim.poll() is None, "the run ended before writing a checkpoint"
+                assert time.monotonic() < deadline, "no checkpoint after 60 s"
+                time.sleep(0.01)
+            meta, _ = read_checkpoint(ckpt)  # atomic: never seen half-written
+            epoch_seconds = meta["history"]["epochs"][0]["seconds"]
+            time.sleep(epoch_seconds / 2)  # into the middle of the next epoch
+            victim.send_signal(signal.SIGKILL)
+            assert victim.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            reap(victim)
+        out, _ = ref.communicate(timeout=120)
+    finally:
+        reap(ref)
+    assert ref.returncode == 0, out.decode(errors="replace")
+
+    # What the kill left: the last complete checkpoint, no model, nothing that looks valid but
+    # is not (a write cut short stays a hidden .tmp file).
+    assert not (run_dir / "model.npz").exists(), "the run finished before it was killed"
+    meta, _ = read_checkpoint(ckpt)
+    assert 1 <= meta["epoch"] < EPOCHS
+    for leftover in run_dir.iterdir():
+        name = leftover.name
+        if name.endswith(".tmp"):
+            assert name.startswith("."), name
+        else:
+            assert name == "checkpoint.npz" or not name.endswith(".npz"), name
+
+    resumed = run_gpumlp(*_killable(data, run_dir, "--resume", run_dir), timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    got, want = _model_arrays(run_dir / "model.npz"), _model_arrays(ref_dir / "model.npz")
+    assert sorted(got) == sorted(want) == [f"param/{i}" for i in range(4)]
+    for k in want:
+        assert np.array_equal(got[k], want[k]), k
+    h_got = json.loads((run_dir / "history.json").read_text())
+    h_want = json.loads((ref_dir / "history.json").read_text())
+    assert history_columns(h_got["epochs"]) == history_columns(h_want["epochs"])
+    assert len(h_got["epochs"]) == EPOCHS and h_got["stop_reason"] is None
+
+
+# -- unwritable folders, a full disk, memory running out ----------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+def test_read_only_out_folder_is_refused_before_training(slow_data, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    run_dir.chmod(0o500)
+    try:
+        code, stdout, stderr = run("train", "--data", slow_data, *SLOW, "--out", run_dir)
+    finally:
+        run_dir.chmod(0o700)
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: --out") and "is not writable" in stderr
+    assert "Epoch" not in stdout and not list(run_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "gist"),
+    [
+        ("mkstemp", errno.EACCES, "Permission denied"),  # a read-only folder, simulated
+        ("write", errno.ENOSPC, "No space left on device"),  # a full disk
+    ],
+)
+def test_unwritable_out_folder_is_refused_before_training(
+    slow_data, tmp_path, monkeypatch, target, error, gist
+):
+    def fail(*args, **kwargs):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(*((tempfile, "mkstemp") if target == "mkstemp" else (os, "write")), fail)
+    run_dir = tmp_path / "run"
+    code, stdout, stderr = run("train", "--data", slow_data, *SLOW, "--out", run_dir)
+    monkeypatch.undo()
+    assert code == 2
+    assert stderr == f"gpumlp: error: --out {str(run_dir)!r} is not writable: {gist}\n"
+    assert "Epoch" not in stdout and not list(run_dir.iterdir())
+
+
+def test_disk_full_on_the_command_line(slow_data, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    DiskFull(monkeypatch, ".checkpoint.npz.", after=2)
+    code, stdout, stderr = run(
+        "train", "--data", slow_data, *SLOW, "--epochs", "5", "--out", run_dir
+    )
+    monkeypatch.undo()
+    assert code == 2
+    assert stderr.startswith(f"gpumlp: error: cannot write {str(run_dir / 'checkpoint.npz')!r}: ")
+    assert "No space left on device" in stderr and stderr.count("\n") == 1
+    assert "Epoch 1: " in stdout
+    assert read_checkpoint(run_dir / "checkpoint.npz")[0]["epoch"] == 2
+    assert temp_files(run_dir) == []
+
+
+def test_out_of_memory_on_the_command_line(slow_data, tmp_path, monkeypatch):
+    fail_on_step(monkeypatch, 3, MemoryError("Unable to allocate"))
+    import gpumlp.memory
+    import gpumlp.model
+    import gpumlp.runner
+
+    for module in (gpumlp.runner, gpumlp.model):
+        monkeypatch.setattr(module, "check_model_fits", lambda *a, **k: None)
+    monkeypatch.setattr(gpumlp.runner, "check_training_fits", lambda *a, **k: None)
+    monkeypatch.setattr(gpumlp.memory, "free_memory", lambda xp: 100_000)
+    code, _, stderr = run(
+        "train", "--data", slow_data, *SLOW, "--batch-size", "50", "--out", tmp_path
+    )
+    assert code == 2
+    assert stderr.startswith("gpumlp: error: out of host memory training sizes=[784, 200, 10]")
+    assert "try batch_size=" in stderr and stderr.count("\n") == 1

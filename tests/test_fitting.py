@@ -1,0 +1,41 @@
+"""Tests for gpumlp.fitting: a run stopped short by Ctrl-C rolls back to its last finished
+epoch, checkpoints it, raises TrainingInterrupted carrying the history, and resumes to what an
+uninterrupted run gives. (Ctrl-C and kill -9 of ``gpumlp train`` are in test_cli_train.py;
+divergence in test_train.py; memory running out in test_memory.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+import gpumlp
+from conftest import CE_NET, assert_same_params, fit_run, history_columns, params_of
+from gpumlp.checkpoint import read_checkpoint
+
+
+def test_resume_after_interruption_with_cosine(blobs, tmp_path):
+    # Cosine depends on the total number of epochs, so interrupt a 4-epoch run (Ctrl-C after
+    # epoch 2) rather than finishing a 2-epoch one; the run rolls back to its last snapshot
+    # and checkpoints it.
+    X, y = blobs
+    kw = dict(epochs=4, schedule="cosine", optimizer="adam", lr=0.05, dropout=0.2)
+    whole = gpumlp.Network([4, 6, 3], **CE_NET)
+    h_whole = fit_run(whole, X, y, **kw)
+
+    def interrupt(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "run.npz"
+    first = gpumlp.Network([4, 6, 3], **CE_NET)
+    with pytest.raises(KeyboardInterrupt) as info:
+        fit_run(first, X, y, checkpoint=path, on_epoch=interrupt, **kw)
+    meta, _ = read_checkpoint(path)
+    assert 1 <= meta["epoch"] <= 3
+    assert isinstance(info.value, gpumlp.TrainingInterrupted)  # carries the finished epochs
+    assert len(info.value.history) == meta["epoch"]
+    assert meta["history"]["stop_reason"].startswith("interrupted")
+    again = gpumlp.Network([4, 6, 3], **CE_NET)
+    h_again = fit_run(again, X, y, resume=path, **kw)
+    assert_same_params(params_of(again), params_of(whole))
+    assert history_columns(h_again) == history_columns(h_whole)
+    assert h_again.stop_reason is None  # it finished this time

@@ -1,0 +1,224 @@
+"""Tests for gpumlp.model: the ``Network`` facade's inputs (bad data refused with a message
+naming the argument; integer, bool and any finite data accepted), ``load_params``, binary
+labels on one output unit, and forward passes in chunks (predict, evaluate, validation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import gpumlp
+from conftest import SMALL_X as X
+from conftest import SMALL_Y as Y
+from conftest import host
+from conftest import small_fit as fit
+from conftest import small_net as net
+
+# -- bad input at the public edge ---------------------------------------------------------------
+
+DATA_CASES = [
+    ("X-1d", lambda: fit(X=X[:, 0]), ValueError, "X must be 2-D"),
+    ("X-3d", lambda: fit(X=X[:, :, None]), ValueError, "X must be 2-D"),
+    ("X-width", lambda: fit(X=X[:, :3]), ValueError, r"X has 3 features.*sizes\[0\]"),
+    ("X-empty", lambda: fit(X=X[:0], y=Y[:0]), ValueError, "X is empty"),
+    ("X-nan", lambda: fit(X=np.where(X > 0.9, np.nan, X)), ValueError, "X contains NaN or inf"),
+    ("X-inf", lambda: fit(X=np.where(X > 0.9, np.inf, X)), ValueError, "X contains NaN or inf"),
+    ("X-complex", lambda: fit(X=X + 1j), TypeError, "X must be real-valued"),
+    ("X-strings", lambda: fit(X=X.astype(str)), TypeError, "X must be numeric"),
+    ("X-object", lambda: fit(X=np.array([[object()] * 4] * 12)), TypeError, "X holds non-numeric"),
+    (
+        "X-ragged",
+        lambda: fit(X=[[1.0, 2.0, 3.0, 4.0], [1.0]] * 6),
+        ValueError,
+        "X is not a rectangular",
+    ),
+    ("X-none", lambda: fit(X=None), TypeError, "X"),
+    ("y-length", lambda: fit(y=Y[:-1]), ValueError, "y has 11 entries but X has 12"),
+    (
+        "y-label-high",
+        lambda: fit(y=np.where(Y == 2, 3, Y)),
+        ValueError,
+        r"labels must lie in \[0, 2\]",
+    ),
+    ("y-label-negative", lambda: fit(y=np.where(Y == 2, -1, Y)), ValueError, "y holds labels in"),
+    ("y-non-integer", lambda: fit(y=Y + 0.5), ValueError, "y must hold integer class labels"),
+    ("y-nan", lambda: fit(y=np.where(Y == 2, np.nan, Y)), ValueError, "y contains NaN"),
+    ("y-width", lambda: fit(y=np.eye(4)[Y]), ValueError, r"y has shape \(12, 4\)"),
+    ("y-column", lambda: fit(y=Y[:, None]), ValueError, "pass class labels as a 1-D array"),
+    ("y-3d", lambda: fit(y=np.eye(3)[Y][:, :, None]), ValueError, "y must be labels"),
+    ("y-scalar", lambda: fit(y=3), ValueError, "y must be labels"),
+    ("y-complex", lambda: fit(y=Y + 0j), TypeError, "y must be real-valued"),
+    (
+        "validation-not-pair",
+        lambda: fit(validation_data=X),
+        TypeError,
+        "validation_data must be a pair",
+    ),
+    (
+        "validation-width",
+        lambda: fit(validation_data=(X[:, :2], Y)),
+        ValueError,
+        r"validation_data\[0\]",
+    ),
+    (
+        "validation-labels",
+        lambda: fit(validation_data=(X, Y + 7)),
+        ValueError,
+        r"validation_data\[1\]",
+    ),
+    (
+        "ce-targets-range",
+        lambda: gpumlp.Network([4, 3], cost="cross_entropy", backend="numpy").fit(
+            X, np.full((12, 3), 2.0), epochs=1, batch_size=4, lr=0.1
+        ),
+        ValueError,
+        r"y must lie in \[0, 1\]",
+    ),
+]
+
+METHOD_CASES = [
+    ("predict-width", lambda: net().predict(X[:, :2]), ValueError, "X has 2 features"),
+    ("evaluate-length", lambda: net().evaluate(X, Y[:3]), ValueError, "y has 3 entries"),
+    ("gradients-nan", lambda: net().gradients(X * np.nan, Y), ValueError, "X contains NaN"),
+    ("chunk-zero", lambda: net().feedforward(X, chunk=0), ValueError, "chunk must be >= 1"),
+    (
+        "load-params-count",
+        lambda: net().load_params([np.ones((5, 4))], [np.ones(5)]),
+        ValueError,
+        "expected 2 weight",
+    ),
+    (
+        "load-params-shape",
+        lambda: net().load_params([np.ones((4, 5)), np.ones((3, 5))], [np.ones(5), np.ones(3)]),
+        ValueError,
+        r"weights\[0\] must have shape \(5, 4\)",
+    ),
+    (
+        "load-params-strings",
+        lambda: net().load_params(
+            [np.full((5, 4), "a"), np.ones((3, 5))], [np.ones(5), np.ones(3)]
+        ),
+        TypeError,
+        r"weights\[0\]",
+    ),
+    (
+        "load-params-complex",
+        lambda: net().load_params(
+            [np.ones((5, 4)) + 1j, np.ones((3, 5))], [np.ones(5), np.ones(3)]
+        ),
+        TypeError,
+        r"weights\[0\] must be real-valued",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [pytest.param(c, e, m, id=i) for i, c, e, m in DATA_CASES + METHOD_CASES],
+)
+def test_bad_input_is_named(call, exc, match):
+    with pytest.raises(exc, match=match) as info:
+        call()
+    assert type(info.value) is exc or issubclass(type(info.value), exc)
+
+
+def test_integer_and_bool_inputs_are_accepted():
+    fit(X=(X > 0.5).astype(np.int64))
+    fit(X=X > 0.5)
+    fit(y=Y.astype(np.float64))  # integral floats are labels
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    x=arrays(np.float64, (6, 4), elements=st.floats(-1e6, 1e6, allow_nan=False)),
+    y=arrays(np.int64, (6,), elements=st.integers(0, 2)),
+    batch=st.integers(1, 8),
+)
+def test_any_finite_input_trains_without_error(x, y, batch):
+    n = gpumlp.Network([4, 5, 3], backend="numpy", seed=0)
+    try:
+        n.fit(x, y, epochs=1, batch_size=batch, lr=0.1)
+    except gpumlp.DivergedError:
+        pass  # a legitimate, named outcome for inputs as large as 1e6
+    assert all(np.isfinite(np.asarray(t)).all() for t in n.params.arrays())
+
+
+def test_single_output_unit_takes_binary_labels():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 2))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    net = gpumlp.Network([2, 1], cost="cross_entropy", backend="numpy", seed=0)
+    net.fit(X, y, epochs=20, batch_size=10, lr=1.0)
+    assert net.evaluate(X, y)["accuracy"] > 0.97
+    assert set(np.unique(host(net.predict(X)))) <= {0, 1}
+
+
+def test_load_params_accepts_book_column_biases_and_checks_shapes():
+    net = gpumlp.Network([3, 2], backend="numpy")
+    net.load_params([np.ones((2, 3))], [np.ones((2, 1))])
+    assert host(net.biases[0]).shape == (2,)
+    with pytest.raises(ValueError, match=r"weights\[0\].*\(2, 3\)"):
+        net.load_params([np.ones((3, 2))], [np.ones(2)])
+    with pytest.raises(ValueError, match="expected 1 weight"):
+        net.load_params([np.ones((2, 3))] * 2, [np.ones(2)] * 2)
+    with pytest.raises(ValueError, match=r"biases\[0\] contains NaN"):
+        net.load_params([np.ones((2, 3))], [np.array([1.0, np.nan])])
+
+
+# -- forward passes in chunks -------------------------------------------------------------------
+
+
+def test_feedforward_in_chunks_equals_one_pass():
+    net = gpumlp.Network([6, 5, 4], dtype="float64", backend="numpy", seed=0)
+    X = np.random.default_rng(1).standard_normal((23, 6))
+    np.testing.assert_array_equal(host(net.feedforward(X, chunk=5)), host(net.feedforward(X)))
+
+
+@pytest.fixture
+def rows_seen(monkeypatch) -> dict[str, list[int]]:
+    """Record the rows of every forward pass made by the Network facade and by evaluation."""
+    import gpumlp.model
+    import gpumlp.train
+
+    seen = {"model": [], "train": []}
+    for module in (gpumlp.model, gpumlp.train):
+        real, key = module.feedforward, module.__name__.split(".")[-1]
+
+        def spy(params, x, *args, _real=real, _key=key, **kwargs):
+            seen[_key].append(x.shape[0])
+            return _real(params, x, *args, **kwargs)
+
+        monkeypatch.setattr(module, "feedforward", spy)
+    return seen
+
+
+def test_predict_and_evaluate_work_in_chunks(rows_seen):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((25, 4)), rng.integers(0, 3, 25)
+    net = gpumlp.Network([4, 5, 3], backend="numpy", seed=0)
+    whole = np.asarray(net.feedforward(X, chunk=1000))
+    assert rows_seen["model"] == [25]
+    rows_seen["model"].clear()
+    assert np.array_equal(np.asarray(net.feedforward(X, chunk=10)), whole)
+    assert rows_seen["model"] == [10, 10, 5]
+    rows_seen["model"].clear()
+    assert np.array_equal(np.asarray(net.predict(X, chunk=7)), whole.argmax(axis=1))
+    assert rows_seen["model"] == [7, 7, 7, 4]
+    chunked, whole = net.evaluate(X, y, chunk=9), net.evaluate(X, y, chunk=100)
+    assert chunked["accuracy"] == whole["accuracy"]
+    assert chunked["cost"] == pytest.approx(whole["cost"], rel=1e-6)  # float32 sums, reordered
+    assert rows_seen["train"] == [9, 9, 7, 25]
+
+
+def test_validation_during_fit_works_in_chunks(rows_seen, monkeypatch):
+    import gpumlp.model
+
+    monkeypatch.setattr(gpumlp.model, "DEFAULT_CHUNK", 10)
+    rng = np.random.default_rng(0)
+    X, y = rng.random((30, 4)), rng.integers(0, 3, 30)
+    net = gpumlp.Network([4, 5, 3], backend="numpy", seed=0)
+    net.fit(X, y, epochs=2, batch_size=30, lr=0.1, validation_data=(X[:25], y[:25]))
+    assert rows_seen["train"] == [10, 10, 5] * 2
