@@ -25,6 +25,7 @@ import errno
 import gzip
 import importlib.util
 import io
+import itertools
 import os
 import pickle
 import struct
@@ -42,6 +43,7 @@ from gpumlp import checkpoint
 from gpumlp.activations import ACTIVATIONS
 from gpumlp.backend import cupy_status
 from gpumlp.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from gpumlp.costs import COSTS, VALID_PAIRS
 
 REQUIRE_GPU = os.environ.get("GPUMLP_REQUIRE_GPU", "").strip() == "1"
 
@@ -142,6 +144,28 @@ def model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.npz"
     small_net().save(path)
     return path
+
+
+ALL_PAIRS = list(itertools.product(ACTIVATIONS, COSTS))
+"""Every (output activation, cost) pair of the two registries."""
+
+INVALID_PAIRS = [pair for pair in ALL_PAIRS if pair not in VALID_PAIRS]
+"""The pairs a network refuses (test_costs, test_cli_train)."""
+
+
+def val_overflow_problem(scale: float = 3e17):
+    """A regression whose validation cost overflows float32 while the training cost stays finite:
+    ``((X, Y), (X_val, Y_val))``. Training pulls the weights of a linear [4, 2] network from
+    about 1 towards 20 (Y = X·20 on inputs of about 1); the two validation rows are inputs of
+    ``scale``, so their squared error (~(4·scale·|w|)²) passes float32's 3.4e38 as the weights
+    grow: in epoch 7 of ``VAL_OVERFLOW_NET`` at lr 0.01 for the default scale, from the start
+    for a scale of 1e30."""
+    X = np.random.default_rng(0).standard_normal((100, 4))
+    return (X, X @ np.full((4, 2), 20.0)), (np.full((2, 4), scale), np.zeros((2, 2)))
+
+
+VAL_OVERFLOW_NET = {"activation": "identity", "backend": "numpy", "seed": 0}
+VAL_OVERFLOW_FIT = {"batch_size": 10, "lr": 0.01}
 
 
 # -- arrays -------------------------------------------------------------------------------------
@@ -479,6 +503,16 @@ BAD_CHECKPOINT_CONTENTS = [
     ),
 ]
 """The same for valid, signed containers whose model is wrong (:mod:`gpumlp.modelfile`)."""
+
+
+PEAK_RSS = """
+def peak_rss():
+    # This process's own peak resident bytes (VmHWM). Not ru_maxrss: a child started by a big
+    # process (pytest with torch imported) inherits its parent's peak there across exec.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+"""
+"""Python source of ``peak_rss()``, for the snippets the memory tests run in a fresh process."""
 
 
 # -- the command line ---------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """Tests for gpumlp.checkpoint, the file container: a plain npz readable without CuPy, its
 format version, and every kind of foreign, truncated or damaged file refused with a
-CheckpointError naming the file (never different numbers, silently)."""
+CheckpointError naming the file (never different numbers, silently); a zip bomb refused from
+its declared sizes before anything inflates, and saving streamed to the file."""
 
 from __future__ import annotations
 
 import gc
+import io
 import json
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -18,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gpumlp
-from conftest import BAD_CHECKPOINT_CONTAINERS, assert_same_params, params_of
+from conftest import BAD_CHECKPOINT_CONTAINERS, PEAK_RSS, assert_same_params, params_of
 from gpumlp import checkpoint as ckpt_mod
-from gpumlp.checkpoint import CheckpointError
+from gpumlp.checkpoint import CheckpointError, read_checkpoint
 
 # -- the layout ---------------------------------------------------------------------------------
 
@@ -210,3 +213,99 @@ def test_flipped_array_byte_fails_the_checksum(saved, tmp_path):
         assert z.testzip() is None
     with pytest.raises(CheckpointError, match=r"tampered\.npz.*checksum"):
         gpumlp.load(path)
+
+
+# -- reading within sizes fixed before inflating ------------------------------------------------
+
+
+def rezipped(source: Path, path: Path, replace: dict | None = None) -> Path:
+    """``source``'s members deflated into ``path``, ``replace`` giving new bytes by name."""
+    with zipfile.ZipFile(source) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in (members | (replace or {})).items():
+            zf.writestr(name, data)
+    return path
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_a_deflated_checkpoint_still_reads(saved, fitted, tmp_path):
+    # gpumlp writes checkpoints stored; one deflated by hand (weights barely deflate) reads
+    # with and without the shapes to check against.
+    path = rezipped(saved, tmp_path / "deflated.npz")
+    meta, arrays = read_checkpoint(path)
+    assert meta["sizes"] == [4, 6, 3] and sorted(arrays) == [f"param/{i}" for i in range(4)]
+    assert_same_params(params_of(gpumlp.load(path, backend="numpy")), params_of(fitted))
+
+
+def test_a_zip_bomb_is_refused_from_its_declared_sizes(saved, tmp_path):
+    # 2 MiB of zeros deflate to 2 KB: with shapes (a model's load) the member is larger than
+    # its (6, 4) weights may be; without them (reading any checkpoint's metadata), it inflates
+    # more than INFLATE_LIMIT times. Either way nothing is inflated.
+    zeros = npy_bytes(np.zeros(1 << 18))
+    path = rezipped(saved, tmp_path / "bomb.npz", {"param/0.npy": zeros})
+    with pytest.raises(
+        CheckpointError,
+        match=r"bomb\.npz' is damaged or hostile: array "
+        r"'param/0' declares 2,097,280 bytes, more than the 65,728 it may hold",
+    ):
+        gpumlp.load(path, backend="numpy")  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"bomb\.npz' is damaged or hostile: array "
+        r"'param/0' declares 2,097,280 bytes in 2,1\d\d compressed, more than 64 "
+        r"times as many \(a zip bomb\?\)",
+    ):
+        read_checkpoint(path)  # fmt: skip
+
+
+def test_metadata_is_capped(saved, tmp_path, monkeypatch):
+    monkeypatch.setattr(ckpt_mod, "META_LIMIT", 1000)
+    with pytest.raises(
+        CheckpointError,
+        match=r"saved.*damaged or hostile: array '__meta__' "
+        r"declares [\d,]+ bytes, more than the 66,536 it may hold",
+    ):
+        read_checkpoint(rezipped(saved, saved.parent / "saved.npz", {"__meta__.npy":
+                        npy_bytes(np.zeros(70_000, np.uint8))}))  # fmt: skip
+
+
+def test_a_standardized_model_lacking_its_input_statistics_is_refused(blobs, tmp_path):
+    # Arrays the metadata says the file must hold are refused when missing, before any is
+    # used: a standardized network without input/mean would silently predict on raw inputs.
+    X, y = blobs
+    net = gpumlp.Network([4, 6, 3], backend="numpy", seed=0)
+    net.fit(X, y, epochs=1, batch_size=10, lr=0.5, standardize=True)
+    net.save(tmp_path / "std.npz")
+    meta, arrays = read_checkpoint(tmp_path / "std.npz")
+    assert meta["standardized"] is True and "input/mean" in arrays
+    meta = {k: v for k, v in meta.items() if k not in ("format", "sha256")}
+    kept = {k: v for k, v in arrays.items() if not k.startswith("input/")}
+    ckpt_mod.write_checkpoint(tmp_path / "lacking.npz", meta, kept)
+    with pytest.raises(CheckpointError, match=r"lacking\.npz' lacks parameter 'input/mean'"):
+        gpumlp.load(tmp_path / "lacking.npz", backend="numpy")
+
+
+SAVE_PEAK = f"""
+import sys
+import gpumlp
+{PEAK_RSS}
+net = gpumlp.Network([784, 20000, 10], backend="numpy", seed=0)
+before = peak_rss()
+net.save(sys.argv[1])
+print(peak_rss() - before)
+"""
+
+
+def test_saving_streams_the_arrays_to_the_file(tmp_path):
+    # 64 MB of parameters: building the zip in memory would add twice that to the peak.
+    done = subprocess.run([sys.executable, "-c", SAVE_PEAK, str(tmp_path / "big.npz")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) < 8 << 20
+    assert gpumlp.load(tmp_path / "big.npz", backend="numpy").sizes == [784, 20000, 10]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import pickle
 import pickletools
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from conftest import (
     assert_split,
     book_splits,
     npz_maker,
+    run,
     write_idx,
     write_idx_dir,
     write_npz,
@@ -30,13 +32,23 @@ from gpumlp.datasets import load_mnist
 # --- the three formats ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("protocol", ["py2", 4, 5])
+BOOK_GLOBALS = {"numpy ndarray", "numpy dtype", "numpy.core.multiarray _reconstruct"}
+PICKLE_GLOBALS = {  # what each protocol names: the helper writes what the real files hold
+    "py2": BOOK_GLOBALS,  # the book's file
+    2: {"numpy ndarray", "numpy dtype", "numpy._core.multiarray _reconstruct", "_codecs encode"},
+    3: {"numpy ndarray", "numpy dtype", "numpy._core.multiarray _reconstruct"},
+}
+
+
+@pytest.mark.parametrize("protocol", ["py2", 2, 3, 4, 5])
 def test_pickle_loads_book_splits_exactly(tmp_path, protocol):
+    # Protocols 2 and 3 are the book's splits pickled by Python 3 (2 writes array bytes as
+    # _codecs.encode(text, "latin1")); 4 and 5 name globals from the stack.
     splits = book_splits()
-    if protocol == "py2":  # the helper really writes what the book's file holds
-        raw = gzip.decompress(write_pkl(tmp_path / "probe", splits).read_bytes())
+    if protocol in PICKLE_GLOBALS:
+        raw = gzip.decompress(write_pkl(tmp_path / "probe", splits, protocol=protocol).read_bytes())
         globals_ = {a for op, a, _ in pickletools.genops(raw) if op.name == "GLOBAL"}
-        assert globals_ == {"numpy ndarray", "numpy dtype", "numpy.core.multiarray _reconstruct"}
+        assert globals_ == PICKLE_GLOBALS[protocol]
     train, validation, test = load_mnist(
         write_pkl(tmp_path / "m.pkl.gz", splits, protocol=protocol)
     )
@@ -163,18 +175,40 @@ def test_truncated_pickle(tmp_path):
         load_mnist(path)
 
 
-def test_pickle_with_forbidden_global_does_not_run(tmp_path):
+@pytest.mark.parametrize("protocol", ["py2", 2, 3, 5])
+def test_pickle_with_forbidden_global_does_not_run(tmp_path, protocol):
     marker = tmp_path / "pwned"
 
     class Evil:
         def __reduce__(self):
             return os.system, (f"touch {marker}",)
 
-    path = write_pkl(tmp_path / "mnist.pkl.gz", (Evil(), None, None))
+    path = write_pkl(tmp_path / "mnist.pkl.gz", (Evil(), None, None), protocol=protocol)
     with pytest.raises(ValueError, match=r"forbidden global (posix|nt|os)\.system") as info:
         load_mnist(path)
     assert str(path) in str(info.value)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("codec", ["rot13", "zlib_codec", "utf-8"])
+def test_pickle_may_call_codecs_encode_only_for_latin1(tmp_path, codec):
+    # _codecs.encode is allowed for what protocol 2 writes; any other codec (zlib and bz2
+    # would inflate, rot13 would hide text) is refused before it runs.
+    text = pickle.dumps("abc", protocol=2)[2:-1]  # BINUNICODE 'abc'
+    call = b"c_codecs\nencode\n" + text + pickle.dumps(codec, protocol=2)[2:-1] + b"\x86R."
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(b"\x80\x02" + call))
+    with raises_naming(path, rf"forbidden call _codecs\.encode\(\.\.\., '{codec}'\)"):
+        load_mnist(path)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_python3_pickles_train_on_the_command_line(tmp_path, protocol, numpy_env):
+    path = write_pkl(tmp_path / "mnist.pkl.gz", book_splits((40, 10, 10)), protocol=protocol)
+    code, _, stderr = run("train", "--data", path, "--sizes", "784,8,10", "--epochs", "1",
+                          "--quiet", "--out", tmp_path / "run")  # fmt: skip
+    assert (code, stderr) == (0, ""), stderr
+    assert (tmp_path / "run" / "model.npz").is_file()
 
 
 @pytest.mark.parametrize(

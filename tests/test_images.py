@@ -18,6 +18,7 @@ import pytest
 Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
 
+from conftest import PEAK_RSS  # noqa: E402
 from gpumlp.images import MAX_PIXELS, find_images, read_digit, to_mnist  # noqa: E402
 
 N_PHOTOS = 200
@@ -88,6 +89,7 @@ def naive(path: Path) -> np.ndarray:
 def png_declaring(path: Path, width: int, height: int) -> Path:
     """A valid 1-bit PNG of width × height black pixels: a few hundred KB that would decode to
     width * height bytes as grey."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + data))
         return struct.pack(">I", len(data)) + kind + data + crc
@@ -352,20 +354,21 @@ def test_huge_images_are_refused_from_their_header(tmp_path):
              for w, h in [(10000, 5000), (10000, 10000), (20000, 20000)]]  # fmt: skip
     assert max(f.stat().st_size for f in files) < 1 << 20
     code = (
-        "import json, resource, sys, time, warnings\n"
+        "import json, sys, time, warnings\n"
+        f"{PEAK_RSS}\n"
         "import PIL.Image\n"
         "from gpumlp.images import read_digit\n"
         "warnings.simplefilter('error', PIL.Image.DecompressionBombWarning)\n"
         "out = []\n"
         "for path in sys.argv[1:]:\n"
-        "    rss, t = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()\n"
+        "    rss, t = peak_rss(), time.perf_counter()\n"
         "    try:\n"
         "        read_digit(path)\n"
         "        msg = None\n"
         "    except Exception as exc:\n"
         "        msg = f'{type(exc).__name__}: {exc}'\n"
-        "    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss\n"
-        "    out.append([msg, time.perf_counter() - t, grew / 1024])\n"
+        "    grew = peak_rss() - rss\n"
+        "    out.append([msg, time.perf_counter() - t, grew / 2**20])\n"
         "print(json.dumps(out))\n"
     )
     run = subprocess.run([sys.executable, "-c", code, *map(str, files)], capture_output=True,
@@ -377,6 +380,26 @@ def test_huge_images_are_refused_from_their_header(tmp_path):
         assert msg is not None and msg.startswith("ValueError: image '") and size in msg, msg
         assert limit in msg and "\n" not in msg
         assert seconds < 2 and grew_mb < 20, (msg, seconds, grew_mb)
+
+
+@pytest.mark.parametrize(
+    ("rgb", "mode", "need"), [(False, "L", "480,000 bytes"), (True, "RGB", "1.8 MiB")]
+)
+def test_pictures_that_do_not_fit_in_memory_are_refused_before_decoding(
+    tmp_path, monkeypatch, rgb, mode, need
+):
+    # Under MAX_PIXELS, but reading it peaks at 4 (grey) to 16 (colour) bytes a pixel.
+    from gpumlp import safeio
+
+    path = save(np.ones((300, 400)), tmp_path / "p.png", rgb=rgb)
+    monkeypatch.setattr(safeio, "host_available_memory", lambda: 100_000)
+    message = (f"image '{path}' (400x300 pixels, {mode}) would need {need} but only 100,000 "
+               "bytes of memory is free")  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_digit(path)
+    monkeypatch.setattr(safeio, "host_available_memory", lambda: 2 << 20)
+    with pytest.raises(ValueError, match="no digit found"):  # read: a blank page
+        read_digit(path)
 
 
 def test_pillow_limit_below_ours_is_reported(tmp_path, monkeypatch):

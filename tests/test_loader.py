@@ -1,13 +1,18 @@
 """Tests for gpumlp.loader: a saved model or training checkpoint loads as a ``Network`` on every
 backend, with the file's exact parameters, the same outputs (to rounding across backends), and
-its dtype or an override."""
+its dtype or an override; nothing is allocated from what a file's metadata claims."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 
 import gpumlp
 from conftest import CE_NET, assert_same_params, fit_run, host, params_of
+from gpumlp import memory, model
+from gpumlp.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 
 
 def test_round_trip_on_every_backend(backend, blobs, tmp_path):
@@ -72,3 +77,30 @@ def test_training_checkpoint_loads_as_a_model(blobs, tmp_path):
     net = gpumlp.Network([4, 6, 3], **CE_NET)
     fit_run(net, X, y, epochs=2, checkpoint=path, optimizer="adam", lr=0.02)
     assert_same_params(params_of(gpumlp.load(path, backend="numpy")), params_of(net))
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["small-arrays", "no-arrays"])
+def test_nothing_is_allocated_from_what_the_metadata_claims(tmp_path, monkeypatch, drop):
+    # A file claiming sizes=[784, 3000000, 10] (9 GB) beside the arrays of a small network, or
+    # none: its stored arrays are checked first, so it is refused for them, even where the
+    # memory free would allow the claim, and nothing is drawn, created or allocated for it.
+    gpumlp.Network([784, 30, 10], backend="numpy", seed=0).save(tmp_path / "m.npz")
+    meta, arrays = read_checkpoint(tmp_path / "m.npz")
+    meta = {k: v for k, v in meta.items() if k not in ("format", "sha256")}
+    write_checkpoint(tmp_path / "claims.npz", meta | {"sizes": [784, 3_000_000, 10]},
+                     {} if drop else arrays)  # fmt: skip
+    monkeypatch.setattr(memory, "host_available_memory", lambda: 1 << 40)
+
+    def no(*args, **kwargs):
+        raise AssertionError("allocated from the metadata")
+
+    def small(shape, *args, real=np.empty, **kwargs):  # what a reader would fill from a claim
+        if np.prod(shape) > 1_000_000:
+            no()
+        return real(shape, *args, **kwargs)
+
+    monkeypatch.setattr(model, "init_params", no)
+    monkeypatch.setattr(np, "empty", small)
+    gist = "lacks parameter 'param/0'" if drop else "array 'param/0' has shape (30, 784)"
+    with pytest.raises(CheckpointError, match=re.escape(gist)):
+        gpumlp.load(tmp_path / "claims.npz", backend="numpy")

@@ -17,7 +17,6 @@ target, so a reader (or a resume after ``kill -9``) sees the old file or the new
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import lzma
 import os
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomicio import atomic_write_bytes
+from .atomicio import atomic_file
 from .errors import CheckpointError
 from .safeio import Oversize, read_npy_member
 
@@ -51,7 +50,7 @@ def _digest(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
+        h.update(a.data)  # the bytes in place: no copy of a large array
     return h.hexdigest()
 
 
@@ -66,10 +65,9 @@ def write_checkpoint(
     meta = {**meta, "format": FORMAT_VERSION}
     meta["sha256"] = _digest(arrays, meta)
     blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    buf = io.BytesIO()
     savez: Any = np.savez  # its stub types **arrays as options
-    savez(buf, __meta__=blob, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_file(path) as f:  # streamed: no copy of the arrays in memory
+        savez(f, __meta__=blob, **arrays)
 
 
 Expect = Callable[[dict[str, Any]], Mapping[str, tuple[tuple[int, ...], bool]]]
@@ -77,6 +75,11 @@ Expect = Callable[[dict[str, Any]], Mapping[str, tuple[tuple[int, ...], bool]]]
 
 META_LIMIT = 64 << 20
 """The most bytes of metadata a file may declare (a history of thousands of epochs is < 1 MiB)."""
+
+INFLATE_LIMIT = 64
+"""Read without ``expect``, a compressed member may inflate to at most this many times its
+compressed size (plus 1 MiB): gpumlp writes checkpoints uncompressed, and trained weights
+deflate by 10% or so, while a zip bomb inflates a thousandfold."""
 
 
 def read_checkpoint(
@@ -89,13 +92,14 @@ def read_checkpoint(
     path : the ``.npz`` file
     expect : optional; from the metadata, the arrays the file must or may hold and their shapes
         (:func:`gpumlp.modelfile.expected_arrays`). Each member's declared size and header are
-        checked against them before it is read, and any other member is refused. Without it,
-        each member may hold at most the memory free.
+        checked against them before it is read, any other member is refused, and so is a file
+        lacking an array it must hold. Without it, each member may hold at most the memory
+        free, and a compressed one :data:`INFLATE_LIMIT` times its compressed size.
 
     Returns
     -------
     meta : dict, the JSON metadata
-    arrays : dict of name -> host NumPy array (expected arrays the file lacks are left out)
+    arrays : dict of name -> host NumPy array (optional arrays the file lacks are left out)
 
     Raises
     ------
@@ -117,7 +121,7 @@ def read_checkpoint(
                 raise CheckpointError(f"{where} is a .npy array, not a gpumlp checkpoint")
             f.seek(0)
             with zipfile.ZipFile(f) as zf:
-                meta, arrays = _read_members(zf, where, expect)
+                meta, arrays, wanted = _read_members(zf, where, expect)
     except CheckpointError:
         raise
     except _DAMAGED as exc:
@@ -125,16 +129,21 @@ def read_checkpoint(
     body = {k: v for k, v in meta.items() if k != "sha256"}
     if meta.get("sha256") != _digest(arrays, body):
         raise CheckpointError(f"{where} is corrupted: its content does not match its checksum")
+    if missing := [name for name, (_, must) in wanted.items() if must and name not in arrays]:
+        raise CheckpointError(f"{where} lacks parameter {missing[0]!r}")
     return meta, arrays
 
 
 def _read_members(
     zf: zipfile.ZipFile, where: str, expect: Expect | None
-) -> tuple[dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
+) -> tuple[dict[str, Any], dict[str, np.ndarray[Any, Any]], Mapping[str, tuple[Any, bool]]]:
     members = {info.filename.removesuffix(".npy"): info for info in zf.infolist()}
     if "__meta__" not in members:
         raise CheckpointError(f"{where} is not a gpumlp checkpoint (no metadata)")
-    blob = read_npy_member(zf, members.pop("__meta__"), kinds="u", max_bytes=META_LIMIT)
+    try:
+        blob = read_npy_member(zf, members.pop("__meta__"), kinds="u", max_bytes=META_LIMIT)
+    except Oversize as exc:
+        raise CheckpointError(f"{where} is damaged or hostile: {exc}") from None
     meta = json.loads(blob.tobytes().decode("utf-8"))
     if not isinstance(meta, dict) or "format" not in meta:
         raise CheckpointError(f"{where} has no format version in its metadata")
@@ -149,6 +158,13 @@ def _read_members(
         if wanted is not None and name not in wanted:
             raise CheckpointError(f"{where} holds an unexpected array {name!r}")
         shape = None if wanted is None else wanted[name][0]
+        inflates = info.compress_type != zipfile.ZIP_STORED
+        if shape is None and inflates and info.file_size > _inflate_limit(info):
+            raise CheckpointError(
+                f"{where} is damaged or hostile: array {name!r} declares {info.file_size:,} "
+                f"bytes in {info.compress_size:,} compressed, more than {INFLATE_LIMIT} times as "
+                "many (a zip bomb?)"
+            )
         try:
             arrays[name] = read_npy_member(zf, info, shape=shape, kinds="f" if wanted else "biuf")
         except Oversize as exc:
@@ -157,4 +173,8 @@ def _read_members(
             if shape is not None and "shape" in str(exc):
                 raise CheckpointError(f"{where} holds invalid parameters: {exc}") from None
             raise
-    return meta, arrays
+    return meta, arrays, wanted or {}
+
+
+def _inflate_limit(info: zipfile.ZipInfo) -> int:
+    return INFLATE_LIMIT * info.compress_size + (1 << 20)

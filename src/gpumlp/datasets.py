@@ -11,7 +11,10 @@ with ``x`` a C-contiguous float32 array of shape (n, 784) in [0, 1] and ``y`` in
 IDX and npz hold only train and test; the last ``n // 6`` training images become the validation
 set. For the full 60,000 that is the last 10,000, the book's 50,000/10,000 split (its validation
 set is the tail of the original training set). The pickle is read with an unpickler that only
-resolves the NumPy globals needed to rebuild arrays, so a hostile file cannot run code.
+resolves the NumPy globals needed to rebuild arrays, so a hostile file cannot run code, after a
+walk through its opcodes, so it cannot build more than it holds. Every reader stops a gzip bomb
+(:func:`gpumlp.safeio.open_untrusted`) and checks the memory an IDX header or npz member claims
+before reading it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import codecs
 import contextlib
 import errno
 import gzip
-import io
 import math
 import os
 import pickle
@@ -30,13 +32,13 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .fetch import MNIST_FILENAME, cache_dir, fetch_mnist
-from .safeio import LimitedReader, read_npy_member, require_memory
+from .safeio import Oversize, check_pickle, open_untrusted, read_npy_member, require_memory
 
 __all__ = ["PICKLE_LIMIT", "Split", "load_mnist"]
 
@@ -45,6 +47,8 @@ Split = tuple[NDArray[np.float32], NDArray[np.int64]]
 PICKLE_LIMIT = 512 << 20
 """The most bytes an MNIST pickle may decompress to: the book's file is 220 MB, all 70,000
 images as float64 with their labels 440 MB."""
+PICKLE_OPS = 10_000
+"""The most opcodes an MNIST pickle may hold: the book's holds about a hundred."""
 
 _IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -67,11 +71,20 @@ _CORRUPT = (EOFError, zlib.error, pickle.UnpicklingError, zipfile.BadZipFile, Lo
 # dtype; _frombuffer is what protocol 5 (Python 3.14's default) writes for arrays. The functions
 # are taken from ndarray's own reduce, so the deprecated numpy.core is never imported.
 _RECONSTRUCT, _FROMBUFFER = np.empty(0).__reduce__()[0], np.empty(0).__reduce_ex__(5)[0]
-# Python 3's protocols 2 and 3 write bytes as _codecs.encode(str, "latin1"): a pure function.
+
+
+def _latin1(text: str, encoding: str = "utf-8") -> bytes:
+    """What Python 3's protocol 2 writes bytes as: ``_codecs.encode(text, "latin1")``. Any
+    other codec (they include zlib and bz2, which would inflate) is refused."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"forbidden call _codecs.encode(..., {encoding!r:.20})")
+    return codecs.encode(text, "latin1")
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): codecs.encode,
+    ("_codecs", "encode"): _latin1,
 }
 for _core in ("numpy.core", "numpy._core"):
     _ALLOWED[f"{_core}.multiarray", "_reconstruct"] = _RECONSTRUCT
@@ -145,6 +158,12 @@ def load_mnist(
 def _reading(path: Path, what: str) -> Iterator[None]:
     try:
         yield
+    except Oversize as e:  # a bomb, or more than fits: the message says how much
+        raise ValueError(f"{path}: {e}") from None
+    except MemoryError as e:
+        raise ValueError(
+            f"{path}: not a valid {what}: it claims more memory than is free ({e or 'MemoryError'})"
+        ) from None
     except OSError as e:
         if e.errno not in (None, errno.EINVAL):
             raise  # the file system's error (permission, I/O), not the data's
@@ -163,10 +182,10 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _read_pickle(path: Path) -> tuple[Split, Split, Split]:
     with _reading(path, "MNIST pickle"):
-        with gzip.open(path, "rb") if _is_gzip(path) else path.open("rb") as f:
-            stream = cast(IO[bytes], f)
-            limited = LimitedReader(stream, PICKLE_LIMIT, "the pickle")  # a gzip bomb stops here
-            data = _ArrayUnpickler(io.BufferedReader(limited), encoding="latin1").load()
+        with open_untrusted(path, "the pickle", PICKLE_LIMIT) as f:
+            check_pickle(f, "the pickle", max_ops=PICKLE_OPS)
+        with open_untrusted(path, "the pickle", PICKLE_LIMIT) as f:
+            data = _ArrayUnpickler(f, encoding="latin1").load()
         if not (isinstance(data, tuple | list) and len(data) == 3):
             raise ValueError("expected a 3-tuple (train, validation, test)")
         if not all(isinstance(s, tuple | list) and len(s) == 2 for s in data):
@@ -187,7 +206,8 @@ def _read_npz(path: Path) -> tuple[Split, Split, Split]:
             if x.dtype != np.uint8 or x.shape[1:] != (28, 28):
                 raise ValueError(f"x_{name} must be uint8 (n, 28, 28), got {x.dtype} {x.shape}")
             _same_count(path, name, x, y)
-        return (*_hold_out(_bytes(x_train), y_train), _split(_bytes(x_test), y_test, "test"))
+        require_memory(4 * (x_train.size + x_test.size), f"{path} as float32")
+        return (*_hold_out(x_train, y_train), _split(_bytes(x_test), y_test, "test"))
 
 
 def _read_idx_dir(folder: Path) -> tuple[Split, Split, Split]:
@@ -206,15 +226,16 @@ def _read_idx_dir(folder: Path) -> tuple[Split, Split, Split]:
     for part in ("train", "test"):
         _same_count(folder, part, found[f"{part}_images"], found[f"{part}_labels"])
     with _reading(folder, "MNIST IDX folder"):
-        train, validation = _hold_out(_bytes(found["train_images"]), found["train_labels"])
+        train, validation = _hold_out(found["train_images"], found["train_labels"])
         test = _split(_bytes(found["test_images"]), found["test_labels"], "test")
     return train, validation, test
 
 
 def _read_idx(path: Path, ndim: int) -> NDArray[np.uint8]:
     """One IDX file, streamed: the header's dimensions fix how many bytes may follow, which
-    must fit in memory, so a small gzip file claiming gigabytes is refused before inflating."""
-    with _reading(path, "IDX file"), _idx_stream(path) as f:
+    must fit in memory, so a small gzip file claiming gigabytes is refused before inflating
+    (and one inflating a hundredfold is stopped)."""
+    with _reading(path, "IDX file"), open_untrusted(path, "the IDX file") as f:
         head = f.read(4 + 4 * ndim)
         magic = int.from_bytes(head[:4], "big")
         if len(head) < 4 or _IDX_MAGIC.get(magic) != ndim:
@@ -226,20 +247,14 @@ def _read_idx(path: Path, ndim: int) -> NDArray[np.uint8]:
         if ndim == 3 and dims[1:] != (28, 28):
             raise ValueError(f"images are {dims[1]}x{dims[2]}, expected 28x28")
         expected = math.prod(dims)
-        require_memory(5 * expected, f"{path} (its header claims {dims})")  # bytes + float32
-        data = f.read(expected + 1)  # one more byte tells trailing data
-        if len(data) != expected:
-            raise ValueError(f"{len(data)} data bytes, expected {expected} for {dims}")
-        array = np.frombuffer(data, np.uint8).reshape(dims)
+        require_memory(5 * expected, f"the {dims} bytes its header claims, as bytes and float32,")
+        array = np.empty(dims, np.uint8)
+        got = f.readinto(array.reshape(-1).data) + len(f.read(1))  # one more tells trailing data
+        if got != expected:
+            raise ValueError(f"{got} data bytes, expected {expected} for {dims}")
         if ndim == 1 and array.size and array.max() > 9:
             raise ValueError(f"labels must be 0..9, found {array.max()}")
         return array
-
-
-@contextlib.contextmanager
-def _idx_stream(path: Path) -> Iterator[IO[bytes]]:
-    with gzip.open(path, "rb") if _is_gzip(path) else path.open("rb") as f:
-        yield f  # type: ignore[misc]
 
 
 def _same_count(path: Path, part: str, x: NDArray[Any], y: NDArray[Any]) -> None:
@@ -248,19 +263,23 @@ def _same_count(path: Path, part: str, x: NDArray[Any], y: NDArray[Any]) -> None
 
 
 def _bytes(images: NDArray[np.uint8]) -> NDArray[np.float32]:
-    return (images.reshape(len(images), -1) / np.float32(255)).astype(np.float32)
+    """Byte images (n, 28, 28) as a new float32 array (n, 784) of byte/255: one allocation."""
+    out: NDArray[np.float32] = np.divide(images.reshape(len(images), -1), 255, dtype=np.float32)
+    return out
 
 
-def _hold_out(x: NDArray[Any], y: NDArray[Any]) -> tuple[Split, Split]:
-    """Split the training set: the last ``n // 6`` (10,000 of 60,000) become validation."""
-    n_val = len(x) // 6
+def _hold_out(images: NDArray[np.uint8], y: NDArray[Any]) -> tuple[Split, Split]:
+    """Split the training bytes: the last ``n // 6`` (10,000 of 60,000) become validation."""
+    n_val = len(images) // 6
     if n_val == 0:
-        raise ValueError(f"{len(x)} training images are too few to hold out a validation set")
-    return _split(x[:-n_val], y[:-n_val], "train"), _split(x[-n_val:], y[-n_val:], "validation")
+        raise ValueError(f"{len(images)} training images are too few to hold out a validation set")
+    train = _split(_bytes(images[:-n_val]), y[:-n_val], "train")
+    return train, _split(_bytes(images[-n_val:]), y[-n_val:], "validation")
 
 
 def _split(x: Any, y: Any, name: str) -> Split:
-    """Validate one split and return C-contiguous float32/int64 copies."""
+    """Validate one split and return C-contiguous float32/int64 arrays of its own (``x`` itself
+    when it is one already: no second copy of the images)."""
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2 or x.shape[1] != 784 or not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"{name} images must be float of shape (n, 784), got {x.dtype} {x.shape}")
@@ -270,9 +289,7 @@ def _split(x: Any, y: Any, name: str) -> Split:
         raise ValueError(f"{name} pixel values must lie in [0, 1]")
     if y.size and not (y.min() >= 0 and y.max() <= 9):
         raise ValueError(f"{name} labels must be 0..9, got {y.min()}..{y.max()}")
-    return np.array(x, dtype=np.float32, order="C"), np.array(y, dtype=np.int64, order="C")
-
-
-def _is_gzip(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(2) == _GZIP
+    x = np.asarray(x, dtype=np.float32, order="C")
+    if not (x.flags.owndata and x.flags.writeable):
+        x = x.copy()
+    return x, np.array(y, dtype=np.int64, order="C")

@@ -3,25 +3,35 @@
 Every size a file claims (a zip member's declared length, an ``.npy`` header's shape, an IDX
 header's dimensions) is checked against what the caller expects, or against the memory free,
 before the bytes are read or decompressed; streams are read through :class:`LimitedReader`, so
-a gzip bomb stops at its cap instead of filling memory.
+a gzip bomb stops at its cap, or once it inflates far more than real data does, instead of
+filling memory. A pickle is walked opcode by opcode (:func:`check_pickle`) before it is loaded,
+since a few bytes of it can make the unpickler build gigabytes of objects.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import math
+import pickletools
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .memory import host_available_memory
+from .memory import host_available_memory, size_text
 
 __all__ = [
     "HEADER_SLACK",
+    "INFLATE_FLOOR",
+    "INFLATE_RATIO",
     "LimitedReader",
     "Oversize",
+    "check_pickle",
+    "open_untrusted",
     "read_npy",
     "read_npy_member",
     "require_memory",
@@ -40,33 +50,83 @@ def require_memory(nbytes: int, what: str) -> None:
     free = host_available_memory()
     if free is not None and nbytes > free:
         raise Oversize(
-            f"{what} would need {nbytes / 2**20:,.0f} MiB but only {free / 2**20:,.0f} MiB of "
-            "memory is free"
+            f"{what} would need {_amount(nbytes)} but only {_amount(free)} of memory is free"
         )
 
 
-class LimitedReader(io.RawIOBase):
-    """A read-only stream over ``raw`` that raises :class:`Oversize` past ``limit`` bytes."""
+def _amount(nbytes: int) -> str:
+    return size_text(nbytes) if nbytes >= 2**20 else f"{nbytes:,} bytes"
 
-    def __init__(self, raw: IO[bytes], limit: int, what: str) -> None:
+
+INFLATE_RATIO = 100
+"""How many times its compressed size a gzip'd data file may inflate to, past
+:data:`INFLATE_FLOOR`: MNIST's files inflate 5 (IDX) to 13 (the book's pickle) times, a gzip
+bomb of zeros a thousand times."""
+INFLATE_FLOOR = 64 << 20
+_CHUNK = 1 << 20  # bytes inflated between two checks
+
+
+class LimitedReader(io.RawIOBase):
+    """A read-only stream over ``raw`` that raises :class:`Oversize` past ``limit`` bytes, or,
+    given the compressed file ``packed`` that ``raw`` inflates, once it has given more than
+    :data:`INFLATE_FLOOR` bytes and :data:`INFLATE_RATIO` times those read from ``packed``."""
+
+    def __init__(
+        self, raw: IO[bytes], limit: int, what: str, *, packed: IO[bytes] | None = None
+    ) -> None:
         super().__init__()
-        self.raw, self.limit, self.what, self.done = raw, limit, what, 0
+        self.raw, self.limit, self.what, self.done, self.packed = raw, limit, what, 0, packed
 
     def readable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        return self.done
+
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+        view = memoryview(buffer).cast("B")[:_CHUNK]
         n = self.raw.readinto(view) if hasattr(self.raw, "readinto") else self._copy(view)
         self.done += n
         if self.done > self.limit:
             raise Oversize(f"{self.what} holds more than {self.limit:,} bytes")
+        if self.packed is not None and self.done > INFLATE_FLOOR:
+            packed = self.packed.tell()
+            if self.done > INFLATE_RATIO * packed:
+                raise Oversize(
+                    f"{self.what} inflates to more than {INFLATE_RATIO} times its compressed "
+                    f"size ({self.done:,} bytes from the first {packed:,}): a gzip bomb?"
+                )
         return n
 
     def _copy(self, view: memoryview) -> int:
         data = self.raw.read(len(view))
         view[: len(data)] = data
         return len(data)
+
+
+@contextlib.contextmanager
+def open_untrusted(path: Path, what: str, limit: int = 1 << 62) -> Iterator[io.BufferedReader]:
+    """``path`` opened for reading, inflated if it is gzip'd, through a :class:`LimitedReader`
+    (``limit`` bytes at most; a gzip bomb stops early)."""
+    with path.open("rb") as packed:
+        zipped = packed.read(2) == b"\x1f\x8b"
+        packed.seek(0)
+        inner: Any = gzip.GzipFile(fileobj=packed, mode="rb") if zipped else packed
+        with inner:
+            raw = LimitedReader(inner, limit, what, packed=packed if zipped else None)
+            yield io.BufferedReader(raw, _CHUNK)
+
+
+def check_pickle(f: IO[bytes], what: str, *, max_ops: int) -> None:
+    """Walk the pickle in ``f`` without building anything, refusing (ValueError) one of more
+    than ``max_ops`` opcodes or with a memo index past that (the unpickler sizes its memo by
+    the largest index: five bytes can ask for gigabytes), so that loading it can only build
+    what its bytes hold. Truncated or malformed pickles raise ValueError too."""
+    for count, (op, arg, _) in enumerate(pickletools.genops(f), 1):
+        if count > max_ops:
+            raise ValueError(f"{what} has more than {max_ops:,} opcodes")
+        if op.name.endswith("PUT") and isinstance(arg, int) and arg > max_ops:
+            raise ValueError(f"{what} stores at memo index {arg:,}, past {max_ops:,}")
 
 
 def read_npy(
