@@ -1,18 +1,24 @@
 """Tests for gpumlp.atomicio: a failed write keeps the old file and leaves no temp file, new
-files get a plain file's mode, and a disk that fills up mid-checkpoint keeps the previous
-checkpoint whole. (The command line on a full disk is in test_cli_train.py.)"""
+files get a plain file's mode (never a setuid bit, never what a symlink pointed at; the MNIST
+cache too), a killed fetch's temp file is removed by the next, and a disk that fills up
+mid-checkpoint keeps the previous checkpoint whole. (The command line on a full disk is in
+test_cli_train.py; run folders' files in test_rundir.py.)"""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import gpumlp
-from conftest import DiskFull, temp_files
-from gpumlp import atomicio
+from conftest import DiskFull, book_splits, run, temp_files, write_pkl
+from gpumlp import atomicio, fetch
 from gpumlp.atomicio import atomic_write_bytes
 from gpumlp.checkpoint import read_checkpoint
 
@@ -58,3 +64,54 @@ def test_disk_full_mid_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     meta, _ = read_checkpoint(ckpt)  # the one written after epoch 0, intact
     assert meta["epoch"] == 1
     assert temp_files(tmp_path) == []
+
+
+def test_a_replaced_symlink_or_setuid_file_gives_its_mode_to_nothing(tmp_path):
+    target = tmp_path / "target"
+    target.write_bytes(b"x")
+    target.chmod(0o4777)
+    (tmp_path / "link").symlink_to(target)
+    (tmp_path / "setuid").write_bytes(b"x")
+    (tmp_path / "setuid").chmod(0o4750)
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "link", b"new")
+        atomic_write_bytes(tmp_path / "setuid", b"new")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "link").lstat().st_mode) == 0o640  # the umask's, not 4777
+    assert target.read_bytes() == b"x" and stat.S_IMODE(target.stat().st_mode) == 0o4777
+    assert stat.S_IMODE((tmp_path / "setuid").stat().st_mode) == 0o750
+
+
+def _spawned_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait(timeout=60)
+    return proc.pid  # reaped: no process has it now
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["022", "077"])
+def test_the_mnist_cache_gets_the_umask_mode_and_killed_fetches_are_cleaned(
+    umask, tmp_path, monkeypatch
+):
+    mirror = write_pkl(tmp_path / "mirror.pkl.gz", book_splits())
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GPUMLP_DATA", str(cache))
+    monkeypatch.setenv("GPUMLP_MNIST_URL", mirror.as_uri())
+    monkeypatch.setattr(fetch, "MNIST_SIZE", mirror.stat().st_size)
+    monkeypatch.setattr(fetch, "MNIST_SHA256", hashlib.sha256(mirror.read_bytes()).hexdigest())
+    cache.mkdir()
+    killed = cache / f".mnist.pkl.gz.{_spawned_pid()}.abc123.part"  # a fetch killed mid-way
+    live = cache / f".mnist.pkl.gz.{os.getppid()}.abc123.part"  # a live one's: left alone
+    for path in (killed, live):
+        path.write_bytes(b"half")
+    old = os.umask(umask)
+    try:
+        code, _, stderr = run("data", "fetch")
+    finally:
+        os.umask(old)
+    assert code == 0, stderr
+    path = cache / "mnist.pkl.gz"
+    assert path.read_bytes() == mirror.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert not killed.exists() and live.exists()

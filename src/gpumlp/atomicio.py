@@ -39,9 +39,19 @@ def new_file_mode(path: Path) -> int:
         st = None
     if st is not None and stat.S_ISREG(st.st_mode):
         return st.st_mode & 0o777
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask: read from ``/proc`` where it can be (Linux 4.7+), since setting it
+    to read it back would give files another thread creates meanwhile the wrong mode."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
 @contextlib.contextmanager

@@ -39,17 +39,22 @@ class DivergedError(RuntimeError):
         smaller lr".
     history : History
         The finished epochs.
+    change : str or None
+        The setting to change: ``"lr"``, ``"l2"``, or None when the data is the cause.
     """
 
-    def __init__(self, epoch: int, lr: float, cause: str, history: History) -> None:
+    def __init__(
+        self, epoch: int, lr: float, cause: str, history: History, *, change: str | None = "lr"
+    ) -> None:
+        kept = "the initial weights" if epoch == 0 else f"the weights of epoch {epoch - 1}"
         super().__init__(
-            f"training diverged in epoch {epoch} (lr={lr:g}): {cause}; "
-            "the weights of the last finite epoch were kept"
+            f"training diverged in epoch {epoch} (lr={lr:g}): {cause}; {kept} were kept"
         )
         self.epoch = epoch
         self.lr = lr
         self.cause = cause
         self.history = history
+        self.change = change
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -62,7 +67,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     """
 
     def __init__(self, history: History, signum: int = 2) -> None:
-        super().__init__(f"interrupted after {len(history)} finished epochs")
+        super().__init__(f"{history.stop_reason or 'interrupted'}; kept {history.finished()}")
         self.history = history
         self.signum = signum
 

@@ -43,9 +43,9 @@ def train_network(
         step = select_step(state, data)
         return run_epochs(state, step, data, validation, progress=progress, on_epoch=on_epoch)
     except KeyboardInterrupt as exc:
-        state.restore()
-        state.history.stop_reason = f"interrupted during epoch {state.epoch}"
         with signals.deferred():
+            state.restore()
+            state.history.stop_reason = f"interrupted during epoch {state.epoch}"
             if cfg.checkpoint is not None:
                 state.save(cfg.checkpoint)
         raise TrainingInterrupted(state.history, getattr(exc, "signum", 2)) from exc

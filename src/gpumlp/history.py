@@ -61,7 +61,15 @@ class History:
         return iter(self.records)
 
     def __repr__(self) -> str:
-        return f"History({len(self)} epochs, stop_reason={self.stop_reason!r})"
+        return f"History({len(self)} epochs, stop_reason={self.stop_reason!r}, seed={self.seed})"
+
+    def finished(self) -> str:
+        """The finished epochs as the epoch lines number them: "epochs 0..4", "epoch 0", or
+        "the initial state (no finished epoch)"."""
+        k = len(self.records)
+        if k == 0:
+            return "the initial state (no finished epoch)"
+        return f"epochs 0..{k - 1}" if k > 1 else "epoch 0"
 
     def column(self, key: str) -> list[Any]:
         """The values of one field across epochs (a list of length ``len(self)``)."""

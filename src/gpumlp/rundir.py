@@ -5,8 +5,9 @@ A run folder holds ``args.json`` (the flags in effect), ``history.json``/``histo
 Rules (each refused before anything is written):
 
 - a folder that holds a run is never overwritten, unless ``--resume`` continues that run or
-  ``--overwrite`` says so; two live runs never share a folder (the lock), and a lock left by a
-  process that died is taken over with a message;
+  ``--overwrite`` says so, checked again once the folder is locked; two live runs never share
+  a folder (the lock, :mod:`gpumlp.runlock`), and a lock left by a process that died is taken
+  over with a message;
 - default folders ``runs/<data>-<date>-<time>`` are unique, even for runs started in the same
   second (a suffix ``-2``, ``-3``, ... is added);
 - temp files a killed writer left behind are removed when a run starts in the folder.
@@ -19,17 +20,18 @@ import json
 import logging
 import math
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .atomicio import alive, remove_stale
+from .atomicio import remove_stale
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError
+from .modelfile import expected_arrays
+from .runlock import lock_folder
 
 __all__ = [
     "RUN_FILES",
@@ -78,6 +80,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 and ``fit``'s defaults, from one place)."""
 
 RUN_FILES = ("args.json", "history.json", "history.csv", "model.npz", "checkpoint.npz")
+_PROBE = "gpumlp-probe"  # the file that proves a folder writable
 _FROM_CHECKPOINT = ("sizes", "activation", "output_activation", "cost", "init", "dtype")
 _HYPER = ("lr", "batch_size", "optimizer", "momentum", "l2", "l1", "dropout", "schedule")
 
@@ -164,10 +167,11 @@ def resume_path(value: str | None) -> Path | None:
     return path
 
 
-def resumed_flags(checkpoint: Path) -> dict[str, Any]:
-    """The flags of the run that wrote ``checkpoint``: its folder's ``args.json``, else its
-    metadata; each checked (:func:`check_flags`)."""
-    meta, _ = read_checkpoint(checkpoint)
+def resumed_flags(checkpoint: Path) -> tuple[dict[str, Any], int]:
+    """The flags of the run that wrote ``checkpoint`` (its folder's ``args.json``, else its
+    metadata; each checked, :func:`check_flags`) and the epochs it finished. The checkpoint is
+    checked whole (schema, member sizes) before anything is written."""
+    meta, _ = read_checkpoint(checkpoint, lambda m: expected_arrays(m, checkpoint, training=True))
     flags = {k: meta[k] for k in _FROM_CHECKPOINT if k in meta}
     hyper = meta.get("hyper", {})
     flags |= {k: v for k, v in (hyper if isinstance(hyper, dict) else {}).items() if k in _HYPER}
@@ -183,11 +187,20 @@ def resumed_flags(checkpoint: Path) -> dict[str, Any]:
         if not isinstance(saved, dict):
             raise CheckpointError(f"{str(stored)!r} does not hold a JSON object of flags")
         flags |= check_flags({k: v for k, v in saved.items() if k in TRAIN_DEFAULTS}, stored)
-    return flags
+    return flags, int(meta["epoch"])
 
 
 def _holds_run(folder: Path) -> bool:
     return folder.is_dir() and any((folder / name).exists() for name in RUN_FILES)
+
+
+def _refuse_a_run(out: Path, resume: Path | None, overwrite: bool) -> None:
+    continuing = resume is not None and out.resolve() == resume.parent.resolve()
+    if _holds_run(out) and not (continuing or overwrite):
+        raise ValueError(
+            f"--out {str(out)!r} already holds a run; continue it with --resume {out}, "
+            "choose another --out, or pass --overwrite to replace it"
+        )
 
 
 def _default_folder(stem: str) -> Path:
@@ -215,66 +228,41 @@ def plan_folder(value: str | None, resume: Path | None, *, overwrite: bool) -> P
         return None
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a directory")
-    continuing = resume is not None and out.resolve() == resume.parent.resolve()
-    if _holds_run(out) and not (continuing or overwrite):
-        raise ValueError(
-            f"--out {str(out)!r} already holds a run; continue it with --resume {out}, "
-            "choose another --out, or pass --overwrite to replace it"
-        )
+    _refuse_a_run(out, resume, overwrite)
     return out
 
 
 @contextlib.contextmanager
-def run_folder(planned: Path | None, *, stem: str = "mnist") -> Iterator[Path]:
-    """Create the run folder (``planned``, else a unique default), prove it writable, lock it
-    for this process, clean up stale temp files; the lock is released on the way out."""
+def run_folder(
+    planned: Path | None,
+    *,
+    stem: str = "mnist",
+    resume: Path | None = None,
+    overwrite: bool = False,
+) -> Iterator[Path]:
+    """Create the run folder (``planned``, else a unique default) and lock it for this process;
+    check again, under the lock, that it holds no other run (:func:`plan_folder`'s rule, with
+    the same ``resume`` and ``overwrite``); prove it writable; clean up stale temp files. The
+    lock is released on the way out."""
     try:
         out = _default_folder(stem) if planned is None else planned
         out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".gpumlp-probe.")
-        try:
-            os.write(fd, b"\0" * 4096)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
     except OSError as exc:
-        raise ValueError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
-    lock = _lock(out)
-    try:
-        for name in RUN_FILES:
+        where = str(planned or "runs")
+        raise ValueError(f"--out {where!r} is not writable: {exc.strerror or exc}") from None
+    with lock_folder(out):
+        _refuse_a_run(out, resume, overwrite)  # a run may have finished here since planning
+        try:
+            prefix = f".{_PROBE}.{os.getpid()}."  # named as remove_stale expects
+            fd, probe = tempfile.mkstemp(dir=out, prefix=prefix, suffix=".tmp")
+            try:
+                os.write(fd, b"\0" * 4096)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            raise ValueError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
+        for name in (*RUN_FILES, _PROBE):
             for stale in remove_stale(out, name):
                 logger.info("removed %s, left by a writer that was killed", stale)
         yield out
-    finally:
-        with contextlib.suppress(OSError):
-            if json.loads(lock.read_text()).get("pid") == os.getpid():
-                lock.unlink()
-
-
-def _lock(out: Path) -> Path:
-    lock = out / ".lock"
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            try:
-                held = json.loads(lock.read_text())
-            except (OSError, ValueError):
-                held = {}
-            pid, host = held.get("pid"), held.get("host")
-            if host == me["host"] and isinstance(pid, int) and not alive(pid):
-                logger.warning(
-                    "gpumlp: %s was locked by process %d, which is gone; taking it over", out, pid
-                )
-                lock.unlink(missing_ok=True)
-                continue
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.get("started", 0)))
-            raise ValueError(
-                f"--out {str(out)!r} is in use by a live run (pid {pid} on {host}, since "
-                f"{since}); wait for it or choose another --out"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return lock
-    raise ValueError(f"--out {str(out)!r}: could not take its lock {str(lock)!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,14 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
     return {"train": run}
 
 
-def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, DataSet]:
+def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, int, DataSet]:
     """The flags in effect (defaults, then the resumed run's, then those given, ``sizes``
-    resolved against the data), the checkpoint to resume, and the data; the seed is drawn
-    when none is given."""
+    resolved against the data), the checkpoint to resume and the epochs it holds (0 for
+    none), and the data; the seed is drawn when none is given."""
     given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS}
     resume = resume_path(args.resume)
-    flags = TRAIN_DEFAULTS | (resumed_flags(resume) if resume else {}) | given
+    resumed, done = resumed_flags(resume) if resume else ({}, 0)
+    flags = TRAIN_DEFAULTS | resumed | given
     if flags["seed"] is None:
         flags["seed"] = secrets.randbelow(2**32)
     if flags["data"] is None:
@@ -70,15 +72,50 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Data
             f"--sizes {','.join(map(str, flags['sizes']))} ends with {flags['sizes'][-1]} "
             f"outputs, but the targets y have {data.n_outputs} columns"
         )
-    return flags, resume, data
+    return flags, resume, done, data
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train as the flags say; the exit code (see :mod:`gpumlp.cli`)."""
-    flags, resume, data = resolve(args)
-    planned = plan_folder(args.out, resume, overwrite=args.overwrite)
+    """Train as the flags say; the exit code (see :mod:`gpumlp.cli`).
+
+    Ctrl-C, SIGTERM and SIGHUP stop the run after saving its finished epochs (see
+    :mod:`gpumlp.signals`); the exit code is then the signal's.
+    """
+    with signals.stop_on_signals():
+        try:
+            return _train(args)
+        except KeyboardInterrupt as exc:  # before the first epoch began: nothing was trained
+            signum = getattr(exc, "signum", 2)
+            print(
+                f"gpumlp: interrupted ({signals.name(signum)}) before training began",
+                file=sys.stderr,
+            )
+            return signals.EXIT_CODES.get(signum, 130)
+
+
+def _interrupted(exc: TrainingInterrupted, out: Path) -> str:
+    """What an interrupted run saved, counted as the epoch lines count, and how to resume."""
+    checkpoint = out / "checkpoint.npz"
+    saved = f"saved {exc.history.finished()} to {checkpoint}"
+    return (
+        f"gpumlp: {exc.history.stop_reason} ({signals.name(exc.signum)}); {saved}\n"
+        f"resume with: gpumlp train --resume {shlex.quote(str(out))}"
+    )
+
+
+def _resuming(checkpoint: Path, done: int, epochs: int) -> str:
+    """Where a resumed run goes on, counted as the epoch lines count."""
+    held = f"{checkpoint} holds {done} finished epoch{'s' if done != 1 else ''}"
+    if done >= epochs:
+        return f"{held}, --epochs {epochs}: nothing left to train; writing the model from it"
+    return f"resuming: {held}; going on at epoch {done} up to epoch {epochs - 1}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    flags, resume, done, data = resolve(args)
     plan = plan_run(flags, data)
-    with run_folder(planned, stem=data.name) as out:
+    planned = plan_folder(args.out, resume, overwrite=args.overwrite)
+    with run_folder(planned, stem=data.name, resume=resume, overwrite=args.overwrite) as out:
         n_watch = None if plan.watch is None else len(plan.watch[1])
         where = f", {plan.scored} set after each epoch" if plan.watch is not None else ""
         unit = "images" if data.kind == "images" else "examples"
@@ -87,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             f"{where}; seed {flags['seed']}",
             flush=True,
         )
+        if resume is not None:
+            print(_resuming(resume, done, flags["epochs"]), flush=True)
         try:
             _, history, diverged = execute(
                 plan,
@@ -96,21 +135,16 @@ def run(args: argparse.Namespace) -> int:
                 on_epoch=printing(None, scored=plan.scored, n_scored=n_watch),
             )
         except TrainingInterrupted as exc:
-            done = len(exc.history)
-            saved = f"the state after epoch {done - 1}" if done else "the initial state"
-            print(
-                f"gpumlp: {exc.history.stop_reason} ({signals.name(exc.signum)}); saved "
-                f"{saved} to {out / 'checkpoint.npz'}\nresume with: gpumlp train --resume "
-                f"{out}",
-                file=sys.stderr,
-            )
+            print(_interrupted(exc, out), file=sys.stderr)
             return signals.EXIT_CODES.get(exc.signum, 130)
     if diverged is not None:
-        print(
-            f"gpumlp: {diverged}; resume from the last finite epoch with: gpumlp train "
-            f"--resume {out} --lr ...",
-            file=sys.stderr,
+        again = (
+            ""
+            if diverged.change is None
+            else f"; resume from the last finite epoch with: gpumlp train --resume "
+            f"{shlex.quote(str(out))} --{diverged.change} ..."
         )
+        print(f"gpumlp: {diverged}{again}", file=sys.stderr)
         return 3
     if history.stop_reason:
         print(f"stopped early: {history.stop_reason}")

@@ -1,0 +1,231 @@
+"""Tests for gpumlp.rundir and gpumlp.runlock through the real ``gpumlp train`` in a subprocess:
+a folder holding a run is never overwritten without ``--resume``/``--overwrite``, a refused
+command writes nothing at all, default folders are unique for runs started together, two live
+runs never share a folder (the second is told who holds it), a lock left by a killed run is
+taken over with a message, stale temp files of killed writers are removed at the next start,
+and new files get the umask's mode (never a setuid bit, never through a symlink).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import gpumlp_cmd, gpumlp_env, reap, run_gpumlp, start_gpumlp
+from gpumlp.checkpoint import read_checkpoint
+
+QUICK = ["--sizes", "784,16,10", "--epochs", "1", "--quiet"]
+SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--epochs", "100", "--quiet"]
+SLOW += ["--checkpoint-every", "1", "--seed", "0"]
+PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+
+
+def state_of(folder: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Each file in ``folder``: (bytes, mtime in ns, mode)."""
+    return {
+        p.name: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode)
+        for p in sorted(folder.iterdir())
+    }
+
+
+def finish_all(procs: list[subprocess.Popen], timeout: float = 120) -> list[tuple]:
+    """Wait for processes started together: [(exit code, stdout, stderr)]; reaps them all."""
+    try:
+        return [(p, *p.communicate(timeout=timeout)) for p in procs]
+    finally:
+        for p in procs:
+            reap(p)
+
+
+def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.01)
+
+
+def lock_holder(folder: Path) -> int | None:
+    try:
+        return json.loads((folder / ".lock").read_text()).get("pid")
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def finished(bar_mnist, tmp_path_factory) -> Path:
+    """The folder of a finished run (tests may only read it)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    done = run_gpumlp("train", "--data", bar_mnist, *QUICK, "--seed", "0", "--out", out)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+REFUSED = [
+    ("same-flags", [], r"already holds a run; continue it with --resume .*--overwrite"),
+    ("other-sizes", ["--sizes", "100,10"], r"--sizes 100,10 takes 100 inputs, but the data"),
+    ("graph-on-cpu", ["--engine", "graph"], r"engine='graph' needs the CuPy backend"),
+    ("classes", ["--sizes", "784,8,3"], r"--sizes ends with 3 outputs, but the data has 10"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
+def test_a_refused_command_writes_nothing(argv, message, finished, bar_mnist, tmp_path):
+    before = state_of(finished)
+    train = ["train", "--data", bar_mnist, *QUICK, *argv]
+    procs = [start_gpumlp(*train, "--out", finished, **PIPES)]
+    if argv:  # also into a new folder, and into the default one: neither is made
+        procs.append(start_gpumlp(*train, "--out", tmp_path / "new", **PIPES))
+        procs.append(start_gpumlp(*train, cwd=tmp_path, **PIPES))
+    for proc, stdout, stderr in finish_all(procs):
+        assert proc.returncode == 2, stderr
+        assert stdout == "" and re.fullmatch(rf"gpumlp: error: [^\n]*{message}[^\n]*\n", stderr)
+    assert state_of(finished) == before  # args.json, history, model, checkpoint: untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_default_folders_are_unique_for_runs_started_together(bar_mnist, tmp_path):
+    # Every name of the coming half minute is taken, so both runs, started in one second,
+    # must pick a suffixed name, and not the same one.
+    now, runs = time.time(), tmp_path / "runs"
+    taken = {time.strftime("mnist-%Y%m%d-%H%M%S", time.localtime(now + s)) for s in range(30)}
+    for name in taken:
+        (runs / name).mkdir(parents=True)
+    train = ["train", "--data", bar_mnist, *QUICK]
+    results = finish_all([start_gpumlp(*train, cwd=tmp_path, **PIPES) for _ in range(2)])
+    folders = []
+    for proc, stdout, stderr in results:
+        assert proc.returncode == 0, stderr
+        folder = re.search(r"^saved model, checkpoint and history to (runs/\S+)/$", stdout, re.M)
+        seed = int(re.search(r"; seed (\d+)$", stdout, re.M).group(1))
+        folders.append(folder.group(1))
+        assert json.loads((tmp_path / folder.group(1) / "args.json").read_text())["seed"] == seed
+    new = sorted(set(os.listdir(runs)) - taken)
+    assert sorted(Path(f).name for f in folders) == new and len(new) == 2
+    assert all(re.fullmatch(r"mnist-\d{8}-\d{6}-\d+", name) for name in new)
+
+
+def test_a_second_live_run_into_a_folder_is_refused_naming_the_first(bar_mnist, tmp_path):
+    out = tmp_path / "run"
+    first = start_gpumlp("train", "--data", bar_mnist, *SLOW, "--out", out, **PIPES)
+    try:
+        wait_until(lambda: (out / "checkpoint.npz").exists(), first, "checkpoint")
+        assert lock_holder(out) == first.pid
+        args = (out / "args.json").read_bytes()
+        again = ["train", "--data", bar_mnist, *QUICK]
+        refused = finish_all(
+            [
+                start_gpumlp(*again, "--out", out, "--overwrite", **PIPES),
+                start_gpumlp("train", "--resume", out, "--epochs", "1", **PIPES),
+            ]
+        )
+        for proc, _, stderr in refused:
+            assert proc.returncode == 2, stderr
+            assert re.fullmatch(
+                rf"gpumlp: error: --out '{out}' is in use by a live run \(pid {first.pid} on "
+                rf"{re.escape(socket.gethostname())}, since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\); "
+                r"wait for it or choose another --out\n",
+                stderr,
+            ), stderr
+        assert (out / "args.json").read_bytes() == args and first.poll() is None
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=60)
+    finally:
+        reap(first)
+    assert first.returncode == 143, stderr
+    assert not (out / ".lock").exists()
+
+
+def test_two_runs_started_together_into_one_new_folder(bar_mnist, tmp_path):
+    out = tmp_path / "run"
+    train = ["train", "--data", bar_mnist, *QUICK, "--out", out]
+    results = finish_all([start_gpumlp(*train, "--seed", seed, **PIPES) for seed in "12"])
+    codes = sorted(proc.returncode for proc, _, _ in results)
+    assert codes == [0, 2], [stderr for *_, stderr in results]
+    for proc, stdout, stderr in results:
+        if proc.returncode == 2:
+            assert re.fullmatch(
+                r"gpumlp: error: [^\n]*(in use by|already holds a run)[^\n]*\n", stderr
+            )
+        else:
+            seed = int(re.search(r"; seed (\d+)$", stdout, re.M).group(1))
+    assert json.loads((out / "args.json").read_text())["seed"] == seed  # one run's files only
+    assert json.loads((out / "history.json").read_text())["seed"] == seed
+    assert read_checkpoint(out / "checkpoint.npz")[0]["history"]["seed"] == seed
+
+
+def test_a_killed_runs_lock_and_temp_files_are_taken_over(bar_mnist, tmp_path):
+    out = tmp_path / "run"
+    killed = start_gpumlp("train", "--data", bar_mnist, *SLOW, "--out", out, **PIPES)
+    try:
+        wait_until(lambda: (out / "checkpoint.npz").exists(), killed, "checkpoint")
+        killed.kill()
+        killed.communicate(timeout=60)
+    finally:
+        reap(killed)
+    assert lock_holder(out) == killed.pid  # left behind
+    dead = out / f".checkpoint.npz.{killed.pid}.x1y2z3.tmp"  # a write cut short by the kill
+    live = out / f".history.json.{os.getpid()}.x1y2z3.tmp"  # a live writer's: left alone
+    for path in (dead, live):
+        path.write_bytes(b"half a file")
+    epoch = read_checkpoint(out / "checkpoint.npz")[0]["epoch"]
+    done = run_gpumlp("train", "--resume", out, "--epochs", epoch + 1)
+    assert done.returncode == 0, done.stderr
+    assert re.search(
+        rf"^gpumlp: {re.escape(str(out))} was locked by process {killed.pid} on "
+        rf"{re.escape(socket.gethostname())} \(since [-\d: ]+\), which is gone; taking it over$",
+        done.stderr,
+        re.M,
+    ), done.stderr
+    assert not dead.exists() and live.exists()
+    assert not (out / ".lock").exists() and (out / "model.npz").exists()
+
+
+def _train_with_umask(umask: int, *argv) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        gpumlp_cmd("train", *argv),
+        env=gpumlp_env(),
+        preexec_fn=lambda: os.umask(umask),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["022", "077"])
+def test_new_files_get_the_umask_mode(umask, bar_mnist, tmp_path):
+    out = tmp_path / "run"
+    done = _train_with_umask(umask, "--data", bar_mnist, *QUICK, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in out.iterdir()}
+    assert modes == dict.fromkeys(
+        ["args.json", "checkpoint.npz", "history.csv", "history.json", "model.npz"], 0o666 & ~umask
+    )
+
+
+def test_replaced_files_never_keep_setuid_nor_follow_a_symlink(bar_mnist, tmp_path):
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    first = _train_with_umask(0o022, "--data", bar_mnist, *QUICK, "--out", out)
+    assert first.returncode == 0, first.stderr
+    elsewhere.write_bytes(b"not gpumlp's")
+    elsewhere.chmod(0o4755)
+    (out / "model.npz").unlink()
+    (out / "model.npz").symlink_to(elsewhere)
+    (out / "args.json").chmod(0o4640)
+    again = _train_with_umask(0o022, "--data", bar_mnist, *QUICK, "--out", out, "--overwrite")
+    assert again.returncode == 0, again.stderr
+    model = (out / "model.npz").lstat()
+    assert stat.S_ISREG(model.st_mode) and stat.S_IMODE(model.st_mode) == 0o644
+    assert elsewhere.read_bytes() == b"not gpumlp's"
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o4755
+    assert stat.S_IMODE((out / "args.json").stat().st_mode) == 0o640  # its bits, not setuid

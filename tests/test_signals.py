@@ -1,0 +1,275 @@
+"""Tests for gpumlp.signals through the real ``gpumlp train`` in a subprocess: SIGTERM and SIGHUP
+stop a run as Ctrl-C does (the finished epochs saved, exit 143/129, the printed resume command
+continuing bit for bit as an uninterrupted run), a second interrupt during the emergency save
+loses nothing and prints no traceback, a third may end the process at once but leaves no
+partial file; the messages count epochs as the epoch lines do.
+
+Runs train [784, 200, 10] with batch size 1 on ``bar_mnist`` (500 training images): about
+0.2 s an epoch. The save tests train a [784, 3000, 10] network with Adam, whose 28 MB
+checkpoint takes long enough to write to be interrupted in the middle.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import history_columns, reap, run, run_gpumlp, start_gpumlp
+from gpumlp.checkpoint import read_checkpoint
+
+EPOCHS = 4
+FLAGS = ["--sizes", "784,200,10", "--batch-size", "1", "--seed", "5", "--quiet"]
+BIG = ["--sizes", "784,3000,10", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "100"]
+BIG += ["--seed", "5", "--quiet", "--checkpoint-every", "1", "--epochs", "100"]
+
+
+class Trainer:
+    """``gpumlp train ARGV`` in a subprocess, its stdout and stderr read line by line as they
+    come (by threads, so a wait never blocks past its timeout)."""
+
+    def __init__(self, *argv, preexec_fn=None) -> None:
+        self.proc = start_gpumlp(
+            "train",
+            *argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=preexec_fn or _default_sigint,
+        )
+        self.lines: dict[str, list[str]] = {"out": [], "err": []}
+        self._new: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._readers = [
+            threading.Thread(target=self._read, args=(name, stream), daemon=True)
+            for name, stream in (("out", self.proc.stdout), ("err", self.proc.stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, name: str, stream) -> None:
+        for line in stream:
+            self.lines[name].append(line)
+            self._new.put((name, line))
+
+    def wait_for(self, pattern: str, *, stream: str = "out", timeout: float = 60) -> str:
+        """The first line of ``stream`` matching ``pattern``; fails when none comes in time."""
+        seen = list(self.lines[stream])
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in seen:
+                if re.match(pattern, line):
+                    return line
+            assert self.proc.poll() is None or not self._new.empty(), (
+                f"the run ended (exit {self.proc.returncode}) before printing {pattern!r}: "
+                + "".join(self.lines["err"])[-2000:]
+            )
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line {pattern!r} after {timeout} s"
+            try:
+                name, line = self._new.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                seen = []
+                continue
+            seen = [line] if name == stream else []
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        """Wait for the end: (exit code, stdout, stderr)."""
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return code, "".join(self.lines["out"]), "".join(self.lines["err"])
+
+    def kill(self) -> None:
+        reap(self.proc)
+
+
+def _default_sigint() -> None:
+    # A child started from a background shell job inherits SIGINT ignored; Ctrl-C reaches a
+    # foreground process, so give it the default disposition (see test_cli_train).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def printed_epochs(stdout: str) -> list[int]:
+    return [int(e) for e in re.findall(r"^Epoch (\d+): ", stdout, re.M)]
+
+
+def saved_epochs(run_dir: Path) -> list[int]:
+    return [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]]
+
+
+def params(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k.startswith("param/")}
+
+
+def assert_no_partial_file(run_dir: Path) -> None:
+    """Every file a stopped run left is whole (the checkpoint and the history agree with each
+    other), or a hidden temp file."""
+    for path in run_dir.iterdir():
+        if path.name.startswith("."):
+            assert path.name.endswith(".tmp") or path.name == ".lock", path.name
+        elif path.name == "checkpoint.npz":
+            meta, _ = read_checkpoint(path)
+            assert meta["epoch"] == len(meta["history"]["epochs"])
+        elif path.name.endswith(".json"):
+            json.loads(path.read_text())
+        else:
+            assert path.name in ("history.csv", "model.npz"), path.name
+    if (run_dir / "history.json").exists() and (run_dir / "checkpoint.npz").exists():
+        meta, _ = read_checkpoint(run_dir / "checkpoint.npz")
+        assert [r["epoch"] for r in meta["history"]["epochs"]] == saved_epochs(run_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(bar_mnist, tmp_path_factory) -> Path:
+    """The run folder of an uninterrupted run of ``EPOCHS`` epochs."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    done = run_gpumlp("train", "--data", bar_mnist, *FLAGS, "--epochs", EPOCHS, "--out", out)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "epochs"),
+    [(signal.SIGTERM, 143, EPOCHS), (signal.SIGHUP, 129, 50)],
+    ids=["SIGTERM", "SIGHUP"],
+)
+def test_signal_saves_the_finished_epochs_and_resumes_bit_identically(
+    signum, code, epochs, bar_mnist, reference, tmp_path
+):
+    run_dir = tmp_path / "run"
+    trainer = Trainer("--data", bar_mnist, *FLAGS, "--epochs", epochs, "--out", run_dir)
+    try:
+        trainer.wait_for(r"Epoch 0: ")
+        trainer.proc.send_signal(signum)
+        got, stdout, stderr = trainer.finish()
+    finally:
+        trainer.kill()
+    assert got == code, stderr
+    assert "Traceback" not in stderr
+    done = printed_epochs(stdout)
+    assert 1 <= len(done) < EPOCHS and done == list(range(len(done)))
+    assert saved_epochs(run_dir) == done  # what was printed was saved, nothing more
+    meta, _ = read_checkpoint(run_dir / "checkpoint.npz")
+    assert meta["epoch"] == len(done) and not (run_dir / "model.npz").exists()
+    name = signal.Signals(signum).name
+    k = len(done)
+    saved = f"saved epochs 0..{k - 1}" if k > 1 else "saved epoch 0"
+    assert f"interrupted during epoch {k} ({name}); {saved} to {run_dir / 'checkpoint.npz'}" in (
+        stderr
+    )
+    assert not list(run_dir.glob(".*")), "a lock or temp file was left"
+
+    # The printed command continues it (to --epochs EPOCHS where it was started with more).
+    command = re.search(r"^resume with: (gpumlp train .*)$", stderr, re.M).group(1)
+    argv = shlex.split(command)[2:] + ([] if epochs == EPOCHS else ["--epochs", str(EPOCHS)])
+    resumed = run_gpumlp("train", *argv)
+    assert resumed.returncode == 0, resumed.stderr
+    assert printed_epochs(resumed.stdout) == list(range(k, EPOCHS))
+    got_params, want = params(run_dir / "model.npz"), params(reference / "model.npz")
+    assert sorted(got_params) == sorted(want)
+    for key in want:
+        assert np.array_equal(got_params[key], want[key]), key
+    h_got = json.loads((run_dir / "history.json").read_text())
+    h_want = json.loads((reference / "history.json").read_text())
+    assert history_columns(h_got["epochs"]) == history_columns(h_want["epochs"])
+    assert h_got["stop_reason"] is None
+
+
+def _hidden_temp(run_dir: Path) -> bool:
+    return any(p.name.endswith(".tmp") for p in run_dir.glob(".*"))
+
+
+@pytest.mark.parametrize("when", ["mid-save", "at-exit"])
+def test_a_second_ctrl_c_loses_no_epoch_and_prints_no_traceback(when, bar_mnist, tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = Trainer("--data", bar_mnist, *BIG, "--out", run_dir)
+    try:
+        trainer.wait_for(r"Epoch 1: ")
+        trainer.proc.send_signal(signal.SIGINT)
+        if when == "mid-save":  # the emergency checkpoint or history being written
+            deadline = time.monotonic() + 30
+            while not _hidden_temp(run_dir) and trainer.proc.poll() is None:
+                assert time.monotonic() < deadline, "no emergency save seen"
+                time.sleep(0.0005)
+            trainer.proc.send_signal(signal.SIGINT)
+        else:  # everything saved, the process on its way out (the interpreter's shutdown)
+            trainer.wait_for(r"resume with: ", stream="err")
+            trainer.proc.send_signal(signal.SIGINT)
+        code, stdout, stderr = trainer.finish()
+    finally:
+        trainer.kill()
+    assert code == 130, stderr
+    assert "Traceback" not in stderr and "threading" not in stderr, stderr
+    done = printed_epochs(stdout)
+    assert len(done) >= 2 and saved_epochs(run_dir) == done
+    meta, _ = read_checkpoint(run_dir / "checkpoint.npz")
+    assert meta["epoch"] == len(done)
+    assert f"saved epochs 0..{len(done) - 1} to " in stderr
+    assert stderr.count("gpumlp: interrupted") == 1, stderr  # one report, not a second
+    assert_no_partial_file(run_dir)
+    assert not list(run_dir.glob(".*"))
+
+
+@pytest.mark.parametrize("gap", [0.0005, 0.02])
+def test_repeated_ctrl_c_may_force_exit_but_leaves_no_partial_file(gap, bar_mnist, tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = Trainer("--data", bar_mnist, *BIG, "--out", run_dir)
+    try:
+        trainer.wait_for(r"Epoch 1: ")
+        deadline = time.monotonic() + 30
+        while trainer.proc.poll() is None:  # Ctrl-C held down
+            assert time.monotonic() < deadline, "the run does not stop"
+            trainer.proc.send_signal(signal.SIGINT)
+            time.sleep(gap)
+        code, stdout, stderr = trainer.finish()
+    finally:
+        trainer.kill()
+    assert code == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert_no_partial_file(run_dir)
+    meta, _ = read_checkpoint(run_dir / "checkpoint.npz")  # at least epoch 1's is whole
+    assert meta["epoch"] >= 2 and meta["epoch"] <= len(printed_epochs(stdout))
+
+    # The next start removes what the forced exit left, and goes on from the checkpoint.
+    resumed = run_gpumlp("train", "--resume", run_dir, "--epochs", meta["epoch"] + 1)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list(run_dir.glob(".*"))
+    assert saved_epochs(run_dir) == list(range(meta["epoch"] + 1))
+
+
+def _nohup() -> None:
+    _default_sigint()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_a_hangup_under_nohup_does_not_stop_the_run(bar_mnist, tmp_path):
+    run_dir = tmp_path / "run"
+    argv = ["--data", bar_mnist, *FLAGS, "--epochs", "3", "--out", run_dir]
+    trainer = Trainer(*argv, preexec_fn=_nohup)
+    try:
+        trainer.wait_for(r"Epoch 0: ")
+        trainer.proc.send_signal(signal.SIGHUP)
+        code, stdout, stderr = trainer.finish()
+    finally:
+        trainer.kill()
+    assert code == 0, stderr
+    assert printed_epochs(stdout) == saved_epochs(run_dir) == [0, 1, 2]
+
+
+def test_handlers_are_restored_after_a_run(tmp_path, bar_mnist, monkeypatch):
+    monkeypatch.setenv("GPUMLP_BACKEND", "numpy")
+    before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+    code, _, stderr = run("train", "--data", bar_mnist, "--sizes", "784,8,10", "--epochs", 1,
+                          "--quiet", "--out", tmp_path / "run")  # fmt: skip
+    assert code == 0, stderr
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == before
