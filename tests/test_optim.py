@@ -156,6 +156,38 @@ def test_velocity_form_differs_from_torch_when_lr_changes():
     assert params.weights[0][0, 0] == -1.5  # torch would give −1.25
 
 
+@pytest.mark.parametrize(
+    "opt", [SGD(), Momentum(0.0), Momentum(0.5), Momentum(0.9), Momentum(0.5, nesterov=True),
+            Momentum(0.9, nesterov=True)], ids=repr)  # fmt: skip
+def test_decay_limit_is_where_the_penalty_alone_diverges(opt):
+    """The real update of the penalty's gradient ``(l2/n) w`` alone, at a step ``lr·l2/n`` a
+    little below and a little above the optimizer's limit: it dies out, then grows."""
+
+    def final(alpha: float) -> float:
+        params = _scalar_params(1.0, 0.0)
+        state = opt.init(params, xp=np)
+        for _ in range(2000):
+            w = float(params.weights[0][0, 0])
+            apply_update(opt, params, _scalar_params(alpha * w, 0.0), state, lr=1.0, xp=np)
+        return abs(float(params.weights[0][0, 0]))
+
+    limit = opt.decay_limit()
+    assert final(0.98 * limit) < 1e-3 and final(1.02 * limit) > 1e3
+
+
+def test_adam_has_no_decay_limit():
+    assert Adam().decay_limit() is None
+
+
+def test_a_run_diverging_from_its_l2_decay_names_l2(blobs):
+    X, y = blobs  # lr·l2/n = 3.0 * 120 / 90 = 4.0, past momentum 0.9's limit 3.8
+    net = gpumlp.Network([X.shape[1], 5, 3], backend="numpy", dtype="float32", seed=0)
+    with pytest.raises(gpumlp.DivergedError, match="use a smaller l2") as info:
+        with np.errstate(all="ignore"):
+            net.fit(X, y, epochs=30, lr=3.0, l2=120.0, optimizer="momentum", seed=0)
+    assert info.value.change == "l2" and "try a smaller lr" not in str(info.value)
+
+
 def test_get_optimizer_names_and_errors():
     assert [get_optimizer(n).name for n in OPTIMIZERS] == list(OPTIMIZERS)
     with pytest.raises(ValueError, match=r"rmsprop.*expected one of"):

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpumlp import Network
+import gpumlp.memory
+from gpumlp import Network, OutOfMemory
 from gpumlp._checks import finite_host_array, first_nonfinite
 from gpumlp.tabular import read_csv, read_npy_pair, read_table_npz
 
@@ -229,8 +230,10 @@ def test_npy_pair_is_memory_mapped_and_round_trips(tmp_path, table):
         (np.ones((4, 2)), np.array([0, 1, 2.5, 0]), "y.npy holds 2.5 at index 2"),
         (np.array([[1.0], [np.nan]]), np.zeros(2), r"X.npy holds nan at index \(1, 0\)"),
         (np.ones((2, 1)), np.array(["a", "b"]), "dtype <U1 is not numeric"),
+        (np.ones((3, 1)), np.array([0, 1e300, 1]), "y.npy holds 1e[+]300 at index 1, which is not"),
+        (np.ones((3, 1)), np.array([0, 2**31, 1]), "y.npy holds 2147483648 at index 1"),
     ],
-    ids=["lengths", "3-D", "fraction", "nan", "strings"],
+    ids=["lengths", "3-D", "fraction", "nan", "strings", "1e300", "2**31"],
 )
 def test_npy_pair_errors_name_the_file(tmp_path, X, y, message):
     np.save(tmp_path / "X.npy", X)
@@ -266,7 +269,7 @@ def test_first_nonfinite_finds_the_first_bad_value_across_blocks(monkeypatch):
         finite_host_array("X", big, "float32")
 
 
-def test_fit_on_a_float32_memmap_makes_no_full_size_copy(tmp_path):
+def test_fit_on_a_float32_memmap_makes_no_full_size_copy(tmp_path, monkeypatch):
     n, d = 100_000, 256  # 100 MB of float32
     X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(n, d))
     rng = np.random.default_rng(0)
@@ -279,6 +282,10 @@ def test_fit_on_a_float32_memmap_makes_no_full_size_copy(tmp_path):
     X, y = table.train
     net = Network([d, 4, 2], backend="numpy", seed=0)
     assert np.shares_memory(net.inputs.x(X), X)  # what the batches are gathered from
+    # A file larger than the free memory trains: it is not counted against it (a copy would be).
+    monkeypatch.setattr(gpumlp.memory, "host_available_memory", lambda: 60 * 2**20)
+    with pytest.raises(OutOfMemory, match="needs about"):
+        Network([d, 4, 2], backend="numpy", seed=0).fit(X, y, epochs=1, standardize=True)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]

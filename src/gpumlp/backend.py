@@ -21,6 +21,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, cast
@@ -197,6 +198,14 @@ def resolve_dtype(xp: Namespace, dtype: Any) -> Any:
     name = dtype_name(dtype)
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    with warnings.catch_warnings():  # JAX warns, then truncates, without 64-bit mode
+        warnings.simplefilter("ignore")
+        made = dtype_name(xp.zeros(1, dtype=getattr(xp, name)).dtype)
+    if made != name:
+        raise ValueError(
+            f"dtype={name!r}: the {backend_name(xp)} namespace makes {made} arrays when asked "
+            f"for {name} (JAX: set JAX_ENABLE_X64=1); use dtype={made!r} or turn {name} on"
+        )
     return getattr(xp, name)
 
 

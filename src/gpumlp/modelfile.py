@@ -31,6 +31,7 @@ from ._version import __version__
 from .backend import DTYPES, to_device, to_host
 from .config import ModelSpec
 from .errors import CheckpointError
+from .history import FIELDS
 from .network import Params
 
 __all__ = [
@@ -72,22 +73,12 @@ def params_to_host(params: Params, prefix: str = "param") -> dict[str, np.ndarra
 def _sizes(meta: Mapping[str, Any], path: str | os.PathLike[str]) -> list[int]:
     if "sizes" not in meta:
         raise CheckpointError(f"{_where(path)} lacks model metadata 'sizes'")
-    sizes = meta["sizes"]
-    if (
-        not isinstance(sizes, list)
-        or len(sizes) < 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes)
-    ):
-        raise CheckpointError(
-            f"{_where(path)} holds an invalid model configuration: sizes must be a list of at "
-            f"least 2 integers, got {sizes!r}"
-        )
+    sizes, invalid = meta["sizes"], f"{_where(path)} holds an invalid model configuration"
+    if not isinstance(sizes, list) or len(sizes) < 2:
+        raise CheckpointError(f"{invalid}: sizes must be a list of 2 or more, got {sizes!r:.200}")
     for i, n in enumerate(sizes):
-        if n < 1:
-            raise CheckpointError(
-                f"{_where(path)} holds an invalid model configuration: sizes[{i}] must be >= 1, "
-                f"got {n}"
-            )
+        if not _is_int(n, 1):
+            raise CheckpointError(f"{invalid}: sizes[{i}] must be an integer >= 1, got {n!r}")
     return sizes
 
 
@@ -150,14 +141,15 @@ def expected_arrays(
     ``training`` also checks the training part of ``meta`` (:func:`check_train_meta`). A file
     holding any other array, or one of another shape, is refused before it is read.
     """
-    sizes = _sizes(meta, path)
+    sizes, standardized = _sizes(meta, path), meta.get("standardized", False)
+    if not isinstance(standardized, bool):
+        raise CheckpointError(
+            f"{_where(path)} holds an invalid model configuration: 'standardized' must be "
+            f"true or false, got {standardized!r:.100}"
+        )
     shapes = _param_shapes(sizes)
     want = {f"param/{i}": (s, True) for i, s in enumerate(shapes)}
-    n_in = (sizes[0],)
-    want |= {
-        "input/mean": (n_in, bool(meta.get("standardized"))),
-        "input/std": (n_in, bool(meta.get("standardized"))),
-    }
+    want |= {f"input/{k}": ((sizes[0],), standardized) for k in ("mean", "std")}
     if "epoch" in meta or training:
         check_train_meta(meta, path)
         buffers = {"sgd": (), "momentum": ("velocity",), "nesterov": ("velocity",)}
@@ -191,10 +183,13 @@ def params_from_arrays(
 
 
 # -- the training part's schema ----------------------------------------------------------------
+# Each key: a check of its value, and what it must be (in the message). Numbers are JSON's: an
+# int is not a bool, and NaN is never a valid state.
 
 
-def _is_int(v: Any, low: int = 0) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+def _is_int(v: Any, low: int = 0, high: int | None = None) -> bool:
+    ok = isinstance(v, int) and not isinstance(v, bool) and v >= low
+    return ok and (high is None or v < high)
 
 
 def _is_num(v: Any) -> bool:
@@ -205,20 +200,54 @@ def _dict_of(checks: Mapping[str, Callable[[Any], bool]]) -> Callable[[Any], boo
     return lambda v: isinstance(v, dict) and all(k in v and ok(v[k]) for k, ok in checks.items())
 
 
+_SCALARS: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "sgd": {}, "momentum": {}, "nesterov": {}, "adam": {"t": _is_int},
+}  # fmt: skip
+"""The host scalars each optimizer keeps (``OptState.scalars``): Adam's step count ``t``."""
+
+
+def _is_lr(v: Any) -> bool:
+    return _is_num(v) and math.isfinite(v) and v > 0
+
+
+def _optimizer(v: Any) -> bool:
+    name = v.get("name") if isinstance(v, dict) else None
+    if not isinstance(name, str) or name not in _SCALARS:
+        return False
+    got, want = v.get("scalars"), _SCALARS[name]
+    ok = isinstance(got, dict) and set(got) == set(want)
+    return ok and all(check(got[k]) for k, check in want.items())
+
+
+def _rng(v: Any) -> bool:
+    try:  # the state a PCG64 accepts (gpumlp's host RNG is numpy.random.default_rng)
+        np.random.PCG64().state = v
+    except (TypeError, ValueError, KeyError, OverflowError):
+        return False
+    return True
+
+
+def _history(v: Any) -> bool:
+    return (
+        isinstance(v, dict)
+        and isinstance(v.get("epochs"), list)
+        and all(isinstance(r, dict) and _is_int(r.get("epoch")) for r in v["epochs"])
+        and all(r.get(k) is None or _is_num(r[k]) for r in v["epochs"] for k in FIELDS[1:])
+        and isinstance(v.get("stop_reason", ""), str | None)
+        and (v.get("seed") is None or _is_int(v["seed"]))
+        and v.get("scored_set") in (None, "validation", "test")
+    )
+
+
 _TRAIN_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epoch": (_is_int, "an integer >= 0"),
     "optimizer": (
-        _dict_of(
-            {
-                "name": lambda v: v in ("sgd", "momentum", "nesterov", "adam"),
-                "scalars": lambda v: isinstance(v, dict),
-            }
-        ),
-        "{'name': one of sgd/momentum/nesterov/adam, 'scalars': {...}}",
+        _optimizer,
+        "{'name': one of sgd/momentum/nesterov/adam, 'scalars': {} ({'t': integer >= 0} for adam)}",
     ),
     "schedule": (
-        _dict_of({"lr": _is_num, "current": _is_num, "best": _is_num, "since_best": _is_int}),
-        "{'lr', 'current', 'best': numbers, 'since_best': integer >= 0}",
+        _dict_of({"lr": _is_lr, "current": _is_lr, "best": _is_num, "since_best": _is_int}),
+        "{'lr', 'current': numbers > 0, 'best': a number, 'since_best': integer >= 0}",
     ),
     "early": (
         lambda v: (
@@ -227,43 +256,40 @@ _TRAIN_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
                 {"best": _is_num, "best_epoch": lambda e: _is_int(e, -1), "since_best": _is_int}
             )(v)
         ),
-        "null or {'best', 'best_epoch', 'since_best'}",
+        "null or {'best': a number, 'best_epoch': integer >= -1, 'since_best': integer >= 0}",
     ),
-    "rng": (
-        _dict_of(
-            {"bit_generator": lambda v: isinstance(v, str), "state": lambda v: isinstance(v, dict)}
-        ),
-        "a NumPy bit generator state",
-    ),
+    "rng": (_rng, "a NumPy PCG64 bit generator state"),
     "history": (
-        _dict_of({"epochs": lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v)}),
-        "{'epochs': [records]}",
+        _history,
+        "{'epochs': [records: an integer 'epoch', numbers or null], 'stop_reason': text or "
+        "null, 'seed': integer or null, 'scored_set': 'validation' or 'test'}",
     ),
     "hyper": (lambda v: isinstance(v, dict), "a dict of settings"),
+    "dropout_key": (lambda v: v is None or _is_int(v, 0, 2**64), "null or an integer >= 0"),
+    "dtype": (lambda v: v in DTYPES, f"one of {DTYPES}"),
 }
 
 
 def check_train_meta(meta: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Check the training part of a checkpoint's metadata against its schema.
 
-    Raises CheckpointError naming the file and the first key that is missing or wrong.
+    Raises CheckpointError naming the file and the first key that is missing or wrong, or the
+    history that does not match ``epoch`` (one record per finished epoch, numbered from 0).
     """
     if "epoch" not in meta or "optimizer" not in meta:
         raise CheckpointError(f"{_where(path)} holds a model, not a resumable training checkpoint")
     for key, (ok, what) in _TRAIN_SCHEMA.items():
-        if key not in meta:
+        if key not in meta and key != "dropout_key":
             raise CheckpointError(f"{_where(path)} is not a complete checkpoint: it lacks {key!r}")
-        if not ok(meta[key]):
+        if not ok(meta.get(key)):
             raise CheckpointError(
                 f"{_where(path)} has an invalid checkpoint: {key!r} must be {what}, "
                 f"got {meta[key]!r:.200}"
             )
-    dropout_key = meta.get("dropout_key")
-    if dropout_key is not None and not _is_int(dropout_key):
+    numbers = [r["epoch"] for r in meta["history"]["epochs"]]
+    if len(numbers) != meta["epoch"] or numbers != list(range(len(numbers))):
         raise CheckpointError(
-            f"{_where(path)} has an invalid checkpoint: 'dropout_key' must be an integer >= 0"
-        )
-    if meta.get("dtype") not in DTYPES:
-        raise CheckpointError(
-            f"{_where(path)} has an invalid checkpoint: 'dtype' must be one of {DTYPES}"
+            f"{_where(path)} has an invalid checkpoint: 'epoch' is {meta['epoch']}, but "
+            f"'history' holds {len(numbers)} epoch records (it must hold one for each "
+            "finished epoch, numbered from 0)"
         )

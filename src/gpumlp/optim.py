@@ -61,6 +61,12 @@ class Optimizer:
         """The update of element ``i`` as CUDA C (see the ``update`` kernel's variables)."""
         raise NotImplementedError
 
+    def decay_limit(self) -> float | None:
+        """The weight decay step ``lr·l2/n`` from which the L2 penalty alone makes the weights
+        grow (the update of ``C = (l2/2n)‖w‖²`` is unstable there), or None when no such bound
+        holds (Adam's step does not scale with the gradient)."""
+        return None
+
     def init(self, params: Params, *, xp: Namespace) -> OptState:
         """Fresh state: zero buffers shaped like ``params``, on its device."""
         return OptState({k: params.zeros_like(xp=xp) for k in self.buffers}, {})
@@ -81,6 +87,10 @@ class SGD(Optimizer):
     """Plain gradient descent: ``w ← w − lr ∂C/∂w`` (the book's ``w − (η/m) Σ ∇C_x``)."""
 
     NAME = "sgd"
+
+    def decay_limit(self) -> float:
+        """2: ``w ← (1 − lr·l2/n) w`` grows once the factor passes −1."""
+        return 2.0
 
     def cuda_update(self) -> str:
         """``p = p − lr g``."""
@@ -109,6 +119,13 @@ class Momentum(Optimizer):
     def name(self) -> str:
         """``"nesterov"`` or ``"momentum"``."""
         return "nesterov" if self.nesterov else "momentum"
+
+    def decay_limit(self) -> float:
+        """``2(1 + μ)`` for heavy-ball momentum, ``2(1 + μ)/(1 + 2μ)`` for Nesterov's: where a
+        root of ``r² − (1 + μ − α) r + μ`` (Nesterov: ``r² − (1 + μ)(1 − α) r + μ(1 − α)``),
+        ``α = lr·l2/n``, leaves the unit circle."""
+        mu = self.momentum
+        return 2.0 * (1.0 + mu) / (1.0 + 2.0 * mu) if self.nesterov else 2.0 * (1.0 + mu)
 
     def cuda_update(self) -> str:
         """The velocity step (``s1`` is the velocity)."""

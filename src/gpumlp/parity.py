@@ -62,7 +62,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from . import backend
-from ._checks import prepare_targets, prepare_x
 from ._version import __version__
 from .backend import Array
 from .config import TrainConfig
@@ -168,10 +167,7 @@ def synthetic(n: int, n_test: int, sizes: list[int], seed: int) -> tuple[Split, 
 
 
 def compare(
-    sides: Sequence[tuple[str, Any, str]],
-    data: tuple[Split, Split],
-    *,
-    config: dict[str, Any],
+    sides: Sequence[tuple[str, Any, str]], data: tuple[Split, Split], *, config: dict[str, Any]
 ) -> dict[str, Any]:
     """Run both sides (two ``(name, xp, dtype)``) on the host data ``((X, y), (X_test,
     y_test))`` with ``config`` (the settings named as ``gpumlp parity``'s flags); the report."""
@@ -188,9 +184,7 @@ def compare(
         _, xp, dtype = sides[i]
         return Network(config["sizes"], **net_kw, dtype=dtype, backend=xp, seed=seed)
 
-    def engine_for(
-        i: int,
-    ) -> str:  # the reference runs the plain xp code; the other side is under test
+    def engine_for(i: int) -> str:  # the reference runs plain xp code; the other is under test
         return "generic" if i == ref else config["engine"]
 
     def pair(fn: Callable[[int], T]) -> tuple[T, T]:  # (reference's result, other's)
@@ -203,7 +197,7 @@ def compare(
 
     def start(i: int) -> tuple[list[Array], list[Array], list[Array], list[Array]]:
         net = nets[i]
-        x = prepare_x(probe_x, n_features=net.sizes[0], xp=net.xp, dtype=net.dtype)
+        x = net.inputs.x(probe_x)
         zs, acts, _ = forward(net.params, x, activations=net.spec.activations, xp=net.xp)
         gw, gb = net.gradients(probe_x, probe_y)
         return zs, acts[1:], gw, gb
@@ -218,10 +212,7 @@ def compare(
         net = nets[i]
         cfg = TrainConfig(epochs=1, batch_size=bs, engine=engine_for(i), **fit_kw)
         state = TrainState.start(net.spec, net.params, cfg, np.random.default_rng(seed))
-        Xd = prepare_x(X, n_features=net.sizes[0], xp=net.xp, dtype=net.dtype)
-        data = (Xd, *prepare_targets(y, m=n, n_out=net.sizes[-1], xp=net.xp, dtype=net.dtype,
-                                     unit=net.cost.unit_targets))  # fmt: skip
-        return net, select_step(state, data)
+        return net, select_step(state, net.inputs.data(X, y))
 
     steppers = [stepper(i) for i in range(2)]
     engines = [_engine_name(step) for _, step in steppers]
@@ -235,12 +226,8 @@ def compare(
 
         def one(i: int, idx: Host = idx, k: int = k) -> tuple[list[Host], Host]:
             net, step = steppers[i]
-            x = prepare_x(X[idx], n_features=net.sizes[0], xp=net.xp, dtype=net.dtype)
-            Y, _ = prepare_targets(
-                y[idx], m=len(idx), n_out=net.sizes[-1], xp=net.xp, dtype=net.dtype,
-                unit=net.cost.unit_targets,
-            )  # fmt: skip
-            a = step(x, Y, fit_kw["lr"], k)
+            x = net.inputs.x(X[idx])
+            a = step(x, net.inputs.targets(y[idx], len(idx))[0], fit_kw["lr"], k)
             return [backend.to_host(t) for t in net.params.arrays()], backend.to_host(a)
 
         (rp, ra), (op, oa) = pair(one)
@@ -297,8 +284,7 @@ def compare(
 
 def _engine_name(step: Any) -> str:
     """Which engine a step from select_step is, with its backend for the NumPy fast path."""
-    name = str(step.engine)
-    return "numpy-fused" if type(step).__module__ == "gpumlp._numpy_fast" else name
+    return "numpy-fused" if type(step).__module__ == "gpumlp._numpy_fast" else str(step.engine)
 
 
 def _versions(sides: Sequence[tuple[str, Any, str]]) -> dict[str, str]:

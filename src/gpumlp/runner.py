@@ -10,6 +10,7 @@ Nothing here prints; callers pass ``on_epoch`` and ``progress``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import signals
+from ._checks import first_nonfinite
 from .atomicio import atomic_write_bytes
 from .config import ModelSpec, TrainConfig
 from .engines import check_engine
@@ -26,6 +28,7 @@ from .history import History
 from .inputs import Inputs
 from .memory import check_model_fits, check_training_fits
 from .model import Network
+from .optim import get_optimizer
 from .sources import DataSet
 
 __all__ = ["FIT_FLAGS", "RunPlan", "execute", "plan_run", "sizes_for"]
@@ -84,8 +87,9 @@ class RunPlan:
 def plan_run(flags: dict[str, Any], data: DataSet) -> RunPlan:
     """Check ``flags`` (with ``sizes`` resolved) against ``data`` and this machine.
 
-    Raises ValueError/TypeError naming the flag, OutOfMemory naming ``--sizes``,
-    BackendUnavailableError for a backend that cannot run here.
+    Raises ValueError/TypeError naming the flag (or the data file and the value that is not
+    finite in the network's dtype), OutOfMemory naming ``--sizes``, BackendUnavailableError
+    for a backend that cannot run here.
     """
     spec = ModelSpec.build(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS})
     check_engine(spec, flags["engine"])
@@ -104,6 +108,7 @@ def plan_run(flags: dict[str, Any], data: DataSet) -> RunPlan:
             data.train[0], standardize=bool(flags.get("standardize"))
         ),
         argument="--sizes",
+        with_parameters=True,  # planned before the network exists: its parameters count too
     )
     fit = {k: flags[k] for k in FIT_FLAGS}
     config = TrainConfig(**fit)  # refuses bad settings and combinations now
@@ -116,7 +121,49 @@ def plan_run(flags: dict[str, Any], data: DataSet) -> RunPlan:
         scored, watch = "validation", data.validation
     if config.watches_validation and watch is None:
         raise ValueError("--schedule plateau and --patience need a validation or test set")
+    _check_penalties(flags, spec, n)
+    for split, pair in (("training", data.train), (scored, watch)):
+        _check_values(flags.get("data"), spec, split, pair)
     return RunPlan(dict(flags), spec, fit, data, scored, watch)
+
+
+def _check_penalties(flags: dict[str, Any], spec: ModelSpec, n: int) -> None:
+    """Refuse an L2 or L1 penalty that makes training diverge whatever the data: a step
+    ``λ/n`` past the dtype's safe range (products with it overflow), or a weight decay step
+    ``lr·l2/n`` past the optimizer's :meth:`~gpumlp.optim.Optimizer.decay_limit`."""
+    safe = math.sqrt(float(np.finfo(spec.dtype).max))  # train.safe_magnitude's bound
+    for key in ("l2", "l1"):
+        if (step := flags[key] / n) > safe:
+            raise ValueError(
+                f"--{key} {flags[key]:g}: the penalty's step {key}/n = {step:.3g} (n = {n} "
+                f"training examples) is past ±{safe:.2g}, the safe range of {spec.dtype}: use "
+                f"a smaller --{key}"
+            )
+    lr, l2 = flags["lr"], flags["l2"]
+    limit = get_optimizer(flags["optimizer"], momentum=flags["momentum"]).decay_limit()
+    if limit is not None and (decay := lr * l2 / n) >= limit:
+        raise ValueError(
+            f"--l2 {l2:g}: the weight decay step lr·l2/n = {decay:.3g} (lr {lr:g}, n = {n} "
+            f"training examples) is {limit:.3g} or more, so the L2 penalty alone makes "
+            f"{flags['optimizer']} diverge: use --l2 below {limit * n / lr:.3g}"
+        )
+
+
+def _check_values(source: str | None, spec: ModelSpec, split: str, pair: Any) -> None:
+    """Refuse a split whose inputs or targets are not finite as the network's dtype holds them
+    (NaN, inf, or a float64 value that overflows float32), naming the file, the split, the
+    value and where it is: before any folder is made, not in the middle of ``fit``."""
+    for what, arr in zip(("inputs", "targets"), () if pair is None else pair, strict=False):
+        if (bad := first_nonfinite(arr, spec.dtype)) is None:
+            continue
+        where = f"--data {source}" if source else "MNIST"
+        value, at = arr[bad], bad[0] if len(bad) == 1 else bad
+        if not np.isfinite(value):
+            raise ValueError(f"{where}: the {split} {what} hold {value} at index {at}")
+        raise ValueError(
+            f"{where}: the {split} {what} hold {value:g} at index {at}, which overflows "
+            f"{spec.dtype}, the network's dtype: scale the data, or train with --dtype float64"
+        )
 
 
 def execute(
@@ -170,16 +217,18 @@ def execute(
             f"cannot write {str(exc.filename or checkpoint)!r}: "
             f"{exc.strerror or exc}; the previous checkpoint, if any, is intact",
         ) from exc
+    target = "the history (history.json, history.csv)"
     try:
         with signals.deferred():
             history.save(out)
+            target = repr(str(out / "model.npz"))
             net.save(out / "model.npz")
     except OSError as exc:
         raise _named(
             exc,
-            f"cannot write {str(exc.filename or out)!r}: "
-            f"{exc.strerror or exc}; training finished and {checkpoint} holds it: free "
-            f"space and run gpumlp train --resume {out} to write the model",
+            f"cannot write {target}: {exc.strerror or exc}; the checkpoint {str(checkpoint)!r} "
+            f"is complete ({len(history)} epochs): free space, then gpumlp train --resume "
+            f"{out} writes the model and history from it",
         ) from exc
     return net, history, diverged
 

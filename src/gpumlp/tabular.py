@@ -79,7 +79,8 @@ def _check_pair(X: Host, y: Host, names: tuple[str, str]) -> Split:
             )
     if y.ndim == 2:
         return X, y.astype(np.float64) if y.dtype.kind != "f" else y
-    bad_label = (y < 0) | ((y != np.round(y)) if y.dtype.kind == "f" else False)
+    # 2**31 and past: an id, not a class, and would wrap in the int64 cast once past 2**63
+    bad_label = (y < 0) | (y >= 2**31) | ((y != np.round(y)) if y.dtype.kind == "f" else False)
     if bad_label.any():
         i = int(np.argmax(bad_label))
         raise ValueError(

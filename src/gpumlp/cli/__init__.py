@@ -20,10 +20,18 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import BackendUnavailableError
-from . import inspect, parity, tools, train
+from . import inspect, parity, sweep, tools, train
 from ._args import Parser, UsageError
 
-__all__ = ["EXIT_DIVERGED", "EXIT_MISMATCH", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]
+__all__ = [
+    "EXIT_DIVERGED",
+    "EXIT_MISMATCH",
+    "EXIT_OK",
+    "EXIT_PIPE",
+    "EXIT_USAGE",
+    "UsageError",
+    "main",
+]
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_DIVERGED, EXIT_PIPE = 0, 1, 2, 3, 141
 
@@ -55,7 +63,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     p.add_argument("--version", action="version", version=f"gpumlp {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
-    for module in (train, inspect, tools, parity):
+    for module in (train, inspect, tools, parity, sweep):
         handlers |= module.add_parsers(sub, [common])
     return p, handlers
 

@@ -15,14 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from .. import backend
+from ..activations import ACTIVATIONS
 from ..config import ENGINES
+from ..costs import COSTS
 from ..errors import BackendUnavailableError, DivergedError
+from ..initial import INITS
+from ..optim import OPTIMIZERS
 from ..parity import compare, synthetic
 from ._args import Defaults, number, sizes
 
 __all__ = ["add_parsers", "format_report", "run"]
 
-_KNOWN = ["numpy", "cupy", *backend.NAMESPACES]
+_ALIASES = {module: name for name, module in backend.NAMESPACES.items() if module != name} | {
+    "array_api_compat.numpy": "numpy", "array_api_compat.cupy": "cupy",
+}  # fmt: skip
+_KNOWN = ["numpy", "cupy", *backend.NAMESPACES, *_ALIASES]
+"""The backends ``--backends`` takes: known names only (a namespace module's own name, such as
+``jax.numpy``, stands for its short name). Nothing else is imported, and nothing ever from the
+current directory (:func:`gpumlp.backend.import_namespace`)."""
 
 
 def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, Any]:
@@ -32,7 +42,8 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
         parents=parents,
         help="compare two backends or dtypes step by step",
         description="Train one network on two backends (or two dtypes) from the same weights "
-        "and batches, and report the first step where they disagree beyond the tolerance.",
+        "and batches, and report the first step where they disagree beyond the tolerance. "
+        "Exit 0: they agree; 1: a mismatch; 2: bad arguments.",
         formatter_class=Defaults,
     )
     p.add_argument(
@@ -41,17 +52,22 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
         default=None,
         metavar=("A", "B"),
         choices=_KNOWN,
-        help=f"two of {_KNOWN} (default: numpy cupy where CuPy runs, else numpy "
+        help=f"two of {', '.join(_KNOWN)} (default: numpy cupy where CuPy runs, else numpy "
         "numpy in float64 and float32)",
     )
-    p.add_argument("--dtype", choices=backend.DTYPES, default=None, help="both sides' dtype")
-    p.add_argument("--dtypes", nargs=2, choices=backend.DTYPES, default=None, metavar=("A", "B"))
-    p.add_argument("--sizes", type=sizes, default=[784, 30, 10], help="layer sizes")
-    p.add_argument("--batch-size", type=number(int, 1), default=10)
+    p.add_argument(
+        "--dtype", choices=backend.DTYPES, default=None, help="both sides' dtype (default: float64)"
+    )
+    p.add_argument(
+        "--dtypes", nargs=2, choices=backend.DTYPES, default=None, metavar=("A", "B"),
+        help="each side's dtype",
+    )  # fmt: skip
+    p.add_argument("--sizes", type=sizes, default="784,30,10", help="layer sizes")
+    p.add_argument("--batch-size", type=number(int, 1), default=10, help="mini-batch size")
     p.add_argument(
         "--steps", type=number(int, 0), default=10, help="training steps compared one by one"
     )
-    p.add_argument("--epochs", type=number(int, 1), default=1)
+    p.add_argument("--epochs", type=number(int, 1), default=1, help="epochs of Network.fit")
     p.add_argument("--data", default=None, help="MNIST path (default: synthetic data)")
     p.add_argument(
         "--n",
@@ -59,22 +75,28 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
         default=None,
         help="training examples (default: all, or 2000 synthetic)",
     )
-    p.add_argument("--seed", type=number(int, 0), default=0)
+    p.add_argument("--seed", type=number(int, 0), default=0, help="weights, batches and data")
     p.add_argument("--engine", choices=ENGINES, default="auto", help="the second side's engine")
-    p.add_argument("--activation", default="sigmoid")
-    p.add_argument("--output-activation", default=None)
-    p.add_argument("--cost", default="quadratic")
-    p.add_argument("--init", default="normal")
-    p.add_argument("--optimizer", default="sgd")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--lr", type=number(float, 0, strict=True), default=3.0)
-    p.add_argument("--l2", type=number(float, 0), default=0.0)
+    hidden = [a for a in ACTIVATIONS if not ACTIVATIONS[a].output_only]
+    p.add_argument("--activation", choices=hidden, default="sigmoid", help="hidden layers")
+    p.add_argument(
+        "--output-activation", choices=list(ACTIVATIONS), default=None,
+        help="output layer (default: --activation)",
+    )  # fmt: skip
+    p.add_argument("--cost", choices=list(COSTS), default="quadratic", help="cost function")
+    p.add_argument("--init", choices=list(INITS), default="normal", help="initial weights")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd", help="optimizer")
+    p.add_argument(
+        "--momentum", type=number(float, 0, high=1), default=0.9, help="μ for momentum/nesterov"
+    )
+    p.add_argument("--lr", type=number(float, 0, strict=True), default=3.0, help="learning rate")
+    p.add_argument("--l2", type=number(float, 0), default=0.0, help="L2 penalty λ")
     p.add_argument("--json", default=None, metavar="PATH", help="write the full report here")
     return {"parity": run}
 
 
 def _fail(message: str) -> int:
-    print(f"gpumlp parity: {message}", file=sys.stderr)
+    print(f"gpumlp: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -82,7 +104,8 @@ def _sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if args.dtype and args.dtypes:
         raise ValueError("give --dtype or --dtypes, not both")
     if args.backends is not None:
-        return args.backends, args.dtypes or [args.dtype or "float64"] * 2
+        names = [_ALIASES.get(name, name) for name in args.backends]
+        return names, args.dtypes or [args.dtype or "float64"] * 2
     usable, reason = backend.cupy_status()
     if usable:
         return ["numpy", "cupy"], args.dtypes or [args.dtype or "float64"] * 2
@@ -94,14 +117,24 @@ def _sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return ["numpy", "numpy"], args.dtypes or ["float64", "float32"]
 
 
+def _check_report_path(value: str) -> None:
+    """Refuse a ``--json`` path that cannot be written, before anything runs."""
+    path = Path(value)
+    if not value.strip() or path.is_dir():
+        raise ValueError(f"--json {value!r} must name a file to write the report to")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"--json {value!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"--json {value!r}: {str(folder)!r} is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the comparison; print the report (and write it as JSON); the exit code."""
     try:
+        if args.json is not None:  # refused before anything runs or is said
+            _check_report_path(args.json)
         names, dtypes = _sides(args)
-        if args.json is not None:  # refuse a report that cannot be written, before running
-            folder = Path(args.json).parent
-            if not folder.is_dir() or not os.access(folder, os.W_OK):
-                raise ValueError(f"--json {args.json!r}: folder {str(folder)!r} is not writable")
         if "cupy" in names:
             backend.use_fp32_matmul()  # TF32 would swamp float32 parity (gpumlp.parity)
         xps = [backend.get_namespace(n) for n in names]

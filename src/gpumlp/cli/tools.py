@@ -32,7 +32,7 @@ def ensure_mnist(*, force: bool = False) -> Path:
         return path
     print(
         f"gpumlp: fetching MNIST ({MNIST_FILENAME}, {MNIST_SIZE / 1e6:.1f} MB) from "
-        f"{source()} into {path.parent}",
+        f"{source()} into {path}",
         file=sys.stderr,
         flush=True,
     )

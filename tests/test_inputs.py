@@ -1,0 +1,139 @@
+"""Tests for gpumlp.inputs and the value checks of gpumlp._checks: every array a network takes
+is checked as the network's dtype holds it. A finite float64 value that overflows float32
+(1e300) is refused naming the argument and the dtype on every path (``fit``'s X, targets and
+validation data, ``predict``, ``predict_proba``, ``evaluate``, ``load_params``, inputs already
+on a device), never turned into inf and blamed on the learning rate later."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpumlp
+import gpumlp._checks as checks
+from conftest import SMALL_X, SMALL_Y, params_of, small_net
+from gpumlp._checks import finite_host_array, first_nonfinite
+
+HUGE = 1e300
+"""Finite in float64, inf in float32."""
+
+
+def _with(a: np.ndarray, index, value=HUGE) -> np.ndarray:
+    a = np.array(a, dtype=np.float64)
+    a[index] = value
+    return a
+
+
+X_BAD = _with(SMALL_X, (3, 2))
+Y_ONEHOT = np.eye(3)[SMALL_Y]
+Y_BAD = _with(Y_ONEHOT, (5, 1))
+
+
+def _fit(net, X=SMALL_X, y=SMALL_Y, **kw):
+    return net.fit(X, y, **{"epochs": 1, "batch_size": 4, "lr": 0.1, **kw})
+
+
+def _load_params(net, which):
+    weights = [w.astype(np.float64) for w in params_of(net)[0::2]]
+    biases = [b.astype(np.float64) for b in params_of(net)[1::2]]
+    (weights if which == "weights" else biases)[1][0] = HUGE
+    net.load_params(weights, biases)
+
+
+OVERFLOWS = [
+    ("fit-X", lambda net: _fit(net, X=X_BAD), r"X holds .*1e\+300.* at index \(3, 2\)"),
+    ("fit-targets", lambda net: _fit(net, y=Y_BAD), r"y holds .*1e\+300.* at index \(5, 1\)"),
+    (
+        "fit-validation-X",
+        lambda net: _fit(net, validation_data=(X_BAD, SMALL_Y)),
+        r"validation_data\[0\] holds .*1e\+300.* at index \(3, 2\)",
+    ),
+    (
+        "fit-validation-targets",
+        lambda net: _fit(net, validation_data=(SMALL_X, Y_BAD)),
+        r"validation_data\[1\] holds .*1e\+300",
+    ),
+    ("fit-standardize", lambda net: _fit(net, X=X_BAD, standardize=True), r"X holds .*1e\+300"),
+    ("predict", lambda net: net.predict(X_BAD), r"X holds .*1e\+300"),
+    ("predict_proba", lambda net: net.predict_proba(X_BAD), r"X holds .*1e\+300"),
+    ("evaluate-X", lambda net: net.evaluate(X_BAD, SMALL_Y), r"X holds .*1e\+300"),
+    ("evaluate-targets", lambda net: net.evaluate(SMALL_X, Y_BAD), r"y holds .*1e\+300"),
+    ("load_params-weights", lambda net: _load_params(net, "weights"), r"weights\[1\] holds"),
+    ("load_params-biases", lambda net: _load_params(net, "biases"), r"biases\[1\] holds"),
+]
+
+
+@pytest.mark.filterwarnings("error")  # no overflow on the way: the value is refused first
+@pytest.mark.parametrize(("call", "match"), [pytest.param(*c[1:], id=c[0]) for c in OVERFLOWS])
+def test_a_value_that_overflows_float32_is_refused_naming_the_argument(call, match):
+    net = small_net()
+    before = params_of(net)
+    with pytest.raises(ValueError, match=match) as info:
+        call(net)
+    message = str(info.value)
+    assert "overflows float32, the network's dtype" in message
+    assert "lr" not in message  # not a learning rate problem
+    for a, b in zip(params_of(net), before, strict=True):
+        assert np.array_equal(a, b)  # refused before anything changed
+
+
+def test_the_same_values_are_fine_in_float64():
+    net = small_net(dtype="float64")
+    net.fit(X_BAD, SMALL_Y, epochs=1, batch_size=4, lr=0.1)
+    assert np.all(np.isfinite(net.predict_proba(X_BAD)))
+
+
+@pytest.mark.filterwarnings("error")  # the int64 cast of 1e300 would warn and wrap
+def test_a_huge_float_label_is_out_of_range_not_wrapped():
+    y = _with(SMALL_Y, 0)
+    with pytest.raises(ValueError, match=r"y holds labels in \[0, 1e\+300\] .* \[0, 2\]"):
+        _fit(small_net(), y=y)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (HUGE, "X holds values that overflow float32, the network's dtype"),
+        (np.nan, "X contains NaN or inf"),
+    ],
+)
+def test_inputs_already_on_a_device_are_checked_there(value, match):
+    xps = pytest.importorskip("array_api_strict")
+    net = small_net(backend=xps)
+    with pytest.raises(ValueError, match=match), np.errstate(over="ignore"):
+        net.predict(xps.asarray(_with(SMALL_X, (0, 0), value)))
+
+
+def test_first_nonfinite_in_a_dtype_looks_a_block_at_a_time(monkeypatch):
+    monkeypatch.setattr(checks, "_BLOCK_BYTES", 64)  # 1 row of 8 float64 per block
+    X = np.zeros((9, 8))
+    X[6, 5] = HUGE
+    assert first_nonfinite(X) is None  # finite as float64
+    assert first_nonfinite(X, "float64") is None
+    assert first_nonfinite(X, "float32") == (6, 5)
+    X[7, 0] = np.inf
+    with np.errstate(over="ignore"):
+        assert first_nonfinite(X.astype(np.float32)) == (6, 5)  # the cast made it inf
+    with pytest.raises(ValueError, match=r"X holds np.float64\(1e\+300\) at index \(6, 5\)"):
+        finite_host_array("X", X, "float32")
+    X[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at index \(2, 1\)\)"):
+        finite_host_array("X", X, "float32")
+
+
+def test_a_float32_memmap_is_checked_without_a_copy(tmp_path):
+    path = tmp_path / "X.npy"
+    np.save(path, SMALL_X.astype(np.float32))
+    X = np.load(path, mmap_mode="r")
+    assert finite_host_array("X", X, "float32") is X
+
+
+def test_load_of_a_model_file_with_an_overflowing_parameter(tmp_path, model_file):
+    from gpumlp.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+
+    meta, arrays = read_checkpoint(model_file)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "sha256")}
+    arrays["param/2"] = _with(arrays["param/2"], (1, 1))  # float64 arrays, dtype float32
+    write_checkpoint(tmp_path / "m.npz", meta, arrays)
+    with pytest.raises(CheckpointError, match=r"m\.npz.*weights\[1\] holds .* overflows float32"):
+        gpumlp.load(tmp_path / "m.npz", backend="numpy")
