@@ -1,9 +1,11 @@
 """Tests for ``gpumlp train`` (gpumlp.cli.train), in process through ``gpumlp.cli.main`` and as
 a subprocess: the run folder it writes and what it prints, learning, resuming with the stored
-flags, bad flags and files refused before anything is written (exit 2, one line on stderr),
-divergence (exit 3), Ctrl-C (exit 130, resumable), ``kill -9`` (the checkpoint always whole,
-the resumed run bit for bit the uninterrupted one), unwritable folders, a full disk, and
-running out of memory.
+flags, a seed drawn, printed and recorded that repeats the run bit for bit, bad flags and files
+refused before anything is written (exit 2, one line on stderr; every invalid (output
+activation, cost) pair among them), divergence (exit 3, of the training or the validation
+cost), Ctrl-C (exit 130, resumable, counted as the epoch lines count), ``kill -9`` (the
+checkpoint always whole, the resumed run bit for bit the uninterrupted one), unwritable
+folders, a full disk, and running out of memory.
 
 Subprocess runs of the fault tests train a [784, 200, 10] network with batch size 1 on 400
 synthetic images: about 0.15 s an epoch, slow enough to be interrupted mid-run, fast enough for
@@ -29,8 +31,11 @@ import pytest
 import gpumlp
 from conftest import (
     BAD_DATA_FILES,
+    INVALID_PAIRS,
     QUICK_FLAGS,
     TRAIN_FLAGS,
+    VAL_OVERFLOW_FIT,
+    VAL_OVERFLOW_NET,
     DiskFull,
     fail_on_step,
     file_in_the_way,
@@ -40,9 +45,11 @@ from conftest import (
     run_gpumlp,
     start_gpumlp,
     temp_files,
+    val_overflow_problem,
     write_tiny_mnist,
 )
 from gpumlp.checkpoint import read_checkpoint
+from gpumlp.costs import VALID_PAIRS
 
 pytestmark = pytest.mark.usefixtures("numpy_env")
 
@@ -91,6 +98,42 @@ def test_runs_default_folder_is_under_runs(bar_mnist, tmp_path, monkeypatch):
     (folder,) = (tmp_path / "runs").iterdir()
     assert (folder / "model.npz").is_file()
     assert os.access(folder / "model.npz", os.R_OK)
+
+
+# -- every run can be repeated ------------------------------------------------------------------
+
+
+def _model_params(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k.startswith("param/")}
+
+
+def test_a_drawn_seed_is_printed_recorded_and_repeats_the_run(blobs, tmp_path):
+    # A table with a held-out fraction: the drawn seed also picks the validation rows.
+    data = tmp_path / "blobs.npz"
+    np.savez(data, X=blobs[0], y=blobs[1])
+    argv = ["train", "--data", data, "--val-split", "0.25", "--hidden", "8", "--epochs", "3"]
+    argv += ["--lr", "0.5", "--quiet"]
+    first = run_gpumlp(*argv, "--out", tmp_path / "a", timeout=120)
+    assert first.returncode == 0, first.stderr
+    header = first.stdout.splitlines()[0]
+    seed = int(re.fullmatch(r"gpumlp \S+: Network\(.*\) on 68 examples, .*; seed (\d+)", header)[1])
+    assert json.loads((tmp_path / "a" / "args.json").read_text())["seed"] == seed
+    history = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert history["seed"] == seed
+
+    again = run_gpumlp(*argv, "--seed", seed, "--out", tmp_path / "b", timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[0] == header
+    got, want = (
+        _model_params(tmp_path / "b" / "model.npz"),
+        _model_params(tmp_path / "a" / "model.npz"),
+    )
+    assert sorted(got) == sorted(want) == ["param/0", "param/1", "param/2", "param/3"]
+    for k in want:
+        assert np.array_equal(got[k], want[k]), k
+    repeated = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert history_columns(repeated["epochs"]) == history_columns(history["epochs"])
 
 
 # -- bad flags and files: exit 2, one line, nothing written -------------------------------------
@@ -152,6 +195,37 @@ def test_bad_command_line(argv, match, tmp_path, quick_run):
     assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
     assert re.search(match, stderr), stderr
     assert not (tmp_path / "run").exists()
+
+
+def _lists_the_valid_pairs(line: str) -> bool:
+    pairs = [f"({o}, {c})" for o, c in VALID_PAIRS if c != "quadratic"]
+    return all(p in line for p in pairs) and "quadratic with any output" in line
+
+
+@pytest.mark.parametrize(("out", "cost"), INVALID_PAIRS)
+def test_an_invalid_output_cost_pair_exits_2_listing_the_valid_pairs(
+    out, cost, tmp_path, quick_run
+):
+    data, _ = quick_run
+    argv = ["--output-activation", out, "--cost", cost, "--out", tmp_path / "run"]
+    code, stdout, stderr = run("train", "--data", data, *QUICK_FLAGS, *argv)
+    assert code == 2 and stdout == ""
+    assert stderr.startswith(f"gpumlp: error: cost={cost!r} needs output_activation in ")
+    assert f"got output_activation={out!r}" in stderr and _lists_the_valid_pairs(stderr)
+    assert stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_cost_log_likelihood_on_the_default_sigmoid_output_is_refused(tmp_path, quick_run):
+    # The issue's case: this used to train silently to 14% with cost 0.0000.
+    data, _ = quick_run
+    done = run_gpumlp("train", "--data", data, "--cost", "log_likelihood", "--out", tmp_path / "r")
+    assert done.returncode == 2 and done.stdout == ""
+    line = "gpumlp: error: cost='log_likelihood' needs output_activation in ['softmax'], got "
+    line += "output_activation='sigmoid'; valid (output_activation, cost) pairs: "
+    assert done.stderr.startswith(line) and _lists_the_valid_pairs(done.stderr)
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "r").exists()
 
 
 def test_missing_data_file_exits_2(tmp_path):
@@ -239,6 +313,37 @@ def test_divergence_on_the_command_line_exits_3(tmp_path, quick_run):
     assert all(np.isfinite(np.asarray(t)).all() for t in model.params.arrays())
 
 
+def test_a_non_finite_validation_cost_exits_3_keeping_finite_weights(tmp_path):
+    (X, Y), (X_val, Y_val) = val_overflow_problem()
+    data, out = tmp_path / "table.npz", tmp_path / "run"
+    np.savez(data, X=X, y=Y, X_val=X_val, y_val=Y_val)
+    argv = ["--sizes", "4,2", "--activation", "identity", "--lr", "0.01", "--batch-size", "10"]
+    done = run_gpumlp("train", "--data", data, *argv, "--epochs", "20", "--seed", "0", "--out", out)
+    assert done.returncode == 3, done.stderr
+    found = re.search(
+        r"diverged in epoch (\d+) \(lr=0\.01\): the validation cost became NaN or inf while the "
+        r"training cost stayed finite; try a smaller lr",
+        done.stderr,
+    )
+    assert found, done.stderr
+    k = int(found[1])
+    assert k >= 1 and f"--resume {out}" in done.stderr
+    assert "Traceback" not in done.stderr and "RuntimeWarning" not in done.stderr
+    assert [int(e) for e in re.findall(r"^Epoch (\d+): ", done.stdout, re.M)] == list(range(k))
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == list(range(k))
+    assert history["stop_reason"].startswith(f"diverged in epoch {k}")
+    # The model and the checkpoint hold the last weights that evaluate finite: epoch k - 1's.
+    model = gpumlp.load(out / "model.npz", backend="numpy")
+    assert np.isfinite(model.evaluate(X_val, Y_val)["cost"])
+    assert read_checkpoint(out / "checkpoint.npz")[0]["epoch"] == k
+    ref = gpumlp.Network([4, 2], **VAL_OVERFLOW_NET)  # --seed 0 seeds fit's orders too
+    with np.errstate(over="ignore"):
+        ref.fit(X, Y, epochs=k, validation_data=(X_val, Y_val), seed=0, **VAL_OVERFLOW_FIT)
+    for a, b in zip(model.params.arrays(), ref.params.arrays(), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
 # -- Ctrl-C and kill -9 -------------------------------------------------------------------------
 
 SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--limit", "400", "--seed", "0"]
@@ -288,7 +393,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
         wait_for(run_dir / "checkpoint.npz", proc)
         time.sleep(0.2)  # into a later epoch
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
         reap(proc)
     assert proc.returncode == 130, stderr
@@ -301,13 +406,32 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
     assert meta["history"]["stop_reason"].startswith("interrupted during epoch")
     assert gpumlp.load(run_dir / "checkpoint.npz", backend="numpy").sizes == [784, 200, 10]
     assert not (run_dir / "model.npz").exists()
+    # The message counts as the epoch lines do: the last line shown is the last epoch saved.
+    last = len(finished) - 1
+    assert printed_epochs(stdout) == finished
+    assert f"interrupted during epoch {last + 1} (Ctrl-C)" in stderr
+    assert re.search(rf"saved epochs? (0\.\.)?{last} to ", stderr), stderr
 
     target = len(finished) + 2
-    code, stdout, stderr = run("train", "--resume", run_dir, "--epochs", target)
-    assert code == 0, stderr
-    assert f"Epoch {len(finished)}: " in stdout
+    resumed = run_gpumlp("train", "--resume", run_dir, "--epochs", target, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert printed_epochs(resumed.stdout) == [last + 1, last + 2]  # goes on at the next line
+    assert (
+        f"resuming: {run_dir / 'checkpoint.npz'} holds {last + 1} finished epoch"
+        f"{'s' if last else ''}; going on at epoch {last + 1} up to epoch {last + 2}"
+    ) in resumed.stdout
     assert epochs_of(run_dir) == list(range(target))
     assert json.loads((run_dir / "history.json").read_text())["stop_reason"] is None
+    # Resuming a run that has all its epochs writes the model from it and says so.
+    again = run_gpumlp("train", "--resume", run_dir, "--epochs", target, timeout=120)
+    assert again.returncode == 0 and printed_epochs(again.stdout) == [], again.stderr
+    assert f"--epochs {target}: nothing left to train; writing the model from it" in again.stdout
+    assert epochs_of(run_dir) == list(range(target))
+
+
+def printed_epochs(stdout: str) -> list[int]:
+    """The epoch numbers of the ``Epoch k: ...`` lines ``gpumlp train`` printed."""
+    return [int(k) for k in re.findall(r"^Epoch (\d+): ", stdout, re.M)]
 
 
 def test_kill_9_never_leaves_a_damaged_checkpoint(slow_data, tmp_path):

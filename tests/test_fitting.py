@@ -1,7 +1,8 @@
 """Tests for gpumlp.fitting: a run stopped short by Ctrl-C rolls back to its last finished
 epoch, checkpoints it, raises TrainingInterrupted carrying the history, and resumes to what an
-uninterrupted run gives. (Ctrl-C and kill -9 of ``gpumlp train`` are in test_cli_train.py;
-divergence in test_train.py; memory running out in test_memory.py.)"""
+uninterrupted run gives; an epoch already shown to ``on_epoch`` is never rolled back. (Ctrl-C
+and kill -9 of ``gpumlp train`` are in test_cli_train.py; divergence in test_train.py; memory
+running out in test_memory.py.)"""
 
 from __future__ import annotations
 
@@ -39,3 +40,25 @@ def test_resume_after_interruption_with_cosine(blobs, tmp_path):
     assert_same_params(params_of(again), params_of(whole))
     assert history_columns(h_again) == history_columns(h_whole)
     assert h_again.stop_reason is None  # it finished this time
+
+
+@pytest.mark.parametrize("shown", [0, 2])
+def test_an_interrupt_after_an_epoch_is_shown_keeps_that_epoch(blobs, tmp_path, shown):
+    # The interrupt message and the resumed run count from the last epoch line shown: the
+    # epoch reported to on_epoch (and printed) is the last one kept and checkpointed.
+    X, y = blobs
+
+    def interrupt(record):
+        if record["epoch"] == shown:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "run.npz"
+    net = gpumlp.Network([4, 6, 3], **CE_NET)
+    with pytest.raises(gpumlp.TrainingInterrupted) as info:
+        fit_run(net, X, y, epochs=5, checkpoint=path, on_epoch=interrupt)
+    assert [r["epoch"] for r in info.value.history] == list(range(shown + 1))
+    assert info.value.history.stop_reason == f"interrupted during epoch {shown + 1}"
+    assert read_checkpoint(path)[0]["epoch"] == shown + 1
+    ref = gpumlp.Network([4, 6, 3], **CE_NET)
+    fit_run(ref, X, y, epochs=shown + 1)
+    assert_same_params(params_of(net), params_of(ref))

@@ -1,8 +1,12 @@
 """Tests for gpumlp.model: the ``Network`` facade's inputs (bad data refused with a message
 naming the argument; integer, bool and any finite data accepted), ``load_params``, binary
-labels on one output unit, and forward passes in chunks (predict, evaluate, validation)."""
+labels on one output unit, forward passes in chunks (predict, evaluate, validation), the seed
+drawn and recorded so a run repeats, ``fit``'s defaults (the CLI's), ``predict_proba``, and the
+exceptions exported with it."""
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import pytest
@@ -13,9 +17,11 @@ from hypothesis.extra.numpy import arrays
 import gpumlp
 from conftest import SMALL_X as X
 from conftest import SMALL_Y as Y
-from conftest import host
+from conftest import assert_same_params, history_columns, host, params_of
 from conftest import small_fit as fit
 from conftest import small_net as net
+from gpumlp.config import TrainConfig
+from gpumlp.rundir import TRAIN_DEFAULTS
 
 # -- bad input at the public edge ---------------------------------------------------------------
 
@@ -222,3 +228,74 @@ def test_validation_during_fit_works_in_chunks(rows_seen, monkeypatch):
     net = gpumlp.Network([4, 5, 3], backend="numpy", seed=0)
     net.fit(X, y, epochs=2, batch_size=30, lr=0.1, validation_data=(X[:25], y[:25]))
     assert rows_seen["train"] == [10, 10, 5] * 2
+
+
+# -- every run can be repeated ------------------------------------------------------------------
+
+
+def test_a_drawn_seed_is_recorded_and_repeats_the_run(blobs):
+    X, y = blobs
+    kw = dict(epochs=2, lr=0.5, validation_data=(X, y))
+    first, other = gpumlp.Network([4, 6, 3]), gpumlp.Network([4, 6, 3])
+    assert isinstance(first.seed, int) and first.seed != other.seed  # drawn, not fixed
+    history = first.fit(X, y, **kw)
+    assert history.seed == first.seed and f"seed={first.seed})" in repr(history)
+    again = gpumlp.Network([4, 6, 3], seed=history.seed)
+    assert history_columns(again.fit(X, y, **kw)) == history_columns(history)
+    assert_same_params(params_of(again), params_of(first))
+
+
+def test_a_loaded_network_draws_and_records_a_seed_too(blobs, model_file):
+    X, y = blobs
+    net = gpumlp.load(model_file, backend="numpy")
+    assert net.seed is None  # the file does not know it
+    history = net.fit(X, y, epochs=2, lr=0.5)
+    assert isinstance(history.seed, int)
+    again = gpumlp.load(model_file, backend="numpy")
+    again.fit(X, y, epochs=2, lr=0.5, seed=history.seed)
+    assert_same_params(params_of(again), params_of(net))
+
+
+def test_fit_defaults_are_the_command_lines():
+    defaults = inspect.signature(gpumlp.Network.fit).parameters
+    for name, book in (("epochs", 30), ("batch_size", 10), ("lr", 3.0)):
+        assert defaults[name].default == TRAIN_DEFAULTS[name] == getattr(TrainConfig(), name)
+        assert TRAIN_DEFAULTS[name] == book
+    assert defaults["verbose"].default == 0  # quiet in the API ...
+    assert "0, the default, prints nothing" in " ".join(gpumlp.Network.fit.__doc__.split())
+
+
+# -- habits users bring: predict_proba, OutOfMemory ---------------------------------------------
+
+
+def test_predict_proba_of_a_softmax_output_sums_to_one():
+    net = gpumlp.Network([4, 5, 3], output_activation="softmax", backend="numpy", seed=0)
+    p = host(net.predict_proba(X))
+    assert p.shape == (12, 3) and (p > 0).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
+    assert np.array_equal(p.argmax(axis=1), host(net.predict(X)))
+
+
+def test_predict_proba_of_sigmoid_outputs_is_each_classs_own_score():
+    net = gpumlp.Network([4, 5, 3], backend="numpy", seed=0)
+    p = host(net.predict_proba(X))
+    assert np.array_equal(p, host(net.feedforward(X)))  # not normalised: one score per class
+    assert ((p > 0) & (p < 1)).all() and not np.allclose(p.sum(axis=1), 1.0)
+    assert np.array_equal(p.argmax(axis=1), host(net.predict(X)))
+
+
+def test_predict_proba_of_one_output_unit_is_both_classes():
+    net = gpumlp.Network([4, 1], cost="cross_entropy", backend="numpy", seed=0)
+    a, p = host(net.feedforward(X))[:, 0], host(net.predict_proba(X))
+    assert p.shape == (12, 2)
+    np.testing.assert_array_equal(p[:, 1], a)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
+    assert np.array_equal(p.argmax(axis=1), host(net.predict(X)))
+
+
+def test_out_of_memory_is_exported_and_a_memory_error():
+    assert "OutOfMemory" in gpumlp.__all__
+    assert issubclass(gpumlp.OutOfMemory, MemoryError)
+    with pytest.raises(MemoryError, match=r"parameters, which need about .* TiB") as info:
+        gpumlp.Network([10**6, 10**6, 10], backend="numpy")  # refused before allocating
+    assert type(info.value) is gpumlp.OutOfMemory

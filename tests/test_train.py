@@ -1,6 +1,7 @@
 """Tests for gpumlp.train, the epoch loop: determinism and epoch orders, mini-batches as
 consecutive slices, the history it records, learning a separable problem on every backend, and
-divergence (the last good weights kept, in the first epoch and after a resume)."""
+divergence (the last good weights kept, in the first epoch and after a resume; a validation cost
+that overflows while the training cost stays finite is divergence too)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import host, npz_maker, params_of
+from conftest import (
+    VAL_OVERFLOW_FIT,
+    VAL_OVERFLOW_NET,
+    assert_same_params,
+    host,
+    npz_maker,
+    params_of,
+    val_overflow_problem,
+)
 from gpumlp.checkpoint import read_checkpoint
 from gpumlp.datasets import load_mnist
 
@@ -133,3 +142,39 @@ def test_divergence_later_keeps_the_last_good_epoch(digits, tmp_path):
     resumed = linear_net().fit(X, y, epochs=3, batch_size=10, lr=1e-3, resume=tmp_path / "c.npz")
     assert [r["epoch"] for r in resumed] == [0, 1, 2]
     assert resumed.stop_reason is None
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_a_non_finite_validation_cost_is_divergence():
+    (X, Y), validation = val_overflow_problem()
+    net = gpumlp.Network([4, 2], **VAL_OVERFLOW_NET)
+    with pytest.raises(
+        gpumlp.DivergedError,
+        match="the validation cost became NaN or inf while the training cost stayed finite; try",
+    ) as info:
+        net.fit(X, Y, epochs=20, validation_data=validation, **VAL_OVERFLOW_FIT)
+    k, history = info.value.epoch, info.value.history
+    assert k >= 1 and [r["epoch"] for r in history] == list(range(k))
+    assert history.stop_reason.startswith(f"diverged in epoch {k} (lr=0.01): the validation cost")
+    assert all(np.isfinite([r["train_cost"], r["val_cost"]]).all() for r in history)
+    # The weights kept are the last ones that evaluate finite: those of a k-epoch run ...
+    assert np.isfinite(net.evaluate(*validation)["cost"])
+    ref = gpumlp.Network([4, 2], **VAL_OVERFLOW_NET)
+    ref.fit(X, Y, epochs=k, validation_data=validation, **VAL_OVERFLOW_FIT)
+    assert_same_params(params_of(net), params_of(ref))
+    # ... and the training cost alone would have gone on.
+    alone = gpumlp.Network([4, 2], **VAL_OVERFLOW_NET)
+    assert len(alone.fit(X, Y, epochs=k + 1, **VAL_OVERFLOW_FIT)) == k + 1
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_a_validation_set_out_of_range_from_the_start_is_named_not_blamed_on_lr():
+    (X, Y), validation = val_overflow_problem(scale=1e30)
+    net = gpumlp.Network([4, 2], **VAL_OVERFLOW_NET)
+    start = params_of(net)
+    with pytest.raises(gpumlp.DivergedError, match="diverged in epoch 0") as info:
+        net.fit(X, Y, epochs=3, validation_data=validation, **VAL_OVERFLOW_FIT)
+    assert "even with the weights training started from" in str(info.value)
+    assert "validation inputs lie far outside" in str(info.value)
+    assert "smaller lr" not in str(info.value)
+    assert_same_params(params_of(net), start)

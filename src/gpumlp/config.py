@@ -19,6 +19,7 @@ from .activations import Activation, get_activation
 from .backend import Namespace, backend_name, dtype_name, get_namespace, resolve_dtype
 from .costs import Cost, get_cost
 from .initial import INITS
+from .memory import param_count
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
 
@@ -97,7 +98,7 @@ class ModelSpec:
 
     def describe(self) -> str:
         """The network in one line, as ``Network``'s repr shows it."""
-        n = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        n = param_count(self.sizes)
         return (
             f"Network({list(self.sizes)}, activation={self.activation!r}, output_activation="
             f"{self.output_activation!r}, cost={self.cost.name!r}, dtype={self.dtype!r}, "
@@ -197,6 +198,15 @@ class TrainConfig:
     def watches_validation(self) -> bool:
         """True when the schedule or early stopping needs validation accuracy."""
         return self.schedule == "plateau" or self.patience is not None
+
+    def check_validation(self, given: bool) -> None:
+        """Refuse a schedule or early stopping that watches validation accuracy when no
+        validation data is ``given`` or its accuracy is not monitored (ValueError)."""
+        if self.watches_validation and (not given or "val_accuracy" not in self.monitor):
+            raise ValueError(
+                f"schedule={self.schedule!r}/patience watch validation accuracy: they need "
+                f"validation_data and 'val_accuracy' in monitor (monitor={list(self.monitor)})"
+            )
 
     def hyper(self) -> dict[str, Any]:
         """The hyperparameters recorded in checkpoints (a resume with others is warned about)."""

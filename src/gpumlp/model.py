@@ -24,16 +24,10 @@ from .fitting import train_network
 from .history import History
 from .initial import init_params
 from .inputs import Inputs
-from .memory import (
-    check_model_fits,
-    check_training_fits,
-)
-from .modelfile import (
-    model_meta,
-    params_to_host,
-)
+from .memory import check_model_fits, check_training_fits
+from .modelfile import model_meta, params_to_host
 from .network import Params, backprop, feedforward
-from .reporting import printing, progress_bar, summary_text
+from .reporting import fit_display, summary_text
 from .runstate import TrainState
 from .steps import predict_labels
 from .train import evaluate_arrays
@@ -220,8 +214,9 @@ class Network:
 
         ``lr`` is η: each step is ``w -= lr · ∂C/∂w`` for the batch-mean C. ``validation_data``
         ``(X_val, y_val)`` is scored after each epoch (``scored`` names it: "validation" or
-        "test"). ``seed`` seeds the epoch orders (default: the network's RNG). ``optimizer``:
-        "sgd", "momentum", "nesterov", "adam"; ``l2``/``l1``: the book's (λ/n)·W and
+        "test"). ``seed`` seeds the epoch orders (default: the network's RNG; a network of
+        unknown seed, as :func:`gpumlp.load` gives, draws one); the History records it.
+        ``optimizer``: "sgd", "momentum", "nesterov", "adam"; ``l2``/``l1``: the book's (λ/n)·W and
         (λ/n)·sgn(W); ``dropout``: inverted, on hidden layers; ``schedule``: "constant",
         "step", "plateau" (the book's halve-on-plateau), "cosine"; ``patience``: early stopping
         on validation accuracy; ``monitor``: names from :data:`gpumlp.config.MONITORS`;
@@ -229,9 +224,11 @@ class Network:
         end; ``resume`` a checkpoint to continue from; ``engine``: "auto", "generic", "fused",
         "graph"; ``standardize``: subtract the training inputs' mean and divide by their
         standard deviation (kept in the network, applied wherever it takes inputs).
-        ``verbose=1`` prints a line per epoch (and a progress bar on a terminal); 0, the
-        default, prints nothing. ``progress``: a factory ``progress(total=, desc=)`` of a
-        per-batch bar; ``on_epoch`` is called with each epoch's record.
+        ``verbose``: 0, the default, prints nothing; 1 a Keras-style line per epoch on stdout
+        (``Epoch 3: train_cost 0.0612 - val_cost 0.0731 - val_accuracy 0.9412 (0.61 s)``)
+        and a per-batch bar when stdout is a terminal; 2 the lines only. ``progress``: a
+        factory ``progress(total=, desc=)`` of a per-batch bar; ``on_epoch`` is called with
+        each epoch's record.
 
         Returns the History. Raises DivergedError (NaN/inf or runaway weights; the last finite
         epoch's weights are kept and checkpointed), TrainingInterrupted (Ctrl-C, SIGTERM or
@@ -257,13 +254,8 @@ class Network:
             engine=engine,
             chunk=DEFAULT_CHUNK,
         )
-        if cfg.watches_validation and (
-            validation_data is None or "val_accuracy" not in cfg.monitor
-        ):
-            raise ValueError(
-                f"schedule={schedule!r}/patience watch validation accuracy: they need "
-                f"validation_data and 'val_accuracy' in monitor (monitor={list(cfg.monitor)})"
-            )
+        cfg.check_validation(validation_data is not None)
+        progress, on_epoch = fit_display(verbose, progress, on_epoch, scored=scored)
         if not isinstance(standardize, bool):
             raise TypeError(f"standardize must be True or False, got {standardize!r}")
         n = count_rows("X", X)
@@ -281,10 +273,8 @@ class Network:
         if standardize and not self.standardized:
             self.inputs.fit_standardization(X)
         data, validation = self.inputs.data(X, y), self.inputs.pair(validation_data)
-        if verbose:
-            n_scored = None if validation is None else int(validation[0].shape[0])
-            progress = progress or progress_bar()
-            on_epoch = printing(on_epoch, scored=scored, n_scored=n_scored)
+        if seed is None and self.seed is None:  # a loaded network: draw one, to be recorded
+            seed = secrets.randbelow(2**32)
         state = TrainState.start(
             self.spec,
             self.params,

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from .config import ModelSpec
-from .memory import param_count
+from .memory import param_count, size_text
 
-__all__ = ["epoch_line", "printing", "progress_bar", "summary_text"]
+__all__ = ["epoch_line", "fit_display", "printing", "progress_bar", "summary_text"]
 
 
 def epoch_line(
@@ -24,18 +24,23 @@ def epoch_line(
     set's size is known, else Keras-style ``Epoch 3: train_cost 0.0612 - val_accuracy 0.9412``."""
     acc, cost = record.get("val_accuracy"), record.get("val_cost")
     if n_scored and acc is not None:
-        shown = f"cost {cost:.4f}, " if cost is not None else ""
+        shown = f"cost {_number(cost)}, " if cost is not None else ""
         return (
             f"Epoch {record['epoch']}: {round(acc * n_scored)} / {n_scored} {scored}  "
             f"({shown}{record['seconds']:.2f} s)"
         )
     prefix = "test" if scored == "test" else "val"
     parts = [
-        f"{k.replace('val_', prefix + '_', 1)} {v:.4f}"
+        f"{k.replace('val_', prefix + '_', 1)} {_number(v)}"
         for k, v in record.items()
         if k in ("train_cost", "train_accuracy", "val_cost", "val_accuracy") and v is not None
     ]
     return f"Epoch {record['epoch']}: " + " - ".join(parts) + f" ({record['seconds']:.2f} s)"
+
+
+def _number(v: float) -> str:
+    """A cost or accuracy to 4 decimals; a huge cost (a run near divergence) in e-notation."""
+    return f"{v:.4f}" if abs(v) < 1e6 else f"{v:.4g}"
 
 
 def progress_bar(stream: TextIO | None = None) -> Callable[..., Any] | None:
@@ -62,17 +67,52 @@ def printing(
     return on_epoch
 
 
+def fit_display(
+    verbose: int,
+    progress: Callable[..., Any] | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    *,
+    scored: str,
+) -> tuple[Callable[..., Any] | None, Callable[[dict[str, Any]], None] | None]:
+    """``fit``'s ``(progress, on_epoch)`` for its ``verbose`` level, as Keras counts them: 0
+    shows nothing; 1 a Keras-style line per epoch on stdout, named like the History's keys
+    (:func:`epoch_line`), and a per-batch bar when stdout is a terminal; 2 the lines only.
+
+    Raises ValueError naming ``verbose`` for another value.
+    """
+    if verbose not in (0, 1, 2):  # True and False count as 1 and 0
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    if verbose == 0:
+        return progress, on_epoch
+    if verbose == 1 and progress is None:
+        progress = progress_bar()
+    return progress, printing(on_epoch, scored=scored, n_scored=None)
+
+
 def summary_text(spec: ModelSpec, *, standardized: bool) -> str:
-    """:meth:`gpumlp.Network.summary`: a row per layer, then the totals."""
-    sizes = spec.sizes
-    rows = [f"{'layer':<6}{'weights':<16}{'activation':<12}{'parameters':>12}"]
-    for l, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-        shape = f"({n_out}, {n_in})"
-        rows.append(
-            f"{l + 1:<6}{shape:<16}{spec.activations[l].name:<12}{n_in * n_out + n_out:>12,}"
-        )
+    """:meth:`gpumlp.Network.summary`: the input, a row per layer (units, weight and bias
+    shapes, activation, parameters), then the totals, dtype, backend and cost."""
+    table = [("layer", "units", "weights", "biases", "activation", "parameters")]
+    table.append(("input", f"{spec.sizes[0]:,}", "", "", "", ""))
+    for l, (n_in, n_out) in enumerate(itertools.pairwise(spec.sizes)):
+        shapes = (f"({n_out}, {n_in})", f"({n_out},)", spec.activations[l].name)
+        table.append((str(l + 1), f"{n_out:,}", *shapes, f"{n_in * n_out + n_out:,}"))
+    widths = [max(len(row[c]) for row in table) for c in range(6)]
+    right = (False, True, False, False, False, True)
+    rows = [
+        "  ".join(
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(row, widths, right, strict=True)
+        ).rstrip()
+        for row in table
+    ]
+    n = param_count(spec.sizes)
+    nbytes = n * (8 if spec.dtype == "float64" else 4)
     rows.append(
-        f"{param_count(sizes):,} parameters, cost {spec.cost.name}, {spec.dtype} on "
-        f"{spec.backend}; inputs {'standardized' if standardized else 'as given'}"
+        f"{n:,} parameters ({spec.dtype}, {_size(nbytes)}) on {spec.backend}; cost "
+        f"{spec.cost.name}; inputs {'standardized' if standardized else 'as given'}"
     )
     return "\n".join(rows)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes:,} bytes" if nbytes < 2**20 else size_text(nbytes)

@@ -60,16 +60,34 @@ def _largest_weight(params: Params, xp: Any) -> float:
     return float(xp.max(xp.stack([xp.max(xp.abs(t)) for t in params.arrays()])))
 
 
-def _cause(l2: float, lr: float, n: int, what: str) -> str:
-    """Why training diverged, and what to change: the L2 decay when its step ``lr·l2/n``
-    alone overshoots (``w ← (1 − lr·l2/n) w`` grows once the factor passes −1), else lr."""
+_VALIDATION = "the validation cost became NaN or inf while the training cost stayed finite"
+_OUT_OF_RANGE = (
+    "the validation cost is NaN or inf even with the weights training started from: the "
+    "validation inputs lie far outside the range of the training inputs"
+)
+
+
+def _validation_problem(state: TrainState, validation: Data, chunk: int) -> str:
+    """What went wrong when the validation cost is not finite in the first epoch of a run: the
+    weights it started from (the ones kept) may not score finite either, when the validation
+    inputs lie far outside the range of the training inputs; lr is not the cause then."""
+    cost, _ = evaluate_arrays(state.spec, state.params, *validation, chunk=chunk)
+    return _VALIDATION if math.isfinite(cost) else _OUT_OF_RANGE
+
+
+def _cause(limit: float | None, l2: float, lr: float, n: int, what: str) -> tuple[str, str | None]:
+    """Why training diverged and what to change, and the setting to change (``"l2"``, ``"lr"``,
+    or None when it is the data): the L2 decay when its step ``lr·l2/n`` alone overshoots (at
+    the optimizer's ``limit``, :meth:`~gpumlp.optim.Optimizer.decay_limit`), else lr."""
     decay = lr * l2 / n
-    if decay >= 2.0:
+    if limit is not None and decay >= limit:
         return (
-            f"{what}; the weight decay step lr·l2/n = {decay:.3g} is 2 or more, which makes the "
-            "L2 penalty itself diverge: use a smaller l2"
-        )
-    return f"{what}; try a smaller lr"
+            f"{what}; the weight decay step lr·l2/n = {decay:.3g} is {limit:.3g} or more, which "
+            "makes the L2 penalty itself diverge: use a smaller l2"
+        ), "l2"
+    if what == _OUT_OF_RANGE:
+        return f"{what}; scale them as the training inputs are", None
+    return f"{what}; try a smaller lr", "lr"
 
 
 def run_epochs(
@@ -84,19 +102,24 @@ def run_epochs(
     """Train ``state``'s parameters in place from ``state.epoch`` up to the config's epochs.
 
     ``data`` and ``validation`` are device data sets ``(X, Y, labels)``; ``step`` is the engine
-    over ``data`` (:func:`gpumlp.engines.select_step`). Raises DivergedError (the state is
-    restored to the last finished epoch first).
+    over ``data`` (:func:`gpumlp.engines.select_step`). Raises DivergedError when the training
+    cost, the weights or the validation cost turn NaN or inf, or the weights leave the dtype's
+    safe range; the state is first restored to the last finished epoch, whose weights scored
+    finite.
     """
     spec, cfg, history = state.spec, state.config, state.history
     xp = spec.xp
     n = data[0].shape[0]
     n_batches = -(-n // cfg.batch_size)
     limit = safe_magnitude(float(xp.finfo(spec.xp_dtype).max))
+    # The snapshot is the last finished epoch, restored on divergence or interruption. It is
+    # taken before an epoch's line is shown, so an interrupt never drops an epoch already shown.
+    state.snapshot()
+    first_epoch = state.epoch
     while state.epoch < cfg.epochs:
         epoch = state.epoch
         start = time.perf_counter()
         lr = state.schedule.lr_for(epoch)
-        state.snapshot()  # the last finished epoch: restored on divergence or interruption
         # The epoch's order: a host-drawn permutation, moved once; each mini-batch is then
         # gathered by index on the device.
         perm = to_device(state.rng.permutation(n), xp) if cfg.shuffle else None
@@ -130,18 +153,21 @@ def run_epochs(
         ):
             val_cost, val_acc = evaluate_arrays(spec, state.params, *validation, chunk=cfg.chunk)
             if not math.isfinite(val_cost):
-                problem = "the validation cost became NaN or inf"
+                problem = _VALIDATION
             record["val_cost"] = val_cost if "val_cost" in cfg.monitor else None
             record["val_accuracy"] = val_acc if "val_accuracy" in cfg.monitor else None
         if problem is not None:
             state.restore()
-            cause = _cause(cfg.l2, lr, n, problem)
+            if problem == _VALIDATION and epoch == first_epoch and validation is not None:
+                problem = _validation_problem(state, validation, cfg.chunk)
+            cause, change = _cause(state.optimizer.decay_limit(), cfg.l2, lr, n, problem)
             history.stop_reason = f"diverged in epoch {epoch} (lr={lr:g}): {problem}"
-            raise DivergedError(epoch, lr, cause, history)
+            raise DivergedError(epoch, lr, cause, history, change=change)
         record["seconds"] = time.perf_counter() - start
         history.records.append(record)
         state.epoch += 1
         stop = state.after_epoch(record)
+        state.snapshot()
         logger.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if v is not None})
         if on_epoch is not None:
             on_epoch(record)
