@@ -20,6 +20,7 @@ from .errors import (
 from .history import History
 from .loader import load
 from .model import Network
+from .studies import sweep
 
 __all__ = [
     "BackendUnavailableError",
@@ -32,4 +33,5 @@ __all__ = [
     "__version__",
     "get_namespace",
     "load",
+    "sweep",
 ]

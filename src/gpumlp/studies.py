@@ -1,0 +1,204 @@
+"""Hyperparameter sweeps: Optuna studies whose trials are ``gpumlp train`` runs.
+
+A trial trains a run folder (``OUT/trial-0007/``), reports its validation accuracy after each
+epoch, may be pruned, and is worth the validation accuracy of the model it saved; the test
+split scores only the best trial, once. Workers share the study through Optuna's RDB storage
+(a SQLite file by default; PostgreSQL or any SQLAlchemy URL across machines). Rules:
+
+- ``n_trials`` counts finished (complete or pruned) trials of all workers; a worker starts one
+  only while finished plus running trials fall short, else waits for the running ones;
+- Optuna commits each trial as it ends: a stopped worker loses only its running trial, and
+  rerunning the same command resumes the study;
+- a trial whose worker died is marked FAIL and its flags queued again
+  (:mod:`gpumlp.studystore`); Ctrl-C or a signal fails and queues it the same way.
+
+Optuna is imported by the functions here, when called: ``import gpumlp`` never imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import signals, sweepspace, trials
+from .rundir import TRAIN_DEFAULTS
+from .sources import DataSet
+from .studystore import (
+    HOST,
+    fail_dead_trials,
+    open_study,
+    require_optuna,
+    retry_callback,
+    storage_url,
+)
+from .sweepspace import Dimension
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.trial import Trial
+
+__all__ = ["run_worker", "sweep"]
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_worker(
+    study: Study,
+    dims: Mapping[str, Dimension],
+    fixed: Mapping[str, Any],
+    data: DataSet,
+    out: Path,
+    *,
+    n_trials: int,
+    on_trial: Callable[[Any], None] | None = None,
+    poll: float = 1.0,
+) -> None:
+    """Run trials in this process until ``study`` has ``n_trials`` finished ones: ``fixed``
+    flags, ``data`` with a validation split, folders in ``out``, ``on_trial(FrozenTrial)`` after
+    each. Raises KeyboardInterrupt (Ctrl-C, signals) and what a trial raised."""
+    optuna = require_optuna()
+    current: list[int] = []
+    gate = _Gate()
+
+    def objective(trial: Trial) -> float:
+        current[:] = [trial.number]
+        trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid(), "trial": trial.number})
+        values = {k: d.suggest(trial) for k, d in dims.items()}
+        flags = sweepspace.trial_flags(dims, values, fixed, data)
+        folder = out / f"trial-{trial.number:04d}"
+        trial.set_user_attr("folder", str(folder.resolve()))
+
+        def report(epoch: int, accuracy: float) -> None:
+            with gate.shut():
+                trial.report(accuracy, epoch)
+                prune = trial.should_prune()
+            if prune:
+                raise optuna.TrialPruned("pruned, its validation accuracy below the bar")
+
+        with gate.opened():
+            value, stopped = trials.train_trial(flags, data, folder, report)
+        if stopped:
+            trial.set_user_attr("stopped", stopped)
+        return value
+
+    callbacks = [lambda _, t: on_trial(t)] if on_trial is not None else None
+    main = threading.current_thread() is threading.main_thread()  # else handlers can't be set
+    old = {s: signal.signal(s, gate.handle) for s in _SIGNALS if main}
+    try:
+        while True:
+            gate.check()
+            fail_dead_trials(study)
+            states = [t.state.name for t in study.get_trials(deepcopy=False)]
+            running, finished = states.count("RUNNING"), len(states) - states.count("FAIL")
+            finished -= running + states.count("WAITING")
+            if finished >= n_trials:
+                return
+            if finished + running >= n_trials:
+                time.sleep(poll)  # the last trials run elsewhere: wait for them, or their failure
+                continue
+            try:
+                study.optimize(objective, n_trials=1, callbacks=callbacks)
+            except KeyboardInterrupt:  # Optuna marked the trial FAIL: queue its flags again
+                for t in study.get_trials(deepcopy=False):
+                    if t.number in current:
+                        retry_callback(optuna)(study, t)
+                raise
+            current.clear()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+class _Gate:
+    """Ctrl-C, SIGTERM, SIGHUP wait while the worker talks to the storage (there, one could
+    leave a trial RUNNING with no owner on record, or half a transaction) and arrive while it
+    trains (``opened``, not ``shut``) or at the next turn of its loop (``check``)."""
+
+    open, pending = False, 0
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.pending = signum
+        if self.open:
+            self.check()
+
+    def check(self) -> None:
+        if self.pending:
+            raise signals.Interrupt(self.pending)
+
+    @contextlib.contextmanager
+    def opened(self, now: bool = True) -> Iterator[None]:
+        was, self.open = self.open, now
+        try:
+            self.check()  # one that came while it was shut arrives now
+            yield
+        finally:
+            self.open = was
+        if was:
+            self.check()
+
+    def shut(self) -> contextlib.AbstractContextManager[None]:
+        return self.opened(False)
+
+
+def sweep(
+    space: Mapping[str, Any] | str | Path,
+    X: Any,
+    y: Any,
+    *,
+    validation_data: tuple[Any, Any] | None = None,
+    test_data: tuple[Any, Any] | None = None,
+    n_trials: int = 20,
+    storage: str | None = None,
+    study_name: str = "sweep",
+    out: str | Path | None = None,
+    pruner: Any = "median",
+    **flags: Any,
+) -> Study:
+    """Search the hyperparameters ``space`` names for a network trained on ``X``, ``y``.
+
+    Parameters
+    ----------
+    space : dict like ``{"lr": {"log": [0.01, 10]}}``, or a SPACE.toml path (:mod:`.sweepspace`)
+    X : array, shape (n, d); y : array, shape (n,) labels or (n, k) targets
+    validation_data, test_data : (X, y) pairs; validation default: a sixth of X, y drawn by seed
+    n_trials : finished (complete or pruned) trials the study should have
+    storage, study_name, out : SQLAlchemy URL (default SQLite ``out/study.db``), study name,
+        folder of the trials' run folders (default ``sweeps/<study_name>``)
+    pruner : "median", "hyperband", "none", or an Optuna pruner
+    **flags : fixed ``gpumlp train`` flags (``epochs=5``, ``hidden=[100]``); ``seed`` defaults
+        to one derived from ``study_name``
+
+    Returns the Optuna study (``best_trial``, ``user_attrs["test"]``). Raises TypeError for an
+    unknown flag, ValueError naming a bad entry of ``space`` or a bad flag.
+    """
+    unknown = sorted(set(flags) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise TypeError(f"sweep() got unknown flag {unknown[0]!r}; flags are gpumlp train's")
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
+    dims, source = sweepspace.read_space(space)
+    train = (np.asarray(X), np.asarray(y))
+    data = DataSet("data", train, _pair(validation_data), _pair(test_data), "table")
+    fixed = {"seed": sweepspace.default_seed(study_name)} | flags
+    data = sweepspace.hold_out(data, flags.get("val_split"), fixed["seed"])
+    sweepspace.check_space(dims, fixed, data, source)
+    folder = Path("sweeps") / study_name if out is None else Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    url = storage_url(folder, storage)
+    study = open_study(url, study_name, pruner=pruner, seed=fixed["seed"])
+    fixed = sweepspace.bind_study(study, dims, fixed, source)
+    run_worker(study, dims, fixed, data, folder, n_trials=n_trials)
+    trials.evaluate_best(study, data, backend=fixed.get("backend", "auto"))
+    return study
+
+
+def _pair(split: tuple[Any, Any] | None) -> tuple[Any, Any] | None:
+    return None if split is None else (np.asarray(split[0]), np.asarray(split[1]))

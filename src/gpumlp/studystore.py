@@ -1,0 +1,143 @@
+"""Where a sweep's study lives: Optuna (imported when called, never by ``import gpumlp``), the
+study opened in its storage (a SQLite file by default, PostgreSQL or any SQLAlchemy URL for
+workers on several machines), its pruner, and the trials of workers that died.
+
+A trial whose worker died is marked FAIL and its flags queued as a new trial (at most
+``MAX_RETRY`` times): at once when the worker ran on this host and its process is gone, else
+after ``GRACE_PERIOD`` s without a heartbeat (sent every ``HEARTBEAT_INTERVAL`` s).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .atomicio import alive
+
+if TYPE_CHECKING:
+    from optuna import Study
+
+__all__ = ["HOST", "PRUNERS", "fail_dead_trials", "masked", "open_study", "require_optuna",
+           "retry_callback", "storage_url"]  # fmt: skip
+
+HEARTBEAT_INTERVAL, GRACE_PERIOD, MAX_RETRY = 10, 60, 3
+PRUNERS = ("median", "hyperband", "none")
+HOST = socket.gethostname()
+
+
+def require_optuna() -> Any:
+    """The ``optuna`` module; ImportError saying how to install it when it is missing."""
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError("gpumlp sweep needs Optuna: pip install 'gpumlp[sweep]'") from None
+    return optuna
+
+
+def storage_url(out: Path, storage: str | None) -> str:
+    """``storage``, else the SQLite file ``out/study.db`` as an absolute SQLAlchemy URL."""
+    return storage or f"sqlite:///{(out / 'study.db').resolve()}"
+
+
+def masked(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages and files)."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def open_study(url: str, name: str, *, pruner: Any = "median", seed: int | None = None) -> Study:
+    """Create the study ``name`` in the storage ``url``, or load it: maximising, TPE seeded with
+    ``seed``, ``pruner`` one of :data:`PRUNERS` or an Optuna pruner. Raises ImportError (no
+    Optuna, no database driver), ValueError naming ``--storage`` when it cannot be opened."""
+    optuna = require_optuna()
+    import sqlalchemy  # Optuna's own dependency
+
+    if isinstance(pruner, str):
+        if pruner not in PRUNERS:
+            raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+        # The median pruner spares each trial's first epoch: slow starters catch up after it.
+        pruners = optuna.pruners
+        pruner = {"median": lambda: pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+                  "hyperband": lambda: pruners.HyperbandPruner(min_resource=1),
+                  "none": pruners.NopPruner}[pruner]()  # fmt: skip
+    retry = retry_callback(optuna)
+    params = inspect.signature(optuna.storages.RDBStorage).parameters
+    callback = "heartbeat_stale_trial_callback"  # Optuna 4.9 renamed failed_trial_callback
+    callback = callback if callback in params else "failed_trial_callback"
+    sqlite = url.startswith("sqlite")
+    # SQLite: wait for the write lock rather than fail when workers write at once, and take it
+    # at BEGIN (below), not at the first write as pysqlite would, after the read that decided
+    # it: else two workers can both take one queued trial.
+    engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna calls heartbeats and constant_liar experimental
+        for attempt in range(3):
+            try:
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT_INTERVAL,
+                    grace_period=GRACE_PERIOD,
+                    **{callback: retry},
+                )
+                if sqlite:
+                    begin = lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE")  # noqa: E731
+                    sqlalchemy.event.listen(storage.engine, "begin", begin)
+                break
+            except ImportError as exc:
+                why = f"{exc.__cause__ or exc}; PostgreSQL's: pip install 'psycopg[binary]'"
+                raise ImportError(f"--storage {masked(url)} needs a driver: {why}") from None
+            except Exception as exc:
+                if not type(exc).__module__.startswith("sqlalchemy"):
+                    raise
+                if attempt < 2:  # workers starting at once race to make the tables: try again
+                    time.sleep(1 + attempt)
+                    continue
+                first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                raise ValueError(f"--storage {masked(url)}: cannot open it: {first}") from None
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        study: Study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction="maximize",
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+    return study
+
+
+def retry_callback(optuna: Any) -> Any:
+    """Optuna's callback that queues a failed trial's flags again, up to MAX_RETRY times."""
+    storages = optuna.storages  # Optuna 4.9 renamed RetryFailedTrialCallback
+    kind = getattr(storages, "RetryHeartbeatStaleTrialCallback", storages.RetryFailedTrialCallback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental"
+        return kind(max_retry=MAX_RETRY)
+
+
+def fail_dead_trials(study: Study) -> None:
+    """Mark FAIL the running trials whose worker is gone (the module's rule); queue their flags
+    again."""
+    optuna = require_optuna()
+    running = optuna.trial.TrialState.RUNNING
+    for trial in study.get_trials(deepcopy=False, states=(running,)):
+        worker = trial.user_attrs.get("worker")
+        # A retry copies its failed trial's attributes: only the trial's own "worker" counts.
+        if not (isinstance(worker, dict) and worker.get("trial") == trial.number):
+            continue
+        pid = worker.get("pid")
+        if worker.get("host") != HOST or not isinstance(pid, int) or alive(pid):
+            continue
+        try:
+            frozen = study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        except (ValueError, RuntimeError, optuna.exceptions.OptunaError):
+            continue  # another worker failed it first, and queued the retry
+        retry_callback(optuna)(study, frozen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental in Optuna
+        optuna.storages.fail_stale_trials(study)  # the heartbeat rule, for other hosts

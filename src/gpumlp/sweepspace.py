@@ -1,0 +1,248 @@
+"""What the trials of a sweep search: the search space, each trial's flags, and the checks
+made before any trial (no Optuna here: a trial is anything with ``suggest_float``,
+``suggest_int`` and ``suggest_categorical``). ``SPACE.toml`` maps train flags to::
+
+    lr = {log = [0.01, 10]}                  # log-uniform float in [0.01, 10]
+    l2 = {float = [0.0, 5.0]}                # uniform float (add log = true for log-uniform)
+    hidden = {int = [30, 300], log = true}   # ONE hidden layer of 30..300 units
+    batch_size = {choice = [10, 32, 100]}    # hidden = {choice = ["100", "100,50"]}: depths
+
+An entry is refused with a ValueError naming its key (unknown flag or distribution, low >=
+high, a log range reaching 0, a choice not a list, a value the flag refuses) before anything
+is written; :func:`check_space` then plans a run at every bound and choice, refusing names and
+combinations the network or the data cannot take (``optimizer = "adamw"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import tomllib
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import sources
+from .errors import CheckpointError
+from .rundir import TRAIN_DEFAULTS, check_flags
+from .runner import plan_run, sizes_for
+from .sources import DataSet
+
+__all__ = ["SEARCHABLE", "Dimension", "bind_study", "check_space", "default_seed", "hold_out",
+           "read_space", "trial_flags"]  # fmt: skip
+
+SEARCHABLE = ("lr", "l2", "l1", "momentum", "dropout", "batch_size", "epochs", "patience",
+              "hidden", "optimizer", "schedule", "activation", "output_activation", "cost",
+              "init")  # fmt: skip
+"""The flags a space may search; the others (data, backend, seed, ...) are fixed per sweep."""
+_LOCAL = ("data", "backend", "engine")  # may differ between the machines of one sweep
+_KINDS = ("log", "float", "int", "choice")
+_SHAPES = "log = [low, high], float = [low, high], int = [low, high] or choice = [...]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One searched flag: ``kind`` "float" or "int" over [low, high] (log-uniform when
+    ``log``), or "choice" among ``choices``."""
+
+    flag: str
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        """The trial's value for this flag, as Optuna stores it (a width for ``hidden``)."""
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.flag, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.flag, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.flag, self.low, self.high, log=self.log)
+
+    def to_flag(self, value: Any) -> Any:
+        """A suggested value as the flag takes it: ``hidden`` 120 or "100,50" -> [120],
+        [100, 50]."""
+        if self.flag != "hidden":
+            return value
+        try:
+            return [int(w) for w in str(value).split(",")]
+        except ValueError:
+            raise ValueError(f'expected widths like 100 or "100,50", got {value!r}') from None
+
+    def corners(self) -> list[Any]:
+        """The values a plan is checked at: both bounds, or every choice."""
+        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as ``SPACE.toml`` would write it (kept on the study to compare reruns)."""
+        if self.kind == "choice":
+            return {"choice": list(self.choices)}
+        return {self.kind: [self.low, self.high]} | ({"log": True} if self.log else {})
+
+
+def read_space(space: Mapping[str, Any] | str | Path) -> tuple[dict[str, Dimension], str]:
+    """Parse ``space``, a SPACE.toml path or a dict of that shape: (the dimensions by flag, the
+    name errors give the source). ValueError naming the key, OSError for an unreadable file."""
+    if isinstance(space, str | Path):
+        source = str(space)
+        try:
+            with open(space, "rb") as f:
+                space = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{source} is not valid TOML: {exc}") from None
+    else:
+        source = "space"
+        if not isinstance(space, Mapping):
+            raise TypeError(f"space must be a dict or a SPACE.toml path, got {space!r}")
+    if not space:
+        raise ValueError(f"{source} searches no flag: add entries like lr = {{log = [0.01, 10]}}")
+    return {key: _dimension(source, key, entry) for key, entry in space.items()}, source
+
+
+def _dimension(source: str, key: str, entry: Any) -> Dimension:
+    where = f"{source}: {key}"
+    if key not in SEARCHABLE:
+        known = "a flag that can be searched" if key in TRAIN_DEFAULTS else "a gpumlp train flag"
+        raise ValueError(f"{where}: not {known}; searchable: {', '.join(SEARCHABLE)}")
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where}: expected a table like {{log = [0.01, 10]}}, got {entry!r}")
+    unknown = [k for k in entry if k not in _KINDS]
+    kinds = [k for k in _KINDS if k in entry and not (k == "log" and isinstance(entry[k], bool))]
+    if unknown or len(kinds) != 1:
+        what = f"unknown distribution {unknown[0]!r}" if unknown else f"got {list(entry) or 'none'}"
+        raise ValueError(f"{where}: {what}; give exactly one of {_SHAPES}")
+    kind = kinds[0]
+    log = entry.get("log") is True
+    if kind == "choice":
+        choices = entry["choice"]
+        if log:
+            raise ValueError(f"{where}: log = true applies to float and int ranges, not choice")
+        if not isinstance(choices, list) or not choices:
+            raise ValueError(f"{where}: choice must be a non-empty list of values, got {choices!r}")
+        bad = [c for c in choices if not isinstance(c, str | int | float)]
+        if bad or len(set(map(repr, choices))) != len(choices):
+            what = f"{bad[0]!r} is not a string or number" if bad else "holds a value twice"
+            raise ValueError(f"{where}: choice {choices!r} {what}")
+        dim = Dimension(key, "choice", choices=tuple(choices))
+    else:
+        bounds = entry[kind]
+        integral = kind == "int"
+        ok = isinstance(bounds, list) and len(bounds) == 2
+        ok = ok and all(_number(b, integral) for b in bounds)
+        if not ok:
+            of = "integers" if integral else "numbers"
+            raise ValueError(f"{where}: {kind} = {bounds!r} must be [low, high], two {of}")
+        low, high = bounds
+        if low >= high:
+            raise ValueError(f"{where}: {kind} = {bounds!r}: low must be below high")
+        log = log or kind == "log"
+        if log and low <= 0:
+            raise ValueError(f"{where}: a log range needs low > 0, got {bounds!r}")
+        dim = Dimension(key, "int" if integral else "float", low, high, log)
+    for value in dim.corners():
+        try:
+            check_flags({key: dim.to_flag(value) if key == "hidden" else value}, Path(source))
+        except (CheckpointError, ValueError) as exc:
+            why = str(exc).split(": ", 1)[-1]
+            raise ValueError(f"{where}: {value!r} is refused: {why}") from None
+    return dim
+
+
+def _number(value: Any, integral: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) if integral else math.isfinite(value)
+
+
+def trial_flags(
+    dims: Mapping[str, Dimension],
+    values: Mapping[str, Any],
+    fixed: Mapping[str, Any],
+    data: DataSet,
+) -> dict[str, Any]:
+    """The flags of one trial: the defaults, the sweep's ``fixed`` flags, then the searched
+    ``values`` (Optuna's, by flag), scored on the validation split, ``sizes`` fitted to
+    ``data``. Raises ValueError when the network does not fit the data."""
+    searched = {k: dims[k].to_flag(v) for k, v in values.items()}
+    flags = TRAIN_DEFAULTS | dict(fixed) | searched | {"monitor_set": "validation"}
+    # A checkpoint each epoch: a pruned trial's folder then ends with its last epoch's model.
+    flags["checkpoint_every"] = flags["checkpoint_every"] or 1
+    flags["sizes"] = sizes_for(flags, data, hidden_given="sizes" in fixed)
+    return flags
+
+
+def check_space(
+    dims: Mapping[str, Dimension], fixed: Mapping[str, Any], data: DataSet, source: str
+) -> None:
+    """Refuse a space the runs cannot take, before anything is written: a flag both fixed and
+    searched, the test split scored, or a value :func:`gpumlp.runner.plan_run` refuses (at each
+    bound and choice, the others at their first; every combination of up to 64 choices).
+    Raises ValueError naming the key and value."""
+    for key in dims:
+        if key in fixed or (key == "hidden" and "sizes" in fixed):
+            given = "sizes" if key == "hidden" else key
+            raise ValueError(
+                f"{source}: {key} is searched, so --{given.replace('_', '-')} cannot fix it"
+            )
+    if fixed.get("monitor_set") == "test":
+        raise ValueError("--monitor-set test: a sweep scores the validation split, never the test")
+    first = {k: d.corners()[0] for k, d in dims.items()}
+    cases = [{k: v} for k, d in dims.items() for v in d.corners()]
+    named = [k for k, d in dims.items() if d.kind == "choice"]
+    if math.prod(len(dims[k].choices) for k in named) <= 64:
+        product = itertools.product(*(dims[k].choices for k in named))
+        cases += [dict(zip(named, c, strict=True)) for c in product]
+    for case in cases:
+        try:
+            plan_run(trial_flags(dims, first | case, fixed, data), data)
+        except (ValueError, TypeError, MemoryError) as exc:
+            at = " with ".join(f"{k} = {v!r}" for k, v in case.items())
+            raise ValueError(f"{source}: {at} is refused: {exc}") from None
+
+
+def hold_out(data: DataSet, fraction: float | None, seed: int) -> DataSet:
+    """``data`` with a validation split: its own, else ``fraction`` (default 1/6, as MNIST's npz
+    and IDX files give) of the training rows, drawn by ``seed`` (:func:`sources.hold_out`)."""
+    if data.validation is not None:
+        return data
+    train, validation = sources.hold_out(data.train, fraction or 1 / 6, seed)
+    return dataclasses.replace(data, train=train, validation=validation)
+
+
+def default_seed(study_name: str) -> int:
+    """The seed of a study given none: from its name, the same for every worker anywhere."""
+    return zlib.crc32(study_name.encode())
+
+
+def bind_study(
+    study: Any, dims: Mapping[str, Dimension], fixed: Mapping[str, Any], source: str
+) -> dict[str, Any]:
+    """Record the space and fixed flags (with their ``seed``) on a new study, or check that an
+    existing one has the same (except ``data``, ``backend``, ``engine``, which may differ
+    between machines). Returns the fixed flags. Raises ValueError naming what differs."""
+    space = {k: d.to_dict() for k, d in dims.items()}
+    fixed = dict(fixed)
+    mine = {"space": space, "fixed": {k: v for k, v in fixed.items() if k not in _LOCAL}}
+    stored = study.user_attrs.get("gpumlp")
+    if stored is None:
+        if study.trials:
+            raise ValueError(f"study {study.study_name!r} was not made by gpumlp sweep")
+        study.set_user_attr("gpumlp", mine | {"data": fixed.get("data")})
+        return fixed
+    name = study.study_name
+    if stored["space"] != space:
+        raise ValueError(
+            f"study {name!r} searches {stored['space']}, not what {source} says ({space}): "
+            "rerun with the same space, or choose another --study or --out"
+        )
+    for key in sorted(set(stored["fixed"]) | set(mine["fixed"])):
+        was, now = (f.get(key, TRAIN_DEFAULTS.get(key)) for f in (stored["fixed"], mine["fixed"]))
+        if was != now:
+            raise ValueError(
+                f"study {name!r} was started with --{key.replace('_', '-')} {was}, not {now}: "
+                "rerun with the same flags, or choose another --study or --out"
+            )
+    return fixed

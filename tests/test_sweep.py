@@ -1,0 +1,280 @@
+"""``gpumlp sweep`` and ``gpumlp.sweep``: the search space refused before anything is
+written, trials as run folders, pruning, the report, and Optuna kept optional.
+
+The worker tests (several processes, kill -9, Ctrl-C, PostgreSQL) are in test_sweep_workers.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run, run_python
+
+SPACE = "lr = {log = [0.5, 5]}\nhidden = {int = [8, 24], log = true}\n"
+
+
+def space_file(tmp_path: Path, text: str = SPACE) -> Path:
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def optuna():
+    return pytest.importorskip("optuna")
+
+
+def test_import_gpumlp_does_not_import_optuna():
+    code = "import sys, gpumlp, gpumlp.studies, gpumlp.sweepspace, gpumlp.cli\n"
+    code += "print(sorted(m for m in sys.modules if m.split('.')[0] in ('optuna', 'sqlalchemy')))"
+    assert run_python(code).strip() == "[]"
+
+
+def test_without_optuna_the_command_says_how_to_install(tmp_path, bar_mnist, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
+    for argv in (
+        ["sweep", space_file(tmp_path), "--data", bar_mnist, "--out", tmp_path / "out"],
+        ["sweep", "--report", tmp_path],
+    ):
+        code, out, err = run(*argv)
+        assert code == 2 and out == ""
+        assert err.count("\n") == 1 and "pip install 'gpumlp[sweep]'" in err
+    assert not (tmp_path / "out").exists()
+
+
+BAD_SPACES = [
+    ("foo = {log = [0.1, 1]}", "foo", "not a gpumlp train flag"),
+    ('data = {choice = ["a.npz"]}', "data", "not a flag that can be searched"),
+    ("lr = {uniform = [0.1, 1]}", "lr", "unknown distribution 'uniform'"),
+    ("lr = {log = [0.1, 1], float = [0.1, 1]}", "lr", "exactly one of"),
+    ("lr = {}", "lr", "exactly one of"),
+    ("lr = 0.5", "lr", "expected a table"),
+    ("lr = {log = [1, 0.1]}", "lr", "low must be below high"),
+    ("l2 = {float = [0.5, 0.5]}", "l2", "low must be below high"),
+    ("lr = {log = [0, 1]}", "lr", "log range needs low > 0"),
+    ("hidden = {int = [0, 30], log = true}", "hidden", "log range needs low > 0"),
+    ("hidden = {int = [10.5, 30]}", "hidden", "two integers"),
+    ("lr = {log = [0.1]}", "lr", "[low, high]"),
+    ("batch_size = {choice = 10}", "batch_size", "choice must be a non-empty list"),
+    ("batch_size = {choice = []}", "batch_size", "choice must be a non-empty list"),
+    ("batch_size = {choice = [10, 10]}", "batch_size", "holds a value twice"),
+    ("batch_size = {choice = [10, 2.5]}", "batch_size", "2.5 is refused"),
+    ("lr = {choice = [0.1, 1], log = true}", "lr", "not choice"),
+    ("lr = {float = [-1, 1]}", "lr", "-1 is refused"),
+    ("momentum = {float = [0.5, 1]}", "momentum", "1 is refused"),
+    ('optimizer = {choice = ["sgd", "adamw"]}', "optimizer", "'adamw'"),
+    ('hidden = {choice = ["30", "30,x"]}', "hidden", "widths"),
+    (
+        'activation = {choice = ["sigmoid", "relu"]}\n'
+        'cost = {choice = ["quadratic", "cross_entropy"]}',
+        "activation",
+        "activation = 'relu' with cost = 'cross_entropy' is refused",
+    ),
+    ("lr = {log = [0.1, 1]", "space.toml", "not valid TOML"),
+    ("", "space.toml", "searches no flag"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "why"), BAD_SPACES, ids=[b[0][:40] for b in BAD_SPACES])
+def test_a_bad_space_entry_is_refused_naming_its_key(tmp_path, bar_mnist, optuna, text, key, why):
+    out = tmp_path / "out"
+    argv = ["sweep", space_file(tmp_path, text), "--data", bar_mnist, "--out", out]
+    code, stdout, err = run(*argv, "--backend", "numpy")
+    assert code == 2 and stdout == ""
+    assert err.count("\n") == 1 and err.startswith("gpumlp: error: ")
+    assert f"{key}" in err and why in err, err
+    assert not out.exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [
+        (["--lr", "0.5"], "lr is searched, so --lr cannot fix it"),
+        (["--sizes", "784,20,10"], "hidden is searched, so --sizes cannot fix it"),
+        (["--monitor-set", "test"], "never the test"),
+        (["--trials", "0"], "--trials"),
+        (["--pruner", "bogus"], "--pruner"),
+    ],
+)
+def test_flags_that_cannot_go_with_the_space_are_refused(tmp_path, bar_mnist, optuna, flags, why):
+    out = tmp_path / "out"
+    code, _, err = run("sweep", space_file(tmp_path), "--data", bar_mnist, "--out", out, *flags)
+    assert code == 2 and why in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_report_of_a_folder_without_a_study(tmp_path, optuna):
+    code, out, err = run("sweep", "--report", tmp_path)
+    assert code == 2 and out == ""
+    assert "no sweep there" in err and err.count("\n") == 1
+
+
+def test_report_of_a_missing_study(tmp_path, bar_mnist, optuna):
+    argv = ["sweep", space_file(tmp_path), "--data", bar_mnist, "--out", tmp_path / "s"]
+    assert run(*argv, "--trials", "1", "--epochs", "1", "--backend", "numpy")[0] == 0
+    code, _, err = run("sweep", "--report", tmp_path / "s", "--study", "other")
+    assert code == 2 and "no study 'other'" in err
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A sweep of 6 trials on ``bar_digits`` (one worker, in this process) and its output."""
+    pytest.importorskip("optuna")
+    from conftest import write_bar_mnist
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    data = write_bar_mnist(tmp / "bars.npz", 480, 100)
+    argv = ["sweep", space_file(tmp), "--data", data, "--out", tmp / "out", "--trials", "6"]
+    argv += ["--epochs", "3", "--cost", "cross_entropy", "--backend", "numpy", "--seed", "3"]
+    code, out, err = run(*argv)
+    assert code == 0, err
+    return tmp / "out", out, data
+
+
+def test_each_trial_is_a_run_folder_scored_on_validation(finished, optuna):
+    import gpumlp
+
+    out, printed, data = finished
+    study = optuna.load_study(study_name="space", storage=f"sqlite:///{out / 'study.db'}")
+    trials = study.get_trials()
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 6
+    assert sorted(p.name for p in out.glob("trial-*")) == [f"trial-{t.number:04d}" for t in trials]
+    with np.load(data) as f:  # the validation split: the last 1/6 of the training images
+        x_val = f["x_train"][-80:].reshape(80, 784).astype(np.float32) / 255
+        y_val = f["y_train"][-80:]
+    for t in trials:
+        folder = out / f"trial-{t.number:04d}"
+        args = json.loads((folder / "args.json").read_text())
+        assert args["lr"] == t.params["lr"] and args["hidden"] == [t.params["hidden"]]
+        assert args["monitor_set"] == "validation" and args["seed"] == 3
+        history = json.loads((folder / "history.json").read_text())
+        assert history["scored_set"] == "validation"
+        assert len(history["epochs"]) == len(t.intermediate_values)
+        if t.state.name == "COMPLETE":
+            model = gpumlp.load(folder / "model.npz", backend="numpy")
+            assert model.evaluate(x_val, y_val)["accuracy"] == pytest.approx(t.value)
+    best = study.best_trial
+    assert study.user_attrs["test"]["trial"] == best.number
+    assert f"best: trial {best.number}:" in printed
+    assert f"test accuracy of trial {best.number}: " in printed
+
+
+def test_report_prints_the_trials_best_first_and_draws_plots(finished):
+    out, _, _ = finished
+    pytest.importorskip("matplotlib")
+    for png in ("history.png", "importance.png"):
+        (out / png).unlink(missing_ok=True)
+    code, printed, err = run("sweep", "--report", out)
+    assert code == 0, err
+    lines = printed.splitlines()
+    assert lines[1].split() == ["trial", "state", "value", "lr", "hidden", "epochs"]
+    rows = [line.split() for line in lines[2:8]]
+    values = [float(r[2]) for r in rows if r[1] == "complete"]
+    assert values == sorted(values, reverse=True) and len(rows) == 6
+    command = next(line for line in lines if line.startswith("best flags: gpumlp train "))
+    assert "--cost cross_entropy" in command and "--seed 3" in command
+    assert f"--hidden {rows[0][4]}" in command
+    assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "importance.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_matplotlib_still_prints_the_table(finished, monkeypatch):
+    out, _, _ = finished
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, printed, _ = run("sweep", "--report", out)
+    assert code == 0 and "trial  state" in printed
+    assert printed.splitlines()[-1] == (
+        "matplotlib is not installed: no plots (pip install 'gpumlp[plot]')"
+    )
+
+
+def test_rerunning_resumes_and_another_space_or_flag_is_refused(finished, optuna):
+    out, _, data = finished
+    argv = ["sweep", out.parent / "space.toml", "--data", data, "--out", out, "--trials", "7"]
+    argv += ["--epochs", "3", "--cost", "cross_entropy", "--backend", "numpy", "--seed", "3"]
+    code, printed, err = run(*argv)
+    assert code == 0, err
+    assert "7 finished trials" in printed and len(list(out.glob("trial-*"))) == 7
+    code, _, err = run(*argv[:-1], "4")  # --seed 4
+    assert code == 2 and "was started with --seed 3, not 4" in err
+    (out.parent / "other.toml").write_text("lr = {log = [0.5, 2]}\n")
+    code, _, err = run(*argv[:1], out.parent / "other.toml", *argv[2:], "--study", "space")
+    assert code == 2 and "searches" in err and "rerun with the same space" in err
+
+
+def blobs_split(n=180, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    X = np.eye(3, 4)[y] * 2 + 0.3 * rng.standard_normal((n, 4))
+    return X, y
+
+
+def test_python_api_holds_out_validation_and_scores_test_once(tmp_path, optuna):
+    import gpumlp
+    from gpumlp import sweep
+    from gpumlp.sources import hold_out
+
+    X, y = blobs_split(240)
+    space = {"lr": {"log": [0.3, 3]}, "batch_size": {"choice": [5, 10]}}
+    study = sweep(
+        space,
+        X[:180],
+        y[:180],
+        test_data=(X[180:], y[180:]),
+        n_trials=3,
+        out=tmp_path,
+        epochs=3,
+        hidden=[6],
+        backend="numpy",
+        pruner="none",
+        seed=3,
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    best = study.best_trial
+    model = gpumlp.load(tmp_path / f"trial-{best.number:04d}" / "model.npz", backend="numpy")
+    _, validation = hold_out((X[:180], y[:180]), 1 / 6, 3)  # 30 rows drawn by the seed
+    assert model.evaluate(*validation)["accuracy"] == pytest.approx(best.value)
+    assert study.user_attrs["test"]["accuracy"] == model.evaluate(X[180:], y[180:])["accuracy"]
+    with pytest.raises(TypeError, match="'learning_rate'"):
+        sweep(space, X, y, learning_rate=1.0)
+    with pytest.raises(ValueError, match="space: lr: a log range needs low > 0"):
+        sweep({"lr": {"log": [0, 1]}}, X, y, out=tmp_path / "x")
+
+
+def test_a_pruned_trial_leaves_a_stopped_run_and_the_worker_goes_on(tmp_path, optuna):
+    import gpumlp
+    from gpumlp import sweep
+    from gpumlp.checkpoint import read_checkpoint
+
+    X, y = blobs_split()
+    # Nothing reaches accuracy 2: every trial is pruned after its second epoch (step 1).
+    pruner = optuna.pruners.ThresholdPruner(lower=2.0, n_warmup_steps=1)
+    study = sweep(
+        {"lr": {"log": [0.5, 2]}},
+        X,
+        y,
+        n_trials=2,
+        out=tmp_path,
+        epochs=6,
+        hidden=[5],
+        backend="numpy",
+        pruner=pruner,
+    )
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    for t in study.trials:
+        folder = tmp_path / f"trial-{t.number:04d}"
+        history = json.loads((folder / "history.json").read_text())
+        assert [r["epoch"] for r in history["epochs"]] == [0, 1]
+        assert history["stop_reason"].startswith("stopped after epoch 1: pruned")
+        assert (folder / "history.csv").read_text().count("\n") == 3
+        meta, arrays = read_checkpoint(folder / "checkpoint.npz")
+        assert meta["epoch"] == 2
+        model = gpumlp.load(folder / "model.npz", backend="numpy")
+        for i, tensor in enumerate(model.params.arrays()):  # the model is the checkpoint's
+            np.testing.assert_array_equal(tensor, arrays[f"param/{i}"])
+        assert not (folder / ".lock").exists()

@@ -1,0 +1,227 @@
+"""Workers of ``gpumlp sweep`` in separate processes: sharing a study without losing or
+repeating a trial, dying (kill -9) or interrupted mid-trial and resumed by rerunning the
+command, and sharing a study through a real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import reap, run_gpumlp, start_gpumlp, write_tiny_mnist
+
+optuna = pytest.importorskip("optuna")
+
+SPACE = "lr = {log = [0.5, 5]}\nhidden = {int = [8, 16]}\n"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """MNIST-format random images: 1000 training (an epoch of a few ms), 200 validation."""
+    return write_tiny_mnist(tmp_path_factory.mktemp("data") / "mnist.npz", 1200, 50)
+
+
+def sweep_argv(tmp_path: Path, data: Path, out: Path, trials: int, epochs: int, *more) -> list:
+    space = tmp_path / "space.toml"
+    space.write_text(SPACE)
+    argv = ["sweep", space, "--data", data, "--out", out, "--trials", trials, "--epochs", epochs]
+    return [*argv, "--backend", "numpy", "--seed", "1", "--pruner", "none", *more]
+
+
+def load(out: Path, storage: str | None = None):
+    storage = storage or f"sqlite:///{out / 'study.db'}"
+    return optuna.load_study(study_name="space", storage=storage)
+
+
+def finished(study) -> list:
+    return [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+def check_folders(study, *outs: Path) -> None:
+    """Each trial has one run folder, under one of ``outs``, that ran that trial's flags."""
+    folders = sorted((p.name, p) for out in outs for p in out.glob("trial-*"))
+    assert [name for name, _ in folders] == [
+        f"trial-{t.number:04d}" for t in study.get_trials() if t.state.name != "WAITING"
+    ]
+    by_number = {t.number: t for t in study.get_trials()}
+    for name, folder in folders:
+        t = by_number[int(name[6:])]
+        args = json.loads((folder / "args.json").read_text())
+        assert (args["lr"], args["hidden"]) == (t.params["lr"], [t.params["hidden"]])
+        if t.state.name == "COMPLETE":
+            assert (folder / "model.npz").is_file()
+            epochs = json.loads((folder / "history.json").read_text())["epochs"]
+            assert len(epochs) == len(t.intermediate_values)
+
+
+def test_two_workers_share_a_study_without_losing_or_repeating_a_trial(tmp_path, tiny):
+    out = tmp_path / "out"
+    done = run_gpumlp(*sweep_argv(tmp_path, tiny, out, 6, 3, "--workers", "2"))
+    assert done.returncode == 0, done.stderr
+    assert "[worker 1] trial" in done.stdout and "[worker 2] trial" in done.stdout
+    study = load(out)
+    # Both may start the last trial at once: at most the trials in flight (1) over.
+    assert 6 <= len(finished(study)) <= 7
+    assert all(t.state.name == "COMPLETE" for t in study.get_trials())
+    check_folders(study, out)
+    assert study.user_attrs["test"]["trial"] == study.best_trial.number
+
+
+def wait_mid_trial(out: Path, proc: subprocess.Popen, timeout: float = 60) -> Path:
+    """The folder of a trial that has finished an epoch and not yet its last one."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, "the sweep ended before a trial was caught mid-run"
+        for folder in out.glob("trial-*"):
+            try:
+                epochs = json.loads((folder / "history.json").read_text())["epochs"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if epochs and not (folder / "model.npz").exists():
+                return folder
+        time.sleep(0.005)
+    raise AssertionError("no trial was caught mid-run")
+
+
+@pytest.mark.parametrize("how", ["kill -9", "Ctrl-C"])
+def test_a_worker_stopped_mid_trial_loses_nothing_and_a_rerun_completes(tmp_path, tiny, how):
+    out = tmp_path / "out"
+    argv = sweep_argv(tmp_path, tiny, out, 3, 15)
+    proc = start_gpumlp(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        victim = wait_mid_trial(out, proc)
+        proc.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    stopped = int(victim.name[6:])
+    study = load(out)
+    before = {t.number: t.state.name for t in study.get_trials()}
+    if how == "kill -9":
+        assert proc.returncode == -9 and before[stopped] == "RUNNING"  # left behind as running
+    else:
+        assert proc.returncode == 130 and "interrupted (Ctrl-C)" in err
+        assert before[stopped] == "FAIL" and "WAITING" in before.values()  # queued again
+        history = json.loads((victim / "history.json").read_text())  # saved on the way out
+        assert history["stop_reason"].startswith("interrupted")
+    done = run_gpumlp(*argv)
+    assert done.returncode == 0, done.stderr
+    study = load(out)
+    trials = study.get_trials()
+    assert len(finished(study)) == 3  # one worker: exactly the trials asked for
+    assert trials[stopped].state.name == "FAIL"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == stopped]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert retry[0].params == trials[stopped].params and retry[0].number > stopped
+    check_folders(study, out)
+
+
+def test_ctrl_c_of_the_command_stops_its_workers_and_keeps_the_study(tmp_path, tiny):
+    out = tmp_path / "out"
+    argv = sweep_argv(tmp_path, tiny, out, 4, 15, "--workers", "2")
+    proc = start_gpumlp(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_mid_trial(out, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    assert proc.returncode == 130 and "rerun the command to resume" in err
+    study = load(out)
+    states = [t.state.name for t in study.get_trials()]
+    assert "RUNNING" not in states and "FAIL" in states  # the workers ended their trials
+    assert not list(out.glob("trial-*/.lock"))  # and are gone
+    done = run_gpumlp(*argv)
+    assert done.returncode == 0, done.stderr
+    assert 4 <= len(finished(load(out))) <= 5
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    which = shutil.which("initdb")
+    return found[-1].parent if found else (Path(which).parent if which else None)
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A PostgreSQL server of its own, listening only on a Unix socket; its SQLAlchemy URL.
+
+    As root (which PostgreSQL refuses) the server runs as ``nobody`` in a temporary folder
+    nobody owns (pytest's tmp_path lies under a folder only root may enter).
+    """
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    pytest.importorskip("psycopg", reason="psycopg, the PostgreSQL driver, is not installed")
+    as_root = os.geteuid() == 0
+    if as_root:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and there is no runuser to start PostgreSQL as nobody")
+        base = Path(tempfile.mkdtemp(prefix="gpumlp-pg-"))
+        nobody = pwd.getpwnam("nobody")
+        os.chown(base, nobody.pw_uid, nobody.pw_gid)
+        prefix = ["runuser", "-u", "nobody", "--"]
+    else:
+        base, prefix = tmp_path, []
+    data, sock, log = base / "data", base / "sock", base / "server.log"
+
+    def pg(*argv: str) -> None:
+        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    pg("mkdir", "-p", str(sock))
+    pg(
+        str(bin_dir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "sweep",
+        "-A",
+        "trust",
+        "--no-sync",
+        "--no-locale",
+        "-E",
+        "UTF8",
+    )
+    options = f"-c listen_addresses='' -k {sock} -c fsync=off"  # no TCP port at all
+    pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start")
+    try:
+        yield f"postgresql+psycopg://sweep@/postgres?host={sock}"
+    finally:
+        pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        if as_root:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def test_workers_in_separate_processes_share_a_study_through_postgresql(tmp_path, tiny, postgres):
+    outs = [tmp_path / "machine-a", tmp_path / "machine-b"]  # as if on two machines
+    procs = []
+    try:
+        for out in outs:
+            argv = sweep_argv(tmp_path, tiny, out, 6, 20, "--storage", postgres)
+            procs.append(
+                start_gpumlp(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            )
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            reap(p)
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+    assert all("trial" in out for out, _ in results)
+    study = load(outs[0], postgres)
+    assert 6 <= len(finished(study)) <= 7
+    check_folders(study, *outs)
+    assert all(list(out.glob("trial-*")) for out in outs)  # both did some of the work
