@@ -262,7 +262,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--backends", nargs="+", choices=BACKENDS, metavar="NAME", help=", ".join(BACKENDS)
     )
     p.add_argument(
-        "--engines", nargs="+", choices=ENGINES, default=["auto"], metavar="ENGINE",
+        "--engines",
+        nargs="+",
+        choices=ENGINES,
+        default=["auto"],
+        metavar="ENGINE",
         help="gpumlp's training engines to time, each its own row (default: auto)",
     )
     p.add_argument("--all", action="store_true", help="also run the GPU-sized case on CPU backends")

@@ -194,8 +194,8 @@ class Core:
         K = a.shape[0] if trans_a else a.shape[1]
         if not trans_a and trans_b and dot_wins(M, N, K):
             blocks = (-(-(M * N) // DOT_WARPS),)
-            args = (i32(M), i32(N), i32(K), a, i32(a.shape[1]), b, i32(b.shape[1]), out, i32(N))
-            self.k["gemm_dot"](blocks, (32, DOT_WARPS), args)
+            dot = (i32(M), i32(N), i32(K), a, i32(a.shape[1]), b, i32(b.shape[1]), out, i32(N))
+            self.k["gemm_dot"](blocks, (32, DOT_WARPS), dot)
             return
         grid = (-(-N // TILE), -(-M // TILE))
         args = (i32(trans_a), i32(trans_b), i32(M), i32(N), i32(K), a, i32(a.shape[1]))

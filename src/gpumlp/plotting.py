@@ -32,7 +32,7 @@ def _read_history(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist (a run folder has history.json)")
     try:
-        history = json.loads(path.read_text(encoding="utf-8"))
+        history: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from None
     epochs = history.get("epochs") if isinstance(history, dict) else None
