@@ -57,7 +57,7 @@ def test_in_place_numpy_form_equals_the_xp_form_bit_for_bit(name, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("form", ["xp", "numpy"])
 def test_sigmoid_keeps_relative_precision_in_both_tails(dtype, form):
-    """σ against math's 1/(1 + e^−z): a few ulp from −1000 to 1000 wherever σ is normal.
+    """σ against math's 1/(1 + e^−z): a few ulp from −1000 to 1000 above the floor.
 
     ½(1 + tanh(z/2)) fails this: it rounds σ(−20) = 2.1e-9 to 0 in float32, and a saturated
     unit with σ' = 0 never learns again.
@@ -74,20 +74,44 @@ def test_sigmoid_keeps_relative_precision_in_both_tails(dtype, form):
             got = np.empty_like(z)
             sigmoid.np_fn(z, got, _ws(z))
     finfo = np.finfo(dtype)
-    normal = want > finfo.tiny
-    np.testing.assert_allclose(got[normal], want[normal], rtol=4 * finfo.eps, atol=0)
-    # below the floor σ is held just under the smallest normal number, never above it
-    assert np.all(got[~normal] < finfo.tiny) and np.all(got[~normal] >= 0)
+    held = z < sigmoid_floor(float(finfo.smallest_normal))
+    np.testing.assert_allclose(got[~held], want[~held], rtol=4 * finfo.eps, atol=0)
+    # below the floor σ is held at σ(floor): a normal number, within 2 tiny of the exact σ
+    assert np.all(got[held] >= finfo.tiny) and np.all(got[held] < 2 * finfo.tiny)
     assert got[z == -20.0][0] > 0  # the tail that tanh's form loses in float32
 
 
-def test_sigmoid_floor_is_where_exp_still_fits():
+def test_sigmoid_floor_is_where_sigma_is_still_normal():
     for dtype in (np.float32, np.float64):
         info = np.finfo(dtype)
-        floor = sigmoid_floor(float(info.max))
-        assert math.isfinite(float(np.exp(np.asarray(-floor, dtype))))
-        assert 1 / (1 + math.exp(-floor)) < info.tiny
-    assert sigmoid_floor(float(np.finfo(np.float32).max)) == -88.0
+        floor = np.asarray(sigmoid_floor(float(info.smallest_normal)), dtype)
+        assert np.isfinite(np.exp(-floor))  # e^−z fits above it
+        assert info.smallest_normal <= 1 / (1 + np.exp(-floor)) < 2 * info.smallest_normal
+    assert sigmoid_floor(float(np.finfo(np.float32).smallest_normal)) == -87.0
+    assert sigmoid_floor(float(np.finfo(np.float64).smallest_normal)) == -708.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("form", ["xp", "numpy"])
+def test_saturated_sigmoid_layers_hold_no_subnormal_numbers(dtype, form):
+    """σ and σ' of saturated units are 0 or normal: a subnormal in a layer's activations or
+    deltas makes every GEMM over it ~100x slower on a CPU."""
+    info = np.finfo(dtype)
+    z = np.linspace(-2000.0, 2000.0, 40_001).astype(dtype).reshape(1, -1)
+    sigmoid = ACTIVATIONS["sigmoid"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if form == "xp":
+            a = host(sigmoid.fn(z, xp=XP))
+            d = host(sigmoid.prime(z, a, xp=XP))
+        else:
+            a, d = np.empty_like(z), np.ones_like(z)
+            sigmoid.np_fn(z, a, _ws(z))
+            sigmoid.np_times_prime(d, z, a, _ws(z))
+    for values in (a, d):
+        assert not np.any((values != 0) & (np.abs(values) < info.smallest_normal))
+    assert 0 < a[0, 0] < 2 * info.smallest_normal and a[0, -1] == 1
+    assert 0 < d[0, 0] < 2 * info.smallest_normal and 0 < d[0, -1] < 2 * info.smallest_normal
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -3,12 +3,17 @@ math, no temporaries). Choosing an engine is in test_engines.py."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 import gpumlp
 from conftest import HIDDEN, host
+from gpumlp import _numpy_fast
+from gpumlp.config import TrainConfig
 from gpumlp.costs import VALID_PAIRS
+from gpumlp.runstate import TrainState
 
 
 def _train(engine, hidden, out, cost, dtype="float64", **fit):
@@ -62,3 +67,49 @@ def test_fused_float32_within_rounding():
     ref, _ = _train("generic", "sigmoid", "sigmoid", "quadratic", dtype="float32")
     for a, b in zip(fast, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_subnormal_deltas_are_flushed_to_zero_and_nothing_else():
+    tiny = np.finfo(np.float32).smallest_normal
+    d = np.array([[tiny / 2, -tiny / 8, tiny, -2.0, 0.0, 3e-30]], np.float32)
+    buf = SimpleNamespace(t=np.empty_like(d), mask=np.empty(d.shape, bool))
+    _numpy_fast._flush_subnormals(d, buf)
+    assert d.tolist() == np.array([[0, 0, tiny, -2.0, 0.0, 3e-30]], np.float32).tolist()
+
+
+@pytest.mark.parametrize(
+    ("sizes", "batch", "flushed"),
+    [([784, 800, 10], 100, [True, True]), ([784, 30, 10], 10, [False, False]),
+     ([784, 30, 10], 100, [True, False])],
+)  # fmt: skip
+def test_deltas_are_flushed_where_their_gemms_are_large(sizes, batch, flushed):
+    net = gpumlp.Network(sizes, backend="numpy", seed=0)
+    X, y = np.zeros((batch, sizes[0]), np.float32), np.zeros(batch, np.int64)
+    cfg = TrainConfig(batch_size=batch)
+    state = TrainState.start(net.spec, net.params, cfg, np.random.default_rng(0))
+    step = _numpy_fast.NumpyStep(state, net.inputs.data(X, y))
+    assert [layer.flush for layer in step._layers(batch)] == flushed
+
+
+def test_a_step_with_subnormal_deltas_matches_the_generic_step():
+    """Output units held near z = −84 make δ^L = (a − y) σ'(z) lr/m subnormal in float32 (the
+    fast path flushes them): one step still moves every weight as the generic step does, to
+    float32 rounding."""
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 300)
+    tiny = np.finfo(np.float32).smallest_normal
+    params = []
+    for engine in ("fused", "generic"):
+        net = gpumlp.Network([784, 300, 10], backend="numpy", init="scaled", seed=0)
+        w, b = [host(t) for t in net.weights], [host(t) for t in net.biases]
+        b[1] = np.full(10, -84.0, np.float32)  # outputs saturated at the wrong end
+        net.load_params(w, b)
+        if engine == "fused":  # the deltas the step makes: some are subnormal
+            a = host(net.feedforward(X)).astype(np.float32)
+            delta = (a - np.eye(10, dtype=np.float32)[y]) * a * (1 - a) * np.float32(3.0 / 300)
+            assert np.any((delta != 0) & (np.abs(delta) < tiny))
+        net.fit(X, y, epochs=1, batch_size=300, lr=3.0, engine=engine, seed=1)
+        params.append([host(t) for t in net.params.arrays()])
+    for a, b in zip(*params, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-30)

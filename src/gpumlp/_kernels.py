@@ -73,9 +73,10 @@ def _upper(name: str) -> str:
 def _prelude(dtype: str) -> str:
     real = {"float32": "float", "float64": "double"}[dtype]
     c = codes()
+    floor = sigmoid_floor(float(np.finfo(dtype).smallest_normal))
     out = [
         f"typedef {real} real;",
-        f"#define SIGMOID_FLOOR ((real){sigmoid_floor(float(np.finfo(dtype).max)):.0f})",
+        f"#define SIGMOID_FLOOR ((real){floor:.0f})",
         "#define H_LR 0    // device scalars (double hyper[4]): the learning rate,",
         "#define H_T 1     // Adam's step count t,",
         "#define H_STEP 2  // lr / (1 − β1^t),",

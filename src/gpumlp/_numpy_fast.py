@@ -8,11 +8,19 @@ with each activation's and cost's in-place NumPy form from the registries
 changes of order remain, both within a few ulp per step: for plain SGD the rate is folded into
 δ^L (so no gradient is scaled separately), and the penalties then carry it too.
 
+One change of value: a layer's deltas are flushed to zero where they are subnormal (below the
+dtype's smallest normal, ~1e-38 in float32), as a GPU's ``-ftz`` does, when the GEMMs they
+feed are large enough (:data:`FLUSH_FROM`). Saturated sigmoid units make such deltas (σ' ≈
+e^−|z| times the output error), and each subnormal costs OpenBLAS's GEMMs ~100 cycles: at
+[784, 800, 10] with lr 3.0 they made an epoch 40% slower. A flushed value differs from the
+generic step's by less than ``smallest_normal``.
+
 Chosen by :func:`gpumlp.engines.select_step` for the NumPy backend (engine "auto" or "fused").
 """
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,6 +35,17 @@ from .steps import BatchLoop, Data
 __all__ = ["NumpyStep", "make_step"]
 
 NDArray = np.ndarray[Any, Any]
+
+FLUSH_FROM = 1 << 18
+"""Deltas are flushed of subnormals when the GEMMs they feed have at least this many
+multiply-adds (m · n_l · n_(l−1)); below it the three extra passes cost more than they save."""
+
+
+def _flush_subnormals(d: NDArray, buf: SimpleNamespace) -> None:
+    """Set the subnormal entries of ``d`` (m, n) to 0, with ``buf``'s scratch."""
+    np.abs(d, out=buf.t)
+    np.less(buf.t, np.finfo(d.dtype).smallest_normal, out=buf.mask)
+    np.copyto(d, 0, where=buf.mask)
 
 
 def unsupported(state: TrainState) -> str | None:
@@ -60,16 +79,18 @@ class NumpyStep(BatchLoop):
         self.buffers: dict[int, list[SimpleNamespace]] = {}
 
     def _layers(self, m: int) -> list[SimpleNamespace]:
-        """Per layer: z, a, δ (m, n) and the scratch the in-place forms use; one set per batch
-        size (the full batches and the last, short one)."""
+        """Per layer: z, a, δ (m, n), the scratch the in-place forms use, and whether its deltas
+        are flushed; one set per batch size (the full batches and the last, short one)."""
         if m not in self.buffers:
             dtype = np.dtype(self.state.spec.dtype)
 
-            def new(n: int) -> SimpleNamespace:
+            def new(n_in: int, n: int) -> SimpleNamespace:
                 bufs = {k: np.empty((m, n), dtype) for k in ("z", "a", "d", "t", "u")}
-                return SimpleNamespace(np=np, mask=np.empty((m, n), bool), **bufs)
+                flush = m * n * n_in >= FLUSH_FROM
+                return SimpleNamespace(np=np, mask=np.empty((m, n), bool), flush=flush, **bufs)
 
-            self.buffers[m] = [new(n) for n in self.state.spec.sizes[1:]]
+            sizes = self.state.spec.sizes
+            self.buffers[m] = [new(n_in, n) for n_in, n in itertools.pairwise(sizes)]
         return self.buffers[m]
 
     def __call__(self, x: Any, y: Any, lr: float, draw: int = 0) -> Any:
@@ -113,6 +134,8 @@ class NumpyStep(BatchLoop):
             out.np_times_prime(last.d, last.z, last.a, last)
         # The batch mean (network.backprop's 1/m); for plain SGD with the rate folded in.
         last.d *= (lr if self.sgd else 1.0) / m
+        if last.flush:
+            _flush_subnormals(last.d, last)
         delta = last.d
         for l in range(L - 1, -1, -1):
             np.matmul(delta.T, inputs[l], out=gw[l])  # BP4
@@ -124,6 +147,8 @@ class NumpyStep(BatchLoop):
                     g *= keep[l - 1]
                 prev = layers[l - 1]
                 acts[l - 1].np_times_prime(g, prev.z, prev.a, prev)  # type: ignore[misc]
+                if prev.flush:
+                    _flush_subnormals(g, prev)
                 delta = g
         grads = self.grads
         if cfg.l2 or cfg.l1:  # under SGD the gradients carry lr, so the penalties do too
