@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ..activations import ACTIVATIONS
-from ..backend import BACKEND_NAMES, DTYPES
+from ..backend import BACKEND_NAMES, DTYPES, NAMESPACES
 from ..config import ENGINES
 from ..costs import COSTS
 from ..initial import INITS
@@ -103,7 +103,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     flag(net, "--cost", choices=list(COSTS))
     flag(net, "--init", choices=list(INITS))
     flag(net, "--dtype", choices=list(DTYPES))
-    flag(net, "--backend", f"one of {', '.join(BACKEND_NAMES)}")
+    flag(net, "--backend", f"one of {', '.join([*BACKEND_NAMES, *NAMESPACES])}")
     tr = p.add_argument_group("training")
     flag(tr, "--lr", "learning rate η", type=number(float, 0, strict=True))
     flag(tr, "--batch-size", "mini-batch size", type=number(int, 1))
