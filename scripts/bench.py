@@ -263,6 +263,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--engines",
+        "--engine",
+        dest="engines",
         nargs="+",
         choices=ENGINES,
         default=["auto"],

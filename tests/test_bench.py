@@ -50,6 +50,18 @@ def test_quick_run_writes_json(bench, tmp_path, capsys):
         assert numpy_row["peer"] == "torch-cpu"
 
 
+@pytest.mark.parametrize("flag", ["--engines", "--engine"])
+def test_each_engine_is_its_own_row(bench, tmp_path, flag):
+    out = tmp_path / "b.json"
+    argv = ["--quick", "--n", "500", "--cases", "784-30-10@100", "--backends", "numpy"]
+    assert bench.main([*argv, flag, "generic", "fused", "auto", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    rows = doc["cases"]["784-30-10@100"]["backends"]
+    assert {"numpy-generic", "numpy-fused", "numpy"} <= set(rows)
+    assert all(rows[r]["median"] > 0 for r in ("numpy-generic", "numpy-fused", "numpy"))
+    assert doc["settings"]["engines"] == ["generic", "fused", "auto"]
+
+
 @pytest.mark.parametrize("bad", [["--n", "0"], ["--cases", "nope"], ["--backends", "jax"]])
 def test_bad_arguments_exit_2(bench, bad, capsys):
     with pytest.raises(SystemExit) as exc:
