@@ -121,6 +121,31 @@ def test_report_of_a_missing_study(tmp_path, bar_mnist, optuna):
     assert code == 2 and "no study 'other'" in err
 
 
+@pytest.mark.parametrize(
+    ("psycopg2", "psycopg", "given", "expected"),
+    [
+        (False, True, "postgresql://u:pw@db/s", "postgresql+psycopg://u:pw@db/s"),
+        (False, True, "postgres://db/s", "postgresql+psycopg://db/s"),
+        (True, True, "postgresql://db/s", "postgresql://db/s"),  # SQLAlchemy's default driver
+        (False, False, "postgres://db/s", "postgresql://db/s"),  # its error names the driver
+        (False, True, "postgresql+pg8000://db/s", "postgresql+pg8000://db/s"),  # named: kept
+        (False, True, "sqlite:///x/study.db", "sqlite:///x/study.db"),
+        (False, True, "mysql://db/s", "mysql://db/s"),
+    ],
+)
+def test_a_bare_postgresql_url_takes_the_installed_driver(
+    monkeypatch, psycopg2, psycopg, given, expected
+):
+    import importlib.util
+
+    from gpumlp import studystore
+
+    found = {"psycopg2": psycopg2, "psycopg": psycopg}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if found[name] else None)
+    assert studystore.with_driver(given) == expected
+    assert studystore.storage_url(Path("x"), given) == expected
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A sweep of 6 trials on ``bar_digits`` (one worker, in this process) and its output."""

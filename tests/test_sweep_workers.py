@@ -209,8 +209,9 @@ def test_workers_in_separate_processes_share_a_study_through_postgresql(tmp_path
     outs = [tmp_path / "machine-a", tmp_path / "machine-b"]  # as if on two machines
     procs = []
     try:
-        for out in outs:
-            argv = sweep_argv(tmp_path, tiny, out, 6, 20, "--storage", postgres)
+        # the second as a user would type it: SQLAlchemy's bare scheme, no driver named
+        for out, url in zip(outs, [postgres, postgres.replace("+psycopg", "")], strict=True):
+            argv = sweep_argv(tmp_path, tiny, out, 6, 20, "--storage", url)
             procs.append(
                 start_gpumlp(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             )

@@ -9,6 +9,7 @@ after ``GRACE_PERIOD`` s without a heartbeat (sent every ``HEARTBEAT_INTERVAL`` 
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 import socket
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from optuna import Study
 
 __all__ = ["HOST", "PRUNERS", "fail_dead_trials", "masked", "open_study", "require_optuna",
-           "retry_callback", "storage_url"]  # fmt: skip
+           "retry_callback", "storage_url", "with_driver"]  # fmt: skip
 
 HEARTBEAT_INTERVAL, GRACE_PERIOD, MAX_RETRY = 10, 60, 3
 PRUNERS = ("median", "hyperband", "none")
@@ -40,8 +41,21 @@ def require_optuna() -> Any:
 
 
 def storage_url(out: Path, storage: str | None) -> str:
-    """``storage``, else the SQLite file ``out/study.db`` as an absolute SQLAlchemy URL."""
-    return storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    """``storage`` (its PostgreSQL driver named, :func:`with_driver`), else the SQLite file
+    ``out/study.db`` as an absolute SQLAlchemy URL."""
+    return with_driver(storage) if storage else f"sqlite:///{(out / 'study.db').resolve()}"
+
+
+def with_driver(url: str) -> str:
+    """``url`` with the PostgreSQL driver that is installed: SQLAlchemy reads a bare
+    ``postgresql://`` (or ``postgres://``) as psycopg2's, so where only psycopg 3 is installed
+    (``pip install 'psycopg[binary]'``) it becomes ``postgresql+psycopg://``. Others as given."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    found = importlib.util.find_spec
+    driver = "+psycopg" if found("psycopg2") is None and found("psycopg") is not None else ""
+    return f"postgresql{driver}://{rest}"
 
 
 def masked(url: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomicio import atomic_write_bytes
-from ..studystore import masked, require_optuna, storage_url
+from ..studystore import masked, require_optuna, storage_url, with_driver
 from ..sweepspace import read_space
 
 __all__ = ["flag_args", "report", "test_line", "train_command", "trial_line"]
@@ -81,7 +81,7 @@ def report(args: argparse.Namespace) -> int:
         )
     name = args.study or info.get("study")
     try:
-        study = optuna.load_study(study_name=name, storage=url)
+        study = optuna.load_study(study_name=name, storage=with_driver(url))
     except (KeyError, ValueError) as exc:
         raise ValueError(f"--report {str(folder)!r}: no study {name!r} in {masked(url)}") from exc
     trials = study.get_trials(deepcopy=False)
