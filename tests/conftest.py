@@ -28,10 +28,12 @@ import io
 import itertools
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -505,6 +507,33 @@ BAD_CHECKPOINT_CONTENTS = [
 """The same for valid, signed containers whose model is wrong (:mod:`gpumlp.modelfile`)."""
 
 
+@contextlib.contextmanager
+def raises_exactly(exc: type[BaseException], match: str, *, naming: object):
+    """Expect ``exc`` itself (not a subclass) whose message matches ``match`` and names
+    ``naming`` (a path, usually)."""
+    with pytest.raises(exc, match=match) as info:
+        yield info
+    assert type(info.value) is exc
+    assert str(naming) in str(info.value)
+
+
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A valid 1-bit PNG of width × height black pixels: a few hundred KB that would decode to
+    width * height bytes as grey."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    z = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the row's bits
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))  # fmt: skip
+    return path
+
+
 PEAK_RSS = """
 def peak_rss():
     # This process's own peak resident bytes (VmHWM). Not ru_maxrss: a child started by a big
@@ -528,6 +557,15 @@ def run(*argv) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def assert_refused(code: int, stderr: str, match: str | None = None) -> None:
+    """A refused command: exit code 2 and one line on stderr, ``gpumlp: error: ...``, in which
+    the regular expression ``match`` (when given) is found."""
+    assert code == 2, (code, stderr)
+    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1, stderr
+    if match is not None:
+        assert re.search(match, stderr), stderr
+
+
 def gpumlp_env() -> dict[str, str]:
     """The environment of a ``gpumlp`` subprocess: this one's, with the NumPy backend by default
     and one BLAS thread (runs share the cores, and numbers must not depend on threading)."""
@@ -545,11 +583,13 @@ def start_gpumlp(*argv, **popen) -> subprocess.Popen:
     return subprocess.Popen(gpumlp_cmd(*argv), env=gpumlp_env(), **popen)
 
 
-def run_gpumlp(*argv, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``gpumlp ARGV...`` in a subprocess (``gpumlp_env()``) to its end; text output."""
+def run_gpumlp(*argv, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``gpumlp ARGV...`` in a subprocess (``gpumlp_env()``, in ``cwd``) to its end; text
+    output."""
     return subprocess.run(
-        gpumlp_cmd(*argv), env=gpumlp_env(), capture_output=True, text=True, timeout=timeout
-    )
+        gpumlp_cmd(*argv), env=gpumlp_env(), cwd=cwd, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
 
 
 def reap(proc) -> None:

@@ -21,7 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gpumlp
-from conftest import BAD_CHECKPOINT_CONTAINERS, PEAK_RSS, assert_same_params, params_of
+from conftest import (
+    BAD_CHECKPOINT_CONTAINERS,
+    PEAK_RSS,
+    assert_same_params,
+    params_of,
+    raises_exactly,
+)
 from gpumlp import checkpoint as ckpt_mod
 from gpumlp.checkpoint import CheckpointError, read_checkpoint
 
@@ -69,10 +75,8 @@ def test_missing_file_and_directory(tmp_path, fitted):
 )
 def test_bad_checkpoint(make, exc, match, tmp_path, model_file):
     path = make(tmp_path, model_file)
-    with pytest.raises(exc, match=match) as info:
+    with raises_exactly(exc, match, naming=path):
         gpumlp.load(path, backend="numpy")
-    assert type(info.value) is exc
-    assert str(path) in str(info.value)
 
 
 @pytest.mark.parametrize(

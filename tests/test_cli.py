@@ -6,14 +6,13 @@ or missing command; in a subprocess, an empty ``--out`` and a closed output pipe
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 
 import gpumlp
-from conftest import gpumlp_cmd, gpumlp_env, reap, run, run_gpumlp, start_gpumlp
+from conftest import assert_refused, gpumlp_cmd, gpumlp_env, reap, run, run_gpumlp, start_gpumlp
 from gpumlp.cli import EXIT_PIPE, main
 
 pytestmark = pytest.mark.usefixtures("numpy_env")
@@ -57,9 +56,7 @@ def test_entry_point_reads_sys_argv(monkeypatch, capsys):
 )
 def test_bad_command_line(argv, match, tmp_path):
     code, _, stderr = run(*argv)
-    assert code == 2
-    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
-    assert re.search(match, stderr), stderr
+    assert_refused(code, stderr, match)
     assert not (tmp_path / "run").exists()
 
 

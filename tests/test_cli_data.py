@@ -8,37 +8,24 @@ same code, faster), one of them also in a subprocess for the real exit status.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gpumlp
-from gpumlp.cli import main
+from conftest import assert_refused, run, run_gpumlp
 
-ENV = {**os.environ, "GPUMLP_BACKEND": "numpy", "OPENBLAS_NUM_THREADS": "1"}
 FAST = ["--epochs", "6", "--lr", "1.0", "--quiet"]
 SPECIES = np.array(["setosa", "versicolor", "virginica"])
 
 
-def gpumlp_cmd(*argv: object, cwd: Path) -> tuple[int, str, str]:
-    """``python -m gpumlp argv`` in ``cwd`` -> (exit status, stdout, stderr)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "gpumlp", *map(str, argv)],
-        cwd=cwd,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def run_at(*argv: object, cwd: Path) -> tuple[int, str, str]:
+    """``gpumlp argv`` in a subprocess in ``cwd`` -> (exit status, stdout, stderr)."""
+    done = run_gpumlp(*argv, cwd=cwd)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -79,7 +66,7 @@ def folder(tmp_path_factory) -> Path:
 
 def test_csv_by_column_name_with_hidden_and_standardize_then_eval(folder, tmp_path):
     run = tmp_path / "run"
-    code, out, err = gpumlp_cmd(
+    code, out, err = run_at(
         "train", "--data", "blobs.csv", "--label-column", "species", "--hidden", "16,8",
         "--standardize", "--val-split", "0.2", "--seed", "3", "--out", run, *FAST,
         cwd=folder,
@@ -91,7 +78,7 @@ def test_csv_by_column_name_with_hidden_and_standardize_then_eval(folder, tmp_pa
     net = gpumlp.load(run / "model.npz", backend="numpy")
     assert net.sizes == [5, 16, 8, 3] and net.standardized
     assert net.input_mean.shape == (5,)
-    code, out, err = gpumlp_cmd("eval", run, cwd=tmp_path)  # args.json finds the data
+    code, out, err = run_at("eval", run, cwd=tmp_path)  # args.json finds the data
     assert code == 0, err
     assert evaluated(out) == (right, total, "validation")  # the same held-out rows
     assert "classes: 0 setosa, 1 versicolor, 2 virginica" in out
@@ -101,7 +88,7 @@ def test_csv_by_column_name_with_hidden_and_standardize_then_eval(folder, tmp_pa
 def test_npz_scores_its_own_split_and_names_it(folder, tmp_path, split):
     scored = {"val": "validation", "test": "test"}[split]
     run = tmp_path / "run"
-    code, out, err = gpumlp_cmd(
+    code, out, err = run_at(
         "train", "--data", f"{split}.npz", "--hidden", "12", "--seed", "1", "--out", run, *FAST,
         cwd=folder,
     )  # fmt: skip
@@ -112,7 +99,7 @@ def test_npz_scores_its_own_split_and_names_it(folder, tmp_path, split):
     prefix = "val" if scored == "validation" else "test"
     assert header == f"epoch,lr,train_cost,train_accuracy,{prefix}_cost,{prefix}_accuracy,seconds"
     assert json.loads((run / "history.json").read_text())["scored_set"] == scored
-    code, out, err = gpumlp_cmd("eval", run / "model.npz", "--data", folder / f"{split}.npz",
+    code, out, err = run_at("eval", run / "model.npz", "--data", folder / f"{split}.npz",
                                 cwd=tmp_path)  # fmt: skip
     assert code == 0, err
     assert evaluated(out) == (right, total, scored)
@@ -143,13 +130,13 @@ def test_val_split_holds_out_the_same_rows_for_the_same_seed(folder, tmp_path):
     runs = []
     for name in ("a", "b"):
         argv = ["--val-split", "0.2", "--seed", "5", "--hidden", "8", "--out", tmp_path / name]
-        code, out, err = gpumlp_cmd("train", "--data", "plain.npz", *argv, *FAST, cwd=folder)
+        code, out, err = run_at("train", "--data", "plain.npz", *argv, *FAST, cwd=folder)
         assert code == 0, err
         runs.append(json.loads((tmp_path / name / "history.json").read_text())["epochs"])
     keys = ("train_cost", "val_cost", "val_accuracy")
     assert [[r[k] for k in keys] for r in runs[0]] == [[r[k] for k in keys] for r in runs[1]]
     assert runs[0][-1]["val_accuracy"] >= 0.95
-    code, out, err = gpumlp_cmd("eval", tmp_path / "a", cwd=tmp_path)
+    code, out, err = run_at("eval", tmp_path / "a", cwd=tmp_path)
     assert code == 0, err
     right, total, scored = evaluated(out)
     assert (total, scored) == (60, "validation") and right / total == runs[0][-1]["val_accuracy"]
@@ -157,7 +144,7 @@ def test_val_split_holds_out_the_same_rows_for_the_same_seed(folder, tmp_path):
 
 def test_npy_pair_trains_and_evaluates_from_anywhere(folder, tmp_path):
     run = tmp_path / "run"
-    code, out, err = gpumlp_cmd(
+    code, out, err = run_at(
         "train", "--data", "X.npy", "--labels", "y.npy", "--val-split", "0.25", "--seed", "2",
         "--sizes", "5,10,3", "--out", run, *FAST, cwd=folder,
     )  # fmt: skip
@@ -166,14 +153,14 @@ def test_npy_pair_trains_and_evaluates_from_anywhere(folder, tmp_path):
     assert total == 75 and right >= 71, out
     args = json.loads((run / "args.json").read_text())
     assert args["labels"] == str(folder / "y.npy")  # absolute, so eval works from anywhere
-    code, out, err = gpumlp_cmd("eval", run, cwd=tmp_path)
+    code, out, err = run_at("eval", run, cwd=tmp_path)
     assert code == 0, err
     assert evaluated(out) == (right, total, "validation")
     # another file of examples (here the same rows, reordered) is scored whole
     X, y = np.load(folder / "X.npy"), np.load(folder / "y.npy")
     np.save(tmp_path / "X2.npy", X[::-1])
     np.save(tmp_path / "y2.npy", y[::-1])
-    code, out, err = gpumlp_cmd("eval", run, "--data", "X2.npy", "--labels", "y2.npy", cwd=tmp_path)
+    code, out, err = run_at("eval", run, "--data", "X2.npy", "--labels", "y2.npy", cwd=tmp_path)
     assert code == 0, err
     score = re.search(r"\((\d+) / 300\), cost [\d.]+ on all 300 examples of X2.npy$", out, re.M)
     assert score and int(score[1]) >= 285, out
@@ -182,13 +169,6 @@ def test_npy_pair_trains_and_evaluates_from_anywhere(folder, tmp_path):
 
 
 # -- bad inputs: exit status 2, one line naming the cause, nothing written ----------------------
-
-
-def run_main(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -253,15 +233,14 @@ def bad(tmp_path) -> Path:
 def test_bad_input_exits_2_with_one_line(bad, monkeypatch, argv, message):
     monkeypatch.chdir(bad)
     monkeypatch.setenv("GPUMLP_BACKEND", "numpy")
-    code, _, err = run_main("train", *argv, "--out", "run", "--epochs", "1", "--quiet")
-    assert code == 2
-    assert err.startswith("gpumlp: error: ") and err.count("\n") == 1, err
+    code, _, err = run("train", *argv, "--out", "run", "--epochs", "1", "--quiet")
+    assert_refused(code, err)
     assert re.search(message if "\\" in message else re.escape(message), err), err
     assert not (bad / "run").exists() and not (bad / "runs").exists()
 
 
 def test_bad_input_in_a_subprocess(bad):
-    code, out, err = gpumlp_cmd("train", "--data", "cell.csv", "--out", "run", cwd=bad)
+    code, out, err = run_at("train", "--data", "cell.csv", "--out", "run", cwd=bad)
     assert code == 2 and out == ""
     assert (
         err
@@ -272,10 +251,10 @@ def test_bad_input_in_a_subprocess(bad):
 def test_eval_errors_say_what_is_missing(bad, monkeypatch):
     monkeypatch.chdir(bad)
     monkeypatch.setenv("GPUMLP_BACKEND", "numpy")
-    assert run_main("train", "--data", "good.csv", "--hidden", "3", "--out", "r", "--quiet")[0] == 0
-    code, _, err = run_main("eval", "r")
+    assert run("train", "--data", "good.csv", "--hidden", "3", "--out", "r", "--quiet")[0] == 0
+    code, _, err = run("eval", "r")
     assert code == 2 and "no test or validation split to evaluate on" in err
-    code, _, err = run_main("eval", "r", "--data", "X.npy")
+    code, _, err = run("eval", "r", "--data", "X.npy")
     assert code == 2 and "give its labels or targets with --labels y.npy" in err
-    code, _, err = run_main("eval", "r", "--labels", "y.npy")
+    code, _, err = run("eval", "r", "--labels", "y.npy")
     assert code == 2 and "--labels and --label-column go with --data" in err

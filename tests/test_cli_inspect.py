@@ -13,6 +13,7 @@ import pytest
 from conftest import (
     BAD_CHECKPOINT_CONTAINERS,
     BAD_CHECKPOINT_CONTENTS,
+    assert_refused,
     bar_digits,
     file_in_the_way,
     run,
@@ -87,8 +88,7 @@ def test_predict_reads_pngs_of_any_size_and_polarity(trained_run, tmp_path):
 def test_bad_checkpoint(make, exc, match, tmp_path, model_file):
     path = make(tmp_path, model_file)
     code, _, stderr = run("predict", path, tmp_path / "digit.png", "--backend", "numpy")
-    assert code == 2
-    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
+    assert_refused(code, stderr)
     assert str(path) in stderr
 
 
@@ -162,7 +162,5 @@ def test_bad_file_on_the_command_line(argv, match, tmp_path, quick_run):
     data, run_dir = quick_run
     before = (run_dir / "checkpoint.npz").read_bytes()
     code, _, stderr = run(*argv(tmp_path, data, run_dir))
-    assert code == 2
-    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
-    assert re.search(match, stderr), stderr
+    assert_refused(code, stderr, match)
     assert (run_dir / "checkpoint.npz").read_bytes() == before

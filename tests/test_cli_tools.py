@@ -5,11 +5,10 @@ PNGs of a run folder, and a missing run folder (exit 2)."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from conftest import needs_matplotlib, png_size, run
+from conftest import assert_refused, needs_matplotlib, png_size, run
 from gpumlp.cli import main
 
 # -- gpumlp data --------------------------------------------------------------------------------
@@ -31,9 +30,7 @@ def test_data_info_prints_json(tmp_path, monkeypatch):
 )
 def test_bad_command_line(argv, match, tmp_path):
     code, _, stderr = run(*argv)
-    assert code == 2
-    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
-    assert re.search(match, stderr), stderr
+    assert_refused(code, stderr, match)
     assert not (tmp_path / "run").exists()
 
 

@@ -37,6 +37,7 @@ from conftest import (
     VAL_OVERFLOW_FIT,
     VAL_OVERFLOW_NET,
     DiskFull,
+    assert_refused,
     fail_on_step,
     file_in_the_way,
     history_columns,
@@ -191,9 +192,7 @@ CLI_CASES = [
 def test_bad_command_line(argv, match, tmp_path, quick_run):
     data, _ = quick_run
     code, _, stderr = run("train", *argv, "--data", data, "--out", tmp_path / "run")
-    assert code == 2
-    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
-    assert re.search(match, stderr), stderr
+    assert_refused(code, stderr, match)
     assert not (tmp_path / "run").exists()
 
 
@@ -241,8 +240,7 @@ def test_missing_data_file_exits_2(tmp_path):
 def test_bad_data_file(make, exc, match, tmp_path):
     path = make(tmp_path)
     code, _, stderr = run("train", "--data", path, "--out", tmp_path / "run", "--backend", "numpy")
-    assert code == 2
-    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
+    assert_refused(code, stderr)
     assert str(path) in stderr and re.search(match, stderr)
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
@@ -280,9 +278,7 @@ def test_bad_file_on_the_command_line(argv, match, tmp_path, quick_run):
     before = (run_dir / "checkpoint.npz").read_bytes()
     args = argv(tmp_path, data, run_dir)
     code, _, stderr = run("train", *args, "--data", data, "--backend", "numpy")
-    assert code == 2
-    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1
-    assert re.search(match, stderr), stderr
+    assert_refused(code, stderr, match)
     assert (run_dir / "checkpoint.npz").read_bytes() == before  # a refused resume changes nothing
 
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 import subprocess
 import sys
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
 
-from conftest import PEAK_RSS  # noqa: E402
+from conftest import PEAK_RSS, png_declaring  # noqa: E402
 from gpumlp.images import MAX_PIXELS, find_images, read_digit, to_mnist  # noqa: E402
 
 N_PHOTOS = 200
@@ -84,23 +82,6 @@ def naive(path: Path) -> np.ndarray:
     if np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]]).mean() > 0.5:
         p = 1.0 - p
     return p.astype(np.float32).ravel()
-
-
-def png_declaring(path: Path, width: int, height: int) -> Path:
-    """A valid 1-bit PNG of width × height black pixels: a few hundred KB that would decode to
-    width * height bytes as grey."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    z = zlib.compressobj(9)
-    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the row's bits
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
-                     + chunk(b"IEND", b""))  # fmt: skip
-    return path
 
 
 # -- fixtures -----------------------------------------------------------------------------------

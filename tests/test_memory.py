@@ -36,7 +36,15 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import IDX_NAMES, PEAK_RSS, fail_on_step, gpumlp_cmd, gpumlp_env, npz_maker
+from conftest import (
+    IDX_NAMES,
+    PEAK_RSS,
+    fail_on_step,
+    gpumlp_cmd,
+    gpumlp_env,
+    npz_maker,
+    png_declaring,
+)
 from gpumlp import OutOfMemory, backend, memory
 from gpumlp.safeio import INFLATE_FLOOR
 
@@ -603,27 +611,10 @@ def test_pickle_bombs_are_refused(data, inflating, gist, tmp_path, baseline):
     assert not (tmp_path / "run").exists()
 
 
-def png_of_zeros(path: Path, width: int, height: int) -> Path:
-    """A valid 1-bit PNG of width × height black pixels: a few hundred KB."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    z = zlib.compressobj(9)
-    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the row's bits
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
-                     + chunk(b"IEND", b""))  # fmt: skip
-    return path
-
-
 @linux_only
 def test_image_bomb_given_to_predict_is_refused_from_its_header(tmp_path, mnist_model, baseline):
     pytest.importorskip("PIL")
-    path = png_of_zeros(tmp_path / "huge.png", 20000, 20000)
+    path = png_declaring(tmp_path / "huge.png", 20000, 20000)
     assert path.stat().st_size < 1 << 20
     line = refused(run_limited("predict", mnist_model, path), baseline)
     assert line == (f"gpumlp: error: image '{path}' is 400 megapixels, more than the 40 "
