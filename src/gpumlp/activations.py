@@ -71,13 +71,12 @@ class Activation:
         return g * self.prime(z, a, xp=xp)
 
 
-@functools.cache
 def sigmoid_floor(smallest_normal: float) -> float:
     """The z below which the sigmoid holds z still: ``ceil(ln smallest_normal)`` of the dtype
     (−87 in float32, −708 in float64). Above it e^−z is finite, and σ(z) ≥ σ(floor) is a normal
-    number: a subnormal one would make a CPU's arithmetic on it ~100 times slower (a GEMM over
-    saturated units, 140× measured). Below it σ is held at σ(floor), within 3·smallest_normal
-    of the exact value."""
+    number: a subnormal one would make a CPU's arithmetic on it ~100 times slower (a float32
+    GEMM whose inputs were all subnormal ran 130× slower; docs/benchmarks.md). Below it σ is
+    held at σ(floor), within 3·smallest_normal of the exact value."""
     return float(math.ceil(math.log(smallest_normal)))
 
 
@@ -87,7 +86,7 @@ def sigmoid_floor(smallest_normal: float) -> float:
 # (z > 17 in float32), so a unit saturated at the wrong end still gets its gradient.
 
 
-@functools.cache
+@functools.cache  # the hot path's one lookup: finfo per dtype once, not per call
 def _floor(dtype: Any, xp: Namespace) -> float:
     return sigmoid_floor(float(xp.finfo(dtype).smallest_normal))
 
