@@ -8,6 +8,8 @@ array-API namespace. ``import gpumlp`` never imports CuPy: the backend is resolv
 >>> net = gpumlp.Network([784, 30, 10], backend="numpy", seed=0)
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .backend import get_namespace
 from .errors import (
@@ -20,7 +22,9 @@ from .errors import (
 from .history import History
 from .loader import load
 from .model import Network
-from .studies import sweep
+
+if TYPE_CHECKING:
+    from .studies import sweep
 
 __all__ = [
     "BackendUnavailableError",
@@ -35,3 +39,13 @@ __all__ = [
     "load",
     "sweep",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``gpumlp.sweep`` on first use: it brings the run-folder, data and download modules, which
+    ``import gpumlp`` alone does not need."""
+    if name == "sweep":
+        from .studies import sweep
+
+        return sweep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

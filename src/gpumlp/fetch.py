@@ -10,15 +10,12 @@ new file gets). ``GPUMLP_MNIST_URL`` names a mirror of the same file instead (``
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import os
 import subprocess
 import sys
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +164,12 @@ def _copy(src: IO[bytes], out: IO[bytes], total: int, progress: Progress | None)
 
 
 def _download(url: str, out: IO[bytes], progress: Progress | None) -> tuple[int, str]:
+    # Imported here, not with the module: urllib.request brings ssl and email, which every
+    # `import gpumlp` would otherwise pay for (the data modules import this one).
+    import http.client
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or MNIST_SIZE)
