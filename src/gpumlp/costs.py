@@ -33,12 +33,11 @@ class Fused:
     and stabler than the chain rule, and valid only for that activation.
 
     ``delta(z, a, y, *, xp)`` is the xp form; ``cuda`` the CUDA C expression of one element in
-    ``a``, ``y`` and ``ysum`` (Σ_j y_j of the row, computed by the kernel when ``needs_ysum``).
+    ``a``, ``y`` and ``ysum`` (Σ_j y_j of the row, which the output kernel always sums).
     """
 
     delta: Callable[..., Array]
     cuda: str
-    needs_ysum: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,7 @@ COSTS: dict[str, Cost] = {
         "log_likelihood", _log_likelihood, _log_likelihood_grad, _np_log_likelihood_grad,
         cuda_grad="-y / clip(a, eps, (real)1)",
         cuda_cost="-(y * log(clip(a, eps, (real)1)))",
-        fused={"softmax": Fused(_softmax_log_likelihood_delta, "a * ysum - y", True)},
+        fused={"softmax": Fused(_softmax_log_likelihood_delta, "a * ysum - y")},
         outputs=frozenset({"softmax"}),
         unit_targets=True,
     ),
