@@ -10,7 +10,6 @@ Nothing here prints; callers pass ``on_epoch`` and ``progress``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from .memory import check_model_fits, check_training_fits
 from .model import Network
 from .optim import get_optimizer
 from .sources import DataSet
+from .train import safe_magnitude
 
 __all__ = ["FIT_FLAGS", "RunPlan", "execute", "plan_run", "sizes_for"]
 
@@ -131,7 +131,7 @@ def _check_penalties(flags: dict[str, Any], spec: ModelSpec, n: int) -> None:
     """Refuse an L2 or L1 penalty that makes training diverge whatever the data: a step
     ``λ/n`` past the dtype's safe range (products with it overflow), or a weight decay step
     ``lr·l2/n`` past the optimizer's :meth:`~gpumlp.optim.Optimizer.decay_limit`."""
-    safe = math.sqrt(float(np.finfo(spec.dtype).max))  # train.safe_magnitude's bound
+    safe = safe_magnitude(float(np.finfo(spec.dtype).max))
     for key in ("l2", "l1"):
         if (step := flags[key] / n) > safe:
             raise ValueError(
