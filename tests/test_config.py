@@ -82,6 +82,7 @@ TRAIN_CASES = [
     ("plateau-no-validation", lambda: fit(schedule="plateau"), ValueError, "validation_data"),
     ("patience-no-validation", lambda: fit(patience=3), ValueError, "validation_data"),
     ("monitor-unknown", lambda: fit(monitor=["loss"]), ValueError, "monitor entry 'loss'"),
+    ("monitor-string", lambda: fit(monitor="val_cost"), TypeError, "got the string .val_cost."),
     ("shuffle-string", lambda: fit(shuffle="yes"), TypeError, "shuffle must be True or False"),
 ]
 

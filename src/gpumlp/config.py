@@ -9,7 +9,8 @@ construction is where bad ones are refused, with a message naming the argument. 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,7 +24,15 @@ from .memory import param_count
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
 
-__all__ = ["DEFAULT_CHUNK", "ENGINES", "MONITORS", "ModelSpec", "TrainConfig"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "ENGINES",
+    "HYPER_KEYS",
+    "MONITORS",
+    "ModelSpec",
+    "TrainConfig",
+    "monitors",
+]
 
 DEFAULT_CHUNK = 10_000
 """Rows per forward pass when evaluating or predicting, bounding memory on large sets."""
@@ -33,6 +42,9 @@ ENGINES = ("auto", "generic", "fused", "graph")
 path (NumPy: in-place ufuncs into preallocated buffers; CuPy: fused kernels and cuBLAS).
 ``graph``: CuPy only, whole steps replayed as CUDA graphs. ``auto`` picks the fastest that
 qualifies for the backend and network, falling back to ``generic``."""
+
+HYPER_KEYS = ("lr", "batch_size", "optimizer", "momentum", "l2", "l1", "dropout", "schedule")
+"""The hyperparameters a checkpoint records (with ``shuffle``) and a resume takes back."""
 
 MONITORS = ("train_cost", "train_accuracy", "val_cost", "val_accuracy")
 """``train_*`` are running means over the epoch's mini-batches; ``val_*`` are measured on
@@ -131,6 +143,20 @@ class ModelSpec:
         return self.activations[-1].name
 
 
+def monitors(monitor: Iterable[str]) -> tuple[str, ...]:
+    """``monitor`` as a tuple of names from :data:`MONITORS`; a bare string (TypeError) or an
+    unknown name (ValueError) is refused."""
+    if isinstance(monitor, str):
+        raise TypeError(f"monitor must be a sequence of names, got the string {monitor!r}")
+    names = tuple(monitor)
+    for name in names:
+        if name not in MONITORS:
+            raise ValueError(
+                f"monitor entry {name!r} is not a monitor; expected some of {list(MONITORS)}"
+            )
+    return names
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting of :meth:`gpumlp.Network.fit`, validated on construction.
@@ -156,8 +182,6 @@ class TrainConfig:
     checkpoint_every: int | None = None
     engine: str = "auto"
     chunk: int = DEFAULT_CHUNK
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-    """Anything else a caller wants recorded with the run's hyperparameters (not validated)."""
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -183,14 +207,7 @@ class TrainConfig:
         ):
             if value not in names:
                 raise ValueError(f"{arg}={value!r} is not {what}; expected one of {list(names)}")
-        if isinstance(self.monitor, str):
-            raise TypeError(f"monitor must be a sequence of names, got the string {self.monitor!r}")
-        put(self, "monitor", tuple(self.monitor))
-        for name in self.monitor:
-            if name not in MONITORS:
-                raise ValueError(
-                    f"monitor entry {name!r} is not a monitor; expected some of {list(MONITORS)}"
-                )
+        put(self, "monitor", monitors(self.monitor))
         if self.checkpoint is not None:
             put(self, "checkpoint", Path(self.checkpoint))
 
@@ -210,5 +227,4 @@ class TrainConfig:
 
     def hyper(self) -> dict[str, Any]:
         """The hyperparameters recorded in checkpoints (a resume with others is warned about)."""
-        keys = ("lr", "batch_size", "optimizer", "momentum", "l2", "l1", "dropout", "schedule")
-        return {k: getattr(self, k) for k in keys} | {"shuffle": self.shuffle} | self.extra
+        return {k: getattr(self, k) for k in HYPER_KEYS} | {"shuffle": self.shuffle}

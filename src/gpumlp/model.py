@@ -19,7 +19,7 @@ import numpy as np
 from ._checks import check_int, check_params, count_rows
 from .backend import Array, to_device
 from .checkpoint import write_checkpoint
-from .config import DEFAULT_CHUNK, ModelSpec, TrainConfig
+from .config import DEFAULT_CHUNK, ModelSpec, TrainConfig, monitors
 from .fitting import train_network
 from .history import History
 from .initial import init_params
@@ -248,7 +248,7 @@ class Network:
             dropout=dropout,
             schedule=schedule,
             patience=patience,
-            monitor=tuple(monitor),
+            monitor=monitors(monitor),
             checkpoint=None if checkpoint is None else Path(checkpoint),
             checkpoint_every=checkpoint_every,
             engine=engine,
