@@ -96,6 +96,36 @@ def test_adam_state_counts_steps():
     assert state.scalars["t"] == 3
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_update_in_place_is_update_bit_for_bit(name, dtype):
+    # The NumPy fast path's in-place form must be the functional update's arithmetic exactly,
+    # over several steps (state carried) and for weights and biases alike.
+    rng = np.random.default_rng(11)
+    opt = get_optimizer(name, momentum=0.7)
+
+    def params(arrays):
+        return Params(
+            [a.astype(dtype) for a in arrays[::2]], [a.astype(dtype) for a in arrays[1::2]]
+        )
+
+    start = [rng.standard_normal((3, 4)), rng.standard_normal(3)]
+    functional, in_place = params(start), params(start)
+    s_f, s_i = opt.init(functional, xp=np), opt.init(in_place, xp=np)
+    held = in_place.weights[0]  # written in place: a reference taken before stays current
+    for lr in (0.5, 0.1, 0.02):
+        grads = params([rng.standard_normal((3, 4)), rng.standard_normal(3)])
+        apply_update(opt, functional, grads, s_f, lr=lr, xp=np)
+        apply_update(opt, in_place, grads, s_i, lr=lr, xp=np, in_place=True)
+        for a, b in zip(functional.arrays(), in_place.arrays(), strict=True):
+            assert a.dtype == b.dtype == np.dtype(dtype) and np.array_equal(a, b)
+        for key in opt.buffers:
+            for a, b in zip(s_f.buffers[key].arrays(), s_i.buffers[key].arrays(), strict=True):
+                assert np.array_equal(a, b)
+    assert held is in_place.weights[0] and not np.array_equal(held, start[0].astype(dtype))
+    assert s_f.scalars == s_i.scalars
+
+
 # -- PyTorch as an oracle over several steps ----------------------------------------------------
 
 

@@ -160,5 +160,5 @@ class NumpyStep(BatchLoop):
             for p, gr in zip(params.arrays(), grads.arrays(), strict=True):
                 p -= gr
         else:
-            apply_update(s.optimizer, params, grads, s.opt_state, lr=lr, xp=xp)
+            apply_update(s.optimizer, params, grads, s.opt_state, lr=lr, xp=xp, in_place=True)
         return last.a

@@ -6,8 +6,9 @@ returns the new ``p`` and new state buffers, where ``g`` is the gradient of the 
 momentum, ``m`` and ``v`` for Adam) and ``k`` the step's host-side factors (``factors``: the
 rate, and Adam's bias corrections). :meth:`Params.set` then writes each result in place where
 the namespace allows it and rebinds it where arrays are immutable (``jax.numpy``), so one update
-rule serves both. ``cuda`` is the same update as CUDA C (the ``update`` kernel of
-:mod:`gpumlp._kernels`), with the same arithmetic.
+rule serves both. ``update_in_place`` is the same arithmetic written into the arrays themselves,
+for the NumPy fast path (no new tensor per step). ``cuda`` is the same update as CUDA C (the
+``update`` kernel of :mod:`gpumlp._kernels`), with the same arithmetic.
 
 Penalties (:func:`regularize`) are added to the gradient before the update, as the book does:
 L2 is ``(λ/n) W`` (network2's ``w ← (1 − ηλ/n) w − η ∂C/∂w``), L1 is ``(λ/n) sgn(W)``, with ``n``
@@ -81,6 +82,14 @@ class Optimizer:
         """One step for one tensor: the new ``p`` and new buffers."""
         raise NotImplementedError
 
+    def update_in_place(
+        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
+    ) -> None:
+        """:meth:`update` written into ``p`` and ``bufs`` themselves (writable arrays), with
+        the same arithmetic in the same order: the NumPy fast path's form, which allocates no
+        new tensors."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class SGD(Optimizer):
@@ -101,6 +110,12 @@ class SGD(Optimizer):
     ) -> tuple[Array, tuple[Array, ...]]:
         """``p − lr g``."""
         return p - k[0] * g, ()
+
+    def update_in_place(
+        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
+    ) -> None:
+        """``p −= lr g``."""
+        p -= k[0] * g
 
 
 @dataclass(frozen=True)
@@ -143,6 +158,15 @@ class Momentum(Optimizer):
         step = k[0] * g
         v = bufs[0] * self.momentum - step
         return (p + (self.momentum * v - step) if self.nesterov else p + v), (v,)
+
+    def update_in_place(
+        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
+    ) -> None:
+        """``v *= μ; v −= lr g``; ``p += v`` (Nesterov: ``p += μ v − lr g``)."""
+        step, v = k[0] * g, bufs[0]
+        v *= self.momentum
+        v -= step
+        p += self.momentum * v - step if self.nesterov else v
 
 
 @dataclass(frozen=True)
@@ -190,6 +214,18 @@ class Adam(Optimizer):
         v = bufs[1] * b2 + (1.0 - b2) * (g * g)
         return p - k[0] * m / (xp.sqrt(v) / k[1] + self.eps), (m, v)
 
+    def update_in_place(
+        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
+    ) -> None:
+        """The Adam step with ``m``, ``v`` and ``p`` updated in place."""
+        b1, b2 = self.beta1, self.beta2
+        m, v = bufs
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        p -= k[0] * m / (xp.sqrt(v) / k[1] + self.eps)
+
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 
@@ -227,14 +263,27 @@ def get_optimizer(
 
 
 def apply_update(
-    opt: Optimizer, params: Params, grads: Params, state: OptState, *, lr: float, xp: Namespace
+    opt: Optimizer,
+    params: Params,
+    grads: Params,
+    state: OptState,
+    *,
+    lr: float,
+    xp: Namespace,
+    in_place: bool = False,
 ) -> None:
     """One optimizer step over every tensor of ``params`` (and ``state``), each result stored
-    by :meth:`Params.set`: in place where ``xp`` writes in place, rebound where it cannot."""
+    by :meth:`Params.set`: in place where ``xp`` writes in place, rebound where it cannot.
+    ``in_place=True`` (writable arrays only) takes :meth:`Optimizer.update_in_place` instead."""
     k = opt.factors(lr, state)
     bufs = [state.buffers[name] for name in opt.buffers]
+    buf_arrays = [b.arrays() for b in bufs]
     for i, (p, g) in enumerate(zip(params.arrays(), grads.arrays(), strict=True)):
-        new_p, new_bufs = opt.update(p, g, [b.arrays()[i] for b in bufs], k, xp=xp)
+        mine = [arrays[i] for arrays in buf_arrays]
+        if in_place:
+            opt.update_in_place(p, g, mine, k, xp=xp)
+            continue
+        new_p, new_bufs = opt.update(p, g, mine, k, xp=xp)
         params.set(i, new_p)
         for buf, value in zip(bufs, new_bufs, strict=True):
             buf.set(i, value)
