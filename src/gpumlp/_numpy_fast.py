@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from .dropout import keep_masks
 from .network import Params
 from .optim import SGD, apply_update, regularize
 from .runstate import TrainState
@@ -106,18 +105,7 @@ class NumpyStep(BatchLoop):
         gb: list[Any] = self.grads.biases
         m, L = x.shape[0], len(ws)
         layers = self._layers(m)
-        keep: list[Any] | None = None
-        if cfg.dropout and L > 1:
-            assert s.dropout_key is not None
-            keep = keep_masks(
-                s.dropout_key,
-                draw,
-                m,
-                spec.hidden_widths,
-                cfg.dropout,
-                xp=xp,
-                dtype=np.dtype(spec.dtype),
-            )
+        keep: list[Any] | None = self.keep_masks(m, draw)
         inputs: list[Any] = [x]
         for l, buf in enumerate(layers):  # forward, recording z and a
             np.matmul(inputs[l], ws[l].T, out=buf.z)

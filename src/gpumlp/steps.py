@@ -71,6 +71,16 @@ class BatchLoop:
     def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array:
         raise NotImplementedError
 
+    def keep_masks(self, m: int, draw: int) -> list[Array] | None:
+        """Step ``draw``'s dropout multipliers for a batch of ``m`` rows, one (m, n_l) array per
+        hidden layer (:func:`gpumlp.dropout.keep_masks`), or None when nothing is dropped."""
+        s = self.state
+        if not s.config.dropout or len(s.spec.sizes) <= 2:
+            return None
+        assert s.dropout_key is not None
+        widths, p = s.spec.hidden_widths, s.config.dropout
+        return keep_masks(s.dropout_key, draw, m, widths, p, xp=self.xp, dtype=s.spec.xp_dtype)
+
     def cost_sum(self, a: Array, y: Array) -> Array:
         """The summed cost of a batch (a device scalar), for the train_cost monitor."""
         return self.xp.sum(self.state.spec.cost.fn(a, y, xp=self.xp))
@@ -116,18 +126,7 @@ class GenericStep(BatchLoop):
     def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array:
         s = self.state
         spec, cfg, xp = s.spec, s.config, self.xp
-        keep = None
-        if cfg.dropout and len(spec.sizes) > 2:
-            assert s.dropout_key is not None
-            keep = keep_masks(
-                s.dropout_key,
-                draw,
-                x.shape[0],
-                spec.hidden_widths,
-                cfg.dropout,
-                xp=xp,
-                dtype=spec.xp_dtype,
-            )
+        keep = self.keep_masks(x.shape[0], draw)
         grads, a = backprop(
             s.params, x, y, activations=spec.activations, cost=spec.cost, xp=xp, keep=keep
         )
