@@ -120,10 +120,7 @@ def _np_sigmoid_times_prime(g: Any, z: Any, a: Any, ws: Any) -> None:
 
 
 _CUDA_SIGMOID = "return (real)1 / ((real)1 + exp(-(z < SIGMOID_FLOOR ? SIGMOID_FLOOR : z)));"
-_CUDA_SIGMOID_PRIME = (
-    "const real w = -z;\n"
-    "    return a * ((real)1 / ((real)1 + exp(-(w < SIGMOID_FLOOR ? SIGMOID_FLOOR : w))));"
-)
+_CUDA_SIGMOID_PRIME = "return a * act_sigmoid(-z);"  # as _sigmoid_prime; act_sigmoid precedes it
 
 # -- tanh: tanh' = sech²(z) = 4e/(1 + e)² with e = e^(−2|z|) ----------------------------------
 # exact where 1 − a² would round to 0 (|z| > 9 in float32), and e ≤ 1 cannot overflow.
