@@ -19,7 +19,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._version import __version__
-from ..errors import BackendUnavailableError
 from . import inspect, parity, sweep, tools, train
 from ._args import Parser, UsageError
 
@@ -42,8 +41,7 @@ _REPORTED = (
     OSError,
     MemoryError,
     ImportError,
-    RuntimeError,
-    BackendUnavailableError,
+    RuntimeError,  # BackendUnavailableError and DivergedError among them
 )
 
 

@@ -18,7 +18,6 @@ from .. import backend
 from ..activations import ACTIVATIONS
 from ..config import ENGINES
 from ..costs import COSTS
-from ..errors import BackendUnavailableError, DivergedError
 from ..initial import INITS
 from ..optim import OPTIMIZERS
 from ..parity import compare, synthetic
@@ -95,11 +94,6 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
     return {"parity": run}
 
 
-def _fail(message: str) -> int:
-    print(f"gpumlp: error: {message}", file=sys.stderr)
-    return 2
-
-
 def _sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if args.dtype and args.dtypes:
         raise ValueError("give --dtype or --dtypes, not both")
@@ -130,46 +124,44 @@ def _check_report_path(value: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison; print the report (and write it as JSON); the exit code."""
-    try:
-        if args.json is not None:  # refused before anything runs or is said
-            _check_report_path(args.json)
-        names, dtypes = _sides(args)
-        if "cupy" in names:
-            backend.use_fp32_matmul()  # TF32 would swamp float32 parity (gpumlp.parity)
-        xps = [backend.get_namespace(n) for n in names]
-        if args.data:
-            from ..datasets import load_mnist
+    """Run the comparison; print the report (and write it as JSON); the exit code. Bad
+    arguments and failures raise, for :func:`gpumlp.cli.main` to report (exit 2)."""
+    if args.json is not None:  # refused before anything runs or is said
+        _check_report_path(args.json)
+    names, dtypes = _sides(args)
+    if "cupy" in names:
+        backend.use_fp32_matmul()  # TF32 would swamp float32 parity (gpumlp.parity)
+    xps = [backend.get_namespace(n) for n in names]
+    if args.data:
+        from ..datasets import load_mnist
 
-            (X, y), _, (X_test, y_test) = load_mnist(args.data)
-            X, y = X[: args.n], y[: args.n]
-        else:
-            (X, y), (X_test, y_test) = synthetic(args.n or 2000, 500, args.sizes, args.seed)
-        config = {
-            k: getattr(args, k)
-            for k in (
-                "sizes",
-                "batch_size",
-                "steps",
-                "epochs",
-                "seed",
-                "engine",
-                "activation",
-                "output_activation",
-                "cost",
-                "init",
-                "optimizer",
-                "momentum",
-                "lr",
-                "l2",
-            )
-        }
-        config["data"] = args.data or "synthetic"
-        report = compare(
-            list(zip(names, xps, dtypes, strict=True)), ((X, y), (X_test, y_test)), config=config
+        (X, y), _, (X_test, y_test) = load_mnist(args.data)
+        X, y = X[: args.n], y[: args.n]
+    else:
+        (X, y), (X_test, y_test) = synthetic(args.n or 2000, 500, args.sizes, args.seed)
+    config = {
+        k: getattr(args, k)
+        for k in (
+            "sizes",
+            "batch_size",
+            "steps",
+            "epochs",
+            "seed",
+            "engine",
+            "activation",
+            "output_activation",
+            "cost",
+            "init",
+            "optimizer",
+            "momentum",
+            "lr",
+            "l2",
         )
-    except (ValueError, TypeError, OSError, DivergedError, BackendUnavailableError) as exc:
-        return _fail(str(exc))
+    }
+    config["data"] = args.data or "synthetic"
+    report = compare(
+        list(zip(names, xps, dtypes, strict=True)), ((X, y), (X_test, y_test)), config=config
+    )
     print(format_report(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
