@@ -108,6 +108,19 @@ def test_flags_that_cannot_go_with_the_space_are_refused(tmp_path, bar_mnist, op
     assert not out.exists()
 
 
+def test_sizes_that_do_not_fit_the_target_columns_are_refused_before_any_trial(tmp_path, optuna):
+    # The check train makes (runner.sizes_for) holds for a sweep's fixed --sizes as well.
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "X.npy", rng.random((20, 3)))
+    np.save(tmp_path / "Y4.npy", np.eye(4)[np.arange(20) % 4])
+    out = tmp_path / "out"
+    data = ["--data", tmp_path / "X.npy", "--labels", tmp_path / "Y4.npy"]
+    space = space_file(tmp_path, "lr = {log = [0.5, 5]}\n")
+    code, _, err = run("sweep", space, *data, "--sizes", "3,5,3", "--out", out)
+    assert_refused(code, err, "--sizes 3,5,3 ends with 3 outputs, but the targets y have 4 columns")
+    assert not out.exists()
+
+
 def test_report_of_a_folder_without_a_study(tmp_path, optuna):
     code, out, err = run("sweep", "--report", tmp_path)
     assert code == 2 and out == ""

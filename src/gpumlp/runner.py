@@ -54,7 +54,8 @@ _NET_FLAGS = ("activation", "output_activation", "cost", "init", "dtype", "backe
 
 def sizes_for(flags: dict[str, Any], data: DataSet, *, hidden_given: bool = False) -> list[int]:
     """The layer sizes: ``hidden`` between the data's width and outputs, else ``sizes``, which
-    must fit the data. ValueError naming the flag otherwise."""
+    must fit the data (its features; its classes, or its target columns exactly). ValueError
+    naming the flag otherwise."""
     d, k = data.n_features, data.n_outputs
     if flags.get("hidden") is not None:
         if hidden_given:
@@ -68,6 +69,11 @@ def sizes_for(flags: dict[str, Any], data: DataSet, *, hidden_given: bool = Fals
         )
     if data.train[1].ndim == 1 and sizes[-1] < k and not (sizes[-1] == 1 and k == 2):
         raise ValueError(f"--sizes ends with {sizes[-1]} outputs, but the data has {k} classes")
+    if data.train[1].ndim == 2 and sizes[-1] != k:
+        raise ValueError(
+            f"--sizes {','.join(map(str, sizes))} ends with {sizes[-1]} outputs, but the targets "
+            f"y have {k} columns"
+        )
     return sizes
 
 

@@ -67,11 +67,6 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, int,
     if flags["labels"] is not None:  # args.json must name it wherever eval is run from
         flags["labels"] = str(Path(flags["labels"]).expanduser().resolve())
     flags["sizes"] = sizes_for(flags, data, hidden_given="sizes" in given)
-    if data.train[1].ndim == 2 and flags["sizes"][-1] != data.n_outputs:
-        raise ValueError(
-            f"--sizes {','.join(map(str, flags['sizes']))} ends with {flags['sizes'][-1]} "
-            f"outputs, but the targets y have {data.n_outputs} columns"
-        )
     return flags, resume, done, data
 
 
