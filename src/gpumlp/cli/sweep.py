@@ -10,7 +10,6 @@ prints the trials, the best as a ``gpumlp train`` command, and draws their plots
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import shlex
@@ -23,14 +22,14 @@ from .. import signals
 from .._version import __version__
 from ..atomicio import atomic_write_bytes
 from ..rundir import TRAIN_DEFAULTS
-from ..sources import DataSet, load_data
+from ..sources import DataSet
 from ..studies import run_worker
 from ..studystore import PRUNERS, masked, open_study, require_optuna, storage_url
 from ..sweepspace import bind_study, check_space, default_seed, hold_out, read_space
 from ..trials import evaluate_best
 from ._args import UsageError, add_train_flags, number
 from .sweepreport import flag_args, report, test_line, train_command, trial_line
-from .tools import ensure_mnist
+from .train import load_flags_data
 
 __all__ = ["add_parsers"]
 
@@ -106,13 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(flags: dict[str, Any]) -> DataSet:
     """The data, with a validation split (its own, else held out: :func:`hold_out`)."""
-    if flags["data"] is None:
-        ensure_mnist()
-    # The data layer may take the table flags (and --val-split) itself; pass what it accepts.
-    accepted = inspect.signature(load_data).parameters
-    extra = {k: flags[k] for k in ("labels", "label_column", "val_split", "seed") if k in accepted}
-    data = load_data(flags["data"], **extra).limited(flags["limit"])
-    return hold_out(data, flags["val_split"], flags["seed"])
+    return hold_out(load_flags_data(flags), flags["val_split"], flags["seed"])
 
 
 def _work(study: Any, dims: Any, fixed: Any, data: DataSet, out: Path, args: Any) -> int:

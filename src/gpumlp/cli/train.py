@@ -24,7 +24,7 @@ from ..sources import DataSet, check_mnist_flags, load_data
 from ._args import add_train_flags
 from .tools import ensure_mnist
 
-__all__ = ["add_parsers", "resolve"]
+__all__ = ["add_parsers", "load_flags_data", "resolve"]
 
 
 def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, Any]:
@@ -54,20 +54,26 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, int,
     flags = TRAIN_DEFAULTS | resumed | given
     if flags["seed"] is None:
         flags["seed"] = secrets.randbelow(2**32)
+    data = load_flags_data(flags)
+    if flags["labels"] is not None:  # args.json must name it wherever eval is run from
+        flags["labels"] = str(Path(flags["labels"]).expanduser().resolve())
+    flags["sizes"] = sizes_for(flags, data, hidden_given="sizes" in given)
+    return flags, resume, done, data
+
+
+def load_flags_data(flags: dict[str, Any]) -> DataSet:
+    """The data the flags name (``data``, the table flags, ``val_split``, ``seed``, ``limit``):
+    MNIST's flags refused before it is fetched, then fetched when missing."""
     if flags["data"] is None:
         check_mnist_flags(flags["labels"], flags["label_column"], flags["val_split"])
         ensure_mnist()
-    data = load_data(
+    return load_data(
         flags["data"],
         labels=flags["labels"],
         label_column=flags["label_column"],
         val_split=flags["val_split"],
         seed=flags["seed"],
     ).limited(flags["limit"])
-    if flags["labels"] is not None:  # args.json must name it wherever eval is run from
-        flags["labels"] = str(Path(flags["labels"]).expanduser().resolve())
-    flags["sizes"] = sizes_for(flags, data, hidden_given="sizes" in given)
-    return flags, resume, done, data
 
 
 def run(args: argparse.Namespace) -> int:
