@@ -273,3 +273,25 @@ def test_handlers_are_restored_after_a_run(tmp_path, bar_mnist, monkeypatch):
                           "--quiet", "--out", tmp_path / "run")  # fmt: skip
     assert code == 0, stderr
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == before
+
+
+def test_handled_by_leaves_an_ignored_signal_ignored_and_restores_the_rest():
+    # What a sweep worker installs (gpumlp.studies.run_worker): under nohup, SIGHUP stays
+    # ignored inside the block; every handler is back afterwards.
+    from gpumlp.signals import handled_by
+
+    def mine(signum, frame):
+        raise AssertionError("not delivered in this test")
+
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = [signal.getsignal(s) for s in signums]
+    hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with handled_by(mine):
+            assert signal.getsignal(signal.SIGINT) is mine
+            assert signal.getsignal(signal.SIGTERM) is mine
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, hup)
+    assert [signal.getsignal(s) for s in signums] == before

@@ -13,11 +13,13 @@ saved, and the process exits with the shell's code for the signal (130, 143, 129
   temp files, which the next run in the folder removes.
 - :func:`interrupts_from_signals` (the library's scope, e.g. one trial of a sweep): within the
   block SIGTERM and SIGHUP raise :class:`Interrupt` as Ctrl-C raises KeyboardInterrupt.
+- :func:`handled_by` gives the three signals to a handler of the caller's within a block (a
+  sweep worker's, which lets them wait while it talks to its storage).
 - :func:`deferred` holds interrupts back while files are written: a window of its own outside
   :func:`stop_on_signals`; inside it, a signal that arrives in the window starts the stopping.
 
 A signal ignored when they start (``nohup`` ignores SIGHUP) stays ignored. Handlers can only be
-installed from the main thread; elsewhere all three are no-ops.
+installed from the main thread; elsewhere these are no-ops.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "EXIT_CODES",
     "Interrupt",
     "deferred",
+    "handled_by",
     "interrupts_from_signals",
     "name",
     "stop_on_signals",
@@ -150,17 +153,28 @@ def stop_on_signals() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def interrupts_from_signals() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupt`; handlers are restored.
-    (Inside :func:`stop_on_signals`, which does this and more, it does nothing.)"""
-    if not _main_thread() or _scoped:
+def handled_by(handler: Callback, signums: tuple[signal.Signals, ...] = _SIGNALS) -> Iterator[None]:
+    """Within the block ``handler`` takes ``signums`` (default SIGINT, SIGTERM, SIGHUP; those
+    ignored stay so); the handlers before are restored after. Off the main thread, nothing."""
+    if not _main_thread():
         yield
         return
-    old = _install(_raise, (signal.SIGTERM, signal.SIGHUP))
+    old = _install(handler, signums)
     try:
         yield
     finally:
         _restore(old)
+
+
+@contextlib.contextmanager
+def interrupts_from_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupt`; handlers are restored.
+    (Inside :func:`stop_on_signals`, which does this and more, it does nothing.)"""
+    if _scoped:
+        yield
+        return
+    with handled_by(_raise, (signal.SIGTERM, signal.SIGHUP)):
+        yield
 
 
 @contextlib.contextmanager

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -46,8 +44,6 @@ if TYPE_CHECKING:
     from optuna.trial import Trial
 
 __all__ = ["run_worker", "sweep"]
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run_worker(
@@ -90,9 +86,7 @@ def run_worker(
         return value
 
     callbacks = [lambda _, t: on_trial(t)] if on_trial is not None else None
-    main = threading.current_thread() is threading.main_thread()  # else handlers can't be set
-    old = {s: signal.signal(s, gate.handle) for s in _SIGNALS if main}
-    try:
+    with signals.handled_by(gate.handle):
         while True:
             gate.check()
             fail_dead_trials(study)
@@ -112,9 +106,6 @@ def run_worker(
                         retry_callback(optuna)(study, t)
                 raise
             current.clear()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 class _Gate:
