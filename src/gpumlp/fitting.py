@@ -48,7 +48,7 @@ def train_network(
             state.history.stop_reason = f"interrupted during epoch {state.epoch}"
             if cfg.checkpoint is not None:
                 state.save(cfg.checkpoint)
-        raise TrainingInterrupted(state.history, getattr(exc, "signum", 2)) from exc
+        raise TrainingInterrupted(state.history, signals.signum_of(exc)) from exc
     except DivergedError:
         if cfg.checkpoint is not None:  # the last finite epoch, to resume with a smaller lr
             with signals.deferred():

@@ -37,9 +37,11 @@ __all__ = [
     "EXIT_CODES",
     "Interrupt",
     "deferred",
+    "exit_code",
     "handled_by",
     "interrupts_from_signals",
     "name",
+    "signum_of",
     "stop_on_signals",
 ]
 
@@ -97,7 +99,7 @@ def _holder(held: list[int]) -> Callback:
     def hold(signum: int, frame: FrameType | None) -> None:
         held.append(signum)
         if len(held) >= 2:
-            os._exit(EXIT_CODES.get(signum, 128 + signum))
+            os._exit(exit_code(signum))
         # os.write, not print: this may run inside a print to stderr, which is not reentrant.
         with contextlib.suppress(OSError):
             os.write(2, _NOTE)
@@ -197,6 +199,16 @@ def deferred() -> Iterator[list[int]]:
             _stopping(held)
         else:
             _restore(old)
+
+
+def signum_of(exc: BaseException) -> int:
+    """The signal a KeyboardInterrupt stands for: an :class:`Interrupt`'s, else SIGINT."""
+    return int(getattr(exc, "signum", signal.SIGINT))
+
+
+def exit_code(signum: int) -> int:
+    """The shell's exit code for a process stopped by ``signum``: 128 + its number."""
+    return EXIT_CODES.get(signum, 128 + signum)
 
 
 def name(signum: int) -> str:

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .. import signals
 from .._version import __version__
 from . import inspect, parity, sweep, tools, train
 from ._args import Parser, UsageError
@@ -80,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except SystemExit as exc:  # --help and --version (argparse's own exits)
         return EXIT_OK if not exc.code else EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP where a command takes them
         print("gpumlp: interrupted", file=sys.stderr)
-        return 130
+        return signals.exit_code(signals.signum_of(exc))
     except BrokenPipeError:
         # The reader went away (``gpumlp eval | head``): stop quietly, and keep Python from
         # complaining when it flushes stdout at exit.

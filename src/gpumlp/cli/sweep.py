@@ -118,13 +118,13 @@ def _work(study: Any, dims: Any, fixed: Any, data: DataSet, out: Path, args: Any
     try:
         run_worker(study, dims, fixed, data, out, n_trials=args.trials, on_trial=show)
     except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", 2)
+        signum = signals.signum_of(exc)
         print(
             f"gpumlp: {who}interrupted ({signals.name(signum)}): its trial is marked failed "
             "and will be tried again; finished trials are kept: rerun the command to resume",
             file=sys.stderr,
         )
-        return signals.EXIT_CODES.get(signum, 130)
+        return signals.exit_code(signum)
     return 0
 
 
@@ -151,7 +151,7 @@ def _spawn(
         with signals.interrupts_from_signals():
             codes = [p.wait() for p in procs]
     except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", 2)
+        signum = signals.signum_of(exc)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
@@ -161,7 +161,7 @@ def _spawn(
             f"gpumlp: interrupted ({signals.name(signum)}); rerun the command to resume",
             file=sys.stderr,
         )
-        return signals.EXIT_CODES.get(signum, 130)
+        return signals.exit_code(signum)
     for i, code in enumerate(codes, 1):
         if code:
             how = f"signal {-code}" if code < 0 else f"exit code {code}"

@@ -86,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _train(args)
         except KeyboardInterrupt as exc:  # before the first epoch began: nothing was trained
-            signum = getattr(exc, "signum", 2)
+            signum = signals.signum_of(exc)
             print(
                 f"gpumlp: interrupted ({signals.name(signum)}) before training began",
                 file=sys.stderr,
             )
-            return signals.EXIT_CODES.get(signum, 130)
+            return signals.exit_code(signum)
 
 
 def _interrupted(exc: TrainingInterrupted, out: Path) -> str:
@@ -137,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
             )
         except TrainingInterrupted as exc:
             print(_interrupted(exc, out), file=sys.stderr)
-            return signals.EXIT_CODES.get(exc.signum, 130)
+            return signals.exit_code(exc.signum)
     if diverged is not None:
         again = (
             ""
