@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .backend import Namespace, backend_name, cupy_module, is_cupy
 from .errors import OutOfMemory
+from .optim import get_optimizer
 
 __all__ = ["batch_bytes_per_example", "check_model_fits", "check_training_fits", "explain_failure",
            "free_memory", "host_available_memory", "is_out_of_memory", "param_count", "size_text",
@@ -141,7 +142,6 @@ def free_memory(xp: Namespace) -> int | None:
 
 
 _ITEMSIZE = {"float32": 4, "float64": 8}
-_OPT_BUFFERS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
 _DRAW_BLOCK = 16 << 20  # initial.BLOCK_VALUES float64 values drawn at a time, and scaled
 
 
@@ -214,7 +214,7 @@ def training_bytes(sizes: Sequence[int], dtype: str, *, optimizer: str, batch_si
     up to 3 + 2k more times at once (k optimizer buffers; 1 + 2k measured on NumPy, the rest a
     margin: refusing a run that would just fit beats the OOM killer)."""
     p = param_count(sizes) * _ITEMSIZE[dtype]
-    k = _OPT_BUFFERS.get(optimizer, 2)
+    k = len(get_optimizer(optimizer).buffers)
     state = p * (1 + k)  # gradients + optimizer buffers
     snapshot = p * (1 + k) + (p if early_stopping else 0)
     data = n * (_ITEMSIZE[dtype] * (sizes[0] * copies_inputs + sizes[-1]) + 8)

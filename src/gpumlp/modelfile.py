@@ -33,6 +33,7 @@ from .config import ModelSpec
 from .errors import CheckpointError
 from .history import FIELDS
 from .network import Params
+from .optim import get_optimizer
 
 __all__ = [
     "check_same_network",
@@ -152,8 +153,7 @@ def expected_arrays(
     want |= {f"input/{k}": ((sizes[0],), standardized) for k in ("mean", "std")}
     if "epoch" in meta or training:
         check_train_meta(meta, path)
-        buffers = {"sgd": (), "momentum": ("velocity",), "nesterov": ("velocity",)}
-        names = buffers.get(meta["optimizer"]["name"], ("m", "v"))
+        names = get_optimizer(meta["optimizer"]["name"]).buffers
         want |= {f"opt/{b}/{i}": (s, True) for b in names for i, s in enumerate(shapes)}
         want |= {f"best/{i}": (s, False) for i, s in enumerate(shapes)}
     return want
