@@ -72,7 +72,7 @@ class LimitedReader(io.RawIOBase):
     :data:`INFLATE_FLOOR` bytes and :data:`INFLATE_RATIO` times those read from ``packed``."""
 
     def __init__(
-        self, raw: IO[bytes], limit: int, what: str, *, packed: IO[bytes] | None = None
+        self, raw: io.BufferedIOBase, limit: int, what: str, *, packed: IO[bytes] | None = None
     ) -> None:
         super().__init__()
         self.raw, self.limit, self.what, self.done, self.packed = raw, limit, what, 0, packed
@@ -85,7 +85,7 @@ class LimitedReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")[:_CHUNK]
-        n = self.raw.readinto(view) if hasattr(self.raw, "readinto") else self._copy(view)
+        n = self.raw.readinto(view)
         self.done += n
         if self.done > self.limit:
             raise Oversize(f"{self.what} holds more than {self.limit:,} bytes")
@@ -97,11 +97,6 @@ class LimitedReader(io.RawIOBase):
                     f"size ({self.done:,} bytes from the first {packed:,}): a gzip bomb?"
                 )
         return n
-
-    def _copy(self, view: memoryview) -> int:
-        data = self.raw.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
 
 @contextlib.contextmanager

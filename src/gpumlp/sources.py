@@ -27,7 +27,7 @@ import numpy as np
 
 from .datasets import load_mnist
 from .safeio import require_memory
-from .tabular import Table, is_npy, read_csv, read_npy_pair, read_table_npz
+from .tabular import Table, read_csv, read_npy_pair, read_table_npz
 
 __all__ = ["DataSet", "check_mnist_flags", "data_format", "hold_out", "load_data"]
 
@@ -125,7 +125,7 @@ def data_format(path: Path) -> str:
         except zipfile.BadZipFile as exc:
             raise ValueError(f"{path}: not a valid MNIST npz or table npz ({exc})") from None
         return "mnist" if "x_train" in names else "npz"
-    if is_npy(path):
+    if head.startswith(np.lib.format.MAGIC_PREFIX):
         return "npy"
     if head.startswith((b"\x1f\x8b", b"\x80", b"\0\0\x08")):  # gzip, pickle, IDX: MNIST's
         return "mnist"

@@ -32,7 +32,6 @@ __all__ = ["Table", "read_csv", "read_npy_pair", "read_table_npz"]
 
 Host = np.ndarray[Any, Any]
 Split = tuple[Host, Host]
-_NPY = b"\x93NUMPY"
 
 
 @dataclass
@@ -158,12 +157,6 @@ def read_npy_pair(x_path: Path, y_path: Path) -> Table:
     with _reading(y_path, ".npy file"), y_path.open("rb") as f:
         y = read_npy(f, "y", check=lambda s, d: None)  # the header was checked above
     return Table(_check_pair(X, y, (str(x_path), str(y_path))))
-
-
-def is_npy(path: Path) -> bool:
-    """True when ``path`` starts like a ``.npy`` file."""
-    with path.open("rb") as f:
-        return f.read(len(_NPY)) == _NPY
 
 
 # --- CSV -------------------------------------------------------------------------------------
