@@ -137,3 +137,25 @@ def test_load_of_a_model_file_with_an_overflowing_parameter(tmp_path, model_file
     write_checkpoint(tmp_path / "m.npz", meta, arrays)
     with pytest.raises(CheckpointError, match=r"m\.npz.*weights\[1\] holds .* overflows float32"):
         gpumlp.load(tmp_path / "m.npz", backend="numpy")
+
+
+def test_fit_standardize_takes_the_training_statistics_and_scores_validation_with_them():
+    # The statistics come from the training inputs as the network's dtype holds them (a
+    # constant column gets std 1), and the validation cost of the last epoch is the cost of
+    # the validation inputs standardized with them, as evaluate computes it.
+    rng = np.random.default_rng(4)
+    X = rng.normal(5.0, 3.0, (200, 4))
+    X[:, 2] = 7.0
+    y = rng.integers(0, 3, 200)
+    X_val, y_val = rng.normal(5.0, 3.0, (60, 4)), rng.integers(0, 3, 60)
+    net = gpumlp.Network([4, 6, 3], backend="numpy", seed=0)
+    history = net.fit(X, y, epochs=1, batch_size=20, lr=0.5, standardize=True,
+                      validation_data=(X_val, y_val), monitor=("val_cost",))  # fmt: skip
+    held = X.astype(np.float32).astype(np.float64)
+    std = held.std(axis=0)
+    std[2] = 1.0
+    np.testing.assert_allclose(net.inputs.mean, held.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(net.inputs.std, std, rtol=1e-12)
+    assert net.standardized
+    expected = net.evaluate(X_val, y_val)["cost"]
+    assert history.column("val_cost")[-1] == pytest.approx(expected, rel=1e-6)

@@ -38,12 +38,16 @@ class Inputs:
         """True when inputs are standardized before use."""
         return self.mean is not None and self.std is not None
 
-    def x(self, X: Any, *, name: str = "X") -> Array:
-        """``X`` (m, n_0), checked, on the device in the network's dtype, standardized."""
+    def x(self, X: Any, *, name: str = "X", fit_standardization: bool = False) -> Array:
+        """``X`` (m, n_0), checked, on the device in the network's dtype, standardized; with
+        ``fit_standardization`` the mean and standard deviation of each input are first taken
+        from ``X`` itself (the array checked once, for both)."""
         spec = self.spec
         x: Array = prepare_x(
             X, n_features=spec.sizes[0], xp=spec.xp, dtype=spec.xp_dtype, name=name
         )
+        if fit_standardization:
+            self.mean, self.std = standardization(to_host(x))
         if self.mean is None or self.std is None:
             return x
         mean, std = (to_device(v, spec.xp, spec.xp_dtype) for v in (self.mean, self.std))
@@ -68,11 +72,13 @@ class Inputs:
         return prepare_targets(y, m=m, n_out=spec.sizes[-1], xp=spec.xp, dtype=spec.xp_dtype,
                                unit=spec.cost.unit_targets, name=name)  # fmt: skip
 
-    def data(self, X: Any, y: Any, *, name: str = "") -> tuple[Array, Array, Array]:
+    def data(
+        self, X: Any, y: Any, *, name: str = "", fit_standardization: bool = False
+    ) -> tuple[Array, Array, Array]:
         """A data set ``(X, Y, labels)`` on the device; ``name`` prefixes the argument names
-        in messages (``validation_data[0]``)."""
+        in messages (``validation_data[0]``); ``fit_standardization`` as :meth:`x`."""
         x_name, y_name = (f"{name}[0]", f"{name}[1]") if name else ("X", "y")
-        X_d = self.x(X, name=x_name)
+        X_d = self.x(X, name=x_name, fit_standardization=fit_standardization)
         return (X_d, *self.targets(y, X_d.shape[0], name=y_name))
 
     def pair(self, pair: Any) -> tuple[Array, Array, Array] | None:
@@ -82,12 +88,6 @@ class Inputs:
         if not isinstance(pair, tuple | list) or len(pair) != 2:
             raise TypeError("validation_data must be a pair (X_val, y_val)")
         return self.data(*pair, name="validation_data")
-
-    def fit_standardization(self, X: Any) -> None:
-        """Take the mean and standard deviation of each input from ``X`` (n, n_0)."""
-        spec = self.spec
-        host = to_host(prepare_x(X, n_features=spec.sizes[0], xp=spec.xp, dtype=spec.xp_dtype))
-        self.mean, self.std = standardization(host)
 
     def arrays(self) -> dict[str, Host]:
         """The standardization as named host arrays for model files (empty when none)."""

@@ -270,9 +270,8 @@ class Network:
             early_stopping=cfg.patience is not None,
             copies_inputs=self.inputs.copies(X, standardize=standardize),
         )
-        if standardize and not self.standardized:
-            self.inputs.fit_standardization(X)
-        data, validation = self.inputs.data(X, y), self.inputs.pair(validation_data)
+        data = self.inputs.data(X, y, fit_standardization=standardize and not self.standardized)
+        validation = self.inputs.pair(validation_data)  # standardized as the training inputs
         if seed is None and self.seed is None:  # a loaded network: draw one, to be recorded
             seed = secrets.randbelow(2**32)
         state = TrainState.start(
