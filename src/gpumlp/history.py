@@ -14,10 +14,16 @@ from typing import Any
 
 from .atomicio import atomic_write_bytes
 
-__all__ = ["FIELDS", "History"]
+__all__ = ["FIELDS", "History", "column_name"]
 
 FIELDS = ("epoch", "lr", "train_cost", "train_accuracy", "val_cost", "val_accuracy", "seconds")
 """The fields of every record, in CSV column order (None where a value was not measured)."""
+
+
+def column_name(key: str, scored: str) -> str:
+    """A record field as shown for a run scored on ``scored``: ``val_*`` become ``test_*``
+    when the test set is scored, other fields stay as they are."""
+    return key.replace("val_", "test_", 1) if scored == "test" else key
 
 
 class History:
@@ -97,8 +103,7 @@ class History:
 
     def to_csv(self) -> str:
         """One line per epoch; ``val_*`` columns are named after the scored set."""
-        prefix = "test" if self.scored == "test" else "val"
-        header = [k.replace("val_", f"{prefix}_", 1) for k in FIELDS]
+        header = [column_name(k, self.scored) for k in FIELDS]
         rows = [",".join(header)]
         rows += [",".join("" if r.get(k) is None else repr(r[k]) for k in FIELDS) for r in self]
         return "\n".join(rows) + "\n"

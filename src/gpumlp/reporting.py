@@ -11,7 +11,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .config import ModelSpec
+import numpy as np
+
+from .config import MONITORS, ModelSpec
+from .history import column_name
 from .memory import param_count, size_text
 
 __all__ = ["epoch_line", "fit_display", "printing", "progress_bar", "summary_text"]
@@ -29,11 +32,10 @@ def epoch_line(
             f"Epoch {record['epoch']}: {round(acc * n_scored)} / {n_scored} {scored}  "
             f"({shown}{record['seconds']:.2f} s)"
         )
-    prefix = "test" if scored == "test" else "val"
     parts = [
-        f"{k.replace('val_', prefix + '_', 1)} {_number(v)}"
+        f"{column_name(k, scored)} {_number(v)}"
         for k, v in record.items()
-        if k in ("train_cost", "train_accuracy", "val_cost", "val_accuracy") and v is not None
+        if k in MONITORS and v is not None
     ]
     return f"Epoch {record['epoch']}: " + " - ".join(parts) + f" ({record['seconds']:.2f} s)"
 
@@ -106,7 +108,7 @@ def summary_text(spec: ModelSpec, *, standardized: bool) -> str:
         for row in table
     ]
     n = param_count(spec.sizes)
-    nbytes = n * (8 if spec.dtype == "float64" else 4)
+    nbytes = n * np.dtype(spec.dtype).itemsize
     rows.append(
         f"{n:,} parameters ({spec.dtype}, {_size(nbytes)}) on {spec.backend}; cost "
         f"{spec.cost.name}; inputs {'standardized' if standardized else 'as given'}"
