@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import signals, sweepspace, trials
+from ._checks import check_int
 from .rundir import TRAIN_DEFAULTS
 from .sources import DataSet
 from .studystore import (
@@ -173,8 +174,7 @@ def sweep(
     unknown = sorted(set(flags) - set(TRAIN_DEFAULTS))
     if unknown:
         raise TypeError(f"sweep() got unknown flag {unknown[0]!r}; flags are gpumlp train's")
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
+    check_int("n_trials", n_trials)
     dims, source = sweepspace.read_space(space)
     train = (np.asarray(X), np.asarray(y))
     data = DataSet("data", train, _pair(validation_data), _pair(test_data), "table")
@@ -185,7 +185,7 @@ def sweep(
     folder.mkdir(parents=True, exist_ok=True)
     url = storage_url(folder, storage)
     study = open_study(url, study_name, pruner=pruner, seed=fixed["seed"])
-    fixed = sweepspace.bind_study(study, dims, fixed, source)
+    sweepspace.bind_study(study, dims, fixed, source)
     run_worker(study, dims, fixed, data, folder, n_trials=n_trials)
     trials.evaluate_best(study, data, backend=fixed.get("backend", "auto"))
     return study

@@ -144,7 +144,7 @@ def _dimension(source: str, key: str, entry: Any) -> Dimension:
         dim = Dimension(key, "int" if integral else "float", low, high, log)
     for value in dim.corners():
         try:
-            check_flags({key: dim.to_flag(value) if key == "hidden" else value}, Path(source))
+            check_flags({key: dim.to_flag(value)}, Path(source))
         except (CheckpointError, ValueError) as exc:
             why = str(exc).split(": ", 1)[-1]
             raise ValueError(f"{where}: {value!r} is refused: {why}") from None
@@ -219,19 +219,18 @@ def default_seed(study_name: str) -> int:
 
 def bind_study(
     study: Any, dims: Mapping[str, Dimension], fixed: Mapping[str, Any], source: str
-) -> dict[str, Any]:
+) -> None:
     """Record the space and fixed flags (with their ``seed``) on a new study, or check that an
     existing one has the same (except ``data``, ``backend``, ``engine``, which may differ
-    between machines). Returns the fixed flags. Raises ValueError naming what differs."""
+    between machines). Raises ValueError naming what differs."""
     space = {k: d.to_dict() for k, d in dims.items()}
-    fixed = dict(fixed)
     mine = {"space": space, "fixed": {k: v for k, v in fixed.items() if k not in _LOCAL}}
     stored = study.user_attrs.get("gpumlp")
     if stored is None:
         if study.trials:
             raise ValueError(f"study {study.study_name!r} was not made by gpumlp sweep")
         study.set_user_attr("gpumlp", mine | {"data": fixed.get("data")})
-        return fixed
+        return
     name = study.study_name
     if stored["space"] != space:
         raise ValueError(
@@ -245,4 +244,3 @@ def bind_study(
                 f"study {name!r} was started with --{key.replace('_', '-')} {was}, not {now}: "
                 "rerun with the same flags, or choose another --study or --out"
             )
-    return fixed

@@ -6,7 +6,6 @@ its history says why, and its model is the last checkpointed epoch.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from .modelfile import expected_arrays
 from .rundir import plan_folder, run_folder
 from .runner import execute, plan_run
 from .sources import DataSet
+from .studystore import HOST
 
 __all__ = ["evaluate_best", "train_trial"]
 
@@ -80,7 +80,7 @@ def evaluate_best(study: Any, data: DataSet, *, backend: str = "auto") -> dict[s
     if isinstance(stored, dict) and stored.get("trial") == best.number:
         return stored
     model = Path(str(best.user_attrs.get("folder"))) / "model.npz"
-    if best.user_attrs.get("worker", {}).get("host") != socket.gethostname():
+    if best.user_attrs.get("worker", {}).get("host") != HOST:
         return None
     if not model.is_file():
         return None

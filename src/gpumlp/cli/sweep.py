@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.storage is None:  # the SQLite file needs its folder; another storage is tried first
         out.mkdir(parents=True, exist_ok=True)
     study = open_study(url, name, pruner=args.pruner, seed=fixed["seed"] + args.worker)
-    fixed = bind_study(study, dims, fixed, source)
+    bind_study(study, dims, fixed, source)
     out.mkdir(parents=True, exist_ok=True)
     if args.worker:
         return _work(study, dims, fixed, data, out, args)
