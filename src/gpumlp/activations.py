@@ -28,7 +28,15 @@ from typing import Any, TypeVar
 
 from .backend import Array, Namespace
 
-__all__ = ["ACTIVATIONS", "ULP_BUDGET", "Activation", "get_activation", "lookup", "sigmoid_floor"]
+__all__ = [
+    "ACTIVATIONS",
+    "HIDDEN_ACTIVATIONS",
+    "ULP_BUDGET",
+    "Activation",
+    "get_activation",
+    "lookup",
+    "sigmoid_floor",
+]
 
 T = TypeVar("T")
 
@@ -239,6 +247,9 @@ ACTIVATIONS: dict[str, Activation] = {
                           np_fn=_np_softmax),
 }  # fmt: skip
 """Every activation by name: adding one here, in all its forms, is all it takes."""
+
+HIDDEN_ACTIVATIONS = tuple(name for name, act in ACTIVATIONS.items() if not act.output_only)
+"""The activations a hidden layer may take (``--activation``'s choices)."""
 
 
 def lookup(registry: dict[str, T], name: object, *, argument: str, kind: type[T]) -> T:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from ..activations import ACTIVATIONS
+from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from ..backend import BACKEND_NAMES, DTYPES, NAMESPACES
 from ..config import ENGINES
 from ..costs import COSTS
@@ -98,7 +98,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         "hidden widths, e.g. 100,50: sizes from the data's width and classes",
         type=lambda t: sizes(t, least=1),
     )
-    flag(net, "--activation", choices=[a for a in ACTIVATIONS if a != "softmax"])
+    flag(net, "--activation", choices=HIDDEN_ACTIVATIONS)
     flag(net, "--output-activation", "none: --activation", choices=list(ACTIVATIONS))
     flag(net, "--cost", choices=list(COSTS))
     flag(net, "--init", choices=list(INITS))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import backend
-from ..activations import ACTIVATIONS
+from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from ..config import ENGINES
 from ..costs import COSTS
 from ..initial import INITS
@@ -76,8 +76,9 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
     )
     p.add_argument("--seed", type=number(int, 0), default=0, help="weights, batches and data")
     p.add_argument("--engine", choices=ENGINES, default="auto", help="the second side's engine")
-    hidden = [a for a in ACTIVATIONS if not ACTIVATIONS[a].output_only]
-    p.add_argument("--activation", choices=hidden, default="sigmoid", help="hidden layers")
+    p.add_argument(
+        "--activation", choices=HIDDEN_ACTIVATIONS, default="sigmoid", help="hidden layers"
+    )
     p.add_argument(
         "--output-activation", choices=list(ACTIVATIONS), default=None,
         help="output layer (default: --activation)",
