@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 why = (str(exc).strip().splitlines() or [""])[0]
                 per[backend] = {"error": f"failed: {type(exc).__name__}: {why}"}
         for label in list(per):
-            peer = PEERS.get(label.split("-")[0]) if label.split("-")[0] in PEERS else None
+            peer = PEERS.get(label.split("-")[0])
             if peer and "median" in per[label] and "median" in per.get(peer, {}):
                 per[label]["ratio"] = per[peer]["median"] / per[label]["median"]
                 per[label]["peer"] = peer
