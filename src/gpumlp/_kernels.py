@@ -66,10 +66,6 @@ def codes() -> Codes:
     )
 
 
-def _upper(name: str) -> str:
-    return name.upper()
-
-
 def _prelude(dtype: str) -> str:
     real = {"float32": "float", "float64": "double"}[dtype]
     c = codes()
@@ -86,7 +82,7 @@ def _prelude(dtype: str) -> str:
         "",
         "// Activations (gpumlp/activations.py).",
     ]
-    out += [f"#define ACT_{_upper(n)} {i}" for n, i in c.act.items()]
+    out += [f"#define ACT_{n.upper()} {i}" for n, i in c.act.items()]
     for name in c.act:
         act = ACTIVATIONS[name]
         if act.cuda_fn:
@@ -102,8 +98,7 @@ def _prelude(dtype: str) -> str:
         _switch(
             "real act_fn(int act, real z)",
             "act",
-            elementwise,
-            lambda n: f"return act_{n}(z);",
+            {f"ACT_{n.upper()}": f"return act_{n}(z);" for n in elementwise},
             "return z;",
         )
     )
@@ -111,8 +106,7 @@ def _prelude(dtype: str) -> str:
         _switch(
             "real act_prime(int act, real z, real a)",
             "act",
-            elementwise,
-            lambda n: f"return act_prime_{n}(z, a);",
+            {f"ACT_{n.upper()}": f"return act_prime_{n}(z, a);" for n in elementwise},
             "return (real)1;",
         )
     )
@@ -122,13 +116,12 @@ def _prelude(dtype: str) -> str:
         "__device__ __forceinline__ real clip(real v, real lo, real hi)",
         "{\n    return v < lo ? lo : (v > hi ? hi : v);\n}",
     ]
-    out += [f"#define COST_{_upper(n)} {i}" for n, i in c.cost.items()]
+    out += [f"#define COST_{n.upper()} {i}" for n, i in c.cost.items()]
     out.append(
         _switch(
             "real cost_grad(int cost, real a, real y, real eps)",
             "cost",
-            list(c.cost),
-            lambda n: f"return {COSTS[n].cuda_grad};",
+            {f"COST_{n.upper()}": f"return {COSTS[n].cuda_grad};" for n in c.cost},
             "return a - y;",
         )
     )
@@ -136,8 +129,7 @@ def _prelude(dtype: str) -> str:
         _switch(
             "real cost_term(int cost, real a, real y, real eps)",
             "cost",
-            list(c.cost),
-            lambda n: f"return {COSTS[n].cuda_cost};",
+            {f"COST_{n.upper()}": f"return {COSTS[n].cuda_cost};" for n in c.cost},
             "return (real)0;",
         )
     )
@@ -145,39 +137,42 @@ def _prelude(dtype: str) -> str:
         f"#define DELTA_ELEMENTWISE {c.delta_elementwise}  // ∇_a C ⊙ σ'(z)",
         f"#define DELTA_SOFTMAX {c.delta_softmax}      // softmax: a ⊙ (∇_a C − Σ_k g_k a_k)",
     ]
-    names = {pair: f"DELTA_{_upper(pair[0])}_{_upper(pair[1])}" for pair in c.delta}
+    names = {pair: f"DELTA_{pair[0].upper()}_{pair[1].upper()}" for pair in c.delta}
     out += [f"#define {names[p]} {i}" for p, i in c.delta.items()]
-    cases = "\n".join(
-        f"    case {names[(cost, o)]}: return {COSTS[cost].fused[o].cuda};" for cost, o in c.delta
-    )
     out.append(
-        "__device__ __forceinline__ real fused_delta(int kind, real a, real y, real ysum)\n"
-        f"{{\n    switch (kind) {{\n{cases}\n    default: return a - y;\n    }}\n}}"
+        _switch(
+            "real fused_delta(int kind, real a, real y, real ysum)",
+            "kind",
+            {names[(cost, o)]: f"return {COSTS[cost].fused[o].cuda};" for cost, o in c.delta},
+            "return a - y;",
+        )
     )
     out += ["", "// Optimizers (gpumlp/optim.py)."]
-    out += [f"#define OPT_{_upper(n)} {i}" for n, i in c.opt.items()]
-    body = "\n".join(
-        f"    case OPT_{_upper(n)}: {{\n        {get_optimizer(n).cuda_update()}\n"
-        "        break;\n    }"
-        for n in c.opt
-    )
+    out += [f"#define OPT_{n.upper()} {i}" for n, i in c.opt.items()]
     out.append(
-        "__device__ __forceinline__ void opt_update(int opt, long long i, real pi, real gi,\n"
-        "    real* p, real* s1, real* s2, real lr, const double* hyper, real mu, real beta1,\n"
-        "    real beta2, real one_minus_beta1, real one_minus_beta2, real eps)\n"
-        f"{{\n    switch (opt) {{\n{body}\n    }}\n}}"
+        _switch(
+            "void opt_update(int opt, long long i, real pi, real gi,\n"
+            "    real* p, real* s1, real* s2, real lr, const double* hyper, real mu, real beta1,\n"
+            "    real beta2, real one_minus_beta1, real one_minus_beta2, real eps)",
+            "opt",
+            {
+                f"OPT_{n.upper()}": f"{{\n        {get_optimizer(n).cuda_update()}\n"
+                "        break;\n    }"
+                for n in c.opt
+            },
+        )
     )
     out.append(DROPOUT_SOURCE)
     return "\n".join(out) + "\n"
 
 
-def _switch(signature: str, var: str, names: list[str], case, default: str) -> str:  # type: ignore[no-untyped-def]
-    prefix = "ACT" if var == "act" else "COST"
-    cases = "\n".join(f"    case {prefix}_{_upper(n)}: {case(n)}" for n in names)
-    return (
-        f"__device__ __forceinline__ {signature}\n{{\n    switch ({var}) {{\n{cases}\n"
-        f"    default: {default}\n    }}\n}}"
-    )
+def _switch(signature: str, var: str, cases: dict[str, str], default: str | None = None) -> str:
+    """An inline device function ``signature`` whose body switches on ``var``: ``case LABEL:
+    BODY`` for each item of ``cases``, then ``default: DEFAULT`` when given."""
+    lines = [f"    case {label}: {body}" for label, body in cases.items()]
+    lines += [] if default is None else [f"    default: {default}"]
+    body = "\n".join(lines)
+    return f"__device__ __forceinline__ {signature}\n{{\n    switch ({var}) {{\n{body}\n    }}\n}}"
 
 
 @functools.cache
