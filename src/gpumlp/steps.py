@@ -28,7 +28,7 @@ from .network import backprop
 from .optim import apply_update, regularize
 from .runstate import TrainState
 
-__all__ = ["BatchLoop", "Data", "GenericStep", "Step", "predict_labels"]
+__all__ = ["BatchLoop", "Data", "GenericStep", "Step", "hits", "predict_labels"]
 
 Data = tuple[Array, Array, Array]
 """A device data set: X (n, n_0), Y (n, n_L) and labels (n,) int64."""
@@ -59,6 +59,12 @@ def predict_labels(a: Array, *, xp: Namespace) -> Array:
     return xp.argmax(a, axis=1)
 
 
+def hits(a: Array, labels: Array, *, xp: Namespace) -> Array:
+    """How many rows of outputs ``a`` (m, n_out) predict their ``labels`` (m,): a device
+    scalar of the index dtype (read back once per epoch, not per batch)."""
+    return xp.sum(xp.astype(predict_labels(a, xp=xp) == labels, index_dtype(xp)))
+
+
 class BatchLoop:
     """An epoch as a Python loop over mini-batches, each gathered by index on the device."""
 
@@ -80,10 +86,6 @@ class BatchLoop:
         assert s.dropout_key is not None
         widths, p = s.spec.hidden_widths, s.config.dropout
         return keep_masks(s.dropout_key, draw, m, widths, p, xp=self.xp, dtype=s.spec.xp_dtype)
-
-    def cost_sum(self, a: Array, y: Array) -> Array:
-        """The summed cost of a batch (a device scalar), for the train_cost monitor."""
-        return self.xp.sum(self.state.spec.cost.fn(a, y, xp=self.xp))
 
     def epoch(
         self,
@@ -110,11 +112,9 @@ class BatchLoop:
                 lab = xp.take(labels, idx, axis=0) if want_accuracy else labels
             a = self(x, y, lr, draw + b)
             if want_cost:
-                cost_sum = cost_sum + self.cost_sum(a, y)
+                cost_sum = cost_sum + xp.sum(self.state.spec.cost.fn(a, y, xp=xp))
             if want_accuracy:
-                correct = correct + xp.sum(
-                    xp.astype(predict_labels(a, xp=xp) == lab, index_dtype(xp))
-                )
+                correct = correct + hits(a, lab, xp=xp)
             if progress is not None:
                 progress(1)
         return cost_sum, correct

@@ -20,7 +20,7 @@ from .errors import DivergedError
 from .history import History
 from .network import Params, feedforward
 from .runstate import TrainState
-from .steps import Data, Step, predict_labels
+from .steps import Data, Step, hits
 
 __all__ = ["evaluate_arrays", "run_epochs", "safe_magnitude"]
 
@@ -49,9 +49,7 @@ def evaluate_arrays(
         rows = slice(k, min(k + chunk, n))
         a = feedforward(params, X[rows, ...], activations=spec.activations, xp=xp)
         cost_sum = cost_sum + xp.sum(spec.cost.fn(a, Y[rows, ...], xp=xp))
-        correct = correct + xp.sum(
-            xp.astype(predict_labels(a, xp=xp) == labels[rows], index_dtype(xp))
-        )
+        correct = correct + hits(a, labels[rows], xp=xp)
     return float(cost_sum) / n, int(correct) / n
 
 
