@@ -33,6 +33,7 @@ __all__ = [
     "check_pickle",
     "open_untrusted",
     "read_npy",
+    "read_npy_header",
     "read_npy_member",
     "require_memory",
 ]
@@ -124,12 +125,9 @@ def check_pickle(f: IO[bytes], what: str, *, max_ops: int) -> None:
             raise ValueError(f"{what} stores at memo index {arg:,}, past {max_ops:,}")
 
 
-def read_npy(
-    f: IO[bytes], name: str, *, check: Callable[[tuple[int, ...], np.dtype[Any]], None]
-) -> np.ndarray[Any, Any]:
-    """Read one ``.npy`` array from ``f``: its header first, which ``check(shape, dtype)`` may
-    refuse (by raising), then exactly the bytes it declares, into a fresh array. Object dtypes
-    (pickles) are refused."""
+def read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """The header of the ``.npy`` stream ``f`` (format 1.0 or 2.0): shape, Fortran order and
+    dtype, as declared; ``f`` is left at the first byte of the data."""
     version = np.lib.format.read_magic(f)
     reader = (
         np.lib.format.read_array_header_1_0
@@ -137,6 +135,16 @@ def read_npy(
         else np.lib.format.read_array_header_2_0
     )
     shape, fortran, dtype = reader(f)
+    return shape, fortran, dtype
+
+
+def read_npy(
+    f: IO[bytes], name: str, *, check: Callable[[tuple[int, ...], np.dtype[Any]], None]
+) -> np.ndarray[Any, Any]:
+    """Read one ``.npy`` array from ``f``: its header first, which ``check(shape, dtype)`` may
+    refuse (by raising), then exactly the bytes it declares, into a fresh array. Object dtypes
+    (pickles) are refused."""
+    shape, fortran, dtype = read_npy_header(f)
     if dtype.hasobject:
         raise ValueError(f"array {name!r} holds Python objects, which are never loaded")
     check(shape, dtype)

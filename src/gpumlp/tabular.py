@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import first_nonfinite
-from .safeio import read_npy, read_npy_member, require_memory
+from .safeio import read_npy, read_npy_header, read_npy_member, require_memory
 
 __all__ = ["Table", "read_csv", "read_npy_pair", "read_table_npz"]
 
@@ -128,10 +128,7 @@ def read_table_npz(path: Path) -> Table:
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     """Shape, dtype and data offset of the ``.npy`` file ``path``, its size checked."""
     with _reading(path, ".npy file"), path.open("rb") as f:
-        version = np.lib.format.read_magic(f)
-        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                  else np.lib.format.read_array_header_2_0)  # fmt: skip
-        shape, _, dtype = reader(f)
+        shape, _, dtype = read_npy_header(f)
         offset = f.tell()
     if dtype.hasobject or dtype.kind not in "biuf":
         raise ValueError(f"{path}: dtype {dtype} is not numeric (objects are never loaded)")
