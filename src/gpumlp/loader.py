@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import numpy as np
 
 from .checkpoint import read_checkpoint
 from .memory import check_model_fits
 from .model import Network
 from .modelfile import expected_arrays, params_from_arrays, spec_from_meta
 
-__all__ = ["load"]
+__all__ = ["load", "network_from"]
 
 
 def load(
@@ -23,6 +27,19 @@ def load(
     Raises FileNotFoundError, or CheckpointError (a ValueError) naming the file.
     """
     meta, arrays = read_checkpoint(path, lambda m: expected_arrays(m, path))
+    return network_from(meta, arrays, path, backend=backend, dtype=dtype)
+
+
+def network_from(
+    meta: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray[Any, Any]],
+    path: str | Path,
+    *,
+    backend: str | ModuleType = "auto",
+    dtype: str | None = None,
+) -> Network:
+    """The Network of a model file already read and checked (``meta`` and ``arrays``, as
+    :func:`~gpumlp.checkpoint.read_checkpoint` returns them from ``path``), as :func:`load`."""
     spec = spec_from_meta(meta, path, backend=backend, dtype=dtype)
     check_model_fits(spec.sizes, spec.dtype, spec.xp)
     params = params_from_arrays(spec, arrays, path)

@@ -13,7 +13,7 @@ from typing import Any
 from . import signals
 from .checkpoint import read_checkpoint
 from .history import History
-from .loader import load
+from .loader import load, network_from
 from .modelfile import expected_arrays
 from .rundir import plan_folder, run_folder
 from .runner import execute, plan_run
@@ -61,11 +61,11 @@ def _stopped(run: Path, records: list[dict[str, Any]], seed: int, reason: str) -
         History(records, reason, seed=seed, scored="validation").save(run)
         if not checkpoint.is_file():
             return
-        meta, _ = read_checkpoint(
+        meta, arrays = read_checkpoint(
             checkpoint, lambda m: expected_arrays(m, checkpoint, training=True)
         )
         if meta.get("epoch") == len(records):
-            load(checkpoint, backend="numpy").save(run / "model.npz")
+            network_from(meta, arrays, checkpoint, backend="numpy").save(run / "model.npz")
 
 
 def evaluate_best(study: Any, data: DataSet, *, backend: str = "auto") -> dict[str, Any] | None:
