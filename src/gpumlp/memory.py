@@ -203,6 +203,11 @@ def check_model_fits(
             )
 
 
+def _data_bytes(sizes: Sequence[int], dtype: str, n: int, *, copies_inputs: bool = True) -> int:
+    """The data set on the device: inputs (when copied), targets and int64 labels."""
+    return n * (_ITEMSIZE[dtype] * (sizes[0] * copies_inputs + sizes[-1]) + 8)
+
+
 def training_bytes(sizes: Sequence[int], dtype: str, *, optimizer: str, batch_size: int, n: int,
                    dropout: float = 0.0, early_stopping: bool = False,
                    copies_inputs: bool = True) -> int:  # fmt: skip
@@ -217,7 +222,7 @@ def training_bytes(sizes: Sequence[int], dtype: str, *, optimizer: str, batch_si
     k = len(get_optimizer(optimizer).buffers)
     state = p * (1 + k)  # gradients + optimizer buffers
     snapshot = p * (1 + k) + (p if early_stopping else 0)
-    data = n * (_ITEMSIZE[dtype] * (sizes[0] * copies_inputs + sizes[-1]) + 8)
+    data = _data_bytes(sizes, dtype, n, copies_inputs=copies_inputs)
     batch = min(batch_size, n) * batch_bytes_per_example(sizes, dtype, dropout=dropout)
     largest = max(a * b for a, b in itertools.pairwise(sizes)) * _ITEMSIZE[dtype]
     return state + snapshot + data + batch + (3 + 2 * k) * largest
@@ -282,7 +287,7 @@ def explain_failure(exc: BaseException, sizes: Sequence[int], dtype: str, xp: Na
         text += f", {size_text(free or 0)} is free: the largest batch that fits is about "
         text += f"{largest}; try batch_size={largest} or less"
     else:
-        data = n * (_ITEMSIZE[dtype] * (sizes[0] + sizes[-1]) + 8)
+        data = _data_bytes(sizes, dtype, n)
         text += (
             f", {size_text(free or 0)} is free, enough for it: the data set ({size_text(data)}) "
             "or the parameters may be what does not fit"
