@@ -79,8 +79,16 @@ def lock_folder(out: Path) -> Iterator[None]:
 def _holder(fd: int) -> dict[str, Any]:
     """Who a lock file (open as ``fd``) names; {} when empty or unreadable."""
     try:
-        held = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
+        return _parse(os.pread(fd, 4096, 0))
+    except OSError:
+        return {}
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    """A lock file's record of its holder; {} when empty, malformed or not an object."""
+    try:
+        held = json.loads(raw or b"{}")
+    except ValueError:
         return {}
     return held if isinstance(held, dict) else {}
 
@@ -100,12 +108,12 @@ def _in_use(out: Path, lock: Path) -> str:
     """The refusal of a folder whose lock a live run holds, naming that run."""
     held: dict[str, Any] = {}
     for _ in range(20):  # the holder writes who it is just after taking the lock
-        with contextlib.suppress(OSError, ValueError):
-            held = json.loads(lock.read_text() or "{}")
-        if isinstance(held, dict) and held.get("pid") is not None:
+        with contextlib.suppress(OSError):
+            held = _parse(lock.read_bytes())
+        if held.get("pid") is not None:
             break
         time.sleep(0.05)
-    if not isinstance(held, dict) or held.get("pid") is None:
+    if held.get("pid") is None:
         return f"--out {str(out)!r} is in use by another live run; wait for it or choose another"
     return (
         f"--out {str(out)!r} is in use by a live run (pid {held.get('pid')} on "
