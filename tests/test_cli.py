@@ -54,10 +54,11 @@ def test_entry_point_reads_sys_argv(monkeypatch, capsys):
         pytest.param([], "required: COMMAND", id="no-command"),
     ],
 )
-def test_bad_command_line(argv, match, tmp_path):
+def test_bad_command_line(argv, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a run folder (runs/...) would be made
     code, _, stderr = run(*argv)
     assert_refused(code, stderr, match)
-    assert not (tmp_path / "run").exists()
+    assert list(tmp_path.iterdir()) == []  # refused: nothing written
 
 
 # -- the command in a subprocess: messages that name their cause, a closed pipe -----------------

@@ -28,10 +28,11 @@ def test_data_info_prints_json(tmp_path, monkeypatch):
     ("argv", "match"),
     [pytest.param(["data", "delete"], "invalid choice: 'delete'", id="data-action")],
 )
-def test_bad_command_line(argv, match, tmp_path):
+def test_bad_command_line(argv, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a run folder (runs/...) would be made
     code, _, stderr = run(*argv)
     assert_refused(code, stderr, match)
-    assert not (tmp_path / "run").exists()
+    assert list(tmp_path.iterdir()) == []  # refused: nothing written
 
 
 # -- gpumlp plot --------------------------------------------------------------------------------
