@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import gpumlp_env, write_tiny_mnist
+from conftest import assert_refused, gpumlp_env, write_tiny_mnist
 from gpumlp import activations, cli, parity, steps
 from gpumlp.backend import backend_name, cupy_status
 
@@ -111,21 +111,21 @@ def test_unavailable_cupy_exits_2_with_one_line(capsys):
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "match"),
     [
-        ["--sizes", "20,x"],
-        ["--dtype", "float32", "--dtypes", "float64", "float32"],
-        ["--steps", "-1"],
-        ["--backends", "numpy", "no_such_array_module"],
-        ["--backends", "numpy", "numpy", "--engine", "graph"],  # graph needs CuPy
-        ["--backends", "numpy", "numpy", "--activation", "nope"],
-        ["--dtype", "float16"],
+        (["--sizes", "20,x"], "--sizes: expected comma-separated integers"),
+        (["--dtype", "float32", "--dtypes", "float64", "float32"], "give --dtype or --dtypes"),
+        (["--steps", "-1"], "--steps: must be >= 0"),
+        (["--backends", "numpy", "no_such_array_module"], "invalid choice: 'no_such_array"),
+        (["--backends", "numpy", "numpy", "--engine", "graph"], "'graph' needs the CuPy"),
+        (["--backends", "numpy", "numpy", "--activation", "nope"], "invalid choice: 'nope'"),
+        (["--dtype", "float16"], "--dtype: invalid choice: 'float16'"),
     ],
 )
-def test_bad_arguments_exit_2(argv, capsys):
+def test_bad_arguments_exit_2(argv, match, capsys):
     quick = ["--sizes", "5,3", "--n", "30", "--steps", "2"]  # a later flag overrides these
-    assert cli.main(["parity", *quick, *argv]) == 2
-    assert capsys.readouterr().err.strip()
+    code = cli.main(["parity", *quick, *argv])
+    assert_refused(code, capsys.readouterr().err, match)
 
 
 def test_gpumlp_parity_command_dispatches(capsys):

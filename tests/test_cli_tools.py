@@ -47,4 +47,5 @@ def test_cli_plot(history_dir, capsys):
 
 
 def test_missing_run_folder(tmp_path):
-    assert main(["plot", str(tmp_path / "nowhere")]) == 2
+    code, _, stderr = run("plot", tmp_path / "nowhere")
+    assert_refused(code, stderr, r"run folder '.*nowhere' does not exist or is not a folder")
