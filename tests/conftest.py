@@ -26,9 +26,11 @@ import gzip
 import importlib.util
 import io
 import itertools
+import json
 import os
 import pickle
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -191,6 +193,30 @@ def assert_same_params(a: list[np.ndarray], b: list[np.ndarray]) -> None:
     for x, y in zip(a, b, strict=True):
         assert x.dtype == y.dtype and x.shape == y.shape
         assert np.array_equal(x, y), "parameters differ"
+
+
+def printed_epochs(stdout: str) -> list[int]:
+    """The epoch numbers of the ``Epoch k: ...`` lines ``gpumlp train`` printed."""
+    return [int(k) for k in re.findall(r"^Epoch (\d+): ", stdout, re.M)]
+
+
+def saved_epochs(run_dir: Path) -> list[int]:
+    """The epoch numbers a run folder's history.json holds."""
+    return [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]]
+
+
+def saved_params(path: Path) -> dict[str, np.ndarray]:
+    """The ``param/i`` arrays of a model file, read as they are stored."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k.startswith("param/")}
+
+
+def default_sigint() -> None:
+    """A child's ``preexec_fn``: SIGINT back to its default. A shell starts background jobs
+    with SIGINT ignored and a child inherits that (Python then installs no KeyboardInterrupt
+    handler); Ctrl-C reaches a foreground process, so tests give the child the default
+    disposition whatever way the test run itself was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def history_columns(records) -> list[dict]:

@@ -38,12 +38,16 @@ from conftest import (
     VAL_OVERFLOW_NET,
     DiskFull,
     assert_refused,
+    default_sigint,
     fail_on_step,
     file_in_the_way,
     history_columns,
+    printed_epochs,
     reap,
     run,
     run_gpumlp,
+    saved_epochs,
+    saved_params,
     start_gpumlp,
     temp_files,
     val_overflow_problem,
@@ -104,11 +108,6 @@ def test_runs_default_folder_is_under_runs(bar_mnist, tmp_path, monkeypatch):
 # -- every run can be repeated ------------------------------------------------------------------
 
 
-def _model_params(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files if k.startswith("param/")}
-
-
 def test_a_drawn_seed_is_printed_recorded_and_repeats_the_run(blobs, tmp_path):
     # A table with a held-out fraction: the drawn seed also picks the validation rows.
     data = tmp_path / "blobs.npz"
@@ -127,8 +126,8 @@ def test_a_drawn_seed_is_printed_recorded_and_repeats_the_run(blobs, tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[0] == header
     got, want = (
-        _model_params(tmp_path / "b" / "model.npz"),
-        _model_params(tmp_path / "a" / "model.npz"),
+        saved_params(tmp_path / "b" / "model.npz"),
+        saved_params(tmp_path / "a" / "model.npz"),
     )
     assert sorted(got) == sorted(want) == ["param/0", "param/1", "param/2", "param/3"]
     for k in want:
@@ -365,17 +364,6 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
-def epochs_of(run_dir: Path) -> list[int]:
-    return [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]]
-
-
-def _default_sigint() -> None:
-    # A shell starts background jobs with SIGINT ignored, and a child inherits that: Python then
-    # installs no KeyboardInterrupt handler. Ctrl-C reaches a foreground process, so give the
-    # child the default disposition whatever way this test run itself was started.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
     run_dir = tmp_path / "run"
     proc = start_gpumlp(
@@ -383,7 +371,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
     try:
         wait_for(run_dir / "checkpoint.npz", proc)
@@ -395,7 +383,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and f"gpumlp train --resume {run_dir}" in stderr
     assert "Traceback" not in stderr
-    finished = epochs_of(run_dir)
+    finished = saved_epochs(run_dir)
     assert finished == list(range(len(finished))) and len(finished) >= 1
     meta, _ = read_checkpoint(run_dir / "checkpoint.npz")
     assert meta["epoch"] == len(finished)
@@ -416,18 +404,13 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
         f"resuming: {run_dir / 'checkpoint.npz'} holds {last + 1} finished epoch"
         f"{'s' if last else ''}; going on at epoch {last + 1} up to epoch {last + 2}"
     ) in resumed.stdout
-    assert epochs_of(run_dir) == list(range(target))
+    assert saved_epochs(run_dir) == list(range(target))
     assert json.loads((run_dir / "history.json").read_text())["stop_reason"] is None
     # Resuming a run that has all its epochs writes the model from it and says so.
     again = run_gpumlp("train", "--resume", run_dir, "--epochs", target, timeout=120)
     assert again.returncode == 0 and printed_epochs(again.stdout) == [], again.stderr
     assert f"--epochs {target}: nothing left to train; writing the model from it" in again.stdout
-    assert epochs_of(run_dir) == list(range(target))
-
-
-def printed_epochs(stdout: str) -> list[int]:
-    """The epoch numbers of the ``Epoch k: ...`` lines ``gpumlp train`` printed."""
-    return [int(k) for k in re.findall(r"^Epoch (\d+): ", stdout, re.M)]
+    assert saved_epochs(run_dir) == list(range(target))
 
 
 def test_kill_9_never_leaves_a_damaged_checkpoint(slow_data, tmp_path):
@@ -465,7 +448,7 @@ def test_kill_9_never_leaves_a_damaged_checkpoint(slow_data, tmp_path):
     epoch = read_checkpoint(ckpt)[0]["epoch"]
     code, _, stderr = run("train", "--resume", run_dir, "--epochs", epoch + 1)
     assert code == 0, stderr
-    assert epochs_of(run_dir) == list(range(epoch + 1))
+    assert saved_epochs(run_dir) == list(range(epoch + 1))
 
 
 EPOCHS = 4
@@ -480,11 +463,6 @@ def _killable(data: Path, out: Path, *extra) -> list:
         "--dropout", "0.2", "--schedule", "cosine", "--checkpoint-every", "1",
         "--out", out, "--quiet", *extra,
     ]  # fmt: skip
-
-
-def _model_arrays(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files if k.startswith("param/")}
 
 
 def test_cli_killed_and_resumed_matches_uninterrupted(tmp_path):
@@ -531,7 +509,7 @@ def test_cli_killed_and_resumed_matches_uninterrupted(tmp_path):
 
     resumed = run_gpumlp(*_killable(data, run_dir, "--resume", run_dir), timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    got, want = _model_arrays(run_dir / "model.npz"), _model_arrays(ref_dir / "model.npz")
+    got, want = saved_params(run_dir / "model.npz"), saved_params(ref_dir / "model.npz")
     assert sorted(got) == sorted(want) == [f"param/{i}" for i in range(4)]
     for k in want:
         assert np.array_equal(got[k], want[k]), k

@@ -24,7 +24,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import history_columns, reap, run, run_gpumlp, start_gpumlp
+from conftest import (
+    default_sigint,
+    history_columns,
+    printed_epochs,
+    reap,
+    run,
+    run_gpumlp,
+    saved_epochs,
+    saved_params,
+    start_gpumlp,
+)
 from gpumlp.checkpoint import read_checkpoint
 
 EPOCHS = 4
@@ -44,7 +54,7 @@ class Trainer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=preexec_fn or _default_sigint,
+            preexec_fn=preexec_fn or default_sigint,
         )
         self.lines: dict[str, list[str]] = {"out": [], "err": []}
         self._new: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -90,25 +100,6 @@ class Trainer:
 
     def kill(self) -> None:
         reap(self.proc)
-
-
-def _default_sigint() -> None:
-    # A child started from a background shell job inherits SIGINT ignored; Ctrl-C reaches a
-    # foreground process, so give it the default disposition (see test_cli_train).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def printed_epochs(stdout: str) -> list[int]:
-    return [int(e) for e in re.findall(r"^Epoch (\d+): ", stdout, re.M)]
-
-
-def saved_epochs(run_dir: Path) -> list[int]:
-    return [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]]
-
-
-def params(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files if k.startswith("param/")}
 
 
 def assert_no_partial_file(run_dir: Path) -> None:
@@ -175,7 +166,7 @@ def test_signal_saves_the_finished_epochs_and_resumes_bit_identically(
     resumed = run_gpumlp("train", *argv)
     assert resumed.returncode == 0, resumed.stderr
     assert printed_epochs(resumed.stdout) == list(range(k, EPOCHS))
-    got_params, want = params(run_dir / "model.npz"), params(reference / "model.npz")
+    got_params, want = saved_params(run_dir / "model.npz"), saved_params(reference / "model.npz")
     assert sorted(got_params) == sorted(want)
     for key in want:
         assert np.array_equal(got_params[key], want[key]), key
@@ -248,7 +239,7 @@ def test_repeated_ctrl_c_may_force_exit_but_leaves_no_partial_file(gap, bar_mnis
 
 
 def _nohup() -> None:
-    _default_sigint()
+    default_sigint()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
