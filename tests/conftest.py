@@ -195,6 +195,17 @@ def assert_same_params(a: list[np.ndarray], b: list[np.ndarray]) -> None:
         assert np.array_equal(x, y), "parameters differ"
 
 
+HUGE = 1e300
+"""Finite in float64, inf in float32."""
+
+
+def with_value(a, index, value=HUGE) -> np.ndarray:
+    """A float64 copy of ``a`` with ``value`` (default :data:`HUGE`) at ``index``."""
+    a = np.array(a, dtype=np.float64)
+    a[index] = value
+    return a
+
+
 def printed_epochs(stdout: str) -> list[int]:
     """The epoch numbers of the ``Epoch k: ...`` lines ``gpumlp train`` printed."""
     return [int(k) for k in re.findall(r"^Epoch (\d+): ", stdout, re.M)]

@@ -14,11 +14,9 @@ import array_api_compat
 import numpy as np
 import pytest
 
-from cuda_emu import emulator, fakecupy, fixtures
+from cuda_emu import emulator, fakecupy
 from gpumlp import _kernels
 
-cxx20 = fixtures.cxx20
-fake_cupy = fixtures.fake_cupy
 i32, u32, i64, u64, f32, f64 = np.int32, np.uint32, np.int64, np.uint64, np.float32, np.float64
 
 KERNELS = r"""

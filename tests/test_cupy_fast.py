@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import host
+from conftest import HIDDEN, host
 from gpumlp import Network, _cupy_fast, _kernels, engines, get_namespace
 from gpumlp.activations import ACTIVATIONS, ULP_BUDGET
 from gpumlp.config import TrainConfig
@@ -32,7 +32,6 @@ from gpumlp.dropout import keep_masks
 from gpumlp.optim import OPTIMIZERS
 from gpumlp.runstate import TrainState
 
-HIDDEN = [name for name, a in ACTIVATIONS.items() if not a.output_only]
 # Every (hidden, output, cost), the optimizers taken in turn, so each optimizer meets several
 # output errors without the full product.
 COMBOS = [

@@ -11,22 +11,12 @@ import pytest
 
 import gpumlp
 import gpumlp._checks as checks
-from conftest import SMALL_X, SMALL_Y, params_of, small_net
+from conftest import HUGE, SMALL_X, SMALL_Y, params_of, small_net, with_value
 from gpumlp._checks import finite_host_array, first_nonfinite
 
-HUGE = 1e300
-"""Finite in float64, inf in float32."""
-
-
-def _with(a: np.ndarray, index, value=HUGE) -> np.ndarray:
-    a = np.array(a, dtype=np.float64)
-    a[index] = value
-    return a
-
-
-X_BAD = _with(SMALL_X, (3, 2))
+X_BAD = with_value(SMALL_X, (3, 2))
 Y_ONEHOT = np.eye(3)[SMALL_Y]
-Y_BAD = _with(Y_ONEHOT, (5, 1))
+Y_BAD = with_value(Y_ONEHOT, (5, 1))
 
 
 def _fit(net, X=SMALL_X, y=SMALL_Y, **kw):
@@ -85,7 +75,7 @@ def test_the_same_values_are_fine_in_float64():
 
 @pytest.mark.filterwarnings("error")  # the int64 cast of 1e300 would warn and wrap
 def test_a_huge_float_label_is_out_of_range_not_wrapped():
-    y = _with(SMALL_Y, 0)
+    y = with_value(SMALL_Y, 0)
     with pytest.raises(ValueError, match=r"y holds labels in \[0, 1e\+300\] .* \[0, 2\]"):
         _fit(small_net(), y=y)
 
@@ -101,7 +91,7 @@ def test_inputs_already_on_a_device_are_checked_there(value, match):
     xps = pytest.importorskip("array_api_strict")
     net = small_net(backend=xps)
     with pytest.raises(ValueError, match=match), np.errstate(over="ignore"):
-        net.predict(xps.asarray(_with(SMALL_X, (0, 0), value)))
+        net.predict(xps.asarray(with_value(SMALL_X, (0, 0), value)))
 
 
 def test_first_nonfinite_in_a_dtype_looks_a_block_at_a_time(monkeypatch):
@@ -133,7 +123,7 @@ def test_load_of_a_model_file_with_an_overflowing_parameter(tmp_path, model_file
 
     meta, arrays = read_checkpoint(model_file)
     meta = {k: v for k, v in meta.items() if k not in ("format", "sha256")}
-    arrays["param/2"] = _with(arrays["param/2"], (1, 1))  # float64 arrays, dtype float32
+    arrays["param/2"] = with_value(arrays["param/2"], (1, 1))  # float64 arrays, dtype float32
     write_checkpoint(tmp_path / "m.npz", meta, arrays)
     with pytest.raises(CheckpointError, match=r"m\.npz.*weights\[1\] holds .* overflows float32"):
         gpumlp.load(tmp_path / "m.npz", backend="numpy")

@@ -13,11 +13,17 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import DiskFull, assert_same_params, params_of, run, run_gpumlp, temp_files
+from conftest import (
+    HUGE,
+    DiskFull,
+    assert_same_params,
+    params_of,
+    run,
+    run_gpumlp,
+    temp_files,
+    with_value,
+)
 from gpumlp.checkpoint import read_checkpoint
-
-HUGE = 1e300
-"""Finite in float64, inf in float32."""
 
 QUICK = ["--epochs", "1", "--quiet", "--seed", "0", "--backend", "numpy"]
 
@@ -50,27 +56,21 @@ def _npy(folder, bad):
     return ["--data", folder / "X.npy", "--labels", folder / "y.npy"]
 
 
-def _with(a, index, value=HUGE):
-    a = np.array(a, dtype=np.float64)
-    a[index] = value
-    return a
-
-
 X, Y = _table()
 BAD_VALUES = [
     (
         "npz-X",
-        lambda f: _npz(f, X=_with(X, (5, 1))),
+        lambda f: _npz(f, X=with_value(X, (5, 1))),
         "the training inputs hold 1e+300 at index (5, 1)",
     ),
     (
         "npz-X-val",
-        lambda f: _npz(f, X_val=_with(X[:10], (2, 3)), y_val=Y[:10]),
+        lambda f: _npz(f, X_val=with_value(X[:10], (2, 3)), y_val=Y[:10]),
         "the validation inputs hold 1e+300 at index (2, 3)",
     ),
     (
         "npz-targets",
-        lambda f: _npz(f, y=_with(np.eye(3)[Y], (7, 2))),
+        lambda f: _npz(f, y=with_value(np.eye(3)[Y], (7, 2))),
         "the training targets hold 1e+300 at index (7, 2)",
     ),
     ("csv-column", lambda f: _csv(f, HUGE), "the training inputs hold 1e+300 at index (5, 1)"),
@@ -93,7 +93,7 @@ def test_data_that_overflows_float32_is_refused_before_the_run_folder(make, matc
 
 
 def test_the_same_data_trains_in_float64(tmp_path):
-    data = _npz(tmp_path, X=_with(X, (5, 1)))
+    data = _npz(tmp_path, X=with_value(X, (5, 1)))
     out = tmp_path / "run"
     proc = run_gpumlp("train", *data, "--hidden", "5", *QUICK, "--dtype", "float64", "--out", out)
     assert proc.returncode == 0, proc.stderr
