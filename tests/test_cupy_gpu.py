@@ -5,14 +5,11 @@ skipped with the reason where no CUDA device is usable, failed instead under
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from conftest import host
-from gpumlp import Network
 from gpumlp.backend import cupy_status
 from gpumlp.optim import OPTIMIZERS
-from test_cupy_fast import COMBOS, _compare_steps, _rel
+from test_cupy_fast import COMBOS, _compare_steps, fit_both
 
 USABLE, REASON = cupy_status()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not USABLE, reason=f"CuPy unusable: {REASON}")]
@@ -40,16 +37,4 @@ def test_engine_odd_shapes_penalties_dropout_on_gpu(optimizer, engine, dtype):
 
 @pytest.mark.parametrize("engine", ["generic", "fused", "graph"])
 def test_fit_on_gpu_matches_numpy(engine):
-    rng = np.random.default_rng(0)
-    X, y = rng.random((95, 7)), rng.integers(5, size=95)
-    results = []
-    for backend, eng in (("cupy", engine), ("numpy", "generic")):
-        net = Network([7, 13, 5], activation="relu", output_activation="softmax",
-                      cost="log_likelihood", dtype="float64", backend=backend, seed=1)  # fmt: skip
-        history = net.fit(X, y, epochs=3, batch_size=10, lr=0.05, optimizer="adam", seed=1,
-                          engine=eng, monitor=("train_cost", "train_accuracy"))  # fmt: skip
-        results.append((history, [host(t) for t in net.params.arrays()]))
-    (h_gpu, p_gpu), (h_ref, p_ref) = results
-    for p, q in zip(p_gpu, p_ref, strict=True):
-        assert _rel(q, p) < 1e-9
-    assert h_gpu.column("train_accuracy") == h_ref.column("train_accuracy")
+    fit_both(engine, tol=1e-9)
