@@ -448,18 +448,25 @@ refuses, naming the file."""
 # -- bad checkpoint files: tried through gpumlp.load and gpumlp predict -------------------------
 
 
+def resigned(source: Path, target: Path, change_meta=None, change_arrays=None) -> Path:
+    """``source``'s checkpoint written again as ``target``, signed by ``write_checkpoint``, its
+    metadata (without the signature) and arrays replaced by what ``change_meta(meta)`` and
+    ``change_arrays(arrays)`` return: a valid container holding what a test makes of it."""
+    meta, arrays = read_checkpoint(source)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "sha256")}
+    if change_meta:
+        meta = change_meta(meta)
+    if change_arrays:
+        arrays = change_arrays(arrays)
+    write_checkpoint(target, meta, arrays)
+    return target
+
+
 def _rewritten(change_meta=None, change_arrays=None):
     """A checkpoint re-signed by ``write_checkpoint`` after changing its metadata or arrays."""
 
     def write(path: Path, model: Path) -> Path:
-        meta, arrays = read_checkpoint(model)
-        meta = {k: v for k, v in meta.items() if k not in ("format", "sha256")}
-        if change_meta:
-            meta = change_meta(meta)
-        if change_arrays:
-            arrays = change_arrays(arrays)
-        write_checkpoint(path / "ckpt.npz", meta, arrays)
-        return path / "ckpt.npz"
+        return resigned(model, path / "ckpt.npz", change_meta, change_arrays)
 
     return write
 

@@ -44,6 +44,7 @@ from conftest import (
     gpumlp_env,
     npz_maker,
     png_declaring,
+    resigned,
 )
 from gpumlp import OutOfMemory, backend, memory
 from gpumlp.safeio import INFLATE_FLOOR
@@ -437,15 +438,11 @@ def test_training_that_cannot_fit_beside_its_parameters_is_refused_first(tmp_pat
 
 
 def signed(path: Path, source: Path, **meta) -> Path:
-    """``source``'s checkpoint re-signed with ``meta`` changed (None removes a key); arrays
-    named in ``meta["_drop"]`` left out."""
-    from gpumlp.checkpoint import read_checkpoint, write_checkpoint
-
-    old, arrays = read_checkpoint(source)
+    """``source``'s checkpoint re-signed with ``meta`` changed; arrays named in
+    ``meta["_drop"]`` left out."""
     drop = meta.pop("_drop", ())
-    new = {k: v for k, v in {**old, **meta}.items() if k not in ("format", "sha256")}
-    write_checkpoint(path, new, {k: v for k, v in arrays.items() if k not in drop})
-    return path
+    return resigned(source, path, lambda old: old | meta,
+                    lambda arrays: {k: v for k, v in arrays.items() if k not in drop})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
