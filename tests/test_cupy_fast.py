@@ -25,7 +25,7 @@ import pytest
 
 from conftest import HIDDEN, host
 from gpumlp import Network, _cupy_fast, _kernels, engines, get_namespace
-from gpumlp.activations import ACTIVATIONS, ULP_BUDGET
+from gpumlp.activations import ACTIVATIONS, ULP_BUDGET, Activation
 from gpumlp.config import TrainConfig
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.dropout import keep_masks
@@ -125,6 +125,27 @@ def test_qualification_rules_give_reasons():
     assert "not a CuPy fast path" in _cupy_fast.unsupported(state, engine="generic")
     step, why = _cupy_fast.make_step(state, None, engine="fused")
     assert step is None and "CuPy" in why
+
+
+def _impostor(name: str) -> Activation:
+    """An activation a user made, with a CUDA form, named ``name``: the kernels know only the
+    registry's own, so the fast paths must not take it for one of them."""
+    s = ACTIVATIONS["sigmoid"]
+    return Activation(name, lambda z, *, xp: s.fn(2.0 * z, xp=xp),
+                      lambda z, a, *, xp: 2.0 * a * (1.0 - a),
+                      cuda_fn="return z;", cuda_prime="return (real)1;")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["swish", "sigmoid"])
+def test_a_users_activation_is_never_run_by_the_kernels(fake_cupy, name):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((20, 3)), np.arange(20) % 2
+    net = Network([3, 4, 2], activation=_impostor(name), output_activation="sigmoid",
+                  backend="cupy", seed=0)  # fmt: skip
+    with pytest.raises(ValueError, match=f"hidden activation '{name}' has no CUDA form"):
+        net.fit(X, y, epochs=1, engine="fused")
+    history = net.fit(X, y, epochs=1, engine="auto")  # falls back to the generic step
+    assert len(history) == 1
 
 
 @pytest.mark.parametrize("engine", ["graph", "fused"])

@@ -35,7 +35,9 @@ import numpy as np
 from . import backend
 from ._cupy_core import END_THREADS, TILE, Core
 from ._kernels import KERNEL_NAMES, codes, kernel_source
+from .activations import ACTIVATIONS
 from .backend import Array
+from .costs import COSTS
 from .runstate import TrainState
 from .steps import Data
 
@@ -63,18 +65,25 @@ def unsupported(state: TrainState, *, engine: str) -> str | None:
         return f"engine={engine!r} is not a CuPy fast path"
     spec, c = state.spec, codes()
     for act in spec.activations[:-1]:
-        if act.cuda_fn is None:
+        if not _generated(act, ACTIVATIONS) or act.cuda_fn is None:
             return f"hidden activation {act.name!r} has no CUDA form"
     out = spec.activations[-1]
-    if out.name not in c.act:
+    if not _generated(out, ACTIVATIONS):
         return f"output activation {out.name!r} has no CUDA form"
-    if spec.cost.name not in c.cost:
+    if not _generated(spec.cost, COSTS):
         return f"cost {spec.cost.name!r} has no CUDA form"
     if state.optimizer.name not in c.opt:
         return f"optimizer {state.optimizer.name!r} has no CUDA form"
     if not backend.is_cupy(spec.xp):
         return f"the fast paths need the CuPy backend, not {spec.backend}"
     return None
+
+
+def _generated(entry: Any, registry: dict[str, Any]) -> bool:
+    """Whether the kernels were generated for ``entry`` (an Activation or Cost): it is the
+    registry's own entry of its name. One a user made is not, even with a ``cuda_fn``, or
+    named as a built-in one."""
+    return bool(registry.get(entry.name) == entry)
 
 
 @functools.cache
