@@ -12,7 +12,15 @@ import gpumlp
 import gpumlp.steps
 from conftest import host, run_python
 from gpumlp.network import Params
-from gpumlp.optim import OPTIMIZERS, SGD, Adam, Momentum, apply_update, get_optimizer
+from gpumlp.optim import (
+    OPTIMIZERS,
+    SGD,
+    Adam,
+    Momentum,
+    Optimizer,
+    apply_update,
+    get_optimizer,
+)
 
 # -- one optimizer step at a time, worked by hand -----------------------------------------------
 
@@ -110,20 +118,26 @@ def test_update_in_place_is_update_bit_for_bit(name, dtype):
         )
 
     start = [rng.standard_normal((3, 4)), rng.standard_normal(3)]
-    functional, in_place = params(start), params(start)
-    s_f, s_i = opt.init(functional, xp=np), opt.init(in_place, xp=np)
+    functional, in_place, copied = params(start), params(start), params(start)
+    s_f, s_i, s_c = (opt.init(p, xp=np) for p in (functional, in_place, copied))
     held = in_place.weights[0]  # written in place: a reference taken before stays current
     for lr in (0.5, 0.1, 0.02):
         grads = params([rng.standard_normal((3, 4)), rng.standard_normal(3)])
         apply_update(opt, functional, grads, s_f, lr=lr, xp=np)
         apply_update(opt, in_place, grads, s_i, lr=lr, xp=np, in_place=True)
-        for a, b in zip(functional.arrays(), in_place.arrays(), strict=True):
-            assert a.dtype == b.dtype == np.dtype(dtype) and np.array_equal(a, b)
-        for key in opt.buffers:
-            for a, b in zip(s_f.buffers[key].arrays(), s_i.buffers[key].arrays(), strict=True):
-                assert np.array_equal(a, b)
+        # The base class's default, for an optimizer that does not override it.
+        k = opt.factors(lr, s_c)
+        bufs = [s_c.buffers[name].arrays() for name in opt.buffers]
+        for i, (p, g) in enumerate(zip(copied.arrays(), grads.arrays(), strict=True)):
+            Optimizer.update_in_place(opt, p, g, [b[i] for b in bufs], k, xp=np)
+        for other, state in ((in_place, s_i), (copied, s_c)):
+            for a, b in zip(functional.arrays(), other.arrays(), strict=True):
+                assert a.dtype == b.dtype == np.dtype(dtype) and np.array_equal(a, b)
+            for key in opt.buffers:
+                pairs = zip(s_f.buffers[key].arrays(), state.buffers[key].arrays(), strict=True)
+                assert all(np.array_equal(a, b) for a, b in pairs)
     assert held is in_place.weights[0] and not np.array_equal(held, start[0].astype(dtype))
-    assert s_f.scalars == s_i.scalars
+    assert s_f.scalars == s_i.scalars == s_c.scalars
 
 
 # -- PyTorch as an oracle over several steps ----------------------------------------------------

@@ -86,9 +86,13 @@ class Optimizer:
         self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
     ) -> None:
         """:meth:`update` written into ``p`` and ``bufs`` themselves (writable arrays), with
-        the same arithmetic in the same order: the NumPy fast path's form, which allocates no
-        new tensors."""
-        raise NotImplementedError
+        the same arithmetic in the same order: the NumPy fast path's form. This default copies
+        :meth:`update`'s results in; the built-in optimizers override it to allocate nothing
+        per tensor."""
+        new_p, new_bufs = self.update(p, g, bufs, k, xp=xp)
+        p[...] = new_p
+        for buf, value in zip(bufs, new_bufs, strict=True):
+            buf[...] = value
 
 
 @dataclass(frozen=True)
