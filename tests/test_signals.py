@@ -11,6 +11,7 @@ checkpoint takes long enough to write to be interrupted in the middle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
@@ -286,3 +287,28 @@ def test_handled_by_leaves_an_ignored_signal_ignored_and_restores_the_rest():
     finally:
         signal.signal(signal.SIGHUP, hup)
     assert [signal.getsignal(s) for s in signums] == before
+
+
+@pytest.mark.parametrize("ends", ["normally", "with-an-exception"])
+def test_a_signal_held_outside_a_command_arrives_when_the_window_closes(ends):
+    # deferred() outside stop_on_signals (a library caller, a sweep worker's trial saving its
+    # model): a signal held while files were written is delivered to the handler in place
+    # before once the window ends, never dropped; a window ending with an exception (the work
+    # stops anyway) does not add a second interrupt to it.
+    import os
+
+    from gpumlp.signals import deferred
+
+    got: list[int] = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        with contextlib.suppress(RuntimeError), deferred() as held:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the holder runs, not the handler
+            assert got == [] and held == [signal.SIGTERM]
+            if ends != "normally":
+                raise RuntimeError("the block fails")
+        time.sleep(0.05)
+        assert got == ([signal.SIGTERM] if ends == "normally" else [])
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -185,20 +185,26 @@ def deferred() -> Iterator[list[int]]:
 
     The first one arriving is noted with a line on stderr; one more ends the process at once
     with that signal's exit code. Inside :func:`stop_on_signals`, signals that arrived keep
-    being held after the block (the process is stopping).
+    being held after the block (the process is stopping). Outside it, the first one is
+    delivered when the block ends, to the handler in place before, unless the block is ending
+    with an exception (which stops the work anyway): held, never lost.
     """
     if _held is not None or not _main_thread():
         yield _held if _held is not None else []
         return
     held: list[int] = []
     old = _install(_holder(held), _SIGNALS)
+    ended = False
     try:
         yield held
+        ended = True
     finally:
         if _scoped and held:
             _stopping(held)
         else:
             _restore(old)
+            if held and ended:
+                signal.raise_signal(held[0])
 
 
 def signum_of(exc: BaseException) -> int:
