@@ -15,8 +15,9 @@ saved, and the process exits with the shell's code for the signal (130, 143, 129
   block SIGTERM and SIGHUP raise :class:`Interrupt` as Ctrl-C raises KeyboardInterrupt.
 - :func:`handled_by` gives the three signals to a handler of the caller's within a block (a
   sweep worker's, which lets them wait while it talks to its storage).
-- :func:`deferred` holds interrupts back while files are written: a window of its own outside
-  :func:`stop_on_signals`; inside it, a signal that arrives in the window starts the stopping.
+- :func:`deferred` holds interrupts back while files are written: outside
+  :func:`stop_on_signals` a signal that arrives in the window is delivered when it closes;
+  inside it, such a signal starts the stopping.
 
 A signal ignored when they start (``nohup`` ignores SIGHUP) stays ignored. Handlers can only be
 installed from the main thread; elsewhere these are no-ops.
