@@ -31,7 +31,7 @@ import numpy as np
 
 from .atomicio import atomic_file
 from .errors import CheckpointError
-from .safeio import Oversize, read_npy_member
+from .safeio import Oversize, WrongShape, read_npy_member
 
 __all__ = ["FORMAT_VERSION", "read_checkpoint", "write_checkpoint"]
 
@@ -169,10 +169,8 @@ def _read_members(
             arrays[name] = read_npy_member(zf, info, shape=shape, kinds="f" if wanted else "biuf")
         except Oversize as exc:
             raise CheckpointError(f"{where} is damaged or hostile: {exc}") from None
-        except ValueError as exc:
-            if shape is not None and "shape" in str(exc):
-                raise CheckpointError(f"{where} holds invalid parameters: {exc}") from None
-            raise
+        except WrongShape as exc:
+            raise CheckpointError(f"{where} holds invalid parameters: {exc}") from None
     return meta, arrays, wanted or {}
 
 

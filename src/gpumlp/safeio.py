@@ -30,6 +30,7 @@ __all__ = [
     "INFLATE_RATIO",
     "LimitedReader",
     "Oversize",
+    "WrongShape",
     "check_pickle",
     "open_untrusted",
     "read_npy",
@@ -44,6 +45,10 @@ HEADER_SLACK = 1 << 16
 
 class Oversize(ValueError):
     """A file claims, or decompresses to, more than it may; the message says how much and why."""
+
+
+class WrongShape(ValueError):
+    """An array's header states another shape than the one its reader expects."""
 
 
 def require_memory(nbytes: int, what: str) -> None:
@@ -189,7 +194,7 @@ def read_npy_member(
         if dtype.kind not in kinds:
             raise ValueError(f"array {name!r} has dtype {dtype}, expected a numeric array")
         if shape is not None and tuple(found) != tuple(shape):
-            raise ValueError(f"array {name!r} has shape {tuple(found)}, expected {tuple(shape)}")
+            raise WrongShape(f"array {name!r} has shape {tuple(found)}, expected {tuple(shape)}")
         nbytes = math.prod(found) * dtype.itemsize
         if nbytes > info.file_size:
             raise ValueError(f"array {name!r} declares {nbytes:,} bytes in a smaller member")
