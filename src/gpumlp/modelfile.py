@@ -33,7 +33,7 @@ from .config import ModelSpec
 from .errors import CheckpointError
 from .history import FIELDS
 from .network import Params
-from .optim import get_optimizer
+from .optim import OPTIMIZERS, get_optimizer
 
 __all__ = [
     "check_same_network",
@@ -200,23 +200,17 @@ def _dict_of(checks: Mapping[str, Callable[[Any], bool]]) -> Callable[[Any], boo
     return lambda v: isinstance(v, dict) and all(k in v and ok(v[k]) for k, ok in checks.items())
 
 
-_SCALARS: dict[str, dict[str, Callable[[Any], bool]]] = {
-    "sgd": {}, "momentum": {}, "nesterov": {}, "adam": {"t": _is_int},
-}  # fmt: skip
-"""The host scalars each optimizer keeps (``OptState.scalars``): Adam's step count ``t``."""
-
-
 def _is_lr(v: Any) -> bool:
     return _is_num(v) and math.isfinite(v) and v > 0
 
 
 def _optimizer(v: Any) -> bool:
+    """The optimizer's name, and its step counts (:attr:`Optimizer.scalars`), no others."""
     name = v.get("name") if isinstance(v, dict) else None
-    if not isinstance(name, str) or name not in _SCALARS:
+    if not isinstance(name, str) or name not in OPTIMIZERS:
         return False
-    got, want = v.get("scalars"), _SCALARS[name]
-    ok = isinstance(got, dict) and set(got) == set(want)
-    return ok and all(check(got[k]) for k, check in want.items())
+    got, want = v.get("scalars"), get_optimizer(name).scalars
+    return isinstance(got, dict) and set(got) == set(want) and all(map(_is_int, got.values()))
 
 
 def _rng(v: Any) -> bool:
@@ -243,7 +237,8 @@ _TRAIN_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epoch": (_is_int, "an integer >= 0"),
     "optimizer": (
         _optimizer,
-        "{'name': one of sgd/momentum/nesterov/adam, 'scalars': {} ({'t': integer >= 0} for adam)}",
+        f"{{'name': one of {'/'.join(OPTIMIZERS)}, 'scalars': {{}} ({{'t': integer >= 0}} for "
+        "adam)}",
     ),
     "schedule": (
         _dict_of({"lr": _is_lr, "current": _is_lr, "best": _is_num, "since_best": _is_int}),

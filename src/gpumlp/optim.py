@@ -52,6 +52,8 @@ class Optimizer:
     NAME = "optimizer"
     buffers: tuple[str, ...] = ()
     """Names of the Params-shaped state buffers, in the order ``update`` takes them."""
+    scalars: tuple[str, ...] = ()
+    """Names of the host step counts (``OptState.scalars``, integers from 0): Adam's ``t``."""
 
     @property
     def name(self) -> str:
@@ -69,8 +71,9 @@ class Optimizer:
         return None
 
     def init(self, params: Params, *, xp: Namespace) -> OptState:
-        """Fresh state: zero buffers shaped like ``params``, on its device."""
-        return OptState({k: params.zeros_like(xp=xp) for k in self.buffers}, {})
+        """Fresh state: zero buffers shaped like ``params``, on its device; step counts 0."""
+        buffers = {k: params.zeros_like(xp=xp) for k in self.buffers}
+        return OptState(buffers, dict.fromkeys(self.scalars, 0))
 
     def factors(self, lr: float, state: OptState) -> tuple[float, ...]:
         """This step's host-side numbers (advancing any step count): ``(lr,)`` by default."""
@@ -186,6 +189,7 @@ class Adam(Optimizer):
     eps: float = 1e-8
     NAME = "adam"
     buffers = ("m", "v")
+    scalars = ("t",)
 
     def cuda_update(self) -> str:
         """The moments' step (``s1`` is m, ``s2`` is v; the kernel computes the factors)."""
@@ -196,12 +200,6 @@ class Adam(Optimizer):
             "        p[i] = pi - (real)hyper[H_STEP] * mi"
             " / (sqrt(vi) / (real)hyper[H_ROOT] + eps);"
         )
-
-    def init(self, params: Params, *, xp: Namespace) -> OptState:
-        """Zero moments ``m``, ``v`` and step count ``t = 0``."""
-        state = super().init(params, xp=xp)
-        state.scalars["t"] = 0
-        return state
 
     def factors(self, lr: float, state: OptState) -> tuple[float, ...]:
         """Advance ``t``; return ``(lr / (1 − β1^t), √(1 − β2^t))``."""
