@@ -146,11 +146,11 @@ _DRAW_BLOCK = 16 << 20  # initial.BLOCK_VALUES float64 values drawn at a time, a
 
 
 def size_text(nbytes: float) -> str:
-    """Bytes as ``"1.5 GiB"`` / ``"12.0 MiB"`` / ``"512 bytes"``."""
+    """Bytes as ``"1.5 GiB"`` / ``"12.0 MiB"`` / ``"480,000 bytes"``."""
     for unit, power in (("TiB", 40), ("GiB", 30), ("MiB", 20)):
         if nbytes >= 2**power:
             return f"{nbytes / 2**power:.1f} {unit}"
-    return f"{int(nbytes)} bytes"
+    return f"{int(nbytes):,} bytes"
 
 
 def param_count(sizes: Sequence[int]) -> int:

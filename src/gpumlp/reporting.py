@@ -110,11 +110,7 @@ def summary_text(spec: ModelSpec, *, standardized: bool) -> str:
     n = param_count(spec.sizes)
     nbytes = n * np.dtype(spec.dtype).itemsize
     rows.append(
-        f"{n:,} parameters ({spec.dtype}, {_size(nbytes)}) on {spec.backend}; cost "
+        f"{n:,} parameters ({spec.dtype}, {size_text(nbytes)}) on {spec.backend}; cost "
         f"{spec.cost.name}; inputs {'standardized' if standardized else 'as given'}"
     )
     return "\n".join(rows)
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes:,} bytes" if nbytes < 2**20 else size_text(nbytes)

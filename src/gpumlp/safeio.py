@@ -56,12 +56,8 @@ def require_memory(nbytes: int, what: str) -> None:
     free = host_available_memory()
     if free is not None and nbytes > free:
         raise Oversize(
-            f"{what} would need {_amount(nbytes)} but only {_amount(free)} of memory is free"
+            f"{what} would need {size_text(nbytes)} but only {size_text(free)} of memory is free"
         )
-
-
-def _amount(nbytes: int) -> str:
-    return size_text(nbytes) if nbytes >= 2**20 else f"{nbytes:,} bytes"
 
 
 INFLATE_RATIO = 100
