@@ -90,8 +90,10 @@ class RunPlan:
     watch: tuple[Any, Any] | None
 
 
-def plan_run(flags: dict[str, Any], data: DataSet) -> RunPlan:
-    """Check ``flags`` (with ``sizes`` resolved) against ``data`` and this machine.
+def plan_run(flags: dict[str, Any], data: DataSet, *, check_values: bool = True) -> RunPlan:
+    """Check ``flags`` (with ``sizes`` resolved) against ``data`` and this machine; the values
+    of the data too, unless ``check_values`` is False (a plan of the same data and dtype already
+    checked them: each scan reads every value of the training and scored splits).
 
     Raises ValueError/TypeError naming the flag (or the data file and the value that is not
     finite in the network's dtype), OutOfMemory naming ``--sizes``, BackendUnavailableError
@@ -128,7 +130,7 @@ def plan_run(flags: dict[str, Any], data: DataSet) -> RunPlan:
     if config.watches_validation and watch is None:
         raise ValueError("--schedule plateau and --patience need a validation or test set")
     _check_penalties(flags, spec, n)
-    for split, pair in (("training", data.train), (scored, watch)):
+    for split, pair in (("training", data.train), (scored, watch)) if check_values else ():
         _check_values(flags.get("data"), spec, split, pair)
     return RunPlan(dict(flags), spec, fit, data, scored, watch)
 
