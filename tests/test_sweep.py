@@ -253,6 +253,20 @@ def blobs_split(n=180, seed=0):
     return X, y
 
 
+def test_data_the_network_dtype_cannot_hold_is_refused_before_any_trial(tmp_path, optuna):
+    # The space's cases are planned on the same data: its values are checked (once) among them.
+    X = np.random.default_rng(0).random((20, 3))
+    X[17, 2] = 1e300  # finite in float64, inf in float32
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", np.arange(20) % 2)
+    out = tmp_path / "out"
+    data = ["--data", tmp_path / "X.npy", "--labels", tmp_path / "y.npy", "--dtype", "float32"]
+    space = space_file(tmp_path, "lr = {log = [0.5, 5]}\nbatch_size = {choice = [2, 4]}\n")
+    code, _, err = run("sweep", space, *data, "--hidden", "4", "--seed", "1", "--out", out)
+    assert_refused(code, err, r"hold 1e\+300 at index \(\d+, 2\), which overflows float32")
+    assert not out.exists()
+
+
 def test_python_api_holds_out_validation_and_scores_test_once(tmp_path, optuna):
     import gpumlp
     from gpumlp import sweep
