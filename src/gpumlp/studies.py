@@ -37,6 +37,7 @@ from .studystore import (
     require_optuna,
     retry_callback,
     storage_url,
+    tally,
 )
 from .sweepspace import Dimension
 
@@ -91,12 +92,10 @@ def run_worker(
         while True:
             gate.check()
             fail_dead_trials(study)
-            states = [t.state.name for t in study.get_trials(deepcopy=False)]
-            running, finished = states.count("RUNNING"), len(states) - states.count("FAIL")
-            finished -= running + states.count("WAITING")
-            if finished >= n_trials:
+            counts = tally(study)
+            if counts["finished"] >= n_trials:
                 return
-            if finished + running >= n_trials:
+            if counts["finished"] + counts["RUNNING"] >= n_trials:
                 time.sleep(poll)  # the last trials run elsewhere: wait for them, or their failure
                 continue
             try:

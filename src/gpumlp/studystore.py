@@ -15,6 +15,7 @@ import re
 import socket
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from optuna import Study
 
 __all__ = ["HOST", "PRUNERS", "fail_dead_trials", "masked", "open_study", "require_optuna",
-           "retry_callback", "storage_url", "with_driver"]  # fmt: skip
+           "retry_callback", "storage_url", "tally", "with_driver"]  # fmt: skip
 
 HEARTBEAT_INTERVAL, GRACE_PERIOD, MAX_RETRY = 10, 60, 3
 PRUNERS = ("median", "hyperband", "none")
@@ -38,6 +39,15 @@ def require_optuna() -> Any:
     except ImportError:
         raise ImportError("gpumlp sweep needs Optuna: pip install 'gpumlp[sweep]'") from None
     return optuna
+
+
+def tally(study: Any) -> Counter[str]:
+    """How many trials of ``study`` are in each state, by name (``COMPLETE``, ``PRUNED``,
+    ``FAIL``, ``RUNNING``, ``WAITING``), and ``finished``: the complete and pruned ones, which
+    a sweep's number of trials counts."""
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    counts["finished"] = counts["COMPLETE"] + counts["PRUNED"]
+    return counts
 
 
 def storage_url(out: Path, storage: str | None) -> str:

@@ -18,7 +18,7 @@ from .modelfile import expected_arrays
 from .rundir import plan_folder, run_folder
 from .runner import execute, plan_run
 from .sources import DataSet
-from .studystore import HOST
+from .studystore import HOST, tally
 
 __all__ = ["evaluate_best", "train_trial"]
 
@@ -72,8 +72,7 @@ def evaluate_best(study: Any, data: DataSet, *, backend: str = "auto") -> dict[s
     """Score the best trial's model on the test split once, kept as the study's user attribute
     ``"test"``: ``{"trial", "accuracy", "cost", "n"}``. None without a test split, a complete
     trial, or the best trial's model on this machine."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if data.test is None or not complete:
+    if data.test is None or not tally(study)["COMPLETE"]:
         return None
     best = study.best_trial
     stored = study.user_attrs.get("test")

@@ -24,7 +24,7 @@ from ..atomicio import atomic_write_bytes
 from ..rundir import TRAIN_DEFAULTS
 from ..sources import DataSet
 from ..studies import run_worker
-from ..studystore import PRUNERS, masked, open_study, require_optuna, storage_url
+from ..studystore import PRUNERS, masked, open_study, require_optuna, storage_url, tally
 from ..sweepspace import bind_study, check_space, default_seed, hold_out, read_space
 from ..trials import evaluate_best
 from ._args import UsageError, add_train_flags, number
@@ -171,11 +171,11 @@ def _spawn(
 
 def _summary(study: Any, fixed: dict[str, Any], data: DataSet, out: Path, n_trials: int) -> int:
     """Print how the study stands and its best trial (scored on the test split once)."""
-    states = [t.state.name for t in study.get_trials(deepcopy=False)]
-    finished = states.count("COMPLETE") + states.count("PRUNED")
+    counts = tally(study)
+    finished = counts["finished"]
     print(
-        f"study {study.study_name!r}: {finished} finished trials ({states.count('COMPLETE')} "
-        f"complete, {states.count('PRUNED')} pruned), {states.count('FAIL')} failed"
+        f"study {study.study_name!r}: {finished} finished trials ({counts['COMPLETE']} "
+        f"complete, {counts['PRUNED']} pruned), {counts['FAIL']} failed"
     )
     if finished < n_trials:
         print(
@@ -184,7 +184,7 @@ def _summary(study: Any, fixed: dict[str, Any], data: DataSet, out: Path, n_tria
             file=sys.stderr,
         )
         return 2
-    if "COMPLETE" in states:
+    if counts["COMPLETE"]:
         best = study.best_trial
         print(f"best: {trial_line(best)}")
         test = evaluate_best(study, data, backend=fixed.get("backend", "auto"))
