@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import hashlib
 import importlib.util
 import io
 import itertools
@@ -43,7 +44,7 @@ import pytest
 
 import gpumlp
 from cuda_emu.fixtures import cxx20, fake_cupy  # noqa: F401  (fixtures for every test file)
-from gpumlp import checkpoint
+from gpumlp import checkpoint, fetch
 from gpumlp.activations import ACTIVATIONS
 from gpumlp.backend import cupy_status
 from gpumlp.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
@@ -235,6 +236,20 @@ def history_columns(records) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
+def assert_same_run(got: Path, want: Path, params: list[str] | None = None) -> dict:
+    """Two run folders hold the same model (parameter names and bits; the names ``params``
+    when given) and the same history, timings aside. Returns ``got``'s history.json."""
+    got_params, want_params = saved_params(got / "model.npz"), saved_params(want / "model.npz")
+    assert sorted(got_params) == sorted(want_params)
+    if params is not None:
+        assert sorted(got_params) == params
+    for key in want_params:
+        assert np.array_equal(got_params[key], want_params[key]), key
+    h_got, h_want = (json.loads((d / "history.json").read_text()) for d in (got, want))
+    assert history_columns(h_got["epochs"]) == history_columns(h_want["epochs"])
+    return h_got
+
+
 # -- MNIST files in every format, small ---------------------------------------------------------
 
 
@@ -326,6 +341,20 @@ def write_pkl(path: Path, splits, *, protocol: int | str = "py2") -> Path:
         raw = pickle.dumps(splits, protocol=protocol)
     path.write_bytes(gzip.compress(raw))
     return path
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch) -> Path:
+    """A small MNIST pickle, ``tmp_path/mirror/mnist.pkl.gz``, served by file:// URL as the
+    download source, with the expected size and checksum patched to it; the cache is
+    ``tmp_path/cache``."""
+    (tmp_path / "mirror").mkdir()
+    source = write_pkl(tmp_path / "mirror" / "mnist.pkl.gz", book_splits())
+    monkeypatch.setenv("GPUMLP_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPUMLP_MNIST_URL", source.as_uri())
+    monkeypatch.setattr(fetch, "MNIST_SIZE", source.stat().st_size)
+    monkeypatch.setattr(fetch, "MNIST_SHA256", hashlib.sha256(source.read_bytes()).hexdigest())
+    return source
 
 
 def assert_split(split, n: int) -> None:

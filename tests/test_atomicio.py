@@ -7,7 +7,6 @@ test_cli_train.py; run folders' files in test_rundir.py.)"""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 import subprocess
@@ -17,8 +16,8 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import DiskFull, book_splits, run, temp_files, write_pkl
-from gpumlp import atomicio, fetch
+from conftest import DiskFull, run, temp_files
+from gpumlp import atomicio
 from gpumlp.atomicio import atomic_write_bytes
 from gpumlp.checkpoint import read_checkpoint
 
@@ -92,14 +91,9 @@ def _spawned_pid() -> int:
 
 @pytest.mark.parametrize("umask", [0o022, 0o077], ids=["022", "077"])
 def test_the_mnist_cache_gets_the_umask_mode_and_killed_fetches_are_cleaned(
-    umask, tmp_path, monkeypatch
+    umask, mirror, tmp_path
 ):
-    mirror = write_pkl(tmp_path / "mirror.pkl.gz", book_splits())
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("GPUMLP_DATA", str(cache))
-    monkeypatch.setenv("GPUMLP_MNIST_URL", mirror.as_uri())
-    monkeypatch.setattr(fetch, "MNIST_SIZE", mirror.stat().st_size)
-    monkeypatch.setattr(fetch, "MNIST_SHA256", hashlib.sha256(mirror.read_bytes()).hexdigest())
+    cache = tmp_path / "cache"  # the mirror fixture's
     cache.mkdir()
     killed = cache / f".mnist.pkl.gz.{_spawned_pid()}.abc123.part"  # a fetch killed mid-way
     live = cache / f".mnist.pkl.gz.{os.getppid()}.abc123.part"  # a live one's: left alone

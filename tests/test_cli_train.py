@@ -38,16 +38,17 @@ from conftest import (
     VAL_OVERFLOW_NET,
     DiskFull,
     assert_refused,
+    assert_same_params,
+    assert_same_run,
     default_sigint,
     fail_on_step,
     file_in_the_way,
-    history_columns,
+    params_of,
     printed_epochs,
     reap,
     run,
     run_gpumlp,
     saved_epochs,
-    saved_params,
     start_gpumlp,
     temp_files,
     val_overflow_problem,
@@ -125,15 +126,7 @@ def test_a_drawn_seed_is_printed_recorded_and_repeats_the_run(blobs, tmp_path):
     again = run_gpumlp(*argv, "--seed", seed, "--out", tmp_path / "b", timeout=120)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[0] == header
-    got, want = (
-        saved_params(tmp_path / "b" / "model.npz"),
-        saved_params(tmp_path / "a" / "model.npz"),
-    )
-    assert sorted(got) == sorted(want) == ["param/0", "param/1", "param/2", "param/3"]
-    for k in want:
-        assert np.array_equal(got[k], want[k]), k
-    repeated = json.loads((tmp_path / "b" / "history.json").read_text())
-    assert history_columns(repeated["epochs"]) == history_columns(history["epochs"])
+    assert_same_run(tmp_path / "b", tmp_path / "a", [f"param/{i}" for i in range(4)])
 
 
 # -- bad flags and files: exit 2, one line, nothing written -------------------------------------
@@ -324,9 +317,8 @@ def test_a_non_finite_validation_cost_exits_3_keeping_finite_weights(tmp_path):
     k = int(found[1])
     assert k >= 1 and f"--resume {out}" in done.stderr
     assert "Traceback" not in done.stderr and "RuntimeWarning" not in done.stderr
-    assert [int(e) for e in re.findall(r"^Epoch (\d+): ", done.stdout, re.M)] == list(range(k))
+    assert printed_epochs(done.stdout) == saved_epochs(out) == list(range(k))
     history = json.loads((out / "history.json").read_text())
-    assert [r["epoch"] for r in history["epochs"]] == list(range(k))
     assert history["stop_reason"].startswith(f"diverged in epoch {k}")
     # The model and the checkpoint hold the last weights that evaluate finite: epoch k - 1's.
     model = gpumlp.load(out / "model.npz", backend="numpy")
@@ -335,8 +327,7 @@ def test_a_non_finite_validation_cost_exits_3_keeping_finite_weights(tmp_path):
     ref = gpumlp.Network([4, 2], **VAL_OVERFLOW_NET)  # --seed 0 seeds fit's orders too
     with np.errstate(over="ignore"):
         ref.fit(X, Y, epochs=k, validation_data=(X_val, Y_val), seed=0, **VAL_OVERFLOW_FIT)
-    for a, b in zip(model.params.arrays(), ref.params.arrays(), strict=True):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert_same_params(params_of(model), params_of(ref))
 
 
 # -- Ctrl-C and kill -9 -------------------------------------------------------------------------
@@ -509,13 +500,7 @@ def test_cli_killed_and_resumed_matches_uninterrupted(tmp_path):
 
     resumed = run_gpumlp(*_killable(data, run_dir, "--resume", run_dir), timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    got, want = saved_params(run_dir / "model.npz"), saved_params(ref_dir / "model.npz")
-    assert sorted(got) == sorted(want) == [f"param/{i}" for i in range(4)]
-    for k in want:
-        assert np.array_equal(got[k], want[k]), k
-    h_got = json.loads((run_dir / "history.json").read_text())
-    h_want = json.loads((ref_dir / "history.json").read_text())
-    assert history_columns(h_got["epochs"]) == history_columns(h_want["epochs"])
+    h_got = assert_same_run(run_dir, ref_dir, [f"param/{i}" for i in range(4)])
     assert len(h_got["epochs"]) == EPOCHS and h_got["stop_reason"] is None
 
 

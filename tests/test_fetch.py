@@ -62,18 +62,6 @@ def test_cache_path_is_a_directory(tmp_path, monkeypatch):
 # --- fetching ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def mirror(tmp_path, monkeypatch) -> Path:
-    """A small pickle served by file:// URL, with the expected size and checksum patched to it."""
-    (tmp_path / "mirror").mkdir()
-    source = write_pkl(tmp_path / "mirror" / "mnist.pkl.gz", book_splits())
-    monkeypatch.setenv("GPUMLP_DATA", str(tmp_path / "cache"))
-    monkeypatch.setenv("GPUMLP_MNIST_URL", source.as_uri())
-    monkeypatch.setattr(fetch, "MNIST_SIZE", source.stat().st_size)
-    monkeypatch.setattr(fetch, "MNIST_SHA256", hashlib.sha256(source.read_bytes()).hexdigest())
-    return source
-
-
 def test_fetch_from_url_into_cache(mirror, tmp_path):
     calls = []
     path = fetch_mnist(progress=lambda done, total: calls.append((done, total)))
