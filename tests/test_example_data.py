@@ -1,0 +1,53 @@
+"""scripts/example_data.py writes the README's example files, and the README's runs on them
+print what it shows (timings aside): the README's output is this code's."""
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def shown(command: str) -> tuple[list[str], str]:
+    """The README's ``$ COMMAND`` line starting with ``command``: its arguments, and the output
+    shown under it (up to the next ``$`` line or the block's end)."""
+    found = re.search(rf"^\$ ({re.escape(command)}.*)\n((?:(?!\$ |```).*\n)*)", README, re.M)
+    assert found, f"the README shows no {command!r}"
+    return shlex.split(found[1]), found[2]
+
+
+def untimed(text: str) -> str:
+    return re.sub(r"\d+\.\d\d s\)", "s)", text)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("examples")
+    script = ROOT / "scripts" / "example_data.py"
+    subprocess.run([sys.executable, script, folder], check=True, capture_output=True)
+    return folder
+
+
+@pytest.mark.parametrize("data", ["flowers.csv", "blobs.npz"])
+def test_the_readme_runs_on_the_example_files_print_what_it_shows(examples, data, monkeypatch):
+    monkeypatch.chdir(examples)
+    argv, output = shown(f"gpumlp train --data {data}")
+    code, stdout, stderr = run(*argv[1:], "--backend", "numpy")
+    assert code == 0, stderr
+    assert untimed(stdout) == untimed(output)
+    argv, output = shown(f"gpumlp eval runs/{Path(data).stem}")
+    code, stdout, stderr = run(*argv[1:])
+    assert code == 0, stderr
+    assert stdout == output
+
+
+def test_the_readme_shows_the_first_row_of_flowers(examples):
+    _, output = shown("head -2 flowers.csv")
+    assert "".join((examples / "flowers.csv").read_text().splitlines(True)[:2]) == output
