@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import HIDDEN, host
+from conftest import HIDDEN, assert_same_params, host, params_of
 from gpumlp import Network, _cupy_fast, _kernels, engines, get_namespace
 from gpumlp.activations import ACTIVATIONS, ULP_BUDGET, Activation
 from gpumlp.config import TrainConfig
@@ -140,12 +140,23 @@ def _impostor(name: str) -> Activation:
 def test_a_users_activation_is_never_run_by_the_kernels(fake_cupy, name):
     rng = np.random.default_rng(0)
     X, y = rng.random((20, 3)), np.arange(20) % 2
-    net = Network([3, 4, 2], activation=_impostor(name), output_activation="sigmoid",
-                  backend="cupy", seed=0)  # fmt: skip
+
+    def impostor_net():
+        return Network([3, 4, 2], activation=_impostor(name), output_activation="sigmoid",
+                       backend="cupy", seed=0)  # fmt: skip
+
+    net = impostor_net()
     with pytest.raises(ValueError, match=f"hidden activation '{name}' has no CUDA form"):
         net.fit(X, y, epochs=1, engine="fused")
+    probe = impostor_net()
+    cfg = TrainConfig(epochs=1, engine="auto")
+    state = TrainState.start(probe.spec, probe.params, cfg, np.random.default_rng(0))
+    assert engines.select_step(state, probe.inputs.data(X, y)).engine == "generic"
     history = net.fit(X, y, epochs=1, engine="auto")  # falls back to the generic step
     assert len(history) == 1
+    generic = impostor_net()
+    generic.fit(X, y, epochs=1, engine="generic")
+    assert_same_params(params_of(net), params_of(generic))
 
 
 @pytest.mark.parametrize("engine", ["graph", "fused"])
