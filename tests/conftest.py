@@ -36,6 +36,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -109,10 +110,11 @@ def small_net(**kw) -> gpumlp.Network:
     return gpumlp.Network([4, 5, 3], **{"backend": "numpy", "seed": 0, **kw})
 
 
-def small_fit(X=SMALL_X, y=SMALL_Y, **kw):
-    """One epoch of ``small_net()`` on (X, y) at batch size 4, lr 0.1, ``kw`` overriding."""
+def small_fit(X=SMALL_X, y=SMALL_Y, *, net=None, **kw):
+    """One epoch of ``net`` (default ``small_net()``) on (X, y) at batch size 4, lr 0.1, ``kw``
+    overriding."""
     args = {"epochs": 1, "batch_size": 4, "lr": 0.1, **kw}
-    return small_net().fit(X, y, **args)
+    return (small_net() if net is None else net).fit(X, y, **args)
 
 
 @pytest.fixture
@@ -664,6 +666,15 @@ def run_gpumlp(*argv, timeout: float = 120, cwd: Path | None = None) -> subproce
         gpumlp_cmd(*argv), env=gpumlp_env(), cwd=cwd, capture_output=True, text=True,
         timeout=timeout,
     )  # fmt: skip
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until the running ``proc`` has written ``path``; fail if it ends or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before writing {path.name}"
+        assert time.monotonic() < deadline, f"no {path.name} after {timeout} s"
+        time.sleep(0.01)
 
 
 def reap(proc) -> None:

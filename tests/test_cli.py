@@ -65,10 +65,8 @@ def test_bad_command_line(argv, match, tmp_path, monkeypatch):
 
 
 def test_an_empty_out_is_refused_naming_it(tmp_path, bar_mnist):
-    proc = subprocess.run(
-        gpumlp_cmd("train", "--data", bar_mnist, "--epochs", "1", "--quiet", "--out", ""),
-        cwd=tmp_path, env=gpumlp_env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    argv = ["train", "--data", bar_mnist, "--epochs", "1", "--quiet", "--out", ""]
+    proc = run_gpumlp(*argv, cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr == "gpumlp: error: --out must name a folder, got an empty string\n"
     assert os.listdir(tmp_path) == []  # no default folder made instead

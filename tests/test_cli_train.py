@@ -52,6 +52,7 @@ from conftest import (
     start_gpumlp,
     temp_files,
     val_overflow_problem,
+    wait_for,
     write_tiny_mnist,
 )
 from gpumlp.checkpoint import read_checkpoint
@@ -345,14 +346,6 @@ def slow_data(tmp_path_factory) -> Path:
 def slow_train(data: Path, out: Path, *extra) -> list:
     """``gpumlp train`` arguments of a run slow enough to interrupt (``SLOW``)."""
     return ["train", "--data", data, *SLOW, "--out", out, *extra]
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, "the run ended before writing a checkpoint"
-        assert time.monotonic() < deadline, f"no {path.name} after {timeout} s"
-        time.sleep(0.01)
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):

@@ -11,16 +11,22 @@ import pytest
 
 import gpumlp
 import gpumlp._checks as checks
-from conftest import HUGE, SMALL_X, SMALL_Y, params_of, resigned, small_net, with_value
+from conftest import (
+    HUGE,
+    SMALL_X,
+    SMALL_Y,
+    assert_same_params,
+    params_of,
+    resigned,
+    small_fit,
+    small_net,
+    with_value,
+)
 from gpumlp._checks import finite_host_array, first_nonfinite
 
 X_BAD = with_value(SMALL_X, (3, 2))
 Y_ONEHOT = np.eye(3)[SMALL_Y]
 Y_BAD = with_value(Y_ONEHOT, (5, 1))
-
-
-def _fit(net, X=SMALL_X, y=SMALL_Y, **kw):
-    return net.fit(X, y, **{"epochs": 1, "batch_size": 4, "lr": 0.1, **kw})
 
 
 def _load_params(net, which):
@@ -31,19 +37,27 @@ def _load_params(net, which):
 
 
 OVERFLOWS = [
-    ("fit-X", lambda net: _fit(net, X=X_BAD), r"X holds .*1e\+300.* at index \(3, 2\)"),
-    ("fit-targets", lambda net: _fit(net, y=Y_BAD), r"y holds .*1e\+300.* at index \(5, 1\)"),
+    ("fit-X", lambda net: small_fit(net=net, X=X_BAD), r"X holds .*1e\+300.* at index \(3, 2\)"),
+    (
+        "fit-targets",
+        lambda net: small_fit(net=net, y=Y_BAD),
+        r"y holds .*1e\+300.* at index \(5, 1\)",
+    ),
     (
         "fit-validation-X",
-        lambda net: _fit(net, validation_data=(X_BAD, SMALL_Y)),
+        lambda net: small_fit(net=net, validation_data=(X_BAD, SMALL_Y)),
         r"validation_data\[0\] holds .*1e\+300.* at index \(3, 2\)",
     ),
     (
         "fit-validation-targets",
-        lambda net: _fit(net, validation_data=(SMALL_X, Y_BAD)),
+        lambda net: small_fit(net=net, validation_data=(SMALL_X, Y_BAD)),
         r"validation_data\[1\] holds .*1e\+300",
     ),
-    ("fit-standardize", lambda net: _fit(net, X=X_BAD, standardize=True), r"X holds .*1e\+300"),
+    (
+        "fit-standardize",
+        lambda net: small_fit(net=net, X=X_BAD, standardize=True),
+        r"X holds .*1e\+300",
+    ),
     ("predict", lambda net: net.predict(X_BAD), r"X holds .*1e\+300"),
     ("predict_proba", lambda net: net.predict_proba(X_BAD), r"X holds .*1e\+300"),
     ("evaluate-X", lambda net: net.evaluate(X_BAD, SMALL_Y), r"X holds .*1e\+300"),
@@ -63,13 +77,12 @@ def test_a_value_that_overflows_float32_is_refused_naming_the_argument(call, mat
     message = str(info.value)
     assert "overflows float32, the network's dtype" in message
     assert "lr" not in message  # not a learning rate problem
-    for a, b in zip(params_of(net), before, strict=True):
-        assert np.array_equal(a, b)  # refused before anything changed
+    assert_same_params(params_of(net), before)  # refused before anything changed
 
 
 def test_the_same_values_are_fine_in_float64():
     net = small_net(dtype="float64")
-    net.fit(X_BAD, SMALL_Y, epochs=1, batch_size=4, lr=0.1)
+    small_fit(X_BAD, net=net)
     assert np.all(np.isfinite(net.predict_proba(X_BAD)))
 
 
@@ -77,7 +90,7 @@ def test_the_same_values_are_fine_in_float64():
 def test_a_huge_float_label_is_out_of_range_not_wrapped():
     y = with_value(SMALL_Y, 0)
     with pytest.raises(ValueError, match=r"y holds labels in \[0, 1e\+300\] .* \[0, 2\]"):
-        _fit(small_net(), y=y)
+        small_fit(y=y)
 
 
 @pytest.mark.parametrize(

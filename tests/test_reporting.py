@@ -16,7 +16,7 @@ import termios
 import pytest
 
 import gpumlp
-from conftest import gpumlp_env, params_of
+from conftest import assert_same_params, gpumlp_env, params_of, reap
 from gpumlp.reporting import epoch_line
 
 # -- fit: quiet by default, a line per epoch when verbose ----------------------------------------
@@ -54,7 +54,7 @@ def test_bad_verbose_is_refused_before_training(blobs, verbose):
     before = params_of(net)
     with pytest.raises(ValueError, match=r"verbose must be 0, 1 or 2, got"):
         net.fit(X, y, epochs=1, verbose=verbose)
-    assert all((a == b).all() for a, b in zip(params_of(net), before, strict=True))
+    assert_same_params(params_of(net), before)
 
 
 _FIT_ON_A_TERMINAL = """
@@ -86,9 +86,7 @@ def _on_a_terminal(code: str) -> str:
         _, err = proc.communicate(timeout=60)
     finally:
         os.close(leader)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert proc.returncode == 0, err.decode(errors="replace")
     return b"".join(chunks).decode(errors="replace")
 

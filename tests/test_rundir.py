@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import gpumlp_cmd, gpumlp_env, reap, run_gpumlp, start_gpumlp
+from conftest import gpumlp_cmd, gpumlp_env, reap, run_gpumlp, start_gpumlp, wait_for
 from gpumlp.checkpoint import read_checkpoint
 
 QUICK = ["--sizes", "784,16,10", "--epochs", "1", "--quiet"]
@@ -44,14 +44,6 @@ def finish_all(procs: list[subprocess.Popen], timeout: float = 120) -> list[tupl
     finally:
         for p in procs:
             reap(p)
-
-
-def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the run ended before {what}"
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
-        time.sleep(0.01)
 
 
 def lock_holder(folder: Path) -> int | None:
@@ -118,7 +110,7 @@ def test_a_second_live_run_into_a_folder_is_refused_naming_the_first(bar_mnist, 
     out = tmp_path / "run"
     first = start_gpumlp("train", "--data", bar_mnist, *SLOW, "--out", out, **PIPES)
     try:
-        wait_until(lambda: (out / "checkpoint.npz").exists(), first, "checkpoint")
+        wait_for(out / "checkpoint.npz", first)
         assert lock_holder(out) == first.pid
         args = (out / "args.json").read_bytes()
         again = ["train", "--data", bar_mnist, *QUICK]
@@ -167,7 +159,7 @@ def test_a_killed_runs_lock_and_temp_files_are_taken_over(bar_mnist, tmp_path):
     out = tmp_path / "run"
     killed = start_gpumlp("train", "--data", bar_mnist, *SLOW, "--out", out, **PIPES)
     try:
-        wait_until(lambda: (out / "checkpoint.npz").exists(), killed, "checkpoint")
+        wait_for(out / "checkpoint.npz", killed)
         killed.kill()
         killed.communicate(timeout=60)
     finally:

@@ -168,9 +168,9 @@ def test_a_full_disk_at_the_final_model_names_it_and_the_complete_checkpoint(
     out = tmp_path / "run"
     data = _npz(tmp_path)
     flags = ["train", *data, "--hidden", "5", "--epochs", "2", "--quiet", "--seed", "0"]
-    DiskFull(monkeypatch, ".model.npz.", after=0)
-    code, _, stderr = run(*flags, "--out", out)
-    monkeypatch.undo()
+    with monkeypatch.context() as mp:
+        DiskFull(mp, ".model.npz.", after=0)
+        code, _, stderr = run(*flags, "--out", out)
     assert code == 2
     checkpoint = out / "checkpoint.npz"
     assert stderr == (
@@ -182,7 +182,6 @@ def test_a_full_disk_at_the_final_model_names_it_and_the_complete_checkpoint(
     meta, _ = read_checkpoint(checkpoint)
     assert meta["epoch"] == 2
     # What the message says works: the resumed run trains nothing and writes the model.
-    monkeypatch.setenv("GPUMLP_BACKEND", "numpy")
     code, _, stderr = run("train", "--resume", out, "--quiet")
     assert code == 0, stderr
     model = gpumlp.load(out / "model.npz", backend="numpy")

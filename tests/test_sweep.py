@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_refused, run, run_python
+from conftest import assert_refused, needs_matplotlib, run, run_python
 
 SPACE = "lr = {log = [0.5, 5]}\nhidden = {int = [8, 24], log = true}\n"
 
@@ -86,9 +86,9 @@ def test_a_bad_space_entry_is_refused_naming_its_key(tmp_path, bar_mnist, optuna
     out = tmp_path / "out"
     argv = ["sweep", space_file(tmp_path, text), "--data", bar_mnist, "--out", out]
     code, stdout, err = run(*argv, "--backend", "numpy")
-    assert_refused(code, err)
+    assert_refused(code, err, re.escape(why))
     assert stdout == ""
-    assert f"{key}" in err and why in err, err
+    assert key in err, err
     assert not out.exists()  # refused before anything is written
 
 
@@ -203,9 +203,9 @@ def test_each_trial_is_a_run_folder_scored_on_validation(finished, optuna):
     assert f"test accuracy of trial {best.number}: " in printed
 
 
+@needs_matplotlib
 def test_report_prints_the_trials_best_first_and_draws_plots(finished):
     out, _, _ = finished
-    pytest.importorskip("matplotlib")
     for png in ("history.png", "importance.png"):
         (out / png).unlink(missing_ok=True)
     code, printed, err = run("sweep", "--report", out)
