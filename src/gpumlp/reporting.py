@@ -98,7 +98,7 @@ def summary_text(spec: ModelSpec, *, standardized: bool) -> str:
     table.append(("input", f"{spec.sizes[0]:,}", "", "", "", ""))
     for l, (n_in, n_out) in enumerate(itertools.pairwise(spec.sizes)):
         shapes = (f"({n_out}, {n_in})", f"({n_out},)", spec.activations[l].name)
-        table.append((str(l + 1), f"{n_out:,}", *shapes, f"{n_in * n_out + n_out:,}"))
+        table.append((str(l + 1), f"{n_out:,}", *shapes, f"{param_count((n_in, n_out)):,}"))
     widths = [max(len(row[c]) for row in table) for c in range(6)]
     right = (False, True, False, False, False, True)
     rows = [
