@@ -148,14 +148,26 @@ def test_exited_threads_count_as_arrived_at_barriers(emu):
     (0, r"__shfl_xor_sync: lane \d+ reads lane \d+, which has exited"),
     (1, r"mask 0x0000ffff: the emulator supports only full-warp masks"),
     (2, r"lanes of one warp are in different warp collectives"),
-    (3, r"did not finish within 300 ms: a deadlock"),
+    (3, r"deadlock: every live thread of the block waits and no barrier can complete: "
+        r"__syncthreads at line \d+ \(16 threads, first thread 0\), __syncwarp at line \d+ "
+        r"\(16 threads, first thread 16\)"),
 ])  # fmt: skip
 def test_undefined_behaviour_aborts_the_launch(emu, mode, message):
-    emulator.set_timeout(0.3 if mode == 3 else 60)  # mode 3 leaves 32 threads blocked for good
+    with pytest.raises(emulator.EmulationError, match=r"^undefined: .*" + message):
+        emu.get_function("undefined")((1,), (32,), (np.zeros(32, i32), i32(mode)))
+
+
+def test_a_block_that_never_finishes_is_declared_deadlocked(cxx20):
+    spin = emulator.compile_module(
+        'extern "C" __global__ void spin(int* flag) { while (((volatile int*)flag)[0] == 0) {} }'
+    )
+    flag = np.zeros(1, i32)
+    emulator.set_timeout(0.3)
     try:
-        with pytest.raises(emulator.EmulationError, match=r"^undefined: .*" + message):
-            emu.get_function("undefined")((1,), (32,), (np.zeros(32, i32), i32(mode)))
+        with pytest.raises(emulator.EmulationError, match=r"did not finish within 300 ms"):
+            spin.get_function("spin")((1,), (1,), (flag,))
     finally:
+        flag[0] = 1  # let the abandoned thread go
         emulator.set_timeout(60)
 
 

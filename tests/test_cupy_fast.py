@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import HIDDEN, assert_same_params, host, params_of
+from cuda_emu import emulator
 from gpumlp import Network, _cupy_fast, _kernels, engines, get_namespace
 from gpumlp.activations import ACTIVATIONS, ULP_BUDGET, Activation
 from gpumlp.config import TrainConfig
@@ -31,6 +32,7 @@ from gpumlp.costs import VALID_PAIRS
 from gpumlp.dropout import keep_masks
 from gpumlp.optim import OPTIMIZERS
 from gpumlp.runstate import TrainState
+from stepcheck import N, compare_steps, rel, setup, state_tensors
 
 # Every (hidden, output, cost), the optimizers taken in turn, so each optimizer meets several
 # output errors without the full product.
@@ -38,68 +40,6 @@ COMBOS = [
     (h, o, c, OPTIMIZERS[i % len(OPTIMIZERS)])
     for i, (h, (o, c)) in enumerate(itertools.product(HIDDEN, VALID_PAIRS))
 ]
-SIZES = (7, 13, 5)
-N = 50
-
-# Per-step tolerance on max|a − b| / max|ref| (after k steps: k times this), the band the gpu
-# tests use. float64: the two sides differ only in libm's exp/tanh (an ulp or two) and the
-# order of sums, ~1e-16 seen. float32: a few ulp per operation (≤ 6e-6 seen here); on a GPU,
-# softmax outputs fed to the cross-entropy's (a − y)/(a(1 − a)) amplified one ulp of a to
-# ~4e-5 in an early review, which the linear growth in k leaves room for.
-TOL = {"float64": 1e-12, "float32": 1e-5}
-
-
-def _setup(backend, dtype, combo, *, engine="generic", sizes=SIZES, batch=10, **fit):
-    """A network, its run state over N random examples, and the device data set."""
-    hidden, output, cost, optimizer = combo
-    net = Network(list(sizes), activation=hidden, output_activation=output, cost=cost,
-                  init="scaled", dtype=dtype, backend=backend, seed=3)  # fmt: skip
-    cfg = TrainConfig(epochs=1, batch_size=batch, lr=0.01 if optimizer == "adam" else 0.3,
-                      optimizer=optimizer, momentum=0.8, engine=engine, **fit)  # fmt: skip
-    state = TrainState.start(net.spec, net.params, cfg, np.random.default_rng(0))
-    rng = np.random.default_rng(5)
-    X, y = rng.random((N, sizes[0])), rng.integers(sizes[-1], size=N)
-    return net, state, net.inputs.data(X, y)
-
-
-def _rel(ref, got):
-    ref, got = host(ref).astype(float), host(got).astype(float)
-    scale = max(float(np.max(np.abs(ref), initial=0.0)), 1e-300)
-    return float(np.max(np.abs(ref - got), initial=0.0)) / scale
-
-
-def _state_tensors(state):
-    out = list(state.params.arrays())
-    for key in sorted(state.opt_state.buffers):
-        out += state.opt_state.buffers[key].arrays()
-    return out
-
-
-def _compare_steps(dtype, combo, engine, ms, sizes=SIZES, tol=TOL, **fit):
-    """Run the fast engine on the fake CuPy and GenericStep on NumPy over batches of ``ms``
-    rows; return the worst relative error, asserting the per-step tolerance."""
-    _, ref_state, ref_data = _setup("numpy", dtype, combo, sizes=sizes, **fit)
-    _, state, data = _setup("cupy", dtype, combo, engine=engine, sizes=sizes, **fit)
-    ref_step = engines.select_step(ref_state, ref_data, engine="generic")
-    step = engines.select_step(state, data, engine=engine)
-    assert step.engine == engine
-    worst, start = 0.0, 0
-    for k, m in enumerate(ms, start=1):
-        rows = np.arange(start, start + m) % N
-        start += m
-        lr = (0.01 if combo[3] == "adam" else 0.3) * (1.0 if k % 2 else 0.5)  # lr changes
-        a_ref = ref_step(*(t[rows] for t in ref_data[:2]), lr, k)
-        a = step(*(data[i][host(rows)] for i in range(2)), lr, k)
-        errs = [_rel(a_ref, a)] + [
-            _rel(r, g)
-            for r, g in zip(_state_tensors(ref_state), _state_tensors(state), strict=True)
-        ]
-        assert state.opt_state.scalars == ref_state.opt_state.scalars
-        assert max(errs) <= tol[dtype] * k, f"step {k}: {max(errs):.3g} ({combo}, {engine})"
-        worst = max(worst, *errs)
-    return worst
-
-
 # -- everywhere: the rules ---------------------------------------------------------------------
 
 
@@ -120,7 +60,7 @@ def test_auto_takes_the_graph_only_where_steps_are_launch_bound():
 
 
 def test_qualification_rules_give_reasons():
-    _, state, _ = _setup("numpy", "float64", ("sigmoid", "sigmoid", "quadratic", "sgd"))
+    _, state, _ = setup("numpy", "float64", ("sigmoid", "sigmoid", "quadratic", "sgd"))
     assert "need the CuPy backend" in _cupy_fast.unsupported(state, engine="fused")
     assert "not a CuPy fast path" in _cupy_fast.unsupported(state, engine="generic")
     step, why = _cupy_fast.make_step(state, None, engine="fused")
@@ -162,7 +102,7 @@ def test_a_users_activation_is_never_run_by_the_kernels(fake_cupy, name):
 @pytest.mark.parametrize("engine", ["graph", "fused"])
 def test_fast_engines_off_their_backend_are_refused(engine):
     strict = pytest.importorskip("array_api_strict")
-    _, state, data = _setup(strict, "float64", ("relu", "softmax", "log_likelihood", "sgd"))
+    _, state, data = setup(strict, "float64", ("relu", "softmax", "log_likelihood", "sgd"))
     with pytest.raises(ValueError, match=f"engine='{engine}' needs the"):
         engines.select_step(state, data, engine=engine)
     assert engines.select_step(state, data, engine="auto").engine == "generic"
@@ -198,21 +138,30 @@ def test_kernels_compile_with_nvcc(dtype, tmp_path):
 # -- emulated: each engine against the generic step --------------------------------------------
 
 
+@pytest.fixture(params=emulator.ROUNDING)
+def rounded_cupy(request, fake_cupy):
+    """The fake CuPy, its kernels built with IEEE rounding, then with the GPU's (FMA
+    contraction; float32 flushed to zero)."""
+    with emulator.configure(rounding=request.param):
+        yield fake_cupy
+
+
 @pytest.mark.parametrize("engine", ["fused", "graph"])
 @pytest.mark.parametrize("combo", COMBOS, ids=["-".join(c) for c in COMBOS])
-def test_engine_matches_generic(fake_cupy, combo, engine):
-    _compare_steps("float64", combo, engine, [10, 10, 3])
+def test_engine_matches_generic(rounded_cupy, combo, engine):
+    compare_steps("float64", combo, engine, [10, 10, 3])
+    compare_steps("float32", combo, engine, [10, 3])
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("engine", ["fused", "graph"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_engine_penalties_dropout_and_odd_shapes(fake_cupy, optimizer, engine, dtype):
+def test_engine_penalties_dropout_and_odd_shapes(rounded_cupy, optimizer, engine, dtype):
     # batch 1, 17 and 33 (not multiples of the 16-wide GEMM tile), 17 again (a replayed graph),
     # then 2 (a short last batch); two hidden layers, so each draws its own dropout mask.
     combo = ("tanh", "softmax", "cross_entropy", optimizer)
-    _compare_steps(dtype, combo, engine, [1, 17, 33, 17, 2], sizes=(7, 13, 9, 5), l2=0.5,
-                   l1=0.2, dropout=0.3)  # fmt: skip
+    compare_steps(dtype, combo, engine, [1, 17, 33, 17, 2], sizes=(7, 13, 9, 5), l2=0.5,
+                  l1=0.2, dropout=0.3)  # fmt: skip
 
 
 # -- emulated: whole epochs, and what a step costs ---------------------------------------------
@@ -221,8 +170,8 @@ def test_engine_penalties_dropout_and_odd_shapes(fake_cupy, optimizer, engine, d
 @pytest.mark.parametrize("engine", ["generic", "fused", "graph"])
 def test_an_epoch_matches_the_generic_epoch(fake_cupy, engine):
     combo = ("relu", "softmax", "log_likelihood", "momentum")
-    _, ref_state, ref_data = _setup("numpy", "float64", combo, batch=3, dropout=0.2)
-    _, state, data = _setup("cupy", "float64", combo, engine=engine, batch=3, dropout=0.2)
+    _, ref_state, ref_data = setup("numpy", "float64", combo, batch=3, dropout=0.2)
+    _, state, data = setup("cupy", "float64", combo, engine=engine, batch=3, dropout=0.2)
     ref = engines.select_step(ref_state, ref_data, engine="generic")
     step = engines.select_step(state, data, engine=engine)
     perm = np.random.default_rng(1).permutation(N)  # 50 rows at batch 3: a short last batch
@@ -233,8 +182,8 @@ def test_an_epoch_matches_the_generic_epoch(fake_cupy, engine):
                                 0.3, epoch * 17, monitor=monitor)  # fmt: skip
         assert int(hits) == int(hits_ref)
         assert float(cost) == pytest.approx(float(cost_ref), rel=1e-12)
-        for r, g in zip(_state_tensors(ref_state), _state_tensors(state), strict=True):
-            assert _rel(r, g) < 1e-12
+        for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
+            assert rel(r, g) < 1e-12
 
 
 def _device(host_array, data):
@@ -247,7 +196,7 @@ def _device(host_array, data):
 @pytest.mark.parametrize("engine", ["generic", "fused", "graph"])
 def test_steps_and_epochs_never_synchronise(fake_cupy, engine):
     combo = ("sigmoid", "softmax", "cross_entropy", "adam")  # the clip of cross-entropy, too
-    _, state, data = _setup("cupy", "float32", combo, engine=engine, l1=0.1, dropout=0.1)
+    _, state, data = setup("cupy", "float32", combo, engine=engine, l1=0.1, dropout=0.1)
     step = engines.select_step(state, data, engine=engine)
     perm = _device(np.arange(N), data)
     x, y = data[0][:10], data[1][:10]
@@ -284,7 +233,7 @@ def test_launches_per_step(fake_cupy, engine, per_step):
     output_delta, 2 × col_sum, hidden_delta, update and batch_end (one more for Adam), plus 5
     cuBLAS GEMMs; ``graph`` replays them: GRAPH_CHUNK steps per graph launch."""
     combo = ("sigmoid", "sigmoid", "quadratic", "sgd")
-    _, state, data = _setup("cupy", "float64", combo, engine=engine, batch=1)
+    _, state, data = setup("cupy", "float64", combo, engine=engine, batch=1)
     step = engines.select_step(state, data, engine=engine)
     perm = _device(np.arange(N), data)
     step.epoch(perm, 0.1, 0)  # warm-up: graphs captured
@@ -316,7 +265,7 @@ def fit_both(engine: str, *, tol: float, **fit) -> None:
         results.append((history, [host(t) for t in net.params.arrays()]))
     (h_fast, p_fast), (h_ref, p_ref) = results
     for p, q in zip(p_fast, p_ref, strict=True):
-        assert _rel(q, p) < tol
+        assert rel(q, p) < tol
     assert h_fast.column("train_accuracy") == h_ref.column("train_accuracy")
     assert h_fast.column("train_cost") == pytest.approx(h_ref.column("train_cost"), rel=tol)
 
@@ -331,15 +280,16 @@ def test_fit_with_each_engine_matches_numpy(fake_cupy, engine):
 
 @pytest.fixture(scope="module", params=["float32", "float64"])
 def kernels(request, cxx20):
-    from cuda_emu import emulator
-
     dtype = request.param
     return dtype, emulator.compile_module(_kernels.kernel_source(dtype), ("--std=c++14",))
 
 
-def _ulps(got, want, dtype):
-    """|got − want| in units in the last place of want (NaN matching NaN is 0)."""
+def _ulps(got, want, dtype, ftz=False):
+    """|got − want| in units in the last place of want (NaN matching NaN is 0). Under ``ftz``
+    (the GPU's -ftz=true) a subnormal ``want`` is flushed to zero first, as the GPU's is."""
     got, want = np.asarray(got, dtype), np.asarray(want, dtype)
+    if ftz:
+        want = np.where(np.abs(want) < np.finfo(dtype).tiny, np.zeros_like(want), want)
     spacing = np.spacing(np.maximum(np.abs(want), np.finfo(dtype).tiny))
     diff = np.abs(got.astype(float) - want.astype(float)) / spacing.astype(float)
     return np.where(np.isnan(got) & np.isnan(want), 0.0, diff)
@@ -359,11 +309,11 @@ def test_cuda_activations_agree_with_the_xp_forms(kernels, name):
                                                    *drop))  # fmt: skip
     xp = get_namespace("numpy")
     want = act.fn(z, xp=xp)
-    assert _ulps(a, want, dtype).max() <= ULP_BUDGET, name
+    assert _ulps(a, want, dtype, module.ftz).max() <= ULP_BUDGET, name
     g, delta = np.ones_like(z), np.empty_like(z)
     module.get_function("hidden_delta")((8,), (256,), (g, z, a, delta, i32(m), i32(n), i32(code),
                                                        i32(0), *drop))  # fmt: skip
-    assert _ulps(delta, act.prime(z, want, xp=xp), dtype).max() <= ULP_BUDGET, name
+    assert _ulps(delta, act.prime(z, want, xp=xp), dtype, module.ftz).max() <= ULP_BUDGET, name
 
 
 def test_cuda_dropout_masks_are_the_xp_masks_bit_for_bit(kernels):
@@ -394,16 +344,16 @@ def test_gemm_dot_against_numpy(kernels):
     dtype, module = kernels
     fn, rng, eps = module.get_function("gemm_dot"), np.random.default_rng(3), np.finfo(dtype).eps
     i32 = np.int32
-    for M, N, K in itertools.product([1, 3, 10, 30], [1, 7, 30], [64, 100, 784]):
+    for M, N_, K in itertools.product([1, 3, 10, 30], [1, 7, 30], [64, 100, 784]):
         a = rng.standard_normal((M, K)).astype(dtype)
-        b = rng.standard_normal((N, K)).astype(dtype)
-        c = np.full((M, N + 1), np.nan, dtype)  # one column of padding: ldc = N + 1
-        blocks = (-(-(M * N) // 8),)
-        fn(blocks, (32, 8), (i32(M), i32(N), i32(K), a, i32(K), b, i32(K), c, i32(N + 1)))
+        b = rng.standard_normal((N_, K)).astype(dtype)
+        c = np.full((M, N_ + 1), np.nan, dtype)  # one column of padding: ldc = N + 1
+        blocks = (-(-(M * N_) // 8),)
+        fn(blocks, (32, 8), (i32(M), i32(N_), i32(K), a, i32(K), b, i32(K), c, i32(N_ + 1)))
         want = a.astype(float) @ b.astype(float).T
         tol = (1e-13 if dtype == "float64" else 8 * eps) * (np.abs(a) @ np.abs(b).T)
-        assert np.all(np.abs(c[:, :N] - want) <= tol), (M, N, K)
-        assert np.isnan(c[:, N]).all(), "wrote outside C"
+        assert np.all(np.abs(c[:, :N_] - want) <= tol), (M, N_, K)
+        assert np.isnan(c[:, N_]).all(), "wrote outside C"
 
 
 @pytest.mark.parametrize("engine", ["fused", "graph"])
@@ -413,5 +363,5 @@ def test_a_long_first_layer_takes_the_warp_per_output_gemm(fake_cupy, engine):
     from gpumlp._cupy_core import dot_wins
 
     assert dot_wins(10, 13, 100) and not dot_wins(10, 13, 13)
-    _compare_steps("float64", ("relu", "softmax", "log_likelihood", "adam"), engine,
+    compare_steps("float64", ("relu", "softmax", "log_likelihood", "adam"), engine,
                    [10, 10, 7], sizes=(100, 13, 5))  # fmt: skip

@@ -1,25 +1,46 @@
 """Compile CUDA C kernel sources unchanged for the CPU, load them, and launch them from Python.
 
-The source is compiled by the host C++ compiler (``$CXX``, default ``g++``, C++20) under
-``cuda_emu.h``, which maps CUDA's keywords, thread indices, barriers, warp shuffles and atomics
-onto OS threads (its opening comment gives the execution model). For every
-``extern "C" __global__ void NAME(PARAMS)`` a launch wrapper with one uniform ABI is generated::
+A source is compiled by the host C++ compiler (``$CXX``, default ``g++``, C++20) as its own
+translation unit under ``cuda_emu.h``, and linked with the runtime ``cuda_emu_rt.cpp``, which
+maps CUDA's thread indices, barriers, warp shuffles, shared memory and atomics onto OS threads
+(its opening comment gives the execution model and the checks). The only change made to the
+source is the rewrite of ``__shared__`` declarations into per-block storage. For every
+``extern "C" __global__ void NAME(PARAMS)`` a launch entry with one uniform ABI is generated::
 
     extern "C" int emu_launch_NAME(const unsigned* grid3, const unsigned* block3, void** args,
+                                   const unsigned long long* extents, unsigned long long smem,
                                    char* err, int errlen);
 
-``args`` holds one pointer per parameter to its value, exactly as CUDA's ``void** kernelParams``.
+``args`` holds one pointer per parameter to its value, exactly as CUDA's ``void** kernelParams``;
+``extents`` the [start, end) bytes of each pointer argument's array, for the checked build.
+
+Two choices make a :class:`Build` (defaults from :func:`configure`, or the environment variables
+``CUDA_EMU_SANITIZE=1`` and ``CUDA_EMU_ROUNDING=gpu``):
+
+- ``sanitize``: every load and store of the kernel is checked (memcheck and racecheck, as NVIDIA's
+  compute-sanitizer does): out-of-bounds accesses and data races abort the launch, naming the
+  kernel, the threads, the argument or shared variable and the offset. Barrier and collective
+  misuse (synccheck) is checked in every build.
+- ``rounding``: ``"ieee"`` compiles with ``-ffp-contract=off`` (reproducible, no FMA); ``"gpu"``
+  rounds as CuPy's NVRTC build does: FMA contraction (``-ffp-contract=fast``, with ``-mfma``
+  where the CPU has it; NVRTC's ``-fmad=true`` default) and, for modules taking float32
+  arguments, flush-to-zero and denormals-are-zero in every emulated thread (CuPy always passes
+  ``-ftz=true``). x86's FTZ/DAZ flags flush double subnormals too, which a GPU does not; the
+  float32 kernels use double only for values far from that range. The CPU's libm stands in for
+  CUDA's exp/tanh (each a few ulp from the other).
+
 The Python side (:func:`compile_module`, :class:`EmulatedModule`, :class:`EmulatedFunction`) is
 shaped like ``cupy.RawModule`` so that the fake CuPy (``fakecupy``) can sit on it, and it checks
 every argument against the C parameter types parsed from the source, as the GPU would not.
 
 Compiled libraries are cached under ``tempfile.gettempdir()``, keyed by a SHA-256 of everything
-that goes into them, and written under a temporary name first, so concurrent test processes never
-see a half-written file.
+that goes into them (sources, compiler, every flag), and written under a temporary name first,
+so concurrent test processes never see a half-written file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -30,25 +51,33 @@ import shlex
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .mutants import mutate
+
 __all__ = [
-    "CompileError", "EmulatedFunction", "EmulatedModule", "EmulationError", "KernelNotFoundError",
-    "Param", "compile_module", "have_cxx20", "parse_kernels", "set_timeout",
+    "Build", "CompileError", "EmulatedFunction", "EmulatedModule", "EmulationError",
+    "KernelNotFoundError", "Param", "compile_module", "configure", "current_build", "have_cxx20",
+    "parse_kernels", "rewrite_shared", "set_timeout",
 ]  # fmt: skip
 
 HEADER = Path(__file__).with_name("cuda_emu.h")
-# nvcc contracts a*b + c to an FMA by default, so GPU results may differ from these by rounding;
-# -ffp-contract=off keeps the CPU results reproducible (and x86-64 has no x87 excess precision).
-# Hidden visibility and -fno-gnu-unique keep each module's pool and globals its own.
+RUNTIME = Path(__file__).with_name("cuda_emu_rt.cpp")
+# Hidden visibility and -fno-gnu-unique keep each module's pool and globals its own (x86-64 has
+# no x87 excess precision, so without contraction the results are IEEE's).
 CXXFLAGS = (
-    "-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-ffp-contract=off",
-    "-fvisibility=hidden", "-fno-gnu-unique", "-w",
+    "-std=c++20", "-O2", "-fPIC", "-pthread", "-fvisibility=hidden", "-fno-gnu-unique", "-w",
 )  # fmt: skip
+# The checked build: -fsanitize=thread instruments every load and store of the kernels with a
+# call the runtime implements; no ThreadSanitizer library is linked (nothing to preload).
+SANITIZE_FLAGS = ("-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0")
+ROUNDING = ("ieee", "gpu")
+STATIC_SHARED_LIMIT = 48 * 1024  # bytes of __shared__ a kernel may declare (CUDA's limit)
+DYNAMIC_SHARED_OPTIN = 227 * 1024  # the most a kernel may opt in to (sm_90: 227 KB per block)
 
 _SCALARS = {  # C base type -> NumPy dtype
     "int": "int32", "signed int": "int32", "signed": "int32",
@@ -69,6 +98,63 @@ _KERNEL_RE = re.compile(
     r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+'
     r"(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)"
 )
+
+
+def _cpu_has_fma() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return any(line.startswith("flags") and " fma " in f" {line.split(':')[1]} "
+                       for line in f)  # fmt: skip
+    except OSError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """How kernels are compiled: checked (``sanitize``) and ``rounding`` (``"ieee"``/``"gpu"``)."""
+
+    sanitize: bool = False
+    rounding: str = "ieee"
+
+    def __post_init__(self) -> None:
+        if self.rounding not in ROUNDING:
+            raise ValueError(f"rounding must be one of {ROUNDING}, got {self.rounding!r}")
+
+    def kernel_flags(self) -> list[str]:
+        """The compiler flags of the kernels' translation unit for this build."""
+        flags = list(SANITIZE_FLAGS) if self.sanitize else []
+        if self.rounding == "gpu":
+            flags += ["-ffp-contract=fast", *(["-mfma"] if _cpu_has_fma() else [])]
+        else:
+            flags.append("-ffp-contract=off")
+        return flags
+
+
+def _env_build() -> Build:
+    return Build(sanitize=os.environ.get("CUDA_EMU_SANITIZE", "") not in ("", "0"),
+                 rounding=os.environ.get("CUDA_EMU_ROUNDING", "") or "ieee")  # fmt: skip
+
+
+_build_stack: list[Build] = []
+
+
+def current_build() -> Build:
+    """The build :func:`compile_module` uses when not told: the innermost :func:`configure`,
+    else the environment's (``CUDA_EMU_SANITIZE``, ``CUDA_EMU_ROUNDING``)."""
+    return _build_stack[-1] if _build_stack else _env_build()
+
+
+@contextlib.contextmanager
+def configure(*, sanitize: bool | None = None, rounding: str | None = None) -> Iterator[Build]:
+    """``with configure(sanitize=True, rounding="gpu"):`` modules compiled inside use that build
+    (settings left out keep the current ones)."""
+    base = current_build()
+    build = Build(base.sanitize if sanitize is None else sanitize, rounding or base.rounding)
+    _build_stack.append(build)
+    try:
+        yield build
+    finally:
+        _build_stack.pop()
 
 
 class CompileError(RuntimeError):
@@ -161,7 +247,7 @@ def have_cxx20() -> tuple[bool, str]:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp, "probe.cpp")
         src.write_text("#include <barrier>\n#include <semaphore>\nstd::barrier<> b(1);\n")
-        cmd = [*cxx, *CXXFLAGS, "-o", str(Path(tmp, "probe.so")), str(src)]
+        cmd = [*cxx, *CXXFLAGS, "-shared", "-o", str(Path(tmp, "probe.so")), str(src)]
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return False, f"{cxx[0]} cannot build C++20 with <barrier>: {done.stderr.strip()[-500:]}"
@@ -184,47 +270,112 @@ def _translate_options(options: Sequence[str]) -> list[str]:
     return flags
 
 
+_SHARED_RE = re.compile(
+    r"(?P<extern>\bextern\s+)?\b__shared__\s+(?P<type>[A-Za-z_][\w\s:<>,*]*?)\s*\b(?P<name>\w+)"
+    r"\s*(?P<dims>(?:\[[^\]]*\]\s*)*);"
+)
+
+
+def rewrite_shared(code: str) -> str:
+    """``__shared__ T name[A][B];`` -> a reference to this block's storage of that shape, and
+    ``extern __shared__ T name[];`` -> a pointer to the block's dynamic shared memory.
+
+    The one change made to a kernel source before it is compiled: C++ has no storage class
+    that is one instance per group of threads. ``__align__(n)`` in the type is kept.
+    """
+    count = iter(range(1, 1 << 30))
+
+    def one(m: re.Match) -> str:
+        typ, name, dims = " ".join(m["type"].split()), m["name"], m["dims"].replace(" ", "")
+        if m["extern"]:
+            if dims != "[]":
+                raise CompileError(f"extern __shared__ {name}{dims}: only `T name[]` is dynamic")
+            return f"{typ}* const {name} = static_cast<{typ}*>(::cuda_emu::shared_dynamic());"
+        ident = next(count)
+        alias = f"cuda_emu_shared_t{ident}"
+        return (
+            f"using {alias} = {typ}{dims}; {alias}& {name} = *static_cast<{alias}*>("
+            f'::cuda_emu::shared_static({ident}, "{name}", sizeof({alias}), alignof({alias})));'
+        )
+
+    return _SHARED_RE.sub(one, code)
+
+
 def _wrappers(kernels: dict[str, tuple[Param, ...]]) -> str:
-    out = []
+    out = ["extern \"C\" int emu_launch(const char*, void (*)(void**), void**, const unsigned*, "
+           "const unsigned*, const unsigned long long*, const char* const*, int, "
+           "unsigned long long, char*, int);\n"]  # fmt: skip
     for name, params in kernels.items():
         unpack = ", ".join(f"*({p.ctype}*)args[{i}]" for i, p in enumerate(params))
+        names = ", ".join(f'"{p.ctype} {p.name}"'.replace(' "', '"') for p in params)
         out.append(
+            # Reading the argument values is not the kernel's doing: never instrumented. (GCC
+            # does not inline an instrumented function into one that is not.)
+            f"__attribute__((no_sanitize_thread, noinline)) static void emu_body_{name}("
+            f"void** args) {{ {name}({unpack}); }}\n"
+            f"static const char* const emu_params_{name}[] = {{{names or 'nullptr'}}};\n"
             f'extern "C" __attribute__((visibility("default"))) int emu_launch_{name}('
-            "const unsigned* grid, const unsigned* block, void** args, char* err, int errlen)\n"
-            f'{{ return cuda_emu::launch("{name}", grid, block, err, errlen, '
-            f"[=] {{ {name}({unpack}); }}); }}\n"
+            "const unsigned* grid, const unsigned* block, void** args, "
+            "const unsigned long long* extents, unsigned long long smem, char* err, int errlen)\n"
+            f'{{ return emu_launch("{name}", emu_body_{name}, args, grid, block, extents, '
+            f"emu_params_{name}, {len(params)}, smem, err, errlen); }}\n"
         )
-    out.append('extern "C" __attribute__((visibility("default"))) void emu_set_timeout_ms('
-               "long long ms) { cuda_emu::timeout_ms = ms; }\n")  # fmt: skip
     return "".join(out)
 
 
-def _build(code: str, flags: list[str], kernels: dict) -> Path:
-    if re.search(r"\bextern\s+__shared__", _strip_comments(code)):
-        raise CompileError("dynamic shared memory (extern __shared__) is not emulated")
-    cxx, version = _compiler()
-    header = HEADER.read_text(encoding="utf-8")
-    unit = f'#include "cuda_emu.h"\n#line 1 "kernel.cu"\n{code}\n#line 1 "emu_wrappers"\n'
-    unit += _wrappers(kernels)
-    key = hashlib.sha256("\0".join([header, unit, *CXXFLAGS, *flags, version]).encode())
+def _cache_dir() -> Path:
     cache = Path(tempfile.gettempdir(), f"cuda_emu-{os.getuid()}")
     cache.mkdir(mode=0o700, exist_ok=True)
+    return cache
+
+
+def _compile(cmd: list[str], cwd: str) -> None:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise CompileError(f"{shlex.join(cmd)} failed:\n{done.stderr}")
+
+
+@functools.cache
+def _runtime_object() -> Path:
+    """The runtime compiled once (per source, compiler and flags) into the cache."""
+    cxx, version = _compiler()
+    header, runtime = HEADER.read_text(encoding="utf-8"), RUNTIME.read_text(encoding="utf-8")
+    flags = [*CXXFLAGS, "-ffp-contract=off"]
+    key = hashlib.sha256("\0".join([header, runtime, *flags, *cxx, version]).encode())
+    target = _cache_dir() / f"rt-{key.hexdigest()[:32]}.o"
+    if not target.exists():
+        with tempfile.TemporaryDirectory(dir=_cache_dir()) as tmp:
+            Path(tmp, "cuda_emu.h").write_text(header, encoding="utf-8")
+            Path(tmp, "cuda_emu_rt.cpp").write_text(runtime, encoding="utf-8")
+            _compile([*cxx, *flags, "-c", "-o", "rt.o", "cuda_emu_rt.cpp"], tmp)
+            os.replace(Path(tmp, "rt.o"), target)
+    return target
+
+
+def _build(code: str, flags: list[str], kernels: dict, build: Build) -> Path:
+    cxx, version = _compiler()
+    header = HEADER.read_text(encoding="utf-8")
+    runtime = RUNTIME.read_text(encoding="utf-8")
+    unit = f'#include "cuda_emu.h"\n#line 1 "kernel.cu"\n{rewrite_shared(mutate(code))}\n'
+    unit += '#line 1 "emu_wrappers"\n' + _wrappers(kernels)
+    kflags = [*CXXFLAGS, *build.kernel_flags(), *flags]
+    key = hashlib.sha256("\0".join([header, runtime, unit, *kflags, *cxx, version]).encode())
+    cache = _cache_dir()
     target = cache / f"{key.hexdigest()[:32]}.so"
     if target.exists():
         return target
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         Path(tmp, "cuda_emu.h").write_text(header, encoding="utf-8")
         Path(tmp, "unit.cpp").write_text(unit, encoding="utf-8")
-        cmd = [*cxx, *CXXFLAGS, *flags, "-o", "out.so", "unit.cpp"]
-        done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise CompileError(f"{shlex.join(cmd)} failed:\n{done.stderr}")
+        _compile([*cxx, *kflags, "-c", "-o", "unit.o", "unit.cpp"], tmp)
+        _compile([*cxx, *CXXFLAGS, "-shared", "-o", "out.so", "unit.o", str(_runtime_object())],
+                 tmp)  # fmt: skip
         os.replace(Path(tmp, "out.so"), target)  # atomic: a racing process sees all or nothing
     return target
 
 
 _lock = threading.Lock()
-_modules: dict[tuple[str, tuple[str, ...]], EmulatedModule] = {}
+_modules: dict[tuple[str, tuple[str, ...], Build], EmulatedModule] = {}
 _timeout_ms = 60_000
 
 
@@ -240,28 +391,42 @@ def set_timeout(seconds: float) -> None:
         mod._lib.emu_set_timeout_ms(ctypes.c_longlong(_timeout_ms))
 
 
-def compile_module(code: str, options: tuple[str, ...] = ()) -> EmulatedModule:
+def compile_module(
+    code: str,
+    options: tuple[str, ...] = (),
+    *,
+    sanitize: bool | None = None,
+    rounding: str | None = None,
+) -> EmulatedModule:
     """Compile (or fetch from the caches) the kernels of ``code``; see the module docstring.
 
     ``options`` are NVRTC options: ``-D``/``-U``/``-I`` reach the compiler, language-level and
-    code-generation options are ignored, anything else raises ValueError.
+    code-generation options are ignored, anything else raises ValueError. ``sanitize`` and
+    ``rounding`` default to :func:`current_build`'s.
     """
-    key = (code, tuple(options))
+    base = current_build()
+    build = Build(base.sanitize if sanitize is None else sanitize, rounding or base.rounding)
+    key = (code, tuple(options), build)
     with _lock:
         if key not in _modules:
-            _modules[key] = EmulatedModule(code, tuple(options))
+            _modules[key] = EmulatedModule(code, tuple(options), build=build)
         return _modules[key]
 
 
 class EmulatedModule:
     """A compiled kernel source, as ``cupy.RawModule``: ``get_function(name)``."""
 
-    def __init__(self, code: str, options: tuple[str, ...] = ()) -> None:
+    def __init__(self, code: str, options: tuple[str, ...] = (), *,
+                 build: Build | None = None) -> None:  # fmt: skip
         self.code, self.options = code, options
+        self.build = build or current_build()
         self.kernels = parse_kernels(code)
-        self.path = _build(code, _translate_options(options), self.kernels)
+        self.path = _build(code, _translate_options(options), self.kernels, self.build)
         self._lib = ctypes.CDLL(str(self.path))
         self._lib.emu_set_timeout_ms(ctypes.c_longlong(_timeout_ms))
+        takes_float = any(p.dtype == np.float32 for ps in self.kernels.values() for p in ps)
+        self.ftz = self.build.rounding == "gpu" and takes_float
+        self._lib.emu_set_ftz(ctypes.c_int(int(self.ftz)))
         self._functions: dict[str, EmulatedFunction] = {}
 
     def get_function(self, name: str) -> EmulatedFunction:
@@ -299,6 +464,9 @@ class EmulatedFunction:
 
     ``args`` are device arrays (NumPy arrays, or objects with ``__cuda_emu_array__()`` giving one)
     for pointer parameters and NumPy scalars of exactly the parameter's type for the others.
+    ``shared_mem`` bytes of dynamic shared memory (``extern __shared__``) may be asked for up to
+    48 KB, or up to :attr:`max_dynamic_shared_size_bytes` once that is raised (as CUDA's
+    ``cudaFuncAttributeMaxDynamicSharedMemorySize``, at most 227 KB).
     """
 
     def __init__(self, module: EmulatedModule, name: str, params: tuple[Param, ...]) -> None:
@@ -306,17 +474,30 @@ class EmulatedFunction:
         self.param_types = tuple(p.ctype for p in params)
         self._fn = getattr(module._lib, f"emu_launch_{name}")
         self._fn.restype = ctypes.c_int
+        self._max_dynamic = STATIC_SHARED_LIMIT
 
     def __repr__(self) -> str:
         return f"<emulated kernel {self.name}({', '.join(self.param_types)})>"
 
-    def _pack(self, args: tuple) -> tuple[list, Any]:
+    @property
+    def max_dynamic_shared_size_bytes(self) -> int:
+        """The dynamic shared memory a launch may ask for (48 KB until raised)."""
+        return self._max_dynamic
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, value: int) -> None:
+        if not isinstance(value, int | np.integer) or not 0 <= value <= DYNAMIC_SHARED_OPTIN:
+            raise ValueError(f"{self.name}: max_dynamic_shared_size_bytes={value!r}: "
+                             f"cudaErrorInvalidValue (0 to {DYNAMIC_SHARED_OPTIN})")  # fmt: skip
+        self._max_dynamic = int(value)
+
+    def _pack(self, args: tuple) -> tuple[list, Any, Any]:
         if not isinstance(args, tuple):
             raise TypeError(f"{self.name}: args must be a tuple, got {type(args).__name__}")
         if len(args) != len(self.params):
             want = f"{len(self.params)} parameters ({', '.join(self.param_types)})"
             raise TypeError(f"{self.name}: {len(args)} arguments for {want}")
-        keep = []
+        keep, extents = [], []
         for i, (p, arg) in enumerate(zip(self.params, args, strict=True)):
             where = f"{self.name}: argument {i} ({p.ctype} {p.name})"
             if p.pointer:
@@ -329,30 +510,38 @@ class EmulatedFunction:
                 if not p.const and not buf.flags.writeable:
                     raise TypeError(f"{where} is written by the kernel; the array is read-only")
                 keep.append(ctypes.c_void_p(buf.ctypes.data))
+                extents += [buf.ctypes.data, buf.ctypes.data + buf.nbytes]
             else:
                 if not isinstance(arg, np.generic) or arg.dtype != p.dtype:
                     got = _type_name(arg)  # a Python number: CuPy would guess its width
                     raise TypeError(f"{where} needs a numpy.{p.dtype} scalar, got {got}")
                 keep.append(np.ctypeslib.as_ctypes_type(p.dtype)(arg.item()))
+                extents += [0, 0]
         argv = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.addressof(k) for k in keep])
-        return keep, argv
+        ext = (ctypes.c_ulonglong * max(2, len(extents)))(*extents)
+        return keep, argv, ext
 
     def check(self, grid: Any, block: Any, args: tuple, shared_mem: int = 0) -> tuple:
         """Validate a launch without running it (a graph capture does so at record time).
 
-        Returns the packed launch (grid, block, argument values, argv) for :meth:`__call__`.
+        Returns the packed launch (grid, block, shared_mem, argument values, argv, extents)
+        for :meth:`__call__`.
         """
         g, b = _dims("grid", self.name, grid), _dims("block", self.name, block)
-        if shared_mem:
+        if not isinstance(shared_mem, int | np.integer) or shared_mem < 0:
+            raise ValueError(f"{self.name}: shared_mem={shared_mem!r}: a byte count >= 0")
+        if shared_mem > self._max_dynamic:
             raise ValueError(
-                f"{self.name}: shared_mem={shared_mem}: not emulated (no dynamic smem)"
+                f"{self.name}: shared_mem={shared_mem} bytes of dynamic shared memory: more "
+                f"than max_dynamic_shared_size_bytes={self._max_dynamic} (cudaErrorInvalidValue)"
             )
-        return g, b, *self._pack(args)
+        return g, b, int(shared_mem), *self._pack(args)
 
     def __call__(self, grid: Any, block: Any, args: tuple, shared_mem: int = 0) -> None:
-        g, b, keep, argv = self.check(grid, block, args, shared_mem)
-        err = ctypes.create_string_buffer(2048)
-        rc = self._fn((ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b), argv, err, len(err))
+        g, b, smem, keep, argv, ext = self.check(grid, block, args, shared_mem)
+        err = ctypes.create_string_buffer(4096)
+        rc = self._fn((ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b), argv, ext,
+                      ctypes.c_ulonglong(smem), err, len(err))  # fmt: skip
         del keep  # the argument values lived until here
         if rc != 0:
             raise EmulationError(err.value.decode(errors="replace"))
