@@ -21,6 +21,12 @@ Each (case, backend) gets one untimed warm-up epoch (a subset for the large case
 ``--repeats`` timed epochs; the median is reported. If the timed epochs would take longer than
 ``--budget`` seconds, the repeats are lowered (never below 1) and the row is marked ``*``.
 
+Nothing measured is lost to a ``timeout`` or a kill: each row is printed (and flushed) as soon as
+it is measured, and ``--json`` rewrites the whole JSON document atomically (temp file, fsync,
+rename) when the run starts and after every row, so a reader sees the rows finished so far in a
+complete document, never half of one. Its ``"complete"`` is ``false`` until the last row is in,
+``true`` after. The full table, with the ratios, is printed once more at the end.
+
 Reading the ratio: ``torch seconds / gpumlp seconds`` against the PyTorch peer on the same kind of
 device (numpy vs the faster torch-cpu, cupy vs eager torch-cuda). "2.0x faster" means gpumlp needs
 half PyTorch's time per epoch; "0.5x (slower)" means it needs twice as long.
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -45,12 +52,14 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 import gpumlp
+from gpumlp.atomicio import atomic_write_bytes
 from gpumlp.backend import cuda_info, cupy_status, to_host
 
 
@@ -232,25 +241,43 @@ def format_ratio(ratio: float | None) -> str:
     return f"{ratio:.1f}x faster" if ratio >= 1 else f"{ratio:.1f}x (slower)"
 
 
+def add_ratios(per: dict[str, Any]) -> None:
+    """Give each row of one case whose PyTorch peer has been measured its ``ratio`` and ``peer``."""
+    for label, r in per.items():
+        peer = PEERS.get(label.split("-")[0])
+        if peer and "median" in r and "median" in per.get(peer, {}):
+            r["ratio"] = per[peer]["median"] / r["median"]
+            r["peer"] = peer
+
+
+TABLE_HEAD = f"{'case':<22} {'backend':<18} {'s/epoch':>9} {'samples/s':>11}  vs PyTorch"
+
+
+def format_row(name: str, backend: str, r: dict[str, Any], verbose: bool = False) -> str:
+    """One table row (and with ``verbose`` a line of repeats per thread count)."""
+    if "error" in r:
+        return f"{name:<22} {backend:<18} {'-':>9} {'-':>11}  {r['error']}"
+    label = backend + (f" (t={r['threads']})" if r["threads"] else "")
+    label += "*" if r["repeats_lowered"] else ""
+    ratio = format_ratio(r.get("ratio")) if "ratio" in r else ""
+    lines = [f"{name:<22} {label:<18} {r['median']:>9.3f} {r['samples_per_s']:>11,.0f}  {ratio}"]
+    for t, rt in (r.get("by_threads") or {"": r}).items() if verbose else ():
+        reps = ", ".join(f"{s:.3f}" for s in rt["repeats"])
+        lines.append(f"{'':<22}   {'threads=' + t if t else 'repeats':<16} [{reps}]")
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def print_table(results: dict[str, Any], verbose: bool) -> None:
-    head = f"{'case':<22} {'backend':<18} {'s/epoch':>9} {'samples/s':>11}  vs PyTorch"
-    print(head)
-    print("-" * len(head))
+    print(TABLE_HEAD)
+    print("-" * len(TABLE_HEAD))
     for name, per in results.items():
         for backend, r in per["backends"].items():
-            if "error" in r:
-                print(f"{name:<22} {backend:<18} {'-':>9} {'-':>11}  {r['error']}")
-                continue
-            label = backend + (f" (t={r['threads']})" if r["threads"] else "")
-            label += "*" if r["repeats_lowered"] else ""
-            ratio = format_ratio(r.get("ratio")) if "ratio" in r else ""
-            row = (
-                f"{name:<22} {label:<18} {r['median']:>9.3f} {r['samples_per_s']:>11,.0f}  {ratio}"
-            )
-            print(row.rstrip())
-            for t, rt in (r.get("by_threads") or {"": r}).items() if verbose else ():
-                reps = ", ".join(f"{s:.3f}" for s in rt["repeats"])
-                print(f"{'':<22}   {'threads=' + t if t else 'repeats':<16} [{reps}]")
+            print(format_row(name, backend, r, verbose))
+
+
+def write_json(path: str, doc: dict[str, Any]) -> None:
+    """Replace ``path`` with ``doc`` whole: a kill leaves the previous version, never half."""
+    atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -274,7 +301,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--all", action="store_true", help="also run the GPU-sized case on CPU backends")
     p.add_argument("--quick", action="store_true", help="n=5000, 1 repeat: a smoke run")
     p.add_argument("--budget", type=float, default=120.0, help="max s of timed epochs per row")
-    p.add_argument("--json", metavar="PATH", help="write all results and machine info here")
+    p.add_argument(
+        "--json", metavar="PATH", help="results and machine info, rewritten after every row"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print every repeat")
     args = p.parse_args(argv)
     args.n = args.n if args.n is not None else (5000 if args.quick else 50_000)
@@ -284,6 +313,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
     return args
+
+
+def row_jobs(
+    torch: Any, case: Case, backend: str, X: Any, y: Any, opts: argparse.Namespace
+) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """The rows ``backend`` gives for ``case``, each as ``(label, measure)``: one per engine on
+    numpy and cupy (``auto`` is the plain backend row; ``graph`` is CuPy's only), else one."""
+    if backend in ("numpy", "cupy"):
+        return [
+            (
+                backend if engine == "auto" else f"{backend}-{engine}",
+                functools.partial(bench_gpumlp, case, backend, X, y, opts, engine),
+            )
+            for engine in opts.engines
+            if engine != "graph" or backend == "cupy"
+        ]
+    if backend == "torch-cpu":
+        return [(backend, functools.partial(bench_torch_cpu, torch, case, X, y, opts))]
+    return [(backend, functools.partial(bench_torch, torch, case, backend, X, y, opts))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,54 +345,48 @@ def main(argv: list[str] | None = None) -> int:
     found = available_backends(torch)
     for backend in args.backends or BACKENDS:
         if found[backend]:
-            print(f"note: skipping {backend}: {found[backend]}")
+            print(f"note: skipping {backend}: {found[backend]}", flush=True)
     backends = [b for b in args.backends or BACKENDS if not found[b]]
+    settings = {"n": args.n, "repeats": args.repeats, "budget_s": args.budget}
+    settings |= {"engines": args.engines, "skipped": {b: why for b, why in found.items() if why}}
+    results: dict[str, Any] = {}
+    doc = {"machine": info, "settings": settings, "complete": False, "cases": results}
+    if args.json:  # at once, so even a run killed before its first row leaves what it tried
+        write_json(args.json, doc)
     rng = np.random.default_rng(0)
     X = rng.random((args.n, 784), dtype=np.float32)
     y = rng.integers(0, 10, size=args.n, dtype=np.int64)
-    results: dict[str, Any] = {}
+    print(TABLE_HEAD, flush=True)  # each row follows as soon as it is measured
     for name in args.cases or list(CASES):
         case = CASES[name]
         on_cpu_too = args.all or (args.cases is not None and name in args.cases)
-        per: dict[str, Any] = {}
         for backend in backends:
             if case.gpu_only and not on_cpu_too and backend not in GPU_BACKENDS:
                 continue
             _log(f"bench: {name} on {backend} (n={args.n}) ...")
-            try:
-                if backend in ("numpy", "cupy"):
-                    for engine in args.engines:
-                        if engine == "graph" and backend != "cupy":
-                            continue
-                        label = backend if engine == "auto" else f"{backend}-{engine}"
-                        per[label] = bench_gpumlp(case, backend, X, y, args, engine)
-                elif backend == "torch-cpu":
-                    per[backend] = bench_torch_cpu(torch, case, X, y, args)
-                else:
-                    per[backend] = bench_torch(torch, case, backend, X, y, args)
-            except Exception as exc:  # torch.compile can fail in many ways; report, go on
-                if backend != "torch-compile":
-                    raise
-                why = (str(exc).strip().splitlines() or [""])[0]
-                per[backend] = {"error": f"failed: {type(exc).__name__}: {why}"}
-        for label in list(per):
-            peer = PEERS.get(label.split("-")[0])
-            if peer and "median" in per[label] and "median" in per.get(peer, {}):
-                per[label]["ratio"] = per[peer]["median"] / per[label]["median"]
-                per[label]["peer"] = peer
-        if per:
-            results[name] = {**asdict(case), "n": args.n, "backends": per}
-    print_table(results, args.verbose)
+            for label, measure in row_jobs(torch, case, backend, X, y, args):
+                try:
+                    row = measure()
+                except Exception as exc:  # torch.compile can fail in many ways; report, go on
+                    if backend != "torch-compile":
+                        raise
+                    why = (str(exc).strip().splitlines() or [""])[0]
+                    row = {"error": f"failed: {type(exc).__name__}: {why}"}
+                entry = results.setdefault(name, {**asdict(case), "n": args.n, "backends": {}})
+                entry["backends"][label] = row
+                add_ratios(entry["backends"])
+                if args.json:  # the file first: a row on the screen is a row in the file
+                    write_json(args.json, doc)
+                print(format_row(name, label, row, args.verbose), flush=True)
+    if results:  # again, whole, with the ratios of rows measured before their peer
+        print()
+        print_table(results, args.verbose)
     if any(r.get("repeats_lowered") for per in results.values() for r in per["backends"].values()):
         print(f"* fewer than {args.repeats} repeats: more would exceed --budget {args.budget:g} s")
     if args.json:
         info["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-        skipped = {b: why for b, why in found.items() if why}
-        settings = {"n": args.n, "repeats": args.repeats, "budget_s": args.budget}
-        settings["engines"] = args.engines
-        doc = {"machine": info, "settings": {**settings, "skipped": skipped}, "cases": results}
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+        doc["complete"] = True
+        write_json(args.json, doc)
     return 0
 
 

@@ -1,12 +1,25 @@
-"""Smoke test of scripts/bench.py: it runs, honours its flags and writes sane JSON."""
+"""scripts/bench.py: it runs, honours its flags, writes sane JSON and keeps every row it measured
+when cut short; scripts/gpu_check.sh: its budgets fit, and it refuses before any step runs."""
 
+import base64
+import hashlib
 import importlib.util
 import json
 import math
+import os
+import queue
+import re
+import signal
+import subprocess
 import sys
+import threading
+import zipfile
 from pathlib import Path
 
 import pytest
+
+from conftest import gpumlp_env, reap
+from gpumlp.backend import cupy_status
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
@@ -35,6 +48,7 @@ def test_quick_run_writes_json(bench, tmp_path, capsys):
     assert bench.main([*argv, "--json", str(out)]) == 0
 
     doc = json.loads(out.read_text())
+    assert doc["complete"] is True
     case = doc["cases"]["784-30-10@100"]
     assert case["n"] == 2000 and doc["settings"]["n"] == 2000
     numpy_row = case["backends"]["numpy"]
@@ -73,3 +87,206 @@ def test_bad_arguments_exit_2(bench, bad, capsys):
 @pytest.mark.parametrize(("ratio", "text"), [(5.26, "5.3x faster"), (0.8, "0.8x (slower)")])
 def test_format_ratio(bench, ratio, text):
     assert bench.format_ratio(ratio) == text
+
+
+# -- rows are kept as they are measured ------------------------------------------------------
+
+ROW_CASES = ("784-30-10@100", "784-30-10@1000")
+
+GATED = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("bench", sys.argv[1])
+bench = importlib.util.module_from_spec(spec)
+sys.modules["bench"] = bench
+spec.loader.exec_module(bench)
+measure, calls = bench.bench_gpumlp, []
+def gated(*args, **kw):  # the second row is "still being measured" until stdin says go on
+    calls.append(1)
+    if len(calls) == 2:
+        sys.stdin.readline()
+    return measure(*args, **kw)
+bench.bench_gpumlp = gated
+sys.exit(bench.main(sys.argv[2:]))
+"""
+
+
+def _start_gated(tmp_path, *argv):
+    """bench.py ARGV in a subprocess whose second row waits for a line on its stdin; stdout is
+    left block-buffered (no PYTHONUNBUFFERED), so a row only shows up if bench flushes it."""
+    env = {k: v for k, v in gpumlp_env().items() if k != "PYTHONUNBUFFERED"}
+    cmd = [sys.executable, "-c", GATED, str(BENCH), *argv]
+    return subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
+def _next_row(proc, lines) -> list[str]:
+    """The next table row bench prints (its words), read through the ``lines`` queue."""
+    while True:
+        line = lines.get(timeout=300)  # an event (a line), not a pause; generous under load
+        assert line is not None, f"bench ended (rc {proc.wait()}) before printing a row"
+        if line.split() and line.split()[0] in ROW_CASES:
+            return line.split()
+
+
+@pytest.fixture
+def gated_run(tmp_path):
+    """A gated bench run on the numpy backend: (proc, queue of its stdout lines, json path)."""
+    out = tmp_path / "rows.json"
+    argv = ["--quick", "--n", "500", "--cases", *ROW_CASES, "--backends", "numpy"]
+    proc = _start_gated(tmp_path, *argv, "--engines", "fused", "generic", "--json", str(out))
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        yield proc, lines, out
+    finally:
+        reap(proc)
+
+
+def test_a_row_is_printed_and_in_the_json_as_soon_as_measured(gated_run):
+    proc, lines, out = gated_run
+    first = _next_row(proc, lines)
+    assert first[:2] == ["784-30-10@100", "numpy-fused"]
+    # bench now waits inside the second row: the file holds the first row, and only it
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False
+    assert list(doc["cases"]) == ["784-30-10@100"]
+    row = doc["cases"]["784-30-10@100"]["backends"]
+    assert list(row) == ["numpy-fused"] and row["numpy-fused"]["median"] > 0
+    assert float(first[2]) == pytest.approx(row["numpy-fused"]["median"], abs=5e-4)
+
+    proc.stdin.write("go on\n")
+    proc.stdin.flush()
+    seen = [first[:2]] + [_next_row(proc, lines)[:2] for _ in range(3)]
+    assert seen == [[c, e] for c in ROW_CASES for e in ("numpy-fused", "numpy-generic")]
+    assert proc.wait(timeout=300) == 0
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is True
+    assert {c: list(doc["cases"][c]["backends"]) for c in doc["cases"]} == {
+        c: ["numpy-fused", "numpy-generic"] for c in ROW_CASES
+    }
+
+
+def test_a_killed_run_keeps_every_row_it_finished(gated_run):
+    proc, lines, out = gated_run
+    _next_row(proc, lines)
+    proc.kill()  # as `timeout -s KILL` would, in the middle of the second row
+    assert proc.wait(timeout=300) == -signal.SIGKILL
+    doc = json.loads(out.read_text())  # whole: written atomically
+    assert doc["complete"] is False
+    assert list(doc["cases"]["784-30-10@100"]["backends"]) == ["numpy-fused"]
+    assert doc["cases"]["784-30-10@100"]["backends"]["numpy-fused"]["median"] > 0
+    assert doc["settings"]["engines"] == ["fused", "generic"]
+    assert [p.name for p in out.parent.iterdir() if p.name != out.name] == []  # no temp left
+
+
+# -- scripts/gpu_check.sh: its budget, and its refusals before any step -------------------------
+
+GPU_CHECK = BENCH.parent / "gpu_check.sh"
+LIMIT_S = 480  # the device call is 10 minutes; the check must fit 8 with everything
+
+
+def _gpu_check(*argv, env=None, script=GPU_CHECK) -> subprocess.CompletedProcess:
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, **(env or {})}  # `python3` there is this Python
+    return subprocess.run(
+        ["bash", str(script), *argv], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def _budget_table(stdout: str) -> dict[str, int]:
+    rows = [line.rsplit(None, 1) for line in stdout.splitlines()[1:] if line.strip()]
+    return {name.strip(): int(secs) for name, secs in rows}
+
+
+def test_gpu_check_budgets_add_up_within_8_minutes():
+    done = _gpu_check("--print-budget")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].split() == ["step", "budget", "s"]
+    table = _budget_table(done.stdout)
+    totals = {k: table.pop(k) for k in ("sum of steps", "kill grace", "total")}
+    assert all(secs > 0 for secs in table.values()), table
+    assert sum(table.values()) == totals["sum of steps"]
+    assert totals["sum of steps"] + totals["kill grace"] <= totals["total"] <= LIMIT_S
+    # every step the script runs has its own budget in the table
+    text = GPU_CHECK.read_text()
+    named = set(re.findall(r"^step (\w[\w-]*) ", text, re.M))
+    dtypes = re.search(r"^for dtype in ([\w ]+);", text, re.M).group(1).split()
+    for base in re.findall(r'^\s+step "(\w+)-\$dtype"', text, re.M):
+        named |= {f"{base}-{dtype}" for dtype in dtypes}
+    assert named and named <= set(table), named - set(table)
+    assert {"install", "preflight"} | named == set(table)
+
+
+def test_docs_show_gpu_check_budgets():
+    done = _gpu_check("--print-budget")
+    table = _budget_table(done.stdout)
+    docs = (BENCH.parents[1] / "docs" / "benchmarks.md").read_text()
+    shown = {m[1]: int(m[2]) for m in re.finditer(r"^\| ([\w-]+) \| (\d+) \|", docs, re.M)}
+    assert shown == {k: v for k, v in table.items() if k not in ("sum of steps", "kill grace")}
+
+
+def test_gpu_check_refuses_budgets_over_the_total(tmp_path):
+    script = tmp_path / "gpu_check.sh"
+    text = GPU_CHECK.read_text()
+    script.write_text(re.sub(r"^(\s+gpu-tests )(\d+)", r"\g<1>999", text, count=1, flags=re.M))
+    done = _gpu_check("--print-budget", script=script)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "over the total 480 s" in done.stderr
+
+
+def _fake_wheel(folder: Path, name: str, version: str) -> None:
+    """A wheel that installs nothing but its metadata (pip takes it offline; nothing shadows the
+    real package)."""
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = [f"{dist}/RECORD,,"]
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+
+
+def _assert_refused_before_any_step(done, out: Path) -> str:
+    """One line on stderr, exit 2, the budget table printed, no step header, no OUTDIR."""
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("gpu_check.sh: refused: ")
+    assert done.stdout.startswith("step") and "total" in done.stdout
+    assert not [line for line in done.stdout.splitlines() if line.startswith("==")]
+    assert not out.exists()
+    return done.stderr
+
+
+def test_gpu_check_refuses_without_the_wheels(tmp_path):
+    (tmp_path / "wheels").mkdir()
+    _fake_wheel(tmp_path / "wheels", "array_api_strict", "2.6.1")  # one of the two
+    out = tmp_path / "out"
+    done = _gpu_check(str(out), env={"GPUMLP_WHEELS": str(tmp_path / "wheels")})
+    line = _assert_refused_before_any_step(done, out)
+    assert "no wheel of array_api_compat in " in line and "array_api_strict" not in line
+
+
+def test_gpu_check_refuses_without_a_usable_cuda_device(tmp_path):
+    usable, reason = cupy_status()
+    if usable:
+        pytest.skip(f"{reason} is usable here: the preflight passes")
+    (tmp_path / "wheels").mkdir()
+    _fake_wheel(tmp_path / "wheels", "array_api_compat", "1.16.0")
+    _fake_wheel(tmp_path / "wheels", "array_api_strict", "2.6.1")
+    out = tmp_path / "out"
+    done = _gpu_check(str(out), env={"GPUMLP_WHEELS": str(tmp_path / "wheels")})
+    line = _assert_refused_before_any_step(done, out)
+    assert line == f"gpu_check.sh: refused: {reason}\n"  # the first reason, gpumlp's own words
