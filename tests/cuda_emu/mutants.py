@@ -80,7 +80,7 @@ MUTANTS = {
         "out of bounds (grid-stride loop)",
         "t < m * width;",
         "t <= m * width;",
-        (_PENALTIES,),
+        (_EPOCH,),
     ),
     "col_sum_rows": Mutant(
         "out of bounds (row loop)",
