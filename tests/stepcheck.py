@@ -141,10 +141,11 @@ def band(dtype, combo, sizes, m, kappa):
     return 2 * chain_length(sizes, m, combo[3]) * UNIT_ROUNDOFF[dtype] * kappa
 
 
-def compare_steps(dtype, combo, engine, ms, sizes=SIZES, **fit):
+def compare_steps(dtype, combo, engine, ms, sizes=SIZES, floor64=0.0, **fit):
     """Run the fast engine on CuPy (fake or real) and GenericStep on NumPy over batches of ``ms``
     rows, from the same parameters before each step; assert each step's results within the
-    band. Returns the worst (error / tolerance) seen."""
+    band (in float64 at least ``floor64``: a GPU run holds float64 to the project's parity
+    target, 1e-10, where the band is tighter). Returns the worst (error / tolerance) seen."""
     _, ref_state, ref_data = setup("numpy", dtype, combo, sizes=sizes, **fit)
     _, state, data = setup("cupy", dtype, combo, engine=engine, sizes=sizes, **fit)
     ref_step = engines.select_step(ref_state, ref_data, engine="generic")
@@ -169,6 +170,8 @@ def compare_steps(dtype, combo, engine, ms, sizes=SIZES, **fit):
         kappa = _condition(combo, sizes, m, fit, before, scalars, x, y, lr, k, rng)
         tol = band(dtype, combo, sizes, m, kappa)
         why = f"band 2·C·u·κ, C={chain_length(sizes, m, combo[3])}, κ={kappa:.3g}"
+        if dtype == "float64" and floor64 > tol:
+            tol, why = floor64, f"the float64 target {floor64:g} ({why})"
         assert max(errs) <= tol, (
             f"step {k}: error {max(errs):.3g} > tolerance {tol:.3g} ({why}; {combo}, {engine})"
         )

@@ -18,14 +18,15 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not USABLE, reason=f"CuPy unus
 # cuBLAS and the GPU's exp/tanh (and NVRTC's FMA contraction and flush-to-zero) round differently
 # from NumPy and glibc: each step is held to the band stepcheck derives from its rounding
 # errors (2·C·u·κ), the same as on the CPU emulation with the GPU's rounding; a failure prints
-# the measured error beside that tolerance. The parity target for float64 is 1e-10 per step.
+# the measured error beside that tolerance. float64 is held to the parity target, 1e-10 per
+# step, where the band is tighter.
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("engine", ["fused", "graph"])
 @pytest.mark.parametrize("combo", COMBOS, ids=["-".join(c) for c in COMBOS])
 def test_engine_matches_generic_on_gpu(combo, engine, dtype):
-    compare_steps(dtype, combo, engine, [10, 10, 10, 3])
+    compare_steps(dtype, combo, engine, [10, 10, 10, 3], floor64=1e-10)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -33,8 +34,8 @@ def test_engine_matches_generic_on_gpu(combo, engine, dtype):
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_engine_odd_shapes_penalties_dropout_on_gpu(optimizer, engine, dtype):
     combo = ("tanh", "softmax", "cross_entropy", optimizer)
-    compare_steps(dtype, combo, engine, [1, 17, 33, 17, 2, 5, 6], sizes=(7, 13, 9, 5), l2=0.5,
-                  l1=0.2, dropout=0.3)  # fmt: skip
+    compare_steps(dtype, combo, engine, [1, 17, 33, 17, 2, 5, 6], sizes=(7, 13, 9, 5),
+                  floor64=1e-10, l2=0.5, l1=0.2, dropout=0.3)  # fmt: skip
 
 
 @pytest.mark.parametrize("engine", ["generic", "fused", "graph"])
