@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import gpumlp
-from gpumlp.datasets import load_mnist
+from gpumlp.data.mnist import load_mnist
 
 # name: (book's figure, Network kwargs, fit kwargs)
 CONFIGS: dict[str, tuple[str, dict, dict]] = {

@@ -45,11 +45,12 @@ import pytest
 
 import gpumlp
 from cuda_emu.fixtures import cxx20, fake_cupy  # noqa: F401  (fixtures for every test file)
-from gpumlp import checkpoint, fetch
 from gpumlp.activations import ACTIVATIONS
 from gpumlp.backend import cupy_status
-from gpumlp.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from gpumlp.costs import COSTS, VALID_PAIRS
+from gpumlp.data import fetch
+from gpumlp.files import checkpoint
+from gpumlp.files.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 
 REQUIRE_GPU = os.environ.get("GPUMLP_REQUIRE_GPU", "").strip() == "1"
 
@@ -549,7 +550,7 @@ BAD_CHECKPOINT_CONTAINERS = [
     ("future-format", _future_format, CheckpointError, r"format 2; .*upgrade gpumlp"),
 ]
 """(id, make(folder, model_file) -> path, exception type, message pattern): files that are no
-readable checkpoint container (:mod:`gpumlp.checkpoint`)."""
+readable checkpoint container (:mod:`gpumlp.files.checkpoint`)."""
 
 BAD_CHECKPOINT_CONTENTS = [
     ("no-sizes", _rewritten(_without("sizes")), CheckpointError, "lacks model metadata 'sizes'"),
@@ -579,7 +580,7 @@ BAD_CHECKPOINT_CONTENTS = [
         r"invalid parameters: biases\[0\] contains NaN",
     ),
 ]
-"""The same for valid, signed containers whose model is wrong (:mod:`gpumlp.modelfile`)."""
+"""The same for valid, signed containers whose model is wrong (:mod:`gpumlp.files.modelfile`)."""
 
 
 @contextlib.contextmanager
@@ -827,11 +828,11 @@ class _HalfWrite:
 def fail_on_step(monkeypatch, call: int, exc: BaseException) -> None:
     """Make the ``call``-th training step raise ``exc`` (as an allocation failure would), with
     the memory check before training passed (the memory runs out later, mid-run)."""
-    import gpumlp._numpy_fast
+    import gpumlp.engines._numpy_fast
     import gpumlp.memory
     import gpumlp.model
 
-    real, calls = gpumlp._numpy_fast.NumpyStep.__call__, [0]
+    real, calls = gpumlp.engines._numpy_fast.NumpyStep.__call__, [0]
 
     def failing(self, *a, **k):
         calls[0] += 1
@@ -839,5 +840,5 @@ def fail_on_step(monkeypatch, call: int, exc: BaseException) -> None:
             raise exc
         return real(self, *a, **k)
 
-    monkeypatch.setattr(gpumlp._numpy_fast.NumpyStep, "__call__", failing)
+    monkeypatch.setattr(gpumlp.engines._numpy_fast.NumpyStep, "__call__", failing)
     monkeypatch.setattr(gpumlp.model, "check_training_fits", lambda *a, **k: None)

@@ -1,5 +1,5 @@
-"""One training step of a fast engine against :class:`gpumlp.steps.GenericStep`, from the same
-parameters, within a tolerance derived from the step's rounding errors.
+"""One training step of a fast engine against :class:`gpumlp.engines.steps.GenericStep`, from
+the same parameters, within a tolerance derived from the step's rounding errors.
 
 Used by ``test_cupy_fast.py`` (the kernels on the CPU emulation, IEEE and GPU-like rounding)
 and ``test_cupy_gpu.py`` (the kernels on a GPU).

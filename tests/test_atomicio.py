@@ -19,7 +19,7 @@ import gpumlp
 from conftest import DiskFull, run, temp_files
 from gpumlp import atomicio
 from gpumlp.atomicio import atomic_write_bytes
-from gpumlp.checkpoint import read_checkpoint
+from gpumlp.files.checkpoint import read_checkpoint
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):

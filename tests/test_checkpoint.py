@@ -1,4 +1,4 @@
-"""Tests for gpumlp.checkpoint, the file container: a plain npz readable without CuPy, its
+"""Tests for gpumlp.files.checkpoint, the file container: a plain npz readable without CuPy, its
 format version, and every kind of foreign, truncated or damaged file refused with a
 CheckpointError naming the file (never different numbers, silently); a zip bomb refused from
 its declared sizes before anything inflates, and saving streamed to the file."""
@@ -29,8 +29,8 @@ from conftest import (
     raises_exactly,
     resigned,
 )
-from gpumlp import checkpoint as ckpt_mod
-from gpumlp.checkpoint import CheckpointError, read_checkpoint
+from gpumlp.files import checkpoint as ckpt_mod
+from gpumlp.files.checkpoint import CheckpointError, read_checkpoint
 
 # -- the layout ---------------------------------------------------------------------------------
 

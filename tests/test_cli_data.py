@@ -111,7 +111,7 @@ def legend(run: Path) -> list[str]:
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
-    from gpumlp.plotting import plot_run
+    from gpumlp.runs.plotting import plot_run
 
     seen: list[list[str]] = []
     real = Figure.savefig

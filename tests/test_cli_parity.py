@@ -1,4 +1,4 @@
-"""Tests for ``gpumlp parity`` (gpumlp.cli.parity over gpumlp.parity), through
+"""Tests for ``gpumlp parity`` (gpumlp.cli.parity over gpumlp.runs.parity), through
 ``gpumlp.cli.main``: two backends or dtypes agree (exit 0, a JSON report of every phase and
 tensor), a planted mismatch is reported at its step (exit 1), unavailable backends and bad
 arguments exit 2, MNIST-format data, and NumPy against CuPy on every engine (GPU). Then the
@@ -14,8 +14,10 @@ import re
 import pytest
 
 from conftest import assert_refused, run_gpumlp, write_tiny_mnist
-from gpumlp import activations, cli, parity, steps
+from gpumlp import activations, cli
 from gpumlp.backend import backend_name, cupy_status
+from gpumlp.engines import steps
+from gpumlp.runs import parity
 
 SMALL = ["--sizes", "20,12,4", "--n", "205", "--batch-size", "10", "--steps", "6", "--epochs", "2"]
 QUICK = ["--sizes", "5,3", "--n", "30", "--steps", "2"]

@@ -55,8 +55,8 @@ from conftest import (
     wait_for,
     write_tiny_mnist,
 )
-from gpumlp.checkpoint import read_checkpoint
 from gpumlp.costs import VALID_PAIRS
+from gpumlp.files.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("numpy_env")
 
@@ -555,11 +555,11 @@ def test_out_of_memory_on_the_command_line(slow_data, tmp_path, monkeypatch):
     fail_on_step(monkeypatch, 3, MemoryError("Unable to allocate"))
     import gpumlp.memory
     import gpumlp.model
-    import gpumlp.runner
+    import gpumlp.runs.runner
 
-    for module in (gpumlp.runner, gpumlp.model):
+    for module in (gpumlp.runs.runner, gpumlp.model):
         monkeypatch.setattr(module, "check_model_fits", lambda *a, **k: None)
-    monkeypatch.setattr(gpumlp.runner, "check_training_fits", lambda *a, **k: None)
+    monkeypatch.setattr(gpumlp.runs.runner, "check_training_fits", lambda *a, **k: None)
     monkeypatch.setattr(gpumlp.memory, "free_memory", lambda xp: 100_000)
     code, _, stderr = run(
         "train", "--data", slow_data, *SLOW, "--batch-size", "50", "--out", tmp_path

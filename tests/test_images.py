@@ -17,10 +17,10 @@ Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
 
 from conftest import PEAK_RSS, png_declaring  # noqa: E402
-from gpumlp.images import MAX_PIXELS, find_images, read_digit, to_mnist  # noqa: E402
+from gpumlp.data.images import MAX_PIXELS, find_images, read_digit, to_mnist  # noqa: E402
 
 N_PHOTOS = 200
-CENTRE = 14.0  # MNIST's mean centre of mass (pixel-centre coordinates), see gpumlp.images
+CENTRE = 14.0  # MNIST's mean centre of mass (pixel-centre coordinates), see gpumlp.data.images
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def naive(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def mnist():
-    from gpumlp.datasets import load_mnist
+    from gpumlp.data.mnist import load_mnist
 
     try:  # fetched when not cached, as test_mnist does
         return load_mnist()
@@ -338,7 +338,7 @@ def test_huge_images_are_refused_from_their_header(tmp_path):
         "import json, sys, time, warnings\n"
         f"{PEAK_RSS}\n"
         "import PIL.Image\n"
-        "from gpumlp.images import read_digit\n"
+        "from gpumlp.data.images import read_digit\n"
         "warnings.simplefilter('error', PIL.Image.DecompressionBombWarning)\n"
         "out = []\n"
         "for path in sys.argv[1:]:\n"
@@ -370,7 +370,7 @@ def test_pictures_that_do_not_fit_in_memory_are_refused_before_decoding(
     tmp_path, monkeypatch, rgb, mode, need
 ):
     # Under MAX_PIXELS, but reading it peaks at 4 (grey) to 16 (colour) bytes a pixel.
-    from gpumlp import safeio
+    from gpumlp.files import safeio
 
     path = save(np.ones((300, 400)), tmp_path / "p.png", rgb=rgb)
     monkeypatch.setattr(safeio, "host_available_memory", lambda: 100_000)
@@ -398,7 +398,7 @@ def test_without_pillow(monkeypatch, tmp_path):
         read_digit(tmp_path / "any.png")
     with pytest.raises(ImportError, match="needs Pillow"):
         to_mnist(np.ones((5, 5)))
-    code = "import sys; sys.modules['PIL'] = None; import gpumlp.images; print('ok')"
+    code = "import sys; sys.modules['PIL'] = None; import gpumlp.data.images; print('ok')"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.stdout.strip() == "ok", run.stderr
 

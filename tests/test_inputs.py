@@ -132,7 +132,7 @@ def test_a_float32_memmap_is_checked_without_a_copy(tmp_path):
 
 
 def test_load_of_a_model_file_with_an_overflowing_parameter(tmp_path, model_file):
-    from gpumlp.checkpoint import CheckpointError
+    from gpumlp.files.checkpoint import CheckpointError
 
     # float64 arrays in a float32 model file, one of them past float32's range
     resigned(

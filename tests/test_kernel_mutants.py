@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cuda_emu.mutants import ENV, MUTANTS
-from gpumlp import _kernels
+from gpumlp.engines import _kernels
 
 pytestmark = pytest.mark.mutants
 

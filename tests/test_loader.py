@@ -12,7 +12,7 @@ import pytest
 import gpumlp
 from conftest import CE_NET, assert_same_params, fit_run, host, params_of, resigned
 from gpumlp import memory, model
-from gpumlp.checkpoint import CheckpointError
+from gpumlp.files.checkpoint import CheckpointError
 
 
 def test_round_trip_on_every_backend(backend, blobs, tmp_path):

@@ -48,7 +48,7 @@ from conftest import (
     resigned,
 )
 from gpumlp import OutOfMemory, backend, memory
-from gpumlp.safeio import INFLATE_FLOOR
+from gpumlp.files.safeio import INFLATE_FLOOR
 
 # -- memory that must stay flat -----------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from conftest import assert_same_params, history_columns, host, params_of, raise
 from conftest import small_fit as fit
 from conftest import small_net as net
 from gpumlp.config import TrainConfig
-from gpumlp.rundir import TRAIN_DEFAULTS
+from gpumlp.runs.rundir import TRAIN_DEFAULTS
 
 # -- bad input at the public edge ---------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests for gpumlp.modelfile: a valid, signed checkpoint whose model metadata or parameters
+"""Tests for gpumlp.files.modelfile: a valid, signed checkpoint whose model metadata or parameters
 are wrong (missing, invalid, of the wrong shape, NaN) is refused with a CheckpointError naming
 the file and what is wrong; so is one whose training metadata breaks the schema (a real
 checkpoint's metadata rewritten), through ``gpumlp.load``, a resumed ``fit``, and the
@@ -29,7 +29,7 @@ from conftest import (
     run_gpumlp,
     small_net,
 )
-from gpumlp.checkpoint import CheckpointError, read_checkpoint
+from gpumlp.files.checkpoint import CheckpointError, read_checkpoint
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""Tests for gpumlp._numpy_fast: the NumPy fast path against the generic step it replaces (same
-math, no temporaries). Choosing an engine is in test_engines.py."""
+"""Tests for gpumlp.engines._numpy_fast: the NumPy fast path against the generic step it
+replaces (same math, no temporaries). Choosing an engine is in test_engines.py."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 import gpumlp
 from conftest import HIDDEN, host
-from gpumlp import _numpy_fast
 from gpumlp.config import TrainConfig
 from gpumlp.costs import VALID_PAIRS
+from gpumlp.engines import _numpy_fast
 from gpumlp.runstate import TrainState
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gpumlp
-import gpumlp.steps
+import gpumlp.engines.steps
 from conftest import host, run_python
 from gpumlp.network import Params
 from gpumlp.optim import (
@@ -303,7 +303,7 @@ def test_dropout_masks_are_inverted_and_unbiased(blobs, monkeypatch):
     X, y = blobs
     p = 0.3
     masks: list[np.ndarray] = []
-    real_masks = gpumlp.steps.keep_masks
+    real_masks = gpumlp.engines.steps.keep_masks
 
     def spy(*args, **kwargs):
         keep = real_masks(*args, **kwargs)
@@ -311,7 +311,7 @@ def test_dropout_masks_are_inverted_and_unbiased(blobs, monkeypatch):
         masks.extend(host(k) for k in keep)
         return keep
 
-    monkeypatch.setattr(gpumlp.steps, "keep_masks", spy)
+    monkeypatch.setattr(gpumlp.engines.steps, "keep_masks", spy)
     net = gpumlp.Network([4, 200, 100, 3], backend="numpy", seed=0)
     net.fit(X, y, epochs=10, batch_size=30, lr=0.1, dropout=p, seed=0)
     keep = np.concatenate([m.ravel() for m in masks])

@@ -1,4 +1,4 @@
-"""Tests for gpumlp.plotting: learning-curve PNGs from a run folder (from a real fit, to
+"""Tests for gpumlp.runs.plotting: learning-curve PNGs from a run folder (from a real fit, to
 another folder, with series left out), and bad input: a missing folder or history, a malformed
 history, no matplotlib. (``gpumlp plot`` is in test_cli_tools.py.)"""
 
@@ -10,7 +10,7 @@ import json
 import pytest
 
 from conftest import needs_matplotlib, png_size
-from gpumlp.plotting import plot_run
+from gpumlp.runs.plotting import plot_run
 
 
 @needs_matplotlib

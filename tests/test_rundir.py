@@ -1,7 +1,7 @@
-"""Tests for gpumlp.rundir and gpumlp.runlock through the real ``gpumlp train`` in a subprocess:
-a folder holding a run is never overwritten without ``--resume``/``--overwrite``, a refused
-command writes nothing at all, default folders are unique for runs started together, two live
-runs never share a folder (the second is told who holds it), a lock left by a killed run is
+"""Tests for gpumlp.runs.rundir and gpumlp.runs.runlock through the real ``gpumlp train`` in a
+subprocess: a folder holding a run is never overwritten without ``--resume``/``--overwrite``, a
+refused command writes nothing at all, default folders are unique for runs started together, two
+live runs never share a folder (the second is told who holds it), a lock left by a killed run is
 taken over with a message, stale temp files of killed writers are removed at the next start,
 and new files get the umask's mode (never a setuid bit, never through a symlink).
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import gpumlp_cmd, gpumlp_env, reap, run_gpumlp, start_gpumlp, wait_for
-from gpumlp.checkpoint import read_checkpoint
+from gpumlp.files.checkpoint import read_checkpoint
 
 QUICK = ["--sizes", "784,16,10", "--epochs", "1", "--quiet"]
 SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--epochs", "100", "--quiet"]

@@ -1,4 +1,4 @@
-"""Tests for gpumlp.runner through the real ``gpumlp train`` command: what :func:`plan_run`
+"""Tests for gpumlp.runs.runner through the real ``gpumlp train`` command: what :func:`plan_run`
 refuses before any folder is made (data values that are not finite in the network's dtype, in
 every file format and split; L1/L2 penalties that diverge whatever the data), a learning rate
 that blows the weights past the dtype's safe range (exit 3), and a disk that fills up at the
@@ -23,7 +23,7 @@ from conftest import (
     temp_files,
     with_value,
 )
-from gpumlp.checkpoint import read_checkpoint
+from gpumlp.files.checkpoint import read_checkpoint
 
 QUICK = ["--epochs", "1", "--quiet", "--seed", "0", "--backend", "numpy"]
 

@@ -8,7 +8,7 @@ import pytest
 
 import gpumlp
 from conftest import CE_NET, assert_same_params, fit_run, history_columns, params_of
-from gpumlp.checkpoint import CheckpointError
+from gpumlp.files.checkpoint import CheckpointError
 
 RESUME_CASES = {
     "sgd": {},

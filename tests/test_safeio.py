@@ -1,4 +1,4 @@
-"""Tests for gpumlp.safeio, reading untrusted files within sizes fixed before anything
+"""Tests for gpumlp.files.safeio, reading untrusted files within sizes fixed before anything
 inflates: the capped and bomb-stopping stream, the pickle walk, and ``.npy`` members checked
 against their expected shape or the memory free. (The same bombs given to the ``gpumlp``
 command are in test_memory.py.)"""
@@ -14,8 +14,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from gpumlp import safeio
-from gpumlp.safeio import Oversize, check_pickle, open_untrusted, read_npy_member
+from gpumlp.files import safeio
+from gpumlp.files.safeio import Oversize, check_pickle, open_untrusted, read_npy_member
 
 # -- the stream: a cap, and a gzip bomb stopped early -------------------------------------------
 

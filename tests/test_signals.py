@@ -34,7 +34,7 @@ from conftest import (
     saved_epochs,
     start_gpumlp,
 )
-from gpumlp.checkpoint import read_checkpoint
+from gpumlp.files.checkpoint import read_checkpoint
 
 EPOCHS = 4
 FLAGS = ["--sizes", "784,200,10", "--batch-size", "1", "--seed", "5", "--quiet"]
@@ -259,7 +259,7 @@ def test_handlers_are_restored_after_a_run(tmp_path, bar_mnist, monkeypatch):
 
 
 def test_handled_by_leaves_an_ignored_signal_ignored_and_restores_the_rest():
-    # What a sweep worker installs (gpumlp.studies.run_worker): under nohup, SIGHUP stays
+    # What a sweep worker installs (gpumlp.sweeps.studies.run_worker): under nohup, SIGHUP stays
     # ignored inside the block; every handler is back afterwards.
     from gpumlp.signals import handled_by
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import book_splits, write_idx_dir, write_npz, write_pkl
-from gpumlp.sources import DataSet, data_format, hold_out, load_data
+from gpumlp.data.sources import DataSet, data_format, hold_out, load_data
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def optuna():
 
 
 def test_import_gpumlp_does_not_import_optuna():
-    code = "import sys, gpumlp, gpumlp.studies, gpumlp.sweepspace, gpumlp.cli\n"
+    code = "import sys, gpumlp, gpumlp.sweeps.studies, gpumlp.sweeps.space, gpumlp.cli\n"
     code += "print(sorted(m for m in sys.modules if m.split('.')[0] in ('optuna', 'sqlalchemy')))"
     assert run_python(code).strip() == "[]"
 
@@ -152,7 +152,7 @@ def test_a_bare_postgresql_url_takes_the_installed_driver(
 ):
     import importlib.util
 
-    from gpumlp import studystore
+    from gpumlp.sweeps import studystore
 
     found = {"psycopg2": psycopg2, "psycopg": psycopg}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if found[name] else None)
@@ -270,7 +270,7 @@ def test_data_the_network_dtype_cannot_hold_is_refused_before_any_trial(tmp_path
 def test_python_api_holds_out_validation_and_scores_test_once(tmp_path, optuna):
     import gpumlp
     from gpumlp import sweep
-    from gpumlp.sources import hold_out
+    from gpumlp.data.sources import hold_out
 
     X, y = blobs_split(240)
     space = {"lr": {"log": [0.3, 3]}, "batch_size": {"choice": [5, 10]}}
@@ -302,7 +302,7 @@ def test_python_api_holds_out_validation_and_scores_test_once(tmp_path, optuna):
 def test_a_pruned_trial_leaves_a_stopped_run_and_the_worker_goes_on(tmp_path, optuna):
     import gpumlp
     from gpumlp import sweep
-    from gpumlp.checkpoint import read_checkpoint
+    from gpumlp.files.checkpoint import read_checkpoint
 
     X, y = blobs_split()
     # Nothing reaches accuracy 2: every trial is pruned after its second epoch (step 1).

@@ -1,4 +1,4 @@
-"""The table readers (:mod:`gpumlp.tabular`): what each format reads, and what each refuses.
+"""The table readers (:mod:`gpumlp.data.tabular`): what each format reads, and what each refuses.
 
 Every file is written here with the real writers (``csv``, ``np.savez``, ``np.save``) and read
 back with the reader; the arrays that come back must equal those written. The memory-mapped
@@ -18,7 +18,7 @@ import pytest
 import gpumlp.memory
 from gpumlp import Network, OutOfMemory
 from gpumlp._checks import finite_host_array, first_nonfinite
-from gpumlp.tabular import read_csv, read_npy_pair, read_table_npz
+from gpumlp.data.tabular import read_csv, read_npy_pair, read_table_npz
 
 
 def write_csv(path: Path, rows: list[list[object]], *, delimiter: str = ",") -> Path:
@@ -149,7 +149,7 @@ def test_npz_round_trips_every_split_and_targets(tmp_path, table):
 def test_npz_reads_only_its_six_arrays(tmp_path, table, monkeypatch):
     X, y = table
     np.savez(tmp_path / "t.npz", X=X, y=y, notes=np.zeros(10**6))
-    import gpumlp.tabular as tabular
+    import gpumlp.data.tabular as tabular
 
     seen = []
     real = tabular.read_npy_member

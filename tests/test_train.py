@@ -18,8 +18,8 @@ from conftest import (
     params_of,
     val_overflow_problem,
 )
-from gpumlp.checkpoint import read_checkpoint
-from gpumlp.datasets import load_mnist
+from gpumlp.data.mnist import load_mnist
+from gpumlp.files.checkpoint import read_checkpoint
 
 # -- determinism and batching -------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from .loader import load
 from .model import Network
 
 if TYPE_CHECKING:
-    from .studies import sweep
+    from .sweeps.studies import sweep
 
 __all__ = [
     "BackendUnavailableError",
@@ -45,7 +45,7 @@ def __getattr__(name: str) -> object:
     """``gpumlp.sweep`` on first use: it brings the run-folder, data and download modules, which
     ``import gpumlp`` alone does not need."""
     if name == "sweep":
-        from .studies import sweep
+        from .sweeps.studies import sweep
 
         return sweep
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

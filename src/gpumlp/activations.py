@@ -7,7 +7,7 @@ Each :class:`Activation` holds its math in three forms, side by side so they can
   NumPy fast path: the same IEEE operations in the same order, into preallocated buffers (``ws``
   holds two scratch arrays ``t``, ``u`` shaped like ``z`` and a boolean ``mask``);
 - the CUDA C form, ``cuda_fn`` and ``cuda_prime``: bodies of device functions of ``real z``
-  (and ``real a``) that the kernel source is generated from (:mod:`gpumlp._kernels`).
+  (and ``real a``) that the kernel source is generated from (:mod:`gpumlp.engines._kernels`).
 
 The xp and NumPy forms agree bit for bit on NumPy (tested). The CUDA form performs the same
 operations; where it calls ``exp`` or ``tanh``, CUDA's math library may round differently from

@@ -124,4 +124,4 @@ __device__ __forceinline__ bool dropout_keep(unsigned stream, long long e, unsig
     return (mix32(stream + (unsigned)e * {_GOLDEN:#x}u) >> 8) >= cut;
 }}
 """
-"""CUDA C of the same hash, for the kernel source (:mod:`gpumlp._kernels`)."""
+"""CUDA C of the same hash, for the kernel source (:mod:`gpumlp.engines._kernels`)."""

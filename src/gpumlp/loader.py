@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import read_checkpoint
+from .files.checkpoint import read_checkpoint
+from .files.modelfile import expected_arrays, params_from_arrays, spec_from_meta
 from .memory import check_model_fits
 from .model import Network
-from .modelfile import expected_arrays, params_from_arrays, spec_from_meta
 
 __all__ = ["load", "network_from"]
 
@@ -39,7 +39,7 @@ def network_from(
     dtype: str | None = None,
 ) -> Network:
     """The Network of a model file already read and checked (``meta`` and ``arrays``, as
-    :func:`~gpumlp.checkpoint.read_checkpoint` returns them from ``path``), as :func:`load`."""
+    :func:`.checkpoint.read_checkpoint` returns them from ``path``), as :func:`load`."""
     spec = spec_from_meta(meta, path, backend=backend, dtype=dtype)
     check_model_fits(spec.sizes, spec.dtype, spec.xp)
     params = params_from_arrays(spec, arrays, path)

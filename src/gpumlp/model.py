@@ -18,19 +18,18 @@ import numpy as np
 
 from ._checks import check_int, check_params, count_rows
 from .backend import Array, to_device
-from .checkpoint import write_checkpoint
 from .config import DEFAULT_CHUNK, ModelSpec, TrainConfig, monitors
-from .fitting import train_network
+from .engines.steps import predict_labels
+from .files.checkpoint import write_checkpoint
+from .files.modelfile import model_meta, params_to_host
 from .history import History
 from .initial import init_params
 from .inputs import Inputs
 from .memory import check_model_fits, check_training_fits
-from .modelfile import model_meta, params_to_host
 from .network import Params, backprop, feedforward
 from .reporting import fit_display, summary_text
 from .runstate import TrainState
-from .steps import predict_labels
-from .train import evaluate_arrays
+from .train import evaluate_arrays, train_network
 
 __all__ = ["Network"]
 

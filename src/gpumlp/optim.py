@@ -8,7 +8,7 @@ rate, and Adam's bias corrections). :meth:`Params.set` then writes each result i
 the namespace allows it and rebinds it where arrays are immutable (``jax.numpy``), so one update
 rule serves both. ``update_in_place`` is the same arithmetic written into the arrays themselves,
 for the NumPy fast path (no new tensor per step). ``cuda`` is the same update as CUDA C (the
-``update`` kernel of :mod:`gpumlp._kernels`), with the same arithmetic.
+``update`` kernel of :mod:`gpumlp.engines._kernels`), with the same arithmetic.
 
 Penalties (:func:`regularize`) are added to the gradient before the update, as the book does:
 L2 is ``(λ/n) W`` (network2's ``w ← (1 − ηλ/n) w − η ∂C/∂w``), L1 is ``(λ/n) sgn(W)``, with ``n``

@@ -18,17 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import read_checkpoint, write_checkpoint
 from .config import ModelSpec, TrainConfig
 from .errors import CheckpointError
-from .history import History
-from .modelfile import (
+from .files.checkpoint import read_checkpoint, write_checkpoint
+from .files.modelfile import (
     check_same_network,
     expected_arrays,
     model_meta,
     params_from_arrays,
     params_to_host,
 )
+from .history import History
 from .network import Params
 from .optim import Optimizer, OptState, get_optimizer
 from .schedules import EarlyStopping, Schedule
@@ -164,7 +164,7 @@ class TrainState:
     # -- checkpoints -------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write the whole run state to ``path`` atomically (see :mod:`gpumlp.checkpoint`)."""
+        """Write the whole run state to ``path`` atomically (see :mod:`gpumlp.files.checkpoint`)."""
         arrays = params_to_host(self.params) | self.inputs
         for key, value in self.opt_state.buffers.items():
             arrays |= params_to_host(value, f"opt/{key}")

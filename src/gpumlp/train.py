@@ -1,4 +1,7 @@
-"""The epoch loop: mini-batch training on the device, monitoring, divergence, schedules.
+"""Training a network's parameters to the end: the epoch loop (mini-batch training on the
+device, monitoring, divergence, schedules) and :func:`train_network` around it (the run state
+resumed, the engine chosen, and what happens when training stops short: Ctrl-C or a signal,
+divergence, memory running out).
 
 Nothing here prints. Per-batch progress goes to an optional ``progress`` callback, per-epoch
 results to ``on_epoch`` and the logger. Inside an epoch nothing is read back to the host: the
@@ -12,17 +15,21 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from . import signals
 from .backend import Array, index_dtype, to_device
 from .config import ModelSpec
-from .errors import DivergedError
+from .engines import select_step
+from .engines.steps import Data, Step, hits
+from .errors import DivergedError, TrainingInterrupted
 from .history import History
+from .memory import explain_failure, is_out_of_memory
 from .network import Params, feedforward
-from .runstate import TrainState
-from .steps import Data, Step, hits
+from .runstate import TrainState, check_checkpoint_path
 
-__all__ = ["evaluate_arrays", "run_epochs", "safe_magnitude"]
+__all__ = ["evaluate_arrays", "run_epochs", "safe_magnitude", "train_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,3 +181,52 @@ def run_epochs(
             break
     state.finish()
     return history
+
+
+def train_network(
+    state: TrainState,
+    data: Data,
+    validation: Data | None,
+    resume: str | Path | None = None,
+    progress: Callable[..., Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> History:
+    """Run ``state`` (resumed from the checkpoint ``resume``, if given) over the device data
+    sets to its config's last epoch; see :meth:`gpumlp.Network.fit` for what it raises.
+
+    Whatever stops training, the parameters are those of the last finished epoch, and the
+    config's checkpoint (if any) holds that state, written while further interrupts wait.
+    """
+    cfg, spec = state.config, state.spec
+    if resume is not None:
+        state.load(resume)
+    if cfg.checkpoint is not None:
+        check_checkpoint_path(cfg.checkpoint)
+    try:
+        step = select_step(state, data)
+        return run_epochs(state, step, data, validation, progress=progress, on_epoch=on_epoch)
+    except KeyboardInterrupt as exc:
+        with signals.deferred():
+            state.restore()
+            state.history.stop_reason = f"interrupted during epoch {state.epoch}"
+            if cfg.checkpoint is not None:
+                state.save(cfg.checkpoint)
+        raise TrainingInterrupted(state.history, signals.signum_of(exc)) from exc
+    except DivergedError:
+        if cfg.checkpoint is not None:  # the last finite epoch, to resume with a smaller lr
+            with signals.deferred():
+                state.save(cfg.checkpoint)
+        raise
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        state.restore()  # the weights of the last finished epoch, as for Ctrl-C
+        raise explain_failure(
+            exc,
+            spec.sizes,
+            spec.dtype,
+            spec.xp,
+            n=int(data[0].shape[0]),
+            batch_size=cfg.batch_size,
+            dropout=cfg.dropout,
+        ) from exc

@@ -23,7 +23,7 @@ __all__ = ["GPUMLP_CACHES", "StaleCacheWarning", "clear_gpumlp_caches", "cxx20",
 GPUMLP_CACHES = (
     "gpumlp.backend:cupy_status",
     "gpumlp.backend:_auto_namespace",
-    "gpumlp._cupy_fast:_kernels",
+    "gpumlp.engines._cupy_fast:_kernels",
 )
 """gpumlp's functools caches that remember which CuPy they saw (module:function)."""
 

@@ -1,7 +1,7 @@
 """Flags shared by the subcommands: one-line argparse errors, typed values, the train flags.
 
 ``gpumlp train`` and ``gpumlp sweep`` take the same network, training and data flags, with the
-Python API's names and defaults (:data:`gpumlp.rundir.TRAIN_DEFAULTS`); unset flags stay unset,
+Python API's names and defaults (:data:`gpumlp.runs.rundir.TRAIN_DEFAULTS`); unset flags stay unset,
 so ``--resume`` can fill them from the run it continues.
 """
 
@@ -18,7 +18,7 @@ from ..config import ENGINES
 from ..costs import COSTS
 from ..initial import INITS
 from ..optim import OPTIMIZERS
-from ..rundir import TRAIN_DEFAULTS
+from ..runs.rundir import TRAIN_DEFAULTS
 from ..schedules import SCHEDULES
 
 __all__ = ["Defaults", "Parser", "UsageError", "add_train_flags", "number", "sizes"]

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..backend import to_host
+from ..data.sources import DataSet, data_format, load_data
 from ..loader import load
 from ..model import Network
-from ..sources import DataSet, data_format, load_data
 from ._args import UsageError
 
 __all__ = ["add_parsers", "model_path"]
@@ -157,7 +157,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """The class of each picture, with the network's score for every class."""
     path = model_path(args.model)
     net: Network = load(path, backend=args.backend)
-    from ..images import find_images, read_digit  # Pillow: only once there is a model to use
+    from ..data.images import find_images, read_digit  # Pillow: only once there is a model to use
 
     side = math.isqrt(net.sizes[0])
     if side * side != net.sizes[0]:

@@ -1,6 +1,6 @@
 """``gpumlp parity``: train one network on two backends (or dtypes) and compare step by step.
 
-See :mod:`gpumlp.parity` for what is compared and the tolerances. With no ``--backends``, it
+See :mod:`gpumlp.runs.parity` for what is compared and the tolerances. With no ``--backends``, it
 compares NumPy with CuPy where CuPy can run, else NumPy float64 with NumPy float32 (and says
 so). Exit codes: 0 agree, 1 mismatch, 2 bad arguments or a backend that cannot run here.
 """
@@ -20,7 +20,7 @@ from ..config import ENGINES
 from ..costs import COSTS
 from ..initial import INITS
 from ..optim import OPTIMIZERS
-from ..parity import compare, synthetic
+from ..runs.parity import compare, synthetic
 from ._args import Defaults, number, sizes
 
 __all__ = ["add_parsers", "format_report", "run"]
@@ -131,10 +131,10 @@ def run(args: argparse.Namespace) -> int:
         _check_report_path(args.json)
     names, dtypes = _sides(args)
     if "cupy" in names:
-        backend.use_fp32_matmul()  # TF32 would swamp float32 parity (gpumlp.parity)
+        backend.use_fp32_matmul()  # TF32 would swamp float32 parity (gpumlp.runs.parity)
     xps = [backend.get_namespace(n) for n in names]
     if args.data:
-        from ..datasets import load_mnist
+        from ..data.mnist import load_mnist
 
         (X, y), _, (X_test, y_test) = load_mnist(args.data)
         X, y = X[: args.n], y[: args.n]

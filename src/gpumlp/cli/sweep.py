@@ -3,8 +3,8 @@ train`` run (any train flag given is shared by every trial), in the sweep folder
 (default ``sweeps/<SPACE's name>``): ``study.db`` (the default storage), ``sweep.json`` (where
 the study is) and a run folder per trial. ``--workers K`` runs K children of the same command;
 other machines join with the same command and ``--storage``; rerunning it resumes (rules in
-:mod:`gpumlp.studies`). Exit code 0 once the study has its N finished trials. ``--report DIR``
-prints the trials, the best as a ``gpumlp train`` command, and draws their plots.
+:mod:`~gpumlp.sweeps.studies`). Exit code 0 once the study has its N finished trials.
+``--report DIR`` prints the trials, the best as a ``gpumlp train`` command, and draws their plots.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 from .. import signals
 from .._version import __version__
 from ..atomicio import atomic_write_bytes
-from ..rundir import TRAIN_DEFAULTS
-from ..sources import DataSet
-from ..studies import run_worker
-from ..studystore import PRUNERS, masked, open_study, require_optuna, storage_url, tally
-from ..sweepspace import bind_study, check_space, default_seed, hold_out, read_space
-from ..trials import evaluate_best
+from ..data.sources import DataSet
+from ..runs.rundir import TRAIN_DEFAULTS
+from ..sweeps.space import bind_study, check_space, default_seed, hold_out, read_space
+from ..sweeps.studies import run_worker
+from ..sweeps.studystore import PRUNERS, masked, open_study, require_optuna, storage_url, tally
+from ..sweeps.trials import evaluate_best
 from ._args import UsageError, add_train_flags, number
 from .sweepreport import flag_args, report, test_line, train_command, trial_line
 from .train import load_flags_data

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..atomicio import atomic_write_bytes
-from ..studystore import masked, require_optuna, storage_url, with_driver
-from ..sweepspace import read_space
+from ..sweeps.space import read_space
+from ..sweeps.studystore import masked, require_optuna, storage_url, with_driver
 
 __all__ = ["flag_args", "report", "test_line", "train_command", "trial_line"]
 

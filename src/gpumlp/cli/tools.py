@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..fetch import MNIST_FILENAME, MNIST_SIZE, cache_dir, fetch_mnist, mnist_info, source
+from ..data.fetch import MNIST_FILENAME, MNIST_SIZE, cache_dir, fetch_mnist, mnist_info, source
 
 __all__ = ["add_parsers", "ensure_mnist"]
 
@@ -66,7 +66,7 @@ def run_data(args: argparse.Namespace) -> int:
 
 def run_plot(args: argparse.Namespace) -> int:
     """Draw cost.png and accuracy.png of a run folder; print their paths."""
-    from ..plotting import plot_run
+    from ..runs.plotting import plot_run
 
     for path in plot_run(Path(args.run_dir), Path(args.out) if args.out else None):
         print(path)

@@ -1,5 +1,5 @@
 """``gpumlp train``: check every flag against the data and the machine, then train in a run
-folder (see :mod:`gpumlp.rundir`), printing a line per epoch.
+folder (see :mod:`gpumlp.runs.rundir`), printing a line per epoch.
 
 Nothing is written until everything that can be checked has been: the flags, the data, the
 network against the data, the engine against the backend, the memory it needs, and ``--out``.
@@ -16,11 +16,11 @@ from typing import Any
 
 from .. import signals
 from .._version import __version__
+from ..data.sources import DataSet, check_mnist_flags, load_data
 from ..errors import TrainingInterrupted
 from ..reporting import printing, progress_bar
-from ..rundir import TRAIN_DEFAULTS, plan_folder, resume_path, resumed_flags, run_folder
-from ..runner import execute, plan_run, sizes_for
-from ..sources import DataSet, check_mnist_flags, load_data
+from ..runs.rundir import TRAIN_DEFAULTS, plan_folder, resume_path, resumed_flags, run_folder
+from ..runs.runner import execute, plan_run, sizes_for
 from ._args import add_train_flags
 from .tools import ensure_mnist
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomicio import atomic_file
-from .errors import CheckpointError
+from ..atomicio import atomic_file
+from ..errors import CheckpointError
 from .safeio import Oversize, WrongShape, read_npy_member
 
 __all__ = ["FORMAT_VERSION", "read_checkpoint", "write_checkpoint"]
@@ -91,7 +91,7 @@ def read_checkpoint(
     ----------
     path : the ``.npz`` file
     expect : optional; from the metadata, the arrays the file must or may hold and their shapes
-        (:func:`gpumlp.modelfile.expected_arrays`). Each member's declared size and header are
+        (:func:`gpumlp.files.modelfile.expected_arrays`). Each member's declared size and header are
         checked against them before it is read, any other member is refused, and so is a file
         lacking an array it must hold. Without it, each member may hold at most the memory
         free, and a compressed one :data:`INFLATE_LIMIT` times its compressed size.

@@ -18,7 +18,7 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-from .atomicio import atomic_write_bytes
+from ..atomicio import atomic_write_bytes
 
 __all__ = ["plot_run"]
 

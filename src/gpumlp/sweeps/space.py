@@ -24,11 +24,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import sources
-from .errors import CheckpointError
-from .rundir import TRAIN_DEFAULTS, check_flags
-from .runner import plan_run, sizes_for
-from .sources import DataSet
+from ..data import sources
+from ..data.sources import DataSet
+from ..errors import CheckpointError
+from ..runs.rundir import TRAIN_DEFAULTS, check_flags
+from ..runs.runner import plan_run, sizes_for
 
 __all__ = ["SEARCHABLE", "Dimension", "bind_study", "check_space", "default_seed", "hold_out",
            "read_space", "trial_flags"]  # fmt: skip
@@ -178,7 +178,7 @@ def check_space(
     dims: Mapping[str, Dimension], fixed: Mapping[str, Any], data: DataSet, source: str
 ) -> None:
     """Refuse a space the runs cannot take, before anything is written: a flag both fixed and
-    searched, the test split scored, or a value :func:`gpumlp.runner.plan_run` refuses (at each
+    searched, the test split scored, or a value :func:`gpumlp.runs.runner.plan_run` refuses (at each
     bound and choice, the others at their first; every combination of up to 64 choices).
     Raises ValueError naming the key and value."""
     for key in dims:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ..files.safeio import Oversize, require_memory
 from ._digitprep import BOX, NoDigit, box_extent, find_ink, keep_digit, place
-from .safeio import Oversize, require_memory
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "find_images", "read_digit", "to_mnist"]
 

@@ -1,4 +1,4 @@
-"""Training steps: the generic one written once in ``xp``, and the one place a fast path is chosen.
+"""Training steps: what every engine offers, and the generic step written once in ``xp``.
 
 A step object (any engine) offers two calls:
 
@@ -14,7 +14,7 @@ A step object (any engine) offers two calls:
 
 :func:`gpumlp.engines.select_step` picks the engine: ``generic`` (:class:`GenericStep`, any
 namespace, the reference every fast path is tested against), or the backend's fast path
-(NumPy: :mod:`gpumlp._numpy_fast`; CuPy: :mod:`gpumlp._cupy_fast`).
+(NumPy: :mod:`gpumlp.engines._numpy_fast`; CuPy: :mod:`gpumlp.engines._cupy_fast`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from .backend import Array, Namespace, index_dtype
-from .dropout import keep_masks
-from .network import backprop
-from .optim import apply_update, regularize
-from .runstate import TrainState
+from ..backend import Array, Namespace, index_dtype
+from ..dropout import keep_masks
+from ..network import backprop
+from ..optim import apply_update, regularize
+from ..runstate import TrainState
 
 __all__ = ["BatchLoop", "Data", "GenericStep", "Step", "hits", "predict_labels"]
 
@@ -38,6 +38,7 @@ class Step(Protocol):
     """What every engine offers (see the module docstring)."""
 
     engine: str
+    label: str  # what the step is, for reports: its engine, with its backend where two share it
 
     def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array: ...
 
@@ -68,7 +69,7 @@ def hits(a: Array, labels: Array, *, xp: Namespace) -> Array:
 class BatchLoop:
     """An epoch as a Python loop over mini-batches, each gathered by index on the device."""
 
-    engine = "generic"
+    engine = label = "generic"
 
     def __init__(self, state: TrainState, data: Data) -> None:
         self.state, self.data = state, data

@@ -10,7 +10,7 @@ split scores only the best trial, once. Workers share the study through Optuna's
 - Optuna commits each trial as it ends: a stopped worker loses only its running trial, and
   rerunning the same command resumes the study;
 - a trial whose worker died is marked FAIL and its flags queued again
-  (:mod:`gpumlp.studystore`); Ctrl-C or a signal fails and queues it the same way.
+  (:mod:`gpumlp.sweeps.studystore`); Ctrl-C or a signal fails and queues it the same way.
 
 Optuna is imported by the functions here, when called: ``import gpumlp`` never imports it.
 """
@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import signals, sweepspace, trials
-from ._checks import check_int
-from .rundir import TRAIN_DEFAULTS
-from .sources import DataSet
+from .. import signals
+from .._checks import check_int
+from ..data.sources import DataSet
+from ..runs.rundir import TRAIN_DEFAULTS
+from . import space, trials
+from .space import Dimension
 from .studystore import (
     HOST,
     fail_dead_trials,
@@ -39,7 +41,6 @@ from .studystore import (
     storage_url,
     tally,
 )
-from .sweepspace import Dimension
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -70,7 +71,7 @@ def run_worker(
         current[:] = [trial.number]
         trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid(), "trial": trial.number})
         values = {k: d.suggest(trial) for k, d in dims.items()}
-        flags = sweepspace.trial_flags(dims, values, fixed, data)
+        flags = space.trial_flags(dims, values, fixed, data)
         folder = out / f"trial-{trial.number:04d}"
         trial.set_user_attr("folder", str(folder.resolve()))
 
@@ -174,17 +175,17 @@ def sweep(
     if unknown:
         raise TypeError(f"sweep() got unknown flag {unknown[0]!r}; flags are gpumlp train's")
     check_int("n_trials", n_trials)
-    dims, source = sweepspace.read_space(space)
+    dims, source = space.read_space(space)
     train = (np.asarray(X), np.asarray(y))
     data = DataSet("data", train, _pair(validation_data), _pair(test_data), "table")
-    fixed = {"seed": sweepspace.default_seed(study_name)} | flags
-    data = sweepspace.hold_out(data, flags.get("val_split"), fixed["seed"])
-    sweepspace.check_space(dims, fixed, data, source)
+    fixed = {"seed": space.default_seed(study_name)} | flags
+    data = space.hold_out(data, flags.get("val_split"), fixed["seed"])
+    space.check_space(dims, fixed, data, source)
     folder = Path("sweeps") / study_name if out is None else Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     url = storage_url(folder, storage)
     study = open_study(url, study_name, pruner=pruner, seed=fixed["seed"])
-    sweepspace.bind_study(study, dims, fixed, source)
+    space.bind_study(study, dims, fixed, source)
     run_worker(study, dims, fixed, data, folder, n_trials=n_trials)
     trials.evaluate_best(study, data, backend=fixed.get("backend", "auto"))
     return study

@@ -1,8 +1,8 @@
-"""Tests for gpumlp.fitting: a run stopped short by Ctrl-C rolls back to its last finished
-epoch, checkpoints it, raises TrainingInterrupted carrying the history, and resumes to what an
-uninterrupted run gives; an epoch already shown to ``on_epoch`` is never rolled back. (Ctrl-C
-and kill -9 of ``gpumlp train`` are in test_cli_train.py; divergence in test_train.py; memory
-running out in test_memory.py.)"""
+"""Tests for gpumlp.train.train_network: a run stopped short by Ctrl-C rolls back to its last
+finished epoch, checkpoints it, raises TrainingInterrupted carrying the history, and resumes to
+what an uninterrupted run gives; an epoch already shown to ``on_epoch`` is never rolled back.
+(Ctrl-C and kill -9 of ``gpumlp train`` are in test_cli_train.py; divergence in test_train.py;
+memory running out in test_memory.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 import gpumlp
 from conftest import CE_NET, assert_same_params, fit_run, history_columns, params_of
-from gpumlp.checkpoint import read_checkpoint
+from gpumlp.files.checkpoint import read_checkpoint
 
 
 def test_resume_after_interruption_with_cosine(blobs, tmp_path):

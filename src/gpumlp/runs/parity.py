@@ -61,15 +61,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import backend
-from ._version import __version__
-from .backend import Array
-from .config import TrainConfig
-from .engines import select_step
-from .model import Network
-from .network import forward
-from .runstate import TrainState
-from .steps import Step
+from .. import backend
+from .._version import __version__
+from ..backend import Array
+from ..config import TrainConfig
+from ..engines.select import select_step
+from ..engines.steps import Step
+from ..model import Network
+from ..network import forward
+from ..runstate import TrainState
 
 __all__ = ["PROBE", "TOLERANCES", "accuracy_band", "compare", "synthetic"]
 
@@ -215,7 +215,7 @@ def compare(
         return net, select_step(state, net.inputs.data(X, y))
 
     steppers = [stepper(i) for i in range(2)]
-    engines = [_engine_name(step) for _, step in steppers]
+    engines = [str(step.label) for _, step in steppers]  # steps say what they are
     order_rng = np.random.default_rng([seed, 2])
     perm = np.empty(0, dtype=np.int64)
     for k in range(1, config["steps"] + 1):
@@ -280,11 +280,6 @@ def compare(
         "tensors": list(tally.rows.values()),
         "versions": _versions(sides),
     }
-
-
-def _engine_name(step: Any) -> str:
-    """Which engine a step from select_step is, with its backend for the NumPy fast path."""
-    return "numpy-fused" if type(step).__module__ == "gpumlp._numpy_fast" else str(step.engine)
 
 
 def _versions(sides: Sequence[tuple[str, Any, str]]) -> dict[str, str]:

@@ -167,7 +167,7 @@ extern "C" __global__ void bias_softmax(real* z, const real* b, real* a, int m, 
 // BP1: the output error δ^L in the form `kind` (DELTA_*), times scale = 1/m: the batch mean is
 // taken here, as in network.backprop, so BP3/BP4 below give mean gradients. Also the row's
 // cost (Σ_j of the cost's element terms) and whether its prediction (argmax, or a > 0.5 for one
-// unit, as train.predict_labels) equals lab[row], for the epoch's monitors. One warp per row.
+// unit, as steps.predict_labels) equals lab[row], for the epoch's monitors. One warp per row.
 extern "C" __global__ void output_delta(const real* z, const real* a, const real* y,
                                         const long long* lab, real* delta, real* row_cost,
                                         int* row_hit, int m, int n, int kind, int cost, int act,

@@ -17,19 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from . import signals
-from ._checks import first_nonfinite
-from .atomicio import atomic_write_bytes
-from .config import ModelSpec, TrainConfig
-from .engines import check_engine
-from .errors import DivergedError, TrainingInterrupted
-from .history import History
-from .inputs import Inputs
-from .memory import check_model_fits, check_training_fits
-from .model import Network
-from .optim import get_optimizer
-from .sources import DataSet
-from .train import safe_magnitude
+from .. import signals
+from .._checks import first_nonfinite
+from ..atomicio import atomic_write_bytes
+from ..config import ModelSpec, TrainConfig
+from ..data.sources import DataSet
+from ..engines.select import check_engine
+from ..errors import DivergedError, TrainingInterrupted
+from ..history import History
+from ..inputs import Inputs
+from ..memory import check_model_fits, check_training_fits
+from ..model import Network
+from ..optim import get_optimizer
+from ..train import safe_magnitude
 
 __all__ = ["FIT_FLAGS", "RunPlan", "execute", "plan_run", "sizes_for"]
 

@@ -1,4 +1,4 @@
-"""The array work of :mod:`gpumlp.images`: find the ink on the paper, drop specks, and place
+"""The array work of :mod:`gpumlp.data.images`: find the ink on the paper, drop specks, and place
 the digit in an MNIST field. NumPy, and Pillow passed in as ``Image``; shapes (h, w) float32.
 """
 

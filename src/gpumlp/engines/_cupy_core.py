@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from ..dropout import threshold
+from ..network import Params
+from ..runstate import TrainState
 from ._kernels import codes
-from .dropout import threshold
-from .network import Params
-from .runstate import TrainState
 from .steps import Data
 
 __all__ = ["BLOCK", "Core", "dot_wins", "grid_for"]

@@ -1,6 +1,6 @@
 """What a model or checkpoint file must hold, checked in one place before anything is built.
 
-A file (see :mod:`gpumlp.checkpoint` for the container) carries JSON metadata and named arrays.
+A file (see :mod:`.checkpoint` for the container) carries JSON metadata and named arrays.
 This module owns their meaning:
 
 - the model part, in every file: ``sizes``, ``activation``, ``output_activation``, ``cost``,
@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_params
-from ._version import __version__
-from .backend import DTYPES, to_device, to_host
-from .config import ModelSpec
-from .errors import CheckpointError
-from .history import FIELDS
-from .network import Params
-from .optim import OPTIMIZERS, get_optimizer
+from .._checks import check_params
+from .._version import __version__
+from ..backend import DTYPES, to_device, to_host
+from ..config import ModelSpec
+from ..errors import CheckpointError
+from ..history import FIELDS
+from ..network import Params
+from ..optim import OPTIMIZERS, get_optimizer
 
 __all__ = [
     "check_same_network",

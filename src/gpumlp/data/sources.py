@@ -6,7 +6,7 @@ the class names when the file gave them. The format is told by the content, not 
 
 * a folder: MNIST IDX files (MNIST, Fashion-MNIST, KMNIST: any 28×28 set in that layout);
 * a zip (``.npz``): with ``x_train``, a Keras-style MNIST; with ``X``, a table
-  (:func:`gpumlp.tabular.read_table_npz`); only the member names are read to tell them apart;
+  (:func:`gpumlp.data.tabular.read_table_npz`); only the member names are read to tell them apart;
 * gzip or a pickle: the book's ``mnist.pkl.gz`` (an IDX file alone: refused, naming it);
 * an ``.npy`` file: the inputs X, with ``labels`` naming y.npy (memory-mapped);
 * text (``.csv``/``.tsv``/``.txt``, or UTF-8 text not named ``.npz``, ``.npy``, ``.gz``,
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import load_mnist
-from .safeio import require_memory
+from ..files.safeio import require_memory
+from .mnist import load_mnist
 from .tabular import Table, read_csv, read_npy_pair, read_table_npz
 
 __all__ = ["DataSet", "check_mnist_flags", "data_format", "hold_out", "load_data"]

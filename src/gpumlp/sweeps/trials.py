@@ -10,14 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import signals
-from .checkpoint import read_checkpoint
-from .history import History
-from .loader import load, network_from
-from .modelfile import expected_arrays
-from .rundir import plan_folder, run_folder
-from .runner import execute, plan_run
-from .sources import DataSet
+from .. import signals
+from ..data.sources import DataSet
+from ..files.checkpoint import read_checkpoint
+from ..files.modelfile import expected_arrays
+from ..history import History
+from ..loader import load, network_from
+from ..runs.rundir import plan_folder, run_folder
+from ..runs.runner import execute, plan_run
 from .studystore import HOST, tally
 
 __all__ = ["evaluate_best", "train_trial"]

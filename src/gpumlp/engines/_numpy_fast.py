@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .network import Params
-from .optim import SGD, apply_update, regularize
-from .runstate import TrainState
+from ..network import Params
+from ..optim import SGD, apply_update, regularize
+from ..runstate import TrainState
 from .steps import BatchLoop, Data
 
 __all__ = ["NumpyStep", "make_step"]
@@ -66,7 +66,7 @@ def make_step(state: TrainState, data: Data, *, engine: str) -> tuple[NumpyStep 
 class NumpyStep(BatchLoop):
     """``engine="fused"`` on NumPy (see the module docstring)."""
 
-    engine = "fused"
+    engine, label = "fused", "numpy-fused"
 
     def __init__(self, state: TrainState, data: Data) -> None:
         super().__init__(state, data)

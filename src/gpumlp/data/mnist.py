@@ -13,7 +13,7 @@ set. For the full 60,000 that is the last 10,000, the book's 50,000/10,000 split
 set is the tail of the original training set). The pickle is read with an unpickler that only
 resolves the NumPy globals needed to rebuild arrays, so a hostile file cannot run code, after a
 walk through its opcodes, so it cannot build more than it holds. Every reader stops a gzip bomb
-(:func:`gpumlp.safeio.open_untrusted`) and checks the memory an IDX header or npz member claims
+(:func:`.safeio.open_untrusted`) and checks the memory an IDX header or npz member claims
 before reading it.
 """
 
@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..files.safeio import Oversize, check_pickle, open_untrusted, read_npy_member, require_memory
 from .fetch import MNIST_FILENAME, cache_dir, fetch_mnist
-from .safeio import Oversize, check_pickle, open_untrusted, read_npy_member, require_memory
 
 __all__ = ["PICKLE_LIMIT", "Split", "load_mnist"]
 

@@ -6,7 +6,7 @@ Rules (each refused before anything is written):
 
 - a folder that holds a run is never overwritten, unless ``--resume`` continues that run or
   ``--overwrite`` says so, checked again once the folder is locked; two live runs never share
-  a folder (the lock, :mod:`gpumlp.runlock`), and a lock left by a process that died is taken
+  a folder (the lock, :mod:`gpumlp.runs.runlock`), and a lock left by a process that died is taken
   over with a message;
 - default folders ``runs/<data>-<date>-<time>`` are unique, even for runs started in the same
   second (a suffix ``-2``, ``-3``, ... is added);
@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .atomicio import remove_stale
-from .checkpoint import read_checkpoint
-from .config import HYPER_KEYS, TrainConfig
-from .errors import CheckpointError
-from .modelfile import expected_arrays
+from ..atomicio import remove_stale
+from ..config import HYPER_KEYS, TrainConfig
+from ..errors import CheckpointError
+from ..files.checkpoint import read_checkpoint
+from ..files.modelfile import expected_arrays
 from .runlock import lock_folder
 
 __all__ = [

@@ -4,8 +4,10 @@
 ``real`` typedef, the codes (``ACT_*``, ``COST_*``, ``DELTA_*``, ``OPT_*``) and the device
 functions built from each registry entry's CUDA form (:mod:`gpumlp.activations`,
 :mod:`gpumlp.costs`, :mod:`gpumlp.optim`, :mod:`gpumlp.dropout`). Adding an activation, cost or
-optimizer to its registry adds it here; nothing is kept in sync by hand. The codes the host side
-passes to the kernels come from the same tables (:func:`codes`).
+optimizer to its registry adds it here. The codes the host side passes to the kernels come from
+the same tables (:func:`codes`). Still kept equal by hand between the host code and the ``.cu``:
+the tile and thread counts (``_cupy_core.TILE``, ``END_THREADS``), the kernels' argument lists,
+and the L1/L2 penalties of the update kernel beside ``optim.regularize``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from importlib import resources
 
 import numpy as np
 
-from .activations import ACTIVATIONS, sigmoid_floor
-from .costs import COSTS
-from .dropout import CUDA_SOURCE as DROPOUT_SOURCE
-from .optim import OPTIMIZERS, get_optimizer
+from ..activations import ACTIVATIONS, sigmoid_floor
+from ..costs import COSTS
+from ..dropout import CUDA_SOURCE as DROPOUT_SOURCE
+from ..optim import OPTIMIZERS, get_optimizer
 
 __all__ = ["KERNEL_NAMES", "Codes", "codes", "kernel_source"]
 

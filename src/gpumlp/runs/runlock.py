@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .atomicio import alive
+from ..atomicio import alive
 
 __all__ = ["lock_folder"]
 

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .memory import host_available_memory, size_text
+from ..memory import host_available_memory, size_text
 
 __all__ = [
     "HEADER_SLACK",

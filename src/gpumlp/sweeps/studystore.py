@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomicio import alive
+from ..atomicio import alive
 
 if TYPE_CHECKING:
     from optuna import Study

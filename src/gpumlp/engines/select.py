@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from ..backend import backend_name
+from ..config import ModelSpec
+from ..runstate import TrainState
 from . import _cupy_fast, _numpy_fast
-from .backend import backend_name
-from .config import ModelSpec
-from .runstate import TrainState
 from .steps import Data, GenericStep, Step
 
 __all__ = ["check_engine", "select_step"]

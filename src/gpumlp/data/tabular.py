@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import first_nonfinite
-from .safeio import read_npy, read_npy_header, read_npy_member, require_memory
+from .._checks import first_nonfinite
+from ..files.safeio import read_npy, read_npy_header, read_npy_member, require_memory
 
 __all__ = ["Table", "read_csv", "read_npy_pair", "read_table_npz"]
 

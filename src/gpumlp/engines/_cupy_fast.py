@@ -1,6 +1,6 @@
 """CuPy fast paths for training: fused kernels (``fused``) and CUDA graphs (``graph``).
 
-Both do what :class:`gpumlp.steps.GenericStep` does (backprop on the batch, penalties, dropout,
+Both do what :class:`.steps.GenericStep` does (backprop on the batch, penalties, dropout,
 one optimizer update in place) with few, large kernel launches and no host synchronisation:
 the batch is gathered on the device, the cost and hit count are summed on the device, and the
 epoch's sums are read once, by the epoch loop. They are chosen only by
@@ -8,7 +8,7 @@ epoch's sums are read once, by the epoch loop. They are chosen only by
 emulation of CUDA in every CI run, and on a GPU where there is one).
 
 ``fused``
-    cuBLAS GEMMs (``cupy.matmul``) and one kernel per remaining stage (:mod:`gpumlp._kernels`),
+    cuBLAS GEMMs (``cupy.matmul``) and one kernel per remaining stage (:mod:`._kernels`),
     launched eagerly: about 3 + 5L launches per step for L layers.
 ``graph``
     The same sequence with the GEMMs done by a tiled kernel (CuPy's cuBLAS calls cannot be
@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from . import backend
+from .. import backend
+from ..activations import ACTIVATIONS
+from ..backend import Array
+from ..costs import COSTS
+from ..runstate import TrainState
 from ._cupy_core import END_THREADS, TILE, Core
 from ._kernels import KERNEL_NAMES, codes, kernel_source
-from .activations import ACTIVATIONS
-from .backend import Array
-from .costs import COSTS
-from .runstate import TrainState
 from .steps import Data
 
 __all__ = ["GRAPH_CHUNK", "GRAPH_MAX_MACS", "launch_bound", "make_step", "unsupported"]
@@ -121,6 +121,11 @@ class FusedStep:
 
     engine = "fused"
 
+    @property
+    def label(self) -> str:
+        """The engine that ran (a graph step that fell back says ``fused``)."""
+        return self.engine
+
     def __init__(self, core: Core) -> None:
         self.core = core
 
@@ -134,7 +139,7 @@ class FusedStep:
         return [(full, self.core.batch, 1)] + ([(1, rest, 1)] if rest else [])
 
     def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array:
-        """One step on an explicit batch (see :mod:`gpumlp.steps`)."""
+        """One step on an explicit batch (see :mod:`gpumlp.engines.steps`)."""
         core, cp = self.core, self.core.cp
         core.prepare(lr)
         ws = core.workspace(x.shape[0])

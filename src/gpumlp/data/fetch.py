@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .atomicio import atomic_file, remove_stale
+from ..atomicio import atomic_file, remove_stale
 
 __all__ = [
     "MNIST_FILENAME",

@@ -1,0 +1,1 @@
+"""Runs: one training run from flags, its folder and lock, the parity comparison, plots."""

@@ -1,0 +1,1 @@
+"""Sweeps: the search space, one trial, the Optuna storage and the studies."""
