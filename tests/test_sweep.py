@@ -31,7 +31,7 @@ def optuna():
 
 
 def test_import_gpumlp_does_not_import_optuna():
-    code = "import sys, gpumlp, gpumlp.sweeps.studies, gpumlp.sweeps.space, gpumlp.cli\n"
+    code = "import sys, gpumlp, gpumlp.sweeps.studies, gpumlp.sweeps.searchspace, gpumlp.cli\n"
     code += "print(sorted(m for m in sys.modules if m.split('.')[0] in ('optuna', 'sqlalchemy')))"
     assert run_python(code).strip() == "[]"
 

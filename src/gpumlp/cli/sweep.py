@@ -23,7 +23,7 @@ from .._version import __version__
 from ..atomicio import atomic_write_bytes
 from ..data.sources import DataSet
 from ..runs.rundir import TRAIN_DEFAULTS
-from ..sweeps.space import bind_study, check_space, default_seed, hold_out, read_space
+from ..sweeps.searchspace import bind_study, check_space, default_seed, hold_out, read_space
 from ..sweeps.studies import run_worker
 from ..sweeps.studystore import PRUNERS, masked, open_study, require_optuna, storage_url, tally
 from ..sweeps.trials import evaluate_best

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomicio import atomic_write_bytes
-from ..sweeps.space import read_space
+from ..sweeps.searchspace import read_space
 from ..sweeps.studystore import masked, require_optuna, storage_url, with_driver
 
 __all__ = ["flag_args", "report", "test_line", "train_command", "trial_line"]

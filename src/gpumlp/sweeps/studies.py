@@ -30,8 +30,8 @@ from .. import signals
 from .._checks import check_int
 from ..data.sources import DataSet
 from ..runs.rundir import TRAIN_DEFAULTS
-from . import space, trials
-from .space import Dimension
+from . import searchspace, trials
+from .searchspace import Dimension
 from .studystore import (
     HOST,
     fail_dead_trials,
@@ -71,7 +71,7 @@ def run_worker(
         current[:] = [trial.number]
         trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid(), "trial": trial.number})
         values = {k: d.suggest(trial) for k, d in dims.items()}
-        flags = space.trial_flags(dims, values, fixed, data)
+        flags = searchspace.trial_flags(dims, values, fixed, data)
         folder = out / f"trial-{trial.number:04d}"
         trial.set_user_attr("folder", str(folder.resolve()))
 
@@ -158,7 +158,7 @@ def sweep(
 
     Parameters
     ----------
-    space : dict like ``{"lr": {"log": [0.01, 10]}}``, or a SPACE.toml path (:mod:`.sweepspace`)
+    space : dict like ``{"lr": {"log": [0.01, 10]}}``, or a SPACE.toml path (:mod:`.searchspace`)
     X : array, shape (n, d); y : array, shape (n,) labels or (n, k) targets
     validation_data, test_data : (X, y) pairs; validation default: a sixth of X, y drawn by seed
     n_trials : finished (complete or pruned) trials the study should have
@@ -175,17 +175,17 @@ def sweep(
     if unknown:
         raise TypeError(f"sweep() got unknown flag {unknown[0]!r}; flags are gpumlp train's")
     check_int("n_trials", n_trials)
-    dims, source = space.read_space(space)
+    dims, source = searchspace.read_space(space)
     train = (np.asarray(X), np.asarray(y))
     data = DataSet("data", train, _pair(validation_data), _pair(test_data), "table")
-    fixed = {"seed": space.default_seed(study_name)} | flags
-    data = space.hold_out(data, flags.get("val_split"), fixed["seed"])
-    space.check_space(dims, fixed, data, source)
+    fixed = {"seed": searchspace.default_seed(study_name)} | flags
+    data = searchspace.hold_out(data, flags.get("val_split"), fixed["seed"])
+    searchspace.check_space(dims, fixed, data, source)
     folder = Path("sweeps") / study_name if out is None else Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     url = storage_url(folder, storage)
     study = open_study(url, study_name, pruner=pruner, seed=fixed["seed"])
-    space.bind_study(study, dims, fixed, source)
+    searchspace.bind_study(study, dims, fixed, source)
     run_worker(study, dims, fixed, data, folder, n_trials=n_trials)
     trials.evaluate_best(study, data, backend=fixed.get("backend", "auto"))
     return study
