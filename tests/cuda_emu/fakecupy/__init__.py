@@ -72,7 +72,8 @@ def _modules() -> dict[str, types.ModuleType]:
                          **{k: getattr(_runtime, k) for k in _runtime.__all__})  # fmt: skip
     memory = _submodule("cupy.cuda.memory", "Memory pool of the fake.",
                         OutOfMemoryError=_cuda.OutOfMemoryError, MemoryPool=_state.MemoryPool,
-                        MemoryPointer=_cuda.MemoryPointer)  # fmt: skip
+                        MemoryPointer=_cuda.MemoryPointer,
+                        UnownedMemory=_cuda.UnownedMemory)  # fmt: skip
     device = _submodule("cupy.cuda.device", "Devices of the fake.", Device=_cuda.Device,
                         get_device_id=lambda: 0)  # fmt: skip
     stream = _submodule("cupy.cuda.stream", "Streams of the fake.", Stream=_cuda.Stream,
@@ -82,8 +83,9 @@ def _modules() -> dict[str, types.ModuleType]:
     cuda = _submodule(
         "cupy.cuda", _cuda.__doc__ or "", runtime=runtime, memory=memory, device=device,
         stream=stream, graph=graph, Device=_cuda.Device, Stream=_cuda.Stream,
-        ExternalStream=_cuda.Stream, Event=_cuda.Event, Graph=_cuda.Graph,
+        Event=_cuda.Event, Graph=_cuda.Graph,
         MemoryPool=_state.MemoryPool, MemoryPointer=_cuda.MemoryPointer,
+        UnownedMemory=_cuda.UnownedMemory,
         get_current_stream=_cuda.get_current_stream, get_elapsed_time=_cuda.get_elapsed_time,
         get_device_id=lambda: 0, is_available=lambda: True,
     )  # fmt: skip

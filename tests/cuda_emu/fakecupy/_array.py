@@ -110,9 +110,9 @@ class ndarray:
 
     @property
     def data(self) -> Any:
-        from ._cuda import MemoryPointer
+        from ._cuda import MemoryPointer, UnownedMemory
 
-        return MemoryPointer(self._a.ctypes.data, self._a.nbytes)
+        return MemoryPointer(UnownedMemory(self._a.ctypes.data, self._a.nbytes, self), 0)
 
     def __len__(self) -> int:
         if self._a.ndim == 0:
@@ -153,10 +153,6 @@ class ndarray:
         _host_read("ndarray.__int__")
         return int(self._a)
 
-    def __index__(self) -> int:
-        _host_read("ndarray.__index__")
-        return self._a.__index__()
-
     def __complex__(self) -> complex:
         _host_read("ndarray.__complex__")
         return complex(self._a)
@@ -172,9 +168,6 @@ class ndarray:
     def __format__(self, spec: str) -> str:
         _host_read("ndarray.__format__")
         return format(self._a.item() if self._a.ndim == 0 else self._a, spec)
-
-    def __contains__(self, value: Any) -> bool:
-        return bool((self == value).any())
 
     def __reduce__(self) -> tuple:
         _host_read("ndarray.__reduce__ (pickling)")
@@ -279,7 +272,8 @@ def _method(name: str, kind: str) -> Any:
 for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or",
             "xor", "lshift", "rshift"):  # fmt: skip
     for _d in (f"__{_op}__", f"__r{_op}__", f"__i{_op}__"):
-        setattr(ndarray, _d, _binary(_d))
+        if _d != "__imatmul__":  # CuPy has none: x @= y makes a new array
+            setattr(ndarray, _d, _binary(_d))
 for _d in ("__divmod__", "__rdivmod__", "__lt__", "__le__", "__eq__", "__ne__", "__gt__",
            "__ge__"):  # fmt: skip
     setattr(ndarray, _d, _binary(_d))

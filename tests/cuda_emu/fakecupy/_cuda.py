@@ -21,7 +21,7 @@ from ._state import CUDARuntimeError, guard, stats
 
 __all__ = [
     "CUDARuntimeError", "Device", "Event", "Graph", "MemoryPointer", "OutOfMemoryError",
-    "RawKernel", "RawModule", "Stream", "get_current_stream",
+    "RawKernel", "RawModule", "Stream", "UnownedMemory", "get_current_stream",
 ]  # fmt: skip
 
 RUNTIME_VERSION = 13000
@@ -32,16 +32,27 @@ class OutOfMemoryError(MemoryError):
 
     __module__ = "cupy.cuda.memory"
 
-    def __init__(self, size: int = 0, total: int = 0, limit: int = 0) -> None:
+    def __init__(self, size: int, total: int, limit: int = 0) -> None:
         super().__init__(f"Out of memory allocating {size:,} bytes (allocated so far: "
                          f"{total:,} bytes, limit set to: {limit:,} bytes).")  # fmt: skip
 
 
-class MemoryPointer:
-    """``ndarray.data``: the buffer's address and size (host memory in the fake)."""
+class UnownedMemory:
+    """An allocation (host memory in the fake): ``ptr``, ``size``, ``device_id``."""
 
-    def __init__(self, ptr: int, size: int) -> None:
-        self.ptr, self.size, self.device_id = ptr, size, 0
+    __module__ = "cupy.cuda.memory"
+
+    def __init__(self, ptr: int, size: int, owner: Any, device_id: int = -1) -> None:
+        self.ptr, self.size, self.device_id = ptr, size, max(device_id, 0)
+
+
+class MemoryPointer:
+    """``ndarray.data``: ``mem`` (the allocation: its ``ptr`` and ``size``) and the address."""
+
+    __module__ = "cupy.cuda.memory"
+
+    def __init__(self, mem: Any, offset: int) -> None:
+        self.mem, self.ptr, self.device_id = mem, mem.ptr + offset, mem.device_id
 
 
 def _meminfo() -> tuple[int, int]:
@@ -57,6 +68,8 @@ def _meminfo() -> tuple[int, int]:
 
 class Device:
     """The one device, id 0 ("CPU emulation", compute capability 9.0)."""
+
+    __module__ = "cupy.cuda.device"
 
     def __init__(self, device: int | Device | None = None) -> None:
         self.id = device.id if isinstance(device, Device) else 0 if device is None else int(device)
@@ -92,11 +105,10 @@ class Device:
 class Graph:
     """A captured sequence of raw-kernel launches; ``launch`` replays them in order."""
 
+    __module__ = "cupy.cuda.graph"
+
     def __init__(self, launches: list[tuple]) -> None:
         self._launches = launches
-
-    def __len__(self) -> int:
-        return len(self._launches)
 
     def launch(self, stream: Stream | None = None) -> None:
         guard("Graph.launch (a graph launch inside a capture is not emulated)")
@@ -112,15 +124,17 @@ class Graph:
 class Stream:
     """A stream: ``with stream:`` makes it current; ``begin_capture``/``end_capture`` record."""
 
+    __module__ = "cupy.cuda.stream"
+
     null: Stream
 
-    def __init__(self, null: bool = False, non_blocking: bool = False, ptr: int = 0,
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False,
                  priority: int | None = None) -> None:  # fmt: skip
-        self.is_null, self.non_blocking = null, non_blocking
+        self._null, self.is_non_blocking = null, non_blocking
         self._capture: list[tuple] | None = None
         self._invalid: str | None = None
 
-    ptr = property(lambda self: 0 if self.is_null else id(self))
+    ptr = property(lambda self: 0 if self._null else id(self))
     done = property(lambda self: True)
 
     def __enter__(self) -> Stream:
@@ -147,7 +161,7 @@ class Stream:
         return None
 
     def begin_capture(self, mode: Any = None) -> None:
-        if self.is_null:
+        if self._null:
             raise CUDARuntimeError("cudaErrorStreamCaptureUnsupported: the null stream cannot "
                                    "be captured")  # fmt: skip
         if self._capture is not None:
@@ -181,12 +195,14 @@ Stream.null = Stream(null=True)
 _state.null_stream = Stream.null
 
 
-def get_current_stream(device_id: int | None = None) -> Stream:
+def get_current_stream(device_id: int = -1) -> Stream:
     return _state.current_stream()
 
 
 class Event:
     """A timing event; ``record`` stamps the host clock (everything ran already)."""
+
+    __module__ = "cupy.cuda.stream"
 
     def __init__(self, block: bool = False, disable_timing: bool = False,
                  interprocess: bool = False) -> None:  # fmt: skip
@@ -201,13 +217,10 @@ class Event:
         guard("Event.synchronize")
         stats.add("sync", "Event.synchronize")
 
-    def query(self) -> bool:
-        return True
 
-
-def get_elapsed_time(start: Event, end: Event) -> float:
+def get_elapsed_time(start_event: Event, end_event: Event) -> float:
     """Milliseconds between two recorded events."""
-    return ((end._t or 0.0) - (start._t or 0.0)) * 1000.0
+    return ((end_event._t or 0.0) - (start_event._t or 0.0)) * 1000.0
 
 
 class RawKernel:
@@ -218,14 +231,15 @@ class RawKernel:
     host NumPy arrays are refused, as CuPy refuses them.
     """
 
-    def __init__(self, code: str | None = None, name: str = "", options: tuple = (),
-                 *, _function: Any = None, **kwargs: Any) -> None:  # fmt: skip
+    __module__ = "cupy._core.raw"
+
+    def __init__(self, code: str, name: str, options: tuple = (), backend: str = "nvrtc",
+                 translate_cucomplex: bool = False, *, enable_cooperative_groups: bool = False,
+                 jitify: Any = None, _function: Any = None) -> None:  # fmt: skip
         if _function is None:
             _function = RawModule(code=code, options=options).get_function(name)._fn
         self._fn = _function
         self.name = _function.name
-
-    param_types = property(lambda self: self._fn.param_types)
 
     def __call__(self, grid: Any, block: Any, args: tuple, *, shared_mem: int = 0,
                  enable_cooperative_groups: bool = False) -> None:  # fmt: skip
@@ -243,6 +257,15 @@ class RawKernel:
         self._fn(grid, block, args, shared_mem=shared_mem)
         stats.add("kernel", self.name)
 
+    @property
+    def max_dynamic_shared_size_bytes(self) -> int:
+        """The dynamic shared memory a launch may ask for (48 KB until raised, at most 227 KB)."""
+        return int(self._fn.max_dynamic_shared_size_bytes)
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, value: int) -> None:
+        self._fn.max_dynamic_shared_size_bytes = value
+
     def __repr__(self) -> str:
         return f"<fake RawKernel {self.name}>"
 
@@ -250,12 +273,16 @@ class RawKernel:
 class RawModule:
     """``cupy.RawModule(code=..., options=...)``, compiled for the CPU by the emulator."""
 
+    __module__ = "cupy._core.raw"
+
     def __init__(self, code: str | None = None, *, path: str | None = None,
-                 options: tuple = (), backend: str = "nvrtc", **kwargs: Any) -> None:  # fmt: skip
+                 options: tuple = (), backend: str = "nvrtc", translate_cucomplex: bool = False,
+                 enable_cooperative_groups: bool = False, name_expressions: Any = None,
+                 jitify: Any = None) -> None:  # fmt: skip
         if code is None:
             raise NotImplementedError("fake RawModule: only CUDA C source (code=) is emulated, "
                                       f"not a compiled module (path={path!r})")  # fmt: skip
         self._module = emulator.compile_module(code, tuple(options))
 
     def get_function(self, name: str) -> RawKernel:
-        return RawKernel(_function=self._module.get_function(name))
+        return RawKernel("", name, _function=self._module.get_function(name))

@@ -39,12 +39,28 @@ _HOST_OK = {"result_type", "can_cast", "min_scalar_type", "shape", "ndim", "size
 _FROM_HOST = {"asarray", "array", "asanyarray", "frombuffer", "fromfile", "fromfunction",
               "fromiter", "fromstring", "loadtxt", "genfromtxt", "load"}  # fmt: skip
 _HOST_ONLY_CONSTANTS = {"mgrid", "ogrid", "r_", "c_"}  # they build NumPy arrays
+# NumPy names CuPy 14 does not have (tests/test_fakecupy_surface.py checks against CuPy): the
+# fake must not offer them, and array_api_compat.cupy takes CuPy's vecdot, unstack or
+# linalg.vector_norm only where CuPy has one.
+_NOT_IN_CUPY = {
+    "False_", "ScalarType", "True_", "asmatrix", "block", "bmat", "busday_count", "busday_offset",
+    "bytes_", "character", "clongdouble", "complex256", "datetime64", "datetime_as_string",
+    "datetime_data", "einsum_path", "flexible", "float128", "frompyfunc", "fromregex", "geomspace",
+    "get_include", "getbufsize", "geterr", "geterrcall", "histogram_bin_edges", "info", "insert",
+    "is_busday", "isnat", "little_endian", "longdouble", "matvec", "nanpercentile", "nanquantile",
+    "nested_iters", "object_", "polyder", "polydiv", "polyint", "record", "sctypeDict",
+    "setbufsize", "seterr", "seterrcall", "show_runtime", "spacing", "str_", "test",
+    "timedelta64", "typecodes", "unstack", "vecdot", "vecmat", "void",
+    "linalg.diagonal", "linalg.matrix_norm", "linalg.multi_dot", "linalg.outer", "linalg.svdvals",
+    "linalg.tensordot", "linalg.trace", "linalg.vecdot", "linalg.vector_norm",
+    "random.get_state", "random.set_state",
+}  # fmt: skip
 
 
 class ufunc:
     """A NumPy ufunc over fake arrays: call, ``reduce``, ``accumulate``, ``outer``, ``at``."""
 
-    __module__ = "cupy"
+    __module__ = "cupy._core._kernel"
 
     def __init__(self, u: np.ufunc) -> None:
         self._u = u
@@ -115,8 +131,9 @@ def _from_host(name: str, fn: Any) -> Any:
 def ascontiguousarray(a: Any, dtype: Any = None) -> Any:
     """C-contiguous ``a`` (itself when it already is, of that dtype); device arrays only."""
     if not isinstance(a, ndarray):
-        raise TypeError(f"Argument 'a' has incorrect type (expected cupy.ndarray, got "
-                        f"{type(a).__module__}.{type(a).__qualname__})")  # fmt: skip
+        raise TypeError("Argument 'a' has incorrect type (expected "
+                        f"cupy._core.core._ndarray_base, got {type(a).__module__}."
+                        f"{type(a).__qualname__})")  # fmt: skip
     dtype = a.dtype if dtype is None else np.dtype(dtype)
     if a.flags.c_contiguous and a.dtype == dtype:
         return a
@@ -135,12 +152,16 @@ def copyto(dst: Any, src: Any, casting: str = "same_kind", where: Any = None) ->
     call("copyto", np.copyto, (dst, src), kwargs, kind="write")
 
 
-def where(condition: Any, *xy: Any) -> Any:
+def where(condition: Any, x: Any = None, y: Any = None) -> Any:
     """``where(c, x, y)`` selects on the device; ``where(c)`` is ``nonzero`` (a sync)."""
-    return call("where", np.where, (condition, *xy), kind="op" if xy else "sync")
+    if x is None and y is None:
+        return call("where", np.where, (condition,), kind="sync")
+    if x is None or y is None:
+        raise ValueError("Must provide both 'x' and 'y' or neither.")
+    return call("where", np.where, (condition, x, y))
 
 
-def asnumpy(a: Any, stream: Any = None, order: str = "C", out: Any = None,
+def asnumpy(a: Any, stream: Any = None, order: str = "C", out: Any = None, *,
             blocking: bool = True) -> np.ndarray:  # fmt: skip
     """A host copy of a device array (a sync); host data passes through ``numpy.asarray``."""
     if isinstance(a, ndarray):
@@ -154,23 +175,27 @@ def get_array_module(*args: Any) -> Any:
     return namespaces["numpy"] if any(isinstance(a, ndarray) for a in args) else np
 
 
-def from_dlpack(x: Any, /, **kwargs: Any) -> Any:
-    if isinstance(x, ndarray):
-        return ndarray._of(x._a[...])
-    raise TypeError(f"fake cupy.from_dlpack takes device arrays, got {type(x)}")
+def from_dlpack(array: Any, *, device: Any = None, copy: bool | None = None) -> Any:
+    if isinstance(array, ndarray):
+        return ndarray._of(array._a[...])
+    raise TypeError(f"fake cupy.from_dlpack takes device arrays, got {type(array)}")
 
 
 def populate(ns: types.ModuleType, source: types.ModuleType, prefix: str = "") -> list[str]:
     """Put wrapped versions of ``source``'s public names into ``ns``; returns the names."""
-    names = []
+    names, made = [], {}  # id(NumPy object) -> its wrapper: aliases (acos, arccos) stay one
     for name in getattr(source, "__all__", None) or dir(source):
         obj = getattr(source, name, None)
         if name.startswith("_") or obj is None or name in _HOST_ONLY_CONSTANTS:
             continue
+        if prefix + name in _NOT_IN_CUPY:
+            continue
         if isinstance(obj, types.ModuleType):
             continue
-        if isinstance(obj, np.ufunc):
-            value: Any = ufunc(obj)
+        if id(obj) in made:  # an alias (acos of arccos): one wrapper, as in CuPy
+            value: Any = made[id(obj)]
+        elif isinstance(obj, np.ufunc):
+            value = made[id(obj)] = ufunc(obj)
         elif isinstance(obj, type):
             if obj is np.ndarray:
                 value = ndarray
@@ -191,6 +216,7 @@ def populate(ns: types.ModuleType, source: types.ModuleType, prefix: str = "") -
             else:
                 kind = "alloc" if name in _ALLOC else "op"
                 value = _function(qual, obj, kind, host_ok=name in _HOST_OK)
+            made[id(obj)] = value
         else:
             value = obj
         setattr(ns, name, value)
@@ -204,10 +230,10 @@ class Generator:
     The streams are NumPy's (PCG64), not CuPy's (XORWOW): same seed, different numbers.
     """
 
-    __module__ = "cupy.random"
+    __module__ = "cupy.random._generator_api"
 
-    def __init__(self, seed: Any = None) -> None:
-        self._g = np.random.default_rng(seed)
+    def __init__(self, bit_generator: Any) -> None:
+        self._g = np.random.default_rng(bit_generator)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._g, name)

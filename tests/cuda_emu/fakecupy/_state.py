@@ -155,6 +155,8 @@ class MemoryPool:
     the pool would keep cached (``free``, until :meth:`free_all_blocks`). ``set_limit`` makes
     allocations past the limit raise ``OutOfMemoryError``, to test out-of-memory handling."""
 
+    __module__ = "cupy.cuda.memory"
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._used = self._free = 0
