@@ -3,14 +3,15 @@ needs to call it.
 
 :func:`kernel_source` is a generated prelude, ``_kernels.cu`` (package data: the kernels no
 registry entry owns) and the optimizers' kernels. The prelude holds the ``real`` typedef, the
-constants shared with the host code (:data:`TILE`, :data:`BATCH_END_THREADS`, the counter slots
-``C_*`` of :data:`COUNTERS` and the rate's slot ``H_LR``), the codes (``ACT_*``, ``COST_*``,
-``DELTA_*``) and the device functions built from each registry entry's CUDA form
+constants shared with the host code (:data:`TILE`, :data:`BATCH_END_THREADS` and the counter
+slots ``C_*`` of :data:`COUNTERS`), the codes (``ACT_*``, ``COST_*``, ``DELTA_*``) and the
+device functions built from each registry entry's CUDA form
 (:mod:`gpumlp.activations`, :mod:`gpumlp.costs`, :mod:`gpumlp.dropout`). Each optimizer of
 :data:`gpumlp.optim.OPTIMIZERS` gets its own ``update_<name>`` kernel (the penalties of
 :data:`gpumlp.optim.PENALTY_CUDA`, then its update) and, where its :class:`~gpumlp.optim.CudaForm`
 has one, a ``prepare_<name>`` kernel, with its own parameters and device slots ``H_*``
-(:func:`hyper_slots`). Adding an entry to a registry adds it here.
+(:func:`hyper_slots`: the rate ``H_LR``, then the entry's). Adding an entry to a registry adds
+it here.
 
 The host side reads the rest from here too: the codes (:func:`codes`), the constants, and each
 kernel's parameters, parsed from the generated source itself (:func:`signatures`), so the host
