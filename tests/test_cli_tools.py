@@ -1,6 +1,6 @@
-"""Tests for ``gpumlp data`` and ``gpumlp plot`` (gpumlp.cli.tools), through
-``gpumlp.cli.main``: ``data info`` as JSON, an unknown ``data`` action, the learning-curve
-PNGs of a run folder, and a missing run folder (exit 2)."""
+"""Tests for ``gpumlp data``, ``gpumlp plot`` and ``gpumlp kernels`` (gpumlp.cli.tools),
+through ``gpumlp.cli.main``: ``data info`` as JSON, an unknown ``data`` action, the
+learning-curve PNGs of a run folder, a missing run folder (exit 2), and the kernel source."""
 
 from __future__ import annotations
 
@@ -33,6 +33,20 @@ def test_bad_command_line(argv, match, tmp_path, monkeypatch):
     code, _, stderr = run(*argv)
     assert_refused(code, stderr, match)
     assert list(tmp_path.iterdir()) == []  # refused: nothing written
+
+
+# -- gpumlp kernels -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kernels_prints_the_generated_source(dtype):
+    from gpumlp.engines._kernels import kernel_source
+
+    code, stdout, _ = run("kernels", "--dtype", dtype)
+    assert code == 0 and stdout == kernel_source(dtype)
+    assert run("kernels")[1] == kernel_source("float32")
+    code, _, stderr = run("kernels", "--dtype", "float16")
+    assert_refused(code, stderr, "invalid choice: 'float16'")
 
 
 # -- gpumlp plot --------------------------------------------------------------------------------

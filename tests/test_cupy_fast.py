@@ -31,7 +31,7 @@ from gpumlp.config import TrainConfig
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.dropout import keep_masks
 from gpumlp.engines import _cupy_fast, _kernels
-from gpumlp.optim import OPTIMIZERS
+from gpumlp.optim import OPTIMIZERS, PENALTY_CUDA, SGD, get_optimizer
 from gpumlp.runstate import TrainState
 from stepcheck import N, compare_steps, rel, setup, state_tensors
 
@@ -113,13 +113,49 @@ def test_kernel_codes_come_from_the_registries():
     source, codes = _kernels.kernel_source("float32"), _kernels.codes()
     for name, code in codes.act.items():
         assert f"#define ACT_{name.upper()} {code}" in source
-    for name, code in codes.opt.items():
-        assert f"#define OPT_{name.upper()} {code}" in source
+    for name in OPTIMIZERS:  # each optimizer its own kernels, from its entry's CUDA form
+        form, (update, prepare) = get_optimizer(name).cuda(), _kernels.optimizer_kernels(name)
+        assert f'extern "C" __global__ void {update}(' in source
+        assert all(f"        {line}\n" in source for line in form.update.splitlines())
+        assert (prepare is None) == (form.prepare is None)
+        assert prepare is None or f'extern "C" __global__ void {prepare}(' in source
+        assert {update, prepare} - {None} <= set(_kernels.KERNEL_NAMES)
+    assert source.count(PENALTY_CUDA) == 1
     for act in ACTIVATIONS.values():
         if act.cuda_fn:
             assert act.cuda_fn in source and act.cuda_prime in source
     assert "#define SIGMOID_FLOOR ((real)-87)" in source  # ceil(ln smallest_normal)
     assert "#define SIGMOID_FLOOR ((real)-708)" in _kernels.kernel_source("float64")
+
+
+def test_shared_constants_and_arguments_come_from_the_source():
+    source = _kernels.kernel_source("float64")
+    assert f"#define TILE {_kernels.TILE}" in source
+    assert f"#define BATCH_END_THREADS {_kernels.BATCH_END_THREADS}" in source
+    for i, name in enumerate(_kernels.COUNTERS):
+        assert f"#define C_{name.upper()} {i}" in source
+    adam = get_optimizer("adam").cuda()
+    for i, slot in enumerate(_kernels.hyper_slots(adam)):
+        assert f"#define H_{slot.upper()} {i}" in source
+    sig = _kernels.signatures("float64")
+    assert set(sig) == set(_kernels.KERNEL_NAMES)
+    assert [p.name for p in sig["update_momentum"]][-1] == "mu"
+    pack = _kernels.packers("float64")["col_sum"]
+    d, out = np.zeros(3), np.zeros(1)
+    args = pack({"n": 1, "m": 3, "out": out, "delta": d})  # by name, in the source's order
+    assert args[:2] == (d, out) and type(args[2]) is np.int32 and args[2] == 3
+    with pytest.raises(TypeError, match=r"kernel col_sum takes \['delta', 'out', 'm', 'n'\]"):
+        pack({"delta": d, "out": out, "m": 3})
+
+
+def test_a_users_optimizer_is_never_run_by_the_kernels():
+    class Impostor(SGD):  # registered under no name of its own: the kernels know only SGD's
+        pass
+
+    _, state, _ = setup("numpy", "float64", ("sigmoid", "sigmoid", "quadratic", "sgd"))
+    assert "need the CuPy backend" in _cupy_fast.unsupported(state, engine="fused")
+    state.optimizer = Impostor()
+    assert "optimizer 'sgd' has no CUDA form" in _cupy_fast.unsupported(state, engine="fused")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")

@@ -7,28 +7,37 @@ momentum, ``m`` and ``v`` for Adam) and ``k`` the step's host-side factors (``fa
 rate, and Adam's bias corrections). :meth:`Params.set` then writes each result in place where
 the namespace allows it and rebinds it where arrays are immutable (``jax.numpy``), so one update
 rule serves both. ``update_in_place`` is the same arithmetic written into the arrays themselves,
-for the NumPy fast path (no new tensor per step). ``cuda`` is the same update as CUDA C (the
-``update`` kernel of :mod:`gpumlp.engines._kernels`), with the same arithmetic.
+for the NumPy fast path (no new tensor per step). :meth:`Optimizer.cuda` is the same update as
+CUDA C, with its own kernel parameters, device scalars and device preparation
+(:class:`CudaForm`), from which :mod:`gpumlp.engines._kernels` generates the entry's kernels.
+The contract is :class:`~gpumlp.optimbase.Optimizer`.
+
+Each entry is one class in :data:`OPTIMIZER_TYPES` (names to classes); :data:`OPTIMIZERS` is
+their names, and :func:`get_optimizer` builds one from the run's settings.
 
 Penalties (:func:`regularize`) are added to the gradient before the update, as the book does:
 L2 is ``(λ/n) W`` (network2's ``w ← (1 − ηλ/n) w − η ∂C/∂w``), L1 is ``(λ/n) sgn(W)``, with ``n``
-the size of the training set; biases are not decayed.
+the size of the training set; biases are not decayed. :data:`PENALTY_CUDA` is the same sum in
+CUDA C, which every generated update kernel calls on the weights.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from .backend import Array, Namespace
 from .network import Params
+from .optimbase import CudaForm, Optimizer, OptState
 
 __all__ = [
     "OPTIMIZERS",
+    "OPTIMIZER_TYPES",
+    "PENALTY_CUDA",
     "SGD",
     "Adam",
+    "CudaForm",
     "Momentum",
     "OptState",
     "Optimizer",
@@ -38,79 +47,25 @@ __all__ = [
 ]
 
 
-@dataclass
-class OptState:
-    """An optimizer's state: Params-shaped buffers by name, and host scalars (Adam's ``t``)."""
-
-    buffers: dict[str, Params] = field(default_factory=dict)
-    scalars: dict[str, Any] = field(default_factory=dict)
-
-
-class Optimizer:
-    """Base of the optimizers; see the module docstring for the contract."""
-
-    NAME = "optimizer"
-    buffers: tuple[str, ...] = ()
-    """Names of the Params-shaped state buffers, in the order ``update`` takes them."""
-    scalars: tuple[str, ...] = ()
-    """Names of the host step counts (``OptState.scalars``, integers from 0): Adam's ``t``."""
-
-    @property
-    def name(self) -> str:
-        """The optimizer's name, as :func:`get_optimizer` takes it."""
-        return self.NAME
-
-    def cuda_update(self) -> str:
-        """The update of element ``i`` as CUDA C (see the ``update`` kernel's variables)."""
-        raise NotImplementedError
-
-    def decay_limit(self) -> float | None:
-        """The weight decay step ``lr·l2/n`` from which the L2 penalty alone makes the weights
-        grow (the update of ``C = (l2/2n)‖w‖²`` is unstable there), or None when no such bound
-        holds (Adam's step does not scale with the gradient)."""
-        return None
-
-    def init(self, params: Params, *, xp: Namespace) -> OptState:
-        """Fresh state: zero buffers shaped like ``params``, on its device; step counts 0."""
-        buffers = {k: params.zeros_like(xp=xp) for k in self.buffers}
-        return OptState(buffers, dict.fromkeys(self.scalars, 0))
-
-    def factors(self, lr: float, state: OptState) -> tuple[float, ...]:
-        """This step's host-side numbers (advancing any step count): ``(lr,)`` by default."""
-        return (lr,)
-
-    def update(
-        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
-    ) -> tuple[Array, tuple[Array, ...]]:
-        """One step for one tensor: the new ``p`` and new buffers."""
-        raise NotImplementedError
-
-    def update_in_place(
-        self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
-    ) -> None:
-        """:meth:`update` written into ``p`` and ``bufs`` themselves (writable arrays), with
-        the same arithmetic in the same order: the NumPy fast path's form. This default copies
-        :meth:`update`'s results in; the built-in optimizers override it to allocate nothing
-        per tensor."""
-        new_p, new_bufs = self.update(p, g, bufs, k, xp=xp)
-        p[...] = new_p
-        for buf, value in zip(bufs, new_bufs, strict=True):
-            buf[...] = value
-
-
 @dataclass(frozen=True)
 class SGD(Optimizer):
     """Plain gradient descent: ``w ← w − lr ∂C/∂w`` (the book's ``w − (η/m) Σ ∇C_x``)."""
 
-    NAME = "sgd"
+    names = ("sgd",)
+    rate_in_gradient = True
+
+    @classmethod
+    def build(cls, name: str, settings: Mapping[str, float]) -> SGD:
+        """SGD takes no setting."""
+        return cls()
 
     def decay_limit(self) -> float:
         """2: ``w ← (1 − lr·l2/n) w`` grows once the factor passes −1."""
         return 2.0
 
-    def cuda_update(self) -> str:
+    def cuda(self) -> CudaForm:
         """``p = p − lr g``."""
-        return "p[i] = pi - lr * gi;"
+        return CudaForm("p[i] = pi - lr * gi;")
 
     def update(
         self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
@@ -135,7 +90,13 @@ class Momentum(Optimizer):
 
     momentum: float = 0.9
     nesterov: bool = False
+    names = ("momentum", "nesterov")
     buffers = ("velocity",)
+
+    @classmethod
+    def build(cls, name: str, settings: Mapping[str, float]) -> Momentum:
+        """Heavy-ball momentum, or Nesterov's for ``"nesterov"``, of ``settings["momentum"]``."""
+        return cls(settings["momentum"], nesterov=name == "nesterov")
 
     @property
     def name(self) -> str:
@@ -149,14 +110,19 @@ class Momentum(Optimizer):
         mu = self.momentum
         return 2.0 * (1.0 + mu) / (1.0 + 2.0 * mu) if self.nesterov else 2.0 * (1.0 + mu)
 
-    def cuda_update(self) -> str:
-        """The velocity step (``s1`` is the velocity)."""
+    def cuda(self) -> CudaForm:
+        """The velocity step, μ a kernel parameter."""
         look = "pi + (mu * v - step)" if self.nesterov else "pi + v"
-        return (
+        return CudaForm(
             "const real step = lr * gi;\n"
-            "        const real v = s1[i] * mu - step;\n"
-            f"        s1[i] = v;\n        p[i] = {look};"
+            "const real v = velocity[i] * mu - step;\n"
+            f"velocity[i] = v;\np[i] = {look};",
+            params=("real mu",),
         )
+
+    def kernel_args(self) -> dict[str, float]:
+        """``mu``."""
+        return {"mu": self.momentum}
 
     def update(
         self, p: Array, g: Array, bufs: Sequence[Array], k: tuple[float, ...], *, xp: Namespace
@@ -187,19 +153,37 @@ class Adam(Optimizer):
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
-    NAME = "adam"
+    names = ("adam",)
     buffers = ("m", "v")
     scalars = ("t",)
 
-    def cuda_update(self) -> str:
-        """The moments' step (``s1`` is m, ``s2`` is v; the kernel computes the factors)."""
-        return (
-            "const real mi = s1[i] * beta1 + one_minus_beta1 * gi;\n"
-            "        const real vi = s2[i] * beta2 + one_minus_beta2 * (gi * gi);\n"
-            "        s1[i] = mi;\n        s2[i] = vi;\n"
-            "        p[i] = pi - (real)hyper[H_STEP] * mi"
-            " / (sqrt(vi) / (real)hyper[H_ROOT] + eps);"
+    @classmethod
+    def build(cls, name: str, settings: Mapping[str, float]) -> Adam:
+        """Adam of ``settings["beta1"]``, ``["beta2"]`` and ``["eps"]``."""
+        return cls(settings["beta1"], settings["beta2"], settings["eps"])
+
+    def cuda(self) -> CudaForm:
+        """The moments' step; the bias corrections (:meth:`factors`) are the device slots
+        ``step`` and ``root``, which ``prepare`` computes from ``t`` on the device."""
+        return CudaForm(
+            "const real mi = m[i] * beta1 + one_minus_beta1 * gi;\n"
+            "const real vi = v[i] * beta2 + one_minus_beta2 * (gi * gi);\n"
+            "m[i] = mi;\nv[i] = vi;\n"
+            "p[i] = pi - (real)hyper[H_STEP] * mi / (sqrt(vi) / (real)hyper[H_ROOT] + eps);",
+            params=tuple(f"real {n}" for n in _ADAM_REALS),
+            slots=("t", "step", "root"),
+            prepare="const double t = hyper[H_T] + 1.0;\n"
+            "hyper[H_T] = t;\n"
+            "hyper[H_STEP] = hyper[H_LR] / (1.0 - pow(beta1, t));\n"
+            "hyper[H_ROOT] = sqrt(1.0 - pow(beta2, t));",
+            prepare_params=("double beta1", "double beta2"),
         )
+
+    def kernel_args(self) -> dict[str, float]:
+        """The betas, their complements (rounded in double first, as ``update``'s) and ε."""
+        b1, b2 = self.beta1, self.beta2
+        return {"beta1": b1, "beta2": b2, "one_minus_beta1": 1.0 - b1,
+                "one_minus_beta2": 1.0 - b2, "eps": self.eps}  # fmt: skip
 
     def factors(self, lr: float, state: OptState) -> tuple[float, ...]:
         """Advance ``t``; return ``(lr / (1 − β1^t), √(1 − β2^t))``."""
@@ -229,7 +213,14 @@ class Adam(Optimizer):
         p -= k[0] * m / (xp.sqrt(v) / k[1] + self.eps)
 
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+_ADAM_REALS = ("beta1", "beta2", "one_minus_beta1", "one_minus_beta2", "eps")
+
+OPTIMIZER_TYPES: dict[str, type[Optimizer]] = {
+    name: cls for cls in (SGD, Momentum, Adam) for name in cls.names
+}
+"""The registry: each optimizer's names to its class (an entry owns all its forms)."""
+OPTIMIZERS = tuple(OPTIMIZER_TYPES)
+"""The optimizers' names, in registry order."""
 
 
 def get_optimizer(
@@ -257,11 +248,8 @@ def get_optimizer(
             raise ValueError(f"{arg} must be a number in [0, 1), got {value!r}")
     if not (isinstance(eps, int | float) and eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a positive number, got {eps!r}")
-    if name == "sgd":
-        return SGD()
-    if name in ("momentum", "nesterov"):
-        return Momentum(float(momentum), nesterov=name == "nesterov")
-    return Adam(float(beta1), float(beta2), float(eps))
+    settings = {"momentum": momentum, "beta1": beta1, "beta2": beta2, "eps": eps}
+    return OPTIMIZER_TYPES[name].build(name, {k: float(v) for k, v in settings.items()})
 
 
 def apply_update(
@@ -296,7 +284,8 @@ def regularize(
 ) -> Params:
     """The gradients with the penalties' added to the weights: ``∂C/∂W + (λ2/n) W + (λ1/n)
     sgn(W)``; biases unchanged. ``sgn`` is computed with comparisons (no host read on any
-    backend); at NaN weights it is 0, and the NaN shows in the weights themselves."""
+    backend); at NaN weights it is 0, and the NaN shows in the weights themselves. The CUDA
+    form is :data:`PENALTY_CUDA`, in the same order."""
     weights = []
     for gw, w in zip(grads.weights, params.weights, strict=True):
         if l2:
@@ -305,3 +294,15 @@ def regularize(
             gw = gw + (l1 / n) * (xp.astype(w > 0.0, w.dtype) - xp.astype(w < 0.0, w.dtype))
         weights.append(gw)
     return Params(weights, list(grads.biases))
+
+
+PENALTY_CUDA = """\
+// regularize (gpumlp/optim.py): the gradient gi of weight pi plus the penalties, l2n = λ2/n and
+// l1n = λ1/n; sgn by comparisons, so 0 at NaN.
+__device__ __forceinline__ real penalize(real gi, real pi, real l2n, real l1n)
+{
+    if (l2n != (real)0) gi = gi + l2n * pi;
+    if (l1n != (real)0) gi = gi + l1n * ((real)(pi > (real)0) - (real)(pi < (real)0));
+    return gi;
+}"""
+"""CUDA C of :func:`regularize` for one weight, for every generated update kernel."""

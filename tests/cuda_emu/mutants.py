@@ -1,10 +1,12 @@
 """Plausible CUDA bugs, planted one at a time in gpumlp's kernel source: a test of the tests.
 
-Each :class:`Mutant` replaces one exact piece of ``src/gpumlp/_kernels.cu`` (it must occur
-exactly once in the generated source) and names the emulated tests that reach the mutated code.
-With ``CUDA_EMU_MUTANT=<name>`` in the environment, :func:`cuda_emu.emulator.compile_module`
-compiles every source containing that piece with the bug in it; ``tests/test_kernel_mutants.py``
-runs the mutant's tests so, in the checked build, and requires them to fail.
+Each :class:`Mutant` replaces one exact piece of the generated kernel source
+(``gpumlp.engines._kernels.kernel_source``: ``_kernels.cu`` or a registry's CUDA form, such as
+``gpumlp.optim.PENALTY_CUDA``; it must occur exactly once) and names the emulated tests that
+reach the mutated code. With ``CUDA_EMU_MUTANT=<name>`` in the environment,
+:func:`cuda_emu.emulator.compile_module` compiles every source containing that piece with the
+bug in it; ``tests/test_kernel_mutants.py`` runs the mutant's tests so, in the checked build,
+and requires them to fail.
 
 The kinds are those a GPU hides best: unordered read-modify-writes, barriers removed or
 misplaced, shared-memory races, out-of-bounds accesses of grid-stride and row loops, sign and

@@ -1,4 +1,5 @@
-"""``gpumlp data fetch|info`` (the MNIST cache) and ``gpumlp plot`` (learning curves)."""
+"""``gpumlp data fetch|info`` (the MNIST cache), ``gpumlp plot`` (learning curves) and
+``gpumlp kernels`` (the generated CUDA source)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,23 @@ from pathlib import Path
 from typing import Any
 
 from ..data.fetch import MNIST_FILENAME, MNIST_SIZE, cache_dir, fetch_mnist, mnist_info, source
+from ..engines._kernels import kernel_source
 
 __all__ = ["add_parsers", "ensure_mnist"]
 
 
 def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, Any]:
-    """Add ``data`` and ``plot`` to the subcommands; return their handlers."""
+    """Add ``data``, ``plot`` and ``kernels`` to the subcommands; return their handlers."""
     d = sub.add_parser("data", parents=parents, help="the MNIST cache")
     d.add_argument("action", choices=["fetch", "info"])
     d.add_argument("--force", action="store_true", help="fetch again even if cached")
     pl = sub.add_parser("plot", parents=parents, help="PNG learning curves of a run folder")
     pl.add_argument("run_dir")
     pl.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
-    return {"data": run_data, "plot": run_plot}
+    k = sub.add_parser("kernels", parents=parents, help="print the generated CUDA C source")
+    k.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="the type of `real` in the kernels (default float32)")  # fmt: skip
+    return {"data": run_data, "plot": run_plot, "kernels": run_kernels}
 
 
 def ensure_mnist(*, force: bool = False) -> Path:
@@ -70,4 +75,10 @@ def run_plot(args: argparse.Namespace) -> int:
 
     for path in plot_run(Path(args.run_dir), Path(args.out) if args.out else None):
         print(path)
+    return 0
+
+
+def run_kernels(args: argparse.Namespace) -> int:
+    """Print the full CUDA C source the fast paths compile, for ``args.dtype``."""
+    sys.stdout.write(kernel_source(args.dtype))
     return 0

@@ -9,10 +9,16 @@ C-contiguous *views* into it holding the same values. Code that writes parameter
 working; an array replaced by a new object is copied back in before the next step.
 
 Device state. Everything that changes between steps lives on the device, so a captured CUDA
-graph replays correctly: the rate and Adam's bias corrections (``hyper``, written by the host
-only when the rate or t changes, as an asynchronous fill), the batch and dropout counters
-(``counters``, advanced by the ``batch_end`` kernel), the epoch's order (``perm``, copied in
-once per epoch) and the epoch's cost and hit sums. Nothing in a step reads back to the host.
+graph replays correctly: the rate and the optimizer's own device scalars (``hyper``, slots
+:func:`._kernels.hyper_slots`: the host writes the rate and any step count, as asynchronous
+fills, only when they change; the optimizer's ``prepare_<name>`` kernel advances the rest), the
+batch and dropout counters (``counters``, slots :data:`._kernels.COUNTERS`, advanced by the
+``batch_end`` kernel), the epoch's order (``perm``, copied in once per epoch) and the epoch's
+cost and hit sums. Nothing in a step reads back to the host.
+
+Launches. :meth:`Core.call` passes a kernel's arguments by the parameter names of its C source
+(:func:`._kernels.packers` types and orders them), with the block shape it is written for
+(:func:`block_of`).
 """
 
 from __future__ import annotations
@@ -27,12 +33,30 @@ import numpy as np
 from ..dropout import threshold
 from ..network import Params
 from ..runstate import TrainState
-from ._kernels import codes
+from ._kernels import (
+    BATCH_END_THREADS,
+    COUNTERS,
+    TILE,
+    codes,
+    hyper_slots,
+    optimizer_kernels,
+    packers,
+    signatures,
+)
 from .steps import Data
 
-__all__ = ["BLOCK", "Core", "dot_wins", "grid_for"]
+__all__ = ["BLOCK", "Core", "block_of", "dot_wins", "grid_for"]
 
-BLOCK, ROWS, TILE, END_THREADS, DOT_WARPS = 256, 8, 16, 256, 8
+BLOCK, ROWS, DOT_WARPS = 256, 8, 8
+_BLOCKS = {"gemm": (TILE, TILE), "gemm_dot": (32, DOT_WARPS), "bias_softmax": (32, ROWS),
+           "output_delta": (32, ROWS), "batch_end": (BATCH_END_THREADS,)}  # fmt: skip
+
+
+def block_of(kernel: str) -> tuple[int, ...]:
+    """The thread block ``kernel`` is written for: TILE² threads for ``gemm``, a warp per row
+    (or output) for the row kernels, BATCH_END_THREADS for ``batch_end``, one thread for an
+    optimizer's ``prepare_*``, else BLOCK threads of a grid-stride loop."""
+    return _BLOCKS.get(kernel) or ((1,) if kernel.startswith("prepare_") else (BLOCK,))
 
 
 def dot_wins(M: int, N: int, K: int) -> bool:
@@ -44,6 +68,11 @@ def dot_wins(M: int, N: int, K: int) -> bool:
 def grid_for(work: int) -> tuple[int]:
     """1-D grid for grid-stride loops over ``work`` items (at least one block)."""
     return (max(1, min(-(-work // BLOCK), 4096)),)
+
+
+def _fill(array: Any, slot: int, value: float) -> None:
+    """``array[slot] = value`` on the device, without a host synchronisation."""
+    array[slot : slot + 1].fill(value)
 
 
 def _flat_home(
@@ -90,19 +119,25 @@ class Core:
         grads = self._views(self.g_flat)
         L = len(self.sizes) - 1
         self.gw, self.gb = grads[:L], grads[L:]
-        opt = state.optimizer
-        self.opt = c.opt[opt.name]
+        self.pack = packers(spec.dtype)
         self.dummy = cp.zeros(1, dtype=self.dtype)  # for pointer arguments a kernel ignores
-        self.s1 = self.s2 = self.dummy
-        for key, attr in (("velocity", "s1"), ("m", "s1"), ("v", "s2")):
-            if key in state.opt_state.buffers:
-                flat, _, homes = _flat_home(state.opt_state.buffers[key], cp, self.dtype)
-                setattr(self, attr, flat)
-                self.homes += homes
-        self.mu = float(getattr(opt, "momentum", 0.0))
-        self.beta1 = float(getattr(opt, "beta1", 0.0))
-        self.beta2 = float(getattr(opt, "beta2", 0.0))
-        self.eps_adam = float(getattr(opt, "eps", 0.0))
+        opt, form = state.optimizer, state.optimizer.cuda()
+        if form is None:
+            raise ValueError(f"optimizer {opt.name!r} has no CUDA form")
+        self.update_kernel, self.prepare_kernel = optimizer_kernels(opt.name)
+        values: dict[str, Any] = opt.kernel_args()
+        for key in opt.buffers:  # flat, homed as the parameters are
+            values[key], _, homes = _flat_home(state.opt_state.buffers[key], cp, self.dtype)
+            self.homes += homes
+        sig = signatures(spec.dtype)  # the optimizer's own arguments of its two kernels
+        self.update_args, self.prepare_args = (
+            {p.name: values[p.name] for p in sig[k] if p.name in values} if k else {}
+            for k in (self.update_kernel, self.prepare_kernel)
+        )
+        self.slots = hyper_slots(form)
+        self.step_counts: dict[str, int | None] = dict.fromkeys(
+            s for s in opt.scalars if s in self.slots
+        )
         self.eps = float(np.finfo(self.dtype).eps)  # the costs' clip bound, as costs._clip
         n = int(data[0].shape[0])
         self.n, self.batch = n, cfg.batch_size
@@ -111,14 +146,13 @@ class Core:
         self.cut = np.uint32(threshold(cfg.dropout))
         self.scale = self.real(1.0 / (1.0 - cfg.dropout))
         self.key = np.uint64(state.dropout_key or 0)
-        self.hyper = cp.zeros(4, dtype=np.float64)  # H_LR, H_T, H_STEP, H_ROOT
-        self.counters = cp.zeros(2, dtype=np.int64)  # C_BATCH, C_DRAW
+        self.hyper = cp.zeros(len(self.slots), dtype=np.float64)
+        self.counters = cp.zeros(len(COUNTERS), dtype=np.int64)
         self.sums = cp.zeros(1, dtype=np.float64)
         self.hits = cp.zeros(1, dtype=np.int64)
         self.perm = cp.arange(n, dtype=np.int64)
         self.order = cp.arange(n, dtype=np.int64)  # the order without shuffling
         self._lr: float | None = None
-        self._t: int | None = None
         self.workspaces: dict[int, SimpleNamespace] = {}
 
     def _views(self, flat: Any) -> list[Any]:
@@ -137,23 +171,30 @@ class Core:
                 view[...] = seq[i]
                 seq[i] = view
         if lr != self._lr:
-            self.hyper[0:1].fill(lr)
+            _fill(self.hyper, self.slots.index("lr"), lr)
             self._lr = lr
-        t = self.state.opt_state.scalars.get("t")
-        if t is not None and t != self._t:
-            self.hyper[1:2].fill(float(t))
-            self._t = int(t)
+        for name, seen in self.step_counts.items():
+            count = int(self.state.opt_state.scalars[name])
+            if count != seen:
+                _fill(self.hyper, self.slots.index(name), float(count))
+                self.step_counts[name] = count
 
     def set_counters(self, batch: int, draw: int) -> None:
         """Start the batch counter at ``batch`` and the dropout counter at ``draw``."""
-        self.counters[0:1].fill(batch)
-        self.counters[1:2].fill(draw)
+        _fill(self.counters, COUNTERS.index("batch"), batch)
+        _fill(self.counters, COUNTERS.index("draw"), draw)
 
     def after_steps(self, count: int) -> None:
-        """The device ran ``count`` steps: mirror Adam's t on the host."""
-        if self._t is not None:
-            self._t += count
-            self.state.opt_state.scalars["t"] = self._t
+        """The device ran ``count`` steps: mirror the optimizer's step counts on the host (its
+        ``prepare`` kernel advanced them by one a step)."""
+        for name, seen in self.step_counts.items():
+            if seen is not None:
+                self.step_counts[name] = seen + count
+                self.state.opt_state.scalars[name] = seen + count
+
+    def call(self, kernel: str, grid: tuple[int, ...], **args: Any) -> None:
+        """Launch ``kernel`` over ``grid`` in its block shape, ``args`` by parameter name."""
+        self.k[kernel](grid, block_of(kernel), self.pack[kernel](args))
 
     def workspace(self, m: int) -> SimpleNamespace:
         """Device buffers for a batch of ``m`` rows: the batch (x, y, labels), z, a, δ per
@@ -189,17 +230,14 @@ class Core:
         """``out = op(a) op(b)`` by the kernels a CUDA graph can capture: one warp per output
         for the forward product when there are few outputs and K is long (:func:`dot_wins`),
         else 16×16 tiles."""
-        i32 = np.int32
         M, N = out.shape
         K = a.shape[0] if trans_a else a.shape[1]
+        mats = {"M": M, "N": N, "K": K, "A": a, "lda": a.shape[1], "B": b, "ldb": b.shape[1]}
         if not trans_a and trans_b and dot_wins(M, N, K):
-            blocks = (-(-(M * N) // DOT_WARPS),)
-            dot = (i32(M), i32(N), i32(K), a, i32(a.shape[1]), b, i32(b.shape[1]), out, i32(N))
-            self.k["gemm_dot"](blocks, (32, DOT_WARPS), dot)
+            self.call("gemm_dot", (-(-(M * N) // DOT_WARPS),), **mats, C=out, ldc=N)
             return
         grid = (-(-N // TILE), -(-M // TILE))
-        args = (i32(trans_a), i32(trans_b), i32(M), i32(N), i32(K), a, i32(a.shape[1]))
-        self.k["gemm"](grid, (TILE, TILE), (*args, b, i32(b.shape[1]), out, i32(N)))
+        self.call("gemm", grid, trans_a=trans_a, trans_b=trans_b, **mats, C=out, ldc=N)
 
     # -- one training step, as a fixed sequence of launches -------------------------------------
 
@@ -210,52 +248,47 @@ class Core:
         ``gathered``: the batch is the next one of the epoch (the ``gather`` kernel copies it
         in by the device counter); else the caller put it into ``ws.x``/``ws.y``.
         """
-        k, r, i32 = self.k, self.real, np.int32
-        m, sizes, L = ws.m, self.sizes, len(self.sizes) - 1
+        call, m, sizes, L = self.call, ws.m, self.sizes, len(self.sizes) - 1
         W, B = self.state.params.weights, self.state.params.biases
         X, Y, labels = self.data
-        args: tuple[Any, ...]
         if gathered:
-            args = (self.perm, self.counters, i32(self.batch), X, Y, labels, ws.x, ws.y, ws.lab)
             work = m * (sizes[0] + sizes[-1] + 1)
-            k["gather"](grid_for(work), (BLOCK,), (*args, i32(m), i32(sizes[0]), i32(sizes[-1])))
-        rows = (-(-m // ROWS),), (32, ROWS)
-        drop = (self.cut, self.scale, self.key, self.counters)
+            call("gather", grid_for(work), perm=self.perm, counters=self.counters,
+                 batch=self.batch, X=X, Y=Y, labels=labels, x=ws.x, y=ws.y, lab=ws.lab, m=m,
+                 n_in=sizes[0], n_out=sizes[-1])  # fmt: skip
+        rows = (-(-m // ROWS),)
+        drop = {"cut": self.cut, "scale": self.scale, "key": self.key, "counters": self.counters}
         inputs = [ws.x]
         for l in range(L):  # forward: z = input Wᵀ + b, a = σ(z)
             gemm(inputs[l], W[l], ws.z[l], False, True)
+            n = sizes[l + 1]
             if self.acts[l] == self.softmax:
-                k["bias_softmax"](*rows, (ws.z[l], B[l], ws.a[l], i32(m), i32(sizes[l + 1])))
+                call("bias_softmax", rows, z=ws.z[l], b=B[l], a=ws.a[l], m=m, n=n)
                 continue
             d = self.has_drop and l < L - 1
-            out = ws.dropped[l] if d else self.dummy
-            args = (ws.z[l], B[l], ws.a[l], out, i32(m), i32(sizes[l + 1]), i32(self.acts[l]))
-            k["bias_act"](grid_for(m * sizes[l + 1]), (BLOCK,), (*args, i32(d), *drop, i32(l)))
+            call("bias_act", grid_for(m * n), z=ws.z[l], b=B[l], a=ws.a[l],
+                 dropped=ws.dropped[l] if d else self.dummy, m=m, n=n, act=self.acts[l],
+                 has_drop=d, **drop, layer=l)  # fmt: skip
             inputs.append(ws.dropped[l] if d else ws.a[l])
-        args = (ws.z[-1], ws.a[-1], ws.y, ws.lab, ws.delta[-1], ws.row_cost, ws.row_hit, i32(m))
-        args += (i32(sizes[-1]), i32(self.delta_kind), i32(self.cost), i32(self.acts[-1]))
-        k["output_delta"](*rows, (*args, r(1.0 / m), r(self.eps)))
+        call("output_delta", rows, z=ws.z[-1], a=ws.a[-1], y=ws.y, lab=ws.lab,
+             delta=ws.delta[-1], row_cost=ws.row_cost, row_hit=ws.row_hit, m=m, n=sizes[-1],
+             kind=self.delta_kind, cost=self.cost, act=self.acts[-1], scale=1.0 / m,
+             eps=self.eps)  # fmt: skip
         for l in range(L - 1, -1, -1):  # backward
+            n = sizes[l + 1]
             gemm(ws.delta[l], inputs[l], self.gw[l], True, False)  # BP4: δᵀ a
-            k["col_sum"](
-                grid_for(sizes[l + 1]),
-                (BLOCK,),
-                (ws.delta[l], self.gb[l], i32(m), i32(sizes[l + 1])),
-            )
+            call("col_sum", grid_for(n), delta=ws.delta[l], out=self.gb[l], m=m, n=n)
             if l > 0:
                 gemm(ws.delta[l], W[l], ws.g[l], False, False)  # BP2: δ W, then ⊙ σ'(z)
-                args = (ws.g[l], ws.z[l - 1], ws.a[l - 1], ws.delta[l - 1], i32(m), i32(sizes[l]))
-                args += (i32(self.acts[l - 1]), i32(self.has_drop), *drop, i32(l - 1))
-                k["hidden_delta"](grid_for(m * sizes[l]), (BLOCK,), args)
-        if self.opt == codes().opt["adam"]:
-            k["adam_prep"]((1,), (1,), (self.hyper, np.float64(self.beta1), np.float64(self.beta2)))
+                call("hidden_delta", grid_for(m * sizes[l]), g=ws.g[l], z=ws.z[l - 1],
+                     a=ws.a[l - 1], delta=ws.delta[l - 1], m=m, n=sizes[l],
+                     act=self.acts[l - 1], has_drop=self.has_drop, **drop,
+                     layer=l - 1)  # fmt: skip
+        if self.prepare_kernel is not None:
+            call(self.prepare_kernel, (1,), hyper=self.hyper, **self.prepare_args)
         total = self.p.size
-        args = (self.p, self.g_flat, self.s1, self.s2, self.hyper, np.int64(total))
-        args += (np.int64(self.n_w), r(self.l2n), r(self.l1n), i32(self.opt), r(self.mu))
-        args += (r(self.beta1), r(self.beta2), r(1.0 - self.beta1), r(1.0 - self.beta2))
-        k["update"](grid_for(total), (BLOCK,), (*args, r(self.eps_adam)))
-        k["batch_end"](
-            (1,),
-            (END_THREADS,),
-            (ws.row_cost, ws.row_hit, i32(m), self.sums, self.hits, self.counters),
-        )
+        call(self.update_kernel, grid_for(total), p=self.p, g=self.g_flat, hyper=self.hyper,
+             total=total, n_w=self.n_w, l2n=self.l2n, l1n=self.l1n,
+             **self.update_args)  # fmt: skip
+        call("batch_end", (1,), row_cost=ws.row_cost, row_hit=ws.row_hit, m=m, sums=self.sums,
+             hits=self.hits, counters=self.counters)  # fmt: skip

@@ -30,15 +30,14 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
-
 from .. import backend
 from ..activations import ACTIVATIONS
 from ..backend import Array
 from ..costs import COSTS
+from ..optim import get_optimizer
 from ..runstate import TrainState
-from ._cupy_core import END_THREADS, TILE, Core
-from ._kernels import KERNEL_NAMES, codes, kernel_source
+from ._cupy_core import Core
+from ._kernels import KERNEL_NAMES, kernel_source, signatures
 from .steps import Data
 
 __all__ = ["GRAPH_CHUNK", "GRAPH_MAX_MACS", "launch_bound", "make_step", "unsupported"]
@@ -63,7 +62,7 @@ def unsupported(state: TrainState, *, engine: str) -> str | None:
     """Why the fast path ``engine`` cannot run ``state`` (None when it can). Pure Python."""
     if engine not in ("auto", "fused", "graph"):
         return f"engine={engine!r} is not a CuPy fast path"
-    spec, c = state.spec, codes()
+    spec, opt = state.spec, state.optimizer
     for act in spec.activations[:-1]:
         if not _generated(act, ACTIVATIONS) or act.cuda_fn is None:
             return f"hidden activation {act.name!r} has no CUDA form"
@@ -72,8 +71,8 @@ def unsupported(state: TrainState, *, engine: str) -> str | None:
         return f"output activation {out.name!r} has no CUDA form"
     if not _generated(spec.cost, COSTS):
         return f"cost {spec.cost.name!r} has no CUDA form"
-    if state.optimizer.name not in c.opt:
-        return f"optimizer {state.optimizer.name!r} has no CUDA form"
+    if opt.cuda() is None or not _generated_optimizer(opt):
+        return f"optimizer {opt.name!r} has no CUDA form"
     if not backend.is_cupy(spec.xp):
         return f"the fast paths need the CuPy backend, not {spec.backend}"
     return None
@@ -84,6 +83,16 @@ def _generated(entry: Any, registry: dict[str, Any]) -> bool:
     registry's own entry of its name. One a user made is not, even with a ``cuda_fn``, or
     named as a built-in one."""
     return bool(registry.get(entry.name) == entry)
+
+
+def _generated_optimizer(opt: Any) -> bool:
+    """Whether the kernels were generated for optimizer ``opt``: the registry's own class of
+    its name, with the CUDA form the kernels were generated from."""
+    try:
+        built = get_optimizer(opt.name)
+    except ValueError:  # a name the registry does not know
+        return False
+    return type(built) is type(opt) and built.cuda() == opt.cuda()
 
 
 @functools.cache
@@ -233,25 +242,13 @@ class GraphStep(FusedStep):
 
 
 def warm(core: Core) -> None:
-    """Launch every kernel once on empty work, so none first loads inside a capture."""
-    k, d, i32, i64, r = core.k, core.dummy, np.int32, np.int64, core.real
-    cp = core.cp
-    scratch = cp.zeros(4, dtype=np.float64)
-    ints = cp.zeros(2, dtype=np.int64)
-    hits = cp.zeros(1, dtype=np.int32)
-    drop = (np.uint32(0), r(1), np.uint64(0), ints)
-    zeros = (i32(0),) * 5
-    k["gemm"]((1, 1), (TILE, TILE), (*zeros, d, i32(1), d, i32(1), d, i32(1)))
-    k["gemm_dot"]((1,), (32, 1), (*zeros[:3], d, i32(1), d, i32(1), d, i32(1)))
-    k["gather"]((1,), (32,), (ints, ints, i32(0), d, d, ints, d, d, ints, i32(0), i32(1), i32(1)))
-    k["bias_act"]((1,), (32,), (d, d, d, d, i32(0), i32(1), i32(0), i32(0), *drop, i32(0)))
-    k["bias_softmax"]((1,), (32, 1), (d, d, d, i32(0), i32(1)))
-    args = (d, d, d, ints, d, d, hits, i32(0), i32(1), *zeros[:3], r(1), r(0))
-    k["output_delta"]((1,), (32, 1), args)
-    k["hidden_delta"]((1,), (32,), (d, d, d, d, i32(0), i32(1), i32(0), i32(0), *drop, i32(0)))
-    k["col_sum"]((1,), (32,), (d, d, i32(0), i32(0)))
-    k["adam_prep"]((1,), (1,), (scratch, np.float64(0.5), np.float64(0.5)))
-    k["update"](
-        (1,), (32,), (d, d, d, d, scratch, i64(0), i64(0), r(0), r(0), i32(0), *(r(0),) * 6)
-    )
-    k["batch_end"]((1,), (END_THREADS,), (d, hits, i32(0), scratch, ints, ints))
+    """Launch every kernel once on empty work (every size 0, every pointer a small scratch
+    array of its type), so none first loads inside a capture."""
+    scratch: dict[str, Any] = {}
+    for name, params in signatures(core.dtype.name).items():
+        args = {}
+        for p in params:
+            if p.pointer and p.dtype not in scratch:
+                scratch[p.dtype] = core.cp.zeros(8, dtype=p.dtype)
+            args[p.name] = scratch[p.dtype] if p.pointer else 0
+        core.call(name, (1,), **args)

@@ -1,44 +1,75 @@
-"""The CUDA C source of the fast path, generated from the registries.
+"""The CUDA C source of the fast path, generated from the registries, and what the host code
+needs to call it.
 
-:func:`kernel_source` puts a generated prelude in front of ``_kernels.cu`` (package data): the
-``real`` typedef, the codes (``ACT_*``, ``COST_*``, ``DELTA_*``, ``OPT_*``) and the device
-functions built from each registry entry's CUDA form (:mod:`gpumlp.activations`,
-:mod:`gpumlp.costs`, :mod:`gpumlp.optim`, :mod:`gpumlp.dropout`). Adding an activation, cost or
-optimizer to its registry adds it here. The codes the host side passes to the kernels come from
-the same tables (:func:`codes`). Still kept equal by hand between the host code and the ``.cu``:
-the tile and thread counts (``_cupy_core.TILE``, ``END_THREADS``), the kernels' argument lists,
-and the L1/L2 penalties of the update kernel beside ``optim.regularize``.
+:func:`kernel_source` is a generated prelude, ``_kernels.cu`` (package data: the kernels no
+registry entry owns) and the optimizers' kernels. The prelude holds the ``real`` typedef, the
+constants shared with the host code (:data:`TILE`, :data:`BATCH_END_THREADS` and the counter
+slots ``C_*`` of :data:`COUNTERS`), the codes (``ACT_*``, ``COST_*``, ``DELTA_*``) and the
+device functions built from each registry entry's CUDA form
+(:mod:`gpumlp.activations`, :mod:`gpumlp.costs`, :mod:`gpumlp.dropout`). Each optimizer of
+:data:`gpumlp.optim.OPTIMIZERS` gets its own ``update_<name>`` kernel (the penalties of
+:data:`gpumlp.optim.PENALTY_CUDA`, then its update) and, where its :class:`~gpumlp.optim.CudaForm`
+has one, a ``prepare_<name>`` kernel, with its own parameters and device slots ``H_*``
+(:func:`hyper_slots`: the rate ``H_LR``, then the entry's). Adding an entry to a registry adds
+it here.
+
+The host side reads the rest from here too: the codes (:func:`codes`), the constants, and each
+kernel's parameters, parsed from the generated source itself (:func:`signatures`), so the host
+code passes arguments by name (:func:`packers`) and no argument list is written twice.
+
+``gpumlp kernels [--dtype float32|float64]`` prints the full source.
 """
 
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
 from ..activations import ACTIVATIONS, sigmoid_floor
 from ..costs import COSTS
 from ..dropout import CUDA_SOURCE as DROPOUT_SOURCE
-from ..optim import OPTIMIZERS, get_optimizer
+from ..optim import OPTIMIZERS, PENALTY_CUDA, CudaForm, get_optimizer
 
-__all__ = ["KERNEL_NAMES", "Codes", "codes", "kernel_source"]
+__all__ = [
+    "BATCH_END_THREADS",
+    "COUNTERS",
+    "KERNEL_NAMES",
+    "TILE",
+    "Codes",
+    "Param",
+    "codes",
+    "hyper_slots",
+    "kernel_source",
+    "optimizer_kernels",
+    "packers",
+    "signatures",
+]
 
-KERNEL_NAMES = (
-    "gemm",
-    "gemm_dot",
-    "gather",
-    "bias_act",
-    "bias_softmax",
-    "output_delta",
-    "hidden_delta",
-    "col_sum",
-    "adam_prep",
-    "update",
-    "batch_end",
-)
-"""The ``extern "C"`` kernels of the source, as the host side looks them up."""
+TILE = 16
+"""The side of the ``gemm`` kernel's square tiles and thread blocks."""
+BATCH_END_THREADS = 256
+"""The threads of the one block of ``batch_end``."""
+COUNTERS = ("batch", "draw")
+"""The device counters (``long long counters[]``), slots ``C_BATCH``, ``C_DRAW``: the batch in
+the epoch, and the step number for the dropout masks."""
+
+
+def hyper_slots(form: CudaForm) -> tuple[str, ...]:
+    """The device scalars (``double hyper[]``) of an optimizer's kernels: the rate ``lr``, then
+    the form's own slots (``H_LR``, ``H_<SLOT>`` in the source)."""
+    return ("lr", *form.slots)
+
+
+def optimizer_kernels(name: str) -> tuple[str, str | None]:
+    """The kernels of optimizer ``name``: its update, and its preparation (or None)."""
+    form = get_optimizer(name).cuda()
+    return f"update_{name}", (None if form is None or form.prepare is None else f"prepare_{name}")
 
 
 @dataclass(frozen=True)
@@ -48,7 +79,6 @@ class Codes:
     act: dict[str, int]
     cost: dict[str, int]
     delta: dict[tuple[str, str], int]  # fused (cost, output activation) pairs
-    opt: dict[str, int]
     delta_elementwise: int = 0
     delta_softmax: int = 1
 
@@ -64,7 +94,6 @@ def codes() -> Codes:
         act={n: i for i, n in enumerate(acts)},
         cost={n: i for i, n in enumerate(COSTS)},
         delta={pair: 2 + i for i, pair in enumerate(fused)},
-        opt={n: i for i, n in enumerate(OPTIMIZERS)},
     )
 
 
@@ -75,12 +104,10 @@ def _prelude(dtype: str) -> str:
     out = [
         f"typedef {real} real;",
         f"#define SIGMOID_FLOOR ((real){floor:.0f})",
-        "#define H_LR 0    // device scalars (double hyper[4]): the learning rate,",
-        "#define H_T 1     // Adam's step count t,",
-        "#define H_STEP 2  // lr / (1 − β1^t),",
-        "#define H_ROOT 3  // √(1 − β2^t)",
-        "#define C_BATCH 0  // device counters (long long counters[2]): batch in the epoch,",
-        "#define C_DRAW 1   // step number for the dropout masks",
+        f"#define TILE {TILE}",
+        f"#define BATCH_END_THREADS {BATCH_END_THREADS}",
+        "// The device counters (long long counters[]).",
+        *(f"#define C_{name.upper()} {i}" for i, name in enumerate(COUNTERS)),
         "",
         "// Activations (gpumlp/activations.py).",
     ]
@@ -149,21 +176,6 @@ def _prelude(dtype: str) -> str:
             "return a - y;",
         )
     )
-    out += ["", "// Optimizers (gpumlp/optim.py)."]
-    out += [f"#define OPT_{n.upper()} {i}" for n, i in c.opt.items()]
-    out.append(
-        _switch(
-            "void opt_update(int opt, long long i, real pi, real gi,\n"
-            "    real* p, real* s1, real* s2, real lr, const double* hyper, real mu, real beta1,\n"
-            "    real beta2, real one_minus_beta1, real one_minus_beta2, real eps)",
-            "opt",
-            {
-                f"OPT_{n.upper()}": f"{{\n        {get_optimizer(n).cuda_update()}\n"
-                "        break;\n    }"
-                for n in c.opt
-            },
-        )
-    )
     out.append(DROPOUT_SOURCE)
     return "\n".join(out) + "\n"
 
@@ -177,10 +189,122 @@ def _switch(signature: str, var: str, cases: dict[str, str], default: str | None
     return f"__device__ __forceinline__ {signature}\n{{\n    switch ({var}) {{\n{body}\n    }}\n}}"
 
 
+def _kernel(name: str, params: Sequence[str], body: str) -> str:
+    """An ``extern "C"`` kernel ``name`` of ``params`` (C declarations) around ``body``."""
+    lines, line = [], f'extern "C" __global__ void {name}('
+    for k, param in enumerate(params):
+        piece = param + (", " if k + 1 < len(params) else ")")
+        if len(line) + len(piece) > 99:
+            lines.append(line.rstrip())
+            line = " " * 8
+        line += piece
+    return "\n".join([*lines, line, "{", body, "}"])
+
+
+def _indent(code: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in code.splitlines())
+
+
+def _optimizer_source(name: str) -> str:
+    """The kernels of optimizer ``name`` (see the module docstring), or "" without a CUDA form.
+
+    ``update_<name>`` walks the flat buffers ``[w_0 … w_(L-1) | b_0 … b_(L-1)]`` (see
+    :mod:`._cupy_core`): the penalties on the first ``n_w`` entries (the weights), then the
+    optimizer's update of element ``i``; ``lr`` is declared where the update uses it."""
+    opt = get_optimizer(name)
+    form = opt.cuda()
+    if form is None:
+        return ""
+    slots = hyper_slots(form)
+    out = [f"// Optimizer {name!r} (gpumlp/optim.py: {type(opt).__name__}); device slots "
+           f"double hyper[{len(slots)}]."]  # fmt: skip
+    out += [f"#define H_{slot.upper()} {i}" for i, slot in enumerate(slots)]
+    params = ["real* p", "const real* g", *(f"real* {b}" for b in opt.buffers)]
+    params += ["const double* hyper", "long long total", "long long n_w", "real l2n", "real l1n"]
+    uses_lr = re.search(r"\blr\b", form.update)
+    body = (
+        ("    const real lr = (real)hyper[H_LR];\n" if uses_lr else "")
+        + "    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;\n"
+        "         i += (long long)gridDim.x * blockDim.x) {\n"
+        "        const real pi = p[i];\n        real gi = g[i];\n"
+        "        if (i < n_w) gi = penalize(gi, pi, l2n, l1n);\n"
+        f"{_indent(form.update, 8)}\n    }}"
+    )
+    update, prepare = optimizer_kernels(name)
+    out.append(_kernel(update, [*params, *form.params], body))
+    if prepare is not None and form.prepare is not None:
+        guard = "    if (blockIdx.x != 0 || threadIdx.x != 0) return;  // one thread\n"
+        body = guard + _indent(form.prepare, 4)
+        out.append(_kernel(prepare, ["double* hyper", *form.prepare_params], body))
+    out += [f"#undef H_{slot.upper()}" for slot in slots]
+    return "\n".join(out)
+
+
 @functools.cache
 def kernel_source(dtype: str) -> str:
     """The CUDA C source of the kernels for ``dtype`` ("float32" or "float64"): the generated
-    prelude and ``_kernels.cu``. Self-contained (no ``#include``), so NVRTC and ``nvcc`` both
-    compile it, and the test suite runs it on the CPU."""
+    prelude, ``_kernels.cu`` and the optimizers' kernels. Self-contained (no ``#include``), so
+    NVRTC and ``nvcc`` both compile it, and the test suite runs it on the CPU."""
     template = resources.files(__package__).joinpath("_kernels.cu").read_text(encoding="utf-8")
-    return _prelude(dtype) + "\n" + template
+    optimizers = [_optimizer_source(name) for name in OPTIMIZERS]
+    tail = "\n\n".join([PENALTY_CUDA, *filter(None, optimizers)])
+    return f"{_prelude(dtype)}\n{template}\n// Optimizers, after the penalties.\n{tail}\n"
+
+
+# -- the kernels' parameters, read from the source ---------------------------------------------
+
+_SCALARS = {"int": "int32", "unsigned": "uint32", "long long": "int64",
+            "unsigned long long": "uint64", "float": "float32", "double": "float64"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Param:
+    """One kernel parameter: its ``name``, the NumPy ``dtype`` of its value or of what it points
+    to, and whether it is a ``pointer``."""
+
+    name: str
+    dtype: str
+    pointer: bool
+
+
+@functools.cache
+def signatures(dtype: str) -> dict[str, tuple[Param, ...]]:
+    """Each kernel's parameters, in order, parsed from :func:`kernel_source` (``real`` is
+    ``dtype``)."""
+    text = re.sub(r"//[^\n]*", "", kernel_source(dtype))
+    scalars = {**_SCALARS, "real": dtype}
+    found = {}
+    for m in re.finditer(r'extern "C" __global__ void (\w+)\(([^)]*)\)', text):
+        params = []
+        for decl in m[2].split(","):
+            words = decl.replace("*", " * ").split()
+            base = " ".join(w for w in words[:-1] if w not in ("const", "*"))
+            params.append(Param(words[-1], scalars[base], "*" in words))
+        found[m[1]] = tuple(params)
+    return found
+
+
+KERNEL_NAMES = tuple(signatures("float32"))
+"""The ``extern "C"`` kernels of the source (``_kernels.cu``'s, then each optimizer's), as the
+host side looks them up."""
+
+Packer = Callable[[Mapping[str, Any]], tuple[Any, ...]]
+
+
+@functools.cache
+def packers(dtype: str) -> dict[str, Packer]:
+    """For each kernel, a function from its arguments by parameter name to the argument tuple
+    a launch takes: values as NumPy scalars of the parameter's C type, pointers as given.
+    It raises TypeError naming the kernel and the parameters when the names differ."""
+
+    def packer(kernel: str, params: tuple[Param, ...]) -> Packer:
+        types = {p.name: None if p.pointer else np.dtype(p.dtype).type for p in params}
+
+        def pack(args: Mapping[str, Any]) -> tuple[Any, ...]:
+            if args.keys() != types.keys():
+                raise TypeError(f"kernel {kernel} takes {list(types)}, got {sorted(args)}")
+            return tuple(args[n] if t is None else t(args[n]) for n, t in types.items())
+
+        return pack
+
+    return {name: packer(name, params) for name, params in signatures(dtype).items()}

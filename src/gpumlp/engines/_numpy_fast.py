@@ -5,8 +5,9 @@ At the small batches this package is built for (m = 10 on [784, 30, 10]) a NumPy
 does the generic step's math (and is tested against it) in preallocated buffers per batch size,
 with each activation's and cost's in-place NumPy form from the registries
 (:mod:`gpumlp.activations`, :mod:`gpumlp.costs`): the same operations in the same order. Two
-changes of order remain, both within a few ulp per step: for plain SGD the rate is folded into
-δ^L (so no gradient is scaled separately), and the penalties then carry it too.
+changes of order remain, both within a few ulp per step: for plain SGD (an optimizer whose
+``rate_in_gradient`` says its update is ``p − lr·g``) the rate is folded into δ^L (so no
+gradient is scaled separately), and the penalties then carry it too.
 
 One change of value: a layer's deltas are flushed to zero where they are subnormal (below the
 dtype's smallest normal, ~1e-38 in float32), as a GPU's ``-ftz`` does, when the GEMMs they
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..network import Params
-from ..optim import SGD, apply_update, regularize
+from ..optim import apply_update, regularize
 from ..runstate import TrainState
 from .steps import BatchLoop, Data
 
@@ -71,7 +72,7 @@ class NumpyStep(BatchLoop):
     def __init__(self, state: TrainState, data: Data) -> None:
         super().__init__(state, data)
         params = state.params
-        self.sgd = isinstance(state.optimizer, SGD)
+        self.sgd = state.optimizer.rate_in_gradient
         self.grads = Params(
             [np.empty_like(w) for w in params.weights], [np.empty_like(b) for b in params.biases]
         )
