@@ -17,7 +17,7 @@ import pytest
 import gpumlp
 from conftest import assert_refused, raises_exactly, run
 from gpumlp import settings
-from gpumlp.cli._args import Parser, UsageError, add_train_flags
+from gpumlp.cli._args import Parser, UsageError, add_train_flags, flag_kwargs
 from gpumlp.config import ModelSpec, TrainConfig
 from gpumlp.data.sources import DataSet
 from gpumlp.errors import CheckpointError
@@ -108,6 +108,26 @@ def test_every_flag_is_made_from_its_entry(s):
         assert _parse(_flag(s))[s.name] is True
     elif s.kind == "text":
         assert _parse(_flag(s), "anything")[s.name] == "anything"
+
+
+def test_a_flag_of_names_as_later_flags_need():
+    # --drop COL[,COL...] of the tables issue: names with no fixed choices, and with some
+    drop = Setting("drop", "names", None, "data", "columns to leave out", group="data")
+    split = Setting("watch", "names", ("val_cost",), "run", choices=("val_cost", "val_accuracy"))
+    p = Parser(prog="gpumlp train")
+    p.add_argument("--drop", **flag_kwargs(drop))
+    p.add_argument("--watch", **flag_kwargs(split))
+    got = p.parse_args(["--drop", "id,0", "--watch", "val_accuracy,val_cost"])
+    assert (got.drop, got.watch) == (["id", "0"], ["val_accuracy", "val_cost"])
+    for argv, why in ((["--drop", "a,"], "comma-separated names"),
+                      (["--watch", "val_loss"], "'val_loss' is not one of")):  # fmt: skip
+        with pytest.raises(UsageError, match=why):
+            p.parse_args(argv)
+    assert drop.check(["id", "0"]) == ("id", "0") and drop.check(None) is None
+    with raises_exactly(ValueError, "watch entry 'val_loss' is not"):
+        split.check(["val_loss"])
+    assert drop.check_file(["id", "0"]) is None and drop.check_file(None) is None
+    assert drop.check_file("id") == split.check_file([3]) == "a list of strings"
 
 
 def test_help_shows_every_flag_with_its_help_and_default():

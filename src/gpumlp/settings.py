@@ -5,9 +5,8 @@ An entry of :data:`SETTINGS` says a setting's name (the Python argument, the rec
 with ``-`` for ``_``, the flag), its kind and bounds, its default, its help, and the record that
 owns it. Everything else is read from the table:
 
-- the records' checks: :class:`~gpumlp.config.TrainConfig` checks each ``"fit"`` entry with
-  :meth:`Setting.check`; ``Network``, ``Network.fit`` and ``ModelSpec.build`` take their
-  defaults from :data:`DEFAULTS` (the network's names are checked by their registries);
+- the records' checks (:class:`~gpumlp.config.TrainConfig`'s, :meth:`Setting.check`) and the
+  defaults of ``Network``, ``Network.fit`` and ``ModelSpec.build`` (:data:`DEFAULTS`);
 - the flags of ``gpumlp train`` and ``gpumlp sweep`` (every entry with a ``group``), and the
   type, bounds and choices of ``gpumlp parity``'s (:func:`gpumlp.cli._args.add_flag`);
 - the run folder's checks of ``args.json`` and a checkpoint's flags (:meth:`Setting.check_file`);
@@ -21,10 +20,9 @@ keyword arguments of ``Network``), ``"fit"`` (:class:`~gpumlp.config.TrainConfig
 arguments of ``Network.fit``), ``"data"`` (how the data is read), ``"run"`` (how a run uses the
 data: the split it scores, standardization).
 
-A default may depend on the data: an entry's ``data_default(data)`` (``data`` has ``kind``,
-``n_features`` and ``n_outputs``, as :class:`~gpumlp.data.sources.DataSet`) is its default once
-the data is loaded; :func:`defaults` applies them. The settings read to load the data (owner
-``"data"``, and ``seed``) cannot have one.
+A default may depend on the data: an entry's ``data_default(data)`` (:class:`DataShape`) is
+its default once the data is loaded (:func:`defaults`); the settings read to load the data
+(owner ``"data"``, and ``seed``) cannot have one.
 """
 
 from __future__ import annotations
@@ -51,8 +49,8 @@ __all__ = ["DEFAULTS", "DEFAULT_CHUNK", "ENGINES", "FLAGS", "HYPER_KEYS", "KINDS
 KINDS = ("int", "float", "bool", "choice", "text", "sizes", "names", "path")
 """``int``/``float``: a number in [low, high) ((low, high) when ``strict``); ``bool``; ``choice``:
 one of ``choices``; ``text``: a free string; ``sizes``: a list of at least ``low`` positive
-integers (``784,30,10`` on the command line); ``names``: a sequence of some of ``choices``;
-``path``: a file."""
+integers (``784,30,10`` on the command line); ``names``: a sequence of names
+(some of ``choices``, when given; ``a,b`` on the command line); ``path``: a file."""
 OWNERS = ("layers", "network", "fit", "data", "run")
 
 DEFAULT_CHUNK = 10_000
@@ -83,10 +81,6 @@ class DataShape(Protocol):
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _n(x: float | None) -> str:
-    return f"{x:g}" if x is not None else ""
 
 
 @dataclass(frozen=True)
@@ -151,8 +145,8 @@ class Setting:
         if kind == "sizes":
             if isinstance(value, str) or not isinstance(value, list | tuple):
                 raise TypeError(f"{name} must be a list of integers, got {value!r}")
-            if len(value) < (self.low or 0):
-                raise ValueError(f"{name} must have at least {_n(self.low)} entries, got {value}")
+            if len(value) < (least := self.low or 0):
+                raise ValueError(f"{name} must have at least {least:g} entries, got {value}")
             return [check_int(f"{name}[{i}]", n) for i, n in enumerate(value)]
         if kind == "text" and not isinstance(value, str):
             raise TypeError(f"{name} must be a string, got {value!r}")
@@ -163,7 +157,7 @@ class Setting:
             raise TypeError(f"{self.name} must be a sequence of names, got the string {value!r}")
         names = tuple(value)
         for entry in names:
-            if entry not in tuple(self.choices):
+            if self.choices and entry not in tuple(self.choices):
                 raise ValueError(
                     f"{self.name} entry {entry!r} is not {self.noun}; expected some of "
                     f"{list(self.choices)}"
@@ -175,21 +169,24 @@ class Setting:
         one this setting's flag takes; else what it must be ("an integer >= 1")."""
         kind, low, high = self.kind, self.low or 0, self.high
         if kind == "int":
-            ok, what = _is_int(value) and value >= low, f"an integer >= {_n(low)}"
+            ok, what = _is_int(value) and value >= low, f"an integer >= {low:g}"
         elif kind == "float":
             ok = (isinstance(value, int | float) and not isinstance(value, bool)
                   and math.isfinite(value) and (value > low if self.strict else value >= low)
                   and (high is None or value < high))  # fmt: skip
             sign, opening = (">", "(") if self.strict else (">=", "[")
-            what = (f"a number {sign} {_n(low)}" if high is None
-                    else f"a number in {opening}{_n(low)}, {_n(high)})")  # fmt: skip
+            what = (f"a number {sign} {low:g}" if high is None
+                    else f"a number in {opening}{low:g}, {high:g})")  # fmt: skip
         elif kind == "bool":
             ok, what = isinstance(value, bool), "true or false"
         elif kind == "sizes":
             ok = (isinstance(value, list) and len(value) >= low
                   and all(_is_int(n) and n >= 1 for n in value))  # fmt: skip
-            what = (f"a list of at least {_n(low)} positive integers" if low > 1
+            what = (f"a list of at least {low:g} positive integers" if low > 1
                     else "a non-empty list of positive integers")  # fmt: skip
+        elif kind == "names":
+            ok = isinstance(value, list) and all(isinstance(n, str) for n in value)
+            what = "a list of strings"
         else:  # names are checked when the run is planned, by the records
             ok, what = isinstance(value, str | int), "a string"
         if value is None and (self.default is None or kind in ("choice", "text")):

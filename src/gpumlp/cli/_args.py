@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from ..settings import SETTINGS, Setting
 
 __all__ = ["Defaults", "Parser", "UsageError", "add_flag", "add_train_flags", "flag_kwargs",
-           "number", "sizes"]  # fmt: skip
+           "names", "number", "sizes"]  # fmt: skip
 
 
 class UsageError(ValueError):
@@ -49,6 +49,17 @@ def sizes(text: str, *, least: int = 2) -> list[int]:
         ) from None
     if len(values) < least or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected at least {least} positive sizes, got {text!r}")
+    return values
+
+
+def names(text: str, choices: list[str]) -> list[str]:
+    """``"a,b"`` -> ["a", "b"]: comma-separated names, each one of ``choices`` when given."""
+    values = [s.strip() for s in text.split(",")]
+    if not all(values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names like a,b, got {text!r}")
+    unknown = [v for v in values if choices and v not in choices]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{unknown[0]!r} is not one of {', '.join(choices)}")
     return values
 
 
@@ -91,6 +102,8 @@ def flag_kwargs(setting: Setting) -> dict[str, Any]:
         return {"action": "store_const", "const": True}
     if setting.kind == "choice":
         return {"choices": list(setting.choices)}
+    if setting.kind == "names":
+        return {"type": lambda text: names(text, list(setting.choices))}
     return {}
 
 
