@@ -60,18 +60,21 @@ def check_number(
     *,
     positive: bool = False,
     nonnegative: bool = False,
+    low: float | None = None,
+    strict: bool = False,
     below: float | None = None,
 ) -> float:
-    """Return ``value`` as a finite float, optionally > 0, >= 0 or < ``below``."""
+    """Return ``value`` as a finite float, optionally >= ``low`` (> ``low`` when ``strict``)
+    and < ``below``; ``positive`` is ``low=0, strict=True``, ``nonnegative`` is ``low=0``."""
+    if positive or nonnegative:
+        low, strict = 0, positive
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {number}")
-    if positive and number <= 0:
-        raise ValueError(f"{name} must be > 0, got {number}")
-    if nonnegative and number < 0:
-        raise ValueError(f"{name} must be >= 0, got {number}")
+    if low is not None and (number < low or (strict and number == low)):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {number}")
     if below is not None and number >= below:
         raise ValueError(f"{name} must be < {below}, got {number}")
     return number

@@ -15,14 +15,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._checks import check_int, check_number, check_sizes
+from ._checks import check_sizes
 from .activations import Activation, get_activation
 from .backend import Namespace, backend_name, dtype_name, get_namespace, resolve_dtype
 from .costs import Cost, get_cost
 from .initial import INITS
 from .memory import param_count
-from .optim import OPTIMIZERS
-from .schedules import SCHEDULES
+from .settings import DEFAULT_CHUNK, ENGINES, HYPER_KEYS, MONITORS, SETTINGS, owned_by
+from .settings import DEFAULTS as D
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -34,21 +34,8 @@ __all__ = [
     "monitors",
 ]
 
-DEFAULT_CHUNK = 10_000
-"""Rows per forward pass when evaluating or predicting, bounding memory on large sets."""
-
-ENGINES = ("auto", "generic", "fused", "graph")
-"""``generic``: the plain ``xp`` code (any backend, the reference). ``fused``: the backend's fast
-path (NumPy: in-place ufuncs into preallocated buffers; CuPy: fused kernels and cuBLAS).
-``graph``: CuPy only, whole steps replayed as CUDA graphs. ``auto`` picks the fastest that
-qualifies for the backend and network, falling back to ``generic``."""
-
-HYPER_KEYS = ("lr", "batch_size", "optimizer", "momentum", "l2", "l1", "dropout", "schedule")
-"""The hyperparameters a checkpoint records (with ``shuffle``) and a resume takes back."""
-
-MONITORS = ("train_cost", "train_accuracy", "val_cost", "val_accuracy")
-"""``train_*`` are running means over the epoch's mini-batches; ``val_*`` are measured on
-``validation_data`` after the epoch (the book's evaluation monitors)."""
+# DEFAULT_CHUNK, ENGINES, HYPER_KEYS and MONITORS are declared with the settings
+# (:mod:`gpumlp.settings`) and kept here, where they were first imported from.
 
 
 @dataclass(frozen=True)
@@ -77,12 +64,12 @@ class ModelSpec:
         cls,
         sizes: Any,
         *,
-        activation: str | Activation = "sigmoid",
-        output_activation: str | Activation | None = None,
-        cost: str | Cost = "quadratic",
-        init: str = "normal",
-        dtype: str = "float32",
-        backend: str | ModuleType | None = "auto",
+        activation: str | Activation = D["activation"],
+        output_activation: str | Activation | None = D["output_activation"],
+        cost: str | Cost = D["cost"],
+        init: str = D["init"],
+        dtype: str = D["dtype"],
+        backend: str | ModuleType | None = D["backend"],
     ) -> ModelSpec:
         """Validate the :class:`gpumlp.Network` arguments and build the spec.
 
@@ -146,14 +133,7 @@ class ModelSpec:
 def monitors(monitor: Iterable[str]) -> tuple[str, ...]:
     """``monitor`` as a tuple of names from :data:`MONITORS`; a bare string (TypeError) or an
     unknown name (ValueError) is refused."""
-    if isinstance(monitor, str):
-        raise TypeError(f"monitor must be a sequence of names, got the string {monitor!r}")
-    names = tuple(monitor)
-    for name in names:
-        if name not in MONITORS:
-            raise ValueError(
-                f"monitor entry {name!r} is not a monitor; expected some of {list(MONITORS)}"
-            )
+    names: tuple[str, ...] = SETTINGS["monitor"].check(monitor)
     return names
 
 
@@ -161,55 +141,32 @@ def monitors(monitor: Iterable[str]) -> tuple[str, ...]:
 class TrainConfig:
     """Every training setting of :meth:`gpumlp.Network.fit`, validated on construction.
 
-    The defaults are the book's first run and the ``gpumlp train`` defaults: 30 epochs of
-    mini-batches of 10 at ``lr=3.0``. See :meth:`gpumlp.Network.fit` for each field.
+    The fields are the ``"fit"`` entries of :data:`gpumlp.settings.SETTINGS`, whose defaults
+    (the book's first run: 30 epochs of mini-batches of 10 at ``lr=3.0``) and checks they
+    take. See :meth:`gpumlp.Network.fit` for each field.
     """
 
-    epochs: int = 30
-    batch_size: int = 10
-    lr: float = 3.0
-    shuffle: bool = True
-    seed: int | None = None
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    l2: float = 0.0
-    l1: float = 0.0
-    dropout: float = 0.0
-    schedule: str = "constant"
-    patience: int | None = None
-    monitor: tuple[str, ...] = ("train_cost", "val_cost", "val_accuracy")
-    checkpoint: Path | None = None
-    checkpoint_every: int | None = None
-    engine: str = "auto"
-    chunk: int = DEFAULT_CHUNK
+    epochs: int = D["epochs"]
+    batch_size: int = D["batch_size"]
+    lr: float = D["lr"]
+    shuffle: bool = D["shuffle"]
+    seed: int | None = D["seed"]
+    optimizer: str = D["optimizer"]
+    momentum: float = D["momentum"]
+    l2: float = D["l2"]
+    l1: float = D["l1"]
+    dropout: float = D["dropout"]
+    schedule: str = D["schedule"]
+    patience: int | None = D["patience"]
+    monitor: tuple[str, ...] = D["monitor"]
+    checkpoint: Path | None = D["checkpoint"]
+    checkpoint_every: int | None = D["checkpoint_every"]
+    engine: str = D["engine"]
+    chunk: int = D["chunk"]
 
     def __post_init__(self) -> None:
-        put = object.__setattr__
-        put(self, "epochs", check_int("epochs", self.epochs))
-        put(self, "batch_size", check_int("batch_size", self.batch_size))
-        put(self, "lr", check_number("lr", self.lr, positive=True))
-        for name in ("l2", "l1"):
-            put(self, name, check_number(name, getattr(self, name), nonnegative=True))
-        put(self, "dropout", check_number("dropout", self.dropout, nonnegative=True, below=1.0))
-        put(self, "momentum", check_number("momentum", self.momentum, nonnegative=True, below=1.0))
-        put(self, "patience", check_int("patience", self.patience, allow_none=True))
-        every = check_int("checkpoint_every", self.checkpoint_every, allow_none=True)
-        put(self, "checkpoint_every", every)
-        put(self, "chunk", check_int("chunk", self.chunk))
-        if self.seed is not None:
-            put(self, "seed", check_int("seed", self.seed, minimum=0))
-        if not isinstance(self.shuffle, bool):
-            raise TypeError(f"shuffle must be True or False, got {self.shuffle!r}")
-        for arg, value, names, what in (
-            ("optimizer", self.optimizer, OPTIMIZERS, "an optimizer"),
-            ("schedule", self.schedule, SCHEDULES, "a schedule"),
-            ("engine", self.engine, ENGINES, "an engine"),
-        ):
-            if value not in names:
-                raise ValueError(f"{arg}={value!r} is not {what}; expected one of {list(names)}")
-        put(self, "monitor", monitors(self.monitor))
-        if self.checkpoint is not None:
-            put(self, "checkpoint", Path(self.checkpoint))
+        for name in owned_by("fit"):  # each field is a setting of the table, checked by it
+            object.__setattr__(self, name, SETTINGS[name].check(getattr(self, name)))
 
     @property
     def watches_validation(self) -> bool:

@@ -29,6 +29,8 @@ from .memory import check_model_fits, check_training_fits
 from .network import Params, backprop, feedforward
 from .reporting import fit_display, summary_text
 from .runstate import TrainState
+from .settings import DEFAULTS as D
+from .settings import SETTINGS
 from .train import evaluate_arrays, train_network
 
 __all__ = ["Network"]
@@ -63,13 +65,13 @@ class Network:
         self,
         sizes: Sequence[int],
         *,
-        activation: str = "sigmoid",
-        output_activation: str | None = None,
-        cost: str = "quadratic",
-        init: str = "normal",
-        dtype: str = "float32",
-        backend: str | ModuleType = "auto",
-        seed: int | None = None,
+        activation: str = D["activation"],
+        output_activation: str | None = D["output_activation"],
+        cost: str = D["cost"],
+        init: str = D["init"],
+        dtype: str = D["dtype"],
+        backend: str | ModuleType = D["backend"],
+        seed: int | None = D["seed"],
     ) -> None:
         self.spec = ModelSpec.build(
             sizes,
@@ -81,7 +83,7 @@ class Network:
             backend=backend,
         )
         self.seed: int | None = (
-            secrets.randbelow(2**32) if seed is None else check_int("seed", seed, minimum=0)
+            secrets.randbelow(2**32) if seed is None else SETTINGS["seed"].check(seed)
         )
         check_model_fits(self.spec.sizes, self.spec.dtype, self.spec.xp)
         self._rng = np.random.default_rng(self.seed)
@@ -184,25 +186,25 @@ class Network:
         X: Any,
         y: Any,
         *,
-        epochs: int = 30,
-        batch_size: int = 10,
-        lr: float = 3.0,
-        shuffle: bool = True,
+        epochs: int = D["epochs"],
+        batch_size: int = D["batch_size"],
+        lr: float = D["lr"],
+        shuffle: bool = D["shuffle"],
         validation_data: tuple[Any, Any] | None = None,
-        seed: int | None = None,
-        optimizer: str = "sgd",
-        momentum: float = 0.9,
-        l2: float = 0.0,
-        l1: float = 0.0,
-        dropout: float = 0.0,
-        schedule: str = "constant",
-        patience: int | None = None,
-        monitor: Iterable[str] = ("train_cost", "val_cost", "val_accuracy"),
-        checkpoint: str | Path | None = None,
-        checkpoint_every: int | None = None,
+        seed: int | None = D["seed"],
+        optimizer: str = D["optimizer"],
+        momentum: float = D["momentum"],
+        l2: float = D["l2"],
+        l1: float = D["l1"],
+        dropout: float = D["dropout"],
+        schedule: str = D["schedule"],
+        patience: int | None = D["patience"],
+        monitor: Iterable[str] = D["monitor"],
+        checkpoint: str | Path | None = D["checkpoint"],
+        checkpoint_every: int | None = D["checkpoint_every"],
         resume: str | Path | None = None,
-        engine: str = "auto",
-        standardize: bool = False,
+        engine: str = D["engine"],
+        standardize: bool = D["standardize"],
         scored: str = "validation",
         verbose: int = 0,
         progress: Callable[..., Any] | None = None,
@@ -255,8 +257,7 @@ class Network:
         )
         cfg.check_validation(validation_data is not None)
         progress, on_epoch = fit_display(verbose, progress, on_epoch, scored=scored)
-        if not isinstance(standardize, bool):
-            raise TypeError(f"standardize must be True or False, got {standardize!r}")
+        standardize = SETTINGS["standardize"].check(standardize)
         n = count_rows("X", X)
         check_training_fits(
             self.spec.sizes,

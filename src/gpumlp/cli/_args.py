@@ -1,8 +1,9 @@
 """Flags shared by the subcommands: one-line argparse errors, typed values, the train flags.
 
 ``gpumlp train`` and ``gpumlp sweep`` take the same network, training and data flags, with the
-Python API's names and defaults (:data:`gpumlp.runs.rundir.TRAIN_DEFAULTS`); unset flags stay unset,
-so ``--resume`` can fill them from the run it continues.
+Python API's names and defaults: one flag per entry of :data:`gpumlp.settings.SETTINGS` that has
+a ``group``, its type, bounds, choices and help read from the entry (:func:`add_flag`). Unset
+flags stay unset, so ``--resume`` can fill them from the run it continues.
 """
 
 from __future__ import annotations
@@ -12,16 +13,10 @@ import math
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
-from ..backend import BACKEND_NAMES, DTYPES, NAMESPACES
-from ..config import ENGINES
-from ..costs import COSTS
-from ..initial import INITS
-from ..optim import OPTIMIZERS
-from ..runs.rundir import TRAIN_DEFAULTS
-from ..schedules import SCHEDULES
+from ..settings import SETTINGS, Setting
 
-__all__ = ["Defaults", "Parser", "UsageError", "add_train_flags", "number", "sizes"]
+__all__ = ["Defaults", "Parser", "UsageError", "add_flag", "add_train_flags", "flag_kwargs",
+           "names", "number", "sizes"]  # fmt: skip
 
 
 class UsageError(ValueError):
@@ -57,6 +52,17 @@ def sizes(text: str, *, least: int = 2) -> list[int]:
     return values
 
 
+def names(text: str, choices: list[str]) -> list[str]:
+    """``"a,b"`` -> ["a", "b"]: comma-separated names, each one of ``choices`` when given."""
+    values = [s.strip() for s in text.split(",")]
+    if not all(values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names like a,b, got {text!r}")
+    unknown = [v for v in values if choices and v not in choices]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{unknown[0]!r} is not one of {', '.join(choices)}")
+    return values
+
+
 def number(
     kind: type, low: float, *, strict: bool = False, high: float | None = None
 ) -> Callable[[str], Any]:
@@ -81,79 +87,49 @@ def number(
     return parse
 
 
+def flag_kwargs(setting: Setting) -> dict[str, Any]:
+    """The argparse keywords of ``setting``'s flag: its type, with the table's bounds, or its
+    choices, or a switch."""
+    low = -math.inf if setting.low is None else setting.low
+    if setting.kind == "int":
+        return {"type": number(int, low)}
+    if setting.kind == "float":
+        return {"type": number(float, low, strict=setting.strict, high=setting.high)}
+    if setting.kind == "sizes":
+        least = int(low)
+        return {"type": lambda text: sizes(text, least=least)}
+    if setting.kind == "bool":
+        return {"action": "store_const", "const": True}
+    if setting.kind == "choice":
+        return {"choices": list(setting.choices)}
+    if setting.kind == "names":
+        return {"type": lambda text: names(text, list(setting.choices))}
+    return {}
+
+
+def add_flag(
+    group: Any, name: str, *, default: Any = argparse.SUPPRESS, help: str | None = None
+) -> None:
+    """Add the flag of the setting ``name`` to ``group`` (a parser or an argument group).
+
+    Its type, bounds and choices are the table's. ``default`` is unset unless given (a command
+    whose defaults differ from the table's, as ``gpumlp parity``'s); ``help`` defaults to the
+    table's, with the table's default.
+    """
+    s = SETTINGS[name]
+    if help is None:
+        shown = s.shown or ("none" if s.default is None else s.default)
+        help = f"{s.help} (default {shown})".strip()
+    flag = "--" + name.replace("_", "-")
+    group.add_argument(flag, default=default, help=help, **flag_kwargs(s))
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
-    """The network, training and data flags of ``gpumlp train`` (also ``gpumlp sweep``'s)."""
-    D, unset = TRAIN_DEFAULTS, argparse.SUPPRESS
-
-    def flag(group: Any, name: str, help: str = "", shown: str = "", **kw: Any) -> None:
-        key = name[2:].replace("-", "_")
-        default = shown or ("none" if D[key] is None else D[key])
-        group.add_argument(name, default=unset, help=f"{help} (default {default})".strip(), **kw)
-
-    net = p.add_argument_group("network")
-    flag(net, "--sizes", "layer sizes, input first, e.g. 784,30,10", type=sizes)
-    flag(
-        net,
-        "--hidden",
-        "hidden widths, e.g. 100,50: sizes from the data's width and classes",
-        type=lambda t: sizes(t, least=1),
-    )
-    flag(net, "--activation", choices=HIDDEN_ACTIVATIONS)
-    flag(net, "--output-activation", "none: --activation", choices=list(ACTIVATIONS))
-    flag(net, "--cost", choices=list(COSTS))
-    flag(net, "--init", choices=list(INITS))
-    flag(net, "--dtype", choices=list(DTYPES))
-    flag(net, "--backend", f"one of {', '.join([*BACKEND_NAMES, *NAMESPACES])}")
-    tr = p.add_argument_group("training")
-    flag(tr, "--lr", "learning rate η", type=number(float, 0, strict=True))
-    flag(tr, "--batch-size", "mini-batch size", type=number(int, 1))
-    flag(tr, "--epochs", "total epochs (with --resume: up to this many)", type=number(int, 1))
-    flag(
-        tr,
-        "--seed",
-        "seed of initial weights and epoch order; none: drawn and printed",
-        type=number(int, 0),
-    )
-    flag(tr, "--optimizer", choices=list(OPTIMIZERS))
-    flag(tr, "--momentum", "μ for momentum/nesterov", type=number(float, 0, high=1))
-    flag(tr, "--l2", "L2 penalty λ, the book's (λ/n)·W", type=number(float, 0))
-    flag(tr, "--l1", "L1 penalty λ, (λ/n)·sgn(W)", type=number(float, 0))
-    flag(tr, "--dropout", "dropout rate on hidden layers", type=number(float, 0, high=1))
-    flag(tr, "--schedule", choices=list(SCHEDULES))
-    flag(tr, "--patience", "early stopping (or plateau) patience", type=number(int, 1))
-    flag(tr, "--engine", "training step: generic (plain xp) or a fast path", choices=ENGINES)
-    flag(
-        tr,
-        "--monitor-set",
-        "MNIST: the set scored after each epoch",
-        choices=["test", "validation"],
-    )
-    io = p.add_argument_group("data")
-    flag(
-        io,
-        "--data",
-        "MNIST (pkl.gz, npz, IDX folder), or your own .npz, .csv or X.npy; "
-        "none: MNIST from the cache",
-    )
-    flag(io, "--labels", "with --data X.npy: the labels (or targets) y.npy")
-    flag(
-        io,
-        "--label-column",
-        "with --data FILE.csv: the label column, by header name or 0-based index",
-        shown="the last column",
-    )
-    flag(
-        io,
-        "--val-split",
-        "hold out this fraction for validation (seeded)",
-        type=number(float, 0, strict=True, high=1),
-    )
-    flag(
-        io,
-        "--standardize",
-        "scale inputs by the training split's mean and std",
-        action="store_const",
-        const=True,
-    )
-    flag(io, "--limit", "train on the first N examples only", type=number(int, 1))
-    flag(io, "--checkpoint-every", "checkpoint every N epochs", type=number(int, 1))
+    """The network, training and data flags of ``gpumlp train`` (also ``gpumlp sweep``'s): every
+    setting with a ``group``, in the table's order, under that group."""
+    groups: dict[str, Any] = {}
+    for s in SETTINGS.values():
+        if s.group is not None:
+            if s.group not in groups:
+                groups[s.group] = p.add_argument_group(s.group)
+            add_flag(groups[s.group], s.name)

@@ -15,13 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import backend
-from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
-from ..config import ENGINES
-from ..costs import COSTS
-from ..initial import INITS
-from ..optim import OPTIMIZERS
 from ..runs.parity import compare, synthetic
-from ._args import Defaults, number, sizes
+from ..settings import DEFAULTS
+from ._args import Defaults, add_flag, number
 
 __all__ = ["add_parsers", "format_report", "run"]
 
@@ -54,19 +50,20 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
         help=f"two of {', '.join(_KNOWN)} (default: numpy cupy where CuPy runs, else numpy "
         "numpy in float64 and float32)",
     )
-    p.add_argument(
-        "--dtype", choices=backend.DTYPES, default=None, help="both sides' dtype (default: float64)"
-    )
+    add_flag(p, "dtype", default=None, help="both sides' dtype (default: float64)")
     p.add_argument(
         "--dtypes", nargs=2, choices=backend.DTYPES, default=None, metavar=("A", "B"),
         help="each side's dtype",
     )  # fmt: skip
-    p.add_argument("--sizes", type=sizes, default="784,30,10", help="layer sizes")
-    p.add_argument("--batch-size", type=number(int, 1), default=10, help="mini-batch size")
+    # The settings' types, bounds and choices are the table's (gpumlp.settings); the defaults
+    # are the table's too, but for a short run (1 epoch) from a fixed seed.
+    D = DEFAULTS
+    add_flag(p, "sizes", default=",".join(map(str, D["sizes"])), help="layer sizes")
+    add_flag(p, "batch_size", default=D["batch_size"], help="mini-batch size")
     p.add_argument(
         "--steps", type=number(int, 0), default=10, help="training steps compared one by one"
     )
-    p.add_argument("--epochs", type=number(int, 1), default=1, help="epochs of Network.fit")
+    add_flag(p, "epochs", default=1, help="epochs of Network.fit")
     p.add_argument("--data", default=None, help="MNIST path (default: synthetic data)")
     p.add_argument(
         "--n",
@@ -74,23 +71,21 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
         default=None,
         help="training examples (default: all, or 2000 synthetic)",
     )
-    p.add_argument("--seed", type=number(int, 0), default=0, help="weights, batches and data")
-    p.add_argument("--engine", choices=ENGINES, default="auto", help="the second side's engine")
-    p.add_argument(
-        "--activation", choices=HIDDEN_ACTIVATIONS, default="sigmoid", help="hidden layers"
-    )
-    p.add_argument(
-        "--output-activation", choices=list(ACTIVATIONS), default=None,
+    add_flag(p, "seed", default=0, help="weights, batches and data")
+    add_flag(p, "engine", default=D["engine"], help="the second side's engine")
+    add_flag(p, "activation", default=D["activation"], help="hidden layers")
+    add_flag(
+        p,
+        "output_activation",
+        default=D["output_activation"],
         help="output layer (default: --activation)",
-    )  # fmt: skip
-    p.add_argument("--cost", choices=list(COSTS), default="quadratic", help="cost function")
-    p.add_argument("--init", choices=list(INITS), default="normal", help="initial weights")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd", help="optimizer")
-    p.add_argument(
-        "--momentum", type=number(float, 0, high=1), default=0.9, help="μ for momentum/nesterov"
     )
-    p.add_argument("--lr", type=number(float, 0, strict=True), default=3.0, help="learning rate")
-    p.add_argument("--l2", type=number(float, 0), default=0.0, help="L2 penalty λ")
+    add_flag(p, "cost", default=D["cost"], help="cost function")
+    add_flag(p, "init", default=D["init"], help="initial weights")
+    add_flag(p, "optimizer", default=D["optimizer"], help="optimizer")
+    add_flag(p, "momentum", default=D["momentum"], help="μ for momentum/nesterov")
+    add_flag(p, "lr", default=D["lr"], help="learning rate")
+    add_flag(p, "l2", default=D["l2"], help="L2 penalty λ")
     p.add_argument("--json", default=None, metavar="PATH", help="write the full report here")
     return {"parity": run}
 

@@ -22,7 +22,7 @@ from .. import signals
 from .._version import __version__
 from ..atomicio import atomic_write_bytes
 from ..data.sources import DataSet
-from ..runs.rundir import TRAIN_DEFAULTS
+from ..settings import FLAGS, defaults
 from ..sweeps.searchspace import bind_study, check_space, default_seed, hold_out, read_space
 from ..sweeps.studies import run_worker
 from ..sweeps.studystore import PRUNERS, masked, open_study, require_optuna, storage_url, tally
@@ -70,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         optuna.logging.set_verbosity(optuna.logging.ERROR)
     dims, source = read_space(args.space)
-    given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS}
+    given = {k: v for k, v in vars(args).items() if k in FLAGS}
     name = args.study or Path(args.space).stem
     fixed = {"seed": default_seed(name)} | given
-    data = _load(TRAIN_DEFAULTS | fixed)
+    data = _load(defaults() | fixed)
     check_space(dims, fixed, data, source)  # everything is checked before anything is written
     out = Path(args.out) if args.out else Path("sweeps") / name
     if out.exists() and not out.is_dir():

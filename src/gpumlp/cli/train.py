@@ -19,8 +19,9 @@ from .._version import __version__
 from ..data.sources import DataSet, check_mnist_flags, load_data
 from ..errors import TrainingInterrupted
 from ..reporting import printing, progress_bar
-from ..runs.rundir import TRAIN_DEFAULTS, plan_folder, resume_path, resumed_flags, run_folder
+from ..runs.rundir import plan_folder, resume_path, resumed_flags, run_folder
 from ..runs.runner import execute, plan_run, sizes_for
+from ..settings import FLAGS, defaults
 from ._args import add_train_flags
 from .tools import ensure_mnist
 
@@ -47,14 +48,18 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
 def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, int, DataSet]:
     """The flags in effect (defaults, then the resumed run's, then those given, ``sizes``
     resolved against the data), the checkpoint to resume and the epochs it holds (0 for
-    none), and the data; the seed is drawn when none is given."""
-    given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS}
+    none), and the data; the seed is drawn when none is given. The data is loaded with the
+    flags that read it (which have no data-dependent default), then the defaults that depend on
+    the data (:func:`gpumlp.settings.defaults`) fill what neither the run nor the command
+    line set."""
+    given = {k: v for k, v in vars(args).items() if k in FLAGS}
     resume = resume_path(args.resume)
     resumed, done = resumed_flags(resume) if resume else ({}, 0)
-    flags = TRAIN_DEFAULTS | resumed | given
-    if flags["seed"] is None:
-        flags["seed"] = secrets.randbelow(2**32)
-    data = load_flags_data(flags)
+    chosen = resumed | given
+    if chosen.get("seed") is None:
+        chosen["seed"] = secrets.randbelow(2**32)
+    data = load_flags_data(defaults() | chosen)
+    flags = defaults(data) | chosen
     if flags["labels"] is not None:  # args.json must name it wherever eval is run from
         flags["labels"] = str(Path(flags["labels"]).expanduser().resolve())
     flags["sizes"] = sizes_for(flags, data, hidden_given="sizes" in given)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -27,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ..atomicio import remove_stale
-from ..config import HYPER_KEYS, TrainConfig
 from ..errors import CheckpointError
 from ..files.checkpoint import read_checkpoint
 from ..files.modelfile import expected_arrays
+from ..settings import FLAGS, HYPER_KEYS, SETTINGS, defaults
 from .runlock import lock_folder
 
 __all__ = [
@@ -45,92 +44,28 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CFG = TrainConfig()
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "sizes": [784, 30, 10],
-    "hidden": None,
-    "activation": "sigmoid",
-    "output_activation": None,
-    "cost": "quadratic",
-    "init": "normal",
-    "dtype": "float32",
-    "backend": "auto",
-    "lr": _CFG.lr,
-    "batch_size": _CFG.batch_size,
-    "epochs": _CFG.epochs,
-    "seed": None,
-    "optimizer": _CFG.optimizer,
-    "momentum": _CFG.momentum,
-    "l2": _CFG.l2,
-    "l1": _CFG.l1,
-    "dropout": _CFG.dropout,
-    "schedule": _CFG.schedule,
-    "patience": _CFG.patience,
-    "engine": _CFG.engine,
-    "monitor_set": "test",
-    "data": None,
-    "labels": None,
-    "label_column": None,
-    "val_split": None,
-    "standardize": False,
-    "limit": None,
-    "checkpoint_every": None,
-}
-"""Flags of ``train`` whose values ``args.json`` records and ``--resume`` reuses (the network's
-and ``fit``'s defaults, from one place)."""
+TRAIN_DEFAULTS: dict[str, Any] = defaults()
+"""Flags of ``train`` whose values ``args.json`` records and ``--resume`` reuses, with their
+defaults whatever the data (:func:`gpumlp.settings.defaults`)."""
 
 RUN_FILES = ("args.json", "history.json", "history.csv", "model.npz", "checkpoint.npz")
 _PROBE = "gpumlp-probe"  # the file that proves a folder writable
 _FROM_CHECKPOINT = ("sizes", "activation", "output_activation", "cost", "init", "dtype")
 
 
-def _int(low: int) -> Any:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _num(low: float, high: float = math.inf, strict: bool = False) -> Any:
-    return lambda v: (
-        isinstance(v, int | float)
-        and not isinstance(v, bool)
-        and math.isfinite(v)
-        and (v > low if strict else v >= low)
-        and v < high
-    )
-
-
-_CHECKS: dict[str, tuple[Any, str]] = {
-    "sizes": (
-        lambda v: isinstance(v, list) and len(v) >= 2 and all(_int(1)(n) for n in v),
-        "a list of at least 2 positive integers",
-    ),
-    "hidden": (lambda v: isinstance(v, list) and all(_int(1)(n) for n in v), "a list of widths"),
-    "lr": (_num(0, strict=True), "a number > 0"),
-    "batch_size": (_int(1), "an integer >= 1"),
-    "epochs": (_int(1), "an integer >= 1"),
-    "seed": (_int(0), "an integer >= 0"),
-    "momentum": (_num(0, 1), "a number in [0, 1)"),
-    "l2": (_num(0), "a number >= 0"),
-    "l1": (_num(0), "a number >= 0"),
-    "dropout": (_num(0, 1), "a number in [0, 1)"),
-    "patience": (_int(1), "an integer >= 1"),
-    "limit": (_int(1), "an integer >= 1"),
-    "checkpoint_every": (_int(1), "an integer >= 1"),
-    "val_split": (_num(0, 1, strict=True), "a number in (0, 1)"),
-    "standardize": (lambda v: isinstance(v, bool), "true or false"),
-}
-
-
 def check_flags(flags: dict[str, Any], source: Path) -> dict[str, Any]:
     """Check flags read back from a file (``args.json``, a checkpoint) before they are used:
-    each known key must hold a value of its flag's type, or null where the flag allows none.
+    each known key must hold a value of its flag's type and bounds, or null where the flag
+    allows none (:meth:`gpumlp.settings.Setting.check_file`).
 
     Raises CheckpointError naming the file and the key.
     """
     for key, value in flags.items():
-        if value is None and (TRAIN_DEFAULTS.get(key) is None or key not in _CHECKS):
-            continue
-        ok, what = _CHECKS.get(key, (lambda v: isinstance(v, str | int), "a string"))
-        if not ok(value):
+        if key in SETTINGS:
+            what = SETTINGS[key].check_file(value)
+        else:  # a key of a later version: a string, or an index
+            what = None if value is None or isinstance(value, str | int) else "a string"
+        if what is not None:
             raise CheckpointError(f"{str(source)!r}: {key!r} must be {what}, got {value!r}")
     return flags
 
@@ -169,7 +104,7 @@ def resumed_flags(checkpoint: Path) -> tuple[dict[str, Any], int]:
             raise CheckpointError(f"{str(stored)!r} is not readable JSON: {exc}") from None
         if not isinstance(saved, dict):
             raise CheckpointError(f"{str(stored)!r} does not hold a JSON object of flags")
-        flags |= check_flags({k: v for k, v in saved.items() if k in TRAIN_DEFAULTS}, stored)
+        flags |= check_flags({k: v for k, v in saved.items() if k in FLAGS}, stored)
     return flags, int(meta["epoch"])
 
 

@@ -29,27 +29,14 @@ from ..inputs import Inputs
 from ..memory import check_model_fits, check_training_fits
 from ..model import Network
 from ..optim import get_optimizer
+from ..settings import owned_by
 from ..train import safe_magnitude
 
 __all__ = ["FIT_FLAGS", "RunPlan", "execute", "plan_run", "sizes_for"]
 
-FIT_FLAGS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "seed",
-    "optimizer",
-    "momentum",
-    "l2",
-    "l1",
-    "dropout",
-    "schedule",
-    "patience",
-    "checkpoint_every",
-    "engine",
-)
-"""The flags that are ``Network.fit`` settings of the same name."""
-_NET_FLAGS = ("activation", "output_activation", "cost", "init", "dtype", "backend")
+FIT_FLAGS = owned_by("fit", flags=True)
+"""The flags that are ``Network.fit`` settings of the same name (:class:`TrainConfig`'s)."""
+_NET_FLAGS = owned_by("network", flags=True)  # Network's keyword arguments, ModelSpec's
 
 
 def sizes_for(flags: dict[str, Any], data: DataSet, *, hidden_given: bool = False) -> list[int]:

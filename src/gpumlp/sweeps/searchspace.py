@@ -7,7 +7,9 @@ made before any trial (no Optuna here: a trial is anything with ``suggest_float`
     hidden = {int = [30, 300], log = true}   # ONE hidden layer of 30..300 units
     batch_size = {choice = [10, 32, 100]}    # hidden = {choice = ["100", "100,50"]}: depths
 
-An entry is refused with a ValueError naming its key (unknown flag or distribution, low >=
+The flags a space may search are the table's searchable ones
+(:data:`gpumlp.settings.SEARCHABLE`), each checked against its bounds there. An entry is
+refused with a ValueError naming its key (unknown flag or distribution, low >=
 high, a log range reaching 0, a choice not a list, a value the flag refuses) before anything
 is written; :func:`check_space` then plans a run at every bound and choice, refusing names and
 combinations the network or the data cannot take (``optimizer = "adamw"``).
@@ -27,16 +29,13 @@ from typing import Any
 from ..data import sources
 from ..data.sources import DataSet
 from ..errors import CheckpointError
-from ..runs.rundir import TRAIN_DEFAULTS, check_flags
+from ..runs.rundir import check_flags
 from ..runs.runner import plan_run, sizes_for
+from ..settings import DEFAULTS, FLAGS, SEARCHABLE, defaults
 
 __all__ = ["SEARCHABLE", "Dimension", "bind_study", "check_space", "default_seed", "hold_out",
            "read_space", "trial_flags"]  # fmt: skip
 
-SEARCHABLE = ("lr", "l2", "l1", "momentum", "dropout", "batch_size", "epochs", "patience",
-              "hidden", "optimizer", "schedule", "activation", "output_activation", "cost",
-              "init")  # fmt: skip
-"""The flags a space may search; the others (data, backend, seed, ...) are fixed per sweep."""
 _LOCAL = ("data", "backend", "engine")  # may differ between the machines of one sweep
 _KINDS = ("log", "float", "int", "choice")
 _SHAPES = "log = [low, high], float = [low, high], int = [low, high] or choice = [...]"
@@ -105,7 +104,7 @@ def read_space(space: Mapping[str, Any] | str | Path) -> tuple[dict[str, Dimensi
 def _dimension(source: str, key: str, entry: Any) -> Dimension:
     where = f"{source}: {key}"
     if key not in SEARCHABLE:
-        known = "a flag that can be searched" if key in TRAIN_DEFAULTS else "a gpumlp train flag"
+        known = "a flag that can be searched" if key in FLAGS else "a gpumlp train flag"
         raise ValueError(f"{where}: not {known}; searchable: {', '.join(SEARCHABLE)}")
     if not isinstance(entry, Mapping):
         raise ValueError(f"{where}: expected a table like {{log = [0.01, 10]}}, got {entry!r}")
@@ -163,11 +162,12 @@ def trial_flags(
     fixed: Mapping[str, Any],
     data: DataSet,
 ) -> dict[str, Any]:
-    """The flags of one trial: the defaults, the sweep's ``fixed`` flags, then the searched
-    ``values`` (Optuna's, by flag), scored on the validation split, ``sizes`` fitted to
-    ``data``. Raises ValueError when the network does not fit the data."""
+    """The flags of one trial: the defaults for ``data`` (:func:`gpumlp.settings.defaults`),
+    the sweep's ``fixed`` flags, then the searched ``values`` (Optuna's, by flag), scored on
+    the validation split, ``sizes`` fitted to ``data``. Raises ValueError when the network does
+    not fit the data."""
     searched = {k: dims[k].to_flag(v) for k, v in values.items()}
-    flags = TRAIN_DEFAULTS | dict(fixed) | searched | {"monitor_set": "validation"}
+    flags = defaults(data) | dict(fixed) | searched | {"monitor_set": "validation"}
     # A checkpoint each epoch: a pruned trial's folder then ends with its last epoch's model.
     flags["checkpoint_every"] = flags["checkpoint_every"] or 1
     flags["sizes"] = sizes_for(flags, data, hidden_given="sizes" in fixed)
@@ -238,7 +238,7 @@ def bind_study(
             "rerun with the same space, or choose another --study or --out"
         )
     for key in sorted(set(stored["fixed"]) | set(mine["fixed"])):
-        was, now = (f.get(key, TRAIN_DEFAULTS.get(key)) for f in (stored["fixed"], mine["fixed"]))
+        was, now = (f.get(key, DEFAULTS.get(key)) for f in (stored["fixed"], mine["fixed"]))
         if was != now:
             raise ValueError(
                 f"study {name!r} was started with --{key.replace('_', '-')} {was}, not {now}: "

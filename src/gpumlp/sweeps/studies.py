@@ -29,7 +29,7 @@ import numpy as np
 from .. import signals
 from .._checks import check_int
 from ..data.sources import DataSet
-from ..runs.rundir import TRAIN_DEFAULTS
+from ..settings import FLAGS
 from . import searchspace, trials
 from .searchspace import Dimension
 from .studystore import (
@@ -171,7 +171,7 @@ def sweep(
     Returns the Optuna study (``best_trial``, ``user_attrs["test"]``). Raises TypeError for an
     unknown flag, ValueError naming a bad entry of ``space`` or a bad flag.
     """
-    unknown = sorted(set(flags) - set(TRAIN_DEFAULTS))
+    unknown = sorted(set(flags) - set(FLAGS))
     if unknown:
         raise TypeError(f"sweep() got unknown flag {unknown[0]!r}; flags are gpumlp train's")
     check_int("n_trials", n_trials)
