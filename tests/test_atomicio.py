@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import DiskFull, run, temp_files
 from gpumlp import atomicio
 from gpumlp.atomicio import atomic_write_bytes
 from gpumlp.files.checkpoint import read_checkpoint
+from helpers.cli import run
+from helpers.faults import DiskFull, temp_files
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):

@@ -21,16 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gpumlp
-from conftest import (
-    BAD_CHECKPOINT_CONTAINERS,
-    PEAK_RSS,
-    assert_same_params,
-    params_of,
-    raises_exactly,
-    resigned,
-)
 from gpumlp.files import checkpoint as ckpt_mod
 from gpumlp.files.checkpoint import CheckpointError, read_checkpoint
+from helpers.bad_files import BAD_CHECKPOINT_CONTAINERS, raises_exactly, resigned
+from helpers.faults import PEAK_RSS
+from helpers.nets import assert_same_params, params_of
 
 # -- the layout ---------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 import gpumlp
-from conftest import assert_refused, gpumlp_cmd, gpumlp_env, reap, run, run_gpumlp, start_gpumlp
 from gpumlp.cli import EXIT_PIPE, main
+from helpers.cli import assert_refused, gpumlp_cmd, gpumlp_env, reap, run, run_gpumlp, start_gpumlp
 
 pytestmark = pytest.mark.usefixtures("numpy_env")
 

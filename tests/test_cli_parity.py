@@ -13,11 +13,12 @@ import re
 
 import pytest
 
-from conftest import assert_refused, run_gpumlp, write_tiny_mnist
 from gpumlp import activations, cli
 from gpumlp.backend import backend_name, cupy_status
 from gpumlp.engines import steps
 from gpumlp.runs import parity
+from helpers.cli import assert_refused, run_gpumlp
+from helpers.data import write_tiny_mnist
 
 SMALL = ["--sizes", "20,12,4", "--n", "205", "--batch-size", "10", "--steps", "6", "--epochs", "2"]
 QUICK = ["--sizes", "5,3", "--n", "30", "--steps", "2"]

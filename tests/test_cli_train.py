@@ -29,34 +29,34 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import (
-    BAD_DATA_FILES,
-    INVALID_PAIRS,
+from gpumlp.costs import VALID_PAIRS
+from gpumlp.files.checkpoint import read_checkpoint
+from helpers.bad_files import BAD_DATA_FILES
+from helpers.cli import (
     QUICK_FLAGS,
     TRAIN_FLAGS,
-    VAL_OVERFLOW_FIT,
-    VAL_OVERFLOW_NET,
-    DiskFull,
     assert_refused,
-    assert_same_params,
     assert_same_run,
     default_sigint,
-    fail_on_step,
     file_in_the_way,
-    params_of,
     printed_epochs,
     reap,
     run,
     run_gpumlp,
     saved_epochs,
     start_gpumlp,
-    temp_files,
-    val_overflow_problem,
     wait_for,
-    write_tiny_mnist,
 )
-from gpumlp.costs import VALID_PAIRS
-from gpumlp.files.checkpoint import read_checkpoint
+from helpers.data import write_tiny_mnist
+from helpers.faults import DiskFull, fail_on_step, temp_files
+from helpers.nets import (
+    INVALID_PAIRS,
+    VAL_OVERFLOW_FIT,
+    VAL_OVERFLOW_NET,
+    assert_same_params,
+    params_of,
+    val_overflow_problem,
+)
 
 pytestmark = pytest.mark.usefixtures("numpy_env")
 

@@ -25,10 +25,11 @@ from pathlib import Path
 import pytest
 
 import gpumlp.data.mnist
-from conftest import assert_split, book_splits, gpumlp_env, reap, run, write_pkl
 from gpumlp.data import fetch
 from gpumlp.data.fetch import cache_dir, fetch_mnist, mnist_info
 from gpumlp.data.mnist import load_mnist
+from helpers.cli import gpumlp_env, reap, run
+from helpers.data import assert_split, book_splits, write_pkl
 
 
 def test_cache_dir_from_env_or_home(tmp_path, monkeypatch):

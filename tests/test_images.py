@@ -16,8 +16,9 @@ import pytest
 Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
 
-from conftest import PEAK_RSS, png_declaring  # noqa: E402
 from gpumlp.data.images import MAX_PIXELS, find_images, read_digit, to_mnist  # noqa: E402
+from helpers.bad_files import png_declaring  # noqa: E402
+from helpers.faults import PEAK_RSS  # noqa: E402
 
 N_PHOTOS = 200
 CENTRE = 14.0  # MNIST's mean centre of mass (pixel-centre coordinates), see gpumlp.data.images

@@ -36,19 +36,12 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import (
-    IDX_NAMES,
-    PEAK_RSS,
-    assert_refused,
-    fail_on_step,
-    gpumlp_cmd,
-    gpumlp_env,
-    npz_maker,
-    png_declaring,
-    resigned,
-)
 from gpumlp import OutOfMemory, backend, memory
 from gpumlp.files.safeio import INFLATE_FLOOR
+from helpers.bad_files import npz_maker, png_declaring, resigned
+from helpers.cli import assert_refused, gpumlp_cmd, gpumlp_env
+from helpers.data import IDX_NAMES
+from helpers.faults import PEAK_RSS, fail_on_step
 
 # -- memory that must stay flat -----------------------------------------------------------------
 
@@ -549,7 +542,7 @@ def test_zip_bomb_in_a_checkpoint_is_refused_before_inflating(command, member, t
 
 def idx_folder(folder: Path, images: bytes) -> Path:
     """An IDX folder of small valid files, its training images replaced by ``images``."""
-    from conftest import write_idx_dir
+    from helpers.data import write_idx_dir
 
     write_idx_dir(folder)
     (folder / (IDX_NAMES["train_images"] + ".gz")).write_bytes(images)

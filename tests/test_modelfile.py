@@ -16,20 +16,10 @@ from pathlib import Path
 import pytest
 
 import gpumlp
-from conftest import (
-    BAD_CHECKPOINT_CONTENTS,
-    SMALL_X,
-    SMALL_Y,
-    assert_refused,
-    assert_same_params,
-    params_of,
-    raises_exactly,
-    resigned,
-    run,
-    run_gpumlp,
-    small_net,
-)
 from gpumlp.files.checkpoint import CheckpointError, read_checkpoint
+from helpers.bad_files import BAD_CHECKPOINT_CONTENTS, raises_exactly, resigned
+from helpers.cli import assert_refused, run, run_gpumlp
+from helpers.nets import SMALL_X, SMALL_Y, assert_same_params, params_of, small_net
 
 
 @pytest.mark.parametrize(

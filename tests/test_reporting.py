@@ -16,8 +16,9 @@ import termios
 import pytest
 
 import gpumlp
-from conftest import assert_same_params, gpumlp_env, params_of, reap
 from gpumlp.reporting import epoch_line
+from helpers.cli import gpumlp_env, reap
+from helpers.nets import assert_same_params, params_of
 
 # -- fit: quiet by default, a line per epoch when verbose ----------------------------------------
 

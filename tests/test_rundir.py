@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import gpumlp_cmd, gpumlp_env, reap, run_gpumlp, start_gpumlp, wait_for
 from gpumlp.files.checkpoint import read_checkpoint
+from helpers.cli import gpumlp_cmd, gpumlp_env, reap, run_gpumlp, start_gpumlp, wait_for
 
 QUICK = ["--sizes", "784,16,10", "--epochs", "1", "--quiet"]
 SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--epochs", "100", "--quiet"]

@@ -13,17 +13,10 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import (
-    HUGE,
-    DiskFull,
-    assert_same_params,
-    params_of,
-    run,
-    run_gpumlp,
-    temp_files,
-    with_value,
-)
 from gpumlp.files.checkpoint import read_checkpoint
+from helpers.cli import run, run_gpumlp
+from helpers.faults import DiskFull, temp_files
+from helpers.nets import HUGE, assert_same_params, params_of, with_value
 
 QUICK = ["--epochs", "1", "--quiet", "--seed", "0", "--backend", "numpy"]
 

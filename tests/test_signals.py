@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from gpumlp.files.checkpoint import read_checkpoint
+from helpers.cli import (
     assert_same_run,
     default_sigint,
     printed_epochs,
@@ -34,7 +35,6 @@ from conftest import (
     saved_epochs,
     start_gpumlp,
 )
-from gpumlp.files.checkpoint import read_checkpoint
 
 EPOCHS = 4
 FLAGS = ["--sizes", "784,200,10", "--batch-size", "1", "--seed", "5", "--quiet"]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import reap, run_gpumlp, start_gpumlp, write_tiny_mnist
+from helpers.cli import reap, run_gpumlp, start_gpumlp
+from helpers.data import write_tiny_mnist
 
 optuna = pytest.importorskip("optuna")
 
