@@ -19,7 +19,7 @@ import gpumlp
 from gpumlp import atomicio
 from gpumlp.atomicio import atomic_write_bytes
 from gpumlp.files.checkpoint import read_checkpoint
-from helpers.cli import run
+from helpers.cli import PATIENCE, run
 from helpers.faults import DiskFull, temp_files
 
 
@@ -86,7 +86,7 @@ def test_a_replaced_symlink_or_setuid_file_gives_its_mode_to_nothing(tmp_path):
 
 def _spawned_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", ""])
-    proc.wait(timeout=60)
+    proc.wait(timeout=PATIENCE)
     return proc.pid  # reaped: no process has it now
 
 

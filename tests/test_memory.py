@@ -39,7 +39,7 @@ import gpumlp
 from gpumlp import OutOfMemory, backend, memory
 from gpumlp.files.safeio import INFLATE_FLOOR
 from helpers.bad_files import npz_maker, png_declaring, resigned
-from helpers.cli import assert_refused, gpumlp_cmd, gpumlp_env
+from helpers.cli import PATIENCE, assert_refused, gpumlp_cmd, gpumlp_env
 from helpers.data import IDX_NAMES
 from helpers.faults import PEAK_RSS, fail_on_step
 
@@ -232,7 +232,9 @@ def test_host_available_memory_is_known_here_and_obeys_rlimit_as():
         "from gpumlp import memory\n"
         "print(memory.host_available_memory())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE
+    )
     assert done.returncode == 0, done.stderr
     assert 0 < int(done.stdout) < 2 << 30  # less what the interpreter already maps
     assert memory.host_available_memory() > 0
@@ -276,8 +278,9 @@ def test_creation_and_training_stay_within_the_estimates(dtype, optimizer):
     # would refuse runs that fit).
     sizes = [784, 20000, 10]
     args = json.dumps([sizes, dtype, optimizer])
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", MEASURE, args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})  # fmt: skip
+                          timeout=PATIENCE, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     created, trained = json.loads(done.stdout)
     params = memory.param_count(sizes) * np.dtype(dtype).itemsize
@@ -369,7 +372,9 @@ def run_limited(*argv) -> Ran:
         start = time.perf_counter()
         with out.open("wb") as o, err.open("wb") as e:
             command = [sys.executable, "-c", LAUNCH, report, *gpumlp_cmd(*argv)]
-            subprocess.run(command, env=gpumlp_env(), stdout=o, stderr=e, timeout=120, check=True)
+            subprocess.run(
+                command, env=gpumlp_env(), stdout=o, stderr=e, timeout=PATIENCE, check=True
+            )
         seconds = time.perf_counter() - start
         code, peak = map(int, report.read_text().split())
         text = [f.read_bytes().decode(errors="replace") for f in (out, err)]

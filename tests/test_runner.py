@@ -14,7 +14,7 @@ import pytest
 
 import gpumlp
 from gpumlp.files.checkpoint import read_checkpoint
-from helpers.cli import run, run_gpumlp
+from helpers.cli import PATIENCE, run, run_gpumlp
 from helpers.faults import DiskFull, temp_files
 from helpers.nets import HUGE, assert_same_params, params_of, with_value
 
@@ -75,7 +75,7 @@ BAD_VALUES = [
 def test_data_that_overflows_float32_is_refused_before_the_run_folder(make, match, tmp_path):
     data = make(tmp_path)
     proc = run_gpumlp(
-        "train", *data, "--hidden", "5", *QUICK, "--out", tmp_path / "run", timeout=60
+        "train", *data, "--hidden", "5", *QUICK, "--out", tmp_path / "run", timeout=PATIENCE
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == (

@@ -26,6 +26,7 @@ import pytest
 
 from gpumlp.files.checkpoint import read_checkpoint
 from helpers.cli import (
+    PATIENCE,
     assert_same_run,
     default_sigint,
     printed_epochs,
@@ -69,7 +70,7 @@ class Trainer:
             self.lines[name].append(line)
             self._new.put((name, line))
 
-    def wait_for(self, pattern: str, *, stream: str = "out", timeout: float = 60) -> str:
+    def wait_for(self, pattern: str, *, stream: str = "out", timeout: float = PATIENCE) -> str:
         """The first line of ``stream`` matching ``pattern``; fails when none comes in time."""
         seen = list(self.lines[stream])
         deadline = time.monotonic() + timeout
@@ -90,7 +91,7 @@ class Trainer:
                 continue
             seen = [line] if name == stream else []
 
-    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+    def finish(self, timeout: float = PATIENCE) -> tuple[int, str, str]:
         """Wait for the end: (exit code, stdout, stderr)."""
         code = self.proc.wait(timeout=timeout)
         for reader in self._readers:
@@ -180,7 +181,7 @@ def test_a_second_ctrl_c_loses_no_epoch_and_prints_no_traceback(when, bar_mnist,
         trainer.wait_for(r"Epoch 1: ")
         trainer.proc.send_signal(signal.SIGINT)
         if when == "mid-save":  # the emergency checkpoint or history being written
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + PATIENCE
             while not _hidden_temp(run_dir) and trainer.proc.poll() is None:
                 assert time.monotonic() < deadline, "no emergency save seen"
                 time.sleep(0.0005)
@@ -209,7 +210,7 @@ def test_repeated_ctrl_c_may_force_exit_but_leaves_no_partial_file(gap, bar_mnis
     trainer = Trainer("--data", bar_mnist, *BIG, "--out", run_dir)
     try:
         trainer.wait_for(r"Epoch 1: ")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + PATIENCE
         while trainer.proc.poll() is None:  # Ctrl-C held down
             assert time.monotonic() < deadline, "the run does not stop"
             trainer.proc.send_signal(signal.SIGINT)

@@ -56,7 +56,15 @@ def start_gpumlp(*argv, **popen) -> subprocess.Popen:
     return subprocess.Popen(gpumlp_cmd(*argv), env=gpumlp_env(), **popen)
 
 
-def run_gpumlp(*argv, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+PATIENCE = 600.0
+"""Seconds a test waits for an event (a line, a file, a process's end) before it fails. A wait
+ends as soon as its event comes, so the limit costs nothing on a green run; it is generous
+because CI runs under load (a load average of 270 on two cores turned a second into minutes)."""
+
+
+def run_gpumlp(
+    *argv, timeout: float = PATIENCE, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run ``gpumlp ARGV...`` in a subprocess (``gpumlp_env()``, in ``cwd``) to its end; text
     output."""
     return subprocess.run(
@@ -65,13 +73,26 @@ def run_gpumlp(*argv, timeout: float = 120, cwd: Path | None = None) -> subproce
     )  # fmt: skip
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
-    """Wait until the running ``proc`` has written ``path``; fail if it ends or time runs out."""
+def wait_until(
+    event, what: str, proc: subprocess.Popen | None = None, *, timeout: float = PATIENCE,
+    poll: float = 0.01,
+):  # fmt: skip
+    """Poll ``event()`` until it returns something true, and return that; fail when ``proc``
+    (given) ends first or after ``timeout`` s, naming ``what`` was awaited."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended before writing {path.name}"
-        assert time.monotonic() < deadline, f"no {path.name} after {timeout} s"
-        time.sleep(0.01)
+    while not (got := event()):
+        if proc is not None and proc.poll() is not None:
+            got = event()  # the process may have done it just before it ended
+            assert got, f"the process ended (exit {proc.returncode}) before {what}"
+            return got
+        assert time.monotonic() < deadline, f"not {what} after {timeout} s"
+        time.sleep(poll)
+    return got
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = PATIENCE) -> None:
+    """Wait until the running ``proc`` has written ``path``; fail if it ends or time runs out."""
+    wait_until(path.exists, f"{path.name} was written", proc, timeout=timeout)
 
 
 def reap(proc) -> None:
