@@ -350,6 +350,7 @@ def slow_train(data: Path, out: Path, *extra) -> list:
     return ["train", "--data", data, *SLOW, "--out", out, *extra]
 
 
+@pytest.mark.signals
 def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
     run_dir = tmp_path / "run"
     proc = start_gpumlp(
@@ -399,6 +400,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
     assert saved_epochs(run_dir) == list(range(target))
 
 
+@pytest.mark.signals
 def test_kill_9_never_leaves_a_damaged_checkpoint(slow_data, tmp_path):
     # Five kills, each once an event has come, never after a fixed pause (a loaded machine may
     # take seconds to import NumPy): twice at a random moment once args.json exists (perhaps
@@ -461,6 +463,7 @@ def _killable(data: Path, out: Path, *extra) -> list:
     ]  # fmt: skip
 
 
+@pytest.mark.signals
 def test_cli_killed_and_resumed_matches_uninterrupted(tmp_path):
     data = tmp_path / "mnist.npz"
     write_tiny_mnist(data, 1200, 100)  # 1000 train, 200 validation

@@ -155,6 +155,7 @@ def test_two_runs_started_together_into_one_new_folder(bar_mnist, tmp_path):
     assert read_checkpoint(out / "checkpoint.npz")[0]["history"]["seed"] == seed
 
 
+@pytest.mark.signals
 def test_a_killed_runs_lock_and_temp_files_are_taken_over(bar_mnist, tmp_path):
     out = tmp_path / "run"
     killed = start_gpumlp("train", "--data", bar_mnist, *SLOW, "--out", out, **PIPES)

@@ -129,6 +129,7 @@ def reference(bar_mnist, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.signals
 @pytest.mark.parametrize(
     ("signum", "code", "epochs"),
     [(signal.SIGTERM, 143, EPOCHS), (signal.SIGHUP, 129, 50)],
@@ -173,6 +174,7 @@ def _hidden_temp(run_dir: Path) -> bool:
     return any(p.name.endswith(".tmp") for p in run_dir.glob(".*"))
 
 
+@pytest.mark.signals
 @pytest.mark.parametrize("when", ["mid-save", "at-exit"])
 def test_a_second_ctrl_c_loses_no_epoch_and_prints_no_traceback(when, bar_mnist, tmp_path):
     run_dir = tmp_path / "run"
@@ -204,6 +206,7 @@ def test_a_second_ctrl_c_loses_no_epoch_and_prints_no_traceback(when, bar_mnist,
     assert not list(run_dir.glob(".*"))
 
 
+@pytest.mark.signals
 @pytest.mark.parametrize("gap", [0.0005, 0.02])
 def test_repeated_ctrl_c_may_force_exit_but_leaves_no_partial_file(gap, bar_mnist, tmp_path):
     run_dir = tmp_path / "run"
@@ -236,6 +239,7 @@ def _nohup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+@pytest.mark.signals
 def test_a_hangup_under_nohup_does_not_stop_the_run(bar_mnist, tmp_path):
     run_dir = tmp_path / "run"
     argv = ["--data", bar_mnist, *FLAGS, "--epochs", "3", "--out", run_dir]

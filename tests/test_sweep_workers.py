@@ -22,6 +22,8 @@ from helpers.data import write_tiny_mnist
 
 optuna = pytest.importorskip("optuna")
 
+pytestmark = pytest.mark.workers
+
 SPACE = "lr = {log = [0.5, 5]}\nhidden = {int = [8, 16]}\n"
 
 
