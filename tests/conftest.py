@@ -1,7 +1,7 @@
 """The suite's fixtures, each defined once; the plain helpers they use live in ``tests/helpers/``
 (``from helpers.cli import run``, ...: see ``helpers/__init__.py``).
 
-- the GPU switch and the ``backend`` fixture;
+- the GPU switch, the ``emulated`` marker and the ``backend`` fixture;
 - small problems and networks: ``blobs``, ``fitted``, ``saved``, ``model_file``;
 - MNIST files: ``mirror`` (a small pickle served as the download source), ``bar_mnist``;
 - the command line: ``numpy_env``, and the run folders the CLI tests share, ``trained_run`` and
@@ -32,7 +32,7 @@ from helpers.nets import small_net
 
 REQUIRE_GPU = os.environ.get("GPUMLP_REQUIRE_GPU", "").strip() == "1"
 
-# -- the GPU switch and the backend fixture -----------------------------------------------------
+# -- the GPU switch, the emulated marker, the backend fixture -----------------------------------
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -43,6 +43,16 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"GPUMLP_REQUIRE_GPU=1, but this gpu test was skipped: {reason}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark ``emulated`` each test that runs CUDA code on the emulator: it uses the ``cxx20``
+    fixture, itself or through ``fake_cupy``. The planted bugs (``mutants``) keep their own run."""
+    for item in items:
+        uses = getattr(item, "fixturenames", ())
+        if "cxx20" in uses and item.get_closest_marker("mutants") is None:
+            item.add_marker(pytest.mark.emulated)
 
 
 def _cupy_param():
