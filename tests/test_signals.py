@@ -265,24 +265,25 @@ def test_handlers_are_restored_after_a_run(tmp_path, bar_mnist, monkeypatch):
 
 def test_handled_by_leaves_an_ignored_signal_ignored_and_restores_the_rest():
     # What a sweep worker installs (gpumlp.sweeps.studies.run_worker): under nohup, SIGHUP stays
-    # ignored inside the block; every handler is back afterwards.
+    # ignored inside the block; every handler is back afterwards. The test sets the dispositions
+    # it starts from: a test run started in the background inherits SIGINT ignored.
     from gpumlp.signals import handled_by
 
     def mine(signum, frame):
         raise AssertionError("not delivered in this test")
 
     signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    before = [signal.getsignal(s) for s in signums]
-    hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    start = (signal.default_int_handler, signal.SIG_DFL, signal.SIG_IGN)  # Python under nohup
+    saved = [signal.signal(s, h) for s, h in zip(signums, start, strict=True)]
     try:
         with handled_by(mine):
             assert signal.getsignal(signal.SIGINT) is mine
             assert signal.getsignal(signal.SIGTERM) is mine
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert [signal.getsignal(s) for s in signums] == list(start)
     finally:
-        signal.signal(signal.SIGHUP, hup)
-    assert [signal.getsignal(s) for s in signums] == before
+        for s, h in zip(signums, saved, strict=True):
+            signal.signal(s, h)
 
 
 @pytest.mark.parametrize("ends", ["normally", "with-an-exception"])
