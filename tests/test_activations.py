@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import host
 from gpumlp.activations import ACTIVATIONS, get_activation, sigmoid_floor
+from helpers.nets import host
 
 XP = gpumlp.get_namespace("numpy")
 ELEMENTWISE = [name for name, a in ACTIVATIONS.items() if a.prime is not None]

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import DiskFull, run, temp_files
 from gpumlp import atomicio
 from gpumlp.atomicio import atomic_write_bytes
 from gpumlp.files.checkpoint import read_checkpoint
+from helpers.cli import PATIENCE, run
+from helpers.faults import DiskFull, temp_files
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
@@ -85,7 +86,7 @@ def test_a_replaced_symlink_or_setuid_file_gives_its_mode_to_nothing(tmp_path):
 
 def _spawned_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", ""])
-    proc.wait(timeout=60)
+    proc.wait(timeout=PATIENCE)
     return proc.pid  # reaped: no process has it now
 
 

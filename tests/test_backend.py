@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import run_python
 from gpumlp import backend
+from helpers.cli import run_python
 
 
 def test_numpy_by_name_and_by_module():

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import gpumlp_env, reap
 from gpumlp.backend import cupy_status
+from helpers.cli import gpumlp_env, reap
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 

@@ -21,16 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gpumlp
-from conftest import (
-    BAD_CHECKPOINT_CONTAINERS,
-    PEAK_RSS,
-    assert_same_params,
-    params_of,
-    raises_exactly,
-    resigned,
-)
 from gpumlp.files import checkpoint as ckpt_mod
 from gpumlp.files.checkpoint import CheckpointError, read_checkpoint
+from helpers.bad_files import BAD_CHECKPOINT_CONTAINERS, raises_exactly, resigned
+from helpers.cli import PATIENCE
+from helpers.faults import PEAK_RSS
+from helpers.nets import assert_same_params, params_of
 
 # -- the layout ---------------------------------------------------------------------------------
 
@@ -312,7 +308,7 @@ print(peak_rss() - before)
 def test_saving_streams_the_arrays_to_the_file(tmp_path):
     # 64 MB of parameters: building the zip in memory would add twice that to the peak.
     done = subprocess.run([sys.executable, "-c", SAVE_PEAK, str(tmp_path / "big.npz")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=PATIENCE)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout) < 8 << 20
     assert gpumlp.load(tmp_path / "big.npz", backend="numpy").sizes == [784, 20000, 10]

@@ -12,14 +12,23 @@ import sys
 import pytest
 
 import gpumlp
-from conftest import assert_refused, gpumlp_cmd, gpumlp_env, reap, run, run_gpumlp, start_gpumlp
 from gpumlp.cli import EXIT_PIPE, main
+from helpers.cli import (
+    PATIENCE,
+    assert_refused,
+    gpumlp_cmd,
+    gpumlp_env,
+    reap,
+    run,
+    run_gpumlp,
+    start_gpumlp,
+)
 
 pytestmark = pytest.mark.usefixtures("numpy_env")
 
 
 def test_module_help_in_a_subprocess():
-    proc = run_gpumlp("--help", timeout=60)
+    proc = run_gpumlp("--help")
     assert proc.returncode == 0
     assert "train" in proc.stdout and "predict" in proc.stdout
 
@@ -66,7 +75,7 @@ def test_bad_command_line(argv, match, tmp_path, monkeypatch):
 
 def test_an_empty_out_is_refused_naming_it(tmp_path, bar_mnist):
     argv = ["train", "--data", bar_mnist, "--epochs", "1", "--quiet", "--out", ""]
-    proc = run_gpumlp(*argv, cwd=tmp_path, timeout=60)
+    proc = run_gpumlp(*argv, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr == "gpumlp: error: --out must name a folder, got an empty string\n"
     assert os.listdir(tmp_path) == []  # no default folder made instead
@@ -78,7 +87,7 @@ def test_a_closed_pipe_ends_quietly_with_141(quick_run):
     try:
         proc.stdout.close()  # the reader is gone before the first line is written
         err = proc.stderr.read()
-        assert proc.wait(timeout=60) == EXIT_PIPE
+        assert proc.wait(timeout=PATIENCE) == EXIT_PIPE
     finally:
         reap(proc)
     assert err == b""  # no traceback, no "Exception ignored" at exit
@@ -88,7 +97,7 @@ def test_eval_into_head_prints_one_line_and_no_traceback(quick_run):
     _, out = quick_run
     proc = subprocess.run(
         ["bash", "-c", 'set -o pipefail; "$@" | head -1', "-", *gpumlp_cmd("eval", out)],
-        env=gpumlp_env(), capture_output=True, text=True, timeout=60,
+        env=gpumlp_env(), capture_output=True, text=True, timeout=PATIENCE,
     )  # fmt: skip
     assert proc.returncode in (0, EXIT_PIPE)  # 141 when head left before eval finished
     assert proc.stdout.startswith(f"{out}: accuracy ") and proc.stdout.count("\n") == 1

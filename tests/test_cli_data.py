@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import assert_refused, run, run_gpumlp
+from helpers.cli import assert_refused, run, run_gpumlp
 
 FAST = ["--epochs", "6", "--lr", "1.0", "--quiet"]
 SPECIES = np.array(["setosa", "versicolor", "virginica"])

@@ -10,15 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (
-    BAD_CHECKPOINT_CONTAINERS,
-    BAD_CHECKPOINT_CONTENTS,
-    assert_refused,
-    bar_digits,
-    file_in_the_way,
-    run,
-    small_net,
-)
+from helpers.bad_files import BAD_CHECKPOINT_CONTAINERS, BAD_CHECKPOINT_CONTENTS
+from helpers.cli import assert_refused, file_in_the_way, run
+from helpers.data import bar_digits
+from helpers.nets import small_net
 
 # -- eval ---------------------------------------------------------------------------------------
 

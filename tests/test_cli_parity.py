@@ -13,11 +13,12 @@ import re
 
 import pytest
 
-from conftest import assert_refused, run_gpumlp, write_tiny_mnist
 from gpumlp import activations, cli
 from gpumlp.backend import backend_name, cupy_status
 from gpumlp.engines import steps
 from gpumlp.runs import parity
+from helpers.cli import PATIENCE, assert_refused, run_gpumlp
+from helpers.data import write_tiny_mnist
 
 SMALL = ["--sizes", "20,12,4", "--n", "205", "--batch-size", "10", "--steps", "6", "--epochs", "2"]
 QUICK = ["--sizes", "5,3", "--n", "30", "--steps", "2"]
@@ -159,7 +160,7 @@ def test_numpy_and_cupy_agree(engine, dtype, tmp_path, capsys):
 EVIL = 'open({marker!r}, "w").write("imported")\nprint("Beautiful is better than ugly.")\n'
 
 
-def _parity(cwd, *argv, timeout=120):
+def _parity(cwd, *argv, timeout=PATIENCE):
     return run_gpumlp("parity", *argv, timeout=timeout, cwd=cwd)
 
 
@@ -200,7 +201,7 @@ def test_a_namespace_module_name_stands_for_its_backend(capsys):
     ids=["missing-folder", "a-folder", "empty"],
 )
 def test_json_that_cannot_be_written_is_refused_before_running(where, match, tmp_path):
-    proc = _parity(tmp_path, *QUICK, "--json", where(tmp_path), timeout=60)
+    proc = _parity(tmp_path, *QUICK, "--json", where(tmp_path), timeout=PATIENCE)
     assert proc.returncode == 2
     assert proc.stdout == ""  # refused before the comparison ran
     assert re.fullmatch(rf"gpumlp: error: --json .*{match}.*\n", proc.stderr), proc.stderr
@@ -218,7 +219,7 @@ def test_without_cupy_the_default_is_numpy_float64_against_float32(tmp_path):
 
 
 def test_help_names_the_command_and_shows_defaults(tmp_path):
-    proc = _parity(tmp_path, "--help", timeout=60)
+    proc = _parity(tmp_path, "--help", timeout=PATIENCE)
     assert proc.returncode == 0
     assert proc.stdout.startswith("usage: gpumlp parity ")
     text = " ".join(proc.stdout.split())  # argparse wraps lines

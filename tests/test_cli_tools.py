@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from conftest import assert_refused, needs_matplotlib, png_size, run
 from gpumlp.cli import main
+from helpers.cli import assert_refused, run
+from helpers.plots import needs_matplotlib, png_size
 
 # -- gpumlp data --------------------------------------------------------------------------------
 

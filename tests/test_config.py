@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 import gpumlp
-from conftest import raises_exactly
-from conftest import small_fit as fit
-from conftest import small_net as net
+from helpers.bad_files import raises_exactly
+from helpers.nets import small_fit as fit
+from helpers.nets import small_net as net
 
 MODEL_CASES = [
     ("sizes-one-layer", lambda: gpumlp.Network([4]), ValueError, "sizes must have at least 2"),

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 import gpumlp
-from conftest import ALL_PAIRS, INVALID_PAIRS
 from gpumlp.costs import COSTS, VALID_PAIRS
+from helpers.nets import ALL_PAIRS, INVALID_PAIRS
 
 
 def test_the_rules_are_the_documented_ones():

@@ -23,7 +23,6 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import HIDDEN, assert_same_params, host, params_of
 from cuda_emu import emulator
 from gpumlp import Network, engines, get_namespace
 from gpumlp.activations import ACTIVATIONS, ULP_BUDGET, Activation
@@ -33,7 +32,8 @@ from gpumlp.dropout import keep_masks
 from gpumlp.engines import _cupy_fast, _kernels
 from gpumlp.optim import OPTIMIZERS, PENALTY_CUDA, SGD, get_optimizer
 from gpumlp.runstate import TrainState
-from stepcheck import N, compare_steps, rel, setup, state_tensors
+from helpers.nets import HIDDEN, assert_same_params, host, params_of
+from helpers.stepcheck import N, compare_steps, rel, setup, state_tensors
 
 # Every (hidden, output, cost), the optimizers taken in turn, so each optimizer meets several
 # output errors without the full product.

@@ -9,7 +9,7 @@ import pytest
 
 from gpumlp.backend import cupy_status
 from gpumlp.optim import OPTIMIZERS
-from stepcheck import compare_steps
+from helpers.stepcheck import compare_steps
 from test_cupy_fast import COMBOS, fit_both
 
 USABLE, REASON = cupy_status()

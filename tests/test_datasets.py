@@ -1,6 +1,6 @@
 """Tests for gpumlp.data.mnist: the three MNIST formats and bad files (each data set written
-small into tmp_path by conftest's writers). The cache and fetching are in test_fetch.py; the
-same bad files given to ``gpumlp train`` in test_cli_train.py."""
+small into tmp_path by the writers in helpers/data.py). The cache and fetching are in
+test_fetch.py; the same bad files given to ``gpumlp train`` in test_cli_train.py."""
 
 from __future__ import annotations
 
@@ -14,20 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (
-    BAD_DATA_FILES,
+from gpumlp.data.mnist import load_mnist
+from helpers.bad_files import BAD_DATA_FILES, npz_maker, raises_exactly
+from helpers.cli import run
+from helpers.data import (
     IDX_NAMES,
     assert_split,
     book_splits,
-    npz_maker,
-    raises_exactly,
-    run,
     write_idx,
     write_idx_dir,
     write_npz,
     write_pkl,
 )
-from gpumlp.data.mnist import load_mnist
 
 # --- the three formats ------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import host, run_python
 from gpumlp.dropout import keep_masks, stream, threshold
+from helpers.cli import run_python
+from helpers.nets import host
 
 KEY, M, WIDTHS, P = 987654321, 37, [29, 11], 0.3
 

@@ -25,10 +25,11 @@ from pathlib import Path
 import pytest
 
 import gpumlp.data.mnist
-from conftest import assert_split, book_splits, gpumlp_env, reap, run, write_pkl
 from gpumlp.data import fetch
 from gpumlp.data.fetch import cache_dir, fetch_mnist, mnist_info
 from gpumlp.data.mnist import load_mnist
+from helpers.cli import PATIENCE, gpumlp_env, reap, run
+from helpers.data import assert_split, book_splits, write_pkl
 
 
 def test_cache_dir_from_env_or_home(tmp_path, monkeypatch):
@@ -191,7 +192,7 @@ def test_real_fetch_and_load(tmp_path, monkeypatch):
 # --- gpumlp data fetch in a subprocess: what it says, where, and what it refuses ----------------
 
 
-def _gpumlp(*argv, env: dict, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+def _gpumlp(*argv, env: dict, timeout: float = PATIENCE, **kw) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "gpumlp", *map(str, argv)]
     return subprocess.run(
         cmd, env=gpumlp_env() | env, capture_output=True, text=True, timeout=timeout, **kw
@@ -249,7 +250,7 @@ def test_a_download_shows_progress_on_a_terminal(fake_mirror, tmp_path):
                 seen += chunk
             elif proc.poll() is not None:
                 break
-        assert proc.wait(timeout=30) == 2
+        assert proc.wait(timeout=PATIENCE) == 2
     finally:
         reap(proc)
         os.close(main_fd)

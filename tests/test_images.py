@@ -16,8 +16,10 @@ import pytest
 Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
 
-from conftest import PEAK_RSS, png_declaring  # noqa: E402
 from gpumlp.data.images import MAX_PIXELS, find_images, read_digit, to_mnist  # noqa: E402
+from helpers.bad_files import png_declaring  # noqa: E402
+from helpers.cli import PATIENCE  # noqa: E402
+from helpers.faults import PEAK_RSS  # noqa: E402
 
 N_PHOTOS = 200
 CENTRE = 14.0  # MNIST's mean centre of mass (pixel-centre coordinates), see gpumlp.data.images
@@ -353,7 +355,7 @@ def test_huge_images_are_refused_from_their_header(tmp_path):
         "print(json.dumps(out))\n"
     )
     run = subprocess.run([sys.executable, "-c", code, *map(str, files)], capture_output=True,
-                         text=True, timeout=60, check=True)  # fmt: skip
+                         text=True, timeout=PATIENCE, check=True)  # fmt: skip
     results = json.loads(run.stdout)
     limit = f"more than the {MAX_PIXELS / 1e6:g} megapixels gpumlp reads; scale it down first"
     for (msg, seconds, grew_mb), size in zip(results, ["10000x5000 pixels", "10000x10000 pixels",
@@ -399,7 +401,9 @@ def test_without_pillow(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match="needs Pillow"):
         to_mnist(np.ones((5, 5)))
     code = "import sys; sys.modules['PIL'] = None; import gpumlp.data.images; print('ok')"
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE
+    )
     assert run.stdout.strip() == "ok", run.stderr
 
 

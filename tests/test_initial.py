@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import host
+from helpers.nets import host
 
 
 def test_shapes_and_init_follow_the_book():

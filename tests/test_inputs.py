@@ -11,18 +11,18 @@ import pytest
 
 import gpumlp
 import gpumlp._checks as checks
-from conftest import (
+from gpumlp._checks import finite_host_array, first_nonfinite
+from helpers.bad_files import resigned
+from helpers.nets import (
     HUGE,
     SMALL_X,
     SMALL_Y,
     assert_same_params,
     params_of,
-    resigned,
     small_fit,
     small_net,
     with_value,
 )
-from gpumlp._checks import finite_host_array, first_nonfinite
 
 X_BAD = with_value(SMALL_X, (3, 2))
 Y_ONEHOT = np.eye(3)[SMALL_Y]

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import CE_NET, assert_same_params, fit_run, host, params_of, resigned
 from gpumlp import memory, model
 from gpumlp.files.checkpoint import CheckpointError
+from helpers.bad_files import resigned
+from helpers.nets import CE_NET, assert_same_params, fit_run, host, params_of
 
 
 def test_round_trip_on_every_backend(backend, blobs, tmp_path):

@@ -36,19 +36,12 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import (
-    IDX_NAMES,
-    PEAK_RSS,
-    assert_refused,
-    fail_on_step,
-    gpumlp_cmd,
-    gpumlp_env,
-    npz_maker,
-    png_declaring,
-    resigned,
-)
 from gpumlp import OutOfMemory, backend, memory
 from gpumlp.files.safeio import INFLATE_FLOOR
+from helpers.bad_files import npz_maker, png_declaring, resigned
+from helpers.cli import PATIENCE, assert_refused, gpumlp_cmd, gpumlp_env
+from helpers.data import IDX_NAMES
+from helpers.faults import PEAK_RSS, fail_on_step
 
 # -- memory that must stay flat -----------------------------------------------------------------
 
@@ -239,7 +232,9 @@ def test_host_available_memory_is_known_here_and_obeys_rlimit_as():
         "from gpumlp import memory\n"
         "print(memory.host_available_memory())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE
+    )
     assert done.returncode == 0, done.stderr
     assert 0 < int(done.stdout) < 2 << 30  # less what the interpreter already maps
     assert memory.host_available_memory() > 0
@@ -283,8 +278,9 @@ def test_creation_and_training_stay_within_the_estimates(dtype, optimizer):
     # would refuse runs that fit).
     sizes = [784, 20000, 10]
     args = json.dumps([sizes, dtype, optimizer])
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", MEASURE, args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})  # fmt: skip
+                          timeout=PATIENCE, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     created, trained = json.loads(done.stdout)
     params = memory.param_count(sizes) * np.dtype(dtype).itemsize
@@ -376,7 +372,9 @@ def run_limited(*argv) -> Ran:
         start = time.perf_counter()
         with out.open("wb") as o, err.open("wb") as e:
             command = [sys.executable, "-c", LAUNCH, report, *gpumlp_cmd(*argv)]
-            subprocess.run(command, env=gpumlp_env(), stdout=o, stderr=e, timeout=120, check=True)
+            subprocess.run(
+                command, env=gpumlp_env(), stdout=o, stderr=e, timeout=PATIENCE, check=True
+            )
         seconds = time.perf_counter() - start
         code, peak = map(int, report.read_text().split())
         text = [f.read_bytes().decode(errors="replace") for f in (out, err)]
@@ -549,7 +547,7 @@ def test_zip_bomb_in_a_checkpoint_is_refused_before_inflating(command, member, t
 
 def idx_folder(folder: Path, images: bytes) -> Path:
     """An IDX folder of small valid files, its training images replaced by ``images``."""
-    from conftest import write_idx_dir
+    from helpers.data import write_idx_dir
 
     write_idx_dir(folder)
     (folder / (IDX_NAMES["train_images"] + ".gz")).write_bytes(images)

@@ -15,13 +15,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import gpumlp
-from conftest import SMALL_X as X
-from conftest import SMALL_Y as Y
-from conftest import assert_same_params, history_columns, host, params_of, raises_exactly
-from conftest import small_fit as fit
-from conftest import small_net as net
 from gpumlp.config import TrainConfig
 from gpumlp.runs.rundir import TRAIN_DEFAULTS
+from helpers.bad_files import raises_exactly
+from helpers.nets import SMALL_X as X
+from helpers.nets import SMALL_Y as Y
+from helpers.nets import assert_same_params, history_columns, host, params_of
+from helpers.nets import small_fit as fit
+from helpers.nets import small_net as net
 
 # -- bad input at the public edge ---------------------------------------------------------------
 

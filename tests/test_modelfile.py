@@ -16,20 +16,10 @@ from pathlib import Path
 import pytest
 
 import gpumlp
-from conftest import (
-    BAD_CHECKPOINT_CONTENTS,
-    SMALL_X,
-    SMALL_Y,
-    assert_refused,
-    assert_same_params,
-    params_of,
-    raises_exactly,
-    resigned,
-    run,
-    run_gpumlp,
-    small_net,
-)
 from gpumlp.files.checkpoint import CheckpointError, read_checkpoint
+from helpers.bad_files import BAD_CHECKPOINT_CONTENTS, raises_exactly, resigned
+from helpers.cli import assert_refused, run, run_gpumlp
+from helpers.nets import SMALL_X, SMALL_Y, assert_same_params, params_of, small_net
 
 
 @pytest.mark.parametrize(
@@ -192,10 +182,10 @@ def test_gpumlp_train_resume_and_eval_refuse_bad_metadata(case, adam_run, tmp_pa
     folder = _bad_run(adam_run, tmp_path, change)
     checkpoint = folder / "checkpoint.npz"
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "args.json"}
-    proc = run_gpumlp("train", "--resume", folder, "--quiet", timeout=60)
+    proc = run_gpumlp("train", "--resume", folder, "--quiet")
     _one_error_line(proc, repr(str(checkpoint)), match)
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "args.json"} == files
-    proc = run_gpumlp("eval", checkpoint, timeout=60)
+    proc = run_gpumlp("eval", checkpoint)
     _one_error_line(proc, repr(str(checkpoint)), match)
     assert proc.stdout == ""
 
@@ -216,6 +206,6 @@ def test_gpumlp_train_resume_refuses_a_bad_limit_in_args_json(limit, what, adam_
     args = json.loads((folder / "args.json").read_text())
     (folder / "args.json").write_text(json.dumps(args | {"limit": limit}))
     files = {p.name: p.read_bytes() for p in folder.iterdir()}
-    proc = run_gpumlp("train", "--resume", folder, "--epochs", "3", "--quiet", timeout=60)
+    proc = run_gpumlp("train", "--resume", folder, "--epochs", "3", "--quiet")
     _one_error_line(proc, repr(str(folder / "args.json")), what)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == files  # nothing written

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpumlp
-from conftest import HIDDEN, host
 from gpumlp.costs import VALID_PAIRS
+from helpers.nets import HIDDEN, host
 
 # -- a step worked by hand ----------------------------------------------------------------------
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import HIDDEN, host
 from gpumlp.config import TrainConfig
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.engines import _numpy_fast
 from gpumlp.runstate import TrainState
+from helpers.nets import HIDDEN, host
 
 
 def _train(engine, hidden, out, cost, dtype="float64", **fit):

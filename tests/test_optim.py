@@ -10,7 +10,6 @@ import pytest
 
 import gpumlp
 import gpumlp.engines.steps
-from conftest import host, run_python
 from gpumlp.network import Params
 from gpumlp.optim import (
     OPTIMIZERS,
@@ -21,6 +20,8 @@ from gpumlp.optim import (
     apply_update,
     get_optimizer,
 )
+from helpers.cli import run_python
+from helpers.nets import host
 
 # -- one optimizer step at a time, worked by hand -----------------------------------------------
 

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from conftest import needs_matplotlib, png_size
 from gpumlp.runs.plotting import plot_run
+from helpers.plots import needs_matplotlib, png_size
 
 
 @needs_matplotlib

@@ -16,8 +16,9 @@ import termios
 import pytest
 
 import gpumlp
-from conftest import assert_same_params, gpumlp_env, params_of, reap
 from gpumlp.reporting import epoch_line
+from helpers.cli import PATIENCE, gpumlp_env, reap
+from helpers.nets import assert_same_params, params_of
 
 # -- fit: quiet by default, a line per epoch when verbose ----------------------------------------
 
@@ -83,7 +84,7 @@ def _on_a_terminal(code: str) -> str:
             if not chunk:
                 break
             chunks.append(chunk)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=PATIENCE)
     finally:
         os.close(leader)
         reap(proc)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import gpumlp_cmd, gpumlp_env, reap, run_gpumlp, start_gpumlp, wait_for
 from gpumlp.files.checkpoint import read_checkpoint
+from helpers.cli import PATIENCE, gpumlp_cmd, gpumlp_env, reap, run_gpumlp, start_gpumlp, wait_for
 
 QUICK = ["--sizes", "784,16,10", "--epochs", "1", "--quiet"]
 SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--epochs", "100", "--quiet"]
@@ -37,7 +37,7 @@ def state_of(folder: Path) -> dict[str, tuple[bytes, int, int]]:
     }
 
 
-def finish_all(procs: list[subprocess.Popen], timeout: float = 120) -> list[tuple]:
+def finish_all(procs: list[subprocess.Popen], timeout: float = PATIENCE) -> list[tuple]:
     """Wait for processes started together: [(exit code, stdout, stderr)]; reaps them all."""
     try:
         return [(p, *p.communicate(timeout=timeout)) for p in procs]
@@ -130,7 +130,7 @@ def test_a_second_live_run_into_a_folder_is_refused_naming_the_first(bar_mnist, 
             ), stderr
         assert (out / "args.json").read_bytes() == args and first.poll() is None
         first.send_signal(signal.SIGTERM)
-        _, stderr = first.communicate(timeout=60)
+        _, stderr = first.communicate(timeout=PATIENCE)
     finally:
         reap(first)
     assert first.returncode == 143, stderr
@@ -155,13 +155,14 @@ def test_two_runs_started_together_into_one_new_folder(bar_mnist, tmp_path):
     assert read_checkpoint(out / "checkpoint.npz")[0]["history"]["seed"] == seed
 
 
+@pytest.mark.signals
 def test_a_killed_runs_lock_and_temp_files_are_taken_over(bar_mnist, tmp_path):
     out = tmp_path / "run"
     killed = start_gpumlp("train", "--data", bar_mnist, *SLOW, "--out", out, **PIPES)
     try:
         wait_for(out / "checkpoint.npz", killed)
         killed.kill()
-        killed.communicate(timeout=60)
+        killed.communicate(timeout=PATIENCE)
     finally:
         reap(killed)
     assert lock_holder(out) == killed.pid  # left behind
@@ -189,7 +190,7 @@ def _train_with_umask(umask: int, *argv) -> subprocess.CompletedProcess:
         preexec_fn=lambda: os.umask(umask),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=PATIENCE,
     )
 
 

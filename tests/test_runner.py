@@ -13,17 +13,10 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import (
-    HUGE,
-    DiskFull,
-    assert_same_params,
-    params_of,
-    run,
-    run_gpumlp,
-    temp_files,
-    with_value,
-)
 from gpumlp.files.checkpoint import read_checkpoint
+from helpers.cli import PATIENCE, run, run_gpumlp
+from helpers.faults import DiskFull, temp_files
+from helpers.nets import HUGE, assert_same_params, params_of, with_value
 
 QUICK = ["--epochs", "1", "--quiet", "--seed", "0", "--backend", "numpy"]
 
@@ -82,7 +75,7 @@ BAD_VALUES = [
 def test_data_that_overflows_float32_is_refused_before_the_run_folder(make, match, tmp_path):
     data = make(tmp_path)
     proc = run_gpumlp(
-        "train", *data, "--hidden", "5", *QUICK, "--out", tmp_path / "run", timeout=60
+        "train", *data, "--hidden", "5", *QUICK, "--out", tmp_path / "run", timeout=PATIENCE
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == (

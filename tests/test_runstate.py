@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 import gpumlp
-from conftest import CE_NET, assert_same_params, fit_run, history_columns, params_of
 from gpumlp.files.checkpoint import CheckpointError
+from helpers.nets import CE_NET, assert_same_params, fit_run, history_columns, params_of
 
 RESUME_CASES = {
     "sgd": {},

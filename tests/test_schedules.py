@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import host
 from gpumlp.schedules import SCHEDULES, EarlyStopping, Schedule, make_schedule
+from helpers.nets import host
 
 
 def test_constant():

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from gpumlp.files.checkpoint import read_checkpoint
+from helpers.cli import (
+    PATIENCE,
     assert_same_run,
     default_sigint,
     printed_epochs,
@@ -34,7 +36,6 @@ from conftest import (
     saved_epochs,
     start_gpumlp,
 )
-from gpumlp.files.checkpoint import read_checkpoint
 
 EPOCHS = 4
 FLAGS = ["--sizes", "784,200,10", "--batch-size", "1", "--seed", "5", "--quiet"]
@@ -69,7 +70,7 @@ class Trainer:
             self.lines[name].append(line)
             self._new.put((name, line))
 
-    def wait_for(self, pattern: str, *, stream: str = "out", timeout: float = 60) -> str:
+    def wait_for(self, pattern: str, *, stream: str = "out", timeout: float = PATIENCE) -> str:
         """The first line of ``stream`` matching ``pattern``; fails when none comes in time."""
         seen = list(self.lines[stream])
         deadline = time.monotonic() + timeout
@@ -90,7 +91,7 @@ class Trainer:
                 continue
             seen = [line] if name == stream else []
 
-    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+    def finish(self, timeout: float = PATIENCE) -> tuple[int, str, str]:
         """Wait for the end: (exit code, stdout, stderr)."""
         code = self.proc.wait(timeout=timeout)
         for reader in self._readers:
@@ -128,6 +129,7 @@ def reference(bar_mnist, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.signals
 @pytest.mark.parametrize(
     ("signum", "code", "epochs"),
     [(signal.SIGTERM, 143, EPOCHS), (signal.SIGHUP, 129, 50)],
@@ -172,6 +174,7 @@ def _hidden_temp(run_dir: Path) -> bool:
     return any(p.name.endswith(".tmp") for p in run_dir.glob(".*"))
 
 
+@pytest.mark.signals
 @pytest.mark.parametrize("when", ["mid-save", "at-exit"])
 def test_a_second_ctrl_c_loses_no_epoch_and_prints_no_traceback(when, bar_mnist, tmp_path):
     run_dir = tmp_path / "run"
@@ -180,7 +183,7 @@ def test_a_second_ctrl_c_loses_no_epoch_and_prints_no_traceback(when, bar_mnist,
         trainer.wait_for(r"Epoch 1: ")
         trainer.proc.send_signal(signal.SIGINT)
         if when == "mid-save":  # the emergency checkpoint or history being written
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + PATIENCE
             while not _hidden_temp(run_dir) and trainer.proc.poll() is None:
                 assert time.monotonic() < deadline, "no emergency save seen"
                 time.sleep(0.0005)
@@ -203,13 +206,14 @@ def test_a_second_ctrl_c_loses_no_epoch_and_prints_no_traceback(when, bar_mnist,
     assert not list(run_dir.glob(".*"))
 
 
+@pytest.mark.signals
 @pytest.mark.parametrize("gap", [0.0005, 0.02])
 def test_repeated_ctrl_c_may_force_exit_but_leaves_no_partial_file(gap, bar_mnist, tmp_path):
     run_dir = tmp_path / "run"
     trainer = Trainer("--data", bar_mnist, *BIG, "--out", run_dir)
     try:
         trainer.wait_for(r"Epoch 1: ")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + PATIENCE
         while trainer.proc.poll() is None:  # Ctrl-C held down
             assert time.monotonic() < deadline, "the run does not stop"
             trainer.proc.send_signal(signal.SIGINT)
@@ -235,6 +239,7 @@ def _nohup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+@pytest.mark.signals
 def test_a_hangup_under_nohup_does_not_stop_the_run(bar_mnist, tmp_path):
     run_dir = tmp_path / "run"
     argv = ["--data", bar_mnist, *FLAGS, "--epochs", "3", "--out", run_dir]
@@ -260,24 +265,25 @@ def test_handlers_are_restored_after_a_run(tmp_path, bar_mnist, monkeypatch):
 
 def test_handled_by_leaves_an_ignored_signal_ignored_and_restores_the_rest():
     # What a sweep worker installs (gpumlp.sweeps.studies.run_worker): under nohup, SIGHUP stays
-    # ignored inside the block; every handler is back afterwards.
+    # ignored inside the block; every handler is back afterwards. The test sets the dispositions
+    # it starts from: a test run started in the background inherits SIGINT ignored.
     from gpumlp.signals import handled_by
 
     def mine(signum, frame):
         raise AssertionError("not delivered in this test")
 
     signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    before = [signal.getsignal(s) for s in signums]
-    hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    start = (signal.default_int_handler, signal.SIG_DFL, signal.SIG_IGN)  # Python under nohup
+    saved = [signal.signal(s, h) for s, h in zip(signums, start, strict=True)]
     try:
         with handled_by(mine):
             assert signal.getsignal(signal.SIGINT) is mine
             assert signal.getsignal(signal.SIGTERM) is mine
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert [signal.getsignal(s) for s in signums] == list(start)
     finally:
-        signal.signal(signal.SIGHUP, hup)
-    assert [signal.getsignal(s) for s in signums] == before
+        for s, h in zip(signums, saved, strict=True):
+            signal.signal(s, h)
 
 
 @pytest.mark.parametrize("ends", ["normally", "with-an-exception"])

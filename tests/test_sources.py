@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import book_splits, write_idx_dir, write_npz, write_pkl
 from gpumlp.data.sources import DataSet, data_format, hold_out, load_data
+from helpers.data import book_splits, write_idx_dir, write_npz, write_pkl
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_refused, needs_matplotlib, run, run_python
+from helpers.cli import assert_refused, run, run_python
+from helpers.plots import needs_matplotlib
 
 SPACE = "lr = {log = [0.5, 5]}\nhidden = {int = [8, 24], log = true}\n"
 
@@ -164,7 +165,7 @@ def test_a_bare_postgresql_url_takes_the_installed_driver(
 def finished(tmp_path_factory):
     """A sweep of 6 trials on ``bar_digits`` (one worker, in this process) and its output."""
     pytest.importorskip("optuna")
-    from conftest import write_bar_mnist
+    from helpers.data import write_bar_mnist
 
     tmp = tmp_path_factory.mktemp("sweep")
     data = write_bar_mnist(tmp / "bars.npz", 480, 100)

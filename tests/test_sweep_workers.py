@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import reap, run_gpumlp, start_gpumlp, write_tiny_mnist
+from helpers.cli import PATIENCE, reap, run_gpumlp, start_gpumlp
+from helpers.data import write_tiny_mnist
 
 optuna = pytest.importorskip("optuna")
+
+pytestmark = pytest.mark.workers
 
 SPACE = "lr = {log = [0.5, 5]}\nhidden = {int = [8, 16]}\n"
 
@@ -83,7 +86,7 @@ trial cannot end first, even on a loaded machine."""
 EPOCHS = 40
 
 
-def wait_mid_trial(out: Path, proc: subprocess.Popen, timeout: float = 60) -> Path:
+def wait_mid_trial(out: Path, proc: subprocess.Popen, timeout: float = PATIENCE) -> Path:
     """The folder of a trial that has finished 1 to :data:`MID_TRIAL` epochs."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -107,7 +110,7 @@ def test_a_worker_stopped_mid_trial_loses_nothing_and_a_rerun_completes(tmp_path
     try:
         victim = wait_mid_trial(out, proc)
         proc.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=PATIENCE)
     finally:
         reap(proc)
     stopped = int(victim.name[6:])
@@ -139,7 +142,7 @@ def test_ctrl_c_of_the_command_stops_its_workers_and_keeps_the_study(tmp_path, t
     try:
         wait_mid_trial(out, proc)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=PATIENCE)
     finally:
         reap(proc)
     assert proc.returncode == 130 and "rerun the command to resume" in err
@@ -185,7 +188,7 @@ def postgres(tmp_path):
     data, sock, log = base / "data", base / "sock", base / "server.log"
 
     def pg(*argv: str) -> None:
-        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=PATIENCE)
         assert done.returncode == 0, done.stdout + done.stderr
 
     pg("mkdir", "-p", str(sock))
@@ -222,7 +225,7 @@ def test_workers_in_separate_processes_share_a_study_through_postgresql(tmp_path
             procs.append(
                 start_gpumlp(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             )
-        results = [p.communicate(timeout=120) for p in procs]
+        results = [p.communicate(timeout=PATIENCE) for p in procs]
     finally:
         for p in procs:
             reap(p)

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import (
+from gpumlp.data.mnist import load_mnist
+from gpumlp.files.checkpoint import read_checkpoint
+from helpers.bad_files import npz_maker
+from helpers.nets import (
     VAL_OVERFLOW_FIT,
     VAL_OVERFLOW_NET,
     assert_same_params,
     host,
-    npz_maker,
     params_of,
     val_overflow_problem,
 )
-from gpumlp.data.mnist import load_mnist
-from gpumlp.files.checkpoint import read_checkpoint
 
 # -- determinism and batching -------------------------------------------------------------------
 

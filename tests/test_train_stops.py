@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 import gpumlp
-from conftest import CE_NET, assert_same_params, fit_run, history_columns, params_of
 from gpumlp.files.checkpoint import read_checkpoint
+from helpers.nets import CE_NET, assert_same_params, fit_run, history_columns, params_of
 
 
 def test_resume_after_interruption_with_cosine(blobs, tmp_path):

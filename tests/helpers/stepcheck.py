@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from conftest import host
 from gpumlp import Network, engines
 from gpumlp.activations import ULP_BUDGET
 from gpumlp.config import TrainConfig
 from gpumlp.runstate import TrainState
+from helpers.nets import host
 
 __all__ = ["SIZES", "N", "band", "chain_length", "compare_steps", "rel", "setup",
            "state_tensors"]  # fmt: skip

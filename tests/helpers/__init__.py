@@ -1,0 +1,14 @@
+"""Helpers of the test suite, by theme; the fixtures that use them are in ``tests/conftest.py``.
+
+- :mod:`helpers.nets`: small problems and networks, host copies of parameters and their checks;
+- :mod:`helpers.data`: MNIST files in every format, small;
+- :mod:`helpers.bad_files`: data files, checkpoints and images that must be refused, and
+  ``raises_exactly``;
+- :mod:`helpers.cli`: ``gpumlp`` in process and in a subprocess, waits on events, run folders;
+- :mod:`helpers.plots`: learning-curve checks;
+- :mod:`helpers.faults`: a full disk, a step out of memory, a fresh process's peak memory;
+- :mod:`helpers.stepcheck`: one training step of an engine against the NumPy oracle.
+
+Tests import them as ``from helpers.cli import run`` (``tests/`` is on ``sys.path`` when pytest
+collects it, and in the fresh processes ``run_python`` starts).
+"""

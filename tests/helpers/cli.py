@@ -1,0 +1,164 @@
+"""The command line: ``run`` (``gpumlp.cli.main`` in process), ``gpumlp`` in a subprocess with a
+clean environment (``start_gpumlp``, ``run_gpumlp``, ``reap``), waits on events (``wait_for``),
+``run_python``, the flags of the shared runs, and what a run folder holds."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from helpers.nets import history_columns
+
+
+def run(*argv) -> tuple[int, str, str]:
+    """``gpumlp.cli.main(argv)`` in this process -> (exit code, stdout, stderr)."""
+    from gpumlp.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_refused(code: int, stderr: str, match: str | None = None) -> None:
+    """A refused command: exit code 2 and one line on stderr, ``gpumlp: error: ...``, in which
+    the regular expression ``match`` (when given) is found."""
+    assert code == 2, (code, stderr)
+    assert stderr.startswith("gpumlp: error: ") and stderr.count("\n") == 1, stderr
+    if match is not None:
+        assert re.search(match, stderr), stderr
+
+
+def gpumlp_env() -> dict[str, str]:
+    """The environment of a ``gpumlp`` subprocess: this one's, with the NumPy backend by default
+    and one BLAS thread (runs share the cores, and numbers must not depend on threading)."""
+    one = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return {**os.environ, "GPUMLP_BACKEND": "numpy", **one}
+
+
+def gpumlp_cmd(*argv) -> list[str]:
+    """The command line ``python -m gpumlp ARGV...``."""
+    return [sys.executable, "-m", "gpumlp", *(str(a) for a in argv)]
+
+
+def start_gpumlp(*argv, **popen) -> subprocess.Popen:
+    """Start ``gpumlp ARGV...`` in a subprocess (``gpumlp_env()``); ``reap`` it in a finally."""
+    return subprocess.Popen(gpumlp_cmd(*argv), env=gpumlp_env(), **popen)
+
+
+PATIENCE = 600.0
+"""Seconds a test waits for an event (a line, a file, a process's end) before it fails. A wait
+ends as soon as its event comes, so the limit costs nothing on a green run; it is generous
+because CI runs under load (a load average of 270 on two cores turned a second into minutes)."""
+
+
+def run_gpumlp(
+    *argv, timeout: float = PATIENCE, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``gpumlp ARGV...`` in a subprocess (``gpumlp_env()``, in ``cwd``) to its end; text
+    output."""
+    return subprocess.run(
+        gpumlp_cmd(*argv), env=gpumlp_env(), cwd=cwd, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def wait_until(
+    event, what: str, proc: subprocess.Popen | None = None, *, timeout: float = PATIENCE,
+    poll: float = 0.01,
+):  # fmt: skip
+    """Poll ``event()`` until it returns something true, and return that; fail when ``proc``
+    (given) ends first or after ``timeout`` s, naming ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while not (got := event()):
+        if proc is not None and proc.poll() is not None:
+            got = event()  # the process may have done it just before it ended
+            assert got, f"the process ended (exit {proc.returncode}) before {what}"
+            return got
+        assert time.monotonic() < deadline, f"not {what} after {timeout} s"
+        time.sleep(poll)
+    return got
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = PATIENCE) -> None:
+    """Wait until the running ``proc`` has written ``path``; fail if it ends or time runs out."""
+    wait_until(path.exists, f"{path.name} was written", proc, timeout=timeout)
+
+
+def reap(proc) -> None:
+    """Kill a test's subprocess if it still runs, and wait: no trainer outlives a failed test."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def run_python(code: str) -> str:
+    """Run ``code`` in a fresh Python with the tests importable; its stdout (fails on exit != 0)."""
+    tests = str(Path(__file__).parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def file_in_the_way(path: Path) -> Path:
+    """A plain file ``path / "file"`` where a folder or an image is expected."""
+    (path / "file").write_text("x")
+    return path / "file"
+
+
+TRAIN_FLAGS = ["--epochs", "2", "--limit", "300", "--sizes", "784,16,10", "--quiet", "--seed", "0"]
+"""``gpumlp train`` flags of ``trained_run``: 2 epochs on 300 images of ``bar_mnist``."""
+
+
+QUICK_FLAGS = ["--epochs", "1", "--limit", "40", "--sizes", "784,8,10", "--quiet"]
+QUICK_FLAGS += ["--backend", "numpy"]
+"""``gpumlp train`` flags of ``quick_run``: 1 epoch on 40 images, NumPy."""
+
+
+def printed_epochs(stdout: str) -> list[int]:
+    """The epoch numbers of the ``Epoch k: ...`` lines ``gpumlp train`` printed."""
+    return [int(k) for k in re.findall(r"^Epoch (\d+): ", stdout, re.M)]
+
+
+def saved_epochs(run_dir: Path) -> list[int]:
+    """The epoch numbers a run folder's history.json holds."""
+    return [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]]
+
+
+def saved_params(path: Path) -> dict[str, np.ndarray]:
+    """The ``param/i`` arrays of a model file, read as they are stored."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k.startswith("param/")}
+
+
+def default_sigint() -> None:
+    """A child's ``preexec_fn``: SIGINT back to its default. A shell starts background jobs
+    with SIGINT ignored and a child inherits that (Python then installs no KeyboardInterrupt
+    handler); Ctrl-C reaches a foreground process, so tests give the child the default
+    disposition whatever way the test run itself was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def assert_same_run(got: Path, want: Path, params: list[str] | None = None) -> dict:
+    """Two run folders hold the same model (parameter names and bits; the names ``params``
+    when given) and the same history, timings aside. Returns ``got``'s history.json."""
+    got_params, want_params = saved_params(got / "model.npz"), saved_params(want / "model.npz")
+    assert sorted(got_params) == sorted(want_params)
+    if params is not None:
+        assert sorted(got_params) == params
+    for key in want_params:
+        assert np.array_equal(got_params[key], want_params[key]), key
+    h_got, h_want = (json.loads((d / "history.json").read_text()) for d in (got, want))
+    assert history_columns(h_got["epochs"]) == history_columns(h_want["epochs"])
+    return h_got
