@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import gpumlp
-from conftest import assert_refused, raises_exactly, run
 from gpumlp import settings
 from gpumlp.cli._args import Parser, UsageError, add_train_flags, flag_kwargs
 from gpumlp.config import ModelSpec, TrainConfig
@@ -24,6 +23,8 @@ from gpumlp.errors import CheckpointError
 from gpumlp.runs.rundir import check_flags
 from gpumlp.settings import DEFAULTS, FLAGS, SEARCHABLE, SETTINGS, Setting, owned_by
 from gpumlp.sweeps.searchspace import read_space, trial_flags
+from helpers.bad_files import raises_exactly
+from helpers.cli import assert_refused, run
 
 NUMBERS = [s for s in SETTINGS.values() if s.kind in ("int", "float")]
 
