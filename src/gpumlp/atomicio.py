@@ -9,6 +9,7 @@ a plain ``open(path, "w")`` would give them (0o666 less the umask), not ``mkstem
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -21,13 +22,40 @@ __all__ = [
     "alive",
     "atomic_file",
     "atomic_write_bytes",
+    "check_replaceable",
     "fsync_dir",
+    "kind_of",
     "new_file_mode",
     "remove_stale",
 ]
 
 TEMP_SUFFIXES = (".tmp", ".part")
 """Suffixes of the hidden temp files (``.NAME.XXXX.tmp``) a killed writer can leave behind."""
+
+
+def kind_of(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, in words ("a FIFO", "a directory", ...)."""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"),
+             (stat.S_ISREG, "a regular file"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse (ValueError; IsADirectoryError for a directory) to replace ``path`` when it exists
+    and is not a regular file or a symbolic link (a rename would turn a device, FIFO or socket
+    into a plain file, or fail on a directory): nothing gpumlp writes is meant to land there."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return
+    if stat.S_ISDIR(mode):  # what os.replace would say, before anything is written
+        raise IsADirectoryError(errno.EISDIR, "a directory, not a file: gpumlp will not replace it",
+                                str(path))  # fmt: skip
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise ValueError(f"{str(path)!r} is {kind_of(mode)}, not a regular file: gpumlp "
+                         "writes files only where a regular file is or none")  # fmt: skip
 
 
 def new_file_mode(path: Path) -> int:
@@ -59,9 +87,12 @@ def atomic_file(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     """Open a hidden temp file beside ``path`` for writing; on success it replaces ``path``.
 
     On any failure (disk full, permissions, an exception in the ``with`` body, Ctrl-C) the temp
-    file is removed and the previous content of ``path``, if any, is untouched.
+    file is removed and the previous content of ``path``, if any, is untouched. A ``path`` that
+    is a device, FIFO, socket or directory is refused before anything is written
+    (:func:`check_replaceable`).
     """
     path = Path(path)
+    check_replaceable(path)
     # The writer's pid in the name lets remove_stale tell a killed writer's file from a live one.
     prefix = f".{path.name}.{os.getpid()}."
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)

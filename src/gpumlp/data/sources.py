@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files.safeio import require_memory
+from ..files.safeio import open_regular, require_memory
 from .mnist import load_mnist
 from .tabular import Table, read_csv, read_npy_pair, read_table_npz
 
@@ -114,13 +114,13 @@ def data_format(path: Path) -> str:
     content (a zip by its member names alone). ValueError naming it when none fits."""
     if path.is_dir():
         return "mnist"
-    with path.open("rb") as f:
+    with open_regular(path, "--data") as f:
         head = f.read(1 << 16)
     if not head:
         raise ValueError(f"{path} is empty; --data takes {FORMATS}")
     if head.startswith(b"PK"):
         try:
-            with path.open("rb") as f, zipfile.ZipFile(f) as zf:
+            with open_regular(path, "--data") as f, zipfile.ZipFile(f) as zf:
                 names = {n.removesuffix(".npy") for n in zf.namelist()}
         except zipfile.BadZipFile as exc:
             raise ValueError(f"{path}: not a valid MNIST npz or table npz ({exc})") from None

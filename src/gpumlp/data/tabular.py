@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import contextlib
 import csv
+import io
 import itertools
 import math
 import zipfile
@@ -26,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from .._checks import first_nonfinite
-from ..files.safeio import read_npy, read_npy_header, read_npy_member, require_memory
+from ..files.safeio import (
+    open_regular,
+    read_npy,
+    read_npy_header,
+    read_npy_member,
+    require_memory,
+)
 
 __all__ = ["Table", "read_csv", "read_npy_pair", "read_table_npz"]
 
@@ -104,7 +111,7 @@ def read_table_npz(path: Path) -> Table:
     """A table ``.npz``: ``X`` (n, d) and ``y``, optionally ``X_val``/``y_val`` and
     ``X_test``/``y_test``. Only those six arrays are ever inflated, each after its member's
     declared size and its header were checked against the memory free."""
-    with _reading(path, "npz file"), path.open("rb") as f, zipfile.ZipFile(f) as zf:
+    with _reading(path, "npz file"), open_regular(path, "npz file") as f, zipfile.ZipFile(f) as zf:
         members = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
         if "X" not in members:
             raise ValueError(
@@ -127,7 +134,7 @@ def read_table_npz(path: Path) -> Table:
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     """Shape, dtype and data offset of the ``.npy`` file ``path``, its size checked."""
-    with _reading(path, ".npy file"), path.open("rb") as f:
+    with _reading(path, ".npy file"), open_regular(path, ".npy file") as f:
         shape, _, dtype = read_npy_header(f)
         offset = f.tell()
     if dtype.hasobject or dtype.kind not in "biuf":
@@ -151,7 +158,7 @@ def read_npy_pair(x_path: Path, y_path: Path) -> Table:
     require_memory(3 * y_bytes, f"{y_path} ({y_shape})")  # y, its check and int64 copy
     with _reading(x_path, ".npy file"):
         X = np.load(x_path, mmap_mode="r")
-    with _reading(y_path, ".npy file"), y_path.open("rb") as f:
+    with _reading(y_path, ".npy file"), open_regular(y_path, ".npy file") as f:
         y = read_npy(f, "y", check=lambda s, d: None)  # the header was checked above
     return Table(_check_pair(X, y, (str(x_path), str(y_path))))
 
@@ -163,7 +170,7 @@ def _scan(path: Path) -> tuple[str, int]:
     """The delimiter (``,``; a tab or ``;`` when the first line has no comma but one of them)
     and an upper bound on the rows (lines), counted before anything is parsed."""
     lines, first = 1, b""
-    with path.open("rb") as f:
+    with open_regular(path, "CSV file") as f:
         while chunk := f.read(1 << 20):
             if b"\0" in chunk:
                 raise ValueError(f"{path} holds NUL bytes: it is not a text (CSV) file")
@@ -226,7 +233,10 @@ def read_csv(path: Path, label_column: str | int | None = None) -> Table:
     split with ``--val-split``).
     """
     delimiter, lines = _scan(path)
-    with _reading(path, "UTF-8 CSV file"), path.open(newline="", encoding="utf-8-sig") as f:
+    with (
+        _reading(path, "UTF-8 CSV file"),
+        io.TextIOWrapper(open_regular(path, "CSV file"), encoding="utf-8-sig", newline="") as f,
+    ):
         rows = ((r, row) for r, row in enumerate(csv.reader(f, delimiter=delimiter), start=1)
                 if any(c.strip() for c in row))  # fmt: skip
         first_row, first = next(rows, (0, []))

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..atomicio import atomic_file
 from ..errors import CheckpointError
-from .safeio import Oversize, WrongShape, read_npy_member
+from .safeio import Oversize, WrongShape, open_regular, read_npy_member
 
 __all__ = ["FORMAT_VERSION", "read_checkpoint", "write_checkpoint"]
 
@@ -116,7 +116,7 @@ def read_checkpoint(
     if path.is_dir():
         raise CheckpointError(f"checkpoint {where} is a directory, expected a .npz file")
     try:
-        with path.open("rb") as f:  # opened here: zipfile leaks no handle when this closes
+        with open_regular(path, "checkpoint") as f:  # opened here: zipfile leaks no handle
             if f.read(6) == b"\x93NUMPY":
                 raise CheckpointError(f"{where} is a .npy array, not a gpumlp checkpoint")
             f.seek(0)

@@ -14,7 +14,9 @@ import contextlib
 import gzip
 import io
 import math
+import os
 import pickletools
+import stat
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..atomicio import kind_of
 from ..memory import host_available_memory, size_text
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "Oversize",
     "WrongShape",
     "check_pickle",
+    "open_regular",
     "open_untrusted",
     "read_npy",
     "read_npy_header",
@@ -101,11 +105,24 @@ class LimitedReader(io.RawIOBase):
         return n
 
 
+def open_regular(path: Path, what: str) -> io.BufferedReader:
+    """``path`` opened for reading, refused (ValueError naming ``what``) unless it is a regular
+    file. The check is made on the opened file (open without blocking, then ``fstat``), so a
+    FIFO never hangs the reader and nothing can be swapped in between check and read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(f"{what} {str(path)!r} is {kind_of(mode)}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 @contextlib.contextmanager
 def open_untrusted(path: Path, what: str, limit: int = 1 << 62) -> Iterator[io.BufferedReader]:
     """``path`` opened for reading, inflated if it is gzip'd, through a :class:`LimitedReader`
     (``limit`` bytes at most; a gzip bomb stops early)."""
-    with path.open("rb") as packed:
+    with open_regular(path, what) as packed:
         zipped = packed.read(2) == b"\x1f\x8b"
         packed.seek(0)
         inner: Any = gzip.GzipFile(fileobj=packed, mode="rb") if zipped else packed

@@ -9,18 +9,20 @@ a dead run left behind is simply taken over, with a message; no guess from pids 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import math
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..atomicio import alive
+from ..atomicio import alive, kind_of
 
 __all__ = ["lock_folder"]
 
@@ -33,10 +35,21 @@ def lock_folder(out: Path) -> Iterator[None]:
     process dies, however it dies), and in the file who holds it (pid, host, start time)."""
     lock = out / ".lock"
     for _ in range(100):
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(lock, flags, 0o666)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ValueError(
+                    f"--out {str(out)!r}: its lock {str(lock)!r} is a symbolic "
+                    "link; gpumlp never writes through one (remove it)"
+                ) from None
             raise ValueError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise ValueError(f"--out {str(out)!r}: its lock {str(lock)!r} is {kind_of(mode)}, "
+                             "not a regular file (remove it)")  # fmt: skip
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
