@@ -90,7 +90,6 @@ struct Launch {
     void (*body)(void**) = nullptr;
     void** args = nullptr;
     dim3 grid, block;
-    unsigned n = 0;
     const unsigned long long* regions = nullptr;  // 2 per parameter: [lo, hi), 0 0 for scalars
     const char* const* params = nullptr;
     int nparams = 0;
@@ -180,13 +179,18 @@ std::string waiting(Block& B) {  // "__syncthreads at line 12 (16 threads, first
     return out;
 }
 
+// With B.mu held: every live thread of the block waits and no barrier can complete (the caller
+// has checked), so nothing ever will. Fails the launch, naming where the threads wait.
+void fail_deadlocked(Block& B, const std::string& when) {
+    B.L->fail("deadlock: every live thread of the block waits and no barrier can complete: " + waiting(B) +
+              " (block " + std::to_string(B.linear) + when + ")");
+}
+
 // Called with B.mu held by a thread about to wait: if every live thread of the block now waits
 // and this wait cannot complete, nothing ever will.
 void deadlock_check(Block& B) {
     if (B.blocked + B.exited < B.n) return;
-    const std::string msg = "deadlock: every live thread of the block waits and no barrier can complete: " +
-                            waiting(B);
-    B.L->fail(msg + " (block " + std::to_string(B.linear) + ")");
+    fail_deadlocked(B, "");
     throw Abort{};
 }
 
@@ -250,7 +254,7 @@ void syncthreads(int line) {
     c.epoch++;
 }
 
-unsigned long long collective(const char* op, unsigned mask, unsigned long long bits, int src, int line) {
+unsigned long long exchange(const char* op, unsigned mask, unsigned long long bits, int src, int line) {
     Ctx& c = *t_ctx;
     if (mask != 0xffffffffu) {
         char buf[160];
@@ -305,11 +309,7 @@ unsigned long long collective(const char* op, unsigned mask, unsigned long long 
     return out;
 }
 
-void syncwarp(unsigned mask, int line) { (void)collective("__syncwarp", mask, 0, t_ctx->lane, line); }
-
-unsigned long long exchange(const char* op, unsigned mask, unsigned long long bits, int src, int line) {
-    return collective(op, mask, bits, src, line);
-}
+void syncwarp(unsigned mask, int line) { (void)exchange("__syncwarp", mask, 0, t_ctx->lane, line); }
 
 // A thread leaves its block: it counts as arrived at every barrier from now on.
 void exit_thread(Ctx& c) {
@@ -323,8 +323,7 @@ void exit_thread(Ctx& c) {
     if (W.arrived && W.arrived + W.exited == (unsigned)W.lanes) complete_warp(B, W);
     if (B.arrived && B.arrived + B.exited == B.n) release_block(B);
     else if (B.blocked && B.blocked + B.exited == B.n && !c.L->aborted) {
-        c.L->fail("deadlock: every live thread of the block waits and no barrier can complete: " + waiting(B) +
-                  " (block " + std::to_string(B.linear) + ", after thread " + std::to_string(c.tid) + " exited)");
+        fail_deadlocked(B, ", after thread " + std::to_string(c.tid) + " exited");
     }
 }
 
@@ -680,7 +679,6 @@ int launch(const char* kernel, void (*body)(void**), void** args, const unsigned
     L->args = args;
     L->grid = dim3(g[0], g[1], g[2]);
     L->block = dim3(b[0], b[1], b[2]);
-    L->n = (unsigned)n;
     L->regions = regions;
     L->params = params;
     L->nparams = nparams;

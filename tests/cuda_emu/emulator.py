@@ -120,6 +120,10 @@ class Build:
         if self.rounding not in ROUNDING:
             raise ValueError(f"rounding must be one of {ROUNDING}, got {self.rounding!r}")
 
+    def with_(self, sanitize: bool | None, rounding: str | None) -> Build:
+        """This build with the settings given (None keeps this one's)."""
+        return Build(self.sanitize if sanitize is None else sanitize, rounding or self.rounding)
+
     def kernel_flags(self) -> list[str]:
         """The compiler flags of the kernels' translation unit for this build."""
         flags = list(SANITIZE_FLAGS) if self.sanitize else []
@@ -148,8 +152,7 @@ def current_build() -> Build:
 def configure(*, sanitize: bool | None = None, rounding: str | None = None) -> Iterator[Build]:
     """``with configure(sanitize=True, rounding="gpu"):`` modules compiled inside use that build
     (settings left out keep the current ones)."""
-    base = current_build()
-    build = Build(base.sanitize if sanitize is None else sanitize, rounding or base.rounding)
+    build = current_build().with_(sanitize, rounding)
     _build_stack.append(build)
     try:
         yield build
@@ -404,8 +407,7 @@ def compile_module(
     code-generation options are ignored, anything else raises ValueError. ``sanitize`` and
     ``rounding`` default to :func:`current_build`'s.
     """
-    base = current_build()
-    build = Build(base.sanitize if sanitize is None else sanitize, rounding or base.rounding)
+    build = current_build().with_(sanitize, rounding)
     key = (code, tuple(options), build)
     with _lock:
         if key not in _modules:
