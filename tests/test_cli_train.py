@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -31,7 +32,7 @@ import pytest
 import gpumlp
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.files.checkpoint import read_checkpoint
-from helpers.bad_files import BAD_DATA_FILES
+from helpers.bad_files import BAD_DATA_FILES, resigned
 from helpers.cli import (
     PATIENCE,
     QUICK_FLAGS,
@@ -40,6 +41,7 @@ from helpers.cli import (
     assert_same_run,
     default_sigint,
     file_in_the_way,
+    folder_state,
     printed_epochs,
     reap,
     run,
@@ -275,6 +277,81 @@ def test_bad_file_on_the_command_line(argv, match, tmp_path, quick_run):
     code, _, stderr = run("train", *args, "--data", data, "--backend", "numpy")
     assert_refused(code, stderr, match)
     assert (run_dir / "checkpoint.npz").read_bytes() == before  # a refused resume changes nothing
+    assert not (tmp_path / "o").exists()  # nor makes its --out
+
+
+# -- a refused resume or overwrite writes nothing and prints nothing ----------------------------
+
+
+def _table(path: Path, width: int) -> Path:
+    rng = np.random.default_rng(width)
+    X = rng.normal(size=(40, width)).astype(np.float32)
+    np.savez(path, X=X, y=(X[:, 0] > 0).astype(np.int64))
+    return path
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(a finished 2-epoch run on a table of 3 features and 2 classes, a table of 5 features):
+    tests copy the run before they use it."""
+    base = tmp_path_factory.mktemp("table")
+    data, other = _table(base / "data.npz", 3), _table(base / "other.npz", 5)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPUMLP_BACKEND", "numpy")
+        argv = ["train", "--data", data, "--hidden", "3", "--epochs", "2", "--quiet"]
+        code, _, stderr = run(*argv, "--seed", "0", "--out", base / "run")
+    assert code == 0, stderr
+    return base / "run", other
+
+
+def _nan_weight(arrays: dict) -> dict:
+    arrays["param/2"][0, 1] = np.nan
+    return arrays
+
+
+# Why a resume is refused: (id, flags, a change to the checkpoint, the message).
+RESUME_REFUSALS = [
+    ("other-data", ["--data", "OTHER", "--hidden", "4"], None,
+     r"checkpoint\.npz' is for a network with sizes=\[3, 3, 2\], but this network has "
+     r"sizes=\[5, 4, 2\]"),
+    ("nan-weight", [], _nan_weight,
+     r"checkpoint\.npz' holds invalid parameters: weights\[1\] .*NaN"),
+    ("activation", ["--activation", "relu"], None,
+     r"is for a network with activation='sigmoid', but this network has activation='relu'"),
+    ("cost", ["--cost", "cross_entropy"], None,
+     r"is for a network with cost='quadratic', but this network has cost='cross_entropy'"),
+    ("optimizer", ["--optimizer", "adam"], None, r"was written with optimizer='sgd', not 'adam'"),
+]  # fmt: skip
+# How the resume is asked for: into its own folder, with --overwrite, over another run, elsewhere.
+RESUME_MODES = {
+    "resume": lambda run_dir, other_run, new: ["--resume", run_dir],
+    "resume-overwrite": lambda run_dir, other_run, new: ["--resume", run_dir, "--overwrite"],
+    "overwrite-another": lambda run_dir, other_run, new: [
+        "--resume", run_dir, "--out", other_run, "--overwrite"],
+    "out-new": lambda run_dir, other_run, new: ["--resume", run_dir, "--out", new],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", RESUME_MODES)
+@pytest.mark.parametrize(
+    ("flags", "change", "message"), [pytest.param(*c[1:], id=c[0]) for c in RESUME_REFUSALS]
+)
+def test_a_refused_resume_leaves_every_folder_as_it_was(
+    flags, change, message, mode, table_run, tmp_path
+):
+    source, other = table_run
+    run_dir, other_run, new = tmp_path / "run", tmp_path / "other-run", tmp_path / "new"
+    for folder in (run_dir, other_run):
+        shutil.copytree(source, folder)
+    if change is not None:
+        resigned(source / "checkpoint.npz", run_dir / "checkpoint.npz", change_arrays=change)
+    before = folder_state(tmp_path)
+    argv = [other if a == "OTHER" else a for a in flags]
+    code, stdout, stderr = run("train", *RESUME_MODES[mode](run_dir, other_run, new), *argv)
+    assert_refused(code, stderr, message)
+    assert stdout == ""  # no banner, no "resuming: ..."
+    assert folder_state(tmp_path) == before  # both runs byte for byte; no new folder
+    assert not new.exists()
 
 
 @pytest.mark.skipif(gpumlp.backend.cupy_status()[0], reason="CuPy is usable here")

@@ -33,7 +33,7 @@ from .network import Params
 from .optim import Optimizer, OptState, get_optimizer
 from .schedules import EarlyStopping, Schedule
 
-__all__ = ["TrainState", "check_checkpoint_path"]
+__all__ = ["TrainState", "check_checkpoint_path", "check_resumable"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,6 @@ class TrainState:
         """A fresh run of ``config`` over ``params`` (which it updates in place), drawing its
         epoch orders and dropout key from ``rng``; ``seed`` is recorded in the history."""
         opt = get_optimizer(config.optimizer, momentum=config.momentum)
-        plateau = config.schedule == "plateau"
-        kw = {"patience": config.patience} if plateau and config.patience else {}
-        schedule = Schedule(config.schedule, config.lr, config.epochs, **kw)
-        early = (
-            EarlyStopping(config.patience) if config.patience is not None and not plateau else None
-        )
         key = int(rng.integers(2**32)) if config.dropout else None
         return cls(
             spec,
@@ -89,8 +83,8 @@ class TrainState:
             config,
             opt,
             opt.init(params, xp=spec.xp),
-            schedule,
-            early,
+            _schedule_of(config),
+            _early_of(config),
             rng,
             key,
             History(seed=seed, scored=scored),
@@ -186,37 +180,17 @@ class TrainState:
         """Resume from a checkpoint written by :meth:`save` for the same network and optimizer.
 
         Raises CheckpointError when the file is damaged, incomplete, or for another network or
-        optimizer; nothing of this state changes then.
+        optimizer (:func:`check_resumable`); nothing of this state changes then.
         """
-        meta, arrays = read_checkpoint(path, lambda m: expected_arrays(m, path, training=True))
-        name = meta["optimizer"]["name"]
-        if name != self.optimizer.name:
-            raise CheckpointError(
-                f"{str(path)!r} was written with optimizer={name!r}, not {self.optimizer.name!r}"
-            )
-        check_same_network(meta, self.spec, path)
-        params = params_from_arrays(self.spec, arrays, path)
-        buffers = {
-            k: params_from_arrays(self.spec, arrays, path, f"opt/{k}")
-            for k in self.opt_state.buffers
-        }
-        best = params_from_arrays(self.spec, arrays, path, "best") if "best/0" in arrays else None
-        rng = np.random.default_rng()
-        try:
-            rng.bit_generator.state = meta["rng"]
-            self.schedule.load_state(meta["schedule"])
-            if self.early is not None and meta.get("early"):
-                self.early.load_state(meta["early"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{str(path)!r} has an invalid RNG or schedule state: {exc}"
-            ) from None
-        self.params.assign(params)
-        for k, v in buffers.items():
+        point = _read_resumable(path, self.spec, self.config)
+        meta = point.meta
+        self.params.assign(point.params)
+        for k, v in point.buffers.items():
             self.opt_state.buffers[k].assign(v)
         self.opt_state.scalars.update(meta["optimizer"]["scalars"])
-        self.best = best
-        self.rng.bit_generator.state = rng.bit_generator.state
+        self.best = point.best
+        self.rng.bit_generator.state = point.rng.bit_generator.state
+        self.schedule, self.early = point.schedule, point.early
         self.history = History.from_dict(meta["history"])
         self.history.stop_reason = None  # the run goes on; "interrupted ..." no longer holds
         self.epoch = int(meta["epoch"])
@@ -226,6 +200,76 @@ class TrainState:
         changed = {k: (v, hyper.get(k)) for k, v in meta["hyper"].items() if hyper.get(k) != v}
         if changed:
             logger.warning("resuming %s with changed settings (was, now): %s", path, changed)
+
+
+def _schedule_of(config: TrainConfig) -> Schedule:
+    """The learning-rate schedule ``config`` asks for, at its start."""
+    plateau = config.schedule == "plateau"
+    kw = {"patience": config.patience} if plateau and config.patience else {}
+    return Schedule(config.schedule, config.lr, config.epochs, **kw)
+
+
+def _early_of(config: TrainConfig) -> EarlyStopping | None:
+    """Early stopping as ``config`` asks for it (none with the plateau schedule, whose
+    ``patience`` is its own), at its start."""
+    if config.patience is None or config.schedule == "plateau":
+        return None
+    return EarlyStopping(config.patience)
+
+
+@dataclass
+class _Resumed:
+    """A checkpoint read and checked for a run: what :meth:`TrainState.load` takes over."""
+
+    meta: dict[str, Any]
+    params: Params
+    buffers: dict[str, Params]
+    best: Params | None
+    rng: np.random.Generator
+    schedule: Schedule
+    early: EarlyStopping | None
+
+
+def _read_resumable(path: str | Path, spec: ModelSpec, config: TrainConfig) -> _Resumed:
+    """Read the checkpoint ``path`` whole and check it against the run of ``spec`` and
+    ``config``: its optimizer, its network, every parameter and buffer (shapes, finite
+    values), its RNG, schedule and early-stopping states. CheckpointError naming the file."""
+    meta, arrays = read_checkpoint(path, lambda m: expected_arrays(m, path, training=True))
+    name = meta["optimizer"]["name"]
+    if name != config.optimizer:
+        raise CheckpointError(
+            f"{str(path)!r} was written with optimizer={name!r}, not {config.optimizer!r}"
+        )
+    check_same_network(meta, spec, path)
+    params = params_from_arrays(spec, arrays, path)
+    buffers = {
+        k: params_from_arrays(spec, arrays, path, f"opt/{k}")
+        for k in get_optimizer(name, momentum=config.momentum).buffers
+    }
+    best = params_from_arrays(spec, arrays, path, "best") if "best/0" in arrays else None
+    rng, schedule, early = np.random.default_rng(), _schedule_of(config), _early_of(config)
+    try:
+        rng.bit_generator.state = meta["rng"]
+        schedule.load_state(meta["schedule"])
+        if early is not None and meta.get("early"):
+            early.load_state(meta["early"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} has an invalid RNG or schedule state: {exc}"
+        ) from None
+    return _Resumed(meta, params, buffers, best, rng, schedule, early)
+
+
+def check_resumable(path: str | Path, spec: ModelSpec, config: TrainConfig) -> int:
+    """Check, without changing anything, that a run of ``spec`` and ``config`` can resume from
+    the checkpoint ``path``: everything :meth:`TrainState.load` checks, so that a command can
+    refuse before it writes anything. Returns the epochs the checkpoint finished.
+
+    Raises CheckpointError (a ValueError) naming the file and what does not match: another
+    network (sizes, activations, cost) or optimizer, a damaged or incomplete file, parameters
+    or optimizer buffers of the wrong shape or holding NaN or inf, an invalid RNG or schedule.
+    """
+    return int(_read_resumable(path, spec, config).meta["epoch"])
 
 
 def check_checkpoint_path(path: Path) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -162,3 +163,22 @@ def assert_same_run(got: Path, want: Path, params: list[str] | None = None) -> d
     h_got, h_want = (json.loads((d / "history.json").read_text()) for d in (got, want))
     assert history_columns(h_got["epochs"]) == history_columns(h_want["epochs"])
     return h_got
+
+
+def folder_state(folder: Path) -> dict[str, tuple]:
+    """Everything under ``folder``, recursively (symbolic links not followed), by path relative
+    to it: a file's bytes, modification time and mode; a folder's mode; a link's target.
+    Equal before and after a command: it wrote, replaced, removed nor made anything there."""
+    state: dict[str, tuple] = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root, name)
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode):
+                what: tuple = (path.read_bytes(), st.st_mtime_ns)
+            elif stat.S_ISLNK(st.st_mode):
+                what = (os.readlink(path),)
+            else:
+                what = ()
+            state[str(path.relative_to(folder))] = (*what, st.st_mode)
+    return state

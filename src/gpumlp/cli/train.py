@@ -1,8 +1,10 @@
 """``gpumlp train``: check every flag against the data and the machine, then train in a run
 folder (see :mod:`gpumlp.runs.rundir`), printing a line per epoch.
 
-Nothing is written until everything that can be checked has been: the flags, the data, the
-network against the data, the engine against the backend, the memory it needs, and ``--out``.
+Nothing is written, and nothing printed, until everything that can be checked has been: the
+flags, the data, the network against the data, the engine against the backend, the memory it
+needs, the checkpoint a resumed run goes on from (against the network and the settings), and
+``--out``. A refused command exits 2 with one line on stderr and leaves every folder as it was.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def _resuming(checkpoint: Path, done: int, epochs: int) -> str:
 
 def _train(args: argparse.Namespace) -> int:
     flags, resume, done, data = resolve(args)
-    plan = plan_run(flags, data)
+    plan = plan_run(flags, data, resume=resume)
     planned = plan_folder(args.out, resume, overwrite=args.overwrite)
     with run_folder(planned, stem=data.name, resume=resume, overwrite=args.overwrite) as out:
         n_watch = None if plan.watch is None else len(plan.watch[1])
@@ -136,7 +138,6 @@ def _train(args: argparse.Namespace) -> int:
             _, history, diverged = execute(
                 plan,
                 out,
-                resume=resume,
                 progress=None if args.quiet else progress_bar(),
                 on_epoch=printing(None, scored=plan.scored, n_scored=n_watch),
             )

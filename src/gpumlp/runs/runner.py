@@ -29,6 +29,7 @@ from ..inputs import Inputs
 from ..memory import check_model_fits, check_training_fits
 from ..model import Network
 from ..optim import get_optimizer
+from ..runstate import check_resumable
 from ..settings import owned_by
 from ..train import safe_magnitude
 
@@ -67,7 +68,8 @@ def sizes_for(flags: dict[str, Any], data: DataSet, *, hidden_given: bool = Fals
 @dataclass
 class RunPlan:
     """A run checked and ready: the flags in effect, the network's spec, ``fit``'s settings,
-    the data, and the split scored after each epoch (``scored`` names it)."""
+    the data, the split scored after each epoch (``scored`` names it), and the checkpoint it
+    resumes from (checked against the rest), if any."""
 
     flags: dict[str, Any]
     spec: ModelSpec
@@ -75,16 +77,26 @@ class RunPlan:
     data: DataSet
     scored: str
     watch: tuple[Any, Any] | None
+    resume: Path | None = None
 
 
-def plan_run(flags: dict[str, Any], data: DataSet, *, check_values: bool = True) -> RunPlan:
+def plan_run(
+    flags: dict[str, Any],
+    data: DataSet,
+    *,
+    check_values: bool = True,
+    resume: Path | None = None,
+) -> RunPlan:
     """Check ``flags`` (with ``sizes`` resolved) against ``data`` and this machine; the values
     of the data too, unless ``check_values`` is False (a plan of the same data and dtype already
-    checked them: each scan reads every value of the training and scored splits).
+    checked them: each scan reads every value of the training and scored splits); and the
+    checkpoint ``resume``, when given, against the network and the settings
+    (:func:`gpumlp.runstate.check_resumable`).
 
     Raises ValueError/TypeError naming the flag (or the data file and the value that is not
     finite in the network's dtype), OutOfMemory naming ``--sizes``, BackendUnavailableError
-    for a backend that cannot run here.
+    for a backend that cannot run here, CheckpointError naming the checkpoint and what does
+    not match.
     """
     spec = ModelSpec.build(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS})
     check_engine(spec, flags["engine"])
@@ -119,7 +131,9 @@ def plan_run(flags: dict[str, Any], data: DataSet, *, check_values: bool = True)
     _check_penalties(flags, spec, n)
     for split, pair in (("training", data.train), (scored, watch)) if check_values else ():
         _check_values(flags.get("data"), spec, split, pair)
-    return RunPlan(dict(flags), spec, fit, data, scored, watch)
+    if resume is not None:
+        check_resumable(resume, spec, config)
+    return RunPlan(dict(flags), spec, fit, data, scored, watch, resume)
 
 
 def _check_penalties(flags: dict[str, Any], spec: ModelSpec, n: int) -> None:
@@ -165,11 +179,12 @@ def execute(
     plan: RunPlan,
     out: Path,
     *,
-    resume: Path | None = None,
     progress: Callable[..., Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[Network, History, DivergedError | None]:
-    """Train ``plan`` into the run folder ``out`` (made and locked by the caller).
+    """Train ``plan`` into the run folder ``out`` (made and locked by the caller), going on
+    from its checkpoint when it resumes one. The network is made before ``args.json`` is
+    written, so a network that does not fit in memory leaves the folder as it was.
 
     Returns the network, its history and, when training diverged, the DivergedError (the
     history and model still saved). Raises TrainingInterrupted after saving the history of the
@@ -177,9 +192,9 @@ def execute(
     says what is intact).
     """
     flags = plan.flags
+    net = Network(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS}, seed=flags["seed"])
     data = None if flags.get("data") is None else str(Path(flags["data"]).resolve())
     atomic_write_bytes(out / "args.json", json.dumps(flags | {"data": data}, indent=1).encode())
-    net = Network(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS}, seed=flags["seed"])
     checkpoint, diverged = out / "checkpoint.npz", None
     try:
         # Overflow on the way to NaN is expected when training diverges; the epoch check says so.
@@ -191,7 +206,7 @@ def execute(
                 *plan.data.train,
                 validation_data=plan.watch,
                 checkpoint=checkpoint,
-                resume=resume,
+                resume=plan.resume,
                 scored=plan.scored,
                 progress=progress,
                 standardize=bool(flags.get("standardize")),
