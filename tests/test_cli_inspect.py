@@ -4,14 +4,16 @@ bad models, data and images refused with exit code 2 and one line on stderr."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers.bad_files import BAD_CHECKPOINT_CONTAINERS, BAD_CHECKPOINT_CONTENTS
-from helpers.cli import assert_refused, file_in_the_way, run
+from helpers.cli import assert_refused, file_in_the_way, run, run_gpumlp
 from helpers.data import bar_digits
 from helpers.nets import small_net
 
@@ -31,6 +33,30 @@ def test_eval_prints_accuracy_and_confusion_matrix(trained_run, bar_mnist):
     assert matrix.sum() == 100
     assert matrix.sum(axis=1).tolist() == [10] * 10  # the test labels cycle 0..9
     assert np.trace(matrix) == round(accuracy * 100)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"is a FIFO, not a regular file"),
+        (b"\xfe{}", r"is not UTF-8 text \(byte 0 is 0xfe\)"),
+        (b"[" * 100_000, r"nests lists or objects more than 32 deep"),
+        (b"[1, 2]", r"does not hold a JSON object of flags"),
+    ],
+    ids=["fifo", "not-utf8", "deep", "a-list"],
+)
+def test_eval_refuses_an_unreadable_args_json_at_once(content, message, trained_run, tmp_path):
+    # Read through a subprocess: its time limit turns a reader waiting on a FIFO into a failure.
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    (run_dir / "args.json").unlink()
+    if content is None:
+        os.mkfifo(run_dir / "args.json")
+    else:
+        (run_dir / "args.json").write_bytes(content)
+    done = run_gpumlp("eval", run_dir)
+    assert_refused(done.returncode, done.stderr, rf"'[^']*run/args\.json' {message}")
+    assert done.stdout == ""
 
 
 # -- predict ------------------------------------------------------------------------------------

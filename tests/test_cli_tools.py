@@ -5,11 +5,12 @@ learning-curve PNGs of a run folder, a missing run folder (exit 2), and the kern
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from gpumlp.cli import main
-from helpers.cli import assert_refused, run
+from helpers.cli import assert_refused, run, run_gpumlp
 from helpers.plots import needs_matplotlib, png_size
 
 # -- gpumlp data --------------------------------------------------------------------------------
@@ -64,3 +65,11 @@ def test_cli_plot(history_dir, capsys):
 def test_missing_run_folder(tmp_path):
     code, _, stderr = run("plot", tmp_path / "nowhere")
     assert_refused(code, stderr, r"run folder '.*nowhere' does not exist or is not a folder")
+
+
+def test_plot_refuses_a_fifo_history_at_once(tmp_path):
+    # In a subprocess: its time limit turns a reader waiting on the FIFO into a failure.
+    os.mkfifo(tmp_path / "history.json")
+    done = run_gpumlp("plot", tmp_path)
+    assert_refused(done.returncode, done.stderr, r"history '.*history\.json' is a FIFO, not a")
+    assert list(tmp_path.iterdir()) == [tmp_path / "history.json"]

@@ -51,7 +51,7 @@ from helpers.cli import (
     wait_for,
     wait_until,
 )
-from helpers.data import write_tiny_mnist
+from helpers.data import write_table, write_tiny_mnist
 from helpers.faults import DiskFull, fail_on_step, temp_files
 from helpers.nets import (
     INVALID_PAIRS,
@@ -283,19 +283,12 @@ def test_bad_file_on_the_command_line(argv, match, tmp_path, quick_run):
 # -- a refused resume or overwrite writes nothing and prints nothing ----------------------------
 
 
-def _table(path: Path, width: int) -> Path:
-    rng = np.random.default_rng(width)
-    X = rng.normal(size=(40, width)).astype(np.float32)
-    np.savez(path, X=X, y=(X[:, 0] > 0).astype(np.int64))
-    return path
-
-
 @pytest.fixture(scope="module")
 def table_run(tmp_path_factory) -> tuple[Path, Path]:
     """(a finished 2-epoch run on a table of 3 features and 2 classes, a table of 5 features):
     tests copy the run before they use it."""
     base = tmp_path_factory.mktemp("table")
-    data, other = _table(base / "data.npz", 3), _table(base / "other.npz", 5)
+    data, other = write_table(base / "data.npz", 3), write_table(base / "other.npz", 5)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPUMLP_BACKEND", "numpy")
         argv = ["train", "--data", data, "--hidden", "3", "--epochs", "2", "--quiet"]
@@ -602,6 +595,7 @@ def test_read_only_out_folder_is_refused_before_training(slow_data, tmp_path):
     assert "Epoch" not in stdout and not list(run_dir.iterdir())
 
 
+@pytest.mark.parametrize("out", ["made/run", None], ids=["out", "default"])
 @pytest.mark.parametrize(
     ("target", "error", "gist"),
     [
@@ -610,18 +604,19 @@ def test_read_only_out_folder_is_refused_before_training(slow_data, tmp_path):
     ],
 )
 def test_unwritable_out_folder_is_refused_before_training(
-    slow_data, tmp_path, monkeypatch, target, error, gist
+    slow_data, tmp_path, monkeypatch, target, error, gist, out
 ):
     def fail(*args, **kwargs):
         raise OSError(error, os.strerror(error))
 
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(*((tempfile, "mkstemp") if target == "mkstemp" else (os, "write")), fail)
-    run_dir = tmp_path / "run"
-    code, stdout, stderr = run("train", "--data", slow_data, *SLOW, "--out", run_dir)
+    code, stdout, stderr = run("train", "--data", slow_data, *SLOW, *(["--out", out] * bool(out)))
     monkeypatch.undo()
     assert code == 2
-    assert stderr == f"gpumlp: error: --out {str(run_dir)!r} is not writable: {gist}\n"
-    assert "Epoch" not in stdout and not list(run_dir.iterdir())
+    folder = re.escape(out or "runs/") + ("" if out else r"mnist-[-\d]+")
+    assert re.fullmatch(rf"gpumlp: error: --out '{folder}' is not writable: {gist}\n", stderr)
+    assert stdout == "" and list(tmp_path.iterdir()) == []  # the folders it made, removed
 
 
 def test_disk_full_on_the_command_line(slow_data, tmp_path, monkeypatch):

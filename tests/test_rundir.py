@@ -1,6 +1,8 @@
 """Tests for gpumlp.runs.rundir and gpumlp.runs.runlock through the real ``gpumlp train`` in a
 subprocess: a folder holding a run is never overwritten without ``--resume``/``--overwrite``, a
-refused command writes nothing at all, default folders are unique for runs started together, two
+refused command writes nothing at all (a refused resume leaves its run to resume; an unreadable
+``args.json``, a run file gpumlp would not replace, an ``--out`` past the system's path limits
+are refused before anything is made), default folders are unique for runs started together, two
 live runs never share a folder (the second is told who holds it), a lock left by a killed run is
 taken over with a message, stale temp files of killed writers are removed at the next start,
 and new files get the umask's mode (never a setuid bit, never through a symlink).
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -21,20 +24,24 @@ from pathlib import Path
 import pytest
 
 from gpumlp.files.checkpoint import read_checkpoint
-from helpers.cli import PATIENCE, gpumlp_cmd, gpumlp_env, reap, run_gpumlp, start_gpumlp, wait_for
+from helpers.cli import (
+    PATIENCE,
+    assert_refused,
+    folder_state,
+    gpumlp_cmd,
+    gpumlp_env,
+    reap,
+    run,
+    run_gpumlp,
+    start_gpumlp,
+    wait_for,
+)
+from helpers.data import write_table
 
 QUICK = ["--sizes", "784,16,10", "--epochs", "1", "--quiet"]
 SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--epochs", "100", "--quiet"]
 SLOW += ["--checkpoint-every", "1", "--seed", "0"]
 PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-
-
-def state_of(folder: Path) -> dict[str, tuple[bytes, int, int]]:
-    """Each file in ``folder``: (bytes, mtime in ns, mode)."""
-    return {
-        p.name: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode)
-        for p in sorted(folder.iterdir())
-    }
 
 
 def finish_all(procs: list[subprocess.Popen], timeout: float = PATIENCE) -> list[tuple]:
@@ -67,12 +74,13 @@ REFUSED = [
     ("other-sizes", ["--sizes", "100,10"], r"--sizes 100,10 takes 100 inputs, but the data"),
     ("graph-on-cpu", ["--engine", "graph"], r"engine='graph' needs the CuPy backend"),
     ("classes", ["--sizes", "784,8,3"], r"--sizes ends with 3 outputs, but the data has 10"),
+    ("overwrite-sizes", ["--overwrite", "--sizes", "100,10"], r"--sizes 100,10 takes 100 inputs"),
 ]
 
 
 @pytest.mark.parametrize(("argv", "message"), [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
 def test_a_refused_command_writes_nothing(argv, message, finished, bar_mnist, tmp_path):
-    before = state_of(finished)
+    before = folder_state(finished)
     train = ["train", "--data", bar_mnist, *QUICK, *argv]
     procs = [start_gpumlp(*train, "--out", finished, **PIPES)]
     if argv:  # also into a new folder, and into the default one: neither is made
@@ -81,8 +89,123 @@ def test_a_refused_command_writes_nothing(argv, message, finished, bar_mnist, tm
     for proc, stdout, stderr in finish_all(procs):
         assert proc.returncode == 2, stderr
         assert stdout == "" and re.fullmatch(rf"gpumlp: error: [^\n]*{message}[^\n]*\n", stderr)
-    assert state_of(finished) == before  # args.json, history, model, checkpoint: untouched
+    assert folder_state(finished) == before  # args.json, history, model, checkpoint: untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _copy(finished: Path, tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    return run_dir
+
+
+def test_a_refused_resume_leaves_the_run_to_evaluate_and_resume(finished, tmp_path):
+    # Issue 28's case: other data and --hidden given to --resume rewrote args.json, after
+    # which eval and every --resume of the run failed.
+    run_dir, other = _copy(finished, tmp_path), write_table(tmp_path / "other.npz", 5)
+    before = folder_state(tmp_path)
+    done = run_gpumlp("train", "--data", other, "--hidden", "4", "--resume", run_dir)
+    assert done.returncode == 2 and done.stdout == ""  # no banner, no "resuming: ..."
+    assert re.fullmatch(
+        r"gpumlp: error: '[^']*checkpoint\.npz' is for a network with sizes=\[784, 16, 10\], "
+        r"but this network has sizes=\[5, 4, 2\]\n",
+        done.stderr,
+    ), done.stderr
+    assert folder_state(tmp_path) == before
+    assert run_gpumlp("eval", run_dir).returncode == 0
+    again = run_gpumlp("train", "--resume", run_dir, "--epochs", "2")
+    assert again.returncode == 0, again.stderr
+
+
+BAD_ARGS_JSON = [
+    ("fifo", None, r"is a FIFO, not a regular file"),
+    ("not-utf8", b'{"epochs": "\xff"}', r"is not UTF-8 text \(byte 12 is 0xff\)"),
+    ("deep", b"[" * 100_000 + b"]" * 100_000, r"nests lists or objects more than 32 deep"),
+    (
+        "truncated",
+        b'{"epochs": ',
+        r"is not valid JSON: Expecting value: line 1 column 12 \(char 11\)",
+    ),
+    ("a-list", b"[1, 2]", r"does not hold a JSON object of flags"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [pytest.param(*c[1:], id=c[0]) for c in BAD_ARGS_JSON]
+)
+def test_a_resume_refuses_an_unreadable_args_json_at_once(content, message, finished, tmp_path):
+    run_dir = _copy(finished, tmp_path)
+    (run_dir / "args.json").unlink()
+    if content is None:
+        os.mkfifo(run_dir / "args.json")  # a reader that waited for a writer would never end
+    else:
+        (run_dir / "args.json").write_bytes(content)
+    before = folder_state(tmp_path)
+    done = run_gpumlp("train", "--resume", run_dir, "--epochs", "2")
+    assert done.returncode == 2 and done.stdout == ""
+    assert re.fullmatch(
+        rf"gpumlp: error: flags file '{re.escape(str(run_dir / 'args.json'))}' {message}\n",
+        done.stderr,
+    ), done.stderr
+    assert folder_state(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("fifo", r"history\.json' is a FIFO, not a regular file: gpumlp writes files only where"),
+        ("folder", r"a directory, not a file: gpumlp will not replace it: '.*history\.json'"),
+    ],
+    ids=["fifo", "folder"],
+)
+def test_overwrite_refuses_a_run_file_it_would_not_replace_before_writing(
+    kind, message, finished, bar_mnist, tmp_path
+):
+    run_dir = _copy(finished, tmp_path)
+    (run_dir / "history.json").unlink()
+    if kind == "fifo":
+        os.mkfifo(run_dir / "history.json")
+    else:
+        (run_dir / "history.json").mkdir()
+    before = folder_state(tmp_path)
+    done = run_gpumlp("train", "--data", bar_mnist, *QUICK, "--out", run_dir, "--overwrite")
+    assert done.returncode == 2 and done.stdout == ""
+    assert re.fullmatch(rf"gpumlp: error: [^\n]*{message}[^\n]*\n", done.stderr), done.stderr
+    assert folder_state(tmp_path) == before  # args.json, checkpoint, model: as they were
+
+
+def _long_path(base: Path, total: int) -> Path:
+    """A path under ``base`` of names of 200 bytes or fewer, ``total`` bytes long."""
+    path = base
+    while len(str(path)) + 201 < total:
+        path /= "d" * 200
+    return path / ("e" * (total - len(str(path)) - 1))
+
+
+LONG_PATHS = [  # (id, argv(tmp_path, NAME_MAX, PATH_MAX), the message)
+    ("name", lambda p, n, m: ["--out", p / "made" / ("n" * (n + 1)) / "r"],
+     r"--out '[^']*': the name 'n+\.\.\.n+' is {n1:,} bytes long, past NAME_MAX, the {n:,} bytes "
+     r"a name may have on this file system"),
+    ("path", lambda p, n, m: ["--out", _long_path(p / "made", m + 10)],
+     r"--out '[^']*' is too long: [\d,]+ bytes as an absolute path with the names of the files "
+     r"gpumlp writes in it, past PATH_MAX, the {m1:,} bytes a path may have on this system"),
+    ("with-its-files", lambda p, n, m: ["--out", _long_path(p / "made", m - 20)],
+     r"--out '[^']*' is too long: [\d,]+ bytes as an absolute path with the names of the files"),
+    ("resume-name", lambda p, n, m: ["--resume", p / ("n" * (n + 1))],
+     r"--resume '[^']*': the name 'n+\.\.\.n+' is {n1:,} bytes long, past NAME_MAX"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "message"), [pytest.param(*c[1:], id=c[0]) for c in LONG_PATHS])
+def test_a_path_past_the_systems_limits_is_refused_naming_the_flag_and_limit(
+    argv, message, bar_mnist, tmp_path
+):
+    n, m = os.pathconf(tmp_path, "PC_NAME_MAX"), os.pathconf(tmp_path, "PC_PATH_MAX")
+    code, stdout, stderr = run(
+        "train", "--data", bar_mnist, *QUICK, "--backend", "numpy", *argv(tmp_path, n, m)
+    )
+    assert_refused(code, stderr, message.format(n=n, n1=n + 1, m1=m - 1))
+    assert stdout == "" and list(tmp_path.iterdir()) == []  # not even the folders above it
 
 
 def test_default_folders_are_unique_for_runs_started_together(bar_mnist, tmp_path):
@@ -212,13 +335,16 @@ def test_replaced_files_never_keep_setuid_nor_follow_a_symlink(bar_mnist, tmp_pa
     assert first.returncode == 0, first.stderr
     elsewhere.write_bytes(b"not gpumlp's")
     elsewhere.chmod(0o4755)
-    (out / "model.npz").unlink()
-    (out / "model.npz").symlink_to(elsewhere)
+    linked = ["model.npz", "checkpoint.npz", "history.json", "history.csv"]
+    for name in linked:
+        (out / name).unlink()
+        (out / name).symlink_to(elsewhere)
     (out / "args.json").chmod(0o4640)
     again = _train_with_umask(0o022, "--data", bar_mnist, *QUICK, "--out", out, "--overwrite")
     assert again.returncode == 0, again.stderr
-    model = (out / "model.npz").lstat()
-    assert stat.S_ISREG(model.st_mode) and stat.S_IMODE(model.st_mode) == 0o644
+    for name in linked:
+        written = (out / name).lstat()
+        assert stat.S_ISREG(written.st_mode) and stat.S_IMODE(written.st_mode) == 0o644, name
     assert elsewhere.read_bytes() == b"not gpumlp's"
     assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o4755
     assert stat.S_IMODE((out / "args.json").stat().st_mode) == 0o640  # its bits, not setuid

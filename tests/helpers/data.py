@@ -144,3 +144,10 @@ def write_bar_mnist(path: Path, n_train: int = 600, n_test: int = 100) -> Path:
     x_test, y_test = bar_digits(n_test, 2)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
+
+
+def write_table(path: Path, width: int, n: int = 40) -> Path:
+    """A table .npz (X float32 (n, width), y: 2 classes, by the sign of the first feature)."""
+    X = np.random.default_rng(width).normal(size=(n, width)).astype(np.float32)
+    np.savez(path, X=X, y=(X[:, 0] > 0).astype(np.int64))
+    return path

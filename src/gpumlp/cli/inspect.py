@@ -7,7 +7,6 @@ Both take a model file, a training checkpoint, or a run folder (its ``model.npz`
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ..backend import to_host
 from ..data.sources import DataSet, data_format, load_data
 from ..loader import load
 from ..model import Network
+from ..runs.rundir import read_args
 from ._args import UsageError
 
 __all__ = ["add_parsers", "model_path"]
@@ -64,16 +64,9 @@ _RUN_DATA = ("data", "labels", "label_column", "val_split", "seed")
 
 def _run_args(model: Path) -> dict[str, Any]:
     """The data flags of the run a model was trained in (its folder's ``args.json``), those
-    of the right type; empty when the model is not in a run folder."""
-    args = model.parent / "args.json"
-    if not args.is_file():
-        return {}
-    try:
-        saved = json.loads(args.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(saved, dict):
-        return {}
+    of the right type; empty when the model is not in a run folder. ValueError naming the file
+    when it is there but unreadable (:func:`gpumlp.runs.rundir.read_args`)."""
+    saved = read_args(model.parent) or {}
     kinds = {"data": str, "labels": str, "label_column": str | int, "val_split": float,
              "seed": int}  # fmt: skip
     return {k: saved[k] for k in _RUN_DATA if isinstance(saved.get(k), kinds[k])}

@@ -10,13 +10,17 @@ Rules (each refused before anything is written):
   over with a message;
 - default folders ``runs/<data>-<date>-<time>`` are unique, even for runs started in the same
   second (a suffix ``-2``, ``-3``, ... is added);
+- ``--out`` must be a path the system takes (no name past ``NAME_MAX``, the folder and the
+  files in it within ``PATH_MAX``), and every run file in it a regular file, a symbolic link
+  (replaced, never written through) or absent;
+- a command refused once it made the folder (its lock taken by a live run, a failed probe
+  write) removes the folders it made, which are empty;
 - temp files a killed writer left behind are removed when a run starts in the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import tempfile
@@ -25,10 +29,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..atomicio import remove_stale
+from ..atomicio import check_replaceable, remove_stale
 from ..errors import CheckpointError
 from ..files.checkpoint import read_checkpoint
+from ..files.jsonfile import read_json
 from ..files.modelfile import expected_arrays
+from ..files.pathlimits import check_path_length
 from ..settings import FLAGS, HYPER_KEYS, SETTINGS, defaults
 from .runlock import lock_folder
 
@@ -37,6 +43,7 @@ __all__ = [
     "TRAIN_DEFAULTS",
     "check_flags",
     "plan_folder",
+    "read_args",
     "resume_path",
     "resumed_flags",
     "run_folder",
@@ -50,6 +57,9 @@ defaults whatever the data (:func:`gpumlp.settings.defaults`)."""
 
 RUN_FILES = ("args.json", "history.json", "history.csv", "model.npz", "checkpoint.npz")
 _PROBE = "gpumlp-probe"  # the file that proves a folder writable
+# The bytes the longest path in a run folder adds to the folder's: "/.NAME.PID.XXXXXXXX.tmp",
+# a temp file of the longest name, with a pid of up to 7 digits (Linux's pid_max is 2**22).
+_ROOM = len("/.") + max(map(len, (*RUN_FILES, _PROBE))) + len(".1234567.XXXXXXXX.tmp")
 _FROM_CHECKPOINT = ("sizes", "activation", "output_activation", "cost", "init", "dtype")
 
 
@@ -77,6 +87,7 @@ def resume_path(value: str | None) -> Path | None:
     """
     if value is None:
         return None
+    check_path_length(value, "--resume")
     path = Path(value)
     path = path / "checkpoint.npz" if path.is_dir() else path
     if not path.is_file():
@@ -96,16 +107,31 @@ def resumed_flags(checkpoint: Path) -> tuple[dict[str, Any], int]:
     if len(flags.get("sizes", ())) == 2:  # no hidden layer: "activation" is the output's
         flags.pop("activation", None)
     check_flags(flags, checkpoint)
-    stored = checkpoint.parent / "args.json"
-    if stored.is_file():
-        try:
-            saved = json.loads(stored.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{str(stored)!r} is not readable JSON: {exc}") from None
-        if not isinstance(saved, dict):
-            raise CheckpointError(f"{str(stored)!r} does not hold a JSON object of flags")
+    try:
+        saved = read_args(checkpoint.parent)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if saved is not None:  # else a checkpoint outside a run folder: its metadata only
+        stored = checkpoint.parent / "args.json"
         flags |= check_flags({k: v for k, v in saved.items() if k in FLAGS}, stored)
     return flags, int(meta["epoch"])
+
+
+def read_args(folder: Path) -> dict[str, Any] | None:
+    """The flags a run folder's ``args.json`` records, as stored (None when it has none).
+
+    Raises ValueError naming the file when it is not a regular file, not UTF-8 JSON, nested
+    too deep (:func:`gpumlp.files.jsonfile.read_json`), or not an object; OSError when it
+    cannot be read.
+    """
+    path = folder / "args.json"
+    try:
+        saved = read_json(path, "flags file")
+    except FileNotFoundError:
+        return None
+    if not isinstance(saved, dict):
+        raise ValueError(f"flags file {str(path)!r} does not hold a JSON object of flags")
+    return saved
 
 
 def _holds_run(folder: Path) -> bool:
@@ -121,15 +147,36 @@ def _refuse_a_run(out: Path, resume: Path | None, overwrite: bool) -> None:
         )
 
 
-def _default_folder(stem: str) -> Path:
-    base = Path("runs") / time.strftime(f"{stem}-%Y%m%d-%H%M%S")
+def _check_files(out: Path) -> None:
+    """Refuse a folder where a run file is something gpumlp would not replace (a folder, a
+    FIFO, a device, a socket: :func:`gpumlp.atomicio.check_replaceable`)."""
+    for name in RUN_FILES:
+        check_replaceable(out / name)
+
+
+def _missing(folder: Path) -> list[Path]:
+    """``folder`` and those of its ancestors that do not exist yet, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if os.path.lexists(path):
+            break
+        missing.append(path)
+    return missing
+
+
+def _default_folder(stem: str, made: list[Path]) -> Path:
+    """Make a new ``runs/<stem>-<date>-<time>[-n]``, adding the folders made to ``made``."""
+    runs = Path("runs")
+    missing = _missing(runs)
+    base = runs / time.strftime(f"{stem}-%Y%m%d-%H%M%S")
     for n in range(1, 10_000):
         candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
         try:
             candidate.mkdir(parents=True, exist_ok=False)
-            return candidate
         except FileExistsError:
             continue
+        made += [candidate, *missing]
+        return candidate
     raise OSError(f"no free run folder name under {base.parent}")
 
 
@@ -141,12 +188,15 @@ def plan_folder(value: str | None, resume: Path | None, *, overwrite: bool) -> P
     """
     if value is not None and not value.strip():
         raise ValueError("--out must name a folder, got an empty string")
+    if value:
+        check_path_length(value, "--out", room=_ROOM)
     out = Path(value) if value else (resume.parent if resume is not None else None)
     if out is None:
         return None
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a directory")
     _refuse_a_run(out, resume, overwrite)
+    _check_files(out)
     return out
 
 
@@ -159,28 +209,46 @@ def run_folder(
     overwrite: bool = False,
 ) -> Iterator[Path]:
     """Create the run folder (``planned``, else a unique default) and lock it for this process;
-    check again, under the lock, that it holds no other run (:func:`plan_folder`'s rule, with
-    the same ``resume`` and ``overwrite``); prove it writable; clean up stale temp files. The
-    lock is released on the way out."""
+    check again, under the lock, that it holds no other run and no file gpumlp would not
+    replace (:func:`plan_folder`'s rules, with the same ``resume`` and ``overwrite``); prove it
+    writable; clean up stale temp files. The lock is released on the way out. Refused before
+    the folder is handed over, it removes the folders it made (empty: nothing was written)."""
+    made: list[Path] = []  # deepest first
     try:
-        out = _default_folder(stem) if planned is None else planned
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        where = str(planned or "runs")
-        raise ValueError(f"--out {where!r} is not writable: {exc.strerror or exc}") from None
-    with lock_folder(out):
-        _refuse_a_run(out, resume, overwrite)  # a run may have finished here since planning
         try:
-            prefix = f".{_PROBE}.{os.getpid()}."  # named as remove_stale expects
-            fd, probe = tempfile.mkstemp(dir=out, prefix=prefix, suffix=".tmp")
-            try:
-                os.write(fd, b"\0" * 4096)
-            finally:
-                os.close(fd)
-                os.unlink(probe)
+            if planned is None:
+                out = _default_folder(stem, made)
+            else:
+                out, made = planned, _missing(planned)
+                out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ValueError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
-        for name in (*RUN_FILES, _PROBE):
-            for stale in remove_stale(out, name):
-                logger.info("removed %s, left by a writer that was killed", stale)
-        yield out
+            where = str(planned or "runs")
+            raise ValueError(f"--out {where!r} is not writable: {exc.strerror or exc}") from None
+        with lock_folder(out):
+            _refuse_a_run(out, resume, overwrite)  # a run may have finished here since planning
+            _check_files(out)
+            _probe(out)
+            for name in (*RUN_FILES, _PROBE):
+                for stale in remove_stale(out, name):
+                    logger.info("removed %s, left by a writer that was killed", stale)
+            made = []  # the folder is the run's from here on, whatever happens
+            yield out
+    except BaseException:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only ever an empty folder
+        raise
+
+
+def _probe(out: Path) -> None:
+    """Prove ``out`` writable with a 4 KiB temp file (removed); ValueError naming --out."""
+    try:
+        prefix = f".{_PROBE}.{os.getpid()}."  # named as remove_stale expects
+        fd, probe = tempfile.mkstemp(dir=out, prefix=prefix, suffix=".tmp")
+        try:
+            os.write(fd, b"\0" * 4096)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
