@@ -50,6 +50,30 @@ class Inputs:
     mean: Host | None = None
     std: Host | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a standardization that turns inputs into NaN or inf, as the network's dtype
+        holds it: a mean not finite; a standard deviation not finite, 0, negative, or below the
+        dtype's smallest normal (1/std overflows). ValueError naming ``input/mean[i]`` or
+        ``input/std[i]`` (the names in model files) and the value."""
+        dtype = np.dtype(self.spec.dtype)
+        tiny = float(np.finfo(dtype).smallest_normal)
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if values is None:
+                continue
+            values = np.asarray(values)
+            with np.errstate(over="ignore", invalid="ignore"):
+                held = values.astype(dtype)
+                ok = np.isfinite(held) & ((held >= tiny) if key == "std" else True)
+            if not ok.all():
+                i = int(np.argmin(ok))
+                need = (
+                    f"a finite number of at least {tiny:.3g} (the smallest normal {dtype}), or "
+                    "the inputs divided by it become NaN or inf"
+                    if key == "std"
+                    else f"finite in {dtype}"
+                )
+                raise ValueError(f"input/{key}[{i}] is {values[i].item()!r}: it must be {need}")
+
     @property
     def standardized(self) -> bool:
         """True when inputs are standardized before use."""
