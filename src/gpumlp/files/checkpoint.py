@@ -31,7 +31,7 @@ import numpy as np
 
 from ..atomicio import atomic_file
 from ..errors import CheckpointError
-from .safeio import Oversize, WrongShape, open_regular, read_npy_member
+from .safeio import Oversize, WrongShape, open_regular, parse_json, read_npy_member
 
 __all__ = ["FORMAT_VERSION", "read_checkpoint", "write_checkpoint"]
 
@@ -109,6 +109,8 @@ def read_checkpoint(
         When it is a directory, not a checkpoint, truncated, corrupted (checksum mismatch), of a
         newer format, or claims arrays it should not hold. The message names the file.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or path-like, got {type(path).__name__}")
     path = Path(path)
     where = repr(str(path))
     if not path.exists():
@@ -144,7 +146,7 @@ def _read_members(
         blob = read_npy_member(zf, members.pop("__meta__"), kinds="u", max_bytes=META_LIMIT)
     except Oversize as exc:
         raise CheckpointError(f"{where} is damaged or hostile: {exc}") from None
-    meta = json.loads(blob.tobytes().decode("utf-8"))
+    meta = parse_json(blob.tobytes(), "its metadata")
     if not isinstance(meta, dict) or "format" not in meta:
         raise CheckpointError(f"{where} has no format version in its metadata")
     if not isinstance(meta["format"], int) or meta["format"] > FORMAT_VERSION:

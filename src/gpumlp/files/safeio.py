@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import json
 import math
 import os
 import pickletools
 import stat
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +39,7 @@ __all__ = [
     "check_pickle",
     "open_regular",
     "open_untrusted",
+    "parse_json",
     "read_npy",
     "read_npy_header",
     "read_npy_member",
@@ -141,6 +144,21 @@ def check_pickle(f: IO[bytes], what: str, *, max_ops: int) -> None:
             raise ValueError(f"{what} has more than {max_ops:,} opcodes")
         if op.name.endswith("PUT") and isinstance(arg, int) and arg > max_ops:
             raise ValueError(f"{what} stores at memo index {arg:,}, past {max_ops:,}")
+
+
+def parse_json(data: bytes | str, what: str) -> Any:
+    """``data``, UTF-8 JSON, parsed. ValueError naming ``what`` (the file, or its part) and the
+    cause when it is not UTF-8, not JSON, or nests deeper than Python's recursion limit lets
+    the parser go (gpumlp's own files nest a few levels)."""
+    try:
+        return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what} is not valid UTF-8 JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(
+            f"{what} nests its JSON deeper than the {sys.getrecursionlimit()} levels Python "
+            "can parse"
+        ) from None
 
 
 def read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:

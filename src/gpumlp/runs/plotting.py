@@ -12,13 +12,13 @@ called, and only through its object-oriented API on the Agg canvas: no pyplot st
 from __future__ import annotations
 
 import io
-import json
 import math
 import numbers
 from pathlib import Path
 from typing import Any
 
 from ..atomicio import atomic_write_bytes
+from ..files.safeio import parse_json
 
 __all__ = ["plot_run"]
 
@@ -31,10 +31,7 @@ _SERIES = {
 def _read_history(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist (a run folder has history.json)")
-    try:
-        history: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from None
+    history: dict[str, Any] = parse_json(path.read_bytes(), repr(str(path)))
     epochs = history.get("epochs") if isinstance(history, dict) else None
     if not isinstance(epochs, list) or not all(isinstance(r, dict) for r in epochs):
         raise ValueError(f"{str(path)!r} is not a gpumlp history: expected {{'epochs': [...]}}")
