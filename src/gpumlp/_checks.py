@@ -81,10 +81,13 @@ def check_number(
 
 
 def check_sizes(sizes: Any) -> list[int]:
-    """Validate layer sizes: a sequence of at least two positive integers."""
+    """Validate layer sizes: a sequence (list, tuple, range, 1-D array) of at least two
+    positive integers. A dict, set, string, bytes or iterator is refused (TypeError), not read
+    for its keys, its order or its characters, nor drained."""
     if isinstance(sizes, str | bytes) or not isinstance(sizes, Sequence | np.ndarray):
         raise TypeError(
-            f"sizes must be a sequence of integers such as [784, 30, 10], got {sizes!r}"
+            "sizes must be a sequence (a list or tuple) of integers such as [784, 30, 10], got "
+            f"a {type(sizes).__name__}: {sizes!r:.100}"
         )
     sizes = list(sizes)
     if len(sizes) < 2:
