@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from gpumlp import CheckpointError, Network
+from gpumlp.data.images import read_digit
 from gpumlp.data.sources import data_format
 from gpumlp.data.tabular import read_csv, read_npy_pair
 from gpumlp.files.checkpoint import read_checkpoint
@@ -108,8 +109,9 @@ def test_a_checkpoint_is_never_written_over_a_fifo(tmp_path):
         (read_csv, ValueError),
         (lambda p: read_npy_pair(p, p), ValueError),
         (read_checkpoint, CheckpointError),
+        (read_digit, ValueError),
     ],
-    ids=["data", "csv", "npy", "checkpoint"],
+    ids=["data", "csv", "npy", "checkpoint", "image"],
 )
 def test_a_fifo_given_to_read_is_refused_at_once(tmp_path, reader, exc_type):
     fifo = _special(tmp_path, "fifo")
