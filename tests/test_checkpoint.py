@@ -97,6 +97,30 @@ def test_not_a_checkpoint(tmp_path, name, content):
         gpumlp.load(path)
 
 
+@pytest.mark.parametrize(
+    ("meta", "cause"),
+    [
+        (b'{"format": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests lists or objects more than 32 deep"),
+        (b'{"format": 1, "x": "\xff"}', "is not UTF-8 text"),
+    ],
+    ids=["deep", "not-utf8"],
+)
+def test_unreadable_metadata_is_named_with_its_cause(tmp_path, meta, cause):
+    path = tmp_path / "m.npz"
+    np.savez(path, __meta__=np.frombuffer(meta, np.uint8))
+    with pytest.raises(CheckpointError, match=f"^'{path}' is damaged .*: its metadata {cause}"):
+        gpumlp.load(path)
+
+
+@pytest.mark.parametrize("path", [123, None, 4.5, ["m.npz"]])
+def test_a_path_that_is_not_one_is_a_type_error(path):
+    name = type(path).__name__
+    with pytest.raises(TypeError, match=f"^path must be a str or path-like, got {name}$"):
+        gpumlp.load(path)
+    with pytest.raises(TypeError, match=f"^path must be a str or path-like, got {name}$"):
+        read_checkpoint(path)
+
+
 @pytest.mark.parametrize("keep", [0.0, 0.1, 0.5, 0.9, 0.99])
 def test_truncated_file(saved, tmp_path, keep):
     data = saved.read_bytes()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 
 import gpumlp
-from helpers.cli import assert_refused, run, run_gpumlp
+from gpumlp.files.checkpoint import read_checkpoint
+from helpers.cli import assert_refused, printed_epochs, run, run_gpumlp, saved_epochs
+from helpers.trainer import Trainer
 
 FAST = ["--epochs", "6", "--lr", "1.0", "--quiet"]
 SPECIES = np.array(["setosa", "versicolor", "virginica"])
@@ -258,3 +261,40 @@ def test_eval_errors_say_what_is_missing(bad, monkeypatch):
     assert code == 2 and "give its labels or targets with --labels y.npy" in err
     code, _, err = run("eval", "r", "--labels", "y.npy")
     assert code == 2 and "--labels and --label-column go with --data" in err
+
+
+def test_an_x_npy_cut_short_mid_run_stops_with_the_finished_epochs_saved(folder, tmp_path):
+    # X.npy is read as training goes. Cut to a few bytes once epoch 1's line is out, the run
+    # stops with one line naming the file and both sizes, the finished epochs saved (it used to
+    # die of SIGBUS, exit -7, with every epoch lost); restored, the printed command resumes it.
+    whole = (folder / "X.npy").read_bytes()
+    (tmp_path / "X.npy").write_bytes(whole)
+    run_dir = tmp_path / "run"
+    flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
+    trainer = Trainer("--data", tmp_path / "X.npy", *flags, "--epochs", "100000", "--quiet",
+                      "--out", run_dir)  # fmt: skip
+    try:
+        trainer.wait_for(r"Epoch 1: ")
+        os.truncate(tmp_path / "X.npy", 100)
+        code, out, err = trainer.finish()
+    finally:
+        trainer.kill()
+    done = printed_epochs(out)
+    assert code != -7 and done[:2] == [0, 1], (code, err)
+    checkpoint = run_dir / "checkpoint.npz"
+    assert_refused(
+        code,
+        err,
+        rf"X.npy shrank from {len(whole):,} to 100 bytes during training; epochs 0..{done[-1]} "
+        rf"saved to {re.escape(str(checkpoint))}; restore it, then resume with: gpumlp train "
+        rf"--resume {re.escape(str(run_dir))}$",
+    )
+    assert saved_epochs(run_dir) == done and read_checkpoint(checkpoint)[0]["epoch"] == len(done)
+    assert gpumlp.load(checkpoint, backend="numpy").sizes == [5, 8, 3]
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history["stop_reason"] == f"{tmp_path / 'X.npy'} shrank during epoch {len(done)}"
+    (tmp_path / "X.npy").write_bytes(whole)
+    more = str(len(done) + 1)
+    resumed = run_gpumlp("train", "--resume", run_dir, "--epochs", more, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert saved_epochs(run_dir) == [*done, len(done)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,15 @@ def test_bad_file_on_the_command_line(argv, match, tmp_path, quick_run):
     code, _, stderr = run(*argv(tmp_path, data, run_dir))
     assert_refused(code, stderr, match)
     assert (run_dir / "checkpoint.npz").read_bytes() == before
+
+
+@pytest.mark.usefixtures("numpy_env")
+def test_predict_of_a_one_pixel_image_is_one_clean_line(trained_run, tmp_path):
+    pytest.importorskip("PIL")
+    model = trained_run[0] / "model.npz"
+    image = save_png(tmp_path / "dot.png", np.zeros((1, 1), np.uint8), "L")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's RuntimeWarning used to leak here
+        code, stdout, err = run("predict", model, image)
+    assert_refused(code, err, re.escape(f"no digit found in image '{image}': it is blank"))
+    assert stdout == ""

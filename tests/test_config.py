@@ -25,6 +25,15 @@ MODEL_CASES = [
     ("sizes-bool", lambda: gpumlp.Network([4, True, 3]), TypeError, r"sizes\[1\]"),
     ("sizes-string", lambda: gpumlp.Network("784,30,10"), TypeError, "sizes must be a sequence"),
     ("sizes-int", lambda: gpumlp.Network(784), TypeError, "sizes must be a sequence"),
+    *(
+        (f"sizes-{kind}", lambda s=s: gpumlp.Network(s), TypeError, f"got a {kind}: ")
+        for kind, s in [
+            ("dict", {4: 1, 5: 1, 3: 1}),  # its keys would make a [4, 5, 3] network
+            ("set", {4, 5, 3}),
+            ("bytes", b"\x04\x05\x03"),
+            ("generator", (n for n in [4, 5, 3])),
+        ]
+    ),
     (
         "activation-unknown",
         lambda: net(activation="swish"),

@@ -275,6 +275,19 @@ def test_tiny_pictures(tmp_path):
         read_digit(save(np.ones((3, 3)), tmp_path / "blank.png"))
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "1", "I;16", "F"])
+@pytest.mark.parametrize("size", [(1, 1), (1, 2), (2, 1)])
+def test_a_picture_of_one_or_two_pixels_is_blank_without_a_warning(tmp_path, mode, size):
+    # A 1x1 picture has no neighbours to measure the noise from: it used to leak NumPy's
+    # "Mean of empty slice" RuntimeWarning on the way to the same refusal.
+    path = tmp_path / "dot.png" if mode != "F" else tmp_path / "dot.tif"
+    Image.new(mode, size).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=re.escape(f"no digit found in image '{path}'")):
+            read_digit(path)
+
+
 def test_side_and_pixels_are_checked():
     pic = np.ones((50, 40))
     pic[10:40, 18:22] = 0

@@ -6,12 +6,15 @@ on a device), never turned into inf and blamed on the learning rate later."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import gpumlp
 import gpumlp._checks as checks
 from gpumlp._checks import finite_host_array, first_nonfinite
+from gpumlp.files.npyview import open_rows
 from helpers.bad_files import resigned
 from helpers.nets import (
     HUGE,
@@ -129,6 +132,34 @@ def test_a_float32_memmap_is_checked_without_a_copy(tmp_path):
     np.save(path, SMALL_X.astype(np.float32))
     X = np.load(path, mmap_mode="r")
     assert finite_host_array("X", X, "float32") is X
+
+
+@pytest.mark.parametrize(
+    "how",
+    [{"backend": "array_api_strict"}, {"dtype": "float64"}, {"standardize": True}],
+    ids=["another-namespace", "another-dtype", "standardized"],
+)
+def test_a_file_read_as_it_is_used_is_copied_once_where_it_cannot_be(tmp_path, how):
+    # X.npy as gpumlp reads it (files/npyview) is used in place only by NumPy in its own dtype.
+    # Elsewhere (another namespace, as CuPy's whole-epoch engines are; a cast; standardization)
+    # it is read once, through the same checked reads, into memory: a file cut afterwards
+    # changes nothing, and the result equals training on the array.
+    path = tmp_path / "X.npy"
+    np.save(path, SMALL_X.astype(np.float32))
+    net_kw = {k: v for k, v in how.items() if k != "standardize"}
+    if net_kw.get("backend") == "array_api_strict":
+        net_kw["backend"] = pytest.importorskip("array_api_strict")
+    fit_kw = {"standardize": how.get("standardize", False), "epochs": 3}
+    whole = small_net(**net_kw)
+    small_fit(SMALL_X.astype(np.float32), SMALL_Y, net=whole, **fit_kw)
+
+    def cut(record):
+        os.truncate(path, 10)
+
+    net = small_net(**net_kw)
+    history = small_fit(open_rows(path), SMALL_Y, net=net, on_epoch=cut, **fit_kw)
+    assert len(history) == 3 and history.stop_reason is None
+    assert_same_params(params_of(net), params_of(whole))
 
 
 def test_load_of_a_model_file_with_an_overflowing_parameter(tmp_path, model_file):

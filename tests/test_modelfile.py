@@ -3,7 +3,8 @@ are wrong (missing, invalid, of the wrong shape, NaN) is refused with a Checkpoi
 the file and what is wrong; so is one whose training metadata breaks the schema (a real
 checkpoint's metadata rewritten), through ``gpumlp.load``, a resumed ``fit``, and the
 ``gpumlp train --resume`` and ``gpumlp eval`` commands (exit 2, one line), as is a run folder's
-``args.json`` with a bad ``limit``."""
+``args.json`` with a bad ``limit``, and a model whose input standardization makes inputs NaN or
+inf in its dtype."""
 
 from __future__ import annotations
 
@@ -209,3 +210,58 @@ def test_gpumlp_train_resume_refuses_a_bad_limit_in_args_json(limit, what, adam_
     proc = run_gpumlp("train", "--resume", folder, "--epochs", "3", "--quiet")
     _one_error_line(proc, repr(str(folder / "args.json")), what)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == files  # nothing written
+
+
+# -- the input standardization's values ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def standardized_model(tmp_path_factory) -> Path:
+    """A [4, 5, 3] float32 model trained on standardized inputs, saved."""
+    net = small_net()
+    net.fit(SMALL_X, SMALL_Y, epochs=1, standardize=True)
+    path = tmp_path_factory.mktemp("std") / "m.npz"
+    net.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "shown"),
+    [
+        ("input/std", 0.0, "0.0"),
+        ("input/std", float("nan"), "nan"),
+        ("input/std", -1.0, "-1.0"),
+        ("input/std", 1e-45, "1e-45"),  # float32's 1/std overflows
+        ("input/std", float("inf"), "inf"),
+        ("input/mean", float("nan"), "nan"),
+        ("input/mean", float("-inf"), "-inf"),
+        ("input/mean", 1e300, "1e+300"),  # inf as float32
+    ],
+)
+def test_a_standardization_that_makes_nan_is_refused_naming_member_and_value(
+    standardized_model, tmp_path, member, value, shown
+):
+    def change(arrays):
+        bad = arrays[member].copy()
+        bad[2] = value
+        return arrays | {member: bad}
+
+    path = resigned(standardized_model, tmp_path / "bad.npz", change_arrays=change)
+    message = f"{str(path)!r} holds an invalid input standardization: {member}[2] is {shown}: "
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}it must be"):
+        gpumlp.load(path, backend="numpy")
+    code, _, err = run("predict", path, "x.png", "--backend", "numpy")
+    assert_refused(code, err, re.escape(f"{member}[2] is {shown}"))
+
+
+def test_a_tiny_std_is_refused_only_where_the_dtype_cannot_divide_by_it(
+    standardized_model, tmp_path
+):
+    def change(arrays):
+        return arrays | {"input/std": arrays["input/std"] * 0 + 1e-45}
+
+    path = resigned(standardized_model, tmp_path / "tiny.npz", change_arrays=change)
+    with pytest.raises(CheckpointError, match=r"input/std\[0\] is 1e-45: .* 1.18e-38"):
+        gpumlp.load(path, backend="numpy")
+    net = gpumlp.load(path, backend="numpy", dtype="float64")  # 1/1e-45 is finite there
+    assert net.standardized

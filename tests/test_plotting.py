@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 
 import pytest
 
@@ -68,6 +69,20 @@ def test_missing_history(tmp_path):
 def test_malformed_history(tmp_path, text):
     (tmp_path / "history.json").write_text(text)
     with pytest.raises(ValueError, match=r"history\.json"):
+        plot_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "cause"),
+    [
+        (b'{"epochs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests lists or objects more than 32 deep"),
+        (b'{"epochs": [], "stop_reason": "\xff"}', "is not UTF-8 text"),
+    ],
+    ids=["deep", "not-utf8"],
+)
+def test_an_unreadable_history_is_a_value_error_naming_it_and_the_cause(tmp_path, content, cause):
+    (tmp_path / "history.json").write_bytes(content)  # deep: was a bare RecursionError
+    with pytest.raises(ValueError, match=re.escape(f"'{tmp_path / 'history.json'}' {cause}")):
         plot_run(tmp_path)
 
 

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import re
 import shlex
 import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -30,76 +27,16 @@ from helpers.cli import (
     assert_same_run,
     default_sigint,
     printed_epochs,
-    reap,
     run,
     run_gpumlp,
     saved_epochs,
-    start_gpumlp,
 )
+from helpers.trainer import Trainer
 
 EPOCHS = 4
 FLAGS = ["--sizes", "784,200,10", "--batch-size", "1", "--seed", "5", "--quiet"]
 BIG = ["--sizes", "784,3000,10", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "100"]
 BIG += ["--seed", "5", "--quiet", "--checkpoint-every", "1", "--epochs", "100"]
-
-
-class Trainer:
-    """``gpumlp train ARGV`` in a subprocess, its stdout and stderr read line by line as they
-    come (by threads, so a wait never blocks past its timeout)."""
-
-    def __init__(self, *argv, preexec_fn=None) -> None:
-        self.proc = start_gpumlp(
-            "train",
-            *argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=preexec_fn or default_sigint,
-        )
-        self.lines: dict[str, list[str]] = {"out": [], "err": []}
-        self._new: queue.Queue[tuple[str, str]] = queue.Queue()
-        self._readers = [
-            threading.Thread(target=self._read, args=(name, stream), daemon=True)
-            for name, stream in (("out", self.proc.stdout), ("err", self.proc.stderr))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, name: str, stream) -> None:
-        for line in stream:
-            self.lines[name].append(line)
-            self._new.put((name, line))
-
-    def wait_for(self, pattern: str, *, stream: str = "out", timeout: float = PATIENCE) -> str:
-        """The first line of ``stream`` matching ``pattern``; fails when none comes in time."""
-        seen = list(self.lines[stream])
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in seen:
-                if re.match(pattern, line):
-                    return line
-            assert self.proc.poll() is None or not self._new.empty(), (
-                f"the run ended (exit {self.proc.returncode}) before printing {pattern!r}: "
-                + "".join(self.lines["err"])[-2000:]
-            )
-            left = deadline - time.monotonic()
-            assert left > 0, f"no line {pattern!r} after {timeout} s"
-            try:
-                name, line = self._new.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                seen = []
-                continue
-            seen = [line] if name == stream else []
-
-    def finish(self, timeout: float = PATIENCE) -> tuple[int, str, str]:
-        """Wait for the end: (exit code, stdout, stderr)."""
-        code = self.proc.wait(timeout=timeout)
-        for reader in self._readers:
-            reader.join(timeout=10)
-        return code, "".join(self.lines["out"]), "".join(self.lines["err"])
-
-    def kill(self) -> None:
-        reap(self.proc)
 
 
 def assert_no_partial_file(run_dir: Path) -> None:

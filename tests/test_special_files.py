@@ -6,6 +6,7 @@ the test instead of hanging the suite."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from gpumlp import CheckpointError, Network
+from gpumlp.data.images import read_digit
 from gpumlp.data.sources import data_format
 from gpumlp.data.tabular import read_csv, read_npy_pair
 from gpumlp.files.checkpoint import read_checkpoint
@@ -108,10 +110,22 @@ def test_a_checkpoint_is_never_written_over_a_fifo(tmp_path):
         (read_csv, ValueError),
         (lambda p: read_npy_pair(p, p), ValueError),
         (read_checkpoint, CheckpointError),
+        (read_digit, ValueError),
     ],
-    ids=["data", "csv", "npy", "checkpoint"],
+    ids=["data", "csv", "npy", "checkpoint", "image"],
 )
 def test_a_fifo_given_to_read_is_refused_at_once(tmp_path, reader, exc_type):
     fifo = _special(tmp_path, "fifo")
     exc = _returns(reader, fifo)
     assert isinstance(exc, exc_type) and "is a FIFO, not a regular file" in str(exc), exc
+
+
+@pytest.mark.parametrize(
+    "content", [b"[" * 4000, b"\xff\xfe", b"[1, 2]"], ids=["deep", "bytes", "list"]
+)
+def test_a_lock_file_holding_no_record_is_taken_like_an_empty_one(tmp_path, content):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_bytes(content)  # deep: json's RecursionError escaped the lock check
+    with lock_folder(run):  # taken, with this process's record in it
+        assert json.loads((run / ".lock").read_bytes())["pid"] == os.getpid()

@@ -1,9 +1,9 @@
 """The table readers (:mod:`gpumlp.data.tabular`): what each format reads, and what each refuses.
 
 Every file is written here with the real writers (``csv``, ``np.savez``, ``np.save``) and read
-back with the reader; the arrays that come back must equal those written. The memory-mapped
-``.npy`` path is checked where it matters: ``Network.fit`` on a float32 file must not allocate
-anything near the file's size.
+back with the reader; the arrays that come back must equal those written. The ``.npy`` path,
+read as it is used, is checked where it matters: ``Network.fit`` on a float32 file must not
+allocate anything near the file's size.
 """
 
 from __future__ import annotations
@@ -211,13 +211,13 @@ def test_npz_errors_name_the_file_and_array(tmp_path, arrays, message):
 # -- npy pairs ---------------------------------------------------------------------------------
 
 
-def test_npy_pair_is_memory_mapped_and_round_trips(tmp_path, table):
+def test_npy_pair_reads_x_from_its_file_and_round_trips(tmp_path, table):
     X, y = table
     np.save(tmp_path / "X.npy", X.astype(np.float32))
     np.save(tmp_path / "y.npy", y.astype(np.uint8))
     got = read_npy_pair(tmp_path / "X.npy", tmp_path / "y.npy")
-    assert isinstance(got.train[0], np.memmap) and got.train[0].mode == "r"
-    assert Path(got.train[0].filename) == tmp_path / "X.npy"
+    assert not isinstance(got.train[0], np.ndarray)  # never mapped: read as it is used
+    assert got.train[0].path == tmp_path / "X.npy"
     assert np.array_equal(got.train[0], X.astype(np.float32))
     assert np.array_equal(got.train[1], y) and got.train[1].dtype == np.int64
 
@@ -269,7 +269,7 @@ def test_first_nonfinite_finds_the_first_bad_value_across_blocks(monkeypatch):
         finite_host_array("X", big, "float32")
 
 
-def test_fit_on_a_float32_memmap_makes_no_full_size_copy(tmp_path, monkeypatch):
+def test_fit_on_a_float32_npy_file_makes_no_full_size_copy(tmp_path, monkeypatch):
     n, d = 100_000, 256  # 100 MB of float32
     X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(n, d))
     rng = np.random.default_rng(0)
@@ -281,7 +281,7 @@ def test_fit_on_a_float32_memmap_makes_no_full_size_copy(tmp_path, monkeypatch):
     table = read_npy_pair(tmp_path / "X.npy", tmp_path / "y.npy")
     X, y = table.train
     net = Network([d, 4, 2], backend="numpy", seed=0)
-    assert np.shares_memory(net.inputs.x(X), X)  # what the batches are gathered from
+    assert net.inputs.x(X) is X  # what the batches are read from: the file, not a copy
     # A file larger than the free memory trains: it is not counted against it (a copy would be).
     monkeypatch.setattr(gpumlp.memory, "host_available_memory", lambda: 60 * 2**20)
     with pytest.raises(OutOfMemory, match="needs about"):
@@ -294,7 +294,8 @@ def test_fit_on_a_float32_memmap_makes_no_full_size_copy(tmp_path, monkeypatch):
     finally:
         tracemalloc.stop()
     size = (tmp_path / "X.npy").stat().st_size
-    # The labels, one-hot targets and epoch order take ~3 MB, a finiteness block 4 MB; a
-    # full-size copy (100 MB) or a full-size bool mask (25 MB) would show.
+    # The labels, one-hot targets and epoch order take ~3 MB, a finiteness block read from the
+    # file 4 MB and its mask 1 MB; a full-size copy (100 MB) or a full-size bool mask (25 MB)
+    # would show.
     assert peak < size / 6, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.0f} MiB file"
     assert len(history) == 1 and history[0]["train_cost"] > 0

@@ -1,15 +1,20 @@
 """Tests for gpumlp.train.train_network: a run stopped short by Ctrl-C rolls back to its last
 finished epoch, checkpoints it, raises TrainingInterrupted carrying the history, and resumes to
 what an uninterrupted run gives; an epoch already shown to ``on_epoch`` is never rolled back.
+So too when the data file read as training goes is cut short (DataFileShrank).
 (Ctrl-C and kill -9 of ``gpumlp train`` are in test_cli_train.py; divergence in test_train.py;
 memory running out in test_memory.py.)"""
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
 
 import gpumlp
 from gpumlp.files.checkpoint import read_checkpoint
+from gpumlp.files.npyview import open_rows
 from helpers.nets import CE_NET, assert_same_params, fit_run, history_columns, params_of
 
 
@@ -62,3 +67,31 @@ def test_an_interrupt_after_an_epoch_is_shown_keeps_that_epoch(blobs, tmp_path, 
     ref = gpumlp.Network([4, 6, 3], **CE_NET)
     fit_run(ref, X, y, epochs=shown + 1)
     assert_same_params(params_of(net), params_of(ref))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_data_file_cut_short_stops_at_the_last_finished_epoch(blobs, tmp_path, shuffle):
+    # X read from its .npy file as training goes, cut short once epoch 1 is shown: fit raises
+    # DataFileShrank carrying the finished epochs, and the network and the checkpoint hold the
+    # weights of an uninterrupted 2-epoch run.
+    X, y = blobs[0].astype(np.float32), blobs[1]
+    np.save(tmp_path / "X.npy", X)
+    size = (tmp_path / "X.npy").stat().st_size
+    whole = gpumlp.Network([4, 6, 3], **CE_NET)
+    fit_run(whole, X, y, epochs=2, shuffle=shuffle)
+
+    def cut(record):
+        if record["epoch"] == 1:
+            os.truncate(tmp_path / "X.npy", 200)
+
+    path, net = tmp_path / "run.npz", gpumlp.Network([4, 6, 3], **CE_NET)
+    rows = open_rows(tmp_path / "X.npy")
+    with pytest.raises(gpumlp.DataFileShrank) as info:
+        fit_run(net, rows, y, epochs=5, shuffle=shuffle, checkpoint=path, on_epoch=cut)
+    assert str(info.value) == (
+        f"{tmp_path / 'X.npy'} shrank from {size:,} to 200 bytes during training; epochs 0..1 "
+        f"saved to {path}"
+    )
+    assert [r["epoch"] for r in info.value.history] == [0, 1]
+    assert_same_params(params_of(net), params_of(whole))
+    assert read_checkpoint(path)[0]["epoch"] == 2

@@ -15,6 +15,7 @@ from .backend import get_namespace
 from .errors import (
     BackendUnavailableError,
     CheckpointError,
+    DataFileShrank,
     DivergedError,
     OutOfMemory,
     TrainingInterrupted,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BackendUnavailableError",
     "CheckpointError",
+    "DataFileShrank",
     "DivergedError",
     "History",
     "Network",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 
@@ -81,10 +81,13 @@ def check_number(
 
 
 def check_sizes(sizes: Any) -> list[int]:
-    """Validate layer sizes: a sequence of at least two positive integers."""
+    """Validate layer sizes: a sequence (list, tuple, range, 1-D array) of at least two
+    positive integers. A dict, set, string, bytes or iterator is refused (TypeError), not read
+    for its keys, its order or its characters, nor drained."""
     if isinstance(sizes, str | bytes) or not isinstance(sizes, Sequence | np.ndarray):
         raise TypeError(
-            f"sizes must be a sequence of integers such as [784, 30, 10], got {sizes!r}"
+            "sizes must be a sequence (a list or tuple) of integers such as [784, 30, 10], got "
+            f"a {type(sizes).__name__}: {sizes!r:.100}"
         )
     sizes = list(sizes)
     if len(sizes) < 2:
@@ -133,9 +136,7 @@ def finite_host_array(name: str, value: Any, dtype: Any = None) -> np.ndarray[An
     return arr.astype(target)
 
 
-def nonfinite_message(
-    name: str, arr: np.ndarray[Any, Any], bad: tuple[int, ...], dtype: Any = None
-) -> str:
+def nonfinite_message(name: str, arr: Rows, bad: tuple[int, ...], dtype: Any = None) -> str:
     """What is wrong with ``arr[bad]``, the first value :func:`first_nonfinite` found: NaN or
     inf in the data, or a finite value that overflows ``dtype`` (the network's)."""
     value = arr[bad]
@@ -148,25 +149,45 @@ def nonfinite_message(
     )
 
 
-_BLOCK_BYTES = 1 << 24  # what first_nonfinite looks at in one go; its mask is a quarter
+_BLOCK_BYTES = 1 << 22  # what first_nonfinite looks at in one go (a copy, read from a file
+# that is read as it is used, files/npyview); its mask is a quarter
 
 
-def first_nonfinite(arr: np.ndarray[Any, Any], dtype: Any = None) -> tuple[int, ...] | None:
+class Rows(Protocol):
+    """What :func:`first_nonfinite` reads: a NumPy array, or an array-like whose index gives
+    arrays (:class:`~gpumlp.files.npyview.NpyRows`, a file read as it is used)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    @property
+    def ndim(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def itemsize(self) -> int: ...
+    def __getitem__(self, key: Any, /) -> Any: ...
+
+
+def first_nonfinite(arr: Rows, dtype: Any = None) -> tuple[int, ...] | None:
     """The index of the first value of the host array ``arr`` (any shape) that is NaN or inf,
     or, with ``dtype``, that becomes inf when cast to it (None when all are finite or it holds
     no floats). Looks a block of rows at a time, so that no temporary of ``arr``'s size is made
-    (``arr`` may be a memory-mapped file larger than memory)."""
+    (``arr`` may be a file larger than memory: memory-mapped, or read block by block as
+    :class:`~gpumlp.files.npyview.NpyRows`)."""
     if arr.dtype.kind != "f" or arr.size == 0:
         return None
     cast = None if dtype is None else np.dtype(dtype_name(dtype))
     if cast is not None and (cast.kind != "f" or cast.itemsize >= arr.dtype.itemsize):
         cast = None  # widening (or the same dtype) cannot overflow
     if arr.ndim == 0:
-        return None if np.isfinite(arr if cast is None else _cast(arr, cast)) else ()
+        one = np.asarray(arr)
+        return None if np.isfinite(one if cast is None else _cast(one, cast)) else ()
     row_bytes = arr.itemsize * math.prod(arr.shape[1:])
     rows = max(1, _BLOCK_BYTES // max(1, row_bytes))
     for r in range(0, arr.shape[0], rows):
-        block = arr[r : r + rows]
+        block = np.asarray(arr[r : r + rows])
         ok = np.isfinite(block if cast is None else _cast(block, cast))
         if not ok.all():
             bad = np.argwhere(~ok)[0]

@@ -11,6 +11,7 @@ from .history import History
 __all__ = [
     "BackendUnavailableError",
     "CheckpointError",
+    "DataFileShrank",
     "DivergedError",
     "OutOfMemory",
     "TrainingInterrupted",
@@ -23,6 +24,47 @@ class BackendUnavailableError(RuntimeError):
 
 class CheckpointError(ValueError):
     """A model or checkpoint file is missing, damaged, of an unknown format, or does not fit."""
+
+
+class DataFileShrank(RuntimeError):
+    """A data file that training reads as it goes (``X.npy``) became shorter than its header
+    declares; training stopped, keeping the last finished epoch (checkpointed, if asked).
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    size, now : int
+        Its size in bytes when it was opened, and now.
+    history : History or None
+        The finished epochs, once training stopped (None when it had not begun).
+    saved : str or None
+        The checkpoint they were saved to.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        size: int,
+        now: int,
+        *,
+        history: History | None = None,
+        saved: str | None = None,
+        advice: str = "",
+    ) -> None:
+        text = f"{path} shrank from {size:,} to {now:,} bytes during training"
+        if history is not None:
+            kept = history.finished()
+            text += f"; {kept} saved to {saved}" if saved else f"; the network keeps {kept}"
+        super().__init__(text + (f"; {advice}" if advice else ""))
+        self.path, self.size, self.now = path, size, now
+        self.history, self.saved = history, saved
+
+    def advise(self, advice: str) -> DataFileShrank:
+        """The same error, its message ending with ``advice`` (what to do next)."""
+        return DataFileShrank(
+            self.path, self.size, self.now, history=self.history, saved=self.saved, advice=advice
+        )
 
 
 class DivergedError(RuntimeError):

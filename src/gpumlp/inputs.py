@@ -10,14 +10,31 @@ are applied here, so callers never do it.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._checks import finite_host_array, host_array, standardization
-from .backend import Array, Namespace, dtype_name, index_dtype, on_namespace, to_device, to_host
+from ._checks import (
+    finite_host_array,
+    first_nonfinite,
+    host_array,
+    nonfinite_message,
+    standardization,
+)
+from .backend import (
+    Array,
+    Namespace,
+    backend_name,
+    dtype_name,
+    index_dtype,
+    on_namespace,
+    to_device,
+    to_host,
+)
 from .config import ModelSpec
+from .files.npyview import NpyRows
 
 __all__ = ["Inputs", "prepare_targets", "prepare_x"]
 
@@ -33,6 +50,30 @@ class Inputs:
     mean: Host | None = None
     std: Host | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a standardization that turns inputs into NaN or inf, as the network's dtype
+        holds it: a mean not finite; a standard deviation not finite, 0, negative, or below the
+        dtype's smallest normal (1/std overflows). ValueError naming ``input/mean[i]`` or
+        ``input/std[i]`` (the names in model files) and the value."""
+        dtype = np.dtype(self.spec.dtype)
+        tiny = float(np.finfo(dtype).smallest_normal)
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if values is None:
+                continue
+            values = np.asarray(values)
+            with np.errstate(over="ignore", invalid="ignore"):
+                held = values.astype(dtype)
+                ok = np.isfinite(held) & ((held >= tiny) if key == "std" else True)
+            if not ok.all():
+                i = int(np.argmin(ok))
+                need = (
+                    f"a finite number of at least {tiny:.3g} (the smallest normal {dtype}), or "
+                    "the inputs divided by it become NaN or inf"
+                    if key == "std"
+                    else f"finite in {dtype}"
+                )
+                raise ValueError(f"input/{key}[{i}] is {values[i].item()!r}: it must be {need}")
+
     @property
     def standardized(self) -> bool:
         """True when inputs are standardized before use."""
@@ -43,6 +84,8 @@ class Inputs:
         ``fit_standardization`` the mean and standard deviation of each input are first taken
         from ``X`` itself (the array checked once, for both)."""
         spec = self.spec
+        if isinstance(X, NpyRows) and (fit_standardization or self.standardized):
+            X = np.asarray(X)  # standardized: a copy in memory (read once, not per statistic)
         x: Array = prepare_x(
             X, n_features=spec.sizes[0], xp=spec.xp, dtype=spec.xp_dtype, name=name
         )
@@ -55,12 +98,12 @@ class Inputs:
 
     def copies(self, X: Any, *, standardize: bool = False) -> bool:
         """Whether :meth:`x` makes a new array of ``X`` rather than using it in place (a NumPy
-        array, memory-mapped or not, already in the network's dtype on the NumPy backend,
-        with no standardization to apply), for memory estimates."""
+        array, memory-mapped or not, or a file read as it is used, already in the network's
+        dtype on the NumPy backend, with no standardization to apply), for memory estimates."""
         spec = self.spec
         in_place = (
             spec.backend == "numpy"
-            and isinstance(X, np.ndarray)
+            and isinstance(X, np.ndarray | NpyRows)
             and X.dtype == np.dtype(spec.dtype)
             and not (standardize or self.standardized)
         )
@@ -106,8 +149,18 @@ def prepare_x(X: Any, *, n_features: int, xp: Namespace, dtype: Any, name: str =
 
     Returns
     -------
-    array of ``xp``, shape (m, n_features), dtype ``dtype``
+    array of ``xp``, shape (m, n_features), dtype ``dtype``; or ``X`` itself when it is a file
+    read as it is used (:class:`~gpumlp.files.npyview.NpyRows`) in ``dtype`` on NumPy
+    (elsewhere such a file is read whole: the copy is what the device or the cast gets)
     """
+    if isinstance(X, NpyRows):
+        _check_shape_x(name, X.shape, n_features)
+        if backend_name(xp) != "numpy" or X.dtype != np.dtype(dtype_name(dtype)):
+            X = np.asarray(X)
+        elif (bad := first_nonfinite(X)) is not None:
+            raise ValueError(nonfinite_message(name, X, bad))
+        else:  # it stands for an Array where the data is used: the batch loop reads it
+            return typing.cast(Array, X)
     if on_namespace(X, xp) and not isinstance(X, np.ndarray):  # already on a device: check there
         shape = tuple(X.shape)
         _check_shape_x(name, shape, n_features)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import CheckpointError
 from .files.checkpoint import read_checkpoint
 from .files.modelfile import expected_arrays, params_from_arrays, spec_from_meta
 from .memory import check_model_fits
@@ -43,4 +44,9 @@ def network_from(
     spec = spec_from_meta(meta, path, backend=backend, dtype=dtype)
     check_model_fits(spec.sizes, spec.dtype, spec.xp)
     params = params_from_arrays(spec, arrays, path)
-    return Network.from_parts(spec, params, arrays.get("input/mean"), arrays.get("input/std"))
+    try:
+        return Network.from_parts(spec, params, arrays.get("input/mean"), arrays.get("input/std"))
+    except ValueError as exc:  # the standardization's values (Inputs checks them)
+        raise CheckpointError(
+            f"{str(path)!r} holds an invalid input standardization: {exc}"
+        ) from None

@@ -234,7 +234,8 @@ class Network:
         Returns the History. Raises DivergedError (NaN/inf or runaway weights; the last finite
         epoch's weights are kept and checkpointed), TrainingInterrupted (Ctrl-C, SIGTERM or
         SIGHUP; the last finished epoch is kept and checkpointed), OutOfMemory (before training
-        when it cannot fit, or when a batch fails; the message says what fits).
+        when it cannot fit, or when a batch fails; the message says what fits), DataFileShrank
+        (X read from its file as it is used, cut short: kept and checkpointed as for Ctrl-C).
         """
         cfg = TrainConfig(
             epochs=epochs,

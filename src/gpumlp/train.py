@@ -23,7 +23,7 @@ from .backend import Array, index_dtype, to_device
 from .config import ModelSpec
 from .engines import select_step
 from .engines.steps import Data, Step, hits
-from .errors import DivergedError, TrainingInterrupted
+from .errors import DataFileShrank, DivergedError, TrainingInterrupted
 from .history import History
 from .memory import explain_failure, is_out_of_memory
 from .network import Params, feedforward
@@ -195,7 +195,8 @@ def train_network(
     sets to its config's last epoch; see :meth:`gpumlp.Network.fit` for what it raises.
 
     Whatever stops training, the parameters are those of the last finished epoch, and the
-    config's checkpoint (if any) holds that state, written while further interrupts wait.
+    config's checkpoint (if any) holds that state, written while further interrupts wait: so
+    too when the data file read as training goes shrinks (DataFileShrank, with the history).
     """
     cfg, spec = state.config, state.spec
     if resume is not None:
@@ -212,6 +213,16 @@ def train_network(
             if cfg.checkpoint is not None:
                 state.save(cfg.checkpoint)
         raise TrainingInterrupted(state.history, signals.signum_of(exc)) from exc
+    except DataFileShrank as exc:
+        with signals.deferred():
+            state.restore()
+            state.history.stop_reason = f"{exc.path} shrank during epoch {state.epoch}"
+            if cfg.checkpoint is not None:
+                state.save(cfg.checkpoint)
+        saved = None if cfg.checkpoint is None else str(cfg.checkpoint)
+        raise DataFileShrank(
+            exc.path, exc.size, exc.now, history=state.history, saved=saved
+        ) from None
     except DivergedError:
         if cfg.checkpoint is not None:  # the last finite epoch, to resume with a smaller lr
             with signals.deferred():

@@ -5,6 +5,7 @@
 - :mod:`helpers.bad_files`: data files, checkpoints and images that must be refused, and
   ``raises_exactly``;
 - :mod:`helpers.cli`: ``gpumlp`` in process and in a subprocess, waits on events, run folders;
+- :mod:`helpers.trainer`: ``gpumlp train`` in a subprocess, its lines read as they come;
 - :mod:`helpers.plots`: learning-curve checks;
 - :mod:`helpers.faults`: a full disk, a step out of memory, a fresh process's peak memory;
 - :mod:`helpers.stepcheck`: one training step of an engine against the NumPy oracle.

@@ -58,7 +58,8 @@ def find_ink(p: np.ndarray) -> np.ndarray:
     b = max(1, min(h, w) // 32)
     border = np.concatenate([r[:b].ravel(), r[-b:].ravel(), r[:, :b].ravel(), r[:, -b:].ravel()])
     d = np.concatenate([np.diff(r, axis=0).ravel(), np.diff(r, axis=1).ravel()]) / math.sqrt(2)
-    noise = max(1.4826 * float(min(np.median(np.abs(border)), np.median(np.abs(d)))), 0.5 / 255)
+    spreads = [np.median(np.abs(v)) for v in (border, d) if v.size]  # a 1x1 picture has no d
+    noise = max(1.4826 * float(min(spreads)), 0.5 / 255)
     floor = _NOISE_SIGMAS * noise
     light, dark = np.maximum(r - floor, 0).sum(), np.maximum(-r - floor, 0).sum()
     q = r if light >= dark else -r

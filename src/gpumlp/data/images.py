@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files.safeio import Oversize, require_memory
+from ..files.safeio import Oversize, open_regular, require_memory
 from ._digitprep import BOX, NoDigit, box_extent, find_ink, keep_digit, place
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "find_images", "read_digit", "to_mnist"]
@@ -111,7 +111,8 @@ def read_digit(path: str | os.PathLike[str], *, side: int = 28) -> np.ndarray:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If it is a folder, unreadable, over :data:`MAX_PIXELS`, or shows no digit (naming it).
+        If it is a folder, not a regular file (a FIFO, a device: refused without reading),
+        unreadable, over :data:`MAX_PIXELS`, or shows no digit (naming it).
     ImportError
         If Pillow is not installed.
     """
@@ -122,11 +123,12 @@ def read_digit(path: str | os.PathLike[str], *, side: int = 28) -> np.ndarray:
         raise ValueError(f"image '{p}' is a directory")
     if not p.exists():
         raise FileNotFoundError(f"image '{p}' does not exist")
+    f = open_regular(p, "image")  # a FIFO or device is refused at once, never waited on
     try:
-        with warnings.catch_warnings():
+        with f, warnings.catch_warnings():
             # Pillow warns from ~89 MP; we refuse from MAX_PIXELS, naming the size.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p) as img:  # reads the header only
+            with Image.open(f) as img:  # reads the header only
                 w, h = img.size
                 if w * h <= MAX_PIXELS:
                     need = _PEAK_PER_PIXEL.get(img.mode, 16) * w * h

@@ -5,8 +5,9 @@ either class labels (n,) int64, integers >= 0 (integral floats accepted, fractio
 refused), or targets (n, k) float, one column per output (one unit's targets in [0, 1]: shape
 (n, 1)). Sizes a file declares are checked before anything large is read (npy headers against
 the memory free, a CSV's lines counted first); messages name the file, array, row and column.
-``X.npy`` is memory-mapped (``mmap_mode="r"``), never read whole: training gathers each batch
-from the file, without a copy when it is C-ordered in the network's dtype (float32 by default).
+``X.npy`` is never read whole, nor memory-mapped: it is read through its open descriptor
+(:mod:`gpumlp.files.npyview`), training reading each batch from the file when it is C-ordered in
+the network's dtype (float32 by default), so a file cut short mid-run is an error, not SIGBUS.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from .._checks import first_nonfinite
+from ..files.npyview import open_rows
 from ..files.safeio import (
     open_regular,
     read_npy,
@@ -149,18 +151,20 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
 
 
 def read_npy_pair(x_path: Path, y_path: Path) -> Table:
-    """``X.npy`` (n, d), memory-mapped read-only, and ``y.npy`` (n,) labels or (n, k)
-    targets, read into memory (its header checked against the memory free first)."""
+    """``X.npy`` (n, d), read as it is used (:class:`~gpumlp.files.npyview.NpyRows`), and
+    ``y.npy`` (n,) labels or (n, k) targets, read into memory (its header checked against the
+    memory free first)."""
     shape, _, _ = _npy_header(x_path)
     if len(shape) != 2 or 0 in shape:
         raise ValueError(f"{x_path} must hold X of shape (n, d) with n, d >= 1, got {shape}")
     y_shape, _, y_bytes = _npy_header(y_path)
     require_memory(3 * y_bytes, f"{y_path} ({y_shape})")  # y, its check and int64 copy
     with _reading(x_path, ".npy file"):
-        X = np.load(x_path, mmap_mode="r")
+        X = open_rows(x_path)  # read as it is used: a file cut short gives an error, not SIGBUS
     with _reading(y_path, ".npy file"), open_regular(y_path, ".npy file") as f:
         y = read_npy(f, "y", check=lambda s, d: None)  # the header was checked above
-    return Table(_check_pair(X, y, (str(x_path), str(y_path))))
+    # NpyRows stands for an array in the Table: its readers index it as one
+    return Table(_check_pair(cast(Host, X), y, (str(x_path), str(y_path))))
 
 
 # --- CSV -------------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ A step object (any engine) offers two calls:
   summed cost and the number of correct predictions over the epoch. No engine reads anything
   back to the host inside an epoch.
 
+On NumPy, X may be a file read as it is used (:class:`~gpumlp.files.npyview.NpyRows`, what
+``--data X.npy`` gives): the loop then checks its size before each epoch and reads each batch
+from it (a file cut short raises :class:`~gpumlp.errors.DataFileShrank`). The other engines
+get such a file only as a copy, made by :mod:`gpumlp.inputs`.
+
 :func:`gpumlp.engines.select_step` picks the engine: ``generic`` (:class:`GenericStep`, any
 namespace, the reference every fast path is tested against), or the backend's fast path
 (NumPy: :mod:`gpumlp.engines._numpy_fast`; CuPy: :mod:`gpumlp.engines._cupy_fast`).
@@ -24,6 +29,7 @@ from typing import Protocol
 
 from ..backend import Array, Namespace, index_dtype
 from ..dropout import keep_masks
+from ..files.npyview import BatchReader, NpyRows
 from ..network import backprop
 from ..optim import apply_update, regularize
 from ..runstate import TrainState
@@ -74,6 +80,8 @@ class BatchLoop:
     def __init__(self, state: TrainState, data: Data) -> None:
         self.state, self.data = state, data
         self.xp = state.spec.xp
+        X = data[0]
+        self.reader = BatchReader(X) if isinstance(X, NpyRows) else None
 
     def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array:
         raise NotImplementedError
@@ -103,13 +111,18 @@ class BatchLoop:
         want_cost, want_accuracy = "train_cost" in monitor, "train_accuracy" in monitor
         cost_sum = xp.zeros((), dtype=self.state.spec.xp_dtype)
         correct = xp.zeros((), dtype=index_dtype(xp))
+        read = self.reader
+        if read is not None:
+            read.rows.check()  # a file that shrank since the last epoch stops training here
         for b, k in enumerate(range(0, n, bs)):
             rows = slice(k, min(k + bs, n))  # clamped: the array API leaves ranges past n open
             if perm is None:
-                x, y, lab = X[rows, ...], Y[rows, ...], labels[rows]
+                x = X[rows, ...] if read is None else read(rows)
+                y, lab = Y[rows, ...], labels[rows]
             else:
                 idx = perm[rows]
-                x, y = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+                x = xp.take(X, idx, axis=0) if read is None else read(idx)
+                y = xp.take(Y, idx, axis=0)
                 lab = xp.take(labels, idx, axis=0) if want_accuracy else labels
             a = self(x, y, lr, draw + b)
             if want_cost:

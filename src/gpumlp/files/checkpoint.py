@@ -31,6 +31,8 @@ import numpy as np
 
 from ..atomicio import atomic_file
 from ..errors import CheckpointError
+from .jsonfile import JSON_LIMIT as META_LIMIT  # bytes of metadata a file may declare
+from .jsonfile import parse_json
 from .safeio import Oversize, WrongShape, open_regular, read_npy_member
 
 __all__ = ["FORMAT_VERSION", "read_checkpoint", "write_checkpoint"]
@@ -73,9 +75,6 @@ def write_checkpoint(
 Expect = Callable[[dict[str, Any]], Mapping[str, tuple[tuple[int, ...], bool]]]
 """Given a file's metadata, the arrays it must (True) or may (False) hold, by name, with shapes."""
 
-META_LIMIT = 64 << 20
-"""The most bytes of metadata a file may declare (a history of thousands of epochs is < 1 MiB)."""
-
 INFLATE_LIMIT = 64
 """Read without ``expect``, a compressed member may inflate to at most this many times its
 compressed size (plus 1 MiB): gpumlp writes checkpoints uncompressed, and trained weights
@@ -109,6 +108,8 @@ def read_checkpoint(
         When it is a directory, not a checkpoint, truncated, corrupted (checksum mismatch), of a
         newer format, or claims arrays it should not hold. The message names the file.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or path-like, got {type(path).__name__}")
     path = Path(path)
     where = repr(str(path))
     if not path.exists():
@@ -144,7 +145,7 @@ def _read_members(
         blob = read_npy_member(zf, members.pop("__meta__"), kinds="u", max_bytes=META_LIMIT)
     except Oversize as exc:
         raise CheckpointError(f"{where} is damaged or hostile: {exc}") from None
-    meta = json.loads(blob.tobytes().decode("utf-8"))
+    meta = parse_json(blob.tobytes(), "its metadata")
     if not isinstance(meta, dict) or "format" not in meta:
         raise CheckpointError(f"{where} has no format version in its metadata")
     if not isinstance(meta["format"], int) or meta["format"] > FORMAT_VERSION:

@@ -12,14 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import META_LIMIT
 from .safeio import open_regular
 
-__all__ = ["JSON_LIMIT", "MAX_DEPTH", "read_json"]
+__all__ = ["JSON_LIMIT", "MAX_DEPTH", "parse_json", "read_json"]
 
-JSON_LIMIT = META_LIMIT
-"""The most bytes such a file may hold: as many as a checkpoint's metadata, which holds the
-same history as ``history.json`` (``args.json`` is < 1 KiB)."""
+JSON_LIMIT = 64 << 20
+"""The most bytes such a file may hold, and a checkpoint's metadata too, which holds the same
+history as ``history.json`` (``args.json`` is < 1 KiB)."""
 
 MAX_DEPTH = 32
 """The deepest nesting of lists and objects read (gpumlp writes 3 levels at most)."""
@@ -43,6 +42,12 @@ def read_json(path: Path, what: str, *, limit: int = JSON_LIMIT) -> Any:
         raw = f.read(limit + 1)
     if len(raw) > limit:
         raise ValueError(f"{where} holds more than {limit:,} bytes: not a file gpumlp wrote")
+    return parse_json(raw, where)
+
+
+def parse_json(raw: bytes, where: str) -> Any:
+    """``raw``, UTF-8 JSON, parsed. ValueError naming ``where`` (the file, or its part) and the
+    cause when it is not UTF-8, not JSON, or nested deeper than :data:`MAX_DEPTH`."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -101,7 +101,7 @@ def _parse(raw: bytes) -> dict[str, Any]:
     """A lock file's record of its holder; {} when empty, malformed or not an object."""
     try:
         held = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         return {}
     return held if isinstance(held, dict) else {}
 

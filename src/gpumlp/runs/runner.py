@@ -10,6 +10,7 @@ Nothing here prints; callers pass ``on_epoch`` and ``progress``.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..atomicio import atomic_write_bytes
 from ..config import ModelSpec, TrainConfig
 from ..data.sources import DataSet
 from ..engines.select import check_engine
-from ..errors import DivergedError, TrainingInterrupted
+from ..errors import DataFileShrank, DivergedError, TrainingInterrupted
 from ..history import History
 from ..inputs import Inputs
 from ..memory import check_model_fits, check_training_fits
@@ -219,6 +220,13 @@ def execute(
         with signals.deferred():
             exc.history.save(out)
         raise
+    except DataFileShrank as exc:  # X.npy cut short: the finished epochs kept, as above
+        if exc.history is None:
+            raise
+        with signals.deferred():
+            exc.history.save(out)
+        again = shlex.quote(str(out))
+        raise exc.advise(f"restore it, then resume with: gpumlp train --resume {again}") from None
     except BrokenPipeError:  # stdout closed (``| head``): the command exits quietly
         raise
     except OSError as exc:  # a checkpoint write failed mid-run (disk full, ...)

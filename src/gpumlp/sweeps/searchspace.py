@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import sys
 import tomllib
 import zlib
 from collections.abc import Mapping
@@ -92,6 +93,13 @@ def read_space(space: Mapping[str, Any] | str | Path) -> tuple[dict[str, Dimensi
                 space = tomllib.load(f)
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{source} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8
+            raise ValueError(f"{source} is not UTF-8 text, as TOML must be ({exc})") from None
+        except RecursionError:
+            raise ValueError(
+                f"{source} nests its TOML deeper than the {sys.getrecursionlimit()} levels "
+                "Python can parse"
+            ) from None
     else:
         source = "space"
         if not isinstance(space, Mapping):
