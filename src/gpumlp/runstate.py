@@ -78,9 +78,11 @@ class TrainState:
         opt = get_optimizer(config.optimizer, momentum=config.momentum)
         plateau = config.schedule == "plateau"
         kw = {"patience": config.patience} if plateau and config.patience else {}
-        schedule = Schedule(config.schedule, config.lr, config.epochs, **kw)
+        schedule = Schedule(config.schedule, config.lr, config.epochs, watch=config.stop_on, **kw)
         early = (
-            EarlyStopping(config.patience) if config.patience is not None and not plateau else None
+            EarlyStopping(config.patience, config.stop_on)
+            if config.patience is not None and not plateau
+            else None
         )
         key = int(rng.integers(2**32)) if config.dropout else None
         return cls(
@@ -135,10 +137,10 @@ class TrainState:
 
         Returns a stop reason or None.
         """
-        val_acc = record.get("val_accuracy")
-        stop = self.schedule.observe(record["epoch"], val_acc)
+        watched = record.get(self.config.stop_on)
+        stop = self.schedule.observe(record["epoch"], watched)
         if self.early is not None:
-            improved, early_stop = self.early.observe(record["epoch"], val_acc)
+            improved, early_stop = self.early.observe(record["epoch"], watched)
             if improved:
                 self.best = self.params.copy(xp=self.spec.xp)
             stop = stop or early_stop
@@ -157,9 +159,8 @@ class TrainState:
             self.save(self.config.checkpoint)
         if self.early is not None and self.best is not None:
             self.params.assign(self.best)
-            logger.info(
-                "restored the weights of epoch %d (best validation accuracy)", self.early.best_epoch
-            )
+            early = self.early
+            logger.info("restored the weights of epoch %d (best %s)", early.best_epoch, early.watch)
 
     # -- checkpoints -------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from .backend import BACKEND_NAMES, DTYPES, NAMESPACES
 from .costs import COSTS
 from .initial import INITS
 from .optim import OPTIMIZERS
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, WATCHED
 
 __all__ = ["DEFAULTS", "DEFAULT_CHUNK", "ENGINES", "FLAGS", "HYPER_KEYS", "KINDS", "MONITORS",
            "OWNERS", "SEARCHABLE", "SETTINGS", "DataShape", "Setting", "defaults",
@@ -242,6 +242,9 @@ _TABLE = (
             choices=ENGINES, noun="an engine", group="training"),
     Setting("monitor_set", "choice", "test", "run", "MNIST: the set scored after each epoch",
             choices=("test", "validation"), noun="a split", group="training"),
+    Setting("stop_on", "choice", "val_accuracy", "fit",
+            "what --patience (early stopping, or the plateau schedule) watches", choices=WATCHED,
+            noun="a watched monitor", group="training", checkpointed=True),
     # the data, read before any default can depend on it
     Setting("data", "text", None, "data",
             "MNIST (pkl.gz, npz, IDX folder), or your own .npz, .csv or X.npy; "
