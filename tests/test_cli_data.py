@@ -19,7 +19,8 @@ import pytest
 import gpumlp
 from helpers.cli import assert_refused, run, run_gpumlp
 
-FAST = ["--epochs", "6", "--lr", "1.0", "--quiet"]
+# SGD at lr 1.0, all 6 epochs (no early stopping): the last epoch's weights are the model's.
+FAST = ["--epochs", "6", "--lr", "1.0", "--optimizer", "sgd", "--patience", "none", "--quiet"]
 SPECIES = np.array(["setosa", "versicolor", "virginica"])
 
 
