@@ -52,7 +52,8 @@ class MLPClassifier(ClassifierMixin, TableMLP):
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise ValueError(
-                f"y holds one class ({self.classes_[0]!r}): a classifier needs at least 2 classes"
+                f"y holds one class ({self.classes_.tolist()[0]!r}): a classifier needs at least "
+                "2 classes"
             )
 
     def _encode(self, y: Any) -> Host:
