@@ -31,7 +31,7 @@ import pytest
 
 import gpumlp
 from gpumlp.costs import VALID_PAIRS
-from gpumlp.files.checkpoint import read_checkpoint
+from gpumlp.files.checkpoint import read_checkpoint, write_checkpoint
 from helpers.bad_files import BAD_DATA_FILES, resigned
 from helpers.cli import (
     PATIENCE,
@@ -51,7 +51,7 @@ from helpers.cli import (
     wait_for,
     wait_until,
 )
-from helpers.data import write_table, write_tiny_mnist
+from helpers.data import write_table, write_tiny_mnist, write_unscaled_table
 from helpers.faults import DiskFull, fail_on_step, temp_files
 from helpers.nets import (
     INVALID_PAIRS,
@@ -123,7 +123,9 @@ def test_a_drawn_seed_is_printed_recorded_and_repeats_the_run(blobs, tmp_path):
     first = run_gpumlp(*argv, "--out", tmp_path / "a")
     assert first.returncode == 0, first.stderr
     header = first.stdout.splitlines()[0]
-    seed = int(re.fullmatch(r"gpumlp \S+: Network\(.*\) on 68 examples, .*; seed (\d+)", header)[1])
+    seed = int(
+        re.fullmatch(r"gpumlp \S+: Network\(.*\) on 68 examples, .*; seed (\d+); .*", header)[1]
+    )
     assert json.loads((tmp_path / "a" / "args.json").read_text())["seed"] == seed
     history = json.loads((tmp_path / "a" / "history.json").read_text())
     assert history["seed"] == seed
@@ -132,6 +134,111 @@ def test_a_drawn_seed_is_printed_recorded_and_repeats_the_run(blobs, tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[0] == header
     assert_same_run(tmp_path / "b", tmp_path / "a", [f"param/{i}" for i in range(4)])
+
+
+# -- a table's defaults (gpumlp.tabledefaults) --------------------------------------------------
+
+BOOK = ["--hidden", "30", "--activation", "sigmoid", "--output-activation", "sigmoid", "--cost",
+        "quadratic", "--init", "normal", "--lr", "3", "--batch-size", "10", "--epochs", "30",
+        "--optimizer", "sgd", "--l2", "0", "--monitor-set", "test"]  # fmt: skip
+"""The book's defaults (MNIST's), given as flags: what a table trained with before."""
+
+
+def _accuracy(out: Path) -> float:
+    code, stdout, stderr = run("eval", out)
+    assert code == 0, stderr
+    return float(re.search(r"accuracy ([\d.]+)", stdout)[1])
+
+
+def test_a_table_trains_with_only_data_and_a_split_and_says_the_defaults(tmp_path):
+    data = write_unscaled_table(tmp_path / "t.csv")
+    code, stdout, stderr = run("train", "--data", data, "--val-split", "0.2", "--seed", "0",
+                               "--quiet", "--out", tmp_path / "r")  # fmt: skip
+    assert code == 0 and stderr == "", stderr
+    first = stdout.splitlines()[0]
+    assert first.endswith(
+        "; seed 0; defaults for tables: --hidden 32 --activation relu --output-activation "
+        "softmax --cost log_likelihood --init he --lr 0.003 --batch-size 128 --epochs 200 "
+        "--optimizer adam --l2 1 --patience 10 --stop-on val_cost "
+        "--standardize"
+    ), first
+    assert "Network([4, 32, 3], activation='relu', output_activation='softmax'" in first
+    assert "stopped early: no improvement in validation cost" in stdout
+    assert _accuracy(tmp_path / "r") >= 0.95
+    # The book's defaults, as tables had them: the columns' scales stall it near chance.
+    code, _, stderr = run("train", "--data", data, "--val-split", "0.2", "--seed", "0", *BOOK,
+                          "--no-standardize", "--quiet", "--out", tmp_path / "book")  # fmt: skip
+    assert code == 0
+    assert _accuracy(tmp_path / "book") < 0.7
+
+
+def test_flags_given_replace_the_tables_defaults_and_mnist_keeps_the_books(tmp_path, bar_mnist):
+    data = write_unscaled_table(tmp_path / "t.csv", 60)
+    argv = ["train", "--data", data, "--sizes", "4,8,3", "--lr", "0.01", "--no-standardize"]
+    code, stdout, _ = run(*argv, "--epochs", "2", "--quiet", "--out", tmp_path / "r")
+    assert code == 0
+    first = stdout.splitlines()[0]
+    assert "Network([4, 8, 3]" in first and "--hidden" not in first and "--lr" not in first
+    assert "--epochs" not in first and "--standardize" not in first
+    assert "--patience" not in first  # no validation split: no early stopping
+    args = json.loads((tmp_path / "r" / "args.json").read_text())
+    assert (args["hidden"], args["lr"], args["standardize"]) == (None, 0.01, False)
+    assert (args["optimizer"], args["stop_on"]) == ("adam", "val_cost")
+    code, stdout, _ = run("train", "--data", bar_mnist, *TRAIN_FLAGS, "--out", tmp_path / "m")
+    assert code == 0 and "defaults for tables" not in stdout
+    args = json.loads((tmp_path / "m" / "args.json").read_text())
+    assert (args["optimizer"], args["lr"], args["stop_on"]) == ("sgd", 3.0, "val_accuracy")
+
+
+def test_unscaled_columns_and_a_stalled_run_are_warned_of(tmp_path):
+    data = write_unscaled_table(tmp_path / "t.csv")
+    code, stdout, stderr = run(
+        "train",
+        "--data",
+        data,
+        "--val-split",
+        "0.2",
+        "--seed",
+        "0",
+        *BOOK,
+        "--no-standardize",
+        "--quiet",
+        "--out",
+        tmp_path / "r",
+    )
+    assert code == 0 and "saved model" in stdout
+    lines = stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith("gpumlp: warning: ") for line in lines)
+    assert re.search(
+        r"columns differ in scale by a factor of \S+ \(column 0 reaches .*"
+        r"column 2 only .*train with --standardize$",
+        lines[0],
+    ), lines[0]
+    assert re.search(
+        r"training has stalled: the training cost has not fallen for 5 epochs", lines[1]
+    ), lines[1]
+    code, _, stderr = run("train", "--data", data, "--val-split", "0.2", "--seed", "0", *BOOK,
+                          "--quiet", "--out", tmp_path / "s")  # fmt: skip
+    assert code == 0 and "differ in scale" not in stderr  # standardized: nothing to say
+
+
+def test_stop_on_is_a_flag_and_an_older_checkpoint_resumes_on_the_accuracy(tmp_path):
+    data = write_unscaled_table(tmp_path / "t.csv", 60)
+    out = tmp_path / "r"
+    argv = ["--data", data, "--val-split", "0.2", "--epochs", "2", "--quiet", "--out", out]
+    assert run("train", *argv, "--stop-on", "val_accuracy")[0] == 0
+    assert json.loads((out / "args.json").read_text())["stop_on"] == "val_accuracy"
+    assert read_checkpoint(out / "checkpoint.npz")[0]["hyper"]["stop_on"] == "val_accuracy"
+    # A run from before --stop-on: its args.json and checkpoint do not name it.
+    args = json.loads((out / "args.json").read_text())
+    (out / "args.json").write_text(json.dumps({k: v for k, v in args.items() if k != "stop_on"}))
+    meta, arrays = read_checkpoint(out / "checkpoint.npz")
+    meta["hyper"].pop("stop_on")
+    del meta["sha256"]  # written anew
+    write_checkpoint(out / "checkpoint.npz", meta, arrays)
+    code, _, stderr = run("train", "--resume", out, "--epochs", "3", "--quiet")
+    assert code == 0, stderr
+    assert json.loads((out / "args.json").read_text())["stop_on"] == "val_accuracy"
 
 
 # -- bad flags and files: exit 2, one line, nothing written -------------------------------------
@@ -379,6 +486,8 @@ def test_a_non_finite_validation_cost_exits_3_keeping_finite_weights(tmp_path):
     data, out = tmp_path / "table.npz", tmp_path / "run"
     np.savez(data, X=X, y=Y, X_val=X_val, y_val=Y_val)
     argv = ["--sizes", "4,2", "--activation", "identity", "--lr", "0.01", "--batch-size", "10"]
+    argv += ["--output-activation", "identity", "--cost", "quadratic", "--init", "normal"]
+    argv += ["--optimizer", "sgd", "--l2", "0", "--no-standardize", "--patience", "none"]
     done = run_gpumlp("train", "--data", data, *argv, "--epochs", "20", "--seed", "0", "--out", out)
     assert done.returncode == 3, done.stderr
     found = re.search(

@@ -107,7 +107,7 @@ def test_the_same_data_trains_in_float64(tmp_path):
             "±1.8e+19, the safe range of float32: use a smaller --l1",
         ),
         (
-            ["--l2", "30", "--lr", "3"],
+            ["--l2", "30", "--lr", "3", "--optimizer", "sgd"],
             "--l2 30: the weight decay step lr·l2/n = 2.25 (lr 3, n = 40 training examples) is 2 "
             "or more, so the L2 penalty alone makes sgd diverge: use --l2 below 26.7",
         ),

@@ -193,3 +193,61 @@ def test_fit_watchers_need_validation_accuracy(blobs, kw):
     with pytest.raises(ValueError, match=r"val_accuracy"):
         net.fit(X, y, epochs=2, batch_size=10, lr=1.0, validation_data=(X, y), monitor=(), **kw)
     assert np.array_equal(host(net.weights[0]), before)  # refused up front, not after an epoch
+
+
+# -- watching the validation cost (stop_on="val_cost") ---------------------------------------------
+
+
+def test_early_stopping_on_the_cost_watches_it_fall():
+    # patience 2: best 0.40 at epoch 2 (lower is better); 0.40 ties and 0.45 do not improve.
+    e = EarlyStopping(patience=2, watch="val_cost")
+    results = [e.observe(epoch, c) for epoch, c in enumerate([0.9, 0.5, 0.4, 0.4, 0.45])]
+    assert [improved for improved, _ in results] == [True, True, True, False, False]
+    assert results[-1][1] == (
+        "no improvement in validation cost for 2 epochs (best 0.4000 at epoch 2)"
+    )
+    with pytest.raises(ValueError, match=r"validation_data and 'val_cost' in monitor"):
+        EarlyStopping(2, "val_cost").observe(0, None)
+    with pytest.raises(ValueError, match=r"stop_on='val_loss' is not watched"):
+        EarlyStopping(2, "val_loss")
+
+
+def test_plateau_on_the_cost_halves_when_it_stops_falling():
+    s = Schedule("plateau", 1.0, epochs=100, patience=2, watch="val_cost")
+    for epoch, cost in enumerate([0.9, 0.5, 0.6, 0.7]):
+        s.observe(epoch, cost)
+    assert s.lr_for(4) == 0.5  # two epochs above the best cost, 0.5
+    s.observe(4, 0.49)
+    s.observe(5, 0.6)
+    assert s.lr_for(6) == 0.5  # a new best reset the count
+
+
+def test_a_watch_resumed_on_another_value_starts_afresh():
+    accuracy = EarlyStopping(patience=2)  # a checkpoint written before stop_on existed
+    accuracy.observe(0, 0.9)
+    old = {k: v for k, v in accuracy.state().items() if k != "watch"}
+    cost = EarlyStopping(patience=2, watch="val_cost")
+    cost.load_state(old)  # a best accuracy of 0.9 is no bound on a cost
+    assert cost.observe(1, 0.3) == (True, None)
+    same = EarlyStopping(patience=2)
+    same.load_state(old)
+    assert same.state() == accuracy.state()
+    plateau = Schedule("plateau", 1.0, epochs=10, patience=1, watch="val_cost")
+    plateau.load_state(Schedule("plateau", 1.0, epochs=10).state() | {"best": 0.9})
+    plateau.observe(0, 0.3)
+    assert plateau.lr_for(1) == 1.0  # 0.3 is the first cost it has seen: a best, no halving
+
+
+def test_fit_stops_on_the_validation_cost_and_keeps_its_best_epoch(blobs, noisy_validation):
+    X, y = blobs
+    net = gpumlp.Network([4, 5, 3], backend="numpy", seed=0)
+    history = net.fit(X, y, epochs=100, batch_size=10, lr=1.0, patience=3, stop_on="val_cost",
+                      validation_data=noisy_validation)  # fmt: skip
+    costs = history.column("val_cost")
+    best = int(np.argmin(costs))
+    assert history.stop_reason.startswith("no improvement in validation cost for 3 epochs")
+    assert len(history) == best + 3 + 1
+    assert net.evaluate(*noisy_validation)["cost"] == pytest.approx(costs[best], rel=1e-6)
+    with pytest.raises(ValueError, match=r"'val_cost' in monitor"):
+        net.fit(X, y, patience=3, stop_on="val_cost", validation_data=noisy_validation,
+                monitor=("val_accuracy",))  # fmt: skip

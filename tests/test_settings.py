@@ -62,7 +62,7 @@ def test_the_table_is_consistent():
     assert list(FLAGS) == [s.name for s in SETTINGS.values() if s.group]
     assert set(SEARCHABLE) <= set(FLAGS)
     with pytest.raises(ValueError, match="read to load the data"):
-        Setting("limit", "int", None, "data", low=1, data_default=lambda data: 10)
+        Setting("limit", "int", None, "data", low=1, table_default=lambda data: 10)
     with pytest.raises(ValueError, match="needs low"):
         Setting("width", "int", 3, "fit")
 
@@ -139,7 +139,8 @@ def test_help_shows_every_flag_with_its_help_and_default():
         for s in SETTINGS.values():
             if s.group is not None:
                 default = s.shown or ("none" if s.default is None else s.default)
-                assert f"{s.help} (default {default})".strip() in text, (command, s.name)
+                tables = "" if s.table_default is None else f"; tables: {s.table_default.shown}"
+                assert f"{s.help} (default {default}{tables})".strip() in text, (command, s.name)
             else:
                 assert not re.search(re.escape(_flag(s)) + r"(?![-\w])", text), s.name
 
@@ -243,10 +244,9 @@ def test_the_sweeps_searchable_set_is_the_tables():
 
 @pytest.fixture
 def table_batch(monkeypatch):
-    """The table with a data-dependent ``batch_size``: 7 for tables, the table's for images."""
-    s = SETTINGS["batch_size"]
+    """The table with a table default of ``batch_size`` of 7 (the others as they are)."""
     table = dict(SETTINGS) | {"batch_size": dataclasses.replace(
-        s, data_default=lambda data: 7 if data.kind == "table" else s.default)}  # fmt: skip
+        SETTINGS["batch_size"], table_default=lambda data: 7)}  # fmt: skip
     monkeypatch.setattr(settings, "SETTINGS", MappingProxyType(table))
 
 
@@ -259,8 +259,12 @@ def _table_data() -> DataSet:
 def test_defaults_depend_on_the_data_only_where_an_entry_says(table_batch):
     data = _table_data()
     assert settings.defaults()["batch_size"] == 10
-    assert settings.defaults(data) == settings.defaults() | {"batch_size": 7}
-    assert settings.defaults(dataclasses.replace(data, kind="images"))["batch_size"] == 10
+    tabled = {s.name for s in SETTINGS.values() if s.table_default is not None}
+    assert {k for k, v in settings.defaults(data).items() if v != settings.defaults()[k]} == {
+        k for k in tabled if SETTINGS[k].table_default(data) != SETTINGS[k].default} | {
+        "batch_size"}  # fmt: skip
+    assert settings.defaults(data)["batch_size"] == 7
+    assert settings.defaults(dataclasses.replace(data, kind="images")) == settings.defaults()
     first = settings.defaults()
     first["sizes"].append(1)  # a caller's copy, never the table's
     assert settings.defaults()["sizes"] == DEFAULTS["sizes"] == [784, 30, 10]

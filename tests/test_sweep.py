@@ -127,7 +127,7 @@ def test_flags_that_cannot_go_with_the_space_are_refused(tmp_path, bar_mnist, op
 
 
 def test_sizes_that_do_not_fit_the_target_columns_are_refused_before_any_trial(tmp_path, optuna):
-    # The check train makes (runner.sizes_for) holds for a sweep's fixed --sizes as well.
+    # The check train makes (runner.layers_for) holds for a sweep's fixed --sizes as well.
     rng = np.random.default_rng(0)
     np.save(tmp_path / "X.npy", rng.random((20, 3)))
     np.save(tmp_path / "Y4.npy", np.eye(4)[np.arange(20) % 4])

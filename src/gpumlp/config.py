@@ -158,6 +158,7 @@ class TrainConfig:
     dropout: float = D["dropout"]
     schedule: str = D["schedule"]
     patience: int | None = D["patience"]
+    stop_on: str = D["stop_on"]
     monitor: tuple[str, ...] = D["monitor"]
     checkpoint: Path | None = D["checkpoint"]
     checkpoint_every: int | None = D["checkpoint_every"]
@@ -170,16 +171,17 @@ class TrainConfig:
 
     @property
     def watches_validation(self) -> bool:
-        """True when the schedule or early stopping needs validation accuracy."""
+        """True when the schedule or early stopping watches the validation data (its accuracy
+        or cost, as ``stop_on`` says)."""
         return self.schedule == "plateau" or self.patience is not None
 
     def check_validation(self, given: bool) -> None:
-        """Refuse a schedule or early stopping that watches validation accuracy when no
-        validation data is ``given`` or its accuracy is not monitored (ValueError)."""
-        if self.watches_validation and (not given or "val_accuracy" not in self.monitor):
+        """Refuse a schedule or early stopping that watches the validation data when none is
+        ``given`` or what it watches (``stop_on``) is not monitored (ValueError)."""
+        if self.watches_validation and (not given or self.stop_on not in self.monitor):
             raise ValueError(
-                f"schedule={self.schedule!r}/patience watch validation accuracy: they need "
-                f"validation_data and 'val_accuracy' in monitor (monitor={list(self.monitor)})"
+                f"schedule={self.schedule!r}/patience watch {self.stop_on!r}: they need "
+                f"validation_data and {self.stop_on!r} in monitor (monitor={list(self.monitor)})"
             )
 
     def hyper(self) -> dict[str, Any]:

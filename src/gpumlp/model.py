@@ -199,6 +199,7 @@ class Network:
         dropout: float = D["dropout"],
         schedule: str = D["schedule"],
         patience: int | None = D["patience"],
+        stop_on: str = D["stop_on"],
         monitor: Iterable[str] = D["monitor"],
         checkpoint: str | Path | None = D["checkpoint"],
         checkpoint_every: int | None = D["checkpoint_every"],
@@ -220,7 +221,8 @@ class Network:
         ``optimizer``: "sgd", "momentum", "nesterov", "adam"; ``l2``/``l1``: the book's (λ/n)·W and
         (λ/n)·sgn(W); ``dropout``: inverted, on hidden layers; ``schedule``: "constant",
         "step", "plateau" (the book's halve-on-plateau), "cosine"; ``patience``: early stopping
-        on validation accuracy; ``monitor``: names from :data:`gpumlp.config.MONITORS`;
+        (or the plateau rule) on ``stop_on``: "val_accuracy" (the book's) or "val_cost";
+        ``monitor``: names from :data:`gpumlp.config.MONITORS`;
         ``checkpoint`` written every ``checkpoint_every`` epochs, on interruption and at the
         end; ``resume`` a checkpoint to continue from; ``engine``: "auto", "generic", "fused",
         "graph"; ``standardize``: subtract the training inputs' mean and divide by their
@@ -250,6 +252,7 @@ class Network:
             dropout=dropout,
             schedule=schedule,
             patience=patience,
+            stop_on=stop_on,
             monitor=monitors(monitor),
             checkpoint=None if checkpoint is None else Path(checkpoint),
             checkpoint_every=checkpoint_every,

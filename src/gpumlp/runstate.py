@@ -129,10 +129,10 @@ class TrainState:
 
         Returns a stop reason or None.
         """
-        val_acc = record.get("val_accuracy")
-        stop = self.schedule.observe(record["epoch"], val_acc)
+        watched = record.get(self.config.stop_on)
+        stop = self.schedule.observe(record["epoch"], watched)
         if self.early is not None:
-            improved, early_stop = self.early.observe(record["epoch"], val_acc)
+            improved, early_stop = self.early.observe(record["epoch"], watched)
             if improved:
                 self.best = self.params.copy(xp=self.spec.xp)
             stop = stop or early_stop
@@ -151,9 +151,8 @@ class TrainState:
             self.save(self.config.checkpoint)
         if self.early is not None and self.best is not None:
             self.params.assign(self.best)
-            logger.info(
-                "restored the weights of epoch %d (best validation accuracy)", self.early.best_epoch
-            )
+            early = self.early
+            logger.info("restored the weights of epoch %d (best %s)", early.best_epoch, early.watch)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -206,7 +205,7 @@ def _schedule_of(config: TrainConfig) -> Schedule:
     """The learning-rate schedule ``config`` asks for, at its start."""
     plateau = config.schedule == "plateau"
     kw = {"patience": config.patience} if plateau and config.patience else {}
-    return Schedule(config.schedule, config.lr, config.epochs, **kw)
+    return Schedule(config.schedule, config.lr, config.epochs, watch=config.stop_on, **kw)
 
 
 def _early_of(config: TrainConfig) -> EarlyStopping | None:
@@ -214,7 +213,7 @@ def _early_of(config: TrainConfig) -> EarlyStopping | None:
     ``patience`` is its own), at its start."""
     if config.patience is None or config.schedule == "plateau":
         return None
-    return EarlyStopping(config.patience)
+    return EarlyStopping(config.patience, config.stop_on)
 
 
 @dataclass

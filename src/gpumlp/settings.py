@@ -15,24 +15,25 @@ owns it. Everything else is read from the table:
   checkpoint records).
 
 Owners: ``"layers"`` (``sizes``/``hidden``, fitted to the data by
-:func:`gpumlp.runs.runner.sizes_for`), ``"network"`` (:class:`~gpumlp.config.ModelSpec`, the
+:func:`gpumlp.runs.runner.layers_for`), ``"network"`` (:class:`~gpumlp.config.ModelSpec`, the
 keyword arguments of ``Network``), ``"fit"`` (:class:`~gpumlp.config.TrainConfig`, the
 arguments of ``Network.fit``), ``"data"`` (how the data is read), ``"run"`` (how a run uses the
 data: the split it scores, standardization).
 
-A default may depend on the data: an entry's ``data_default(data)`` (:class:`DataShape`) is
-its default once the data is loaded (:func:`defaults`); the settings read to load the data
-(owner ``"data"``, and ``seed``) cannot have one.
+A default may depend on the data: an entry's ``table_default(data)`` (a rule of
+:mod:`gpumlp.tabledefaults`, given the loaded data, a :class:`DataShape`) is its default for
+a table, once the data is loaded (:func:`defaults`); MNIST keeps the entry's ``default``, the
+book's. The settings read to load the data (owner ``"data"``, and ``seed``) cannot have one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
 from ._checks import check_int, check_number
 from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
@@ -40,7 +41,9 @@ from .backend import BACKEND_NAMES, DTYPES, NAMESPACES
 from .costs import COSTS
 from .initial import INITS
 from .optim import OPTIMIZERS
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, WATCHED
+from .tabledefaults import RULES as T
+from .tabledefaults import DataShape, Rule
 
 __all__ = ["DEFAULTS", "DEFAULT_CHUNK", "ENGINES", "FLAGS", "HYPER_KEYS", "KINDS", "MONITORS",
            "OWNERS", "SEARCHABLE", "SETTINGS", "DataShape", "Setting", "defaults",
@@ -67,18 +70,6 @@ MONITORS = ("train_cost", "train_accuracy", "val_cost", "val_accuracy")
 ``validation_data`` after the epoch (the book's evaluation monitors)."""
 
 
-class DataShape(Protocol):
-    """What a data-dependent default may read of the data (a loaded ``DataSet``)."""
-
-    kind: str  # "images" or "table"
-
-    @property
-    def n_features(self) -> int: ...
-
-    @property
-    def n_outputs(self) -> int: ...
-
-
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -90,7 +81,8 @@ class Setting:
     is the ``--help`` group of its flag (None: no flag); ``shown`` is the default as ``--help``
     says it where the value would not tell. ``searchable``: a sweep may search it;
     ``checkpointed``: a checkpoint records it and a resume takes it back. A None ``default``
-    makes None a value of the setting (no value: drawn, unlimited, the data's, ...)."""
+    makes None a value of the setting (no value: drawn, unlimited, the data's, ...).
+    ``table_default``: the rule of its default for tables (:meth:`default_for`)."""
 
     name: str
     kind: str
@@ -106,15 +98,21 @@ class Setting:
     shown: str = ""
     searchable: bool = False
     checkpointed: bool = False
-    data_default: Callable[[DataShape], Any] | None = None
+    table_default: Rule | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS or self.owner not in OWNERS:
             raise ValueError(f"setting {self.name!r}: kind {self.kind!r} or owner {self.owner!r}")
         if self.kind in ("int", "float", "sizes") and self.low is None:
             raise ValueError(f"setting {self.name!r}: a {self.kind} needs low")
-        if self.data_default is not None and (self.owner == "data" or self.name == "seed"):
+        if self.table_default is not None and (self.owner == "data" or self.name == "seed"):
             raise ValueError(f"setting {self.name!r} is read to load the data: no data default")
+
+    def default_for(self, data: DataShape | None) -> Any:
+        """The default once ``data`` is loaded: the table's rule for a table, else ``default``."""
+        if data is not None and data.kind == "table" and self.table_default is not None:
+            return self.table_default(data)
+        return self.default
 
     def check(self, value: Any) -> Any:
         """``value`` as the owning record holds it (an int, a float, a tuple of names, a Path).
@@ -201,47 +199,54 @@ _TABLE = (
             low=2, group="network"),
     Setting("hidden", "sizes", None, "layers",
             "hidden widths, e.g. 100,50: sizes from the data's width and classes",
-            low=1, group="network", searchable=True),
+            low=1, group="network", searchable=True, table_default=T["hidden"]),
     Setting("activation", "choice", "sigmoid", "network", choices=HIDDEN_ACTIVATIONS,
-            noun="a hidden activation", group="network", searchable=True),
+            noun="a hidden activation", group="network", searchable=True,
+            table_default=T["activation"]),
     Setting("output_activation", "choice", None, "network", "none: --activation",
-            choices=ACTIVATIONS, noun="an activation", group="network", searchable=True),
+            choices=ACTIVATIONS, noun="an activation", group="network", searchable=True,
+            table_default=T["output_activation"]),
     Setting("cost", "choice", "quadratic", "network", choices=COSTS, noun="a cost",
-            group="network", searchable=True),
+            group="network", searchable=True, table_default=T["cost"]),
     Setting("init", "choice", "normal", "network", choices=INITS, noun="an initialisation",
-            group="network", searchable=True),
+            group="network", searchable=True, table_default=T["init"]),
     Setting("dtype", "choice", "float32", "network", choices=DTYPES, noun="a dtype",
             group="network"),
     Setting("backend", "text", "auto", "network",
             f"one of {', '.join([*BACKEND_NAMES, *NAMESPACES])}", group="network"),
     # training: TrainConfig's (Network.fit's arguments)
     Setting("lr", "float", 3.0, "fit", "learning rate η", low=0, strict=True, group="training",
-            searchable=True, checkpointed=True),
+            searchable=True, checkpointed=True, table_default=T["lr"]),
     Setting("batch_size", "int", 10, "fit", "mini-batch size", low=1, group="training",
-            searchable=True, checkpointed=True),
+            searchable=True, checkpointed=True, table_default=T["batch_size"]),
     Setting("epochs", "int", 30, "fit", "total epochs (with --resume: up to this many)", low=1,
-            group="training", searchable=True),
+            group="training", searchable=True, table_default=T["epochs"]),
     Setting("seed", "int", None, "fit",
             "seed of initial weights and epoch order; none: drawn and printed", low=0,
             group="training"),
     Setting("optimizer", "choice", "sgd", "fit", choices=OPTIMIZERS, noun="an optimizer",
-            group="training", searchable=True, checkpointed=True),
+            group="training", searchable=True, checkpointed=True, table_default=T["optimizer"]),
     Setting("momentum", "float", 0.9, "fit", "μ for momentum/nesterov", low=0, high=1,
             group="training", searchable=True, checkpointed=True),
     Setting("l2", "float", 0.0, "fit", "L2 penalty λ, the book's (λ/n)·W", low=0,
-            group="training", searchable=True, checkpointed=True),
+            group="training", searchable=True, checkpointed=True, table_default=T["l2"]),
     Setting("l1", "float", 0.0, "fit", "L1 penalty λ, (λ/n)·sgn(W)", low=0, group="training",
             searchable=True, checkpointed=True),
     Setting("dropout", "float", 0.0, "fit", "dropout rate on hidden layers", low=0, high=1,
             group="training", searchable=True, checkpointed=True),
     Setting("schedule", "choice", "constant", "fit", choices=SCHEDULES, noun="a schedule",
             group="training", searchable=True, checkpointed=True),
-    Setting("patience", "int", None, "fit", "early stopping (or plateau) patience", low=1,
-            group="training", searchable=True),
+    Setting("patience", "int", None, "fit", "early stopping (or plateau) patience; none: off",
+            low=1, group="training", searchable=True, table_default=T["patience"]),
     Setting("engine", "choice", "auto", "fit", "training step: generic (plain xp) or a fast path",
             choices=ENGINES, noun="an engine", group="training"),
-    Setting("monitor_set", "choice", "test", "run", "MNIST: the set scored after each epoch",
-            choices=("test", "validation"), noun="a split", group="training"),
+    Setting("monitor_set", "choice", "test", "run", "the set scored after each epoch",
+            choices=("test", "validation"), noun="a split", group="training",
+            table_default=T["monitor_set"]),
+    Setting("stop_on", "choice", "val_accuracy", "fit",
+            "what --patience (early stopping, or the plateau schedule) watches", choices=WATCHED,
+            noun="a watched monitor", group="training", checkpointed=True,
+            table_default=T["stop_on"]),
     # the data, read before any default can depend on it
     Setting("data", "text", None, "data",
             "MNIST (pkl.gz, npz, IDX folder), or your own .npz, .csv or X.npy; "
@@ -254,7 +259,8 @@ _TABLE = (
     Setting("val_split", "float", None, "data", "hold out this fraction for validation (seeded)",
             low=0, high=1, strict=True, group="data"),
     Setting("standardize", "bool", False, "run",
-            "scale inputs by the training split's mean and std", group="data"),
+            "scale inputs by the training split's mean and std", group="data",
+            table_default=T["standardize"]),
     Setting("limit", "int", None, "data", "train on the first N examples only", low=1,
             group="data"),
     Setting("checkpoint_every", "int", None, "fit", "checkpoint every N epochs", low=1,
@@ -293,10 +299,9 @@ def owned_by(owner: str, *, flags: bool = False) -> tuple[str, ...]:
 
 def defaults(data: DataShape | None = None) -> dict[str, Any]:
     """The flags' defaults (a new dict, its lists copied): the table's, or, given the loaded
-    ``data``, each entry's ``data_default(data)`` where it has one."""
+    ``data``, each entry's default for it (:meth:`Setting.default_for`)."""
     out = {}
     for name in FLAGS:
-        s = SETTINGS[name]
-        value = s.default if data is None or s.data_default is None else s.data_default(data)
+        value = SETTINGS[name].default_for(data)
         out[name] = list(value) if isinstance(value, list) else value
     return out

@@ -151,3 +151,16 @@ def write_table(path: Path, width: int, n: int = 40) -> Path:
     X = np.random.default_rng(width).normal(size=(n, width)).astype(np.float32)
     np.savez(path, X=X, y=(X[:, 0] > 0).astype(np.int64))
     return path
+
+
+def write_unscaled_table(path: Path, n: int = 300, *, seed: int = 0) -> Path:
+    """A CSV of ``n`` rows of three well-separated Gaussian classes (named ``a``, ``b``, ``c``,
+    the last column) whose four columns come in units 1000, 1, 0.01 and 10 apart, as a table
+    of measurements does (wine's run from 0.1 to 1,680)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    centres = np.array([[0.0, 0, 0, 0], [3, 3, 0, 0], [0, 3, 3, 3]])
+    X = (centres[y] + rng.standard_normal((n, 4))) * np.array([1000.0, 1.0, 0.01, 10.0])
+    rows = [",".join([*(f"{v:.5g}" for v in x), "abc"[k]]) for x, k in zip(X, y, strict=True)]
+    path.write_text("\n".join(["w,x,y,z,label", *rows]) + "\n")
+    return path

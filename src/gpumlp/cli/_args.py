@@ -64,11 +64,15 @@ def names(text: str, choices: list[str]) -> list[str]:
 
 
 def number(
-    kind: type, low: float, *, strict: bool = False, high: float | None = None
+    kind: type, low: float, *, strict: bool = False, high: float | None = None, none: bool = False
 ) -> Callable[[str], Any]:
-    """An argparse type: ``kind`` (int or float), finite, >= low (> low if strict), < high."""
+    """An argparse type: ``kind`` (int or float), finite, >= low (> low if strict), < high; with
+    ``none``, the word ``none`` too (None: a setting's "no value", say no early stopping where
+    a table's default has one)."""
 
     def parse(text: str) -> Any:
+        if none and text == "none":
+            return None
         try:
             value = kind(text)
         except ValueError:
@@ -89,17 +93,18 @@ def number(
 
 def flag_kwargs(setting: Setting) -> dict[str, Any]:
     """The argparse keywords of ``setting``'s flag: its type, with the table's bounds, or its
-    choices, or a switch."""
+    choices, or a switch with its ``--no-`` form."""
     low = -math.inf if setting.low is None else setting.low
+    none = setting.default is None  # None is one of its values
     if setting.kind == "int":
-        return {"type": number(int, low)}
+        return {"type": number(int, low, none=none)}
     if setting.kind == "float":
-        return {"type": number(float, low, strict=setting.strict, high=setting.high)}
+        return {"type": number(float, low, strict=setting.strict, high=setting.high, none=none)}
     if setting.kind == "sizes":
         least = int(low)
         return {"type": lambda text: sizes(text, least=least)}
-    if setting.kind == "bool":
-        return {"action": "store_const", "const": True}
+    if setting.kind == "bool":  # --no-standardize turns off what a table's default turns on
+        return {"action": argparse.BooleanOptionalAction}
     if setting.kind == "choice":
         return {"choices": list(setting.choices)}
     if setting.kind == "names":
@@ -119,7 +124,8 @@ def add_flag(
     s = SETTINGS[name]
     if help is None:
         shown = s.shown or ("none" if s.default is None else s.default)
-        help = f"{s.help} (default {shown})".strip()
+        tables = "" if s.table_default is None else f"; tables: {s.table_default.shown}"
+        help = f"{s.help} (default {shown}{tables})".strip()
     flag = "--" + name.replace("_", "-")
     group.add_argument(flag, default=default, help=help, **flag_kwargs(s))
 

@@ -21,9 +21,10 @@ from .._version import __version__
 from ..data.sources import DataSet, check_mnist_flags, load_data
 from ..errors import TrainingInterrupted
 from ..reporting import printing, progress_bar
+from ..runs.advice import Stall, constant_cost, scale_advice
 from ..runs.rundir import plan_folder, resume_path, resumed_flags, run_folder
-from ..runs.runner import execute, plan_run, sizes_for
-from ..settings import FLAGS, defaults
+from ..runs.runner import execute, layers_for, plan_run
+from ..settings import FLAGS, SETTINGS, defaults
 from ._args import add_train_flags
 from .tools import ensure_mnist
 
@@ -36,7 +37,8 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
         "train",
         parents=parents,
         help="train a network (MNIST by default)",
-        description="Train a network; every flag defaults to the book's first run.",
+        description="Train a network; every flag defaults to the book's first run, except "
+        "where --help says what a table (--data FILE) defaults to.",
     )
     add_train_flags(t)
     io = t.add_argument_group("run folder")
@@ -47,13 +49,15 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
     return {"train": run}
 
 
-def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, int, DataSet]:
+def resolve(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], Path | None, int, DataSet, list[str]]:
     """The flags in effect (defaults, then the resumed run's, then those given, ``sizes``
     resolved against the data), the checkpoint to resume and the epochs it holds (0 for
-    none), and the data; the seed is drawn when none is given. The data is loaded with the
-    flags that read it (which have no data-dependent default), then the defaults that depend on
-    the data (:func:`gpumlp.settings.defaults`) fill what neither the run nor the command
-    line set."""
+    none), the data, and the names of the flags that took a table's default; the seed is
+    drawn when none is given. The data is loaded with the flags that read it (which have no
+    data-dependent default), then the defaults that depend on the data
+    (:func:`gpumlp.settings.defaults`) fill what neither the run nor the command line set."""
     given = {k: v for k, v in vars(args).items() if k in FLAGS}
     resume = resume_path(args.resume)
     resumed, done = resumed_flags(resume) if resume else ({}, 0)
@@ -64,8 +68,38 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, int,
     flags = defaults(data) | chosen
     if flags["labels"] is not None:  # args.json must name it wherever eval is run from
         flags["labels"] = str(Path(flags["labels"]).expanduser().resolve())
-    flags["sizes"] = sizes_for(flags, data, hidden_given="sizes" in given)
-    return flags, resume, done, data
+    flags |= layers_for(flags, data, given=given)
+    tabled = [k for k in FLAGS if k not in chosen and SETTINGS[k].table_default is not None
+              and data.kind == "table" and _matters(k, flags, data)]  # fmt: skip
+    return flags, resume, done, data, tabled
+
+
+def _matters(name: str, flags: dict[str, Any], data: DataSet) -> bool:
+    """Whether the flag ``name`` changes this run: it has a value, and the early stopping it
+    steers, or the choice of split it makes, happens."""
+    if name == "stop_on":
+        return flags["patience"] is not None or flags["schedule"] == "plateau"
+    if name == "monitor_set":
+        return data.validation is not None and data.test is not None
+    return flags[name] is not None
+
+
+def _as_flags(flags: dict[str, Any], names: list[str]) -> str:
+    """``names`` as the command line would give them their values (``--hidden 32``)."""
+    words = []
+    for name in names:
+        flag, value = "--" + name.replace("_", "-"), flags[name]
+        if isinstance(value, bool):
+            words.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list):
+            words.append(f"{flag} {','.join(map(str, value))}")
+        else:
+            words.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    return " ".join(words)
+
+
+def _warn(text: str) -> None:
+    print(f"gpumlp: warning: {text}", file=sys.stderr, flush=True)
 
 
 def load_flags_data(flags: dict[str, Any]) -> DataSet:
@@ -120,18 +154,23 @@ def _resuming(checkpoint: Path, done: int, epochs: int) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    flags, resume, done, data = resolve(args)
+    flags, resume, done, data, tabled = resolve(args)
     plan = plan_run(flags, data, resume=resume)
+    stall = Stall(constant_cost(plan.spec, data.train[1]))
     planned = plan_folder(args.out, resume, overwrite=args.overwrite)
     with run_folder(planned, stem=data.name, resume=resume, overwrite=args.overwrite) as out:
         n_watch = None if plan.watch is None else len(plan.watch[1])
         where = f", {plan.scored} set after each epoch" if plan.watch is not None else ""
         unit = "images" if data.kind == "images" else "examples"
+        table = f"; defaults for tables: {_as_flags(flags, tabled)}" if tabled else ""
         print(
             f"gpumlp {__version__}: {plan.spec.describe()} on {len(data.train[0])} {unit}"
-            f"{where}; seed {flags['seed']}",
+            f"{where}; seed {flags['seed']}{table}",
             flush=True,
         )
+        if data.kind == "table" and not flags["standardize"]:
+            if (advice := scale_advice(data.train[0])) is not None:
+                _warn(advice)
         if resume is not None:
             print(_resuming(resume, done, flags["epochs"]), flush=True)
         try:
@@ -139,7 +178,7 @@ def _train(args: argparse.Namespace) -> int:
                 plan,
                 out,
                 progress=None if args.quiet else progress_bar(),
-                on_epoch=printing(None, scored=plan.scored, n_scored=n_watch),
+                on_epoch=printing(stall.then(_warn), scored=plan.scored, n_scored=n_watch),
             )
         except TrainingInterrupted as exc:
             print(_interrupted(exc, out), file=sys.stderr)

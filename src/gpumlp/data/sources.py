@@ -18,6 +18,7 @@ the class names when the file gave them. The format is told by the content, not 
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ class DataSet:
     validation, test : splits like ``train``, or None
     kind : "images" (28×28 pictures: ``predict`` takes them) or "table"
     classes : names of classes 0..k-1 when the file gave names, else None
+    task : "classification" (labels, or targets in [0, 1] scored by their largest column) or
+        "regression" (targets (n, k) of which some lie outside [0, 1])
     """
 
     name: str
@@ -58,6 +61,7 @@ class DataSet:
     test: Split | None
     kind: str = "images"
     classes: tuple[str, ...] | None = None
+    task: str = "classification"
 
     @property
     def n_features(self) -> int:
@@ -80,8 +84,7 @@ class DataSet:
         if limit is None:
             return self
         X, y = self.train
-        train = (X[:limit], y[:limit])
-        return DataSet(self.name, train, self.validation, self.test, self.kind, self.classes)
+        return dataclasses.replace(self, train=(X[:limit], y[:limit]))
 
 
 def check_mnist_flags(
@@ -212,4 +215,10 @@ def load_data(
                 "--val-split out"
             )
         train, validation = hold_out(train, val_split, seed)
-    return DataSet(name, train, validation, table.test, kind, table.classes)
+    task = "regression" if _regression_targets(train[1]) else "classification"
+    return DataSet(name, train, validation, table.test, kind, table.classes, task)
+
+
+def _regression_targets(y: np.ndarray[Any, Any]) -> bool:
+    """Targets (n, k) that are not scores of classes: some lie outside [0, 1]."""
+    return y.ndim == 2 and bool(np.min(y) < 0 or np.max(y) > 1)

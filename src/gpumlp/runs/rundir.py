@@ -102,8 +102,10 @@ def resumed_flags(checkpoint: Path) -> tuple[dict[str, Any], int]:
     meta, _ = read_checkpoint(checkpoint, lambda m: expected_arrays(m, checkpoint, training=True))
     flags = {k: meta[k] for k in _FROM_CHECKPOINT if k in meta}
     hyper = meta.get("hyper", {})
-    flags |= {k: v for k, v in (hyper if isinstance(hyper, dict) else {}).items()
-              if k in HYPER_KEYS}  # fmt: skip
+    hyper = hyper if isinstance(hyper, dict) else {}
+    # A hyperparameter the checkpoint lacks is newer than the run, which trained as its book
+    # default says (stop_on: the validation accuracy), whatever a table's default is now.
+    flags |= {k: hyper.get(k, SETTINGS[k].default) for k in HYPER_KEYS}
     if len(flags.get("sizes", ())) == 2:  # no hidden layer: "activation" is the output's
         flags.pop("activation", None)
     check_flags(flags, checkpoint)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,22 +34,27 @@ from ..runstate import check_resumable
 from ..settings import owned_by
 from ..train import safe_magnitude
 
-__all__ = ["FIT_FLAGS", "RunPlan", "execute", "plan_run", "sizes_for"]
+__all__ = ["FIT_FLAGS", "RunPlan", "execute", "layers_for", "plan_run"]
 
 FIT_FLAGS = owned_by("fit", flags=True)
 """The flags that are ``Network.fit`` settings of the same name (:class:`TrainConfig`'s)."""
 _NET_FLAGS = owned_by("network", flags=True)  # Network's keyword arguments, ModelSpec's
 
 
-def sizes_for(flags: dict[str, Any], data: DataSet, *, hidden_given: bool = False) -> list[int]:
-    """The layer sizes: ``hidden`` between the data's width and outputs, else ``sizes``, which
-    must fit the data (its features; its classes, or its target columns exactly). ValueError
-    naming the flag otherwise."""
+def layers_for(
+    flags: dict[str, Any], data: DataSet, *, given: Collection[str] = ()
+) -> dict[str, Any]:
+    """``sizes`` and ``hidden`` as a run records them: ``hidden`` between the data's width and
+    outputs, else ``sizes``, which must fit the data (its features; its classes, or its target
+    columns exactly). A ``sizes`` among the flags ``given`` (set by the user, not defaulted)
+    wins over a ``hidden`` that is only a default (a table's), which is then recorded as None.
+    ValueError naming the flag otherwise."""
     d, k = data.n_features, data.n_outputs
-    if flags.get("hidden") is not None:
-        if hidden_given:
+    hidden = None if "sizes" in given and "hidden" not in given else flags.get("hidden")
+    if hidden is not None:
+        if "sizes" in given:
             raise ValueError("give --sizes or --hidden, not both")
-        return [d, *flags["hidden"], k]
+        return {"sizes": [d, *hidden, k], "hidden": hidden}
     sizes = list(flags["sizes"])
     if sizes[0] != d:
         raise ValueError(
@@ -63,7 +68,7 @@ def sizes_for(flags: dict[str, Any], data: DataSet, *, hidden_given: bool = Fals
             f"--sizes {','.join(map(str, sizes))} ends with {sizes[-1]} outputs, but the targets "
             f"y have {k} columns"
         )
-    return sizes
+    return {"sizes": sizes, "hidden": None}
 
 
 @dataclass

@@ -31,7 +31,7 @@ from ..data import sources
 from ..data.sources import DataSet
 from ..errors import CheckpointError
 from ..runs.rundir import check_flags
-from ..runs.runner import plan_run, sizes_for
+from ..runs.runner import layers_for, plan_run
 from ..settings import DEFAULTS, FLAGS, SEARCHABLE, defaults
 
 __all__ = ["SEARCHABLE", "Dimension", "bind_study", "check_space", "default_seed", "hold_out",
@@ -178,7 +178,7 @@ def trial_flags(
     flags = defaults(data) | dict(fixed) | searched | {"monitor_set": "validation"}
     # A checkpoint each epoch: a pruned trial's folder then ends with its last epoch's model.
     flags["checkpoint_every"] = flags["checkpoint_every"] or 1
-    flags["sizes"] = sizes_for(flags, data, hidden_given="sizes" in fixed)
+    flags |= layers_for(flags, data, given={*fixed, *searched})
     return flags
 
 

@@ -1,0 +1,220 @@
+"""gpumlp's table defaults against scikit-learn's MLP on its bundled tables, as a user runs them.
+
+For each of iris, wine, breast cancer and digits (``sklearn.datasets``) and each seed: an 80/20
+stratified split; the 80% written as a CSV (features, then the label) and trained by
+``gpumlp train --data FILE`` with no other training flags (and again with ``--val-split 0.1``,
+which turns early stopping on), each scored by ``gpumlp eval RUN --data TEST.csv`` on the 20%;
+``make_pipeline(StandardScaler(), MLPClassifier())`` with scikit-learn's defaults and
+``gpumlp.sklearn.MLPClassifier()`` with gpumlp's, both fitted in this process on the same 80%
+and scored on the same 20%. Accuracies are averaged over the seeds, then over the data sets.
+The table replaces the "Tables" section of the Markdown file ``--out`` up to its next heading
+(added at its end the first time; the rest of the file is kept) and is printed.
+
+    python scripts/tables_vs_sklearn.py --out docs/results.md        # 3 seeds, a few minutes
+    python scripts/tables_vs_sklearn.py --data iris --seeds 0        # one data set, one seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA = ("iris", "wine", "breast_cancer", "digits")
+HEADING = "## Tables: gpumlp's defaults against scikit-learn's MLP"
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+# column: (the command, as the table shows it)
+CLI = {
+    "gpumlp train": [],
+    "gpumlp train --val-split 0.1": ["--val-split", "0.1"],
+}
+
+
+def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets
+
+    X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    return X.astype(np.float64), y.astype(np.int64)
+
+
+def write_csv(path: Path, X: np.ndarray, y: np.ndarray) -> Path:
+    """A header and one row per example: the features, then the label."""
+    header = ",".join([*(f"x{j}" for j in range(X.shape[1])), "label"])
+    rows = [
+        ",".join([*(repr(float(v)) for v in x), str(int(k))]) for x, k in zip(X, y, strict=True)
+    ]
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def gpumlp(*argv: Any) -> str:
+    """``python -m gpumlp ARGV`` (one BLAS thread) -> stdout; fails loudly."""
+    env = {**os.environ, **ONE_THREAD}
+    done = subprocess.run([sys.executable, "-m", "gpumlp", *map(str, argv)], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"gpumlp {' '.join(map(str, argv))}: {done.stderr}")
+    return done.stdout
+
+
+def cli_run(folder: Path, train: Path, test: Path, seed: int, extra: list[str]) -> dict:
+    """Train with the command line, score the test file: accuracy, seconds, epochs, stop."""
+    out = folder / f"run-{len(list(folder.glob('run-*')))}"
+    start = time.perf_counter()
+    gpumlp("train", "--data", train, "--seed", seed, "--quiet", "--out", out, *extra)
+    seconds = time.perf_counter() - start
+    scored = gpumlp("eval", out, "--data", test)
+    accuracy = float(re.search(r"accuracy ([\d.]+)", scored)[1])
+    epochs = len((out / "history.csv").read_text().splitlines()) - 1
+    return {"accuracy": accuracy, "seconds": seconds, "epochs": epochs}
+
+
+def in_process(model: Any, X, y, X_test, y_test) -> dict:
+    """Fit an estimator here: accuracy on the test rows, seconds of ``fit``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's ConvergenceWarning at max_iter
+        start = time.perf_counter()
+        model.fit(X, y)
+        seconds = time.perf_counter() - start
+    return {"accuracy": float(model.score(X_test, y_test)), "seconds": seconds}
+
+
+def measure(names: list[str], seeds: list[int]) -> dict[str, dict[str, list[dict]]]:
+    """results[data][column] = one record per seed."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from gpumlp.sklearn import MLPClassifier as Estimator
+
+    results: dict[str, dict[str, list[dict]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in names:
+            X, y = load(name)
+            columns: dict[str, list[dict]] = {}
+            for seed in seeds:
+                X_tr, X_te, y_tr, y_te = train_test_split(
+                    X, y, test_size=0.2, stratify=y, random_state=seed
+                )
+                train = write_csv(folder / f"{name}-{seed}.csv", X_tr, y_tr)
+                test = write_csv(folder / f"{name}-{seed}-test.csv", X_te, y_te)
+                sk = make_pipeline(StandardScaler(), MLPClassifier(random_state=seed))
+                got = {
+                    "scikit-learn": in_process(sk, X_tr, y_tr, X_te, y_te),
+                    "gpumlp.sklearn": in_process(
+                        Estimator(random_state=seed), X_tr, y_tr, X_te, y_te
+                    ),
+                }
+                for column, extra in CLI.items():
+                    got[column] = cli_run(folder, train, test, seed, extra)
+                for column, record in got.items():
+                    columns.setdefault(column, []).append(record)
+                    print(f"{name} seed {seed} {column}: {record}", file=sys.stderr, flush=True)
+            results[name] = columns
+    return results
+
+
+def _mean(records: list[dict], key: str) -> float:
+    return statistics.fmean(r[key] for r in records)
+
+
+def table(results: dict[str, dict[str, list[dict]]], seeds: list[int]) -> str:
+    """The Markdown section: machine, commands, one row per data set and the averages."""
+    columns = ["scikit-learn", *CLI, "gpumlp.sklearn"]
+    head = ["data set (rows, features, classes)"]
+    head += [f"{c} accuracy %" for c in columns] + [f"{c} s" for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, got in results.items():
+        X, y = load(name)
+        cells = [f"{name} ({len(X)}, {X.shape[1]}, {len(set(y.tolist()))})"]
+        for c in columns:
+            accs = [100 * r["accuracy"] for r in got[c]]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            cells.append(f"{statistics.fmean(accs):.2f} ± {sd:.2f}")
+        cells += [f"{_mean(got[c], 'seconds'):.2f}" for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    average = ["**average**"]
+    for key, bold, scale in (("accuracy", "**", 100), ("seconds", "", 1)):
+        for c in columns:
+            value = scale * statistics.fmean(_mean(g[c], key) for g in results.values())
+            average.append(f"{bold}{value:.2f}{bold}")
+    lines.append("| " + " | ".join(average) + " |")
+    import sklearn
+
+    import gpumlp as gp
+
+    prose = [
+        f"`gpumlp train --data FILE` with no other training flags against scikit-learn's "
+        f"`MLPClassifier`, on scikit-learn's bundled tables: 80/20 stratified splits "
+        f"(`train_test_split(..., stratify=y, random_state=seed)`), seeds "
+        f"{', '.join(map(str, seeds))}; accuracy on the 20% (mean ± standard deviation over "
+        "the seeds; the average is over the data sets of those means).",
+        f"- Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}, NumPy "
+        f"{np.__version__}, scikit-learn {sklearn.__version__}, gpumlp {gp.__version__}, NumPy "
+        "backend, one BLAS thread for every run; "
+        f"{time.strftime('%Y-%m-%d')}.",
+        "- Command: `python scripts/tables_vs_sklearn.py --out docs/results.md`.",
+        "- **scikit-learn**: `make_pipeline(StandardScaler(), MLPClassifier(random_state=seed))`, "
+        "its defaults (100 ReLU units, Adam at 0.001, batches of 200, up to 200 epochs, no "
+        "early stopping), fitted in process.",
+        "- **gpumlp train**: the 80% as `FILE.csv` (the label last), `gpumlp train --data "
+        "FILE.csv --seed SEED --quiet --out RUN`, then `gpumlp eval RUN --data TEST.csv`; the "
+        "table defaults, no validation split, so all 200 epochs; seconds are the whole "
+        "command's (Python's start and the CSV read included).",
+        "- **gpumlp train --val-split 0.1**: the same with a tenth of the 80% held out: early "
+        "stopping after 10 epochs without a lower validation cost, on 90% of the rows.",
+        "- **gpumlp.sklearn**: `gpumlp.sklearn.MLPClassifier(random_state=seed)`, its defaults "
+        "(the table defaults, `validation_fraction=0.1`: early stopping), fitted in process.",
+    ]
+    wrapped = [textwrap.fill(prose[0], 100, break_on_hyphens=False, break_long_words=False)]
+    wrapped += [textwrap.fill(item, 100, subsequent_indent="  ", break_on_hyphens=False,
+                              break_long_words=False) for item in prose[1:]]  # fmt: skip
+    return "\n".join([HEADING, "", wrapped[0], "", *wrapped[1:], "", *lines, ""])
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the Tables section of ``path`` (up to the next heading, ``## `` or ``### ``: a
+    reading of the numbers written by hand stays), or add it at the end."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find(HEADING)
+    if start < 0:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section
+    else:
+        found = re.search(r"\n#{2,3} ", text[start + len(HEADING) :])
+        end = -1 if found is None else start + len(HEADING) + found.start()
+        text = text[:start] + section + ("" if end < 0 else "\n" + text[end + 1 :])
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", nargs="+", choices=DATA, default=list(DATA))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--out", type=Path, help="Markdown file whose Tables section is replaced")
+    args = p.parse_args(argv)
+    results = measure(args.data, args.seeds)
+    section = table(results, args.seeds)
+    print(section)
+    if args.out is not None:
+        write_section(args.out, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
