@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from helpers.cli import assert_refused, run, run_python
+from helpers.faults import read_only
 from helpers.plots import needs_matplotlib
 
 SPACE = "lr = {log = [0.5, 5]}\nhidden = {int = [8, 24], log = true}\n"
@@ -153,12 +154,12 @@ def test_a_bare_postgresql_url_takes_the_installed_driver(
 ):
     import importlib.util
 
-    from gpumlp.sweeps import studystore
+    from gpumlp.sweeps import storage
 
     found = {"psycopg2": psycopg2, "psycopg": psycopg}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if found[name] else None)
-    assert studystore.with_driver(given) == expected
-    assert studystore.storage_url(Path("x"), given) == expected
+    assert storage.with_driver(given) == expected
+    assert storage.storage_url(Path("x"), given) == expected
 
 
 @pytest.fixture(scope="module")
@@ -332,3 +333,81 @@ def test_a_pruned_trial_leaves_a_stopped_run_and_the_worker_goes_on(tmp_path, op
         for i, tensor in enumerate(model.params.arrays()):  # the model is the checkpoint's
             np.testing.assert_array_equal(tensor, arrays[f"param/{i}"])
         assert not (folder / ".lock").exists()
+
+
+# -- hardening (issue 28): the study's file, its storage, the space's size, the data, --out ------
+
+
+def one_trial(tmp_path: Path, data, out: Path, *more) -> tuple[int, str, str]:
+    """``gpumlp sweep`` of SPACE for one trial of one epoch on ``data`` into ``out``."""
+    argv = ["sweep", space_file(tmp_path), "--data", data, "--out", out, "--trials", "1"]
+    return run(*argv, "--epochs", "1", "--backend", "numpy", "--seed", "1", *more)
+
+
+def test_a_read_only_study_file_is_one_line_naming_it(tmp_path, bar_mnist, optuna):
+    out = tmp_path / "out"
+    assert one_trial(tmp_path, bar_mnist, out)[0] == 0
+    with read_only(out / "study.db"):
+        code, _, err = one_trial(tmp_path, bar_mnist, out, "--trials", "2")
+    assert_refused(code, err, "readonly database")
+    assert repr(str((out / "study.db").resolve())) in err
+    assert len(optuna.load_study(study_name="space", storage=f"sqlite:///{out}/study.db").trials)
+
+
+@pytest.mark.parametrize("how", ["sweep.json", "--storage"])
+def test_a_storage_that_is_no_database_is_one_line_naming_the_file(
+    tmp_path, bar_mnist, how, optuna
+):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database\n" * 100)
+    out = tmp_path / "out"
+    if how == "sweep.json":
+        out.mkdir()
+        info = {"study": "space", "storage": f"sqlite:///{junk}", "space": "space.toml"}
+        (out / "sweep.json").write_text(json.dumps(info))
+        code, _, err = run("sweep", "--report", out)
+    else:
+        code, _, err = one_trial(tmp_path, bar_mnist, out, "--storage", f"sqlite:///{junk}")
+        assert not out.exists()
+    assert_refused(code, err, "file is not a database")
+    assert repr(str(junk)) in err
+    assert junk.read_text() == "not a database\n" * 100
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_a_study_in_memory_is_refused_up_front(tmp_path, bar_mnist, optuna, url):
+    out = tmp_path / "out"
+    code, stdout, err = one_trial(tmp_path, bar_mnist, out, "--storage", url)
+    assert_refused(code, err, f"--storage {re.escape(url)}: a study in memory")
+    assert stdout == "" and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{",
+        b"[" * 30_000 + b"]" * 30_000,  # under the 64 KiB a sweep.json may hold
+        b"[" * 40_000 + b"]" * 40_000,  # over it
+        b'{"study": "space", "storage": "sqlite:///\xff"}',
+        b"[]",
+        b'{"study": "space", "storage": 5}',
+        b'{"study": ["space"], "storage": "sqlite:///x.db"}',
+    ],
+    ids=["truncated", "deep", "huge", "latin-1", "a list", "storage 5", "study a list"],
+)
+def test_report_of_a_corrupt_sweep_json_is_one_line_naming_it(tmp_path, optuna, content):
+    (tmp_path / "sweep.json").write_bytes(content)
+    code, out, err = run("sweep", "--report", tmp_path)
+    assert_refused(code, err, re.escape(repr(str(tmp_path / "sweep.json"))))
+    assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == ["sweep.json"]
+
+
+@needs_matplotlib
+def test_report_into_a_read_only_folder_names_it_and_why(tmp_path, bar_mnist, optuna):
+    out = tmp_path / "out"
+    assert one_trial(tmp_path, bar_mnist, out)[0] == 0
+    with read_only(out):
+        code, printed, err = run("sweep", "--report", out)
+    assert_refused(code, err, f"cannot write history.png into {re.escape(repr(str(out)))}: ")
+    assert "Errno" not in err and "trial  state" in printed
+    assert not list(out.glob("*.png")) and not list(out.glob(".*.tmp"))

@@ -10,7 +10,6 @@ other machines join with the same command and ``--storage``; rerunning it resume
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -20,12 +19,12 @@ from typing import Any
 
 from .. import signals
 from .._version import __version__
-from ..atomicio import atomic_write_bytes
 from ..data.sources import DataSet
 from ..settings import FLAGS, defaults
 from ..sweeps.searchspace import bind_study, check_space, default_seed, hold_out, read_space
+from ..sweeps.storage import masked, storage_errors, storage_url, write_sweep_file
 from ..sweeps.studies import run_worker
-from ..sweeps.studystore import PRUNERS, masked, open_study, require_optuna, storage_url, tally
+from ..sweeps.studystore import PRUNERS, open_study, require_optuna, tally
 from ..sweeps.trials import evaluate_best
 from ._args import UsageError, add_train_flags, number
 from .sweepreport import flag_args, report, test_line, train_command, trial_line
@@ -79,28 +78,28 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
     url = storage_url(out, args.storage)
-    if args.storage is None:  # the SQLite file needs its folder; another storage is tried first
+    with storage_errors(url):  # a read-only or broken study file: one line naming it
+        if args.storage is None:  # the SQLite file needs its folder; another is tried first
+            out.mkdir(parents=True, exist_ok=True)
+        study = open_study(url, name, pruner=args.pruner, seed=fixed["seed"] + args.worker)
+        bind_study(study, dims, fixed, source)
         out.mkdir(parents=True, exist_ok=True)
-    study = open_study(url, name, pruner=args.pruner, seed=fixed["seed"] + args.worker)
-    bind_study(study, dims, fixed, source)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.worker:
-        return _work(study, dims, fixed, data, out, args)
-    info = {"study": name, "storage": masked(url), "space": str(Path(args.space).resolve())}
-    atomic_write_bytes(out / "sweep.json", json.dumps(info, indent=1).encode())
-    gpus = args.gpus.split(",") if args.gpus else []
-    workers = args.workers or len(gpus) or 1
-    print(
-        f"gpumlp {__version__}: sweep {name!r} of {', '.join(dims)} on {data.name}, "
-        f"{args.trials} trials, {workers} worker{'s' * (workers > 1)}, {args.pruner} pruner; "
-        f"{out}/, storage {masked(url)}",
-        flush=True,
-    )
-    if workers > 1 or gpus:
-        code = _spawn(args, given, workers, gpus, url, out)
-    else:
-        code = _work(study, dims, fixed, data, out, args)
-    return code or _summary(study, fixed, data, out, args.trials)
+        if args.worker:
+            return _work(study, dims, fixed, data, out, args)
+        write_sweep_file(out, name, url, str(Path(args.space).resolve()))
+        gpus = args.gpus.split(",") if args.gpus else []
+        workers = args.workers or len(gpus) or 1
+        print(
+            f"gpumlp {__version__}: sweep {name!r} of {', '.join(dims)} on {data.name}, "
+            f"{args.trials} trials, {workers} worker{'s' * (workers > 1)}, {args.pruner} "
+            f"pruner; {out}/, storage {masked(url)}",
+            flush=True,
+        )
+        if workers > 1 or gpus:
+            code = _spawn(args, given, workers, gpus, url, out)
+        else:
+            code = _work(study, dims, fixed, data, out, args)
+        return code or _summary(study, fixed, data, out, args.trials)
 
 
 def _load(flags: dict[str, Any]) -> DataSet:
