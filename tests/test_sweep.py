@@ -382,6 +382,48 @@ def test_a_study_in_memory_is_refused_up_front(tmp_path, bar_mnist, optuna, url)
     assert stdout == "" and not out.exists()
 
 
+def test_a_choice_of_a_million_values_is_refused_naming_the_flag_and_the_limit(optuna):
+    from gpumlp import sweep
+
+    X, y = blobs_split(30)
+    space = {"batch_size": {"choice": list(range(1, 1_000_001))}}
+    with pytest.raises(
+        ValueError, match=r"space: batch_size: choice holds 1,000,000 values, more than the 1,000"
+    ):
+        sweep(space, X, y, n_trials=1, epochs=1, hidden=[3], backend="numpy")
+
+
+def test_a_choice_at_the_limit_is_checked_whole(tmp_path, bar_mnist, optuna):
+    # Every value is still checked: the limit keeps that check short, it does not skip it.
+    values = [*range(1, 1000), 0]  # 1,000 values, the last refused
+    space = space_file(tmp_path, f"batch_size = {{choice = {values}}}\n")
+    out = tmp_path / "out"
+    code, _, err = run("sweep", space, "--data", bar_mnist, "--out", out, "--backend", "numpy")
+    assert_refused(code, err, r"batch_size: 0 is refused")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"lr = {log = [0.5, 5]}\n# \xff\xfe\n", "not UTF-8"),
+        (b"lr = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deep"),
+        (b"# padding\n" * 200_000, "more than 1,048,576 bytes"),
+    ],
+    ids=["latin-1", "deep", "huge"],
+)
+def test_a_space_file_that_is_no_toml_is_one_line_naming_it(
+    tmp_path, bar_mnist, optuna, content, why
+):
+    space = tmp_path / "space.toml"
+    space.write_bytes(content)
+    out = tmp_path / "out"
+    code, _, err = run("sweep", space, "--data", bar_mnist, "--out", out, "--backend", "numpy")
+    assert_refused(code, err, re.escape(why))
+    assert repr(str(space)) in err or str(space) in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "content",
     [
