@@ -424,6 +424,23 @@ def test_a_space_file_that_is_no_toml_is_one_line_naming_it(
     assert not out.exists()
 
 
+def test_rerunning_a_study_on_other_data_is_refused(tmp_path, optuna):
+    from helpers.data import write_tiny_mnist
+
+    data = write_tiny_mnist(tmp_path / "tiny.npz", 120, 30)
+    out = tmp_path / "out"
+    assert one_trial(tmp_path, data, out)[0] == 0
+    copy = tmp_path / "elsewhere.npz"  # the same data under another name (another machine)
+    copy.write_bytes(Path(data).read_bytes())
+    code, _, err = one_trial(tmp_path, copy, out, "--trials", "2")
+    assert code == 0, err
+    other = write_tiny_mnist(tmp_path / "other.npz", 120, 30, seed=5)  # same shapes
+    code, _, err = one_trial(tmp_path, other, out, "--trials", "3")
+    assert_refused(code, err, "was started on other data")
+    assert "other.npz" in err
+    assert len(list(out.glob("trial-*"))) == 2
+
+
 @pytest.mark.parametrize(
     "content",
     [

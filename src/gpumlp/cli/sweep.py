@@ -21,7 +21,8 @@ from .. import signals
 from .._version import __version__
 from ..data.sources import DataSet
 from ..settings import FLAGS, defaults
-from ..sweeps.searchspace import bind_study, check_space, default_seed, hold_out, read_space
+from ..sweeps.binding import bind_study, default_seed
+from ..sweeps.searchspace import check_space, hold_out, read_space
 from ..sweeps.storage import masked, storage_errors, storage_url, write_sweep_file
 from ..sweeps.studies import run_worker
 from ..sweeps.studystore import PRUNERS, open_study, require_optuna, tally
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if args.storage is None:  # the SQLite file needs its folder; another is tried first
             out.mkdir(parents=True, exist_ok=True)
         study = open_study(url, name, pruner=args.pruner, seed=fixed["seed"] + args.worker)
-        bind_study(study, dims, fixed, source)
+        bind_study(study, dims, fixed, data, source)
         out.mkdir(parents=True, exist_ok=True)
         if args.worker:
             return _work(study, dims, fixed, data, out, args)

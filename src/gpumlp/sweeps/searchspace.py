@@ -23,7 +23,6 @@ import dataclasses
 import itertools
 import math
 import tomllib
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,11 @@ from ..errors import CheckpointError
 from ..files.safeio import open_regular
 from ..runs.rundir import check_flags
 from ..runs.runner import plan_run, sizes_for
-from ..settings import DEFAULTS, FLAGS, SEARCHABLE, defaults
+from ..settings import FLAGS, SEARCHABLE, defaults
 
-__all__ = ["MAX_CHOICES", "SEARCHABLE", "Dimension", "bind_study", "check_space", "default_seed",
-           "hold_out", "read_space", "trial_flags"]  # fmt: skip
+__all__ = ["MAX_CHOICES", "SEARCHABLE", "Dimension", "check_space", "hold_out", "read_space",
+           "trial_flags"]  # fmt: skip
 
-_LOCAL = ("data", "backend", "engine")  # may differ between the machines of one sweep
 _KINDS = ("log", "float", "int", "choice")
 MAX_CHOICES = 1000
 """Values a choice may list: each is checked and planned before any trial (about a millisecond
@@ -240,37 +238,3 @@ def hold_out(data: DataSet, fraction: float | None, seed: int) -> DataSet:
         return data
     train, validation = sources.hold_out(data.train, fraction or 1 / 6, seed)
     return dataclasses.replace(data, train=train, validation=validation)
-
-
-def default_seed(study_name: str) -> int:
-    """The seed of a study given none: from its name, the same for every worker anywhere."""
-    return zlib.crc32(study_name.encode())
-
-
-def bind_study(
-    study: Any, dims: Mapping[str, Dimension], fixed: Mapping[str, Any], source: str
-) -> None:
-    """Record the space and fixed flags (with their ``seed``) on a new study, or check that an
-    existing one has the same (except ``data``, ``backend``, ``engine``, which may differ
-    between machines). Raises ValueError naming what differs."""
-    space = {k: d.to_dict() for k, d in dims.items()}
-    mine = {"space": space, "fixed": {k: v for k, v in fixed.items() if k not in _LOCAL}}
-    stored = study.user_attrs.get("gpumlp")
-    if stored is None:
-        if study.trials:
-            raise ValueError(f"study {study.study_name!r} was not made by gpumlp sweep")
-        study.set_user_attr("gpumlp", mine | {"data": fixed.get("data")})
-        return
-    name = study.study_name
-    if stored["space"] != space:
-        raise ValueError(
-            f"study {name!r} searches {stored['space']}, not what {source} says ({space}): "
-            "rerun with the same space, or choose another --study or --out"
-        )
-    for key in sorted(set(stored["fixed"]) | set(mine["fixed"])):
-        was, now = (f.get(key, DEFAULTS.get(key)) for f in (stored["fixed"], mine["fixed"]))
-        if was != now:
-            raise ValueError(
-                f"study {name!r} was started with --{key.replace('_', '-')} {was}, not {now}: "
-                "rerun with the same flags, or choose another --study or --out"
-            )
