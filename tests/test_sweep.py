@@ -441,6 +441,14 @@ def test_rerunning_a_study_on_other_data_is_refused(tmp_path, optuna):
     assert len(list(out.glob("trial-*"))) == 2
 
 
+def test_a_sweep_into_a_training_run_folder_is_refused(quick_run, optuna):
+    data, run_dir = quick_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    code, _, err = one_trial(run_dir.parent, data, run_dir)
+    assert_refused(code, err, f"--out {re.escape(repr(str(run_dir)))} holds a training run")
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
 @pytest.mark.parametrize(
     "content",
     [

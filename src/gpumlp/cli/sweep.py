@@ -20,6 +20,7 @@ from typing import Any
 from .. import signals
 from .._version import __version__
 from ..data.sources import DataSet
+from ..runs.rundir import holds_run
 from ..settings import FLAGS, defaults
 from ..sweeps.binding import bind_study, default_seed
 from ..sweeps.searchspace import check_space, hold_out, read_space
@@ -78,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("sweeps") / name
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+    if holds_run(out):
+        raise ValueError(
+            f"--out {str(out)!r} holds a training run (gpumlp train's): a sweep writes its "
+            "trials' run folders inside its own folder; choose another --out"
+        )
     url = storage_url(out, args.storage)
     with storage_errors(url):  # a read-only or broken study file: one line naming it
         if args.storage is None:  # the SQLite file needs its folder; another is tried first

@@ -36,6 +36,7 @@ __all__ = [
     "RUN_FILES",
     "TRAIN_DEFAULTS",
     "check_flags",
+    "holds_run",
     "plan_folder",
     "resume_path",
     "resumed_flags",
@@ -108,13 +109,14 @@ def resumed_flags(checkpoint: Path) -> tuple[dict[str, Any], int]:
     return flags, int(meta["epoch"])
 
 
-def _holds_run(folder: Path) -> bool:
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run of ``gpumlp train`` (any of :data:`RUN_FILES`)."""
     return folder.is_dir() and any((folder / name).exists() for name in RUN_FILES)
 
 
 def _refuse_a_run(out: Path, resume: Path | None, overwrite: bool) -> None:
     continuing = resume is not None and out.resolve() == resume.parent.resolve()
-    if _holds_run(out) and not (continuing or overwrite):
+    if holds_run(out) and not (continuing or overwrite):
         raise ValueError(
             f"--out {str(out)!r} already holds a run; continue it with --resume {out}, "
             "choose another --out, or pass --overwrite to replace it"
