@@ -7,6 +7,7 @@ The worker tests (several processes, kill -9, Ctrl-C, PostgreSQL) are in test_sw
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -478,3 +479,24 @@ def test_report_into_a_read_only_folder_names_it_and_why(tmp_path, bar_mnist, op
     assert_refused(code, err, f"cannot write history.png into {re.escape(repr(str(out)))}: ")
     assert "Errno" not in err and "trial  state" in printed
     assert not list(out.glob("*.png")) and not list(out.glob(".*.tmp"))
+
+
+def test_more_workers_than_the_cpus_take_is_refused_before_any_starts(tmp_path, bar_mnist, optuna):
+    out = tmp_path / "out"
+    code, stdout, err = one_trial(tmp_path, bar_mnist, out, "--workers", "1000")
+    assert_refused(code, err, r"--workers 1000: this machine takes at most \d+ workers: ")
+    assert stdout == "" and not out.exists()
+
+
+def test_more_workers_than_the_memory_takes_is_refused_before_any_starts(
+    tmp_path, bar_mnist, optuna, monkeypatch
+):
+    import gpumlp.memory
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(gpumlp.memory, "host_available_memory", lambda: 300 << 20)
+    out = tmp_path / "out"
+    code, stdout, err = one_trial(tmp_path, bar_mnist, out, "--workers", "8")
+    assert_refused(code, err, r"--workers 8: this machine takes at most [12] workers: each ")
+    assert "300.0 MiB of memory is free" in err
+    assert stdout == "" and not out.exists()
