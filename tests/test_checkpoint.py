@@ -100,7 +100,10 @@ def test_not_a_checkpoint(tmp_path, name, content):
 @pytest.mark.parametrize(
     ("meta", "cause"),
     [
-        (b'{"format": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests lists or objects more than 32 deep"),
+        (
+            b'{"format": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "nests lists or objects more than 32 deep",
+        ),
         (b'{"format": 1, "x": "\xff"}', "is not UTF-8 text"),
     ],
     ids=["deep", "not-utf8"],

@@ -399,7 +399,8 @@ def table_run(tmp_path_factory) -> tuple[Path, Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPUMLP_BACKEND", "numpy")
         argv = ["train", "--data", data, "--hidden", "3", "--epochs", "2", "--quiet"]
-        code, _, stderr = run(*argv, "--seed", "0", "--out", base / "run")
+        book = ["--activation", "sigmoid", "--cost", "quadratic", "--optimizer", "sgd"]
+        code, _, stderr = run(*argv, *book, "--seed", "0", "--out", base / "run")
     assert code == 0, stderr
     return base / "run", other
 

@@ -75,7 +75,10 @@ def test_malformed_history(tmp_path, text):
 @pytest.mark.parametrize(
     ("content", "cause"),
     [
-        (b'{"epochs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests lists or objects more than 32 deep"),
+        (
+            b'{"epochs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "nests lists or objects more than 32 deep",
+        ),
         (b'{"epochs": [], "stop_reason": "\xff"}', "is not UTF-8 text"),
     ],
     ids=["deep", "not-utf8"],

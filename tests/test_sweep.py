@@ -7,6 +7,7 @@ The worker tests (several processes, kill -9, Ctrl-C, PostgreSQL) are in test_sw
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from helpers.cli import assert_refused, run, run_python
+from helpers.faults import read_only
 from helpers.plots import needs_matplotlib
 
 SPACE = "lr = {log = [0.5, 5]}\nhidden = {int = [8, 24], log = true}\n"
@@ -169,12 +171,12 @@ def test_a_bare_postgresql_url_takes_the_installed_driver(
 ):
     import importlib.util
 
-    from gpumlp.sweeps import studystore
+    from gpumlp.sweeps import storage
 
     found = {"psycopg2": psycopg2, "psycopg": psycopg}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if found[name] else None)
-    assert studystore.with_driver(given) == expected
-    assert studystore.storage_url(Path("x"), given) == expected
+    assert storage.with_driver(given) == expected
+    assert storage.storage_url(Path("x"), given) == expected
 
 
 @pytest.fixture(scope="module")
@@ -348,3 +350,169 @@ def test_a_pruned_trial_leaves_a_stopped_run_and_the_worker_goes_on(tmp_path, op
         for i, tensor in enumerate(model.params.arrays()):  # the model is the checkpoint's
             np.testing.assert_array_equal(tensor, arrays[f"param/{i}"])
         assert not (folder / ".lock").exists()
+
+
+# -- hardening (issue 28): the study's file, its storage, the space's size, the data, --out ------
+
+
+def one_trial(tmp_path: Path, data, out: Path, *more) -> tuple[int, str, str]:
+    """``gpumlp sweep`` of SPACE for one trial of one epoch on ``data`` into ``out``."""
+    argv = ["sweep", space_file(tmp_path), "--data", data, "--out", out, "--trials", "1"]
+    return run(*argv, "--epochs", "1", "--backend", "numpy", "--seed", "1", *more)
+
+
+def test_a_read_only_study_file_is_one_line_naming_it(tmp_path, bar_mnist, optuna):
+    out = tmp_path / "out"
+    assert one_trial(tmp_path, bar_mnist, out)[0] == 0
+    with read_only(out / "study.db"):
+        code, _, err = one_trial(tmp_path, bar_mnist, out, "--trials", "2")
+    assert_refused(code, err, "readonly database")
+    assert repr(str((out / "study.db").resolve())) in err
+    assert len(optuna.load_study(study_name="space", storage=f"sqlite:///{out}/study.db").trials)
+
+
+@pytest.mark.parametrize("how", ["sweep.json", "--storage"])
+def test_a_storage_that_is_no_database_is_one_line_naming_the_file(
+    tmp_path, bar_mnist, how, optuna
+):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database\n" * 100)
+    out = tmp_path / "out"
+    if how == "sweep.json":
+        out.mkdir()
+        info = {"study": "space", "storage": f"sqlite:///{junk}", "space": "space.toml"}
+        (out / "sweep.json").write_text(json.dumps(info))
+        code, _, err = run("sweep", "--report", out)
+    else:
+        code, _, err = one_trial(tmp_path, bar_mnist, out, "--storage", f"sqlite:///{junk}")
+        assert not out.exists()
+    assert_refused(code, err, "file is not a database")
+    assert repr(str(junk)) in err
+    assert junk.read_text() == "not a database\n" * 100
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_a_study_in_memory_is_refused_up_front(tmp_path, bar_mnist, optuna, url):
+    out = tmp_path / "out"
+    code, stdout, err = one_trial(tmp_path, bar_mnist, out, "--storage", url)
+    assert_refused(code, err, f"--storage {re.escape(url)}: a study in memory")
+    assert stdout == "" and not out.exists()
+
+
+def test_a_choice_of_a_million_values_is_refused_naming_the_flag_and_the_limit(optuna):
+    from gpumlp import sweep
+
+    X, y = blobs_split(30)
+    space = {"batch_size": {"choice": list(range(1, 1_000_001))}}
+    with pytest.raises(
+        ValueError, match=r"space: batch_size: choice holds 1,000,000 values, more than the 1,000"
+    ):
+        sweep(space, X, y, n_trials=1, epochs=1, hidden=[3], backend="numpy")
+
+
+def test_a_choice_at_the_limit_is_checked_whole(tmp_path, bar_mnist, optuna):
+    # Every value is still checked: the limit keeps that check short, it does not skip it.
+    values = [*range(1, 1000), 0]  # 1,000 values, the last refused
+    space = space_file(tmp_path, f"batch_size = {{choice = {values}}}\n")
+    out = tmp_path / "out"
+    code, _, err = run("sweep", space, "--data", bar_mnist, "--out", out, "--backend", "numpy")
+    assert_refused(code, err, r"batch_size: 0 is refused")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"lr = {log = [0.5, 5]}\n# \xff\xfe\n", "not UTF-8"),
+        (b"lr = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deep"),
+        (b"# padding\n" * 200_000, "more than 1,048,576 bytes"),
+    ],
+    ids=["latin-1", "deep", "huge"],
+)
+def test_a_space_file_that_is_no_toml_is_one_line_naming_it(
+    tmp_path, bar_mnist, optuna, content, why
+):
+    space = tmp_path / "space.toml"
+    space.write_bytes(content)
+    out = tmp_path / "out"
+    code, _, err = run("sweep", space, "--data", bar_mnist, "--out", out, "--backend", "numpy")
+    assert_refused(code, err, re.escape(why))
+    assert repr(str(space)) in err or str(space) in err
+    assert not out.exists()
+
+
+def test_rerunning_a_study_on_other_data_is_refused(tmp_path, optuna):
+    from helpers.data import write_tiny_mnist
+
+    data = write_tiny_mnist(tmp_path / "tiny.npz", 120, 30)
+    out = tmp_path / "out"
+    assert one_trial(tmp_path, data, out)[0] == 0
+    copy = tmp_path / "elsewhere.npz"  # the same data under another name (another machine)
+    copy.write_bytes(Path(data).read_bytes())
+    code, _, err = one_trial(tmp_path, copy, out, "--trials", "2")
+    assert code == 0, err
+    other = write_tiny_mnist(tmp_path / "other.npz", 120, 30, seed=5)  # same shapes
+    code, _, err = one_trial(tmp_path, other, out, "--trials", "3")
+    assert_refused(code, err, "was started on other data")
+    assert "other.npz" in err
+    assert len(list(out.glob("trial-*"))) == 2
+
+
+def test_a_sweep_into_a_training_run_folder_is_refused(quick_run, optuna):
+    data, run_dir = quick_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    code, _, err = one_trial(run_dir.parent, data, run_dir)
+    assert_refused(code, err, f"--out {re.escape(repr(str(run_dir)))} holds a training run")
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{",
+        b"[" * 30_000 + b"]" * 30_000,  # under the 64 KiB a sweep.json may hold
+        b"[" * 40_000 + b"]" * 40_000,  # over it
+        b'{"study": "space", "storage": "sqlite:///\xff"}',
+        b"[]",
+        b'{"study": "space", "storage": 5}',
+        b'{"study": ["space"], "storage": "sqlite:///x.db"}',
+    ],
+    ids=["truncated", "deep", "huge", "latin-1", "a list", "storage 5", "study a list"],
+)
+def test_report_of_a_corrupt_sweep_json_is_one_line_naming_it(tmp_path, optuna, content):
+    (tmp_path / "sweep.json").write_bytes(content)
+    code, out, err = run("sweep", "--report", tmp_path)
+    assert_refused(code, err, re.escape(repr(str(tmp_path / "sweep.json"))))
+    assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == ["sweep.json"]
+
+
+@needs_matplotlib
+def test_report_into_a_read_only_folder_names_it_and_why(tmp_path, bar_mnist, optuna):
+    out = tmp_path / "out"
+    assert one_trial(tmp_path, bar_mnist, out)[0] == 0
+    with read_only(out):
+        code, printed, err = run("sweep", "--report", out)
+    assert_refused(code, err, f"cannot write history.png into {re.escape(repr(str(out)))}: ")
+    assert "Errno" not in err and "trial  state" in printed
+    assert not list(out.glob("*.png")) and not list(out.glob(".*.tmp"))
+
+
+def test_more_workers_than_the_cpus_take_is_refused_before_any_starts(tmp_path, bar_mnist, optuna):
+    out = tmp_path / "out"
+    code, stdout, err = one_trial(tmp_path, bar_mnist, out, "--workers", "1000")
+    assert_refused(code, err, r"--workers 1000: this machine takes at most \d+ workers: ")
+    assert stdout == "" and not out.exists()
+
+
+def test_more_workers_than_the_memory_takes_is_refused_before_any_starts(
+    tmp_path, bar_mnist, optuna, monkeypatch
+):
+    import gpumlp.memory
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(gpumlp.memory, "host_available_memory", lambda: 300 << 20)
+    out = tmp_path / "out"
+    code, stdout, err = one_trial(tmp_path, bar_mnist, out, "--workers", "8")
+    assert_refused(code, err, r"--workers 8: this machine takes at most [12] workers: each ")
+    assert "300.0 MiB of memory is free" in err
+    assert stdout == "" and not out.exists()

@@ -1,10 +1,13 @@
 """Workers of ``gpumlp sweep`` in separate processes: sharing a study without losing or
 repeating a trial, dying (kill -9) or interrupted mid-trial and resumed by rerunning the
-command, and sharing a study through a real PostgreSQL server.
+command, ended with their parent (killed, or failing as it starts them), and sharing a study
+through a real PostgreSQL server.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import pwd
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import PATIENCE, reap, run_gpumlp, start_gpumlp
+from helpers.cli import PATIENCE, reap, run, run_gpumlp, start_gpumlp, wait_until
 from helpers.data import write_tiny_mnist
 
 optuna = pytest.importorskip("optuna")
@@ -153,6 +156,73 @@ def test_ctrl_c_of_the_command_stops_its_workers_and_keeps_the_study(tmp_path, t
     done = run_gpumlp(*argv)
     assert done.returncode == 0, done.stderr
     assert 4 <= len(finished(load(out))) <= 5
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc/*/stat``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path, tiny):
+    out = tmp_path / "out"
+    # Trials of 100,000 epochs: no worker could end of itself while the test waits.
+    argv = sweep_argv(tmp_path, tiny, out, 4, 100_000, "--workers", "2")
+    proc = start_gpumlp(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        wait_until(lambda: len(children(proc.pid)) == 2, "two workers started", proc)
+        workers = children(proc.pid)
+        wait_mid_trial(out, proc)
+        proc.kill()  # SIGKILL: the parent can do nothing on its way out
+        proc.wait()
+        wait_until(lambda: not any(map(running, workers)), "the workers ended")
+    finally:
+        reap(proc)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    states = [t.state.name for t in load(out).get_trials()]
+    # Each ended its trial on the SIGTERM: marked failed, its flags queued again.
+    assert "RUNNING" not in states and "FAIL" in states and "WAITING" in states
+
+
+def test_a_parent_that_fails_ends_the_workers_it_started(tmp_path, tiny, monkeypatch):
+    started: list[subprocess.Popen] = []
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        if started:  # the second worker cannot start
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    out = tmp_path / "out"
+    try:
+        code, _, err = run(*sweep_argv(tmp_path, tiny, out, 4, 100_000, "--workers", "2"))
+        assert code == 2 and os.strerror(errno.EAGAIN) in err, err
+        assert len(started) == 1 and started[0].poll() is not None  # ended, and waited for
+    finally:
+        for p in started:
+            reap(p)
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------

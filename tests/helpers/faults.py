@@ -1,11 +1,15 @@
-"""Faults: a disk that fills up mid-write, a training step that runs out of memory, and the
-peak memory of a fresh process."""
+"""Faults: a disk that fills up mid-write, a training step that runs out of memory, the
+peak memory of a fresh process, and files or folders this process cannot write."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -86,3 +90,28 @@ def peak_rss():
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 """
 """Python source of ``peak_rss()``, for the snippets the memory tests run in a fresh process."""
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[Path]:
+    """``path`` (a file or a folder) made unwritable for this process while the block runs:
+    its write bits removed, and as root (who writes anyway) the immutable attribute set
+    (``chattr +i``); the test is skipped where neither holds. Restored on the way out."""
+    import pytest
+
+    mode = path.stat().st_mode
+    path.chmod(mode & ~0o222)
+    immutable, chattr = False, shutil.which("chattr") or "chattr"
+    try:
+        if os.geteuid() == 0:
+            done = shutil.which(chattr) and subprocess.run(
+                [chattr, "+i", str(path)], capture_output=True
+            )
+            if not done or done.returncode != 0:
+                pytest.skip("running as root, and chattr +i does not work here")
+            immutable = True
+        yield path
+    finally:
+        if immutable:
+            subprocess.run([chattr, "-i", str(path)], check=True)
+        path.chmod(mode)

@@ -1,7 +1,8 @@
 """``gpumlp sweep SPACE.toml``: search hyperparameters with Optuna, each trial a ``gpumlp
 train`` run (any train flag given is shared by every trial), in the sweep folder ``--out``
 (default ``sweeps/<SPACE's name>``): ``study.db`` (the default storage), ``sweep.json`` (where
-the study is) and a run folder per trial. ``--workers K`` runs K children of the same command;
+the study is) and a run folder per trial. ``--workers K`` runs K children of the same command
+(at most what the CPUs and memory take; they end with it: :mod:`~gpumlp.sweeps.workers`);
 other machines join with the same command and ``--storage``; rerunning it resumes (rules in
 :mod:`~gpumlp.sweeps.studies`). Exit code 0 once the study has its N finished trials.
 ``--report DIR`` prints the trials, the best as a ``gpumlp train`` command, and draws their plots.
@@ -10,22 +11,23 @@ other machines join with the same command and ``--storage``; rerunning it resume
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import signals
 from .._version import __version__
-from ..atomicio import atomic_write_bytes
 from ..data.sources import DataSet
+from ..runs.rundir import holds_run
 from ..settings import FLAGS, defaults
-from ..sweeps.searchspace import bind_study, check_space, default_seed, hold_out, read_space
+from ..sweeps import workers as worker_processes
+from ..sweeps.binding import bind_study, default_seed
+from ..sweeps.searchspace import check_space, hold_out, read_space
+from ..sweeps.storage import masked, storage_errors, storage_url, write_sweep_file
 from ..sweeps.studies import run_worker
-from ..sweeps.studystore import PRUNERS, masked, open_study, require_optuna, storage_url, tally
+from ..sweeps.studystore import PRUNERS, open_study, require_optuna, tally
 from ..sweeps.trials import evaluate_best
 from ._args import UsageError, add_train_flags, number
 from .sweepreport import flag_args, report, test_line, train_command, trial_line
@@ -78,29 +80,36 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("sweeps") / name
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
-    url = storage_url(out, args.storage)
-    if args.storage is None:  # the SQLite file needs its folder; another storage is tried first
-        out.mkdir(parents=True, exist_ok=True)
-    study = open_study(url, name, pruner=args.pruner, seed=fixed["seed"] + args.worker)
-    bind_study(study, dims, fixed, source)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.worker:
-        return _work(study, dims, fixed, data, out, args)
-    info = {"study": name, "storage": masked(url), "space": str(Path(args.space).resolve())}
-    atomic_write_bytes(out / "sweep.json", json.dumps(info, indent=1).encode())
+    if holds_run(out):
+        raise ValueError(
+            f"--out {str(out)!r} holds a training run (gpumlp train's): a sweep writes its "
+            "trials' run folders inside its own folder; choose another --out"
+        )
     gpus = args.gpus.split(",") if args.gpus else []
     workers = args.workers or len(gpus) or 1
-    print(
-        f"gpumlp {__version__}: sweep {name!r} of {', '.join(dims)} on {data.name}, "
-        f"{args.trials} trials, {workers} worker{'s' * (workers > 1)}, {args.pruner} pruner; "
-        f"{out}/, storage {masked(url)}",
-        flush=True,
-    )
-    if workers > 1 or gpus:
-        code = _spawn(args, given, workers, gpus, url, out)
-    else:
-        code = _work(study, dims, fixed, data, out, args)
-    return code or _summary(study, fixed, data, out, args.trials)
+    if not args.worker and (workers > 1 or gpus):
+        worker_processes.check_workers(workers, data)
+    url = storage_url(out, args.storage)
+    with storage_errors(url):  # a read-only or broken study file: one line naming it
+        if args.storage is None:  # the SQLite file needs its folder; another is tried first
+            out.mkdir(parents=True, exist_ok=True)
+        study = open_study(url, name, pruner=args.pruner, seed=fixed["seed"] + args.worker)
+        bind_study(study, dims, fixed, data, source)
+        out.mkdir(parents=True, exist_ok=True)
+        if args.worker:
+            return _work(study, dims, fixed, data, out, args)
+        write_sweep_file(out, name, url, str(Path(args.space).resolve()))
+        print(
+            f"gpumlp {__version__}: sweep {name!r} of {', '.join(dims)} on {data.name}, "
+            f"{args.trials} trials, {workers} worker{'s' * (workers > 1)}, {args.pruner} "
+            f"pruner; {out}/, storage {masked(url)}",
+            flush=True,
+        )
+        if workers > 1 or gpus:
+            code = _spawn(args, given, workers, gpus, url, out)
+        else:
+            code = _work(study, dims, fixed, data, out, args)
+        return code or _summary(study, fixed, data, out, args.trials)
 
 
 def _load(flags: dict[str, Any]) -> DataSet:
@@ -131,12 +140,13 @@ def _work(study: Any, dims: Any, fixed: Any, data: DataSet, out: Path, args: Any
 def _spawn(
     args: Any, given: dict[str, Any], workers: int, gpus: list[str], url: str, out: Path
 ) -> int:
-    """Run ``workers`` child processes of this command, one worker each; wait for them."""
+    """Run ``workers`` child processes of this command, one worker each; wait for them
+    (:mod:`gpumlp.sweeps.workers`: they end with this process)."""
     own = {"trials": args.trials, "study": args.study, "storage": url, "out": str(out)}
     own |= {"pruner": args.pruner, "debug": "debug" in args, "verbose": "verbose" in args}
     command = [sys.executable, "-m", "gpumlp", "sweep", args.space, *flag_args(given | own)]
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    procs = []
+    threads = str(max(1, worker_processes.usable_cpus() // workers))
+    children = []
     for i in range(1, workers + 1):
         env = dict(os.environ)
         if gpus:
@@ -144,24 +154,23 @@ def _spawn(
         # K workers on one CPU: each BLAS gets its share of the cores, not all of them.
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, threads)
-        # Their own session: a Ctrl-C reaches only this process, which passes it on once.
-        child = [*command, "--worker", str(i)]
-        procs.append(subprocess.Popen(child, env=env, start_new_session=True))
-    try:
-        with signals.interrupts_from_signals():
-            codes = [p.wait() for p in procs]
-    except KeyboardInterrupt as exc:
-        signum = signals.signum_of(exc)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-        for p in procs:
-            p.wait()
-        print(
-            f"gpumlp: interrupted ({signals.name(signum)}); rerun the command to resume",
-            file=sys.stderr,
-        )
-        return signals.exit_code(signum)
+        children.append(([*command, "--worker", str(i)], env))
+    with worker_processes.started(children) as procs:
+        try:
+            with signals.interrupts_from_signals():
+                codes = [p.wait() for p in procs]
+        except KeyboardInterrupt as exc:
+            signum = signals.signum_of(exc)
+            for p in procs:  # in their own session: only this process had the Ctrl-C
+                if p.poll() is None:
+                    p.send_signal(signum)
+            for p in procs:
+                p.wait()
+            print(
+                f"gpumlp: interrupted ({signals.name(signum)}); rerun the command to resume",
+                file=sys.stderr,
+            )
+            return signals.exit_code(signum)
     for i, code in enumerate(codes, 1):
         if code:
             how = f"signal {-code}" if code < 0 else f"exit code {code}"

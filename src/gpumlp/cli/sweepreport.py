@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import shlex
 import warnings
 from pathlib import Path
 from typing import Any
 
-from ..atomicio import atomic_write_bytes
+from ..runs.plotting import write_png
 from ..sweeps.searchspace import read_space
-from ..sweeps.studystore import masked, require_optuna, storage_url, with_driver
+from ..sweeps.storage import (
+    SWEEP_FILE,
+    masked,
+    read_sweep_file,
+    sqlite_file,
+    storage_errors,
+    storage_url,
+    with_driver,
+)
+from ..sweeps.studystore import require_optuna
 
 __all__ = ["flag_args", "report", "test_line", "train_command", "trial_line"]
 
@@ -67,8 +75,7 @@ def report(args: argparse.Namespace) -> int:
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     folder = Path(args.report)
-    info_file, db = folder / "sweep.json", folder / "study.db"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info, db = read_sweep_file(folder) or {}, folder / "study.db"
     url = args.storage or info.get("storage") or (db.is_file() and storage_url(folder, None))
     if not url:
         raise ValueError(
@@ -79,7 +86,16 @@ def report(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--report {str(folder)!r}: the study is in {url}: give --storage with its password"
         )
-    name = args.study or info.get("study")
+    named = "" if args.storage else f" (named by {str(folder / SWEEP_FILE)!r})"
+    path = sqlite_file(url, named)
+    if path is not None and not path.is_file():  # SQLAlchemy would make an empty one
+        raise ValueError(f"study file {str(path)!r}{named} does not exist")
+    with storage_errors(url, named):
+        return _report(optuna, url, args.study or info.get("study"), folder)
+
+
+def _report(optuna: Any, url: str, name: str | None, folder: Path) -> int:
+    """Print the trials of the study ``name`` in ``url``, draw its plots into ``folder``."""
     try:
         study = optuna.load_study(study_name=name, storage=with_driver(url))
     except (KeyError, ValueError) as exc:
@@ -132,8 +148,9 @@ def _plots(study: Any, folder: Path) -> list[str]:
             buffer = io.BytesIO()
             figure.savefig(buffer, format="png", bbox_inches="tight")
             plt.close(figure)
-            atomic_write_bytes(folder / filename, buffer.getvalue())
-            lines.append(f"wrote {folder / filename}")
         except (ValueError, RuntimeError) as exc:  # e.g. too few complete trials to rank
             lines.append(f"{filename}: not drawn ({exc})")
+            continue
+        write_png(folder / filename, buffer.getvalue())  # an unwritable folder: an error
+        lines.append(f"wrote {folder / filename}")
     return lines

@@ -20,7 +20,7 @@ from typing import Any
 from ..atomicio import atomic_write_bytes
 from ..files.jsonfile import read_json
 
-__all__ = ["plot_run"]
+__all__ = ["plot_run", "write_png"]
 
 _SERIES = {
     "cost": (("train_cost", "training"), ("val_cost", "validation")),
@@ -87,6 +87,17 @@ def _figure_png(history: dict[str, Any], what: str, title: str) -> bytes | None:
     return buf.getvalue()
 
 
+def write_png(path: Path, png: bytes) -> None:
+    """Write the figure ``png`` to ``path`` atomically; a folder that cannot take it is a
+    ValueError naming the file, its folder and why ("Permission denied"), not a temp file's
+    errno."""
+    try:
+        atomic_write_bytes(path, png)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise ValueError(f"cannot write {path.name} into {str(path.parent)!r}: {why}") from None
+
+
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Draw ``cost.png`` and ``accuracy.png`` from ``run_dir/history.json``.
 
@@ -126,7 +137,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
         png = _figure_png(history, what, run_dir.resolve().name)
         if png is not None:
             target = folder / f"{what}.png"
-            atomic_write_bytes(target, png)
+            write_png(target, png)
             written.append(target)
     if not written:
         raise ValueError(f"{str(path)!r} has no measured cost or accuracy to plot")

@@ -42,6 +42,7 @@ __all__ = [
     "RUN_FILES",
     "TRAIN_DEFAULTS",
     "check_flags",
+    "holds_run",
     "plan_folder",
     "read_args",
     "resume_path",
@@ -136,13 +137,14 @@ def read_args(folder: Path) -> dict[str, Any] | None:
     return saved
 
 
-def _holds_run(folder: Path) -> bool:
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run of ``gpumlp train`` (any of :data:`RUN_FILES`)."""
     return folder.is_dir() and any((folder / name).exists() for name in RUN_FILES)
 
 
 def _refuse_a_run(out: Path, resume: Path | None, overwrite: bool) -> None:
     continuing = resume is not None and out.resolve() == resume.parent.resolve()
-    if _holds_run(out) and not (continuing or overwrite):
+    if holds_run(out) and not (continuing or overwrite):
         raise ValueError(
             f"--out {str(out)!r} already holds a run; continue it with --resume {out}, "
             "choose another --out, or pass --overwrite to replace it"

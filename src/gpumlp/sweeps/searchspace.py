@@ -12,7 +12,9 @@ The flags a space may search are the table's searchable ones
 refused with a ValueError naming its key (unknown flag or distribution, low >=
 high, a log range reaching 0, a choice not a list, a value the flag refuses) before anything
 is written; :func:`check_space` then plans a run at every bound and choice, refusing names and
-combinations the network or the data cannot take (``optimizer = "adamw"``).
+combinations the network or the data cannot take (``optimizer = "adamw"``). So that this check
+stays short, a choice lists at most :data:`MAX_CHOICES` values and SPACE.toml holds at most
+:data:`MAX_SPACE_BYTES` (a regular file of UTF-8 TOML, else a ValueError naming it).
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import sys
 import tomllib
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,20 @@ from typing import Any
 from ..data import sources
 from ..data.sources import DataSet
 from ..errors import CheckpointError
+from ..files.safeio import open_regular
 from ..runs.rundir import check_flags
 from ..runs.runner import layers_for, plan_run
-from ..settings import DEFAULTS, FLAGS, SEARCHABLE, defaults
+from ..settings import FLAGS, SEARCHABLE, defaults
 
-__all__ = ["SEARCHABLE", "Dimension", "bind_study", "check_space", "default_seed", "hold_out",
-           "read_space", "trial_flags"]  # fmt: skip
+__all__ = ["MAX_CHOICES", "SEARCHABLE", "Dimension", "check_space", "hold_out", "read_space",
+           "trial_flags"]  # fmt: skip
 
-_LOCAL = ("data", "backend", "engine")  # may differ between the machines of one sweep
 _KINDS = ("log", "float", "int", "choice")
+MAX_CHOICES = 1000
+"""Values a choice may list: each is checked and planned before any trial (about a millisecond
+each), and Optuna stores the whole list with every trial; a wider search is a range."""
+MAX_SPACE_BYTES = 1 << 20
+"""Bytes a SPACE.toml may hold (a space is a few lines; 1,000 choices of a flag fit easily)."""
 _SHAPES = "log = [low, high], float = [low, high], int = [low, high] or choice = [...]"
 
 
@@ -88,18 +93,7 @@ def read_space(space: Mapping[str, Any] | str | Path) -> tuple[dict[str, Dimensi
     name errors give the source). ValueError naming the key, OSError for an unreadable file."""
     if isinstance(space, str | Path):
         source = str(space)
-        try:
-            with open(space, "rb") as f:
-                space = tomllib.load(f)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{source} is not valid TOML: {exc}") from None
-        except UnicodeDecodeError as exc:  # TOML is UTF-8
-            raise ValueError(f"{source} is not UTF-8 text, as TOML must be ({exc})") from None
-        except RecursionError:
-            raise ValueError(
-                f"{source} nests its TOML deeper than the {sys.getrecursionlimit()} levels "
-                "Python can parse"
-            ) from None
+        space = _read_toml(Path(space))
     else:
         source = "space"
         if not isinstance(space, Mapping):
@@ -107,6 +101,27 @@ def read_space(space: Mapping[str, Any] | str | Path) -> tuple[dict[str, Dimensi
     if not space:
         raise ValueError(f"{source} searches no flag: add entries like lr = {{log = [0.01, 10]}}")
     return {key: _dimension(source, key, entry) for key, entry in space.items()}, source
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """SPACE.toml read whole, at most :data:`MAX_SPACE_BYTES`, from a regular file; ValueError
+    naming it when it is not UTF-8 TOML (or nests too deep for the parser)."""
+    with open_regular(path, "the search space") as f:
+        raw = f.read(MAX_SPACE_BYTES + 1)
+    if len(raw) > MAX_SPACE_BYTES:
+        raise ValueError(
+            f"{str(path)!r} holds more than {MAX_SPACE_BYTES:,} bytes: too big for a search space"
+        )
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{str(path)!r} is nested too deep to be a search space") from None
 
 
 def _dimension(source: str, key: str, entry: Any) -> Dimension:
@@ -129,6 +144,11 @@ def _dimension(source: str, key: str, entry: Any) -> Dimension:
             raise ValueError(f"{where}: log = true applies to float and int ranges, not choice")
         if not isinstance(choices, list) or not choices:
             raise ValueError(f"{where}: choice must be a non-empty list of values, got {choices!r}")
+        if len(choices) > MAX_CHOICES:
+            raise ValueError(
+                f"{where}: choice holds {len(choices):,} values, more than the {MAX_CHOICES:,} "
+                "a choice may list: search a range instead (int = [low, high])"
+            )
         bad = [c for c in choices if not isinstance(c, str | int | float)]
         if bad or len(set(map(repr, choices))) != len(choices):
             what = f"{bad[0]!r} is not a string or number" if bad else "holds a value twice"
@@ -218,37 +238,3 @@ def hold_out(data: DataSet, fraction: float | None, seed: int) -> DataSet:
         return data
     train, validation = sources.hold_out(data.train, fraction or 1 / 6, seed)
     return dataclasses.replace(data, train=train, validation=validation)
-
-
-def default_seed(study_name: str) -> int:
-    """The seed of a study given none: from its name, the same for every worker anywhere."""
-    return zlib.crc32(study_name.encode())
-
-
-def bind_study(
-    study: Any, dims: Mapping[str, Dimension], fixed: Mapping[str, Any], source: str
-) -> None:
-    """Record the space and fixed flags (with their ``seed``) on a new study, or check that an
-    existing one has the same (except ``data``, ``backend``, ``engine``, which may differ
-    between machines). Raises ValueError naming what differs."""
-    space = {k: d.to_dict() for k, d in dims.items()}
-    mine = {"space": space, "fixed": {k: v for k, v in fixed.items() if k not in _LOCAL}}
-    stored = study.user_attrs.get("gpumlp")
-    if stored is None:
-        if study.trials:
-            raise ValueError(f"study {study.study_name!r} was not made by gpumlp sweep")
-        study.set_user_attr("gpumlp", mine | {"data": fixed.get("data")})
-        return
-    name = study.study_name
-    if stored["space"] != space:
-        raise ValueError(
-            f"study {name!r} searches {stored['space']}, not what {source} says ({space}): "
-            "rerun with the same space, or choose another --study or --out"
-        )
-    for key in sorted(set(stored["fixed"]) | set(mine["fixed"])):
-        was, now = (f.get(key, DEFAULTS.get(key)) for f in (stored["fixed"], mine["fixed"]))
-        if was != now:
-            raise ValueError(
-                f"study {name!r} was started with --{key.replace('_', '-')} {was}, not {now}: "
-                "rerun with the same flags, or choose another --study or --out"
-            )

@@ -31,16 +31,10 @@ from .._checks import check_int
 from ..data.sources import DataSet
 from ..settings import FLAGS
 from . import searchspace, trials
+from .binding import bind_study, default_seed
 from .searchspace import Dimension
-from .studystore import (
-    HOST,
-    fail_dead_trials,
-    open_study,
-    require_optuna,
-    retry_callback,
-    storage_url,
-    tally,
-)
+from .storage import storage_errors, storage_url
+from .studystore import HOST, fail_dead_trials, open_study, require_optuna, retry_callback, tally
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -169,7 +163,8 @@ def sweep(
         to one derived from ``study_name``
 
     Returns the Optuna study (``best_trial``, ``user_attrs["test"]``). Raises TypeError for an
-    unknown flag, ValueError naming a bad entry of ``space`` or a bad flag.
+    unknown flag, ValueError naming a bad entry of ``space``, a bad flag, a study started with
+    other flags or data, or a storage that fails (its file or URL and the database's reason).
     """
     unknown = sorted(set(flags) - set(FLAGS))
     if unknown:
@@ -178,16 +173,17 @@ def sweep(
     dims, source = searchspace.read_space(space)
     train = (np.asarray(X), np.asarray(y))
     data = DataSet("data", train, _pair(validation_data), _pair(test_data), "table")
-    fixed = {"seed": searchspace.default_seed(study_name)} | flags
+    fixed = {"seed": default_seed(study_name)} | flags
     data = searchspace.hold_out(data, flags.get("val_split"), fixed["seed"])
     searchspace.check_space(dims, fixed, data, source)
     folder = Path("sweeps") / study_name if out is None else Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     url = storage_url(folder, storage)
-    study = open_study(url, study_name, pruner=pruner, seed=fixed["seed"])
-    searchspace.bind_study(study, dims, fixed, source)
-    run_worker(study, dims, fixed, data, folder, n_trials=n_trials)
-    trials.evaluate_best(study, data, backend=fixed.get("backend", "auto"))
+    folder.mkdir(parents=True, exist_ok=True)
+    with storage_errors(url):
+        study = open_study(url, study_name, pruner=pruner, seed=fixed["seed"])
+        bind_study(study, dims, fixed, data, source)
+        run_worker(study, dims, fixed, data, folder, n_trials=n_trials)
+        trials.evaluate_best(study, data, backend=fixed.get("backend", "auto"))
     return study
 
 

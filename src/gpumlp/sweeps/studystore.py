@@ -1,6 +1,6 @@
-"""Where a sweep's study lives: Optuna (imported when called, never by ``import gpumlp``), the
-study opened in its storage (a SQLite file by default, PostgreSQL or any SQLAlchemy URL for
-workers on several machines), its pruner, and the trials of workers that died.
+"""A sweep's study: Optuna (imported when called, never by ``import gpumlp``), the study opened
+in its storage (where: :mod:`gpumlp.sweeps.storage`), its pruner, and the trials of workers
+that died.
 
 A trial whose worker died is marked FAIL and its flags queued as a new trial (at most
 ``MAX_RETRY`` times): at once when the worker ran on this host and its process is gone, else
@@ -9,23 +9,21 @@ after ``GRACE_PERIOD`` s without a heartbeat (sent every ``HEARTBEAT_INTERVAL`` 
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import re
 import socket
 import time
 import warnings
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomicio import alive
+from .storage import database_reason, masked, storage_errors, where
 
 if TYPE_CHECKING:
     from optuna import Study
 
-__all__ = ["HOST", "PRUNERS", "fail_dead_trials", "masked", "open_study", "require_optuna",
-           "retry_callback", "storage_url", "tally", "with_driver"]  # fmt: skip
+__all__ = ["HOST", "PRUNERS", "fail_dead_trials", "open_study", "require_optuna",
+           "retry_callback", "tally"]  # fmt: skip
 
 HEARTBEAT_INTERVAL, GRACE_PERIOD, MAX_RETRY = 10, 60, 3
 PRUNERS = ("median", "hyperband", "none")
@@ -48,29 +46,6 @@ def tally(study: Any) -> Counter[str]:
     counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     counts["finished"] = counts["COMPLETE"] + counts["PRUNED"]
     return counts
-
-
-def storage_url(out: Path, storage: str | None) -> str:
-    """``storage`` (its PostgreSQL driver named, :func:`with_driver`), else the SQLite file
-    ``out/study.db`` as an absolute SQLAlchemy URL."""
-    return with_driver(storage) if storage else f"sqlite:///{(out / 'study.db').resolve()}"
-
-
-def with_driver(url: str) -> str:
-    """``url`` with the PostgreSQL driver that is installed: SQLAlchemy reads a bare
-    ``postgresql://`` (or ``postgres://``) as psycopg2's, so where only psycopg 3 is installed
-    (``pip install 'psycopg[binary]'``) it becomes ``postgresql+psycopg://``. Others as given."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("postgresql", "postgres"):
-        return url
-    found = importlib.util.find_spec
-    driver = "+psycopg" if found("psycopg2") is None and found("psycopg") is not None else ""
-    return f"postgresql{driver}://{rest}"
-
-
-def masked(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***`` (for messages and files)."""
-    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 def open_study(url: str, name: str, *, pruner: Any = "median", seed: int | None = None) -> Study:
@@ -121,17 +96,18 @@ def open_study(url: str, name: str, *, pruner: Any = "median", seed: int | None 
                 if attempt < 2:  # workers starting at once race to make the tables: try again
                     time.sleep(1 + attempt)
                     continue
-                first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                raise ValueError(f"--storage {masked(url)}: cannot open it: {first}") from None
+                reason = database_reason(exc)
+                raise ValueError(f"{where(url)}: cannot open it: {reason}") from None
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-        study: Study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            direction="maximize",
-            sampler=sampler,
-            pruner=pruner,
-            load_if_exists=True,
-        )
+        with storage_errors(url):
+            study: Study = optuna.create_study(
+                storage=storage,
+                study_name=name,
+                direction="maximize",
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
     return study
 
 
