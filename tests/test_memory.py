@@ -8,7 +8,8 @@
   (a regression fails fast there instead of exhausting the machine), is refused quickly with
   exit 2 and one line naming its cause, within a few MB of a refused command's own peak:
   ``--sizes`` too wide, a model file claiming a huge network, a zip bomb in a checkpoint, a gzip
-  bomb of IDX files or of a pickle, a pickle whose few bytes build gigabytes, a 400 MP image.
+  bomb of IDX files or of a pickle, a pickle whose few bytes build gigabytes, a 400 MP image,
+  a CSV row of 40 MB.
 - Memory flat across epochs, and an allocation failure mid-run made an OutOfMemory that says
   what would fit (with the last finished epoch's weights kept); what counts as out of memory.
 """
@@ -614,3 +615,27 @@ def test_image_bomb_given_to_predict_is_refused_from_its_header(tmp_path, mnist_
     line = refused(run_limited("predict", mnist_model, path), baseline)
     assert line == (f"gpumlp: error: image '{path}' is 400 megapixels, more than the 40 "
                     "megapixels gpumlp reads; scale it down first"), line  # fmt: skip
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("head", "row", "gist"),
+    [
+        ("a,b,label\n1,2,0\n", 3, r"longer than 12,288 characters, the most a row may take "
+         r"\(4,096 per cell of its 3 columns\)"),
+        ("", 1, r"longer than [\d,]+ characters, the most a row may take \(what [\d.]+ GiB of "
+         r"free memory can parse\)"),
+    ],
+    ids=["data-row", "first-row"],
+)  # fmt: skip
+def test_a_csv_row_of_40_mb_is_refused_from_its_length(head, row, gist, tmp_path, baseline):
+    # 20 million one-character cells: the csv module's cells would take ~1.3 GB, and a 2 GB
+    # row ran to 7.5 GB and ended with "gpumlp: error: " and nothing else.
+    path = tmp_path / "wide.csv"
+    with path.open("w") as f:
+        f.write(head + "1," * (20 << 20) + "0\n1,2,1\n")
+    ran = run_limited("train", "--data", path, "--out", tmp_path / "run")
+    line = refused(ran, baseline)
+    assert re.fullmatch(rf"gpumlp: error: {path}: row {row} is {gist}; is it a CSV table\?",
+                        line), line  # fmt: skip
+    assert not (tmp_path / "run").exists()
