@@ -299,6 +299,32 @@ def test_a_pseudo_file_is_refused_naming_it(bad):
     assert out == "" and not (bad / "run").exists()
 
 
+def _numpy_allocation(*args, **kwargs):
+    return np.empty(1 << 60, np.uint8)  # NumPy's own MemoryError, "Unable to allocate 1 EiB"
+
+
+def _bare(*args, **kwargs):
+    raise MemoryError()  # no message: the line was "gpumlp: error: " and nothing else
+
+
+@pytest.mark.parametrize(
+    ("fault", "gist"),
+    [(_bare, r"an allocation failed"), (_numpy_allocation, r"Unable to allocate 1\.00 EiB .*")],
+    ids=["bare", "numpy"],
+)
+def test_an_allocation_failure_no_estimate_foresaw_is_named(bad, monkeypatch, fault, gist):
+    monkeypatch.chdir(bad)
+    monkeypatch.setattr(gpumlp.data.sources, "read_csv", fault)
+    code, _, err = run("train", "--data", "good.csv", "--out", "run", "--quiet")
+    assert_refused(
+        code,
+        err,
+        rf"^gpumlp: error: out of memory \({gist}\): this command needs "
+        "more memory than is free; free some, or use less data or a smaller network$",
+    )
+    assert not (bad / "run").exists()
+
+
 def test_eval_of_another_file_of_one_class_scores_it(bad, monkeypatch):
     # held to the training split's classes, labels all 2 would make 3 classes of which 1 occurs
     monkeypatch.chdir(bad)

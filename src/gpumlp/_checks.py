@@ -242,9 +242,15 @@ def standardization(X: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.n
     return mean, np.where(std > 0, std, 1.0)
 
 
-def count_rows(name: str, X: Any) -> int:
+def count_rows(name: str, X: Any, *, pair: bool = False) -> int:
     """The number of samples in ``X`` without converting it (for estimates made before any
-    copy); TypeError naming ``name`` when ``X`` is not array-like."""
+    copy); TypeError naming ``name`` when ``X`` is not array-like. With ``pair``, ``X`` is a
+    data set ``(X, y)`` or None: its X's samples, 0 for None or what is no pair (refused
+    where the pair is read)."""
+    if pair:
+        if not isinstance(X, tuple | list) or len(X) != 2:
+            return 0
+        name, X = f"{name}[0]", X[0]
     shape = getattr(X, "shape", None)
     if shape is not None and len(shape) > 0:
         return int(shape[0])

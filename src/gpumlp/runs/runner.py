@@ -90,6 +90,7 @@ def plan_run(flags: dict[str, Any], data: DataSet, *, check_values: bool = True)
     check_engine(spec, flags["engine"])
     n = len(data.train[0])
     check_model_fits(spec.sizes, spec.dtype, spec.xp, argument="--sizes")
+    scored, watch = _scored(flags, data)
     check_training_fits(
         spec.sizes,
         spec.dtype,
@@ -102,24 +103,27 @@ def plan_run(flags: dict[str, Any], data: DataSet, *, check_values: bool = True)
         copies_inputs=Inputs(spec).copies(
             data.train[0], standardize=bool(flags.get("standardize"))
         ),
+        n_val=0 if watch is None else len(watch[0]),
         argument="--sizes",
         with_parameters=True,  # planned before the network exists: its parameters count too
     )
     fit = {k: flags[k] for k in FIT_FLAGS}
     config = TrainConfig(**fit)  # refuses bad settings and combinations now
-    watch: tuple[Any, Any] | None
-    if flags.get("monitor_set") == "validation" and data.validation is not None:
-        scored, watch = "validation", data.validation
-    elif data.test is not None:
-        scored, watch = "test", data.test
-    else:
-        scored, watch = "validation", data.validation
     if config.watches_validation and watch is None:
         raise ValueError("--schedule plateau and --patience need a validation or test set")
     _check_penalties(flags, spec, n)
     for split, pair in (("training", data.train), (scored, watch)) if check_values else ():
         _check_values(flags.get("data"), spec, split, pair)
     return RunPlan(dict(flags), spec, fit, data, scored, watch)
+
+
+def _scored(flags: dict[str, Any], data: DataSet) -> tuple[str, tuple[Any, Any] | None]:
+    """The split scored after each epoch: its name and the split (None when there is none)."""
+    if flags.get("monitor_set") == "validation" and data.validation is not None:
+        return "validation", data.validation
+    if data.test is not None:
+        return "test", data.test
+    return "validation", data.validation
 
 
 def _check_penalties(flags: dict[str, Any], spec: ModelSpec, n: int) -> None:
