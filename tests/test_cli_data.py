@@ -193,6 +193,8 @@ def bad(tmp_path) -> Path:
     (tmp_path / "huge_label.csv").write_text("a,b,label\n1,2,0\n3,4,1e300\n5,6,1\n")
     (tmp_path / "million.csv").write_text("a,b,label\n1,2,0\n3,4,1000000\n5,6,1\n")
     np.savez(tmp_path / "test99.npz", X=X, y=[0, 1, 2, 1], X_test=X[:2], y_test=[1, 99])
+    np.savez(tmp_path / "near_max.npz", X=np.array([[1, 2, 3], [3e38, 0, 0]], np.float32),
+             y=[0, 1])  # fmt: skip
     return tmp_path
 
 
@@ -239,6 +241,12 @@ def bad(tmp_path) -> Path:
             "test99.npz: the test split holds label 99 (at its index 1), which no training row "
             "has; the classes are those of the training split: 0..2",
         ),
+        (
+            ["--data", "near_max.npz", "--hidden", "4"],
+            "--data near_max.npz: the training inputs hold 3e+38 at index (1, 0), past "
+            "±1.13e+38, where the first layer's sums over 3 inputs overflow float32, the "
+            "network's dtype: scale the data, or train with --dtype float64",
+        ),
     ],
     ids=[
         "cell",
@@ -259,6 +267,7 @@ def bad(tmp_path) -> Path:
         "label-1e300",
         "label-1000000",
         "y_test-99",
+        "float32-near-max",
     ],
 )
 @pytest.mark.filterwarnings("error")  # a label of 1e300 warned on its way to a wrapped int64

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import signals
-from .._checks import first_nonfinite
+from .._checks import first_nonfinite, overflow_text
 from ..atomicio import atomic_write_bytes
 from ..config import ModelSpec, TrainConfig
 from ..data.sources import DataSet
@@ -153,16 +153,15 @@ def _check_values(source: str | None, spec: ModelSpec, split: str, pair: Any) ->
     (NaN, inf, or a float64 value that overflows float32), naming the file, the split, the
     value and where it is: before any folder is made, not in the middle of ``fit``."""
     for what, arr in zip(("inputs", "targets"), () if pair is None else pair, strict=False):
-        if (bad := first_nonfinite(arr, spec.dtype)) is None:
+        width = arr.shape[1] if what == "inputs" else 1  # inputs: the first layer's sums too
+        if (bad := first_nonfinite(arr, spec.dtype, width=width)) is None:
             continue
         where = f"--data {source}" if source else "MNIST"
         value, at = arr[bad], bad[0] if len(bad) == 1 else bad
         if not np.isfinite(value):
             raise ValueError(f"{where}: the {split} {what} hold {value} at index {at}")
-        raise ValueError(
-            f"{where}: the {split} {what} hold {value:g} at index {at}, which overflows "
-            f"{spec.dtype}, the network's dtype: scale the data, or train with --dtype float64"
-        )
+        why = overflow_text(value, spec.dtype, width, "train with --dtype float64")
+        raise ValueError(f"{where}: the {split} {what} hold {value:g} at index {at}, {why}")
 
 
 def execute(
