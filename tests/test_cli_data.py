@@ -11,13 +11,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gpumlp
+import gpumlp.data.sources
 from gpumlp.files.checkpoint import read_checkpoint
 from helpers.cli import assert_refused, printed_epochs, run, run_gpumlp, saved_epochs
 from helpers.trainer import Trainer
@@ -190,6 +193,12 @@ def bad(tmp_path) -> Path:
     np.save(tmp_path / "Y4.npy", np.eye(4))
     np.savez(tmp_path / "val.npz", X=X, y=np.zeros(4), X_val=X, y_val=np.zeros(4))
     np.savez(tmp_path / "noX.npz", features=X)
+    (tmp_path / "pickle.npy").write_bytes(pickle.dumps(X))
+    (tmp_path / "huge_label.csv").write_text("a,b,label\n1,2,0\n3,4,1e300\n5,6,1\n")
+    (tmp_path / "million.csv").write_text("a,b,label\n1,2,0\n3,4,1000000\n5,6,1\n")
+    np.savez(tmp_path / "test99.npz", X=X, y=[0, 1, 2, 1], X_test=X[:2], y_test=[1, 99])
+    np.savez(tmp_path / "near_max.npz", X=np.array([[1, 2, 3], [3e38, 0, 0]], np.float32),
+             y=[0, 1])  # fmt: skip
     return tmp_path
 
 
@@ -216,6 +225,32 @@ def bad(tmp_path) -> Path:
             ["--data", "good.csv", "--sizes", "3,5,2"],
             "--sizes 3,5,2 takes 3 inputs, but the data has 2 features",
         ),
+        (
+            ["--data", "pickle.npy", "--labels", "y.npy"],
+            "pickle.npy is not an .npy file (it holds a pickle): --data X.npy takes the inputs",
+        ),
+        (
+            ["--data", "huge_label.csv"],
+            "huge_label.csv: row 3, column 'label' (index 2) holds '1e300', which is not a "
+            "class label",
+        ),
+        (
+            ["--data", "million.csv"],
+            "million.csv: the largest training label is 1000000, which makes k = 1,000,001 "
+            "classes, but only 3 of them occur in the training rows: labels are class indices "
+            "0..k-1 (or class names)",
+        ),
+        (
+            ["--data", "test99.npz"],
+            "test99.npz: the test split holds label 99 (at its index 1), which no training row "
+            "has; the classes are those of the training split: 0..2",
+        ),
+        (
+            ["--data", "near_max.npz", "--hidden", "4"],
+            "--data near_max.npz: the training inputs hold 3e+38 at index (1, 0), past "
+            "±1.13e+38, where the first layer's sums over 3 inputs overflow float32, the "
+            "network's dtype: scale the data, or train with --dtype float64",
+        ),
     ],
     ids=[
         "cell",
@@ -232,8 +267,14 @@ def bad(tmp_path) -> Path:
         "npz-without-X",
         "targets-width",
         "input-width",
+        "pickle-as-npy",
+        "label-1e300",
+        "label-1000000",
+        "y_test-99",
+        "float32-near-max",
     ],
 )
+@pytest.mark.filterwarnings("error")  # a label of 1e300 warned on its way to a wrapped int64
 def test_bad_input_exits_2_with_one_line(bad, monkeypatch, argv, message):
     monkeypatch.chdir(bad)
     monkeypatch.setenv("GPUMLP_BACKEND", "numpy")
@@ -299,3 +340,49 @@ def test_an_x_npy_cut_short_mid_run_stops_with_the_finished_epochs_saved(folder,
     resumed = run_gpumlp("train", "--resume", run_dir, "--epochs", more, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert saved_epochs(run_dir) == [*done, len(done)]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs Linux /proc")
+def test_a_pseudo_file_is_refused_naming_it(bad):
+    code, out, err = run_at("train", "--data", "/proc/self/mem", "--out", "run", cwd=bad)
+    assert_refused(code, err, r"^gpumlp: error: /proc/self/mem is empty; --data takes MNIST")
+    assert out == "" and not (bad / "run").exists()
+
+
+def _numpy_allocation(*args, **kwargs):
+    return np.empty(1 << 60, np.uint8)  # NumPy's own MemoryError, "Unable to allocate 1 EiB"
+
+
+def _bare(*args, **kwargs):
+    raise MemoryError()  # no message: the line was "gpumlp: error: " and nothing else
+
+
+@pytest.mark.parametrize(
+    ("fault", "gist"),
+    [(_bare, r"an allocation failed"), (_numpy_allocation, r"Unable to allocate 1\.00 EiB .*")],
+    ids=["bare", "numpy"],
+)
+def test_an_allocation_failure_no_estimate_foresaw_is_named(bad, monkeypatch, fault, gist):
+    monkeypatch.chdir(bad)
+    monkeypatch.setattr(gpumlp.data.sources, "read_csv", fault)
+    code, _, err = run("train", "--data", "good.csv", "--out", "run", "--quiet")
+    assert_refused(
+        code,
+        err,
+        rf"^gpumlp: error: out of memory \({gist}\): this command needs "
+        "more memory than is free; free some, or use less data or a smaller network$",
+    )
+    assert not (bad / "run").exists()
+
+
+def test_eval_of_another_file_of_one_class_scores_it(bad, monkeypatch):
+    # held to the training split's classes, labels all 2 would make 3 classes of which 1 occurs
+    monkeypatch.chdir(bad)
+    monkeypatch.setenv("GPUMLP_BACKEND", "numpy")
+    np.save("y012.npy", np.array([0, 1, 2, 0]))
+    np.save("twos.npy", np.array([2, 2, 2, 2]))
+    argv = ["--data", "X.npy", "--hidden", "3", "--out", "r", "--quiet", "--epochs", "1"]
+    assert run("train", *argv, "--labels", "y012.npy")[0] == 0
+    code, out, err = run("eval", "r", "--data", "X.npy", "--labels", "twos.npy")
+    assert code == 0, err
+    assert "on all 4 examples of X.npy" in out

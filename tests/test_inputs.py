@@ -110,6 +110,46 @@ def test_inputs_already_on_a_device_are_checked_there(value, match):
         net.predict(xps.asarray(with_value(SMALL_X, (0, 0), value)))
 
 
+NEAR_MAX = with_value(SMALL_X, (3, 2), 3e38).astype(np.float32)  # finite in float32
+"""Past float32's largest value over 4 (8.5e37): a first-layer sum of 4 such inputs overflows."""
+IN_SUMS = (
+    r"X holds np.float32\(3e\+38\) at index \(3, 2\), past ±8.51e\+37, where the first "
+    r"layer's sums over 4 inputs overflow float32, the network's dtype: scale the data, or use "
+    r"dtype='float64'$"
+)
+
+
+@pytest.mark.filterwarnings("error")  # the first product overflowed, with a warning at best
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda net: small_fit(net=net, X=NEAR_MAX),
+        lambda net: net.predict(NEAR_MAX),
+        lambda net: net.evaluate(NEAR_MAX, SMALL_Y),
+    ],
+    ids=["fit", "predict", "evaluate"],
+)
+def test_inputs_whose_first_layer_sums_overflow_are_refused(call):
+    net = small_net()
+    before = params_of(net)
+    with pytest.raises(ValueError, match=IN_SUMS):
+        call(net)
+    assert_same_params(params_of(net), before)
+    small_fit(net=net, X=with_value(SMALL_X, (3, 2), 8e37).astype(np.float32))  # within: fine
+
+
+def test_inputs_on_a_device_whose_first_layer_sums_overflow_are_refused():
+    xps = pytest.importorskip("array_api_strict")
+    net = small_net(backend=xps)
+    with pytest.raises(ValueError, match=r"^X holds 3e\+38, past ±8.51e\+37, where the first"):
+        net.predict(xps.asarray(NEAR_MAX))
+
+
+def test_the_same_inputs_are_fine_in_float64():
+    net = small_net(dtype="float64")
+    assert net.predict(NEAR_MAX).shape == (12,)
+
+
 def test_first_nonfinite_in_a_dtype_looks_a_block_at_a_time(monkeypatch):
     monkeypatch.setattr(checks, "_BLOCK_BYTES", 64)  # 1 row of 8 float64 per block
     X = np.zeros((9, 8))

@@ -8,7 +8,8 @@
   (a regression fails fast there instead of exhausting the machine), is refused quickly with
   exit 2 and one line naming its cause, within a few MB of a refused command's own peak:
   ``--sizes`` too wide, a model file claiming a huge network, a zip bomb in a checkpoint, a gzip
-  bomb of IDX files or of a pickle, a pickle whose few bytes build gigabytes, a 400 MP image.
+  bomb of IDX files or of a pickle, a pickle whose few bytes build gigabytes, a 400 MP image,
+  a CSV row of 40 MB.
 - Memory flat across epochs, and an allocation failure mid-run made an OutOfMemory that says
   what would fit (with the last finished epoch's weights kept); what counts as out of memory.
 """
@@ -40,6 +41,7 @@ from gpumlp import OutOfMemory, backend, memory
 from gpumlp.files.safeio import INFLATE_FLOOR
 from helpers.bad_files import npz_maker, png_declaring, resigned
 from helpers.cli import PATIENCE, assert_refused, gpumlp_cmd, gpumlp_env
+from helpers.cli import run as run_in_process
 from helpers.data import IDX_NAMES
 from helpers.faults import PEAK_RSS, fail_on_step
 
@@ -254,16 +256,30 @@ def rss():
 {PEAK_RSS}
 peak = peak_rss
 
-sizes, dtype, optimizer = json.loads(sys.argv[1])
-x = np.random.default_rng(0).random((50, sizes[0]), dtype=np.float32)
-y = np.arange(50) % sizes[-1]
+sizes, dtype, optimizer, n_val = json.loads(sys.argv[1])
+x = np.random.default_rng(0).random((50 + n_val, sizes[0]), dtype=np.float32)
+y = np.arange(50 + n_val) % sizes[-1]
 gpumlp.Network([2, 2], backend="numpy").fit(x[:2, :2], y[:2] % 2, epochs=1)  # imports done
 start = rss()
 net = gpumlp.Network(sizes, dtype=dtype, backend="numpy", seed=0)
 created = peak() - start
-net.fit(x, y, epochs=1, batch_size=10, lr=0.1, optimizer=optimizer)
+validation = (x[50:], y[50:]) if n_val else None
+net.fit(x[:50], y[:50], epochs=1, batch_size=10, lr=0.1, optimizer=optimizer,
+        validation_data=validation)
 print(json.dumps([created, peak() - start]))
 """
+
+
+def measure(sizes: list[int], dtype: str, optimizer: str, n_val: int = 0) -> tuple[int, int]:
+    """Peaks of creating ``Network(sizes)`` and of one epoch of fit on 50 examples (and
+    ``n_val`` validation examples), in a fresh process: bytes over its start."""
+    args = json.dumps([sizes, dtype, optimizer, n_val])
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", MEASURE, args], capture_output=True, text=True,
+                          timeout=PATIENCE, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    created, trained = json.loads(done.stdout)
+    return created, trained
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
@@ -277,17 +293,60 @@ def test_creation_and_training_stay_within_the_estimates(dtype, optimizer):
     # Training peaks under the estimate the refusals use, and not far under (a loose estimate
     # would refuse runs that fit).
     sizes = [784, 20000, 10]
-    args = json.dumps([sizes, dtype, optimizer])
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", MEASURE, args], capture_output=True, text=True,
-                          timeout=PATIENCE, env=env)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    created, trained = json.loads(done.stdout)
+    created, trained = measure(sizes, dtype, optimizer)
     params = memory.param_count(sizes) * np.dtype(dtype).itemsize
     assert 0.9 * params < created < params + (16 << 20) + (4 << 20), (created, params)
     estimate = params + memory.training_bytes(sizes, dtype, optimizer=optimizer, batch_size=10,
                                               n=50, copies_inputs=True)  # fmt: skip
     assert 0.5 * estimate < trained < estimate, (trained / params, estimate / params)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_the_validation_pass_stays_within_the_estimate():
+    # 2,000 validation examples of 1,000 classes: their one-hot targets (8 MB) and the forward
+    # pass and cost of a chunk of them (3 to 6 times the output layer: 24 to 48 MB, by cost)
+    # dwarf the rest of training. The estimate takes the costliest cost, and a margin.
+    sizes, n_val = [20, 16, 1000], 2000
+    _, trained = measure(sizes, "float32", "sgd", n_val)
+    estimate = 4 * memory.param_count(sizes) + memory.training_bytes(
+        sizes, "float32", optimizer="sgd", batch_size=10, n=50, n_val=n_val
+    )
+    assert trained < estimate < 3 * trained, (trained, estimate)
+
+
+def test_a_validation_set_that_cannot_fit_is_refused_before_training(monkeypatch):
+    # Training itself fits in 40 MiB; its validation pass over 20,000 examples of 200
+    # classes (16 MB of targets, 64 MB for a chunk of 10,000) does not.
+    monkeypatch.setattr(memory, "host_available_memory", lambda: 40 << 20)
+    rng = np.random.default_rng(0)
+    X, X_val = rng.random((200, 2)), rng.random((20_000, 2))
+    y, y_val = np.arange(200), np.arange(20_000) % 200
+    net = gpumlp.Network([2, 4, 200], backend="numpy", seed=0)
+    net.fit(X, y, epochs=1)  # fits
+    before = [w.copy() for w in net.params.weights]
+    with pytest.raises(
+        OutOfMemory,
+        match=r"\(gradients, optimizer state, snapshot, data, a "
+        r"batch, the validation pass\), but 40.0 MiB of host memory is free",
+    ):
+        net.fit(X, y, epochs=1, validation_data=(X_val, y_val))
+    assert all(np.array_equal(a, b) for a, b in zip(net.params.weights, before, strict=True))
+
+
+def test_the_command_refuses_a_validation_split_that_cannot_fit(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "t.npz", X=rng.random((200, 2)), y=np.arange(200),
+             X_val=rng.random((20_000, 2)), y_val=np.arange(20_000) % 200)  # fmt: skip
+    monkeypatch.setattr(memory, "host_available_memory", lambda: 40 << 20)
+    code, out, err = run_in_process("train", "--data", tmp_path / "t.npz", "--hidden", "4",
+                                    "--out", tmp_path / "run", "--backend", "numpy")  # fmt: skip
+    assert_refused(
+        code,
+        err,
+        r"^gpumlp: error: training --sizes 2,4,200 .* needs about .* "
+        r"a batch, the validation pass\), but 40.0 MiB of host memory is free; ",
+    )
+    assert out == "" and not (tmp_path / "run").exists()
 
 
 def test_cupy_networks_are_checked_on_the_device_and_on_the_host(fake_cupy, monkeypatch):
@@ -431,7 +490,10 @@ def test_training_that_cannot_fit_beside_its_parameters_is_refused_first(tmp_pat
     line = refused(ran, baseline)
     assert line.startswith("gpumlp: error: training --sizes 784,180000,10 (float32, optimizer "
                            "sgd, batch_size 10, 50 examples) needs about "), line  # fmt: skip
-    assert "(parameters, gradients, optimizer state, snapshot, data, a batch)" in line
+    assert (
+        "(parameters, gradients, optimizer state, snapshot, data, a batch, the validation "
+        "pass)" in line
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -614,3 +676,27 @@ def test_image_bomb_given_to_predict_is_refused_from_its_header(tmp_path, mnist_
     line = refused(run_limited("predict", mnist_model, path), baseline)
     assert line == (f"gpumlp: error: image '{path}' is 400 megapixels, more than the 40 "
                     "megapixels gpumlp reads; scale it down first"), line  # fmt: skip
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("head", "row", "gist"),
+    [
+        ("a,b,label\n1,2,0\n", 3, r"longer than 12,288 characters, the most a row may take "
+         r"\(4,096 per cell of its 3 columns\)"),
+        ("", 1, r"longer than [\d,]+ characters, the most a row may take \(what [\d.]+ GiB of "
+         r"free memory can parse\)"),
+    ],
+    ids=["data-row", "first-row"],
+)  # fmt: skip
+def test_a_csv_row_of_40_mb_is_refused_from_its_length(head, row, gist, tmp_path, baseline):
+    # 20 million one-character cells: the csv module's cells would take ~1.3 GB, and a 2 GB
+    # row ran to 7.5 GB and ended with "gpumlp: error: " and nothing else.
+    path = tmp_path / "wide.csv"
+    with path.open("w") as f:
+        f.write(head + "1," * (20 << 20) + "0\n1,2,1\n")
+    ran = run_limited("train", "--data", path, "--out", tmp_path / "run")
+    line = refused(ran, baseline)
+    assert re.fullmatch(rf"gpumlp: error: {path}: row {row} is {gist}; is it a CSV table\?",
+                        line), line  # fmt: skip
+    assert not (tmp_path / "run").exists()

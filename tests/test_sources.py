@@ -3,7 +3,9 @@ held-out validation split, and the flags that do not fit the data."""
 
 from __future__ import annotations
 
+import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +160,82 @@ def test_unknown_and_missing_files(tmp_path):
         load_data(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
         load_data(str(tmp_path / "nope.csv"))
+
+
+# -- the classes are those of the training split -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        (
+            {"y_test": [0, 99, 1]},
+            r"t.npz: the test split holds label 99 \(at its index 1\), which no training row has; "
+            r"the classes are those of the training split: 0..2$",
+        ),
+        (
+            {"y_val": [3, 0, 1]},
+            r"t.npz: the validation split holds label 3 \(at its index 0\), which no training row",
+        ),
+        (
+            {"y": [0, 1, 1000000, 2, 0, 1]},
+            r"t.npz: the largest training label is 1000000, which makes k = 1,000,001 classes, "
+            r"but only 4 of them occur in the training rows: labels are class indices 0..k-1 "
+            r"\(or class names\)$",
+        ),
+    ],
+    ids=["y_test-99", "y_val-3", "y-1000000"],
+)
+def test_table_labels_must_be_classes_of_the_training_split(tmp_path, arrays, message):
+    X = np.ones((6, 2))
+    splits = {"X": X, "y": [0, 1, 2, 2, 0, 1], "X_val": X[:3], "y_val": [0, 1, 2],
+              "X_test": X[:3], "y_test": [2, 1, 0]} | arrays  # fmt: skip
+    np.savez(tmp_path / "t.npz", **splits)
+    with pytest.raises(ValueError, match=message):
+        load_data(str(tmp_path / "t.npz"))
+
+
+def test_npy_labels_that_leave_most_classes_empty_are_refused(tmp_path):
+    np.save(tmp_path / "X.npy", np.ones((4, 2)))
+    np.save(tmp_path / "y.npy", np.array([0, 1, 5000, 1]))
+    with pytest.raises(ValueError, match=r"largest training label is 5000, which makes k = 5,001"):
+        load_data(str(tmp_path / "X.npy"), labels=str(tmp_path / "y.npy"))
+
+
+def test_half_the_classes_may_lack_training_rows_and_scored_files_may_lack_most(tmp_path):
+    np.save(tmp_path / "X.npy", np.ones((4, 2)))
+    np.save(tmp_path / "y.npy", np.array([0, 3, 3, 0]))  # classes 1 and 2 have no row: k = 4
+    data = load_data(str(tmp_path / "X.npy"), labels=str(tmp_path / "y.npy"))
+    assert data.n_outputs == 4
+    np.save(tmp_path / "y.npy", np.array([7, 7, 7, 7]))  # examples a trained network scores
+    scored = load_data(str(tmp_path / "X.npy"), labels=str(tmp_path / "y.npy"), training=False)
+    assert scored.train[1].tolist() == [7, 7, 7, 7]
+
+
+def test_a_class_name_held_out_whole_by_val_split_is_refused(tmp_path):
+    (tmp_path / "t.csv").write_text("a,kind\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(9))
+                                    + "9,rare\n")  # fmt: skip
+    rows = (np.zeros((10, 1)), np.arange(10))
+    seed = next(s for s in range(100) if 9 in hold_out(rows, 0.3, s)[1][1])  # 'rare' held out
+    with pytest.raises(ValueError, match=(
+        r"t.csv: the validation split holds label 'rare' \(at its index \d\), which no training "
+        r"row has; the classes are those of the training split: 'a', 'b'$"
+    )):  # fmt: skip
+        load_data(str(tmp_path / "t.csv"), val_split=0.3, seed=seed)
+
+
+# -- files that are not what they claim ----------------------------------------------------------
+
+
+def test_a_pickle_named_npy_is_refused_naming_it(tmp_path):
+    (tmp_path / "X.npy").write_bytes(pickle.dumps(np.ones((3, 2))))
+    np.save(tmp_path / "y.npy", np.zeros(3))
+    for labels in (None, str(tmp_path / "y.npy")):
+        with pytest.raises(ValueError, match=r"X.npy is not an .npy file \(it holds a pickle\)"):
+            load_data(str(tmp_path / "X.npy"), labels=labels)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_pseudo_file_of_size_0_is_refused_as_empty():
+    with pytest.raises(ValueError, match=r"^/proc/self/mem is empty; --data takes MNIST"):
+        load_data("/proc/self/mem")

@@ -1,6 +1,7 @@
 """The table readers (:mod:`gpumlp.data.tabular`): what each format reads, and what each refuses.
+CSV files are :mod:`gpumlp.data.csvread`'s (``test_csvread.py``).
 
-Every file is written here with the real writers (``csv``, ``np.savez``, ``np.save``) and read
+Every file is written here with the real writers (``np.savez``, ``np.save``) and read
 back with the reader; the arrays that come back must equal those written. The ``.npy`` path,
 read as it is used, is checked where it matters: ``Network.fit`` on a float32 file must not
 allocate anything near the file's size.
@@ -8,7 +9,6 @@ allocate anything near the file's size.
 
 from __future__ import annotations
 
-import csv
 import tracemalloc
 from pathlib import Path
 
@@ -18,13 +18,7 @@ import pytest
 import gpumlp.memory
 from gpumlp import Network, OutOfMemory
 from gpumlp._checks import finite_host_array, first_nonfinite
-from gpumlp.data.tabular import read_csv, read_npy_pair, read_table_npz
-
-
-def write_csv(path: Path, rows: list[list[object]], *, delimiter: str = ",") -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f, delimiter=delimiter).writerows(rows)
-    return path
+from gpumlp.data.tabular import read_npy_pair, read_table_npz
 
 
 @pytest.fixture
@@ -32,103 +26,6 @@ def table():
     """X (12, 3) float64 with values that need every digit, and labels 0..2."""
     rng = np.random.default_rng(0)
     return rng.standard_normal((12, 3)) * 1e3, np.arange(12) % 3
-
-
-# -- CSV ---------------------------------------------------------------------------------------
-
-
-def test_csv_with_header_round_trips_and_picks_the_label_column_by_name(tmp_path, table):
-    X, y = table
-    rows = [["a", "label", "b", "c"]]
-    rows += [[r[0], int(c), r[1], r[2]] for r, c in zip(X.tolist(), y, strict=True)]
-    got = read_csv(write_csv(tmp_path / "t.csv", rows), "label")
-    assert np.array_equal(got.train[0], X)  # csv writes repr: float64 round-trips exactly
-    assert np.array_equal(got.train[1], y) and got.train[1].dtype == np.int64
-    assert got.validation is None and got.test is None and got.classes is None
-
-
-@pytest.mark.parametrize("column", [None, "3", "-1", 3, -1])
-def test_csv_without_header_takes_the_last_column_or_an_index(tmp_path, table, column):
-    X, y = table
-    rows = [[*r, int(c)] for r, c in zip(X.tolist(), y, strict=True)]
-    path = write_csv(tmp_path / "t.csv", rows)
-    got = read_csv(path, column)
-    assert got.train[0].shape == (12, 3)  # the first row is data, not a header
-    assert np.array_equal(got.train[0], X) and np.array_equal(got.train[1], y)
-
-
-def test_csv_class_names_map_to_sorted_indices(tmp_path):
-    rows = [["x1", "x2", "kind"], [1, 2, "pear"], [3, 4, "apple"], [5, 6, "fig"], [7, 8, "pear"]]
-    got = read_csv(write_csv(tmp_path / "t.csv", rows))
-    assert got.classes == ("apple", "fig", "pear")
-    assert got.train[1].tolist() == [2, 0, 1, 2]
-
-
-def test_csv_tabs_blank_rows_quotes_and_bom(tmp_path):
-    path = tmp_path / "t.tsv"
-    path.write_bytes('\ufeff"a"\t"b"\tlabel\n\n1.5\t 2 \t1\n\t\t\n3\t4\t0\n'.encode())
-    got = read_csv(path)
-    assert got.train[0].tolist() == [[1.5, 2.0], [3.0, 4.0]]
-    assert got.train[1].tolist() == [1, 0]
-
-
-@pytest.mark.parametrize(
-    ("text", "column", "message"),
-    [
-        ("a,b,label\n1,2,0\n3,x,1\n", None, r"row 3, column 'b' \(index 1\) holds 'x'"),
-        ("1,2,0\n3,x,1\n", None, r"row 2, column index 1 holds 'x'"),
-        ("a,b,label\n1,2,0\n\n3,,1\n", None, r"row 4, column 'b' \(index 1\) is empty"),
-        ("a,b,label\n1,2,0\n3,4,\n", None, r"row 3, column 'label' \(index 2\) is empty"),
-        ("a,b,label\n1,nan,0\n", None, r"row 2, column 'b' \(index 1\) holds 'nan'"),
-        ("a,b,label\n1,2,0\n3,4\n", None, r"row 3 has 2 cells, but row 1 \(the header\) has 3"),
-        ("a,b,label\n1,2,0.5\n", None, r"row 2, column 'label' \(index 2\) holds '0.5'"),
-        ("a,b,label\n1,2,-1\n", None, "holds '-1', which is not a class label"),
-        ("a,b,label\n1,2,0\n", "y", r"no column of that name; its columns are 'a', 'b', 'label'"),
-        ("a,b,label\n1,2,0\n", "3", r"--label-column 3 is out of range: .* 3 columns"),
-        ("a,b,label\n1,2,0\n", "-4", r"--label-column -4 is out of range"),
-        ("1,2,0\n", "label", "has no header row, so give the column's index"),
-        ("a,a,label\n1,2,0\n", "a", "more than one column so named"),
-        ("a,b,label\n", None, "has a header row but no data rows"),
-        ("\n\n", None, "is empty"),
-        ("a\n1\n", None, "has 1 column"),
-        ("1,2,cat\n3,4,dog\n5,6,cat\n", None, "row 1 looks like data, not a header"),
-    ],
-    ids=[
-        "cell",
-        "cell-no-header",
-        "empty",
-        "empty-label",
-        "nan",
-        "ragged",
-        "fraction",
-        "negative",
-        "no-name",
-        "index",
-        "negative-index",
-        "name-no-header",
-        "twice",
-        "header-only",
-        "blank",
-        "one-column",
-        "names-no-header",
-    ],
-)
-def test_csv_errors_name_the_file_row_and_column(tmp_path, text, column, message):
-    path = tmp_path / "bad.csv"
-    path.write_text(text)
-    with pytest.raises(ValueError, match=message) as info:
-        read_csv(path, column)
-    assert str(path) in str(info.value)
-
-
-def test_csv_that_is_not_text_is_refused(tmp_path):
-    path = tmp_path / "bin.csv"
-    path.write_bytes(b"a,b\n\x00\x01")
-    with pytest.raises(ValueError, match="NUL bytes"):
-        read_csv(path)
-    path.write_bytes(b"a,b,label\n1,\xff,0\n")
-    with pytest.raises(ValueError, match="not a valid UTF-8 CSV file"):
-        read_csv(path)
 
 
 # -- npz ---------------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ __all__ = [
     "finite_host_array",
     "first_nonfinite",
     "host_array",
+    "largest_input",
     "nonfinite_message",
+    "overflow_text",
     "standardization",
 ]
 
@@ -121,32 +123,56 @@ def host_array(name: str, value: Any) -> np.ndarray[Any, Any]:
     return arr
 
 
-def finite_host_array(name: str, value: Any, dtype: Any = None) -> np.ndarray[Any, Any]:
+def finite_host_array(
+    name: str, value: Any, dtype: Any = None, *, width: int = 1
+) -> np.ndarray[Any, Any]:
     """``value`` as a real, finite NumPy array (cast to ``dtype`` when given); TypeError or
     ValueError naming ``name`` otherwise. An array already in ``dtype`` comes back as it is (a
     float32 memory-mapped file is never copied). The values are checked as ``dtype`` holds
     them, a block of rows at a time, before the cast: a finite float64 value that overflows
-    float32 (1e300) is refused here, naming the value and the dtype, instead of becoming inf."""
+    float32 (1e300) is refused here, naming the value and the dtype, instead of becoming inf;
+    so is one past :func:`largest_input` of ``width`` inputs (``width`` > 1 for inputs X)."""
     arr = host_array(name, value)
     target = None if dtype is None else np.dtype(dtype_name(dtype))
-    if (bad := first_nonfinite(arr, target)) is not None:
-        raise ValueError(nonfinite_message(name, arr, bad, target))
+    if (bad := first_nonfinite(arr, target, width=width)) is not None:
+        raise ValueError(nonfinite_message(name, arr, bad, target, width=width))
     if target is None or arr.dtype == target:
         return arr
     return arr.astype(target)
 
 
-def nonfinite_message(name: str, arr: Rows, bad: tuple[int, ...], dtype: Any = None) -> str:
+def largest_input(dtype: Any, width: int) -> float:
+    """The largest magnitude an input of a layer ``width`` inputs wide may have in ``dtype``:
+    past it, a sum Σ_j w_j·x_j of the first layer overflows even with weights of 1."""
+    return float(np.finfo(dtype_name(dtype)).max) / width
+
+
+def overflow_text(value: Any, dtype: Any, width: int, wider: str) -> str:
+    """Why the finite ``value`` does not fit ``dtype`` (the network's): it overflows it, or it
+    passes :func:`largest_input` of ``width`` inputs; and what to do (``wider`` says how to ask
+    for float64: "use dtype='float64'")."""
+    target = np.dtype(dtype_name(dtype))
+    why = f"which overflows {target.name}, the network's dtype"
+    if width > 1 and np.isfinite(_cast(np.asarray(value), target)):
+        why = (
+            f"past ±{largest_input(target, width):.3g}, where the first layer's sums over "
+            f"{width} inputs overflow {target.name}, the network's dtype"
+        )
+    return f"{why}: scale the data" + (f", or {wider}" if target.name != "float64" else "")
+
+
+def nonfinite_message(
+    name: str, arr: Rows, bad: tuple[int, ...], dtype: Any = None, *,
+    width: int = 1,
+) -> str:  # fmt: skip
     """What is wrong with ``arr[bad]``, the first value :func:`first_nonfinite` found: NaN or
-    inf in the data, or a finite value that overflows ``dtype`` (the network's)."""
+    inf in the data, or a finite value that overflows ``dtype`` (the network's), alone or in
+    the first layer's sums over ``width`` inputs."""
     value = arr[bad]
     if dtype is None or not np.isfinite(value):
         return f"{name} contains NaN or inf (first at index {bad})"
-    target = np.dtype(dtype_name(dtype)).name
-    return (
-        f"{name} holds {value!r} at index {bad}, which overflows {target}, the network's "
-        f"dtype: scale the data, or use dtype='float64'"
-    )
+    why = overflow_text(value, dtype, width, "use dtype='float64'")
+    return f"{name} holds {value!r} at index {bad}, {why}"
 
 
 _BLOCK_BYTES = 1 << 22  # what first_nonfinite looks at in one go (a copy, read from a file
@@ -170,29 +196,41 @@ class Rows(Protocol):
     def __getitem__(self, key: Any, /) -> Any: ...
 
 
-def first_nonfinite(arr: Rows, dtype: Any = None) -> tuple[int, ...] | None:
+def first_nonfinite(arr: Rows, dtype: Any = None, *, width: int = 1) -> tuple[int, ...] | None:
     """The index of the first value of the host array ``arr`` (any shape) that is NaN or inf,
-    or, with ``dtype``, that becomes inf when cast to it (None when all are finite or it holds
-    no floats). Looks a block of rows at a time, so that no temporary of ``arr``'s size is made
-    (``arr`` may be a file larger than memory: memory-mapped, or read block by block as
-    :class:`~gpumlp.files.npyview.NpyRows`)."""
+    or, with ``dtype``, that becomes inf when cast to it or, with ``width`` > 1, passes
+    :func:`largest_input` (None when all are finite or it holds no floats). Looks a block of
+    rows at a time, so that no temporary of ``arr``'s size is made (``arr`` may be a file larger
+    than memory, read block by block as :class:`~gpumlp.files.npyview.NpyRows`)."""
     if arr.dtype.kind != "f" or arr.size == 0:
         return None
     cast = None if dtype is None else np.dtype(dtype_name(dtype))
+    bound = math.inf
+    if width > 1:
+        bound = largest_input(cast if cast is not None and cast.kind == "f" else arr.dtype, width)
     if cast is not None and (cast.kind != "f" or cast.itemsize >= arr.dtype.itemsize):
         cast = None  # widening (or the same dtype) cannot overflow
     if arr.ndim == 0:
         one = np.asarray(arr)
-        return None if np.isfinite(one if cast is None else _cast(one, cast)) else ()
+        return None if _within(one if cast is None else _cast(one, cast), bound) else ()
     row_bytes = arr.itemsize * math.prod(arr.shape[1:])
     rows = max(1, _BLOCK_BYTES // max(1, row_bytes))
     for r in range(0, arr.shape[0], rows):
         block = np.asarray(arr[r : r + rows])
-        ok = np.isfinite(block if cast is None else _cast(block, cast))
-        if not ok.all():
-            bad = np.argwhere(~ok)[0]
-            return (r + int(bad[0]), *(int(i) for i in bad[1:]))
+        values = block if cast is None else _cast(block, cast)
+        if _within(values, bound):
+            continue
+        with np.errstate(invalid="ignore", over="ignore"):
+            bad = np.argwhere(~(np.isfinite(values) & (np.abs(values) <= bound)))[0]
+        return (r + int(bad[0]), *(int(i) for i in bad[1:]))
     return None
+
+
+def _within(values: np.ndarray[Any, Any], bound: float) -> bool:
+    """Whether all ``values`` are finite and at most ``bound`` in magnitude (two reductions,
+    no temporary of their size: NaN and inf show in the least or the largest)."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return math.isfinite(lo) and math.isfinite(hi) and -bound <= lo and hi <= bound
 
 
 def _cast(arr: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
@@ -263,9 +301,15 @@ def standardization(X: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.n
     return mean, np.where(std > 0, std, 1.0)
 
 
-def count_rows(name: str, X: Any) -> int:
+def count_rows(name: str, X: Any, *, pair: bool = False) -> int:
     """The number of samples in ``X`` without converting it (for estimates made before any
-    copy); TypeError naming ``name`` when ``X`` is not array-like."""
+    copy); TypeError naming ``name`` when ``X`` is not array-like. With ``pair``, ``X`` is a
+    data set ``(X, y)`` or None: its X's samples, 0 for None or what is no pair (refused
+    where the pair is read)."""
+    if pair:
+        if not isinstance(X, tuple | list) or len(X) != 2:
+            return 0
+        name, X = f"{name}[0]", X[0]
     shape = getattr(X, "shape", None)
     if shape is not None and len(shape) > 0:
         return int(shape[0])

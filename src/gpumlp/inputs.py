@@ -20,7 +20,9 @@ from ._checks import (
     finite_host_array,
     first_nonfinite,
     host_array,
+    largest_input,
     nonfinite_message,
+    overflow_text,
     standardization,
 )
 from .backend import (
@@ -157,8 +159,8 @@ def prepare_x(X: Any, *, n_features: int, xp: Namespace, dtype: Any, name: str =
         _check_shape_x(name, X.shape, n_features)
         if backend_name(xp) != "numpy" or X.dtype != np.dtype(dtype_name(dtype)):
             X = np.asarray(X)
-        elif (bad := first_nonfinite(X)) is not None:
-            raise ValueError(nonfinite_message(name, X, bad))
+        elif (bad := first_nonfinite(X, dtype, width=n_features)) is not None:
+            raise ValueError(nonfinite_message(name, X, bad, dtype, width=n_features))
         else:  # it stands for an Array where the data is used: the batch loop reads it
             return typing.cast(Array, X)
     if on_namespace(X, xp) and not isinstance(X, np.ndarray):  # already on a device: check there
@@ -167,17 +169,22 @@ def prepare_x(X: Any, *, n_features: int, xp: Namespace, dtype: Any, name: str =
         if not xp.isdtype(X.dtype, ("real floating", "integral", "bool")):
             raise TypeError(f"{name} must be real-valued, got dtype {X.dtype}")
         cast = xp.astype(X, dtype)
-        if not bool(xp.all(xp.isfinite(cast))):  # one read on the happy path; a second says why
+        bound = largest_input(dtype, n_features)
+        if not bool(xp.all(xp.abs(cast) <= bound)):  # one read on the happy path; more say why
             if xp.isdtype(X.dtype, "real floating") and not bool(xp.all(xp.isfinite(X))):
                 raise ValueError(f"{name} contains NaN or inf")
-            raise ValueError(
-                f"{name} holds values that overflow {dtype_name(dtype)}, the network's dtype: "
-                "scale the data, or use dtype='float64'"
-            )
+            if not bool(xp.all(xp.isfinite(cast))):
+                raise ValueError(
+                    f"{name} holds values that overflow {dtype_name(dtype)}, the network's "
+                    "dtype: scale the data, or use dtype='float64'"
+                )
+            value = float(xp.max(xp.abs(cast)))
+            why = overflow_text(value, dtype, n_features, "use dtype='float64'")
+            raise ValueError(f"{name} holds {value:g}, {why}")
         return cast
     arr = host_array(name, X)
     _check_shape_x(name, arr.shape, n_features)
-    return to_device(finite_host_array(name, arr, dtype), xp)
+    return to_device(finite_host_array(name, arr, dtype, width=n_features), xp)
 
 
 def _check_shape_x(name: str, shape: tuple[int, ...], n_features: int) -> None:

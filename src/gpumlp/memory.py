@@ -21,10 +21,11 @@ from pathlib import Path
 from .backend import Namespace, backend_name, cupy_module, is_cupy
 from .errors import OutOfMemory
 from .optim import get_optimizer
+from .settings import DEFAULT_CHUNK
 
 __all__ = ["batch_bytes_per_example", "check_model_fits", "check_training_fits", "explain_failure",
            "free_memory", "host_available_memory", "is_out_of_memory", "param_count", "size_text",
-           "training_bytes"]  # fmt: skip
+           "training_bytes", "validation_bytes"]  # fmt: skip
 
 # CUDA statuses that mean "out of memory" when CuPy raises them as CUDARuntimeError, CUBLASError...
 _CUDA_OOM = ("cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY", "STATUS_ALLOC_FAILED")
@@ -208,16 +209,27 @@ def _data_bytes(sizes: Sequence[int], dtype: str, n: int, *, copies_inputs: bool
     return n * (_ITEMSIZE[dtype] * (sizes[0] * copies_inputs + sizes[-1]) + 8)
 
 
+def validation_bytes(sizes: Sequence[int], dtype: str, n_val: int, *, chunk: int = DEFAULT_CHUNK,
+                     copies_inputs: bool = True) -> int:  # fmt: skip
+    """Bytes the validation pass of ``fit`` needs: ``n_val`` examples on the device, as
+    :func:`_data_bytes` counts them, and ``chunk`` rows at a time of the forward pass and cost,
+    which hold the widest layer 8 times per row (6 measured on NumPy, for cross-entropy)."""
+    passing = min(chunk, n_val) * _ITEMSIZE[dtype] * 8 * max(sizes[1:])
+    return _data_bytes(sizes, dtype, n_val, copies_inputs=copies_inputs) + passing
+
+
 def training_bytes(sizes: Sequence[int], dtype: str, *, optimizer: str, batch_size: int, n: int,
                    dropout: float = 0.0, early_stopping: bool = False,
-                   copies_inputs: bool = True) -> int:  # fmt: skip
+                   copies_inputs: bool = True, n_val: int = 0,
+                   chunk: int = DEFAULT_CHUNK) -> int:  # fmt: skip
     """Bytes training needs beyond the parameters themselves: gradients, optimizer buffers,
     the epoch-start snapshot of both (and best weights under early stopping), the data set on
     the device (its inputs only when ``copies_inputs``: a host array already in ``dtype`` is
     used in place, a memory-mapped one read page by page), one batch of activations, and the
     update's temporaries: it makes new arrays tensor by tensor, so the largest weights exist
     up to 3 + 2k more times at once (k optimizer buffers; 1 + 2k measured on NumPy, the rest a
-    margin: refusing a run that would just fit beats the OOM killer)."""
+    margin: refusing a run that would just fit beats the OOM killer); and with ``n_val``
+    validation examples, their pass (:func:`validation_bytes`, ``chunk`` rows at a time)."""
     p = param_count(sizes) * _ITEMSIZE[dtype]
     k = len(get_optimizer(optimizer).buffers)
     state = p * (1 + k)  # gradients + optimizer buffers
@@ -225,13 +237,14 @@ def training_bytes(sizes: Sequence[int], dtype: str, *, optimizer: str, batch_si
     data = _data_bytes(sizes, dtype, n, copies_inputs=copies_inputs)
     batch = min(batch_size, n) * batch_bytes_per_example(sizes, dtype, dropout=dropout)
     largest = max(a * b for a, b in itertools.pairwise(sizes)) * _ITEMSIZE[dtype]
-    return state + snapshot + data + batch + (3 + 2 * k) * largest
+    validation = validation_bytes(sizes, dtype, n_val, chunk=chunk, copies_inputs=copies_inputs)
+    return state + snapshot + data + batch + (3 + 2 * k) * largest + validation
 
 
 def check_training_fits(sizes: Sequence[int], dtype: str, xp: Namespace, *, optimizer: str,
                         batch_size: int, n: int, dropout: float = 0.0,
                         early_stopping: bool = False, copies_inputs: bool = True,
-                        argument: str = "sizes",
+                        n_val: int = 0, chunk: int = DEFAULT_CHUNK, argument: str = "sizes",
                         with_parameters: bool = False) -> None:  # fmt: skip
     """Refuse training that cannot fit in the free memory of ``xp``, with the estimate, what is
     free, and the largest batch that would fit; arguments as :func:`training_bytes`.
@@ -242,7 +255,7 @@ def check_training_fits(sizes: Sequence[int], dtype: str, xp: Namespace, *, opti
         return
     need = training_bytes(sizes, dtype, optimizer=optimizer, batch_size=batch_size, n=n,
                           dropout=dropout, early_stopping=early_stopping,
-                          copies_inputs=copies_inputs)  # fmt: skip
+                          copies_inputs=copies_inputs, n_val=n_val, chunk=chunk)  # fmt: skip
     need += param_count(sizes) * _ITEMSIZE[dtype] if with_parameters else 0
     if need <= free:
         return
@@ -258,7 +271,8 @@ def check_training_fits(sizes: Sequence[int], dtype: str, xp: Namespace, *, opti
         f"training {_named(argument, sizes)} ({dtype}, optimizer {optimizer}, batch_size "
         f"{batch_size}, {n:,} examples) needs about {size_text(need)} "
         f"{'(parameters, ' if with_parameters else 'beyond the parameters ('}"
-        f"gradients, optimizer state, snapshot, data, a batch), but {size_text(free)} of "
+        f"gradients, optimizer state, snapshot, data, a batch"
+        f"{', the validation pass' if n_val else ''}), but {size_text(free)} of "
         f"{_where(xp)} memory is free; {hint}",
         batch_size=batch_size,
         largest_batch=largest if largest > 0 else None,

@@ -273,6 +273,8 @@ class Network:
             dropout=cfg.dropout,
             early_stopping=cfg.patience is not None,
             copies_inputs=self.inputs.copies(X, standardize=standardize),
+            n_val=count_rows("validation_data", validation_data, pair=True),
+            chunk=cfg.chunk,
         )
         data = self.inputs.data(X, y, fit_standardization=standardize and not self.standardized)
         validation = self.inputs.pair(validation_data)  # standardized as the training inputs

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from .. import signals
 from .._version import __version__
+from ..errors import OutOfMemory
 from . import inspect, parity, sweep, tools, train
 from ._args import Parser, UsageError
 
@@ -93,5 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _REPORTED as exc:
         if debug:
             raise
-        print(f"gpumlp: error: {exc}", file=sys.stderr)
+        print(f"gpumlp: error: {_described(exc)}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _described(exc: BaseException) -> str:
+    """The line for ``exc``: its message, never empty; an allocation failure no estimate of
+    gpumlp's foresaw (a bare ``MemoryError``, NumPy's "Unable to allocate ...") says so."""
+    text = str(exc)
+    if isinstance(exc, MemoryError) and not isinstance(exc, OutOfMemory):
+        return (
+            f"out of memory ({text or 'an allocation failed'}): this command needs more memory "
+            "than is free; free some, or use less data or a smaller network"
+        )
+    return text or f"{type(exc).__name__} (no message)"

@@ -95,7 +95,7 @@ def _eval_data(
     fmt = data_format(path) if path.is_file() else None
     if fmt == "csv" and column is None:
         column = run.get("label_column")
-    return load_data(given, labels=labels, label_column=column), False
+    return load_data(given, labels=labels, label_column=column, training=False), False
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ the class names when the file gave them. The format is told by the content, not 
 from __future__ import annotations
 
 import dataclasses
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from ..files.safeio import open_regular, require_memory
+from .csvread import read_csv
 from .mnist import load_mnist
-from .tabular import Table, read_csv, read_npy_pair, read_table_npz
+from .tabular import Table, check_classes, read_npy_pair, read_table_npz
 
 __all__ = ["DataSet", "check_mnist_flags", "data_format", "hold_out", "load_data"]
 
@@ -118,9 +120,21 @@ def data_format(path: Path) -> str:
     if path.is_dir():
         return "mnist"
     with open_regular(path, "--data") as f:
-        head = f.read(1 << 16)
+        # no more than fstat's size: a pseudo-file of size 0 (/proc/self/mem) is empty
+        size = os.fstat(f.fileno()).st_size
+        try:
+            head = f.read(min(size, 1 << 16))
+        except OSError as exc:
+            raise OSError(f"--data {str(path)!r} cannot be read: {exc.strerror or exc}") from None
     if not head:
         raise ValueError(f"{path} is empty; --data takes {FORMATS}")
+    npy = head.startswith(np.lib.format.MAGIC_PREFIX)
+    if path.suffix.lower() == ".npy" and not npy:
+        what = "a pickle" if head.startswith(b"\x80") else "something else"
+        raise ValueError(
+            f"{path} is not an .npy file (it holds {what}): --data X.npy takes the inputs saved "
+            "by numpy.save"
+        )
     if head.startswith(b"PK"):
         try:
             with open_regular(path, "--data") as f, zipfile.ZipFile(f) as zf:
@@ -128,7 +142,7 @@ def data_format(path: Path) -> str:
         except zipfile.BadZipFile as exc:
             raise ValueError(f"{path}: not a valid MNIST npz or table npz ({exc})") from None
         return "mnist" if "x_train" in names else "npz"
-    if head.startswith(np.lib.format.MAGIC_PREFIX):
+    if npy:
         return "npy"
     if head.startswith((b"\x1f\x8b", b"\x80", b"\0\0\x08")):  # gzip, pickle, IDX: MNIST's
         return "mnist"
@@ -168,6 +182,7 @@ def load_data(
     label_column: str | int | None = None,
     val_split: float | None = None,
     seed: int = 0,
+    training: bool = True,
 ) -> DataSet:
     """Read the data set ``gpumlp train --data`` names (see the module docstring).
 
@@ -180,6 +195,9 @@ def load_data(
     val_split : fraction in (0, 1) of the training rows to hold out as the validation split,
         for data without one
     seed : seeds the rows ``val_split`` holds out
+    training : the data is to train on: a table's labels are held to the classes its
+        training split defines (:func:`~gpumlp.data.tabular.check_classes`); False for a
+        file of examples a trained network is scored on
 
     Raises
     ------
@@ -215,6 +233,9 @@ def load_data(
                 "--val-split out"
             )
         train, validation = hold_out(train, val_split, seed)
+    if training and kind == "table":
+        splits = {"training": train, "validation": validation, "test": table.test}
+        check_classes(str(path), splits, table.classes)
     task = "regression" if _regression_targets(train[1]) else "classification"
     return DataSet(name, train, validation, table.test, kind, table.classes, task)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import signals
-from .._checks import first_nonfinite
+from .._checks import first_nonfinite, overflow_text
 from ..atomicio import atomic_write_bytes
 from ..config import ModelSpec, TrainConfig
 from ..data.sources import DataSet
@@ -108,6 +108,7 @@ def plan_run(
     check_engine(spec, flags["engine"])
     n = len(data.train[0])
     check_model_fits(spec.sizes, spec.dtype, spec.xp, argument="--sizes")
+    scored, watch = _scored(flags, data)
     check_training_fits(
         spec.sizes,
         spec.dtype,
@@ -120,18 +121,12 @@ def plan_run(
         copies_inputs=Inputs(spec).copies(
             data.train[0], standardize=bool(flags.get("standardize"))
         ),
+        n_val=0 if watch is None else len(watch[0]),
         argument="--sizes",
         with_parameters=True,  # planned before the network exists: its parameters count too
     )
     fit = {k: flags[k] for k in FIT_FLAGS}
     config = TrainConfig(**fit)  # refuses bad settings and combinations now
-    watch: tuple[Any, Any] | None
-    if flags.get("monitor_set") == "validation" and data.validation is not None:
-        scored, watch = "validation", data.validation
-    elif data.test is not None:
-        scored, watch = "test", data.test
-    else:
-        scored, watch = "validation", data.validation
     if config.watches_validation and watch is None:
         raise ValueError("--schedule plateau and --patience need a validation or test set")
     _check_penalties(flags, spec, n)
@@ -140,6 +135,15 @@ def plan_run(
     if resume is not None:
         check_resumable(resume, spec, config)
     return RunPlan(dict(flags), spec, fit, data, scored, watch, resume)
+
+
+def _scored(flags: dict[str, Any], data: DataSet) -> tuple[str, tuple[Any, Any] | None]:
+    """The split scored after each epoch: its name and the split (None when there is none)."""
+    if flags.get("monitor_set") == "validation" and data.validation is not None:
+        return "validation", data.validation
+    if data.test is not None:
+        return "test", data.test
+    return "validation", data.validation
 
 
 def _check_penalties(flags: dict[str, Any], spec: ModelSpec, n: int) -> None:
@@ -169,16 +173,15 @@ def _check_values(source: str | None, spec: ModelSpec, split: str, pair: Any) ->
     (NaN, inf, or a float64 value that overflows float32), naming the file, the split, the
     value and where it is: before any folder is made, not in the middle of ``fit``."""
     for what, arr in zip(("inputs", "targets"), () if pair is None else pair, strict=False):
-        if (bad := first_nonfinite(arr, spec.dtype)) is None:
+        width = arr.shape[1] if what == "inputs" else 1  # inputs: the first layer's sums too
+        if (bad := first_nonfinite(arr, spec.dtype, width=width)) is None:
             continue
         where = f"--data {source}" if source else "MNIST"
         value, at = arr[bad], bad[0] if len(bad) == 1 else bad
         if not np.isfinite(value):
             raise ValueError(f"{where}: the {split} {what} hold {value} at index {at}")
-        raise ValueError(
-            f"{where}: the {split} {what} hold {value:g} at index {at}, which overflows "
-            f"{spec.dtype}, the network's dtype: scale the data, or train with --dtype float64"
-        )
+        why = overflow_text(value, spec.dtype, width, "train with --dtype float64")
+        raise ValueError(f"{where}: the {split} {what} hold {value:g} at index {at}, {why}")
 
 
 def execute(
