@@ -82,7 +82,6 @@ def test_csv_tabs_blank_rows_quotes_and_bom(tmp_path):
         ("a,b,label\n1,2,0\n3,4,\n", None, r"row 3, column 'label' \(index 2\) is empty"),
         ("a,b,label\n1,nan,0\n", None, r"row 2, column 'b' \(index 1\) holds 'nan'"),
         ("a,b,label\n1,2,0\n3,4\n", None, r"row 3 has 2 cells, but row 1 \(the header\) has 3"),
-        ("a,b,label\n1,2,0.5\n", None, r"row 2, column 'label' \(index 2\) holds '0.5'"),
         ("a,b,label\n1,2,-1\n", None, "holds '-1', which is not a class label"),
         ("a,b,label\n1,2,0\n", "y", r"no column of that name; its columns are 'a', 'b', 'label'"),
         ("a,b,label\n1,2,0\n", "3", r"--label-column 3 is out of range: .* 3 columns"),
@@ -101,7 +100,6 @@ def test_csv_tabs_blank_rows_quotes_and_bom(tmp_path):
         "empty-label",
         "nan",
         "ragged",
-        "fraction",
         "negative",
         "no-name",
         "index",
@@ -182,20 +180,21 @@ def test_a_pseudo_file_of_size_0_is_empty():
 
 @pytest.mark.filterwarnings("error")  # the int64 cast of 1e300 warned and wrapped
 @pytest.mark.parametrize(
-    ("label", "message"),
+    ("label", "task", "message"),
     [
-        ("1e300", r"row 3, column 'label' \(index 2\) holds '1e300', which is not a class label"),
-        ("inf", r"row 3, column 'label' \(index 2\) holds 'inf', which is not a class label"),
-        ("2.5", r"row 3, column 'label' \(index 2\) holds '2.5', which is not a class label"),
+        ("1e300", None, r"row 3, column 'label' \(index 2\) holds '1e300', which is not a class"),
+        ("inf", None, r"row 3, column 'label' \(index 2\) holds 'inf', which is not a class "),
+        ("2.5", "classification", r"row 3, column 'label' \(index 2\) holds '2.5', which is not "),
+        ("inf", "regression", r"row 3, column 'label' \(index 2\) holds 'inf', not a finite num"),
     ],
-    ids=["1e300", "inf", "fraction"],
+    ids=["1e300", "inf", "fraction", "inf-regression"],
 )
-def test_a_label_that_is_no_class_index_is_refused_naming_row_and_column(tmp_path, label,
+def test_a_label_that_is_no_class_index_is_refused_naming_row_and_column(tmp_path, label, task,
                                                                          message):  # fmt: skip
     path = tmp_path / "t.csv"
     path.write_text(f"a,b,label\n1,2,0\n3,4,{label}\n5,6,1\n")
     with pytest.raises(ValueError, match=message) as info:
-        read_csv(path)
+        read_csv(path, task=task)
     assert str(path) in str(info.value)
 
 

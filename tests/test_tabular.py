@@ -10,7 +10,6 @@ allocate anything near the file's size.
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,10 +67,6 @@ def test_npz_reads_only_its_six_arrays(tmp_path, table, monkeypatch):
         ),
         ({"X": np.ones((3, 2)), "y": np.zeros(4)}, r"y must be labels \(3,\) or targets"),
         ({"X": np.ones(3), "y": np.zeros(3)}, r"X must be 2-D \(n, d\)"),
-        (
-            {"X": np.ones((3, 2)), "y": np.array([0, 1.5, 2])},
-            "y holds 1.5 at index 1, which is not",
-        ),
         ({"X": np.ones((3, 2)), "y": np.array([0, -1, 2])}, "y holds -1 at index 1"),
         ({"X": np.array([[1, np.inf]]), "y": np.zeros(1)}, r"X holds inf at index \(0, 1\)"),
         (
@@ -91,7 +86,6 @@ def test_npz_reads_only_its_six_arrays(tmp_path, table, monkeypatch):
         "no-X_val",
         "lengths",
         "1-D",
-        "fraction",
         "negative",
         "inf",
         "widths",
@@ -124,13 +118,12 @@ def test_npy_pair_reads_x_from_its_file_and_round_trips(tmp_path, table):
     [
         (np.ones((4, 2)), np.zeros(3), r"y.npy must be labels \(4,\)"),
         (np.ones((4, 2, 2)), np.zeros(4), r"X.npy must hold X of shape \(n, d\)"),
-        (np.ones((4, 2)), np.array([0, 1, 2.5, 0]), "y.npy holds 2.5 at index 2"),
         (np.array([[1.0], [np.nan]]), np.zeros(2), r"X.npy holds nan at index \(1, 0\)"),
         (np.ones((2, 1)), np.array(["a", "b"]), "dtype <U1 is not numeric"),
         (np.ones((3, 1)), np.array([0, 1e300, 1]), "y.npy holds 1e[+]300 at index 1, which is not"),
         (np.ones((3, 1)), np.array([0, 2**31, 1]), "y.npy holds 2147483648 at index 1"),
     ],
-    ids=["lengths", "3-D", "fraction", "nan", "strings", "1e300", "2**31"],
+    ids=["lengths", "3-D", "nan", "strings", "1e300", "2**31"],
 )
 def test_npy_pair_errors_name_the_file(tmp_path, X, y, message):
     np.save(tmp_path / "X.npy", X)

@@ -164,3 +164,17 @@ def write_unscaled_table(path: Path, n: int = 300, *, seed: int = 0) -> Path:
     rows = [",".join([*(f"{v:.5g}" for v in x), "abc"[k]]) for x, k in zip(X, y, strict=True)]
     path.write_text("\n".join(["w,x,y,z,label", *rows]) + "\n")
     return path
+
+
+def write_regression_table(path: Path, n: int = 300, *, seed: int = 0, integers: bool = False):
+    """A CSV of ``n`` rows of four features and a target near 150 + 50·(x·w) (the last column,
+    ``target``), as diabetes' run from 25 to 346: integers with ``integers`` (then many distinct
+    values, as diabetes' targets), else fractions. Returns ``(path, X, y)``."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 4))
+    y = 150.0 + 50.0 * (X @ np.array([1.0, -0.5, 0.25, 0.0])) + rng.normal(0.0, 5.0, n)
+    y = np.round(y) if integers else np.round(y, 3)
+    shown = (str(int(t)) if integers else repr(float(t)) for t in y)
+    rows = [",".join([*(repr(float(v)) for v in x), t]) for x, t in zip(X, shown, strict=True)]
+    path.write_text("\n".join(["a,b,c,d,target", *rows]) + "\n")
+    return path, X, y

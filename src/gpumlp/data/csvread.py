@@ -28,6 +28,7 @@ import numpy as np
 from ..files.safeio import open_regular, require_memory
 from ..memory import host_available_memory, size_text
 from .tabular import Table, not_class_labels, reading
+from .task import as_targets, label_task
 
 __all__ = ["CELL_CHARS", "read_csv"]
 
@@ -161,14 +162,16 @@ def _label_index(spec: str | int | None, names: list[str] | None, width: int, pa
     return i % width
 
 
-def read_csv(path: Path, label_column: str | int | None = None) -> Table:
+def read_csv(path: Path, label_column: str | int | None = None, task: str | None = None) -> Table:
     """A CSV table: one row per example, numeric feature columns and one label column.
 
     A first row that is not all numbers is a header (its names can pick the label column).
     Rows whose cells are all empty are skipped; rows are numbered from 1 as a spreadsheet
     shows them, the header included. Labels are class indices (integers >= 0) or class names:
     when any label is not a number, all are names, mapped to 0..k-1 in sorted order and kept
-    in :attr:`Table.classes`. Everything goes to the training split (hold out a validation
+    in :attr:`Table.classes`. Numbers that are values to predict (``task`` "regression",
+    given or told by the labels: :func:`~gpumlp.data.task.label_task`) are targets (n, 1)
+    float64. Everything goes to the training split (hold out a validation
     split with ``--val-split``). The file is read as ``fstat`` found it when opened, each row
     within a bound on its length (see the module docstring).
     """
@@ -224,14 +227,16 @@ def read_csv(path: Path, label_column: str | int | None = None) -> Table:
             codes.append(code)
     if not codes:
         raise ValueError(f"{path} has a header row but no data rows")
-    y, classes = _csv_labels(path, np.frombuffer(codes, np.int64), seen, first_rows, where(li))
+    y, classes, task = _csv_labels(
+        path, np.frombuffer(codes, np.int64), seen, first_rows, where(li), task
+    )
     header_is_data = all(_is_number(c) for j, c in enumerate(names or ()) if j != li)
     if names is not None and classes and names[li] in classes and header_is_data:
         raise ValueError(
             f"{path}: row {first_row} looks like data, not a header ({names[li]!r} is also a label "
             "below and its other cells are numbers): add a header row naming the columns"
         )
-    return Table((X[: len(codes)], y), classes=classes)
+    return Table((X[: len(codes)], y), classes=classes, task=task)
 
 
 def _chain(head: tuple[int, list[str]], rest: _Rows) -> Iterator[tuple[int, list[str]]]:
@@ -245,22 +250,39 @@ def _bad_cell(path: Path, row: int, column: str, text: str) -> ValueError:
 
 
 def _csv_labels(
-    path: Path, codes: np.ndarray[Any, Any], seen: dict[str, int], rows: list[int], column: str
-) -> tuple[np.ndarray[Any, Any], tuple[str, ...] | None]:
+    path: Path,
+    codes: np.ndarray[Any, Any],
+    seen: dict[str, int],
+    rows: list[int],
+    column: str,
+    task: str | None,
+) -> tuple[np.ndarray[Any, Any], tuple[str, ...] | None, str]:
     """The labels (n,) int64 from each row's ``codes`` (the codes of the texts ``seen``, first
-    in ``rows``), and the class names when they are names."""
+    in ``rows``), or the targets (n, 1) of a regression; the class names when they are names;
+    the task (``task`` when given)."""
     texts = list(seen)
     if "" in seen:
         raise _bad_cell(path, rows[seen[""]], column, "")
     if not all(_is_number(s) for s in texts):
+        if task == "regression":
+            i = next(i for i, s in enumerate(texts) if not _is_number(s))
+            raise ValueError(
+                f"{path}: row {rows[i]}, {column} holds {texts[i]!r}, not a number: --task "
+                "regression predicts numbers (class names are classification)"
+            )
         classes = tuple(sorted(texts))
         index = {c: i for i, c in enumerate(classes)}
-        return np.array([index[s] for s in texts], dtype=np.int64)[codes], classes
+        return np.array([index[s] for s in texts], dtype=np.int64)[codes], classes, "classification"
     values = np.array([float(s) for s in texts])
+    if label_task(values[codes], task, f"{path}: {column}") == "regression":
+        if not (finite := np.isfinite(values)).all():
+            i = int(np.argmin(finite))
+            raise _bad_cell(path, rows[i], column, texts[i])
+        return as_targets(values[codes]), None, "regression"
     if (bad := not_class_labels(values)).any():
         i = int(np.argmax(bad))  # texts are in the order first seen: the earliest row
         raise ValueError(
             f"{path}: row {rows[i]}, {column} holds {texts[i]!r}, which is not a class label: "
             "labels are class indices 0, 1, 2, ... or class names"
         )
-    return values.astype(np.int64)[codes], None
+    return values.astype(np.int64)[codes], None, "classification"

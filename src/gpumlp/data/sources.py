@@ -53,8 +53,9 @@ class DataSet:
     validation, test : splits like ``train``, or None
     kind : "images" (28×28 pictures: ``predict`` takes them) or "table"
     classes : names of classes 0..k-1 when the file gave names, else None
-    task : "classification" (labels, or targets in [0, 1] scored by their largest column) or
-        "regression" (targets (n, k) of which some lie outside [0, 1])
+    task : "classification" (labels, or targets (n, k) scored by their largest column) or
+        "regression" (targets (n, k) are the values to predict): ``--task``, else told by the
+        labels (:mod:`gpumlp.data.task`)
     """
 
     name: str
@@ -90,10 +91,14 @@ class DataSet:
 
 
 def check_mnist_flags(
-    labels: str | None, label_column: str | int | None, val_split: float | None
+    labels: str | None,
+    label_column: str | int | None,
+    val_split: float | None,
+    task: str | None = None,
 ) -> None:
     """Refuse the table flags for MNIST (ValueError naming the flag), before it is fetched."""
     _check_flags("mnist", "MNIST", labels, label_column)
+    _check_images_task(task, "MNIST")
     if val_split is not None:
         raise ValueError(
             "--val-split: MNIST already has a validation split (the last 10,000 training "
@@ -183,6 +188,7 @@ def load_data(
     val_split: float | None = None,
     seed: int = 0,
     training: bool = True,
+    task: str | None = None,
 ) -> DataSet:
     """Read the data set ``gpumlp train --data`` names (see the module docstring).
 
@@ -198,6 +204,8 @@ def load_data(
     training : the data is to train on: a table's labels are held to the classes its
         training split defines (:func:`~gpumlp.data.tabular.check_classes`); False for a
         file of examples a trained network is scored on
+    task : "classification" or "regression" (``--task``, or a trained network's); None: told
+        by the labels (:mod:`gpumlp.data.task`)
 
     Raises
     ------
@@ -205,7 +213,7 @@ def load_data(
     flag that does not fit the data.
     """
     if data is None:
-        check_mnist_flags(labels, label_column, val_split)
+        check_mnist_flags(labels, label_column, val_split, task)
         return DataSet("mnist", *load_mnist(None), kind="images")
     path = Path(data).expanduser()
     if not path.exists():
@@ -214,16 +222,17 @@ def load_data(
     _check_flags(fmt, str(path), labels, label_column)
     name = path.stem.split(".")[0] or "data"
     if fmt == "mnist":
+        _check_images_task(task, str(path))
         table, kind = Table(*load_mnist(path)), "images"
     elif fmt == "npz":
-        table, kind = read_table_npz(path), "table"
+        table, kind = read_table_npz(path, task), "table"
     elif fmt == "npy":
         y_path = Path(str(labels)).expanduser()
         if not y_path.is_file():
             raise FileNotFoundError(f"--labels {str(labels)!r} does not exist or is not a file")
-        table, kind = read_npy_pair(path, y_path), "table"
+        table, kind = read_npy_pair(path, y_path, task), "table"
     else:
-        table, kind = read_csv(path, label_column), "table"
+        table, kind = read_csv(path, label_column, task), "table"
     train, validation = table.train, table.validation
     if val_split is not None:
         if validation is not None:
@@ -236,10 +245,12 @@ def load_data(
     if training and kind == "table":
         splits = {"training": train, "validation": validation, "test": table.test}
         check_classes(str(path), splits, table.classes)
-    task = "regression" if _regression_targets(train[1]) else "classification"
-    return DataSet(name, train, validation, table.test, kind, table.classes, task)
+    return DataSet(name, train, validation, table.test, kind, table.classes, table.task)
 
 
-def _regression_targets(y: np.ndarray[Any, Any]) -> bool:
-    """Targets (n, k) that are not scores of classes: some lie outside [0, 1]."""
-    return y.ndim == 2 and bool(np.min(y) < 0 or np.max(y) > 1)
+def _check_images_task(task: str | None, what: str) -> None:
+    """Refuse ``--task regression`` for MNIST, whose labels are classes (ValueError)."""
+    if task == "regression":
+        raise ValueError(
+            f"--task regression: {what} holds images of digits, whose labels are classes"
+        )

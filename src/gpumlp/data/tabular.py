@@ -2,9 +2,10 @@
 every table's labels follow (CSV files are read by :mod:`gpumlp.data.csvread`).
 
 Each returns a :class:`Table` of host arrays: ``X`` (n, d), numeric and finite, and ``y``,
-either class labels (n,) int64, integers >= 0 (integral floats accepted, fractions and negatives
-refused), or targets (n, k) float, one column per output (one unit's targets in [0, 1]: shape
-(n, 1)). Sizes a file declares are checked before anything large is read (npy headers against
+either class labels (n,) int64, integers >= 0 (integral floats accepted, negatives refused), or
+targets (n, k) float, one column per output (one unit's targets in [0, 1]: shape (n, 1)); 1-D
+values of a regression (fractions, or ``task`` "regression": :mod:`gpumlp.data.task`) become
+targets (n, 1). Sizes a file declares are checked before anything large is read (npy headers against
 the memory free); messages name the file, array, row and column.
 ``X.npy`` is never memory-mapped: it is read through its open descriptor
 (:mod:`gpumlp.files.npyview`), training reading each batch from the file when it is C-ordered in
@@ -36,6 +37,7 @@ from ..files.safeio import (
     read_npy_member,
     require_memory,
 )
+from .task import as_targets, label_task, targets_task
 
 __all__ = [
     "Table",
@@ -56,12 +58,14 @@ MAX_LABEL = 2**31
 @dataclass
 class Table:
     """The splits of a table file (host arrays); ``classes`` names labels 0..k-1 when the file
-    gave class names (CSV), else None."""
+    gave class names (CSV), else None; ``task`` says what its labels are
+    (:mod:`gpumlp.data.task`)."""
 
     train: Split
     validation: Split | None = None
     test: Split | None = None
     classes: tuple[str, ...] | None = None
+    task: str = "classification"
 
 
 @contextlib.contextmanager
@@ -88,8 +92,10 @@ def not_class_labels(values: Host) -> Host:
     return bad
 
 
-def _check_pair(X: Host, y: Host, names: tuple[str, str]) -> Split:
-    """One split checked: X (n, d) numeric and finite; y labels (n,) -> int64, or targets."""
+def _check_pair(X: Host, y: Host, names: tuple[str, str], task: str | None) -> tuple[Split, str]:
+    """One split checked: X (n, d) numeric and finite; y labels (n,) -> int64, or targets
+    (n, k) float (1-D values too, when the task, ``task`` or told by them, is regression);
+    and the task."""
     xn, yn = names
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{xn} must be 2-D (n, d) with n, d >= 1, got shape {X.shape}")
@@ -106,14 +112,16 @@ def _check_pair(X: Host, y: Host, names: tuple[str, str]) -> Split:
                 f"{name} holds {a[bad].item()!r} at index {bad}: values must be finite"
             )
     if y.ndim == 2:
-        return X, y.astype(np.float64) if y.dtype.kind != "f" else y
+        return (X, y.astype(np.float64) if y.dtype.kind != "f" else y), targets_task(y, task)
+    if label_task(y, task, yn) == "regression":
+        return (X, as_targets(y)), "regression"
     if (bad_label := not_class_labels(y)).any():
         i = int(np.argmax(bad_label))
         raise ValueError(
             f"{yn} holds {y[i].item()!r} at index {i}, which is not a class label: 1-D {yn} holds "
             f"class labels 0..k-1 (targets are {yn} of shape (n, k))"
         )
-    return X, y.astype(np.int64)
+    return (X, y.astype(np.int64)), "classification"
 
 
 def _agree(path: Path, splits: dict[str, Split]) -> None:
@@ -170,10 +178,11 @@ def check_classes(
             )
 
 
-def read_table_npz(path: Path) -> Table:
+def read_table_npz(path: Path, task: str | None = None) -> Table:
     """A table ``.npz``: ``X`` (n, d) and ``y``, optionally ``X_val``/``y_val`` and
     ``X_test``/``y_test``. Only those six arrays are ever inflated, each after its member's
-    declared size and its header were checked against the memory free."""
+    declared size and its header were checked against the memory free. ``task`` (None:
+    told by ``y``) holds for every split."""
     with reading(path, "npz file"), open_regular(path, "npz file") as f, zipfile.ZipFile(f) as zf:
         members = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
         if "X" not in members:
@@ -190,9 +199,9 @@ def read_table_npz(path: Path) -> Table:
                 raise ValueError(f"{path} holds {have[0]} but no {missing}")
             if have:
                 X, y = (read_npy_member(zf, members[n]) for n in names)
-                splits[split] = _check_pair(X, y, names)
+                splits[split], task = _check_pair(X, y, names, task)  # y's task for them all
     _agree(path, splits)
-    return Table(splits["train"], splits.get("validation"), splits.get("test"))
+    return Table(splits["train"], splits.get("validation"), splits.get("test"), task=str(task))
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
@@ -211,7 +220,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     return shape, dtype, nbytes
 
 
-def read_npy_pair(x_path: Path, y_path: Path) -> Table:
+def read_npy_pair(x_path: Path, y_path: Path, task: str | None = None) -> Table:
     """``X.npy`` (n, d), read as it is used (:class:`~gpumlp.files.npyview.NpyRows`), and
     ``y.npy`` (n,) labels or (n, k) targets, read into memory (its header checked against the
     memory free first)."""
@@ -225,4 +234,5 @@ def read_npy_pair(x_path: Path, y_path: Path) -> Table:
     with reading(y_path, ".npy file"), open_regular(y_path, ".npy file") as f:
         y = read_npy(f, "y", check=lambda s, d: None)  # the header was checked above
     # NpyRows stands for an array in the Table: its readers index it as one
-    return Table(_check_pair(cast(Host, X), y, (str(x_path), str(y_path))))
+    split, task = _check_pair(cast(Host, X), y, (str(x_path), str(y_path)), task)
+    return Table(split, task=task)
