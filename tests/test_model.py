@@ -268,6 +268,26 @@ def test_fit_defaults_are_the_command_lines():
 # -- habits users bring: predict_proba, OutOfMemory ---------------------------------------------
 
 
+def test_a_regression_predicts_values_and_has_no_class_scores():
+    # Issue 29: predict gave 0/1 (one output unit past 0.5) for a regression
+    y = 1000.0 + 500.0 * X[:, :1]
+    reg = gpumlp.Network([4, 6, 1], task="regression", activation="relu",
+                         output_activation="identity", init="he", seed=0)  # fmt: skip
+    reg.fit(X, y, epochs=200, batch_size=4, lr=0.01, optimizer="adam", standardize=True)
+    values = host(reg.predict(X))
+    assert values.shape == (12, 1) and values.dtype == np.float64
+    assert np.array_equal(values, host(reg.predict_values(X)))
+    assert np.abs(values - y).max() < 50.0  # in the targets' units, not 0/1
+    assert reg.target_scaling.mean[0] == pytest.approx(y.mean())
+    assert "regression" in repr(reg) and "regression" in reg.summary()
+    with pytest.raises(ValueError, match="a regression network has none"):
+        reg.predict_proba(X)
+    with pytest.raises(ValueError, match="predict_values is for a regression network"):
+        net().predict_values(X)
+    with pytest.raises(ValueError, match="task='ranking' is not a task"):
+        gpumlp.Network([4, 1], task="ranking")
+
+
 def test_predict_proba_of_a_softmax_output_sums_to_one():
     net = gpumlp.Network([4, 5, 3], output_activation="softmax", backend="numpy", seed=0)
     p = host(net.predict_proba(X))

@@ -3,8 +3,9 @@ are wrong (missing, invalid, of the wrong shape, NaN) is refused with a Checkpoi
 the file and what is wrong; so is one whose training metadata breaks the schema (a real
 checkpoint's metadata rewritten), through ``gpumlp.load``, a resumed ``fit``, and the
 ``gpumlp train --resume`` and ``gpumlp eval`` commands (exit 2, one line), as is a run folder's
-``args.json`` with a bad ``limit``, and a model whose input standardization makes inputs NaN or
-inf in its dtype."""
+``args.json`` with a bad ``limit``, and a model whose input (or a regression's target)
+standardization makes NaN or inf in its dtype. A regression's task and target standardization
+come back as they were saved; files written before the task was kept load as classification."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gpumlp
@@ -91,6 +93,18 @@ BAD_TRAINING_META = [
     ("dropout-key-negative", _set("dropout_key", value=-1), "'dropout_key' must be"),
     ("dtype-float16", _set("dtype", value="float16"), "'dtype' must be one of"),
     ("standardized-text", _set("standardized", value="yes"), "'standardized' must be true or"),
+    ("task-unknown", _set("task", value="ranking"), "'task' must be one of"),
+    (
+        "targets-standardized-text",
+        _set("targets_standardized", value="yes"),
+        "'targets_standardized' must be true or false",
+    ),
+    (
+        "targets-standardized-classification",
+        _set("targets_standardized", value=True),
+        "'targets_standardized' is true, but its task is classification",
+    ),
+    ("history-task", _set("history", "task", value="ranking"), "'history' must be"),
 ]
 """(id, change(meta) in place, message pattern): metadata of a real checkpoint (2 epochs of
 Adam with early stopping) that is missing, of the wrong type or out of range."""
@@ -149,7 +163,8 @@ def test_the_unchanged_checkpoint_resumes(tmp_path, checkpoint_file):
 
 CLI_CASES = """no-history no-rng no-schedule no-optimizer-scalars scalar-t-text epoch-negative
 epoch-nan epoch-float epoch-past-history history-list rng-empty-state schedule-lr-text
-early-number standardized-text""".split()
+early-number standardized-text task-unknown targets-standardized-text
+targets-standardized-classification history-task""".split()
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +280,72 @@ def test_a_tiny_std_is_refused_only_where_the_dtype_cannot_divide_by_it(
         gpumlp.load(path, backend="numpy")
     net = gpumlp.load(path, backend="numpy", dtype="float64")  # 1/1e-45 is finite there
     assert net.standardized
+
+
+# -- a regression's task and target standardization ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regression_model(tmp_path_factory) -> Path:
+    """A [4, 5, 1] float32 regression model trained on standardized inputs and targets in the
+    hundreds, saved."""
+    net = gpumlp.Network([4, 5, 1], task="regression", activation="relu",
+                         output_activation="identity", init="he", seed=0)  # fmt: skip
+    net.fit(SMALL_X, 300.0 + 40.0 * SMALL_X[:, :1], epochs=100, batch_size=4, lr=0.01,
+            optimizer="adam", standardize=True)  # fmt: skip
+    path = tmp_path_factory.mktemp("reg") / "m.npz"
+    net.save(path)
+    return path
+
+
+def test_a_regression_comes_back_with_its_task_and_target_standardization(regression_model):
+    meta, arrays = read_checkpoint(regression_model)
+    assert (meta["task"], meta["targets_standardized"]) == ("regression", True)
+    net = gpumlp.load(regression_model, backend="numpy")
+    scaling = net.target_scaling
+    assert net.task == "regression" and scaling is not None
+    assert scaling.mean == pytest.approx(arrays["target/mean"]) and scaling.mean[0] > 250
+    assert scaling.std == pytest.approx(arrays["target/std"])
+    values = net.predict(SMALL_X)  # in the targets' units, scaled back from what it learnt
+    assert values.shape == (len(SMALL_X), 1) and values.dtype == np.float64
+    assert np.abs(values - (300.0 + 40.0 * SMALL_X[:, :1])).max() < 10.0
+
+
+def test_a_model_written_before_the_task_was_kept_loads_as_classification(model_file, tmp_path):
+    def older(meta):
+        return {k: v for k, v in meta.items() if k not in ("task", "targets_standardized")}
+
+    path = resigned(model_file, tmp_path / "old.npz", older)
+    net = gpumlp.load(path, backend="numpy")
+    assert net.task == "classification" and net.target_scaling is None
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "shown"),
+    [
+        ("target/std", 0.0, "0.0"),
+        ("target/std", float("inf"), "inf"),
+        ("target/mean", float("nan"), "nan"),
+    ],
+)
+def test_a_target_standardization_that_makes_nan_is_refused(
+    regression_model, tmp_path, member, value, shown
+):
+    def change(arrays):
+        return arrays | {member: arrays[member] * 0 + value}
+
+    path = resigned(regression_model, tmp_path / "bad.npz", change_arrays=change)
+    message = f"{str(path)!r} holds an invalid target standardization: {member}[0] is {shown}: "
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}it must be"):
+        gpumlp.load(path, backend="numpy")
+    code, _, err = run("eval", path, "--backend", "numpy")
+    assert_refused(code, err, re.escape(f"{member}[0] is {shown}"))
+
+
+def test_a_regression_without_its_target_arrays_is_refused(regression_model, tmp_path):
+    def drop(arrays):
+        return {k: v for k, v in arrays.items() if not k.startswith("target/")}
+
+    path = resigned(regression_model, tmp_path / "bad.npz", change_arrays=drop)
+    with pytest.raises(CheckpointError, match="lacks parameter 'target/mean'"):
+        gpumlp.load(path, backend="numpy")

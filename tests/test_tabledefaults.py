@@ -24,7 +24,8 @@ def test_mnist_keeps_the_books_defaults_and_a_table_takes_the_table_rules():
     assert settings.defaults(images) == settings.defaults()
     table = settings.defaults(_table_data())
     assert table | {"hidden": None} == settings.defaults() | {
-        "hidden": None, "activation": "relu", "output_activation": "softmax",
+        "hidden": None, "task": "classification", "activation": "relu",
+        "output_activation": "softmax",
         "cost": "log_likelihood", "init": "he", "lr": 3e-3, "batch_size": 128, "epochs": 200,
         "optimizer": "adam", "l2": 1.0, "patience": 10, "stop_on": "val_cost",
         "monitor_set": "validation", "standardize": True}  # fmt: skip
@@ -32,9 +33,10 @@ def test_mnist_keeps_the_books_defaults_and_a_table_takes_the_table_rules():
     wide = DataSet("w", (np.zeros((4, 200)), np.arange(4) % 2), None, None, "table")
     assert settings.defaults(wide)["hidden"] == [256]  # 2·(200 + 2), at most 256
     assert settings.defaults(wide)["patience"] is None  # no validation split: no early stop
-    regression = dataclasses.replace(wide, task="regression")
-    assert (settings.defaults(regression)["output_activation"],
-            settings.defaults(regression)["cost"]) == ("identity", "quadratic")  # fmt: skip
+    regression = settings.defaults(dataclasses.replace(wide, task="regression"))
+    assert (regression["task"], regression["output_activation"], regression["cost"],
+            regression["l2"], regression["standardize"]) == (
+        "regression", "identity", "quadratic", 3.0, True)  # fmt: skip
 
 
 def test_every_rule_is_an_entrys_and_says_why():

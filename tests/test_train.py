@@ -1,5 +1,6 @@
 """Tests for gpumlp.train, the epoch loop: determinism and epoch orders, mini-batches as
-consecutive slices, the history it records, learning a separable problem on every backend, and
+consecutive slices, the history it records (a regression's MSE, MAE and R² in its targets'
+units), learning a separable problem on every backend, and
 divergence (the last good weights kept, in the first epoch and after a resume; a validation cost
 that overflows while the training cost stays finite is divergence too)."""
 
@@ -82,6 +83,57 @@ def test_history_records_each_epoch(blobs):
     for r in hist:
         assert r["seconds"] > 0 and 0 <= r["val_accuracy"] <= 1 and r["train_cost"] > 0
     assert hist[-1]["val_cost"] == pytest.approx(net.evaluate(X, y)["cost"], rel=1e-6)
+
+
+REGRESSION_NET = dict(task="regression", activation="relu", output_activation="identity",
+                      init="he", seed=0)  # fmt: skip
+
+
+def _line(X):
+    """Targets in the hundreds, a linear function of X (n, 4)."""
+    return 500.0 + 100.0 * X[:, :1] - 40.0 * X[:, 1:2]
+
+
+@pytest.fixture
+def rows():
+    """X (60, 4) float64, standard normal."""
+    return np.random.default_rng(0).standard_normal((60, 4))
+
+
+def test_a_regression_is_scored_each_epoch_by_mse_mae_and_r2_in_its_units(rows):
+    # Issue 29: a regression's history recorded an "accuracy" (of argmax over one column)
+    X = rows
+    y = _line(X)
+    net = gpumlp.Network([4, 8, 1], backend="numpy", **REGRESSION_NET)
+    hist = net.fit(X[:40], y[:40], epochs=100, batch_size=8, lr=0.01, optimizer="adam",
+                   standardize=True, validation_data=(X[40:], y[40:]))  # fmt: skip
+    assert hist.task == "regression"
+    assert list(hist[0]) == ["epoch", "lr", "train_cost", "val_cost", "val_mse", "val_mae",
+                             "val_r2", "seconds"]  # fmt: skip
+    assert hist.to_csv().splitlines()[0] == (
+        "epoch,lr,train_cost,val_cost,val_mse,val_mae,val_r2,seconds"
+    )
+    last = hist[-1]
+    pred = host(net.predict(X[40:]))  # values in the targets' units
+    error = pred - y[40:]
+    assert last["val_mse"] == pytest.approx(np.mean(error**2), rel=1e-4)
+    assert last["val_mae"] == pytest.approx(np.mean(np.abs(error)), rel=1e-4)
+    r2 = 1 - np.sum(error**2) / np.sum((y[40:] - y[40:].mean()) ** 2)
+    assert last["val_r2"] == pytest.approx(r2, rel=1e-4, abs=1e-5) and last["val_r2"] > 0.9
+    assert net.evaluate(X[40:], y[40:]) == pytest.approx(
+        {"cost": last["val_cost"], "mse": last["val_mse"], "mae": last["val_mae"],
+         "r2": last["val_r2"], "n": 20}, rel=1e-5)  # fmt: skip
+
+
+def test_a_regression_stops_on_its_validation_cost_never_its_accuracy(rows):
+    X = rows
+    net = gpumlp.Network([4, 8, 1], backend="numpy", **REGRESSION_NET)
+    kw = dict(epochs=30, lr=0.01, optimizer="adam", validation_data=(X[40:], _line(X[40:])))
+    with pytest.raises(ValueError, match=r"stop_on='val_accuracy' \(--stop-on\): a regression "
+                                         r"network has no accuracy"):  # fmt: skip
+        net.fit(X[:40], _line(X[:40]), patience=3, **kw)
+    hist = net.fit(X[:40], _line(X[:40]), patience=3, stop_on="val_cost", **kw)
+    assert all(r["val_cost"] is not None for r in hist)
 
 
 def test_learns_a_separable_problem(backend, blobs):

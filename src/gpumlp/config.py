@@ -21,6 +21,7 @@ from .backend import Namespace, backend_name, dtype_name, get_namespace, resolve
 from .costs import Cost, get_cost
 from .initial import INITS
 from .memory import param_count
+from .metrics import scored_keys
 from .settings import DEFAULT_CHUNK, ENGINES, HYPER_KEYS, MONITORS, SETTINGS, owned_by
 from .settings import DEFAULTS as D
 
@@ -31,6 +32,7 @@ __all__ = [
     "MONITORS",
     "ModelSpec",
     "TrainConfig",
+    "check_stop_on",
     "monitors",
 ]
 
@@ -50,6 +52,8 @@ class ModelSpec:
     dtype : {"float32", "float64"}
     xp : the array namespace the parameters live in
     init : the initialisation the parameters were drawn with
+    task : "classification" (the outputs score classes) or "regression" (they are the
+        targets' values), :data:`gpumlp.metrics.TASKS`
     """
 
     sizes: tuple[int, ...]
@@ -58,6 +62,7 @@ class ModelSpec:
     dtype: str
     xp: Namespace
     init: str = "normal"
+    task: str = "classification"
 
     @classmethod
     def build(
@@ -70,8 +75,10 @@ class ModelSpec:
         init: str = D["init"],
         dtype: str = D["dtype"],
         backend: str | ModuleType | None = D["backend"],
+        task: str | None = D["task"],
     ) -> ModelSpec:
-        """Validate the :class:`gpumlp.Network` arguments and build the spec.
+        """Validate the :class:`gpumlp.Network` arguments and build the spec (``task`` None:
+        classification).
 
         Raises ValueError/TypeError naming the argument (softmax as a hidden activation, an
         (output activation, cost) pair that is not defined, an unknown name, ...).
@@ -91,15 +98,17 @@ class ModelSpec:
             raise ValueError(
                 f"init={init!r} is not an initialisation; expected one of {list(INITS)}"
             )
+        task = SETTINGS["task"].check(task) or "classification"
         xp = get_namespace(backend)
         name = dtype_name(resolve_dtype(xp, dtype))
-        return cls(sizes, (hidden,) * (len(sizes) - 2) + (out,), the_cost, name, xp, init)
+        return cls(sizes, (hidden,) * (len(sizes) - 2) + (out,), the_cost, name, xp, init, task)
 
     def describe(self) -> str:
         """The network in one line, as ``Network``'s repr shows it."""
         n = param_count(self.sizes)
+        task = "" if self.task == "classification" else f"task={self.task!r}, "
         return (
-            f"Network({list(self.sizes)}, activation={self.activation!r}, output_activation="
+            f"Network({list(self.sizes)}, {task}activation={self.activation!r}, output_activation="
             f"{self.output_activation!r}, cost={self.cost.name!r}, dtype={self.dtype!r}, "
             f"backend={self.backend!r}, params={n})"
         )
@@ -135,6 +144,17 @@ def monitors(monitor: Iterable[str]) -> tuple[str, ...]:
     unknown name (ValueError) is refused."""
     names: tuple[str, ...] = SETTINGS["monitor"].check(monitor)
     return names
+
+
+def check_stop_on(task: str, stop_on: str) -> None:
+    """Refuse ``stop_on`` "val_accuracy" for a regression network, which has no accuracy
+    (ValueError naming the setting and its flag)."""
+    if task == "regression" and stop_on == "val_accuracy":
+        raise ValueError(
+            "stop_on='val_accuracy' (--stop-on): a regression network has no accuracy; "
+            "early stopping and the plateau schedule watch its validation cost: "
+            "stop_on='val_cost' (--stop-on val_cost)"
+        )
 
 
 @dataclass(frozen=True)
@@ -183,6 +203,20 @@ class TrainConfig:
                 f"schedule={self.schedule!r}/patience watch {self.stop_on!r}: they need "
                 f"validation_data and {self.stop_on!r} in monitor (monitor={list(self.monitor)})"
             )
+
+    def check_task(self, task: str) -> None:
+        """Refuse what the network's ``task`` cannot watch: for regression, early stopping or
+        the plateau schedule on the validation accuracy (:func:`check_stop_on`)."""
+        if self.watches_validation:
+            check_stop_on(task, self.stop_on)
+
+    def measured(self, task: str) -> tuple[str, ...]:
+        """The monitors a network of ``task`` measures: those of :attr:`monitor` that are
+        its task's (the accuracies are classification's; ``val_mse`` and the other scores
+        of :data:`gpumlp.metrics.SCORES` their task's)."""
+        own = ("train_cost", *(("train_accuracy",) if task == "classification" else ()),
+               *scored_keys(task))  # fmt: skip
+        return tuple(k for k in self.monitor if k in own)
 
     def hyper(self) -> dict[str, Any]:
         """The hyperparameters recorded in checkpoints (a resume with others is warned about)."""

@@ -13,11 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from .atomicio import atomic_write_bytes
+from .metrics import TASKS, scored_keys
 
-__all__ = ["FIELDS", "History", "column_name"]
+__all__ = ["ALL_FIELDS", "FIELDS", "History", "column_name", "fields"]
 
-FIELDS = ("epoch", "lr", "train_cost", "train_accuracy", "val_cost", "val_accuracy", "seconds")
-"""The fields of every record, in CSV column order (None where a value was not measured)."""
+
+def fields(task: str = "classification") -> tuple[str, ...]:
+    """The fields of every record of a run of ``task``, in CSV column order (None where a
+    value was not measured): the epoch, its lr, the training cost (and accuracy, for
+    classification), the scored split's cost and scores (:mod:`gpumlp.metrics`), seconds."""
+    train = ("train_cost", "train_accuracy") if task == "classification" else ("train_cost",)
+    return ("epoch", "lr", *train, *scored_keys(task), "seconds")
+
+
+FIELDS = fields("classification")
+"""The fields of a classification run's records (the book's)."""
+ALL_FIELDS = tuple(dict.fromkeys(k for task in TASKS for k in fields(task)))
+"""The fields of any run's records."""
 
 
 def column_name(key: str, scored: str) -> str:
@@ -42,6 +54,9 @@ class History:
         the run can be repeated exactly.
     scored : {"validation", "test"}
         What the ``val_*`` values were measured on: ``history.csv`` names its columns after it.
+    task : {"classification", "regression"}
+        The network's: its records hold the accuracies, or the regression's ``val_mse``,
+        ``val_mae`` and ``val_r2`` (:func:`fields`).
     """
 
     def __init__(
@@ -51,11 +66,13 @@ class History:
         *,
         seed: int | None = None,
         scored: str = "validation",
+        task: str = "classification",
     ) -> None:
         self.records = list(records)
         self.stop_reason = stop_reason
         self.seed = seed
         self.scored = scored
+        self.task = task
 
     def __len__(self) -> int:
         return len(self.records)
@@ -82,30 +99,33 @@ class History:
         return [r.get(key) for r in self.records]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form: ``{"epochs": [...], "stop_reason", "seed", "scored_set"}``."""
+        """JSON-able form: ``{"epochs": [...], "stop_reason", "seed", "scored_set", "task"}``."""
         return {
             "epochs": self.records,
             "stop_reason": self.stop_reason,
             "seed": self.seed,
             "scored_set": self.scored,
+            "task": self.task,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
-        """Inverse of :meth:`to_dict` (histories written before ``seed`` and ``scored_set``
-        existed read as validation-scored, seed unknown)."""
+        """Inverse of :meth:`to_dict` (histories written before ``seed``, ``scored_set`` and
+        ``task`` existed read as validation-scored classification, seed unknown)."""
         return cls(
             d.get("epochs", []),
             d.get("stop_reason"),
             seed=d.get("seed"),
             scored=d.get("scored_set") or "validation",
+            task=d.get("task") or "classification",
         )
 
     def to_csv(self) -> str:
-        """One line per epoch; ``val_*`` columns are named after the scored set."""
-        header = [column_name(k, self.scored) for k in FIELDS]
-        rows = [",".join(header)]
-        rows += [",".join("" if r.get(k) is None else repr(r[k]) for k in FIELDS) for r in self]
+        """One line per epoch, the columns of its task (:func:`fields`); ``val_*`` columns are
+        named after the scored set."""
+        keys = fields(self.task)
+        rows = [",".join(column_name(k, self.scored) for k in keys)]
+        rows += [",".join("" if r.get(k) is None else repr(r[k]) for k in keys) for r in self]
         return "\n".join(rows) + "\n"
 
     def to_json(self) -> str:

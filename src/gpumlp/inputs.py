@@ -5,7 +5,8 @@
 argument (:func:`prepare_x`, :func:`prepare_targets`), values as the network's dtype holds them
 (a float64 ``1e300`` given to a float32 network is refused, not turned into inf), and when the
 network was trained on standardized inputs, the training split's mean and standard deviation
-are applied here, so callers never do it.
+are applied here, so callers never do it. So are a regression's: its targets standardized
+(:class:`~gpumlp.targets.TargetScaling`) on the way in, its outputs scaled back on the way out.
 """
 
 from __future__ import annotations
@@ -37,44 +38,55 @@ from .backend import (
 )
 from .config import ModelSpec
 from .files.npyview import NpyRows
+from .targets import TargetScaling
 
-__all__ = ["Inputs", "prepare_targets", "prepare_x"]
+__all__ = ["Inputs", "check_standardization", "prepare_targets", "prepare_x"]
 
 Host = np.ndarray[Any, Any]
+
+
+def check_standardization(prefix: str, mean: Any, std: Any, dtype: str) -> None:
+    """Refuse a standardization that turns values into NaN or inf, as the network's ``dtype``
+    holds it: a ``mean`` not finite; a ``std`` not finite, 0, negative, or below the dtype's
+    smallest normal (1/std overflows). ValueError naming ``prefix/mean[i]`` or
+    ``prefix/std[i]`` (the names in model files: ``input/...``, ``target/...``) and the value."""
+    held_dtype = np.dtype(dtype)
+    tiny = float(np.finfo(held_dtype).smallest_normal)
+    for key, values in (("mean", mean), ("std", std)):
+        if values is None:
+            continue
+        values = np.asarray(values)
+        with np.errstate(over="ignore", invalid="ignore"):
+            held = values.astype(held_dtype)
+            ok = np.isfinite(held) & ((held >= tiny) if key == "std" else True)
+        if not ok.all():
+            i = int(np.argmin(ok))
+            need = (
+                f"a finite number of at least {tiny:.3g} (the smallest normal {held_dtype}), or "
+                f"the {prefix}s divided by it become NaN or inf"
+                if key == "std"
+                else f"finite in {held_dtype}"
+            )
+            raise ValueError(f"{prefix}/{key}[{i}] is {values[i].item()!r}: it must be {need}")
 
 
 @dataclass
 class Inputs:
     """The input edge of a network of ``spec``; ``mean``/``std`` (n_0,) float64 when it
-    standardizes its inputs."""
+    standardizes its inputs; ``scaling`` when it is a regression trained on standardized
+    targets."""
 
     spec: ModelSpec
     mean: Host | None = None
     std: Host | None = None
+    scaling: TargetScaling | None = None
 
     def __post_init__(self) -> None:
-        """Refuse a standardization that turns inputs into NaN or inf, as the network's dtype
-        holds it: a mean not finite; a standard deviation not finite, 0, negative, or below the
-        dtype's smallest normal (1/std overflows). ValueError naming ``input/mean[i]`` or
-        ``input/std[i]`` (the names in model files) and the value."""
-        dtype = np.dtype(self.spec.dtype)
-        tiny = float(np.finfo(dtype).smallest_normal)
-        for key, values in (("mean", self.mean), ("std", self.std)):
-            if values is None:
-                continue
-            values = np.asarray(values)
-            with np.errstate(over="ignore", invalid="ignore"):
-                held = values.astype(dtype)
-                ok = np.isfinite(held) & ((held >= tiny) if key == "std" else True)
-            if not ok.all():
-                i = int(np.argmin(ok))
-                need = (
-                    f"a finite number of at least {tiny:.3g} (the smallest normal {dtype}), or "
-                    "the inputs divided by it become NaN or inf"
-                    if key == "std"
-                    else f"finite in {dtype}"
-                )
-                raise ValueError(f"input/{key}[{i}] is {values[i].item()!r}: it must be {need}")
+        """Refuse a standardization of the inputs or targets that makes NaN or inf
+        (:func:`check_standardization`)."""
+        check_standardization("input", self.mean, self.std, self.spec.dtype)
+        if self.scaling is not None:
+            check_standardization("target", self.scaling.mean, self.scaling.std, self.spec.dtype)
 
     @property
     def standardized(self) -> bool:
@@ -111,20 +123,46 @@ class Inputs:
         )
         return not in_place
 
-    def targets(self, y: Any, m: int, *, name: str = "y") -> tuple[Array, Array]:
-        """Labels (m,) or targets (m, n_L), checked: the target matrix and the labels."""
+    def targets(
+        self, y: Any, m: int, *, name: str = "y", fit_standardization: bool = False
+    ) -> tuple[Array, Array]:
+        """Labels (m,) or targets (m, n_L), checked: the target matrix and the labels. A
+        regression's targets ((m,) for one output) are standardized, by their own mean and
+        standard deviation first with ``fit_standardization``."""
         spec = self.spec
+        if spec.task == "regression":
+            y = finite_host_array(name, y)
+            y = y[:, None] if y.ndim == 1 else y
+            if y.ndim == 2 and y.shape[1] == spec.sizes[-1]:  # else refused just below
+                if fit_standardization:
+                    self.scaling = TargetScaling.fit(y)
+                y = y if self.scaling is None else self.scaling.scaled(y)
         return prepare_targets(y, m=m, n_out=spec.sizes[-1], xp=spec.xp, dtype=spec.xp_dtype,
                                unit=spec.cost.unit_targets, name=name)  # fmt: skip
+
+    def values(self, a: Array) -> Array:
+        """A regression's outputs ``a`` (m, n_L) in the targets' units (scaled back, as
+        float64, when it learnt them standardized), on the device; ValueError for a
+        classification network's, which score classes."""
+        if self.spec.task != "regression":
+            raise ValueError(
+                "predict_values is for a regression network; this one classifies: predict "
+                "gives its classes and predict_proba their scores"
+            )
+        if self.scaling is None:
+            return a
+        return to_device(self.scaling.unscaled(to_host(a)), self.spec.xp)
 
     def data(
         self, X: Any, y: Any, *, name: str = "", fit_standardization: bool = False
     ) -> tuple[Array, Array, Array]:
         """A data set ``(X, Y, labels)`` on the device; ``name`` prefixes the argument names
-        in messages (``validation_data[0]``); ``fit_standardization`` as :meth:`x`."""
+        in messages (``validation_data[0]``); ``fit_standardization`` as :meth:`x` and, for
+        a regression's targets, :meth:`targets`."""
         x_name, y_name = (f"{name}[0]", f"{name}[1]") if name else ("X", "y")
         X_d = self.x(X, name=x_name, fit_standardization=fit_standardization)
-        return (X_d, *self.targets(y, X_d.shape[0], name=y_name))
+        m = X_d.shape[0]
+        return (X_d, *self.targets(y, m, name=y_name, fit_standardization=fit_standardization))
 
     def pair(self, pair: Any) -> tuple[Array, Array, Array] | None:
         """``validation_data`` as a device data set (None stays None)."""
@@ -135,10 +173,13 @@ class Inputs:
         return self.data(*pair, name="validation_data")
 
     def arrays(self) -> dict[str, Host]:
-        """The standardization as named host arrays for model files (empty when none)."""
-        if self.mean is None or self.std is None:
-            return {}
-        return {"input/mean": self.mean, "input/std": self.std}
+        """The standardizations as named host arrays for model files (empty when none)."""
+        out: dict[str, Host] = {}
+        if self.mean is not None and self.std is not None:
+            out |= {"input/mean": self.mean, "input/std": self.std}
+        if self.scaling is not None:
+            out |= {"target/mean": self.scaling.mean, "target/std": self.scaling.std}
+        return out
 
 
 def prepare_x(X: Any, *, n_features: int, xp: Namespace, dtype: Any, name: str = "X") -> Array:

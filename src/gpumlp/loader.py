@@ -12,8 +12,10 @@ import numpy as np
 from .errors import CheckpointError
 from .files.checkpoint import read_checkpoint
 from .files.modelfile import expected_arrays, params_from_arrays, spec_from_meta
+from .inputs import check_standardization
 from .memory import check_model_fits
 from .model import Network
+from .targets import TargetScaling
 
 __all__ = ["load", "network_from"]
 
@@ -44,9 +46,17 @@ def network_from(
     spec = spec_from_meta(meta, path, backend=backend, dtype=dtype)
     check_model_fits(spec.sizes, spec.dtype, spec.xp)
     params = params_from_arrays(spec, arrays, path)
-    try:
-        return Network.from_parts(spec, params, arrays.get("input/mean"), arrays.get("input/std"))
-    except ValueError as exc:  # the standardization's values (Inputs checks them)
-        raise CheckpointError(
-            f"{str(path)!r} holds an invalid input standardization: {exc}"
-        ) from None
+    for prefix in ("input", "target"):  # the standardizations' values, named as in the file
+        try:
+            check_standardization(
+                prefix, arrays.get(f"{prefix}/mean"), arrays.get(f"{prefix}/std"), spec.dtype
+            )
+        except ValueError as exc:
+            raise CheckpointError(
+                f"{str(path)!r} holds an invalid {prefix} standardization: {exc}"
+            ) from None
+    targets = None
+    if "target/mean" in arrays:
+        targets = TargetScaling(arrays["target/mean"], arrays["target/std"])
+    mean, std = arrays.get("input/mean"), arrays.get("input/std")
+    return Network.from_parts(spec, params, mean, std, targets)

@@ -31,6 +31,7 @@ from .reporting import fit_display, summary_text
 from .runstate import TrainState
 from .settings import DEFAULTS as D
 from .settings import SETTINGS
+from .targets import TargetScaling
 from .train import evaluate_arrays, train_network
 
 __all__ = ["Network"]
@@ -42,6 +43,8 @@ class Network:
     Parameters
     ----------
     sizes : sequence of int, units per layer, input first: ``[784, 30, 10]``
+    task : "classification" (None: outputs score classes) or "regression" (outputs are values:
+        ``predict`` gives them, scored by MSE, MAE and R²; ``standardize`` scales them too)
     activation : hidden activation: "sigmoid", "relu", "tanh" or "identity"
     output_activation : default the same as ``activation``; adds "softmax"
     cost : "quadratic", "cross_entropy" (sigmoid or softmax outputs) or "log_likelihood"
@@ -59,12 +62,15 @@ class Network:
     weights, biases : lists, ``weights[l]`` (sizes[l+1], sizes[l]), ``biases[l]`` (sizes[l+1],)
     spec : the ModelSpec; xp : the namespace; dtype : its dtype object; seed : int
     input_mean, input_std : host arrays (sizes[0],) when ``fit(standardize=True)`` set them
+    target_scaling : a regression's :class:`~gpumlp.targets.TargetScaling`, when
+        ``fit(standardize=True)`` set it
     """
 
     def __init__(
         self,
         sizes: Sequence[int],
         *,
+        task: str | None = D["task"],
         activation: str = D["activation"],
         output_activation: str | None = D["output_activation"],
         cost: str = D["cost"],
@@ -81,6 +87,7 @@ class Network:
             init=init,
             dtype=dtype,
             backend=backend,
+            task=task,
         )
         self.seed: int | None = (
             secrets.randbelow(2**32) if seed is None else SETTINGS["seed"].check(seed)
@@ -93,15 +100,15 @@ class Network:
         self.inputs = Inputs(self.spec)
 
     @classmethod
-    def from_parts(
-        cls, spec: ModelSpec, params: Params, input_mean: Any = None, input_std: Any = None
-    ) -> Network:
+    def from_parts(cls, spec: ModelSpec, params: Params, input_mean: Any = None,
+                   input_std: Any = None, targets: TargetScaling | None = None,
+                   ) -> Network:  # fmt: skip
         """A network of an already built spec and parameters (as :func:`gpumlp.load` makes
-        one); its seed is unknown (None)."""
+        one), with its standardizations; its seed is unknown (None)."""
         net = cls.__new__(cls)
         net.spec, net.params, net.seed = spec, params, None
         net._rng = np.random.default_rng()
-        net.inputs = Inputs(spec, input_mean, input_std)
+        net.inputs = Inputs(spec, input_mean, input_std, targets)
         return net
 
     sizes = property(lambda self: list(self.spec.sizes), doc="Units per layer, input first.")
@@ -112,6 +119,7 @@ class Network:
     backend = property(lambda self: self.spec.backend, doc='"numpy", "cupy" or a module name.')
     activation = property(lambda self: self.spec.activation, doc="Hidden activation's name.")
     output_activation = property(lambda self: self.spec.output_activation, doc="Output's name.")
+    task = property(lambda self: self.spec.task, doc='"classification" or "regression".')
     weights = property(lambda self: self.params.weights, doc="``weights[l]`` (n_{l+1}, n_l).")
     biases = property(lambda self: self.params.biases, doc="``biases[l]`` (n_{l+1},).")
 
@@ -126,6 +134,7 @@ class Network:
     standardized = property(lambda self: self.inputs.standardized, doc="Inputs standardized?")
     input_mean = property(lambda self: self.inputs.mean, doc="Standardization mean (n_0,).")
     input_std = property(lambda self: self.inputs.std, doc="Standardization std (n_0,).")
+    target_scaling = property(lambda self: self.inputs.scaling, doc="A regression's targets'.")
 
     def load_params(self, weights: Sequence[Any], biases: Sequence[Any]) -> None:
         """Copy parameters in from array-likes (host or device): ``weights[l]`` of shape
@@ -140,26 +149,31 @@ class Network:
     def feedforward(self, X: Any, *, chunk: int = DEFAULT_CHUNK) -> Array:
         """Outputs for inputs ``X`` (m, sizes[0]) -> array (m, sizes[-1]), in chunks of rows."""
         X, chunk = self.inputs.x(X), check_int("chunk", chunk)
-        n = X.shape[0]
-        outs = [
-            feedforward(
-                self.params,
-                X[k : min(k + chunk, n), ...],
-                activations=self.spec.activations,
-                xp=self.xp,
-            )
-            for k in range(0, n, chunk)
-        ]
+        n, acts, xp = X.shape[0], self.spec.activations, self.xp
+        outs = [feedforward(self.params, X[k : min(k + chunk, n), ...], activations=acts, xp=xp)
+                for k in range(0, n, chunk)]  # fmt: skip
         return outs[0] if len(outs) == 1 else self.xp.concat(outs, axis=0)
 
     def predict(self, X: Any, *, chunk: int = DEFAULT_CHUNK) -> Array:
-        """Class index of each row of ``X`` (m, sizes[0]) -> int64 array (m,)."""
+        """Class index of each row of ``X`` (m, sizes[0]) -> int64 array (m,); for a
+        regression network, the predicted values (:meth:`predict_values`)."""
+        if self.task == "regression":
+            return self.predict_values(X, chunk=chunk)
         return predict_labels(self.feedforward(X, chunk=chunk), xp=self.xp)
+
+    def predict_values(self, X: Any, *, chunk: int = DEFAULT_CHUNK) -> Array:
+        """A regression's predicted values for each row of ``X`` (m, sizes[0]): (m, sizes[-1]),
+        in the targets' units (float64, scaled back, when it learnt them standardized).
+        ValueError for a classification network, whose outputs are scores of classes."""
+        return self.inputs.values(self.feedforward(X, chunk=chunk))
 
     def predict_proba(self, X: Any, *, chunk: int = DEFAULT_CHUNK) -> Array:
         """Class scores of each row of ``X``: (m, sizes[-1]); with one output unit (m, 2) as
         ``[1 − a, a]``. Probabilities (rows summing to 1) for a softmax output; for sigmoid
-        outputs each column is its own class's score in (0, 1)."""
+        outputs each column is its own class's score in (0, 1). ValueError for a regression
+        network, which has no classes."""
+        if self.task == "regression":
+            raise ValueError("predict_proba is for classes; a regression network has none")
         a = self.feedforward(X, chunk=chunk)
         return self.xp.concat([1.0 - a, a], axis=1) if a.shape[1] == 1 else a
 
@@ -174,12 +188,14 @@ class Network:
 
     def evaluate(self, X: Any, y: Any, *, chunk: int = DEFAULT_CHUNK) -> dict[str, float]:
         """``{"cost", "accuracy", "n"}`` on ``X`` (m, sizes[0]) and labels (m,) or targets
-        (m, n_out); accuracy is the fraction of rows whose predicted class is the label."""
+        (m, n_out); accuracy is the fraction of rows whose predicted class is the label. For
+        a regression network ``{"cost", "mse", "mae", "r2", "n"}``, the scores in the
+        targets' units (:mod:`gpumlp.metrics`)."""
         X, Y, labels = self.inputs.data(X, y)
-        cost, acc = evaluate_arrays(
-            self.spec, self.params, X, Y, labels, chunk=check_int("chunk", chunk)
-        )
-        return {"cost": cost, "accuracy": acc, "n": int(X.shape[0])}
+        std = None if self.inputs.scaling is None else self.inputs.scaling.std
+        scores = evaluate_arrays(self.spec, self.params, X, Y, labels,
+                                 chunk=check_int("chunk", chunk), target_std=std)  # fmt: skip
+        return scores | {"n": int(X.shape[0])}
 
     def fit(
         self,
@@ -221,12 +237,13 @@ class Network:
         ``optimizer``: "sgd", "momentum", "nesterov", "adam"; ``l2``/``l1``: the book's (λ/n)·W and
         (λ/n)·sgn(W); ``dropout``: inverted, on hidden layers; ``schedule``: "constant",
         "step", "plateau" (the book's halve-on-plateau), "cosine"; ``patience``: early stopping
-        (or the plateau rule) on ``stop_on``: "val_accuracy" (the book's) or "val_cost";
-        ``monitor``: names from :data:`gpumlp.config.MONITORS`;
+        (or the plateau rule) on ``stop_on``: "val_accuracy" (the book's) or "val_cost" (a
+        regression's); ``monitor``: names from :data:`gpumlp.config.MONITORS`;
         ``checkpoint`` written every ``checkpoint_every`` epochs, on interruption and at the
         end; ``resume`` a checkpoint to continue from; ``engine``: "auto", "generic", "fused",
         "graph"; ``standardize``: subtract the training inputs' mean and divide by their
-        standard deviation (kept in the network, applied wherever it takes inputs).
+        standard deviation (kept in the network, applied wherever it takes inputs; a
+        regression's targets too, its predictions scaled back).
         ``verbose``: 0, the default, prints nothing; 1 a Keras-style line per epoch on stdout
         (``Epoch 3: train_cost 0.0612 - val_cost 0.0731 - val_accuracy 0.9412 (0.61 s)``)
         and a per-batch bar when stdout is a terminal; 2 the lines only. ``progress``: a
@@ -240,26 +257,14 @@ class Network:
         (X read from its file as it is used, cut short: kept and checkpointed as for Ctrl-C).
         """
         cfg = TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            shuffle=shuffle,
-            seed=seed,
-            optimizer=optimizer,
-            momentum=momentum,
-            l2=l2,
-            l1=l1,
-            dropout=dropout,
-            schedule=schedule,
-            patience=patience,
-            stop_on=stop_on,
-            monitor=monitors(monitor),
+            epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle, seed=seed,
+            optimizer=optimizer, momentum=momentum, l2=l2, l1=l1, dropout=dropout,
+            schedule=schedule, patience=patience, stop_on=stop_on, monitor=monitors(monitor),
             checkpoint=None if checkpoint is None else Path(checkpoint),
-            checkpoint_every=checkpoint_every,
-            engine=engine,
-            chunk=DEFAULT_CHUNK,
-        )
+            checkpoint_every=checkpoint_every, engine=engine, chunk=DEFAULT_CHUNK,
+        )  # fmt: skip
         cfg.check_validation(validation_data is not None)
+        cfg.check_task(self.task)
         progress, on_epoch = fit_display(verbose, progress, on_epoch, scored=scored)
         standardize = SETTINGS["standardize"].check(standardize)
         n = count_rows("X", X)
@@ -292,9 +297,10 @@ class Network:
         return train_network(state, data, validation, resume, progress, on_epoch)
 
     def save(self, path: str | Path) -> None:
-        """Write the model (spec, parameters, input standardization) to ``path`` atomically."""
-        write_checkpoint(
-            path,
-            model_meta(self.spec, standardized=self.standardized),
-            params_to_host(self.params) | self.inputs.arrays(),
-        )
+        """Write the model (spec, parameters, standardizations) to ``path`` atomically."""
+        write_checkpoint(path, *self.file_parts())
+
+    def file_parts(self) -> tuple[dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
+        """The model as a file holds it: its metadata and its named host arrays."""
+        arrays = params_to_host(self.params) | self.inputs.arrays()
+        return model_meta(self.spec, arrays), arrays

@@ -24,12 +24,23 @@ def epoch_line(
     record: dict[str, Any], *, scored: str = "validation", n_scored: int | None = None
 ) -> str:
     """One epoch as a line: ``Epoch 3: 9412 / 10000 test  (cost 0.0512, 0.61 s)`` when the scored
-    set's size is known, else Keras-style ``Epoch 3: train_cost 0.0612 - val_accuracy 0.9412``."""
+    set's size is known (a regression's ``Epoch 3: validation MSE 2950.1234, MAE 43.9210, R²
+    0.4821  (cost 0.5123, 0.01 s)``), else Keras-style ``Epoch 3: train_cost 0.0612 -
+    val_accuracy 0.9412``."""
     acc, cost = record.get("val_accuracy"), record.get("val_cost")
+    shown = f"cost {_number(cost)}, " if cost is not None else ""
     if n_scored and acc is not None:
-        shown = f"cost {_number(cost)}, " if cost is not None else ""
         return (
             f"Epoch {record['epoch']}: {round(acc * n_scored)} / {n_scored} {scored}  "
+            f"({shown}{record['seconds']:.2f} s)"
+        )
+    scores = [
+        _number(v) for k in ("val_mse", "val_mae", "val_r2") if (v := record.get(k)) is not None
+    ]
+    if n_scored and len(scores) == 3:
+        mse, mae, r2 = scores
+        return (
+            f"Epoch {record['epoch']}: {scored} MSE {mse}, MAE {mae}, R² {r2}  "
             f"({shown}{record['seconds']:.2f} s)"
         )
     parts = [
@@ -109,8 +120,9 @@ def summary_text(spec: ModelSpec, *, standardized: bool) -> str:
     ]
     n = param_count(spec.sizes)
     nbytes = n * np.dtype(spec.dtype).itemsize
+    task = "" if spec.task == "classification" else f"; {spec.task}"
     rows.append(
         f"{n:,} parameters ({spec.dtype}, {size_text(nbytes)}) on {spec.backend}; cost "
-        f"{spec.cost.name}; inputs {'standardized' if standardized else 'as given'}"
+        f"{spec.cost.name}; inputs {'standardized' if standardized else 'as given'}{task}"
     )
     return "\n".join(rows)

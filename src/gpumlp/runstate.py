@@ -43,7 +43,8 @@ class TrainState:
     """The state of one training run (see the module docstring).
 
     ``inputs`` holds host arrays that belong with the model in every file it writes (the
-    standardization's ``input/mean`` and ``input/std``), empty when there are none.
+    standardization's ``input/mean`` and ``input/std``, and a regression's ``target/mean``
+    and ``target/std``), empty when there are none.
     """
 
     spec: ModelSpec
@@ -87,7 +88,7 @@ class TrainState:
             _early_of(config),
             rng,
             key,
-            History(seed=seed, scored=scored),
+            History(seed=seed, scored=scored, task=spec.task),
             dict(inputs or {}),
         )
 
@@ -163,7 +164,7 @@ class TrainState:
             arrays |= params_to_host(value, f"opt/{key}")
         if self.best is not None:
             arrays |= params_to_host(self.best, "best")
-        meta = model_meta(self.spec, standardized=bool(self.inputs)) | {
+        meta = model_meta(self.spec, self.inputs) | {
             "epoch": self.epoch,
             "optimizer": {"name": self.optimizer.name, "scalars": self.opt_state.scalars},
             "hyper": self.config.hyper(),

@@ -23,7 +23,8 @@ data: the split it scores, standardization).
 A default may depend on the data: an entry's ``table_default(data)`` (a rule of
 :mod:`gpumlp.tabledefaults`, given the loaded data, a :class:`DataShape`) is its default for
 a table, once the data is loaded (:func:`defaults`); MNIST keeps the entry's ``default``, the
-book's. The settings read to load the data (owner ``"data"``, and ``seed``) cannot have one.
+book's. The settings read to load the data (owner ``"data"``, and ``seed``) cannot have one;
+``task``, which the reader takes when given, has the one the loaded data tells.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .backend import BACKEND_NAMES, DTYPES, NAMESPACES
 from .costs import COSTS
 from .initial import INITS
+from .metrics import TASKS, scored_keys
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES, WATCHED
 from .tabledefaults import RULES as T
@@ -65,9 +67,13 @@ path (NumPy: in-place ufuncs into preallocated buffers; CuPy: fused kernels and 
 ``graph``: CuPy only, whole steps replayed as CUDA graphs. ``auto`` picks the fastest that
 qualifies for the backend and network, falling back to ``generic``."""
 
-MONITORS = ("train_cost", "train_accuracy", "val_cost", "val_accuracy")
+MONITORS = ("train_cost", "train_accuracy", "val_cost",
+            *(k for t in TASKS for k in scored_keys(t)[1:]))  # fmt: skip
 """``train_*`` are running means over the epoch's mini-batches; ``val_*`` are measured on
-``validation_data`` after the epoch (the book's evaluation monitors)."""
+``validation_data`` after the epoch (the book's evaluation monitors): ``val_cost``, and the
+scores of the network's task (:mod:`gpumlp.metrics`), ``val_accuracy`` for classification,
+``val_mse``, ``val_mae`` and ``val_r2`` for regression; a network measures those of its
+task among those asked for."""
 
 
 def _is_int(v: Any) -> bool:
@@ -200,6 +206,10 @@ _TABLE = (
     Setting("hidden", "sizes", None, "layers",
             "hidden widths, e.g. 100,50: sizes from the data's width and classes",
             low=1, group="network", searchable=True, table_default=T["hidden"]),
+    Setting("task", "choice", None, "network",
+            "what the outputs are: classes, or the values of the targets", choices=TASKS,
+            noun="a task", group="network", shown="classification",
+            table_default=T["task"]),
     Setting("activation", "choice", "sigmoid", "network", choices=HIDDEN_ACTIVATIONS,
             noun="a hidden activation", group="network", searchable=True,
             table_default=T["activation"]),
@@ -267,8 +277,9 @@ _TABLE = (
             group="data"),
     # Network.fit's settings that are not flags (a run folder sets them itself)
     Setting("shuffle", "bool", True, "fit", "a new order of the training examples each epoch"),
-    Setting("monitor", "names", ("train_cost", "val_cost", "val_accuracy"), "fit",
-            "what each epoch's record measures", choices=MONITORS, noun="a monitor"),
+    Setting("monitor", "names", ("train_cost", *MONITORS[2:]), "fit",
+            "what each epoch's record measures (of its task's)", choices=MONITORS,
+            noun="a monitor"),
     Setting("checkpoint", "path", None, "fit",
             "the checkpoint, written every checkpoint_every epochs, when stopped and at the end"),
     Setting("chunk", "int", DEFAULT_CHUNK, "fit", "rows per forward pass when evaluating",

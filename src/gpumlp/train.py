@@ -6,7 +6,8 @@ divergence, memory running out).
 Nothing here prints. Per-batch progress goes to an optional ``progress`` callback, per-epoch
 results to ``on_epoch`` and the logger. Inside an epoch nothing is read back to the host: the
 step accumulates the cost and the correct count on the device, and they are read once per
-epoch, with the weights' magnitude (for divergence).
+epoch, with the weights' magnitude (for divergence); the scored split is measured once after
+each epoch (:func:`evaluate_arrays`: the accuracy, or a regression's MSE, MAE and R²).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from . import signals
-from .backend import Array, index_dtype, to_device
+from .backend import Array, index_dtype, to_device, to_host
 from .config import ModelSpec
 from .engines import select_step
 from .engines.steps import Data, Step, hits
 from .errors import DataFileShrank, DivergedError, TrainingInterrupted
 from .history import History
 from .memory import explain_failure, is_out_of_memory
+from .metrics import error_sums, regression_scores, scored_keys
 from .network import Params, feedforward
 from .runstate import TrainState, check_checkpoint_path
 
@@ -44,20 +46,38 @@ def safe_magnitude(finfo_max: float) -> float:
 
 
 def evaluate_arrays(
-    spec: ModelSpec, params: Params, X: Array, Y: Array, labels: Array, *, chunk: int
-) -> tuple[float, float]:
-    """Mean cost and accuracy on device arrays X (n, n_0), Y (n, n_L), labels (n,) int64,
-    ``chunk`` rows per forward pass. Returns floats, read back once."""
+    spec: ModelSpec,
+    params: Params,
+    X: Array,
+    Y: Array,
+    labels: Array,
+    *,
+    chunk: int,
+    target_std: Any = None,
+) -> dict[str, float]:
+    """The mean cost and the scores of the network's task (:mod:`gpumlp.metrics`) on device
+    arrays X (n, n_0), Y (n, n_L), labels (n,) int64, ``chunk`` rows per forward pass:
+    ``{"cost", "accuracy"}``, or for regression ``{"cost", "mse", "mae", "r2"}`` in the
+    targets' units, ``target_std`` (n_L,) the standard deviations the targets ``Y`` were
+    divided by (None: as they are). Floats, read back once."""
     xp = spec.xp
     n = X.shape[0]
+    regression = spec.task == "regression"
     cost_sum = xp.zeros((), dtype=spec.xp_dtype)
     correct = xp.zeros((), dtype=index_dtype(xp))
+    sums = xp.zeros((3, Y.shape[1]), dtype=spec.xp_dtype)
+    y_mean = xp.sum(Y, axis=0) / n if regression else None
     for k in range(0, n, chunk):
         rows = slice(k, min(k + chunk, n))
         a = feedforward(params, X[rows, ...], activations=spec.activations, xp=xp)
         cost_sum = cost_sum + xp.sum(spec.cost.fn(a, Y[rows, ...], xp=xp))
-        correct = correct + hits(a, labels[rows], xp=xp)
-    return float(cost_sum) / n, int(correct) / n
+        if y_mean is not None:
+            sums = sums + error_sums(a, Y[rows, ...], y_mean, xp=xp)
+        else:
+            correct = correct + hits(a, labels[rows], xp=xp)
+    if y_mean is not None:
+        return {"cost": float(cost_sum) / n} | regression_scores(to_host(sums), n, target_std)
+    return {"cost": float(cost_sum) / n, "accuracy": int(correct) / n}
 
 
 def _largest_weight(params: Params, xp: Any) -> float:
@@ -76,8 +96,8 @@ def _validation_problem(state: TrainState, validation: Data, chunk: int) -> str:
     """What went wrong when the validation cost is not finite in the first epoch of a run: the
     weights it started from (the ones kept) may not score finite either, when the validation
     inputs lie far outside the range of the training inputs; lr is not the cause then."""
-    cost, _ = evaluate_arrays(state.spec, state.params, *validation, chunk=chunk)
-    return _VALIDATION if math.isfinite(cost) else _OUT_OF_RANGE
+    scores = evaluate_arrays(state.spec, state.params, *validation, chunk=chunk)
+    return _VALIDATION if math.isfinite(scores["cost"]) else _OUT_OF_RANGE
 
 
 def _cause(limit: float | None, l2: float, lr: float, n: int, what: str) -> tuple[str, str | None]:
@@ -121,6 +141,9 @@ def run_epochs(
     # taken before an epoch's line is shown, so an interrupt never drops an epoch already shown.
     state.snapshot()
     first_epoch = state.epoch
+    task, measured = spec.task, cfg.measured(spec.task)
+    scored = [k for k in scored_keys(task) if k in measured]
+    target_std = state.inputs.get("target/std")
     while state.epoch < cfg.epochs:
         epoch = state.epoch
         start = time.perf_counter()
@@ -134,14 +157,14 @@ def run_epochs(
                 perm,
                 lr,
                 epoch * n_batches,
-                monitor=cfg.monitor,
+                monitor=measured,
                 progress=bar.update if bar is not None else None,
             )
         finally:
             if bar is not None:
                 bar.close()
         # The epoch's host reads: the monitors and the weights' magnitude.
-        train_cost = float(cost_sum) / n if "train_cost" in cfg.monitor else None
+        train_cost = float(cost_sum) / n if "train_cost" in measured else None
         largest = _largest_weight(state.params, xp)
         problem = None
         if not math.isfinite(largest) or (train_cost is not None and not math.isfinite(train_cost)):
@@ -149,18 +172,16 @@ def run_epochs(
         elif largest > limit:
             problem = f"the weights grew past ±{limit:.2g}, the safe range of {spec.dtype}"
         record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_cost": train_cost}
-        record["train_accuracy"] = int(correct) / n if "train_accuracy" in cfg.monitor else None
-        record["val_cost"] = record["val_accuracy"] = None
-        if (
-            problem is None
-            and validation is not None
-            and {"val_cost", "val_accuracy"} & set(cfg.monitor)
-        ):
-            val_cost, val_acc = evaluate_arrays(spec, state.params, *validation, chunk=cfg.chunk)
-            if not math.isfinite(val_cost):
+        if task == "classification":
+            record["train_accuracy"] = int(correct) / n if "train_accuracy" in measured else None
+        record |= dict.fromkeys(scored_keys(task))
+        if problem is None and validation is not None and scored:
+            scores = evaluate_arrays(
+                spec, state.params, *validation, chunk=cfg.chunk, target_std=target_std
+            )
+            if not math.isfinite(scores["cost"]):
                 problem = _VALIDATION
-            record["val_cost"] = val_cost if "val_cost" in cfg.monitor else None
-            record["val_accuracy"] = val_acc if "val_accuracy" in cfg.monitor else None
+            record |= {k: scores[k.removeprefix("val_")] for k in scored}
         if problem is not None:
             state.restore()
             if problem == _VALIDATION and epoch == first_epoch and validation is not None:

@@ -4,8 +4,11 @@ A file (see :mod:`.checkpoint` for the container) carries JSON metadata and name
 This module owns their meaning:
 
 - the model part, in every file: ``sizes``, ``activation``, ``output_activation``, ``cost``,
-  ``init``, ``dtype`` and the arrays ``param/0 .. param/2L-1`` (w_0, b_0, w_1, b_1, ...), plus,
-  for a network trained on standardized inputs, ``input/mean`` and ``input/std`` (n_0,);
+  ``init``, ``dtype``, ``task`` (files without it are classification) and the arrays
+  ``param/0 .. param/2L-1`` (w_0, b_0, w_1, b_1, ...), plus, for a network trained on
+  standardized inputs (``standardized``), ``input/mean`` and ``input/std`` (n_0,), and for a
+  regression trained on standardized targets (``targets_standardized``), ``target/mean`` and
+  ``target/std`` (n_L,);
 - the training part, in checkpoints: ``epoch``, ``optimizer`` (``name``, ``scalars``), ``hyper``,
   ``schedule``, ``early``, ``rng``, ``history``, ``dropout_key``, and the arrays
   ``opt/<buffer>/<i>`` and ``best/<i>``.
@@ -21,7 +24,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Mapping
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import Any
 
 import numpy as np
@@ -31,7 +34,8 @@ from .._version import __version__
 from ..backend import DTYPES, to_device, to_host
 from ..config import ModelSpec
 from ..errors import CheckpointError
-from ..history import FIELDS
+from ..history import ALL_FIELDS
+from ..metrics import TASKS
 from ..network import Params
 from ..optim import OPTIMIZERS, get_optimizer
 
@@ -52,8 +56,9 @@ def _where(path: str | os.PathLike[str]) -> str:
     return repr(str(path))
 
 
-def model_meta(spec: ModelSpec, *, standardized: bool = False) -> dict[str, Any]:
-    """The model part of a file's metadata for ``spec``."""
+def model_meta(spec: ModelSpec, arrays: Mapping[str, Any] = MappingProxyType({})) -> dict[str, Any]:
+    """The model part of a file's metadata for ``spec``, whose standardizations (``input/*``,
+    a regression's ``target/*``) are among the named host ``arrays`` the file holds."""
     return {
         "library": __version__,
         "sizes": list(spec.sizes),
@@ -62,7 +67,9 @@ def model_meta(spec: ModelSpec, *, standardized: bool = False) -> dict[str, Any]
         "cost": spec.cost.name,
         "init": spec.init,
         "dtype": spec.dtype,
-        "standardized": standardized,
+        "task": spec.task,
+        "standardized": "input/mean" in arrays,
+        "targets_standardized": "target/mean" in arrays,
     }
 
 
@@ -108,6 +115,7 @@ def spec_from_meta(
             init=meta.get("init", "normal"),
             dtype=dtype or meta["dtype"],
             backend=backend,
+            task=_task(meta, path),
         )
     except (TypeError, ValueError) as exc:
         raise CheckpointError(
@@ -115,15 +123,24 @@ def spec_from_meta(
         ) from None
 
 
+def _task(meta: Mapping[str, Any], path: str | os.PathLike[str]) -> str:
+    """The file's task: ``task``, "classification" in files written before it was kept."""
+    if (task := meta.get("task", "classification")) not in TASKS:
+        raise CheckpointError(f"{_where(path)} holds an invalid model configuration: 'task' "
+                              f"must be one of {list(TASKS)}, got {task!r:.100}")  # fmt: skip
+    return str(task)
+
+
 def check_same_network(
     meta: Mapping[str, Any], spec: ModelSpec, path: str | os.PathLike[str]
 ) -> None:
-    """Refuse a file written for another network (sizes, activations, cost)."""
+    """Refuse a file written for another network (sizes, activations, cost, task)."""
     mine = model_meta(spec)
-    for key in ("sizes", "activation", "output_activation", "cost"):
+    theirs = dict(meta) | {"task": _task(meta, path)}
+    for key in ("sizes", "activation", "output_activation", "cost", "task"):
         if key == "activation" and len(spec.sizes) == 2:
             continue
-        if meta.get(key) != mine[key]:
+        if theirs.get(key) != mine[key]:
             raise CheckpointError(
                 f"{_where(path)} is for a network with {key}={meta.get(key)!r}, "
                 f"but this network has {key}={mine[key]!r}"
@@ -142,15 +159,18 @@ def expected_arrays(
     ``training`` also checks the training part of ``meta`` (:func:`check_train_meta`). A file
     holding any other array, or one of another shape, is refused before it is read.
     """
-    sizes, standardized = _sizes(meta, path), meta.get("standardized", False)
-    if not isinstance(standardized, bool):
-        raise CheckpointError(
-            f"{_where(path)} holds an invalid model configuration: 'standardized' must be "
-            f"true or false, got {standardized!r:.100}"
-        )
+    sizes, invalid = _sizes(meta, path), f"{_where(path)} holds an invalid model configuration"
+    flags = {key: meta.get(key, False) for key in ("standardized", "targets_standardized")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise CheckpointError(f"{invalid}: {key!r} must be true or false, got {value!r:.100}")
+    if flags["targets_standardized"] and _task(meta, path) != "regression":
+        raise CheckpointError(f"{invalid}: 'targets_standardized' is true, but its task is "
+                              "classification (only a regression's targets are)")  # fmt: skip
     shapes = _param_shapes(sizes)
     want = {f"param/{i}": (s, True) for i, s in enumerate(shapes)}
-    want |= {f"input/{k}": ((sizes[0],), standardized) for k in ("mean", "std")}
+    want |= {f"input/{k}": ((sizes[0],), flags["standardized"]) for k in ("mean", "std")}
+    want |= {f"target/{k}": ((sizes[-1],), flags["targets_standardized"]) for k in ("mean", "std")}
     if "epoch" in meta or training:
         check_train_meta(meta, path)
         names = get_optimizer(meta["optimizer"]["name"]).buffers
@@ -226,10 +246,11 @@ def _history(v: Any) -> bool:
         isinstance(v, dict)
         and isinstance(v.get("epochs"), list)
         and all(isinstance(r, dict) and _is_int(r.get("epoch")) for r in v["epochs"])
-        and all(r.get(k) is None or _is_num(r[k]) for r in v["epochs"] for k in FIELDS[1:])
+        and all(r.get(k) is None or _is_num(r[k]) for r in v["epochs"] for k in ALL_FIELDS[1:])
         and isinstance(v.get("stop_reason", ""), str | None)
         and (v.get("seed") is None or _is_int(v["seed"]))
         and v.get("scored_set") in (None, "validation", "test")
+        and v.get("task") in (None, *TASKS)
     )
 
 
@@ -257,7 +278,8 @@ _TRAIN_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "history": (
         _history,
         "{'epochs': [records: an integer 'epoch', numbers or null], 'stop_reason': text or "
-        "null, 'seed': integer or null, 'scored_set': 'validation' or 'test'}",
+        "null, 'seed': integer or null, 'scored_set': 'validation' or 'test', 'task': "
+        "'classification' or 'regression'}",
     ),
     "hyper": (lambda v: isinstance(v, dict), "a dict of settings"),
     "dropout_key": (lambda v: v is None or _is_int(v, 0, 2**64), "null or an integer >= 0"),
