@@ -211,7 +211,10 @@ def bad(tmp_path) -> Path:
         (["--data", "ragged.csv"], "row 3 has 2 cells, but row 1 (the header) has 3"),
         (["--data", "empty.csv"], "empty.csv is empty"),
         (["--data", "X.npy", "--labels", "y3.npy"], r"y3.npy must be labels \(4,\)"),
-        (["--data", "X.npy", "--labels", "yfrac.npy"], "yfrac.npy holds 0.5 at index 1"),
+        (
+            ["--data", "X.npy", "--labels", "yfrac.npy", "--task", "classification"],
+            "yfrac.npy holds 0.5 at index 1",
+        ),
         (["--data", "good.csv", "--labels", "y.npy"], "--labels is for --data X.npy"),
         (["--labels", "y.npy"], "--labels is for --data X.npy"),
         (["--data", "val.npz", "--val-split", "0.2"], "already has a validation split"),

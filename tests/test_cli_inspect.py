@@ -1,6 +1,7 @@
 """Tests for ``gpumlp eval`` and ``gpumlp predict`` (gpumlp.cli.inspect), through
-``gpumlp.cli.main``: accuracy and the confusion matrix, pictures of any size and polarity, and
-bad models, data and images refused with exit code 2 and one line on stderr."""
+``gpumlp.cli.main``: accuracy and the confusion matrix (a regression's MSE, MAE and R²),
+pictures of any size and polarity, and bad models, data and images refused with exit code 2
+and one line on stderr."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import gpumlp
 from helpers.bad_files import BAD_CHECKPOINT_CONTAINERS, BAD_CHECKPOINT_CONTENTS
 from helpers.cli import assert_refused, file_in_the_way, run, run_gpumlp
-from helpers.data import bar_digits
+from helpers.data import bar_digits, write_regression_table
 from helpers.nets import small_net
 
 # -- eval ---------------------------------------------------------------------------------------
@@ -58,6 +60,48 @@ def test_eval_refuses_an_unreadable_args_json_at_once(content, message, trained_
     done = run_gpumlp("eval", run_dir)
     assert_refused(done.returncode, done.stderr, rf"'[^']*run/args\.json' {message}")
     assert done.stdout == ""
+
+
+# Issue 29: an .npz of (n, 1) float targets trained with identity outputs was scored by an
+# "accuracy" (whether the one output passed 0.5) and a 2×2 confusion matrix.
+_SCORES = re.compile(r"\S+: MSE ([\d.]+), MAE ([\d.]+), R² (-?[\d.]+), cost [\d.]+ on (.*)\n")
+
+
+@pytest.mark.usefixtures("numpy_env")
+def test_eval_of_a_regression_prints_mse_mae_and_r2_in_its_units(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3))
+    y = 20.0 + 8.0 * X[:, :1] - 3.0 * X[:, 1:2]  # (n, 1) float targets, outside [0, 1]
+    np.savez(tmp_path / "t.npz", X=X[:150], y=y[:150], X_test=X[150:], y_test=y[150:])
+    out = tmp_path / "r"
+    code, _, err = run("train", "--data", tmp_path / "t.npz", "--output-activation", "identity",
+                       "--seed", "0", "--quiet", "--out", out)  # fmt: skip
+    assert code == 0, err
+    code, stdout, _ = run("eval", out)
+    assert code == 0
+    scores = _SCORES.fullmatch(stdout)
+    assert scores and scores[4] == "the test set (50 examples)", stdout
+    assert "accuracy" not in stdout and "confusion" not in stdout
+    error = gpumlp.load(out / "model.npz", backend="numpy").predict(X[150:]) - y[150:]
+    assert float(scores[1]) == pytest.approx(np.mean(error**2), abs=1e-4)
+    assert float(scores[2]) == pytest.approx(np.mean(np.abs(error)), abs=1e-4)
+    assert float(scores[3]) > 0.9
+
+
+@pytest.mark.usefixtures("numpy_env")
+def test_eval_reads_another_file_as_the_models_task(tmp_path):
+    # Integer targets of many values are refused unless the task is given: eval gives the
+    # model's, so a test file of them is scored as the regression the model is.
+    data, _, _ = write_regression_table(tmp_path / "train.csv", integers=True)
+    test, _, _ = write_regression_table(tmp_path / "test.csv", 100, seed=1, integers=True)
+    out = tmp_path / "r"
+    code, _, err = run("train", "--data", data, "--task", "regression", "--epochs", "20",
+                       "--seed", "0", "--quiet", "--out", out)  # fmt: skip
+    assert code == 0, err
+    code, stdout, err = run("eval", out, "--data", test)
+    assert code == 0, err
+    scores = _SCORES.fullmatch(stdout)
+    assert scores and scores[4] == f"all 100 examples of {test}", stdout
 
 
 # -- predict ------------------------------------------------------------------------------------

@@ -51,7 +51,12 @@ from helpers.cli import (
     wait_for,
     wait_until,
 )
-from helpers.data import write_table, write_tiny_mnist, write_unscaled_table
+from helpers.data import (
+    write_regression_table,
+    write_table,
+    write_tiny_mnist,
+    write_unscaled_table,
+)
 from helpers.faults import DiskFull, fail_on_step, temp_files
 from helpers.nets import (
     INVALID_PAIRS,
@@ -239,6 +244,66 @@ def test_stop_on_is_a_flag_and_an_older_checkpoint_resumes_on_the_accuracy(tmp_p
     code, _, stderr = run("train", "--resume", out, "--epochs", "3", "--quiet")
     assert code == 0, stderr
     assert json.loads((out / "args.json").read_text())["stop_on"] == "val_accuracy"
+
+
+# -- regression (issue 29: diabetes' integer targets trained a 347-class network) ---------------
+
+_SCORED_LINE = re.compile(
+    r"Epoch \d+: validation MSE [\d.]+, MAE [\d.]+, R² -?[\d.]+  \(cost [\d.]+, [\d.]+ s\)"
+)
+
+
+def test_a_regression_is_told_by_its_targets_said_and_scored_by_mse_mae_and_r2(tmp_path):
+    data, _, _ = write_regression_table(tmp_path / "reg.csv")
+    out = tmp_path / "r"
+    code, stdout, stderr = run("train", "--data", data, "--val-split", "0.2", "--seed", "0",
+                               "--quiet", "--out", out)  # fmt: skip
+    assert code == 0 and stderr == "", stderr
+    first, *lines = stdout.splitlines()
+    assert ("Network([4, 32, 1], task='regression', activation='relu', output_activation="
+            "'identity', cost='quadratic'") in first  # fmt: skip
+    assert "validation set after each epoch; task regression; seed 0; defaults for " in first
+    epochs = [line for line in lines if line.startswith("Epoch ")]
+    assert epochs and all(_SCORED_LINE.fullmatch(line) for line in epochs), epochs[:3]
+    assert "accuracy" not in stdout
+    header = (out / "history.csv").read_text().splitlines()[0]
+    assert header == "epoch,lr,train_cost,val_cost,val_mse,val_mae,val_r2,seconds"
+    history = json.loads((out / "history.json").read_text())
+    assert history["task"] == "regression" and "val_accuracy" not in history["epochs"][0]
+    assert max(r["val_r2"] for r in history["epochs"]) > 0.9
+    assert json.loads((out / "args.json").read_text())["task"] == "regression"
+    net = gpumlp.load(out / "model.npz", backend="numpy")
+    assert net.task == "regression" and 140 < net.target_scaling.mean[0] < 160
+
+
+def test_many_valued_integer_targets_are_refused_until_the_task_is_given(tmp_path):
+    data, _, y = write_regression_table(tmp_path / "int.csv", integers=True)
+    distinct = len(set(y.tolist()))
+    assert distinct > 30  # more than min(100, 300 / 10)
+    code, stdout, stderr = run("train", "--data", data, "--quiet", "--out", tmp_path / "r")
+    assert_refused(
+        code, stderr, rf"int.csv: column 'target' \(index 4\) holds {distinct} distinct integer "
+        r"labels \(-?\d+ to \d+\) in 300 rows, too many to take as classes unasked: give --task "
+        r"regression to predict them as numbers, or --task classification if they are classes$",
+    )  # fmt: skip
+    assert stdout == "" and not (tmp_path / "r").exists()
+    code, stdout, stderr = run("train", "--data", data, "--task", "regression", "--epochs", "2",
+                               "--quiet", "--out", tmp_path / "r")  # fmt: skip
+    assert code == 0, stderr
+    assert "; task regression; seed" in stdout.splitlines()[0]
+
+
+def test_a_regression_never_watches_an_accuracy_and_mnist_is_none(tmp_path):
+    data, _, _ = write_regression_table(tmp_path / "reg.csv", 60)
+    code, stdout, stderr = run("train", "--data", data, "--stop-on", "val_accuracy", "--quiet",
+                               "--out", tmp_path / "r")  # fmt: skip
+    assert_refused(code, stderr, r"stop_on='val_accuracy' \(--stop-on\): a regression network "
+                                 r"has no accuracy; .* \(--stop-on val_cost\)$")  # fmt: skip
+    assert stdout == "" and not (tmp_path / "r").exists()
+    code, stdout, stderr = run("train", "--task", "regression", "--quiet", "--out", tmp_path / "m")
+    assert_refused(code, stderr, "--task regression: MNIST holds images of digits, whose labels "
+                                 "are classes$")  # fmt: skip
+    assert not (tmp_path / "m").exists()
 
 
 # -- bad flags and files: exit 2, one line, nothing written -------------------------------------

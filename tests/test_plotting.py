@@ -1,6 +1,6 @@
 """Tests for gpumlp.runs.plotting: learning-curve PNGs from a run folder (from a real fit, to
-another folder, with series left out), and bad input: a missing folder or history, a malformed
-history, no matplotlib. (``gpumlp plot`` is in test_cli_tools.py.)"""
+another folder, with series left out; a regression's MSE, MAE and R²), and bad input: a missing
+folder or history, a malformed history, no matplotlib. (``gpumlp plot`` is in test_cli_tools.py.)"""
 
 from __future__ import annotations
 
@@ -48,8 +48,27 @@ def test_unmeasured_series_are_left_out(tmp_path):
     for r in records:
         r["train_cost"] = None
     (tmp_path / "history.json").write_text(json.dumps({"epochs": records}))
-    with pytest.raises(ValueError, match=r"history\.json.*no measured cost or accuracy"):
+    with pytest.raises(ValueError, match=r"history\.json.*no measured cost or score"):
         plot_run(tmp_path / ".")
+
+
+@needs_matplotlib
+def test_a_regression_is_drawn_by_its_scores_not_an_accuracy(tmp_path):
+    records = [
+        {"epoch": e, "lr": 0.003, "train_cost": 1.0 / (e + 1), "val_cost": 1.2 / (e + 1),
+         "val_mse": 3000.0 / (e + 1), "val_mae": 50.0 / (e + 1), "val_r2": 0.5 - 0.1 / (e + 1),
+         "seconds": 0.1}
+        for e in range(3)
+    ]  # fmt: skip
+    history = {"epochs": records, "stop_reason": None, "task": "regression"}
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    names = ["cost.png", "mse.png", "mae.png", "r2.png"]
+    assert plot_run(tmp_path) == [tmp_path / n for n in names]
+    assert not (tmp_path / "accuracy.png").exists()
+    records[1]["val_r2"] = "high"
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    with pytest.raises(ValueError, match=r"epochs\[1\]\.val_r2 is 'high', not a number"):
+        plot_run(tmp_path)
 
 
 def test_missing_run_folder(tmp_path):

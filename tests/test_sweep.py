@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from helpers.cli import assert_refused, run, run_python
+from helpers.data import write_regression_table
 from helpers.faults import read_only
 from helpers.plots import needs_matplotlib
 
@@ -93,6 +94,16 @@ def test_a_bad_space_entry_is_refused_naming_its_key(tmp_path, bar_mnist, optuna
     assert stdout == ""
     assert key in err, err
     assert not out.exists()  # refused before anything is written
+
+
+def test_a_regression_is_refused_before_anything_is_written(tmp_path, optuna):
+    # a sweep maximizes the validation accuracy, which a regression has not
+    data, _, _ = write_regression_table(tmp_path / "reg.csv", 60)
+    out = tmp_path / "out"
+    code, stdout, err = run("sweep", space_file(tmp_path), "--data", data, "--out", out)
+    assert_refused(code, err, r"reg.csv: its task is regression, but a sweep maximizes the "
+                              r"validation accuracy of classes")  # fmt: skip
+    assert stdout == "" and not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,11 @@ __all__ = ["add_parsers", "model_path"]
 
 def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, Any]:
     """Add ``eval`` and ``predict`` to the subcommands; return their handlers."""
-    e = sub.add_parser("eval", parents=parents, help="accuracy and confusion matrix on a test set")
+    e = sub.add_parser(
+        "eval",
+        parents=parents,
+        help="accuracy and confusion matrix (regression: MSE, MAE, R²) on a test set",
+    )
     e.add_argument("model", help="model or checkpoint .npz, or a run folder")
     e.add_argument("--data", default=None, help="data set (default: the run's, else MNIST)")
     e.add_argument("--labels", default=None, help="with --data X.npy: its labels y.npy")
@@ -73,12 +77,17 @@ def _run_args(model: Path) -> dict[str, Any]:
 
 
 def _eval_data(
-    given: str | None, run: dict[str, Any], *, labels: str | None, column: str | None
+    given: str | None,
+    run: dict[str, Any],
+    *,
+    labels: str | None,
+    column: str | None,
+    task: str,
 ) -> tuple[DataSet, bool]:
     """The data ``eval`` scores, and whether it is the run's own: its data, labels, label
     column and held-out rows, when ``--data`` is not given or names the run's file (and no
     other labels are given); else ``--data`` with ``labels``, and ``column`` (default the
-    run's) when it is a CSV."""
+    run's) when it is a CSV. Its labels are read as the model's ``task`` takes them."""
     if given is None and (labels is not None or column is not None):
         raise UsageError("--labels and --label-column go with --data")
     same = given is not None and "data" in run and Path(given).resolve() == Path(run["data"])
@@ -89,22 +98,25 @@ def _eval_data(
             label_column=run.get("label_column"),
             val_split=run.get("val_split"),
             seed=run.get("seed", 0),
+            task=task,
         )
         return own, True
     path = Path(given)
     fmt = data_format(path) if path.is_file() else None
     if fmt == "csv" and column is None:
         column = run.get("label_column")
-    return load_data(given, labels=labels, label_column=column, training=False), False
+    return load_data(given, labels=labels, label_column=column, training=False, task=task), False
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Accuracy, cost and confusion matrix of the model on its data's test split (else its
-    validation split)."""
+    validation split); a regression's MSE, MAE, R² and cost."""
     path = model_path(args.model)
     net = load(path, backend=args.backend)
     run = _run_args(path)
-    data, own = _eval_data(args.data, run, labels=args.labels, column=args.label_column)
+    data, own = _eval_data(
+        args.data, run, labels=args.labels, column=args.label_column, task=net.task
+    )
     scored, split = (
         ("the test set", data.test)
         if data.test is not None
@@ -124,6 +136,13 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{data.n_features} features per example"
         )
     result = net.evaluate(X, y)
+    if net.task == "regression":
+        rows = "" if split is data.train else f" ({len(y)} examples)"  # "all N examples of F"
+        print(
+            f"{args.model}: MSE {result['mse']:.4f}, MAE {result['mae']:.4f}, R² "
+            f"{result['r2']:.4f}, cost {result['cost']:.4f} on {scored}{rows}"
+        )
+        return 0
     if y.ndim == 1:
         labels = y
     else:  # targets: the class is the largest, or for one unit whether it passes 0.5

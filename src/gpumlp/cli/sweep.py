@@ -113,8 +113,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(flags: dict[str, Any]) -> DataSet:
-    """The data, with a validation split (its own, else held out: :func:`hold_out`)."""
-    return hold_out(load_flags_data(flags), flags["val_split"], flags["seed"])
+    """The data, with a validation split (its own, else held out: :func:`hold_out`); a
+    regression refused (a sweep maximizes the validation accuracy)."""
+    data = load_flags_data(flags)
+    if data.task == "regression":
+        raise ValueError(
+            f"--data {flags['data']}: its task is regression, but a sweep maximizes the "
+            "validation accuracy of classes: tune a regression with gpumlp train (or give "
+            "--task classification if its labels are classes)"
+        )
+    return hold_out(data, flags["val_split"], flags["seed"])
 
 
 def _work(study: Any, dims: Any, fixed: Any, data: DataSet, out: Path, args: Any) -> int:

@@ -25,6 +25,7 @@ from ..runs.advice import Stall, constant_cost, scale_advice
 from ..runs.rundir import plan_folder, resume_path, resumed_flags, run_folder
 from ..runs.runner import execute, layers_for, plan_run
 from ..settings import FLAGS, SETTINGS, defaults
+from ..targets import TargetScaling
 from ._args import add_train_flags
 from .tools import ensure_mnist
 
@@ -75,8 +76,11 @@ def resolve(
 
 
 def _matters(name: str, flags: dict[str, Any], data: DataSet) -> bool:
-    """Whether the flag ``name`` changes this run: it has a value, and the early stopping it
-    steers, or the choice of split it makes, happens."""
+    """Whether the flag ``name`` changes this run, and is not said on its own: it has a value,
+    and the early stopping it steers, or the choice of split it makes, happens (the task is
+    said on its own)."""
+    if name == "task":
+        return False
     if name == "stop_on":
         return flags["patience"] is not None or flags["schedule"] == "plateau"
     if name == "monitor_set":
@@ -103,10 +107,11 @@ def _warn(text: str) -> None:
 
 
 def load_flags_data(flags: dict[str, Any]) -> DataSet:
-    """The data the flags name (``data``, the table flags, ``val_split``, ``seed``, ``limit``):
+    """The data the flags name (``data``, the table flags, ``val_split``, ``seed``, ``limit``,
+    ``task``):
     MNIST's flags refused before it is fetched, then fetched when missing."""
     if flags["data"] is None:
-        check_mnist_flags(flags["labels"], flags["label_column"], flags["val_split"])
+        check_mnist_flags(flags["labels"], flags["label_column"], flags["val_split"], flags["task"])
         ensure_mnist()
     return load_data(
         flags["data"],
@@ -114,6 +119,7 @@ def load_flags_data(flags: dict[str, Any]) -> DataSet:
         label_column=flags["label_column"],
         val_split=flags["val_split"],
         seed=flags["seed"],
+        task=flags["task"],
     ).limited(flags["limit"])
 
 
@@ -156,16 +162,20 @@ def _resuming(checkpoint: Path, done: int, epochs: int) -> str:
 def _train(args: argparse.Namespace) -> int:
     flags, resume, done, data, tabled = resolve(args)
     plan = plan_run(flags, data, resume=resume)
-    stall = Stall(constant_cost(plan.spec, data.train[1]))
+    targets = data.train[1]
+    if data.task == "regression" and flags["standardize"]:  # the cost of what it learns
+        targets = TargetScaling.fit(targets).scaled(targets)
+    stall = Stall(constant_cost(plan.spec, targets))
     planned = plan_folder(args.out, resume, overwrite=args.overwrite)
     with run_folder(planned, stem=data.name, resume=resume, overwrite=args.overwrite) as out:
         n_watch = None if plan.watch is None else len(plan.watch[1])
         where = f", {plan.scored} set after each epoch" if plan.watch is not None else ""
         unit = "images" if data.kind == "images" else "examples"
+        task = f"; task {plan.spec.task}" if data.kind == "table" else ""
         table = f"; defaults for tables: {_as_flags(flags, tabled)}" if tabled else ""
         print(
             f"gpumlp {__version__}: {plan.spec.describe()} on {len(data.train[0])} {unit}"
-            f"{where}; seed {flags['seed']}{table}",
+            f"{where}{task}; seed {flags['seed']}{table}",
             flush=True,
         )
         if data.kind == "table" and not flags["standardize"]:

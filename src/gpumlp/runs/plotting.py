@@ -3,10 +3,12 @@
 :func:`plot_run` reads ``history.json`` (written by ``gpumlp train``: ``{"epochs": [{"epoch",
 "lr", "train_cost", "train_accuracy", "val_cost", "val_accuracy", "seconds"}, ...],
 "stop_reason": ..., "scored_set": "validation" or "test"}``, None where a value was not
-measured) and draws training curves against those of the set scored after each epoch, the
-book's figures of chapter 3. The legend names that set as ``scored_set`` does (histories
-written before it existed read as "validation"). Matplotlib is imported only here, only when
-called, and only through its object-oriented API on the Agg canvas: no pyplot state, no display.
+measured; a regression's records hold ``val_mse``, ``val_mae`` and ``val_r2`` instead of the
+accuracies) and draws training curves against those of the set scored after each epoch, the
+book's figures of chapter 3, and a regression's scores. The legend names that set as
+``scored_set`` does (histories written before it existed read as "validation"). Matplotlib
+is imported only here, only when called, and only through its object-oriented API on the Agg
+canvas: no pyplot state, no display.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ __all__ = ["plot_run", "write_png"]
 _SERIES = {
     "cost": (("train_cost", "training"), ("val_cost", "validation")),
     "accuracy": (("train_accuracy", "training"), ("val_accuracy", "validation")),
+    "mse": (("val_mse", "validation"),),
+    "mae": (("val_mae", "validation"),),
+    "r2": (("val_r2", "validation"),),
 }
+_AXES = {"accuracy": "accuracy (%)", "cost": "cost", "mse": "mean squared error",
+         "mae": "mean absolute error", "r2": "R²"}  # fmt: skip
 
 
 def _read_history(path: Path) -> dict[str, Any]:
@@ -49,7 +56,8 @@ def _read_history(path: Path) -> dict[str, Any]:
 
 
 def _figure_png(history: dict[str, Any], what: str, title: str) -> bytes | None:
-    """One figure of ``what`` ("cost" or "accuracy") as PNG bytes, or None with nothing to draw."""
+    """One figure of ``what`` (a key of ``_SERIES``) as PNG bytes, or None with nothing to
+    draw."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -74,7 +82,7 @@ def _figure_png(history: dict[str, Any], what: str, title: str) -> bytes | None:
     for label, values in series:
         ax.plot(x, values, marker=marker, markersize=3, label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (%)" if what == "accuracy" else "cost")
+    ax.set_ylabel(_AXES[what])
     ax.set_title(f"{title}: {what}")
     if len(x) <= 20:
         ax.set_xticks(x)
@@ -99,7 +107,8 @@ def write_png(path: Path, png: bytes) -> None:
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
-    """Draw ``cost.png`` and ``accuracy.png`` from ``run_dir/history.json``.
+    """Draw ``cost.png`` and ``accuracy.png`` (a regression's ``mse.png``, ``mae.png`` and
+    ``r2.png``) from ``run_dir/history.json``.
 
     Parameters
     ----------
@@ -108,8 +117,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
 
     Returns
     -------
-    list of Path, the files written: ``cost.png`` when any cost was measured and
-    ``accuracy.png`` when any accuracy was; series never measured are left out of the figures.
+    list of Path, the files written: ``cost.png`` when any cost was measured,
+    ``accuracy.png`` when any accuracy was, and ``mse.png``, ``mae.png``, ``r2.png`` when
+    those scores were; series never measured are left out of the figures.
     Each file is written atomically.
 
     Raises
@@ -140,5 +150,5 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
             write_png(target, png)
             written.append(target)
     if not written:
-        raise ValueError(f"{str(path)!r} has no measured cost or accuracy to plot")
+        raise ValueError(f"{str(path)!r} has no measured cost or score to plot")
     return written

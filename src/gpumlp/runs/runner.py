@@ -21,7 +21,7 @@ import numpy as np
 from .. import signals
 from .._checks import first_nonfinite, overflow_text
 from ..atomicio import atomic_write_bytes
-from ..config import ModelSpec, TrainConfig
+from ..config import ModelSpec, TrainConfig, check_stop_on
 from ..data.sources import DataSet
 from ..engines.select import check_engine
 from ..errors import DataFileShrank, DivergedError, TrainingInterrupted
@@ -127,6 +127,7 @@ def plan_run(
     )
     fit = {k: flags[k] for k in FIT_FLAGS}
     config = TrainConfig(**fit)  # refuses bad settings and combinations now
+    check_stop_on(spec.task, config.stop_on)
     if config.watches_validation and watch is None:
         raise ValueError("--schedule plateau and --patience need a validation or test set")
     _check_penalties(flags, spec, n)
