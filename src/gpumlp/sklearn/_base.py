@@ -22,8 +22,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..backend import to_host
 from ..config import TrainConfig
 from ..data.sources import hold_out
-from ..files.modelfile import model_meta, params_to_host
 from ..loader import network_from
+from ..metrics import scored_keys
 from ..model import Network
 from ..runstate import TrainState
 from ..settings import SETTINGS
@@ -151,7 +151,7 @@ class TableMLP(BaseEstimator):
 
     def _network(self, settings: dict[str, Any], seed: int) -> Network:
         sizes = [self.n_features_in_, *list(settings["hidden"] or ()), self._n_outputs()]
-        return Network(sizes, **{k: settings[k] for k in _NETWORK}, seed=seed)
+        return Network(sizes, **{k: settings[k] for k in _NETWORK}, task=self._task, seed=seed)
 
     def _validation(self, X: Host, y: Host, seed: int) -> tuple[Any, Any]:
         """``(training rows, validation rows or None)``: ``validation_fraction`` of the rows
@@ -184,9 +184,9 @@ class TableMLP(BaseEstimator):
                 f"{len(X)} rows)"
             )
         self.network_, self._fit_settings = self._network(settings, seed), settings
-        monitor = ["train_cost"]  # and, with a validation split, its cost (and accuracy)
+        monitor = ["train_cost"]  # and, with a validation split, its cost and scores
         if validation is not None:
-            monitor += ["val_cost", "val_accuracy"][: 2 if self._task == "classification" else 1]
+            monitor += scored_keys(self._task)
         self.history_ = self.network_.fit(
             *train, validation_data=validation, seed=seed, verbose=self.verbose,
             standardize=settings["standardize"], monitor=monitor,
@@ -226,10 +226,13 @@ class TableMLP(BaseEstimator):
     # -- outputs -------------------------------------------------------------------------------
 
     def _outputs(self, X: Any) -> Host:
-        """The network's outputs (m, n_outputs) for ``X``, a float64 host array."""
+        """The network's outputs (m, n_outputs) for ``X`` (a regression's in the targets'
+        units), a float64 host array."""
         check_is_fitted(self, "network_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return to_host(self.network_.feedforward(X)).astype(np.float64)
+        net = self.network_
+        a = net.predict_values(X) if net.task == "regression" else net.feedforward(X)
+        return to_host(a).astype(np.float64)
 
     # -- pickling: the network as the model file's metadata and arrays --------------------------
 
@@ -238,8 +241,7 @@ class TableMLP(BaseEstimator):
         state.pop("_state", None)  # a partial_fit's optimizer state: the next call starts anew
         net = state.pop("network_", None)
         if net is not None:
-            meta = model_meta(net.spec, standardized=net.standardized)
-            state["_network_file"] = (meta, params_to_host(net.params) | net.inputs.arrays())
+            state["_network_file"] = net.file_parts()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

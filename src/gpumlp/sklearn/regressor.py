@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import RegressorMixin
+from sklearn.utils.validation import check_is_fitted
 
-from ..settings import SETTINGS
 from ..targets import TargetScaling
-from ._base import Host, TableMLP, TableShape
+from ._base import Host, TableMLP
 
 __all__ = ["MLPRegressor"]
 
@@ -17,9 +17,10 @@ __all__ = ["MLPRegressor"]
 class MLPRegressor(RegressorMixin, TableMLP):
     """A multilayer perceptron regressor trained by gpumlp, with scikit-learn's interface.
 
-    Identity outputs and the quadratic cost by default; with ``standardize`` (the default)
-    the targets are standardized for training and ``predict`` answers in their units
-    (:class:`gpumlp.targets.TargetScaling`), as are the inputs. A 1-D ``y`` gives 1-D
+    A regression network (``task="regression"``): identity outputs and the quadratic cost by
+    default; with ``standardize`` (the default) the targets are standardized for training and
+    ``predict`` answers in their units (the network's
+    :class:`~gpumlp.targets.TargetScaling`), as are the inputs. A 1-D ``y`` gives 1-D
     predictions; ``y`` (n, k) gives (n, k). Outputs are float64 host NumPy arrays whatever the
     backend.
 
@@ -30,7 +31,7 @@ class MLPRegressor(RegressorMixin, TableMLP):
 
     Attributes
     ----------
-    n_outputs_ : int, target columns; target_scaling_ : TargetScaling or None
+    n_outputs_ : int, target columns; target_scaling_ : the network's TargetScaling, or None
     network_, history_, n_iter_, n_features_in_, feature_names_in_ : as the classifier's
     """
 
@@ -42,19 +43,20 @@ class MLPRegressor(RegressorMixin, TableMLP):
     def _learn_targets(self, y: Any) -> None:
         y = np.asarray(y, dtype=np.float64)
         self._y_1d = y.ndim == 1
-        y2 = y.reshape(len(y), -1)
-        self.n_outputs_ = y2.shape[1]
-        shape = TableShape(0, self.n_outputs_, self._task, None)
-        standardize = self.standardize
-        if standardize is None:
-            standardize = SETTINGS["standardize"].default_for(shape)
-        self.target_scaling_ = TargetScaling.fit(y2) if standardize else None
+        self.n_outputs_ = y.reshape(len(y), -1).shape[1]
 
     def _encode(self, y: Any) -> Host:
         y2 = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
         if y2.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {y2.shape[1]} target columns, the model {self.n_outputs_}")
-        return y2 if self.target_scaling_ is None else self.target_scaling_.scaled(y2)
+        return y2  # standardized by the network, which learns their mean and std
+
+    @property
+    def target_scaling_(self) -> TargetScaling | None:
+        """The network's standardization of the targets (None: learnt as they are)."""
+        check_is_fitted(self, "network_")
+        scaling: TargetScaling | None = self.network_.target_scaling
+        return scaling
 
     def _n_outputs(self) -> int:
         return int(self.n_outputs_)
@@ -72,8 +74,6 @@ class MLPRegressor(RegressorMixin, TableMLP):
     def predict(self, X: Any) -> Host:
         """The predicted targets: (m,) float64 for a 1-D ``y``, else (m, k)."""
         a = self._outputs(X)
-        if self.target_scaling_ is not None:
-            a = self.target_scaling_.unscaled(a)
         return a[:, 0] if self._y_1d else a
 
     def __sklearn_tags__(self) -> Any:
