@@ -42,3 +42,18 @@ def test_one_seed_of_iris_is_measured_and_its_section_replaced(script, tmp_path,
     assert text.count(script.HEADING) == 1 and "IRIS (150, 4, 3)" in text
     assert text.startswith("# Results\n\nabove\n\n") and "\n## Later\n\nbelow\n" in text
     assert text.endswith("\n### Reading\n\nby hand\n") and "iris (150" not in text
+
+
+def test_diabetes_is_scored_by_r2_within_reach_of_scikit_learn(script, numpy_env):
+    # Issue 29's target: gpumlp train --task regression within 0.05 of scikit-learn's R²
+    results = script.measure(["diabetes"], [0])
+    got = {column: record["r2"] for column, (record,) in results["diabetes"].items()}
+    assert set(got) == {"scikit-learn", "scikit-learn, targets standardized", "gpumlp train",
+                        "gpumlp train --val-split 0.1", "gpumlp.sklearn"}  # fmt: skip
+    assert got["gpumlp train"] >= got["scikit-learn"] - 0.05
+    assert (
+        min(got["gpumlp train"], got["gpumlp train --val-split 0.1"], got["gpumlp.sklearn"]) > 0.2
+    )
+    section = script.table(results, [0])
+    assert "| diabetes (442, 10) |" in section and "| gpumlp train R² |" in section
+    assert "accuracy %" not in section  # no classifier measured: no classifiers' table
