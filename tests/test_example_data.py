@@ -42,7 +42,7 @@ def examples(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("data", ["flowers.csv", "blobs.npz"])
+@pytest.mark.parametrize("data", ["flowers.csv", "blobs.npz", "prices.csv"])
 def test_the_readme_runs_on_the_example_files_print_what_it_shows(examples, data, monkeypatch):
     monkeypatch.chdir(examples)
     argv, output = shown(f"gpumlp train --data {data}")
@@ -55,6 +55,7 @@ def test_the_readme_runs_on_the_example_files_print_what_it_shows(examples, data
     assert stdout == output
 
 
-def test_the_readme_shows_the_first_row_of_flowers(examples):
-    _, output = shown("head -2 flowers.csv")
-    assert "".join((examples / "flowers.csv").read_text().splitlines(True)[:2]) == output
+@pytest.mark.parametrize("data", ["flowers.csv", "prices.csv"])
+def test_the_readme_shows_the_first_row_of_each_csv(examples, data):
+    _, output = shown(f"head -2 {data}")
+    assert "".join((examples / data).read_text().splitlines(True)[:2]) == output
