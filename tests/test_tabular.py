@@ -10,7 +10,6 @@ allocate anything near the file's size.
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
