@@ -22,7 +22,14 @@ import pytest
 import gpumlp
 import gpumlp.data.sources
 from gpumlp.files.checkpoint import read_checkpoint
-from helpers.cli import assert_refused, printed_epochs, run, run_gpumlp, saved_epochs
+from helpers.cli import (
+    assert_refused,
+    assert_same_run,
+    printed_epochs,
+    run,
+    run_gpumlp,
+    saved_epochs,
+)
 from helpers.trainer import Trainer
 
 # SGD at lr 1.0, all 6 epochs (no early stopping): the last epoch's weights are the model's.
@@ -214,6 +221,12 @@ def bad(tmp_path) -> Path:
         (["--data", "X.npy", "--labels", "yfrac.npy"], "yfrac.npy holds 0.5 at index 1"),
         (["--data", "good.csv", "--labels", "y.npy"], "--labels is for --data X.npy"),
         (["--labels", "y.npy"], "--labels is for --data X.npy"),
+        (["--data", "good.csv", "--from-disk"], "--from-disk is for --data X.npy"),
+        (
+            ["--from-disk"],
+            "--from-disk is for --data X.npy (inputs as an .npy file, read batch "
+            "by batch); MNIST is not one",
+        ),
         (["--data", "val.npz", "--val-split", "0.2"], "already has a validation split"),
         (["--data", "good.csv", "--val-split", "1.5"], "--val-split: must lie in"),
         (["--data", "noX.npz"], r"noX.npz holds no array 'X' \(it holds features\)"),
@@ -262,6 +275,8 @@ def bad(tmp_path) -> Path:
         "fraction",
         "labels-with-csv",
         "labels-without-data",
+        "from-disk-with-csv",
+        "from-disk-with-mnist",
         "val-split-with-X_val",
         "val-split-1.5",
         "npz-without-X",
@@ -306,13 +321,15 @@ def test_eval_errors_say_what_is_missing(bad, monkeypatch):
 
 
 def test_an_x_npy_cut_short_mid_run_stops_with_the_finished_epochs_saved(folder, tmp_path):
-    # X.npy is read as training goes. Cut to a few bytes once epoch 1's line is out, the run
-    # stops with one line naming the file and both sizes, the finished epochs saved (it used to
-    # die of SIGBUS, exit -7, with every epoch lost); restored, the printed command resumes it.
+    # With --from-disk X.npy is read as training goes. Cut to a few bytes once epoch 1's line
+    # is out, the run stops with one line naming the file and both sizes, the finished epochs
+    # saved (it used to die of SIGBUS, exit -7, with every epoch lost); restored, the printed
+    # command resumes it (--from-disk recorded with the run's flags).
     whole = (folder / "X.npy").read_bytes()
     (tmp_path / "X.npy").write_bytes(whole)
     run_dir = tmp_path / "run"
     flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
+    flags += ["--from-disk"]
     trainer = Trainer("--data", tmp_path / "X.npy", *flags, "--epochs", "100000", "--quiet",
                       "--out", run_dir)  # fmt: skip
     try:
@@ -386,3 +403,25 @@ def test_eval_of_another_file_of_one_class_scores_it(bad, monkeypatch):
     code, out, err = run("eval", "r", "--data", "X.npy", "--labels", "twos.npy")
     assert code == 0, err
     assert "on all 4 examples of X.npy" in out
+
+
+def test_a_small_x_npy_is_read_into_memory_so_a_cut_mid_run_changes_nothing(folder, tmp_path):
+    # Without --from-disk an X.npy that fits in memory is read whole before training: cut to a
+    # few bytes once epoch 1's line is out, the run goes on to its end with the weights of an
+    # untouched run (read batch by batch from the file, it would stop, as above).
+    (tmp_path / "X.npy").write_bytes((folder / "X.npy").read_bytes())
+    flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
+    flags += ["--epochs", "12", "--quiet"]
+    trainer = Trainer("--data", tmp_path / "X.npy", *flags, "--out", tmp_path / "cut")
+    try:
+        trainer.wait_for(r"Epoch 1: ")
+        os.truncate(tmp_path / "X.npy", 100)
+        code, out, err = trainer.finish()
+    finally:
+        trainer.kill()
+    assert code == 0 and err == "", err
+    assert printed_epochs(out) == list(range(12))
+    code, _, err = run_at("train", "--data", folder / "X.npy", *flags, "--out", tmp_path / "whole",
+                          cwd=tmp_path)  # fmt: skip
+    assert code == 0, err
+    assert_same_run(tmp_path / "cut", tmp_path / "whole")

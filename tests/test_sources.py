@@ -82,7 +82,10 @@ def test_table_npz_csv_and_npy_pair_give_the_same_data_set(tmp_path, blobs3):
         assert data.kind == "table" and (data.n_features, data.n_outputs) == (4, 3)
         assert np.array_equal(data.train[0], X) and np.array_equal(data.train[1], y)
     assert [d.name for d in sets] == ["t", "t", "X"]
-    assert not isinstance(sets[2].train[0], np.ndarray)  # X.npy: read as it is used
+    assert isinstance(sets[2].train[0], np.ndarray)  # X.npy that fits: read into memory
+    on_disk = load_data(str(tmp_path / "X.npy"), labels=str(tmp_path / "y.npy"), from_disk=True)
+    assert not isinstance(on_disk.train[0], np.ndarray)  # read as it is used
+    assert np.array_equal(on_disk.train[0], X) and np.array_equal(on_disk.train[1], y)
 
 
 def test_n_outputs_for_labels_targets_and_class_names():
@@ -139,8 +142,18 @@ def test_val_split_with_a_validation_split_is_refused(tmp_path, blobs3):
         ("t.npz", {"label_column": "a"}, "--label-column is for --data FILE.csv"),
         ("X.npy", {"labels": "nope.npy"}, "--labels 'nope.npy' does not exist"),
         (None, {"labels": "y.npy"}, "--labels is for --data X.npy .*; MNIST holds its own"),
+        ("t.npz", {"from_disk": True}, r"--from-disk is for --data X.npy .*; t.npz is not one"),
+        (None, {"from_disk": True}, r"--from-disk is for --data X.npy .*; MNIST is not one"),
     ],
-    ids=["npy-without-labels", "labels-npz", "label-column-npz", "labels-missing", "mnist"],
+    ids=[
+        "npy-without-labels",
+        "labels-npz",
+        "label-column-npz",
+        "labels-missing",
+        "mnist",
+        "from-disk-npz",
+        "from-disk-mnist",
+    ],
 )
 def test_flags_that_do_not_fit_the_data(tmp_path, blobs3, monkeypatch, name, flags, message):
     monkeypatch.chdir(tmp_path)

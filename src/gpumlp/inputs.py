@@ -101,7 +101,9 @@ class Inputs:
     def copies(self, X: Any, *, standardize: bool = False) -> bool:
         """Whether :meth:`x` makes a new array of ``X`` rather than using it in place (a NumPy
         array, memory-mapped or not, or a file read as it is used, already in the network's
-        dtype on the NumPy backend, with no standardization to apply), for memory estimates."""
+        dtype on the NumPy backend, with no standardization to apply), for memory estimates.
+        An array used in place is not counted: in memory (an X.npy read whole included), it is
+        out of the memory free already; in its file, it is read a batch at a time."""
         spec = self.spec
         in_place = (
             spec.backend == "numpy"

@@ -265,6 +265,10 @@ _TABLE = (
             group="data"),
     Setting("checkpoint_every", "int", None, "fit", "checkpoint every N epochs", low=1,
             group="data"),
+    Setting("from_disk", "bool", False, "data",
+            "read X.npy from its file batch by batch (data larger than memory; slower: one read "
+            "per row) instead of into memory; an X.npy that does not fit in half the free memory "
+            "is read this way anyway", group="data"),
     # Network.fit's settings that are not flags (a run folder sets them itself)
     Setting("shuffle", "bool", True, "fit", "a new order of the training examples each epoch"),
     Setting("monitor", "names", ("train_cost", "val_cost", "val_accuracy"), "fit",

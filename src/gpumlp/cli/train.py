@@ -103,10 +103,13 @@ def _warn(text: str) -> None:
 
 
 def load_flags_data(flags: dict[str, Any]) -> DataSet:
-    """The data the flags name (``data``, the table flags, ``val_split``, ``seed``, ``limit``):
+    """The data the flags name (``data``, the table flags, ``val_split``, ``seed``, ``limit``,
+    ``from_disk``; ``dtype`` and ``standardize`` say what copy of X.npy training makes):
     MNIST's flags refused before it is fetched, then fetched when missing."""
     if flags["data"] is None:
-        check_mnist_flags(flags["labels"], flags["label_column"], flags["val_split"])
+        check_mnist_flags(
+            flags["labels"], flags["label_column"], flags["val_split"], from_disk=flags["from_disk"]
+        )
         ensure_mnist()
     return load_data(
         flags["data"],
@@ -114,6 +117,9 @@ def load_flags_data(flags: dict[str, Any]) -> DataSet:
         label_column=flags["label_column"],
         val_split=flags["val_split"],
         seed=flags["seed"],
+        from_disk=flags["from_disk"],
+        dtype=flags["dtype"],
+        standardize=bool(flags["standardize"]),
     ).limited(flags["limit"])
 
 

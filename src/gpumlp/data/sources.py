@@ -8,7 +8,8 @@ the class names when the file gave them. The format is told by the content, not 
 * a zip (``.npz``): with ``x_train``, a Keras-style MNIST; with ``X``, a table
   (:func:`gpumlp.data.tabular.read_table_npz`); only the member names are read to tell them apart;
 * gzip or a pickle: the book's ``mnist.pkl.gz`` (an IDX file alone: refused, naming it);
-* an ``.npy`` file: the inputs X, with ``labels`` naming y.npy (memory-mapped);
+* an ``.npy`` file: the inputs X, with ``labels`` naming y.npy (read into memory when it fits
+  comfortably, else, or with ``from_disk``, batch by batch from the file as training goes);
 * text (``.csv``/``.tsv``/``.txt``, or UTF-8 text not named ``.npz``, ``.npy``, ``.gz``,
   ``.pkl``): a CSV table, ``label_column`` picking the labels.
 
@@ -90,10 +91,15 @@ class DataSet:
 
 
 def check_mnist_flags(
-    labels: str | None, label_column: str | int | None, val_split: float | None
+    labels: str | None,
+    label_column: str | int | None,
+    val_split: float | None,
+    *,
+    from_disk: bool = False,
 ) -> None:
     """Refuse the table flags for MNIST (ValueError naming the flag), before it is fetched."""
     _check_flags("mnist", "MNIST", labels, label_column)
+    _check_from_disk("mnist", "MNIST", from_disk)
     if val_split is not None:
         raise ValueError(
             "--val-split: MNIST already has a validation split (the last 10,000 training "
@@ -111,6 +117,14 @@ def _check_flags(fmt: str, what: str, labels: Any, label_column: Any) -> None:
     if labels is None and fmt == "npy":
         raise ValueError(
             f"{what} is an .npy file of inputs X: give its labels or targets with --labels y.npy"
+        )
+
+
+def _check_from_disk(fmt: str, what: str, from_disk: bool) -> None:
+    if from_disk and fmt != "npy":
+        raise ValueError(
+            f"--from-disk is for --data X.npy (inputs as an .npy file, read batch by batch); "
+            f"{what} is not one"
         )
 
 
@@ -183,6 +197,9 @@ def load_data(
     val_split: float | None = None,
     seed: int = 0,
     training: bool = True,
+    from_disk: bool = False,
+    dtype: str | None = None,
+    standardize: bool = False,
 ) -> DataSet:
     """Read the data set ``gpumlp train --data`` names (see the module docstring).
 
@@ -198,6 +215,11 @@ def load_data(
     training : the data is to train on: a table's labels are held to the classes its
         training split defines (:func:`~gpumlp.data.tabular.check_classes`); False for a
         file of examples a trained network is scored on
+    from_disk : with ``data`` an X.npy, read X from its file batch by batch as training goes,
+        not into memory (which happens anyway when X does not fit in half the memory free)
+    dtype, standardize : the network's dtype and whether its inputs are standardized: with
+        an X.npy, the copy training makes of X (when its dtype differs, or standardized) counts
+        beside X when deciding whether it fits in memory (None: no copy counted)
 
     Raises
     ------
@@ -205,13 +227,14 @@ def load_data(
     flag that does not fit the data.
     """
     if data is None:
-        check_mnist_flags(labels, label_column, val_split)
+        check_mnist_flags(labels, label_column, val_split, from_disk=from_disk)
         return DataSet("mnist", *load_mnist(None), kind="images")
     path = Path(data).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"--data {str(data)!r} does not exist; it takes {FORMATS}")
     fmt = data_format(path)
     _check_flags(fmt, str(path), labels, label_column)
+    _check_from_disk(fmt, str(path), from_disk)
     name = path.stem.split(".")[0] or "data"
     if fmt == "mnist":
         table, kind = Table(*load_mnist(path)), "images"
@@ -221,7 +244,10 @@ def load_data(
         y_path = Path(str(labels)).expanduser()
         if not y_path.is_file():
             raise FileNotFoundError(f"--labels {str(labels)!r} does not exist or is not a file")
-        table, kind = read_npy_pair(path, y_path), "table"
+        table = read_npy_pair(
+            path, y_path, from_disk=from_disk, dtype=dtype, standardize=standardize
+        )
+        kind = "table"
     else:
         table, kind = read_csv(path, label_column), "table"
     train, validation = table.train, table.validation

@@ -7,8 +7,8 @@ refused), or targets (n, k) float, one column per output (one unit's targets in 
 (n, 1)). Sizes a file declares are checked before anything large is read (npy headers against
 the memory free); messages name the file, array, row and column.
 ``X.npy`` is never memory-mapped: it is read through its open descriptor
-(:mod:`gpumlp.files.npyview`), training reading each batch from the file when it is C-ordered in
-the network's dtype (float32 by default), so a file cut short mid-run is an error, not SIGBUS.
+(:mod:`gpumlp.files.npyview`), into memory whole when it fits comfortably, else (or asked to)
+batch by batch as training goes, so a file cut short while it is read is an error, not SIGBUS.
 Labels are class indices 0..k-1, k one more than the largest training label, or class names;
 :func:`check_classes` holds a table to what its training split defines.
 """
@@ -28,7 +28,7 @@ from typing import Any, cast
 import numpy as np
 
 from .._checks import first_nonfinite
-from ..files.npyview import open_rows
+from ..files.npyview import load_rows
 from ..files.safeio import (
     open_regular,
     read_npy,
@@ -211,17 +211,23 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     return shape, dtype, nbytes
 
 
-def read_npy_pair(x_path: Path, y_path: Path) -> Table:
-    """``X.npy`` (n, d), read as it is used (:class:`~gpumlp.files.npyview.NpyRows`), and
-    ``y.npy`` (n,) labels or (n, k) targets, read into memory (its header checked against the
-    memory free first)."""
-    shape, _, _ = _npy_header(x_path)
+def read_npy_pair(x_path: Path, y_path: Path, *, from_disk: bool = False,
+                  dtype: str | None = None, standardize: bool = False) -> Table:  # fmt: skip
+    """``X.npy`` (n, d) and ``y.npy`` (n,) labels or (n, k) targets: y read into memory (its
+    header checked against the memory free first), X as :func:`~gpumlp.files.npyview.load_rows`
+    reads it: whole when it fits in half the memory free beside the copy training makes of it
+    (in ``dtype``, the network's, when X's differs or with ``standardize``; None: no copy),
+    else, or with ``from_disk``, batch by batch from its file."""
+    shape, x_dtype, _ = _npy_header(x_path)
     if len(shape) != 2 or 0 in shape:
         raise ValueError(f"{x_path} must hold X of shape (n, d) with n, d >= 1, got {shape}")
     y_shape, _, y_bytes = _npy_header(y_path)
     require_memory(3 * y_bytes, f"{y_path} ({y_shape})")  # y, its check and int64 copy
-    with reading(x_path, ".npy file"):
-        X = open_rows(x_path)  # read as it is used: a file cut short gives an error, not SIGBUS
+    beside = 0
+    if dtype is not None and (standardize or x_dtype != np.dtype(dtype)):
+        beside = math.prod(shape) * np.dtype(dtype).itemsize
+    with reading(x_path, ".npy file"):  # never mapped: a file cut short is an error, not SIGBUS
+        X = load_rows(x_path, from_disk=from_disk, beside=beside)
     with reading(y_path, ".npy file"), open_regular(y_path, ".npy file") as f:
         y = read_npy(f, "y", check=lambda s, d: None)  # the header was checked above
     # NpyRows stands for an array in the Table: its readers index it as one
