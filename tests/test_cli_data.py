@@ -227,6 +227,11 @@ def bad(tmp_path) -> Path:
             "--from-disk is for --data X.npy (inputs as an .npy file, read batch "
             "by batch); MNIST is not one",
         ),
+        (
+            ["--data", "X.npy", "--labels", "y.npy", "--from-disk"],
+            "--from-disk: training would copy X into memory anyway, to standardize it (add "
+            "--no-standardize)",
+        ),
         (["--data", "val.npz", "--val-split", "0.2"], "already has a validation split"),
         (["--data", "good.csv", "--val-split", "1.5"], "--val-split: must lie in"),
         (["--data", "noX.npz"], r"noX.npz holds no array 'X' \(it holds features\)"),
@@ -277,6 +282,7 @@ def bad(tmp_path) -> Path:
         "labels-without-data",
         "from-disk-with-csv",
         "from-disk-with-mnist",
+        "from-disk-standardized",
         "val-split-with-X_val",
         "val-split-1.5",
         "npz-without-X",
@@ -329,7 +335,7 @@ def test_an_x_npy_cut_short_mid_run_stops_with_the_finished_epochs_saved(folder,
     (tmp_path / "X.npy").write_bytes(whole)
     run_dir = tmp_path / "run"
     flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
-    flags += ["--from-disk"]
+    flags += ["--from-disk", "--no-standardize"]  # standardized, X would be copied
     trainer = Trainer("--data", tmp_path / "X.npy", *flags, "--epochs", "100000", "--quiet",
                       "--out", run_dir)  # fmt: skip
     try:
@@ -411,7 +417,7 @@ def test_a_small_x_npy_is_read_into_memory_so_a_cut_mid_run_changes_nothing(fold
     # untouched run (read batch by batch from the file, it would stop, as above).
     (tmp_path / "X.npy").write_bytes((folder / "X.npy").read_bytes())
     flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
-    flags += ["--epochs", "12", "--quiet"]
+    flags += ["--epochs", "12", "--no-standardize", "--quiet"]  # standardized, X is copied
     trainer = Trainer("--data", tmp_path / "X.npy", *flags, "--out", tmp_path / "cut")
     try:
         trainer.wait_for(r"Epoch 1: ")

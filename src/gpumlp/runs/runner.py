@@ -106,6 +106,16 @@ def plan_run(
     """
     spec = ModelSpec.build(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS})
     check_engine(spec, flags["engine"])
+    copies = Inputs(spec).copies(data.train[0], standardize=bool(flags.get("standardize")))
+    if flags.get("from_disk") and copies:
+        why = (
+            f"move it to the {spec.backend} device (--from-disk is for the numpy backend)"
+            if spec.backend != "numpy"
+            else "standardize it (add --no-standardize)"
+            if flags.get("standardize")
+            else f"make it {spec.dtype} (save X.npy as such)"
+        )
+        raise ValueError(f"--from-disk: training would copy X into memory anyway, to {why}")
     n = len(data.train[0])
     check_model_fits(spec.sizes, spec.dtype, spec.xp, argument="--sizes")
     scored, watch = _scored(flags, data)
@@ -118,9 +128,7 @@ def plan_run(
         batch_size=flags["batch_size"],
         dropout=flags["dropout"],
         early_stopping=flags["patience"] is not None,
-        copies_inputs=Inputs(spec).copies(
-            data.train[0], standardize=bool(flags.get("standardize"))
-        ),
+        copies_inputs=copies,
         n_val=0 if watch is None else len(watch[0]),
         argument="--sizes",
         with_parameters=True,  # planned before the network exists: its parameters count too
