@@ -106,7 +106,7 @@ def load_flags_data(flags: dict[str, Any]) -> DataSet:
     """The data the flags name (``data``, the table flags, ``val_split``, ``seed``, ``limit``):
     MNIST's flags refused before it is fetched, then fetched when missing."""
     if flags["data"] is None:
-        check_mnist_flags(flags["labels"], flags["label_column"], flags["val_split"])
+        check_mnist_flags(flags["labels"], flags["label_column"], flags["val_split"], flags["drop"])
         ensure_mnist()
     return load_data(
         flags["data"],
@@ -114,6 +114,7 @@ def load_flags_data(flags: dict[str, Any]) -> DataSet:
         label_column=flags["label_column"],
         val_split=flags["val_split"],
         seed=flags["seed"],
+        drop=flags["drop"],
     ).limited(flags["limit"])
 
 
@@ -168,6 +169,8 @@ def _train(args: argparse.Namespace) -> int:
             f"{where}; seed {flags['seed']}{table}",
             flush=True,
         )
+        for note in data.notes:
+            print(f"gpumlp: note: {note}", file=sys.stderr, flush=True)
         if data.kind == "table" and not flags["standardize"]:
             if (advice := scale_advice(data.train[0])) is not None:
                 _warn(advice)
