@@ -40,7 +40,7 @@ from .backend import (
     to_host,
 )
 from .config import ModelSpec
-from .files.modeldata import DataInfo, check_classes, check_features, check_kind
+from .files.modeldata import DataInfo, check_classes, check_features, check_kind, check_label
 from .files.npyview import NpyRows
 from .labels import encode_labels, frame_columns, frame_names
 
@@ -94,7 +94,7 @@ class Inputs:
         known), each checked against the network (TypeError/ValueError naming it)."""
         n_in, n_out = self.spec.sizes[0], self.spec.sizes[-1]
         checks: dict[str, Callable[[Any], Any]] = {
-            "classes": lambda v: check_classes(v, n_out), "label": str,
+            "classes": lambda v: check_classes(v, n_out), "label": check_label,
             "features": lambda v: check_features(v, n_in), "kind": check_kind,
         }  # fmt: skip
         for key, value in changes.items():

@@ -34,6 +34,7 @@ __all__ = [
     "check_classes",
     "check_features",
     "check_kind",
+    "check_label",
     "class_value",
     "column_order",
     "not_class_labels",
@@ -132,6 +133,13 @@ def check_kind(kind: Any, *, name: str = "data_kind") -> str:
     return str(kind)
 
 
+def check_label(label: Any) -> str:
+    """``label``, the name of a training file's label column; TypeError otherwise."""
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a column's name, got {label!r:.100}")
+    return label
+
+
 def column_order(
     names: Sequence[str], features: Sequence[str], *, source: str, ignored: Sequence[str] = ()
 ) -> list[int]:
@@ -193,13 +201,11 @@ class DataInfo:
         try:
             classes, features = meta.get("classes"), meta.get("features")
             kind, label = meta.get("data"), meta.get("label")
-            if label is not None and not isinstance(label, str):
-                raise TypeError(f"label must be a column's name, got {label!r:.100}")
             return cls(
                 None if classes is None else check_classes(classes, sizes[-1]),
                 None if features is None else check_features(features, sizes[0]),
                 None if kind is None else check_kind(kind, name="data"),
-                label,
+                None if label is None else check_label(label),
             )
         except (TypeError, ValueError) as exc:
             raise CheckpointError(
