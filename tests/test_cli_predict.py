@@ -127,6 +127,8 @@ def test_pictures_for_a_table_model_and_a_table_for_a_digit_model_are_refused(
     code, _, err = run("predict", root / "run", png)
     assert_refused(code, err, r"model\.npz' was trained on a table: it takes rows of 3 inputs, "
                    r"as one FILE\.csv or X\.npy, not .*digit\.png$")  # fmt: skip
+    digits = gpumlp.load(trained_run[0] / "model.npz")
+    assert digits.classes is None and digits.data_kind == "images"  # MNIST: indices 0..9
     columns = ["x0", "x1", "x2"]
     new = write_rows(tmp_path / "new.csv", columns, table(X, y, columns))
     code, _, err = run("predict", trained_run[0], new)
