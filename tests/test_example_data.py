@@ -58,3 +58,19 @@ def test_the_readme_runs_on_the_example_files_print_what_it_shows(examples, data
 def test_the_readme_shows_the_first_row_of_flowers(examples):
     _, output = shown("head -2 flowers.csv")
     assert "".join((examples / "flowers.csv").read_text().splitlines(True)[:2]) == output
+
+
+def test_the_readme_predictions_of_flowers_are_what_predict_writes(examples, monkeypatch):
+    monkeypatch.chdir(examples)
+    if not (examples / "runs" / "flowers").exists():  # trained by the test above, if it ran
+        argv, _ = shown("gpumlp train --data flowers.csv")
+        assert run(*argv[1:], "--backend", "numpy")[0] == 0
+    lines = (examples / "flowers.csv").read_text().splitlines()[:4]  # head -4 | cut -d, -f1-4
+    (examples / "new.csv").write_text("".join(",".join(r.split(",")[:4]) + "\n" for r in lines))
+    argv, output = shown("gpumlp predict runs/flowers new.csv --proba")
+    code, stdout, stderr = run(*argv[1:], "--backend", "numpy")
+    assert code == 0 and stderr == "", stderr
+    assert stdout == output
+    argv, _ = shown("gpumlp predict runs/flowers new.csv --output")
+    assert run(*argv[1:], "--backend", "numpy")[:2] == (0, "")
+    assert (examples / "preds.csv").read_text() == shown("cat preds.csv")[1]

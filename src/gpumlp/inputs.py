@@ -5,13 +5,17 @@
 argument (:func:`prepare_x`, :func:`prepare_targets`), values as the network's dtype holds them
 (a float64 ``1e300`` given to a float32 network is refused, not turned into inf), and when the
 network was trained on standardized inputs, the training split's mean and standard deviation
-are applied here, so callers never do it.
+are applied here, so callers never do it. Labels pass through the network's classes here too
+(:mod:`gpumlp.labels`), and a pandas DataFrame's columns are taken by the names of the
+network's inputs when it knows them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import typing
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +40,9 @@ from .backend import (
     to_host,
 )
 from .config import ModelSpec
+from .files.modeldata import DataInfo, check_classes, check_features, check_kind, check_label
 from .files.npyview import NpyRows
+from .labels import encode_labels, frame_columns, frame_names
 
 __all__ = ["Inputs", "prepare_targets", "prepare_x"]
 
@@ -46,11 +52,13 @@ Host = np.ndarray[Any, Any]
 @dataclass
 class Inputs:
     """The input edge of a network of ``spec``; ``mean``/``std`` (n_0,) float64 when it
-    standardizes its inputs."""
+    standardizes its inputs; ``info`` its classes and input names (what labels and tables are
+    matched to)."""
 
     spec: ModelSpec
     mean: Host | None = None
     std: Host | None = None
+    info: DataInfo = field(default_factory=DataInfo)
 
     def __post_init__(self) -> None:
         """Refuse a standardization that turns inputs into NaN or inf, as the network's dtype
@@ -81,11 +89,24 @@ class Inputs:
         """True when inputs are standardized before use."""
         return self.mean is not None and self.std is not None
 
+    def describe(self, **changes: Any) -> None:
+        """Set the ``classes``, ``features``, ``kind`` or ``label`` of :attr:`info` (None: not
+        known), each checked against the network (TypeError/ValueError naming it)."""
+        n_in, n_out = self.spec.sizes[0], self.spec.sizes[-1]
+        checks: dict[str, Callable[[Any], Any]] = {
+            "classes": lambda v: check_classes(v, n_out), "label": check_label,
+            "features": lambda v: check_features(v, n_in), "kind": check_kind,
+        }  # fmt: skip
+        for key, value in changes.items():
+            changes[key] = None if value is None else checks[key](value)
+        self.info = dataclasses.replace(self.info, **changes)
+
     def x(self, X: Any, *, name: str = "X", fit_standardization: bool = False) -> Array:
         """``X`` (m, n_0), checked, on the device in the network's dtype, standardized; with
         ``fit_standardization`` the mean and standard deviation of each input are first taken
         from ``X`` itself (the array checked once, for both)."""
         spec = self.spec
+        X = frame_columns(X, self.info.features, name=name)
         if isinstance(X, NpyRows) and (fit_standardization or self.standardized):
             X = np.asarray(X)  # standardized: a copy in memory (read once, not per statistic)
         x: Array = prepare_x(
@@ -120,12 +141,26 @@ class Inputs:
                                unit=spec.cost.unit_targets, name=name)  # fmt: skip
 
     def data(
-        self, X: Any, y: Any, *, name: str = "", fit_standardization: bool = False
+        self,
+        X: Any,
+        y: Any,
+        *,
+        name: str = "",
+        fit_standardization: bool = False,
+        learn: bool = False,
     ) -> tuple[Array, Array, Array]:
         """A data set ``(X, Y, labels)`` on the device; ``name`` prefixes the argument names
-        in messages (``validation_data[0]``); ``fit_standardization`` as :meth:`x`."""
+        in messages (``validation_data[0]``); ``fit_standardization`` as :meth:`x`; ``learn``:
+        data to train on, whose labels may set the classes and a DataFrame's column names the
+        inputs' names (:func:`gpumlp.labels.encode_labels`), when the network has none."""
         x_name, y_name = (f"{name}[0]", f"{name}[1]") if name else ("X", "y")
+        info, n_in, n_out = self.info, self.spec.sizes[0], self.spec.sizes[-1]
+        y, classes = encode_labels(y, info.classes, n_out, learn=learn, name=y_name)
+        names = frame_names(X) if learn and info.features is None else None
         X_d = self.x(X, name=x_name, fit_standardization=fit_standardization)
+        if classes != info.classes or (names is not None and len(names) == n_in):
+            features = names if names is not None and len(names) == n_in else info.features
+            self.info = dataclasses.replace(info, classes=classes, features=features)
         return (X_d, *self.targets(y, X_d.shape[0], name=y_name))
 
     def pair(self, pair: Any) -> tuple[Array, Array, Array] | None:

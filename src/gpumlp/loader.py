@@ -11,7 +11,9 @@ import numpy as np
 
 from .errors import CheckpointError
 from .files.checkpoint import read_checkpoint
+from .files.modeldata import DataInfo
 from .files.modelfile import expected_arrays, params_from_arrays, spec_from_meta
+from .inputs import Inputs
 from .memory import check_model_fits
 from .model import Network
 
@@ -21,7 +23,8 @@ __all__ = ["load", "network_from"]
 def load(
     path: str | Path, *, backend: str | ModuleType = "auto", dtype: str | None = None
 ) -> Network:
-    """Load a model or training checkpoint written by gpumlp, on any backend.
+    """Load a model or training checkpoint written by gpumlp, on any backend, with its classes
+    and inputs' names (None each in files written before they were kept).
 
     ``dtype`` overrides the stored one. Every claim of the file (sizes, array shapes) is checked
     against the arrays it holds, and against free memory, before anything is allocated.
@@ -42,11 +45,13 @@ def network_from(
     """The Network of a model file already read and checked (``meta`` and ``arrays``, as
     :func:`.checkpoint.read_checkpoint` returns them from ``path``), as :func:`load`."""
     spec = spec_from_meta(meta, path, backend=backend, dtype=dtype)
+    info = DataInfo.from_meta(meta, spec.sizes, path)
     check_model_fits(spec.sizes, spec.dtype, spec.xp)
     params = params_from_arrays(spec, arrays, path)
     try:
-        return Network.from_parts(spec, params, arrays.get("input/mean"), arrays.get("input/std"))
+        inputs = Inputs(spec, arrays.get("input/mean"), arrays.get("input/std"), info)
     except ValueError as exc:  # the standardization's values (Inputs checks them)
         raise CheckpointError(
             f"{str(path)!r} holds an invalid input standardization: {exc}"
         ) from None
+    return Network.from_parts(spec, params, inputs)

@@ -3,7 +3,8 @@
 ``Network`` builds a :class:`~gpumlp.config.ModelSpec` (where its arguments are checked) and
 draws :class:`~gpumlp.network.Params`; ``fit`` builds a :class:`~gpumlp.config.TrainConfig`
 and runs :func:`gpumlp.train.run_epochs` over a :class:`~gpumlp.runstate.TrainState`. Arrays it
-returns belong to its backend (NumPy or CuPy arrays).
+returns belong to its backend (NumPy or CuPy arrays), except the class values
+:meth:`Network.predict_classes` returns (host NumPy arrays).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .files.modelfile import model_meta, params_to_host
 from .history import History
 from .initial import init_params
 from .inputs import Inputs
+from .labels import decode_labels
 from .memory import check_model_fits, check_training_fits
 from .network import Params, backprop, feedforward
 from .reporting import fit_display, summary_text
@@ -53,12 +55,16 @@ class Network:
     seed : int, seeds the host RNG of the initial weights (and, unless ``fit`` gets its own, the
         epoch orders); drawn at random when None, and kept in ``seed`` so the run can be
         repeated. The same seed gives the same numbers on every backend.
+    classes : each output's class, in order (two for one unit): names or label values; None:
+        the outputs' indices, or the labels ``fit`` learns (see :meth:`fit`)
+    features : the ``sizes[0]`` input columns' names, by which DataFrames are then taken
 
     Attributes
     ----------
     weights, biases : lists, ``weights[l]`` (sizes[l+1], sizes[l]), ``biases[l]`` (sizes[l+1],)
     spec : the ModelSpec; xp : the namespace; dtype : its dtype object; seed : int
     input_mean, input_std : host arrays (sizes[0],) when ``fit(standardize=True)`` set them
+    classes, features : as above (kept in model files); data_kind : "images", "table" or None
     """
 
     def __init__(
@@ -72,6 +78,8 @@ class Network:
         dtype: str = D["dtype"],
         backend: str | ModuleType = D["backend"],
         seed: int | None = D["seed"],
+        classes: Sequence[Any] | None = None,
+        features: Sequence[str] | None = None,
     ) -> None:
         self.spec = ModelSpec.build(
             sizes,
@@ -91,17 +99,16 @@ class Network:
             self.spec.sizes, init, self._rng, dtype=self.spec.dtype, xp=self.spec.xp
         )
         self.inputs = Inputs(self.spec)
+        self.inputs.describe(classes=classes, features=features)
 
     @classmethod
-    def from_parts(
-        cls, spec: ModelSpec, params: Params, input_mean: Any = None, input_std: Any = None
-    ) -> Network:
-        """A network of an already built spec and parameters (as :func:`gpumlp.load` makes
-        one); its seed is unknown (None)."""
+    def from_parts(cls, spec: ModelSpec, params: Params, inputs: Inputs | None = None) -> Network:
+        """A network of an already built spec, parameters and input edge (standardization,
+        classes, inputs' names), as :func:`gpumlp.load` makes one; its seed is unknown."""
         net = cls.__new__(cls)
         net.spec, net.params, net.seed = spec, params, None
         net._rng = np.random.default_rng()
-        net.inputs = Inputs(spec, input_mean, input_std)
+        net.inputs = Inputs(spec) if inputs is None else inputs
         return net
 
     sizes = property(lambda self: list(self.spec.sizes), doc="Units per layer, input first.")
@@ -126,6 +133,17 @@ class Network:
     standardized = property(lambda self: self.inputs.standardized, doc="Inputs standardized?")
     input_mean = property(lambda self: self.inputs.mean, doc="Standardization mean (n_0,).")
     input_std = property(lambda self: self.inputs.std, doc="Standardization std (n_0,).")
+    features = property(lambda self: self.inputs.info.features, doc="Input columns' names.")
+    classes = property(
+        lambda self: self.inputs.info.classes,
+        lambda self, values: self.inputs.describe(classes=values),
+        doc="The class of each output (names or label values); None: the outputs' indices.",
+    )
+    data_kind = property(
+        lambda self: self.inputs.info.kind,
+        lambda self, kind: self.inputs.describe(kind=kind),
+        doc='What the inputs are: "images" (28×28 pictures), "table" (rows) or None.',
+    )
 
     def load_params(self, weights: Sequence[Any], biases: Sequence[Any]) -> None:
         """Copy parameters in from array-likes (host or device): ``weights[l]`` of shape
@@ -156,6 +174,11 @@ class Network:
         """Class index of each row of ``X`` (m, sizes[0]) -> int64 array (m,)."""
         return predict_labels(self.feedforward(X, chunk=chunk), xp=self.xp)
 
+    def predict_classes(self, X: Any, *, chunk: int = DEFAULT_CHUNK) -> np.ndarray[Any, Any]:
+        """Class of each row of ``X`` as its value (:attr:`classes`; the index without them):
+        a host NumPy array (m,) of strings, numbers or booleans, whatever the backend."""
+        return decode_labels(self.predict(X, chunk=chunk), self.classes)
+
     def predict_proba(self, X: Any, *, chunk: int = DEFAULT_CHUNK) -> Array:
         """Class scores of each row of ``X``: (m, sizes[-1]); with one output unit (m, 2) as
         ``[1 − a, a]``. Probabilities (rows summing to 1) for a softmax output; for sigmoid
@@ -173,8 +196,8 @@ class Network:
         return grads.weights, grads.biases
 
     def evaluate(self, X: Any, y: Any, *, chunk: int = DEFAULT_CHUNK) -> dict[str, float]:
-        """``{"cost", "accuracy", "n"}`` on ``X`` (m, sizes[0]) and labels (m,) or targets
-        (m, n_out); accuracy is the fraction of rows whose predicted class is the label."""
+        """``{"cost", "accuracy", "n"}`` on ``X`` (m, sizes[0]) and labels (m,) (through
+        :attr:`classes`) or targets (m, n_out); accuracy: the rows whose class is the label."""
         X, Y, labels = self.inputs.data(X, y)
         cost, acc = evaluate_arrays(
             self.spec, self.params, X, Y, labels, chunk=check_int("chunk", chunk)
@@ -214,6 +237,11 @@ class Network:
         """Train by mini-batch gradient descent on ``X`` (n, sizes[0]) and ``y`` (labels (n,)
         or targets (n, sizes[-1])); the defaults are the book's (30 epochs, batch 10, lr 3.0).
 
+        Labels (a pandas Series too) go through :attr:`classes`; a network without them takes
+        integer labels in [0, k) for its k outputs as their indices, and learns other labels
+        (strings; 1, 2, 3 for 3 outputs) as its classes, their k sorted distinct values
+        (:mod:`gpumlp.labels`). A DataFrame ``X`` names the :attr:`features` when unnamed.
+
         ``lr`` is η: each step is ``w -= lr · ∂C/∂w`` for the batch-mean C. ``validation_data``
         ``(X_val, y_val)`` is scored after each epoch (``scored`` names it: "validation" or
         "test"). ``seed`` seeds the epoch orders (default: the network's RNG; a network of
@@ -240,43 +268,26 @@ class Network:
         (X read from its file as it is used, cut short: kept and checkpointed as for Ctrl-C).
         """
         cfg = TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            shuffle=shuffle,
-            seed=seed,
-            optimizer=optimizer,
-            momentum=momentum,
-            l2=l2,
-            l1=l1,
-            dropout=dropout,
-            schedule=schedule,
-            patience=patience,
-            stop_on=stop_on,
-            monitor=monitors(monitor),
+            epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle, seed=seed,
+            optimizer=optimizer, momentum=momentum, l2=l2, l1=l1, dropout=dropout,
+            schedule=schedule, patience=patience, stop_on=stop_on, monitor=monitors(monitor),
             checkpoint=None if checkpoint is None else Path(checkpoint),
-            checkpoint_every=checkpoint_every,
-            engine=engine,
-            chunk=DEFAULT_CHUNK,
-        )
+            checkpoint_every=checkpoint_every, engine=engine, chunk=DEFAULT_CHUNK,
+        )  # fmt: skip
         cfg.check_validation(validation_data is not None)
         progress, on_epoch = fit_display(verbose, progress, on_epoch, scored=scored)
         standardize = SETTINGS["standardize"].check(standardize)
         n = count_rows("X", X)
         check_training_fits(
-            self.spec.sizes,
-            self.spec.dtype,
-            self.xp,
-            optimizer=cfg.optimizer,
-            batch_size=cfg.batch_size,
-            n=n,
-            dropout=cfg.dropout,
+            self.spec.sizes, self.spec.dtype, self.xp, optimizer=cfg.optimizer,
+            batch_size=cfg.batch_size, n=n, dropout=cfg.dropout,
             early_stopping=cfg.patience is not None,
             copies_inputs=self.inputs.copies(X, standardize=standardize),
-            n_val=count_rows("validation_data", validation_data, pair=True),
-            chunk=cfg.chunk,
+            n_val=count_rows("validation_data", validation_data, pair=True), chunk=cfg.chunk,
+        )  # fmt: skip
+        data = self.inputs.data(
+            X, y, fit_standardization=standardize and not self.standardized, learn=True
         )
-        data = self.inputs.data(X, y, fit_standardization=standardize and not self.standardized)
         validation = self.inputs.pair(validation_data)  # standardized as the training inputs
         if seed is None and self.seed is None:  # a loaded network: draw one, to be recorded
             seed = secrets.randbelow(2**32)
@@ -286,15 +297,14 @@ class Network:
             cfg,
             np.random.default_rng(seed) if seed is not None else self._rng,
             inputs=self.inputs.arrays(),
+            about=self.inputs.info.meta(),
             seed=self.seed if seed is None else seed,
             scored=scored,
         )
         return train_network(state, data, validation, resume, progress, on_epoch)
 
     def save(self, path: str | Path) -> None:
-        """Write the model (spec, parameters, input standardization) to ``path`` atomically."""
-        write_checkpoint(
-            path,
-            model_meta(self.spec, standardized=self.standardized),
-            params_to_host(self.params) | self.inputs.arrays(),
-        )
+        """Write the model (spec, parameters, input standardization, classes, inputs' names)
+        to ``path`` atomically."""
+        meta = model_meta(self.spec, standardized=self.standardized) | self.inputs.info.meta()
+        write_checkpoint(path, meta, params_to_host(self.params) | self.inputs.arrays())

@@ -256,6 +256,8 @@ _TABLE = (
     Setting("label_column", "text", None, "data",
             "with --data FILE.csv: the label column, by header name or 0-based index",
             group="data", shown="the last column"),
+    Setting("drop", "names", None, "data", "with --data FILE.csv: columns to leave out, by "
+            "header name or 0-based index", group="data"),
     Setting("val_split", "float", None, "data", "hold out this fraction for validation (seeded)",
             low=0, high=1, strict=True, group="data"),
     Setting("standardize", "bool", False, "run",

@@ -108,7 +108,11 @@ def load_flags_data(flags: dict[str, Any]) -> DataSet:
     MNIST's flags refused before it is fetched, then fetched when missing."""
     if flags["data"] is None:
         check_mnist_flags(
-            flags["labels"], flags["label_column"], flags["val_split"], from_disk=flags["from_disk"]
+            flags["labels"],
+            flags["label_column"],
+            flags["val_split"],
+            flags["drop"],
+            from_disk=flags["from_disk"],
         )
         ensure_mnist()
     return load_data(
@@ -117,6 +121,7 @@ def load_flags_data(flags: dict[str, Any]) -> DataSet:
         label_column=flags["label_column"],
         val_split=flags["val_split"],
         seed=flags["seed"],
+        drop=flags["drop"],
         from_disk=flags["from_disk"],
         dtype=flags["dtype"],
         standardize=bool(flags["standardize"]),
@@ -174,6 +179,8 @@ def _train(args: argparse.Namespace) -> int:
             f"{where}; seed {flags['seed']}{table}",
             flush=True,
         )
+        for note in data.notes:
+            print(f"gpumlp: note: {note}", file=sys.stderr, flush=True)
         if data.kind == "table" and not flags["standardize"]:
             if (advice := scale_advice(data.train[0])) is not None:
                 _warn(advice)

@@ -1,8 +1,9 @@
 """Data sets from files, as one record: MNIST in any of its formats, or your own table.
 
 :func:`load_data` reads what ``gpumlp train --data`` names and returns a :class:`DataSet`:
-training, validation and test splits on the host, the input width, the number of outputs, and
-the class names when the file gave them. The format is told by the content, not the name:
+training, validation and test splits on the host, the input width, the number of outputs, the
+classes of a table's labels (names, or the label values: 1, 2, 3 are three classes), and the
+names of a CSV's columns. The format is told by the content, not the name:
 
 * a folder: MNIST IDX files (MNIST, Fashion-MNIST, KMNIST: any 28×28 set in that layout);
 * a zip (``.npz``): with ``x_train``, a Keras-style MNIST; with ``X``, a table
@@ -21,17 +22,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..files.modeldata import DataInfo
 from ..files.safeio import open_regular, require_memory
+from ..labels import decode_labels
 from .csvread import read_csv
 from .mnist import load_mnist
-from .tabular import Table, check_classes, read_npy_pair, read_table_npz
+from .tabular import LEARN, Table, label_classes, read_npy_pair, read_table_npz
 
 __all__ = ["DataSet", "check_mnist_flags", "data_format", "hold_out", "load_data"]
 
@@ -53,7 +58,10 @@ class DataSet:
     train : (X (n, d), y (n,) int64 labels or (n, k) targets)
     validation, test : splits like ``train``, or None
     kind : "images" (28×28 pictures: ``predict`` takes them) or "table"
-    classes : names of classes 0..k-1 when the file gave names, else None
+    classes : the class of labels 0..k-1 of a table (names or label values), else None (the
+        labels are the outputs' indices: MNIST's digits; targets)
+    features, label : a CSV header's names of the input columns and of the label column
+    notes : what reading left out, to be said (pandas' index column)
     task : "classification" (labels, or targets in [0, 1] scored by their largest column) or
         "regression" (targets (n, k) of which some lie outside [0, 1])
     """
@@ -63,8 +71,11 @@ class DataSet:
     validation: Split | None
     test: Split | None
     kind: str = "images"
-    classes: tuple[str, ...] | None = None
+    classes: tuple[Any, ...] | None = None
     task: str = "classification"
+    features: tuple[str, ...] | None = None
+    label: str | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def n_features(self) -> int:
@@ -73,14 +84,29 @@ class DataSet:
 
     @property
     def n_outputs(self) -> int:
-        """Target width k of (n, k) targets; else the classes: the names given, or one more
-        than the largest label of any split."""
+        """Target width k of (n, k) targets; else the classes: those kept, or one more than the
+        largest label of any split."""
         ys = [s[1] for s in (self.train, self.validation, self.test) if s is not None]
         if ys[0].ndim == 2:
             return int(ys[0].shape[1])
         if self.classes is not None:
             return len(self.classes)
         return int(max(int(y.max()) for y in ys if y.size) + 1)
+
+    def info(self) -> DataInfo:
+        """What a model trained on this data keeps of it (its classes, inputs' names, kind)."""
+        return DataInfo(self.classes, self.features, self.kind, self.label)
+
+    @typing.overload
+    def valued(self, split: Split) -> Split: ...
+    @typing.overload
+    def valued(self, split: None) -> None: ...
+    def valued(self, split: Split | None) -> Split | None:
+        """``split`` with its labels as the classes' values (``"setosa"``, ``3``), as a
+        network holding the classes takes them; as it is without classes."""
+        if split is None or self.classes is None or split[1].ndim != 1:
+            return split
+        return split[0], decode_labels(split[1], self.classes)
 
     def limited(self, limit: int | None) -> DataSet:
         """The same data with only the first ``limit`` training examples."""
@@ -94,11 +120,12 @@ def check_mnist_flags(
     labels: str | None,
     label_column: str | int | None,
     val_split: float | None,
+    drop: Sequence[str | int] | None = None,
     *,
     from_disk: bool = False,
 ) -> None:
     """Refuse the table flags for MNIST (ValueError naming the flag), before it is fetched."""
-    _check_flags("mnist", "MNIST", labels, label_column)
+    _check_flags("mnist", "MNIST", labels, label_column, drop)
     _check_from_disk("mnist", "MNIST", from_disk)
     if val_split is not None:
         raise ValueError(
@@ -107,13 +134,15 @@ def check_mnist_flags(
         )
 
 
-def _check_flags(fmt: str, what: str, labels: Any, label_column: Any) -> None:
+def _check_flags(fmt: str, what: str, labels: Any, label_column: Any, drop: Any) -> None:
     if labels is not None and fmt != "npy":
         raise ValueError(
             f"--labels is for --data X.npy (inputs as an .npy file); {what} holds its own labels"
         )
     if label_column is not None and fmt != "csv":
         raise ValueError(f"--label-column is for --data FILE.csv; {what} is not a CSV file")
+    if drop and fmt != "csv":
+        raise ValueError(f"--drop is for --data FILE.csv; {what} is not a CSV file")
     if labels is None and fmt == "npy":
         raise ValueError(
             f"{what} is an .npy file of inputs X: give its labels or targets with --labels y.npy"
@@ -196,7 +225,8 @@ def load_data(
     label_column: str | int | None = None,
     val_split: float | None = None,
     seed: int = 0,
-    training: bool = True,
+    drop: Sequence[str | int] | None = None,
+    classes: Any = LEARN,
     from_disk: bool = False,
     dtype: str | None = None,
     standardize: bool = False,
@@ -212,9 +242,10 @@ def load_data(
     val_split : fraction in (0, 1) of the training rows to hold out as the validation split,
         for data without one
     seed : seeds the rows ``val_split`` holds out
-    training : the data is to train on: a table's labels are held to the classes its
-        training split defines (:func:`~gpumlp.data.tabular.check_classes`); False for a
-        file of examples a trained network is scored on
+    drop : with a CSV, columns to leave out, by header name or 0-based index
+    classes : a table's classes (:func:`~gpumlp.data.tabular.label_classes`): ``"learn"``,
+        those of its training split, to train on; a trained model's classes, to score it;
+        None, a model's without classes (labels are its outputs' indices)
     from_disk : with ``data`` an X.npy, read X from its file batch by batch as training goes,
         not into memory (which happens anyway when X does not fit in half the memory free)
     dtype, standardize : the network's dtype and whether its inputs are standardized: with
@@ -227,13 +258,13 @@ def load_data(
     flag that does not fit the data.
     """
     if data is None:
-        check_mnist_flags(labels, label_column, val_split, from_disk=from_disk)
+        check_mnist_flags(labels, label_column, val_split, drop, from_disk=from_disk)
         return DataSet("mnist", *load_mnist(None), kind="images")
     path = Path(data).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"--data {str(data)!r} does not exist; it takes {FORMATS}")
     fmt = data_format(path)
-    _check_flags(fmt, str(path), labels, label_column)
+    _check_flags(fmt, str(path), labels, label_column, drop)
     _check_from_disk(fmt, str(path), from_disk)
     name = path.stem.split(".")[0] or "data"
     if fmt == "mnist":
@@ -249,7 +280,7 @@ def load_data(
         )
         kind = "table"
     else:
-        table, kind = read_csv(path, label_column), "table"
+        table, kind = read_csv(path, label_column, drop=drop or ()), "table"
     train, validation = table.train, table.validation
     if val_split is not None:
         if validation is not None:
@@ -259,11 +290,16 @@ def load_data(
                 "--val-split out"
             )
         train, validation = hold_out(train, val_split, seed)
-    if training and kind == "table":
+    known = None
+    if kind == "table":
         splits = {"training": train, "validation": validation, "test": table.test}
-        check_classes(str(path), splits, table.classes)
+        source = str(labels if fmt == "npy" else path)
+        coded, known = label_classes(source, splits, table.classes, classes)
+        train, validation = typing.cast(Split, coded["training"]), coded["validation"]
+        table.test = coded["test"]
     task = "regression" if _regression_targets(train[1]) else "classification"
-    return DataSet(name, train, validation, table.test, kind, table.classes, task)
+    return DataSet(name, train, validation, table.test, kind, known, task, table.features,
+                   table.label, table.notes)  # fmt: skip
 
 
 def _regression_targets(y: np.ndarray[Any, Any]) -> bool:

@@ -5,7 +5,8 @@ This module owns their meaning:
 
 - the model part, in every file: ``sizes``, ``activation``, ``output_activation``, ``cost``,
   ``init``, ``dtype`` and the arrays ``param/0 .. param/2L-1`` (w_0, b_0, w_1, b_1, ...), plus,
-  for a network trained on standardized inputs, ``input/mean`` and ``input/std`` (n_0,);
+  for a network trained on standardized inputs, ``input/mean`` and ``input/std`` (n_0,); and,
+  when known, ``classes``, ``features`` and ``data`` (:mod:`.modeldata`, which checks them);
 - the training part, in checkpoints: ``epoch``, ``optimizer`` (``name``, ``scalars``), ``hyper``,
   ``schedule``, ``early``, ``rng``, ``history``, ``dropout_key``, and the arrays
   ``opt/<buffer>/<i>`` and ``best/<i>``.

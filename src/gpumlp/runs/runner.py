@@ -61,8 +61,15 @@ def layers_for(
             f"--sizes {','.join(map(str, sizes))} takes {sizes[0]} inputs, but the data has "
             f"{d} features per example (use --hidden to size the network from the data)"
         )
-    if data.train[1].ndim == 1 and sizes[-1] < k and not (sizes[-1] == 1 and k == 2):
+    one_unit = sizes[-1] == 1 and k == 2
+    if data.train[1].ndim == 1 and sizes[-1] < k and not one_unit:
         raise ValueError(f"--sizes ends with {sizes[-1]} outputs, but the data has {k} classes")
+    if data.classes is not None and sizes[-1] != k and not one_unit:  # an output per class
+        raise ValueError(
+            f"--sizes ends with {sizes[-1]} outputs, but the data has {k} classes, "
+            f"{', '.join(map(repr, data.classes[:10]))}{', ...' if k > 10 else ''}: give one "
+            "output per class"
+        )
     if data.train[1].ndim == 2 and sizes[-1] != k:
         raise ValueError(
             f"--sizes {','.join(map(str, sizes))} ends with {sizes[-1]} outputs, but the targets "
@@ -141,7 +148,7 @@ def plan_run(
     for split, pair in (("training", data.train), (scored, watch)) if check_values else ():
         _check_values(flags.get("data"), spec, split, pair)
     if resume is not None:
-        check_resumable(resume, spec, config)
+        check_resumable(resume, spec, config, data.info().meta())
     return RunPlan(dict(flags), spec, fit, data, scored, watch, resume)
 
 
@@ -210,6 +217,9 @@ def execute(
     """
     flags = plan.flags
     net = Network(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS}, seed=flags["seed"])
+    info = plan.data.info()
+    net.inputs.describe(classes=info.classes, features=info.features, kind=info.kind,
+                        label=info.label)  # fmt: skip
     data = None if flags.get("data") is None else str(Path(flags["data"]).resolve())
     atomic_write_bytes(out / "args.json", json.dumps(flags | {"data": data}, indent=1).encode())
     checkpoint, diverged = out / "checkpoint.npz", None
@@ -220,8 +230,8 @@ def execute(
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
         ):
             history = net.fit(
-                *plan.data.train,
-                validation_data=plan.watch,
+                *plan.data.valued(plan.data.train),
+                validation_data=plan.data.valued(plan.watch),
                 checkpoint=checkpoint,
                 resume=plan.resume,
                 scored=plan.scored,

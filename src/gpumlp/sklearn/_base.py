@@ -120,7 +120,8 @@ class TableMLP(BaseEstimator):
         raise NotImplementedError
 
     def _encode(self, y: Any) -> Host:
-        """``y`` as the network learns it: labels (n,) int64, or targets (n, k) float64."""
+        """``y`` as the network takes it: labels (n,) of its classes, or targets (n, k)
+        float64."""
         raise NotImplementedError
 
     def _n_outputs(self) -> int:
@@ -238,7 +239,7 @@ class TableMLP(BaseEstimator):
         state.pop("_state", None)  # a partial_fit's optimizer state: the next call starts anew
         net = state.pop("network_", None)
         if net is not None:
-            meta = model_meta(net.spec, standardized=net.standardized)
+            meta = model_meta(net.spec, standardized=net.standardized) | net.inputs.info.meta()
             state["_network_file"] = (meta, params_to_host(net.params) | net.inputs.arrays())
         return state
 
