@@ -122,6 +122,8 @@ def test_a_path_that_is_not_one_is_a_type_error(path):
         gpumlp.load(path)
     with pytest.raises(TypeError, match=f"^path must be a str or path-like, got {name}$"):
         read_checkpoint(path)
+    with pytest.raises(TypeError, match=f"^path must be a str or path-like, got {name}$"):
+        gpumlp.Network([2, 3, 2], seed=0).save(path)  # was pathlib's own TypeError
 
 
 @pytest.mark.parametrize("keep", [0.0, 0.1, 0.5, 0.9, 0.99])

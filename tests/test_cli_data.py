@@ -22,7 +22,14 @@ import pytest
 import gpumlp
 import gpumlp.data.sources
 from gpumlp.files.checkpoint import read_checkpoint
-from helpers.cli import assert_refused, printed_epochs, run, run_gpumlp, saved_epochs
+from helpers.cli import (
+    assert_refused,
+    assert_same_run,
+    printed_epochs,
+    run,
+    run_gpumlp,
+    saved_epochs,
+)
 from helpers.trainer import Trainer
 
 # SGD at lr 1.0, all 6 epochs (no early stopping): the last epoch's weights are the model's.
@@ -89,6 +96,75 @@ def test_csv_by_column_name_with_hidden_and_standardize_then_eval(folder, tmp_pa
     assert code == 0, err
     assert evaluated(out) == (right, total, "validation")  # the same held-out rows
     assert "classes: 0 setosa, 1 versicolor, 2 virginica" in out
+
+
+def test_eval_of_a_file_lacking_a_class_scores_it_through_the_models_classes(folder, tmp_path):
+    # trained on all three species, scored on rows without setosa: every prediction right is
+    # counted right (was "accuracy 0.0000": the file's names were encoded on their own)
+    run = tmp_path / "run"
+    code, _, err = run_at("train", "--data", "blobs.csv", "--label-column", "species", "--seed",
+                          "3", "--out", run, *FAST, cwd=folder)  # fmt: skip
+    assert code == 0, err
+    net = gpumlp.load(run / "model.npz", backend="numpy")
+    assert net.classes == tuple(SPECIES)
+    with (folder / "blobs.csv").open() as f:
+        rows = list(csv.reader(f))
+    kept = [r for r in rows[1:] if r[2] != "setosa"]
+    (tmp_path / "rest.csv").write_text("".join(",".join(r) + "\n" for r in [rows[0], *kept]))
+    code, out, err = run_at("eval", run, "--data", "rest.csv", cwd=tmp_path)
+    assert code == 0, err
+    X = np.array([[float(c) for i, c in enumerate(r) if i != 2] for r in kept])
+    right = int(np.sum(net.predict_classes(X) == np.array([r[2] for r in kept])))
+    assert f"({right} / {len(kept)}), cost" in out and right > 0.9 * len(kept), out
+    lines = out.splitlines()
+    assert lines[3].split() == ["0", "0", "0", "0"]  # no setosa row, and none predicted
+    (tmp_path / "rose.csv").write_text(rows[0][0] + ",f1,species,f2,f3,f4\n1,2,rose,3,4,5\n")
+    code, _, err = run_at("eval", run, "--data", "rose.csv", cwd=tmp_path)
+    assert_refused(code, err, r"rose\.csv holds label 'rose' \(at its index 0\), which is not "
+                   r"a class of the model: its classes are 'setosa', 'versicolor', "
+                   r"'virginica'$")  # fmt: skip
+
+
+def test_resuming_on_data_of_other_classes_is_refused(folder, tmp_path):
+    text = (folder / "blobs.csv").read_text()
+    (tmp_path / "t.csv").write_text(text)
+    code, _, err = run_at("train", "--data", "t.csv", "--label-column", "species", "--out", "run",
+                          *FAST, cwd=tmp_path)  # fmt: skip
+    assert code == 0, err
+    (tmp_path / "t.csv").write_text(text.replace("setosa", "rose"))
+    code, _, err = run_at("train", "--resume", "run", "--epochs", "9", cwd=tmp_path)
+    assert_refused(code, err, r"checkpoint\.npz' was trained on the classes \['setosa', "
+                   r"'versicolor', 'virginica'\], but the data's classes are \['rose', "
+                   r"'versicolor', 'virginica'\]$")  # fmt: skip
+
+
+def test_labels_1_2_3_train_three_outputs_kept_as_the_models_classes(folder, tmp_path):
+    # wine is labelled 1, 2, 3: three outputs (was four, an empty class 0 among them)
+    data = np.load(folder / "plain.npz")
+    np.savez(tmp_path / "wine.npz", X=data["X"], y=data["y"] + 1)
+    code, out, err = run_at("train", "--data", "wine.npz", "--val-split", "0.2", "--seed", "1",
+                            "--out", "run", *FAST, cwd=tmp_path)  # fmt: skip
+    assert code == 0, err
+    assert re.search(r"Network\(\[5, \d+, 3\]", out), out
+    assert gpumlp.load(tmp_path / "run" / "model.npz").classes == (1, 2, 3)
+    code, out, err = run_at("eval", "run", cwd=tmp_path)
+    assert code == 0, err
+    assert out.splitlines()[2].split() == ["1", "2", "3"]  # the matrix headed by the classes
+
+
+def test_pandas_index_column_is_left_out_with_a_note(folder, tmp_path):
+    with (folder / "blobs.csv").open() as f:
+        rows = list(csv.reader(f))
+    lines = [",".join(["", *rows[0]])] + [",".join([str(i), *r]) for i, r in enumerate(rows[1:])]
+    (tmp_path / "indexed.csv").write_text("\n".join(lines) + "\n")  # as DataFrame.to_csv
+    code, _, err = run_at("train", "--data", "indexed.csv", "--label-column", "species",
+                            "--out", "run", *FAST, cwd=tmp_path)  # fmt: skip
+    assert code == 0, err
+    assert err.splitlines() == [
+        "gpumlp: note: indexed.csv: left out its first column, unnamed and holding 0..n-1 "
+        "(pandas' index, as DataFrame.to_csv writes it)"
+    ]
+    assert gpumlp.load(tmp_path / "run" / "model.npz").features == ("f0", "f1", "f2", "f3", "f4")
 
 
 @pytest.mark.parametrize("split", ["val", "test"])
@@ -195,7 +271,7 @@ def bad(tmp_path) -> Path:
     np.savez(tmp_path / "noX.npz", features=X)
     (tmp_path / "pickle.npy").write_bytes(pickle.dumps(X))
     (tmp_path / "huge_label.csv").write_text("a,b,label\n1,2,0\n3,4,1e300\n5,6,1\n")
-    (tmp_path / "million.csv").write_text("a,b,label\n1,2,0\n3,4,1000000\n5,6,1\n")
+    (tmp_path / "ids.csv").write_text("name,a,label\nann,1,0\nbob,2,1\ncy,3,0\n")
     np.savez(tmp_path / "test99.npz", X=X, y=[0, 1, 2, 1], X_test=X[:2], y_test=[1, 99])
     np.savez(tmp_path / "near_max.npz", X=np.array([[1, 2, 3], [3e38, 0, 0]], np.float32),
              y=[0, 1])  # fmt: skip
@@ -217,6 +293,17 @@ def bad(tmp_path) -> Path:
         ),
         (["--data", "good.csv", "--labels", "y.npy"], "--labels is for --data X.npy"),
         (["--labels", "y.npy"], "--labels is for --data X.npy"),
+        (["--data", "good.csv", "--from-disk"], "--from-disk is for --data X.npy"),
+        (
+            ["--from-disk"],
+            "--from-disk is for --data X.npy (inputs as an .npy file, read batch "
+            "by batch); MNIST is not one",
+        ),
+        (
+            ["--data", "X.npy", "--labels", "y.npy", "--from-disk"],
+            "--from-disk: training would copy X into memory anyway, to standardize it (add "
+            "--no-standardize)",
+        ),
         (["--data", "val.npz", "--val-split", "0.2"], "already has a validation split"),
         (["--data", "good.csv", "--val-split", "1.5"], "--val-split: must lie in"),
         (["--data", "noX.npz"], r"noX.npz holds no array 'X' \(it holds features\)"),
@@ -237,16 +324,24 @@ def bad(tmp_path) -> Path:
             "huge_label.csv: row 3, column 'label' (index 2) holds '1e300', which is not a "
             "class label",
         ),
+        (["--data", "good.csv", "--drop", "label"], "--drop 'label' is the label column of"),
+        (["--data", "good.csv", "--drop", "c"], "--drop 'c': good.csv has no column of that name"),
+        (["--data", "val.npz", "--drop", "0"], "--drop is for --data FILE.csv; val.npz is not"),
+        (["--drop", "0"], "--drop is for --data FILE.csv; MNIST is not a CSV file"),
         (
-            ["--data", "million.csv"],
-            "million.csv: the largest training label is 1000000, which makes k = 1,000,001 "
-            "classes, but only 3 of them occur in the training rows: labels are class indices "
-            "0..k-1 (or class names)",
+            ["--data", "ids.csv"],
+            "ids.csv: column 'name' (index 0) holds a different text in every row ('ann', ...), "
+            "as an ID column does, not a feature: leave it out with --drop name",
+        ),
+        (
+            ["--data", "good.csv", "--sizes", "2,5,3"],
+            "--sizes ends with 3 outputs, but the data has 2 classes, 0, 1: give one output "
+            "per class",
         ),
         (
             ["--data", "test99.npz"],
             "test99.npz: the test split holds label 99 (at its index 1), which no training row "
-            "has; the classes are those of the training split: 0..2",
+            "has; the classes are those of the training split: 0, 1, 2",
         ),
         (
             ["--data", "near_max.npz", "--hidden", "4"],
@@ -265,6 +360,9 @@ def bad(tmp_path) -> Path:
         "fraction",
         "labels-with-csv",
         "labels-without-data",
+        "from-disk-with-csv",
+        "from-disk-with-mnist",
+        "from-disk-standardized",
         "val-split-with-X_val",
         "val-split-1.5",
         "npz-without-X",
@@ -272,7 +370,12 @@ def bad(tmp_path) -> Path:
         "input-width",
         "pickle-as-npy",
         "label-1e300",
-        "label-1000000",
+        "drop-label",
+        "drop-unknown",
+        "drop-npz",
+        "drop-mnist",
+        "id-column",
+        "sizes-past-the-classes",
         "y_test-99",
         "float32-near-max",
     ],
@@ -305,17 +408,19 @@ def test_eval_errors_say_what_is_missing(bad, monkeypatch):
     code, _, err = run("eval", "r", "--data", "X.npy")
     assert code == 2 and "give its labels or targets with --labels y.npy" in err
     code, _, err = run("eval", "r", "--labels", "y.npy")
-    assert code == 2 and "--labels and --label-column go with --data" in err
+    assert code == 2 and "--labels, --label-column and --drop go with --data" in err
 
 
 def test_an_x_npy_cut_short_mid_run_stops_with_the_finished_epochs_saved(folder, tmp_path):
-    # X.npy is read as training goes. Cut to a few bytes once epoch 1's line is out, the run
-    # stops with one line naming the file and both sizes, the finished epochs saved (it used to
-    # die of SIGBUS, exit -7, with every epoch lost); restored, the printed command resumes it.
+    # With --from-disk X.npy is read as training goes. Cut to a few bytes once epoch 1's line
+    # is out, the run stops with one line naming the file and both sizes, the finished epochs
+    # saved (it used to die of SIGBUS, exit -7, with every epoch lost); restored, the printed
+    # command resumes it (--from-disk recorded with the run's flags).
     whole = (folder / "X.npy").read_bytes()
     (tmp_path / "X.npy").write_bytes(whole)
     run_dir = tmp_path / "run"
     flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
+    flags += ["--from-disk", "--no-standardize"]  # standardized, X would be copied
     trainer = Trainer("--data", tmp_path / "X.npy", *flags, "--epochs", "100000", "--quiet",
                       "--out", run_dir)  # fmt: skip
     try:
@@ -389,3 +494,25 @@ def test_eval_of_another_file_of_one_class_scores_it(bad, monkeypatch):
     code, out, err = run("eval", "r", "--data", "X.npy", "--labels", "twos.npy")
     assert code == 0, err
     assert "on all 4 examples of X.npy" in out
+
+
+def test_a_small_x_npy_is_read_into_memory_so_a_cut_mid_run_changes_nothing(folder, tmp_path):
+    # Without --from-disk an X.npy that fits in memory is read whole before training: cut to a
+    # few bytes once epoch 1's line is out, the run goes on to its end with the weights of an
+    # untouched run (read batch by batch from the file, it would stop, as above).
+    (tmp_path / "X.npy").write_bytes((folder / "X.npy").read_bytes())
+    flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
+    flags += ["--epochs", "12", "--no-standardize", "--quiet"]  # standardized, X is copied
+    trainer = Trainer("--data", tmp_path / "X.npy", *flags, "--out", tmp_path / "cut")
+    try:
+        trainer.wait_for(r"Epoch 1: ")
+        os.truncate(tmp_path / "X.npy", 100)
+        code, out, err = trainer.finish()
+    finally:
+        trainer.kill()
+    assert code == 0 and err == "", err
+    assert printed_epochs(out) == list(range(12))
+    code, _, err = run_at("train", "--data", folder / "X.npy", *flags, "--out", tmp_path / "whole",
+                          cwd=tmp_path)  # fmt: skip
+    assert code == 0, err
+    assert_same_run(tmp_path / "cut", tmp_path / "whole")

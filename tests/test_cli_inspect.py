@@ -211,7 +211,8 @@ CLI_FILE_CASES = [
     (
         "predict-text-as-image",
         lambda p, d, r: ["predict", r / "model.npz", file_in_the_way(p)],
-        "cannot be read",
+        r"was trained on pictures of digits: it takes images \(or folders of them\), not the "
+        r"table .*file$",
     ),
     (
         "predict-truncated-png",

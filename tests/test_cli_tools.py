@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -17,13 +18,31 @@ from helpers.plots import needs_matplotlib, png_size
 
 
 @pytest.mark.usefixtures("numpy_env")
-def test_data_info_prints_json(tmp_path, monkeypatch):
+def test_data_info_prints_json_and_exits_2_naming_a_problem(tmp_path, monkeypatch):
+    # a cache that is not as it should be was reported with exit status 0
     monkeypatch.setenv("GPUMLP_DATA", str(tmp_path))
-    code, stdout, _ = run("data", "info")
-    assert code == 0
+    code, stdout, stderr = run("data", "info")
     info = json.loads(stdout)
     assert info["cache_dir"] == str(tmp_path)
     assert info["exists"] is False and info["ok"] is False
+    assert_refused(code, stderr, r"^gpumlp: error: MNIST .*mnist\.pkl\.gz is not in the cache: "
+                   r"fetch it with: gpumlp data fetch$")  # fmt: skip
+    (tmp_path / "mnist.pkl.gz").write_bytes(b"short")
+    code, stdout, stderr = run("data", "info")
+    assert json.loads(stdout)["size"] == 5
+    assert_refused(code, stderr, r"mnist\.pkl\.gz holds 5 bytes, not the [\d,]+ expected: fetch "
+                   r"it again with: gpumlp data fetch --force$")  # fmt: skip
+
+
+def test_data_info_of_a_sound_cache_exits_0_and_names_a_wrong_digest(mirror):
+    assert run("data", "fetch")[0] == 0
+    code, stdout, stderr = run("data", "info")
+    assert code == 0 and stderr == "" and json.loads(stdout)["ok"] is True
+    cached = Path(json.loads(stdout)["path"])
+    cached.write_bytes(bytes(len(mirror.read_bytes())))  # the right size, other bytes
+    code, _, stderr = run("data", "info")
+    assert_refused(code, stderr, r"mnist\.pkl\.gz has SHA-256 [0-9a-f]{64}, not the expected "
+                   r"[0-9a-f]{64}: fetch it again with: gpumlp data fetch --force$")  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pytest
 
 import gpumlp.data.csvread as csvread
 from gpumlp import memory
-from gpumlp.data.csvread import CELL_CHARS, read_csv
+from gpumlp.data.csvread import CELL_CHARS, read_csv, read_csv_inputs
 
 
 def write_csv(path: Path, rows: list[list[object]], *, delimiter: str = ",") -> Path:
@@ -82,7 +82,6 @@ def test_csv_tabs_blank_rows_quotes_and_bom(tmp_path):
         ("a,b,label\n1,2,0\n3,4,\n", None, r"row 3, column 'label' \(index 2\) is empty"),
         ("a,b,label\n1,nan,0\n", None, r"row 2, column 'b' \(index 1\) holds 'nan'"),
         ("a,b,label\n1,2,0\n3,4\n", None, r"row 3 has 2 cells, but row 1 \(the header\) has 3"),
-        ("a,b,label\n1,2,-1\n", None, "holds '-1', which is not a class label"),
         ("a,b,label\n1,2,0\n", "y", r"no column of that name; its columns are 'a', 'b', 'label'"),
         ("a,b,label\n1,2,0\n", "3", r"--label-column 3 is out of range: .* 3 columns"),
         ("a,b,label\n1,2,0\n", "-4", r"--label-column -4 is out of range"),
@@ -100,7 +99,6 @@ def test_csv_tabs_blank_rows_quotes_and_bom(tmp_path):
         "empty-label",
         "nan",
         "ragged",
-        "negative",
         "no-name",
         "index",
         "negative-index",
@@ -205,6 +203,82 @@ def test_labels_keep_their_rows_and_names_their_order(tmp_path):
     assert got.classes == ("a", "b", "c") and got.train[1].tolist() == [1, 0, 1, 2, 0]
     path.write_text("a,label\n1,2\n2,0\n3,2.0\n4,1\n")
     assert read_csv(path).train[1].tolist() == [2, 0, 2, 1]
+    path.write_text("a,label\n1,-1\n2,1\n3,-1\n")  # negative labels are classes by value too
+    assert read_csv(path).train[1].tolist() == [-1, 1, -1]
+
+
+# -- which columns are inputs: --drop, pandas' index, ID columns ------------------------------
+
+
+def test_a_header_names_the_features_without_the_label_column(tmp_path):
+    rows = [["a", "kind", "b"], [1, "x", 2], [3, "y", 4]]
+    got = read_csv(write_csv(tmp_path / "t.csv", rows), "kind")
+    assert got.features == ("a", "b") and got.label == "kind" and got.notes == ()
+    assert read_csv(write_csv(tmp_path / "n.csv", [[1, 2, 0], [3, 4, 1]])).features is None
+
+
+@pytest.mark.parametrize("drop", [["id"], ["0"], [0], ["-4"]], ids=["name", "index", "int", "neg"])
+def test_drop_leaves_columns_out_by_name_or_index(tmp_path, drop):
+    rows = [["id", "a", "b", "kind"], ["u1", 1, 2, "x"], ["u2", 3, 4, "y"], ["u3", 5, 6, "x"]]
+    got = read_csv(write_csv(tmp_path / "t.csv", rows), drop=drop)
+    assert got.train[0].tolist() == [[1, 2], [3, 4], [5, 6]] and got.features == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        (["kind"], r"--drop 'kind' is the label column of .*t\.csv$"),
+        (["nope"], r"--drop 'nope': .*t\.csv has no column of that name; its columns are 'a'"),
+        (["7"], r"--drop 7 is out of range: .*t\.csv has 3 columns"),
+    ],
+    ids=["label", "unknown", "out-of-range"],
+)
+def test_drop_of_the_label_or_of_no_column_is_refused(tmp_path, drop, message):
+    path = write_csv(tmp_path / "t.csv", [["a", "b", "kind"], [1, 2, "x"], [3, 4, "y"]])
+    with pytest.raises(ValueError, match=message):
+        read_csv(path, drop=drop)
+
+
+def test_pandas_index_column_is_left_out_with_a_note(tmp_path):
+    # what DataFrame.to_csv writes: an unnamed first column holding 0..n-1
+    rows = [["", "a", "b", "kind"], [0, 1.5, 2, "x"], [1, 3, 4, "y"], [2, 5, 6, "x"]]
+    got = read_csv(write_csv(tmp_path / "t.csv", rows))
+    assert got.train[0].tolist() == [[1.5, 2], [3, 4], [5, 6]] and got.features == ("a", "b")
+    assert len(got.notes) == 1
+    assert "left out its first column, unnamed and holding 0..n-1" in got.notes[0]
+    rows[3][0] = 7  # not 0..n-1: an unnamed feature, kept where it was
+    got = read_csv(write_csv(tmp_path / "u.csv", rows))
+    assert got.train[0].tolist() == [[0, 1.5, 2], [1, 3, 4], [7, 5, 6]] and got.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([["name", "a", "kind"], ["ann", 1, "x"], ["bob", 2, "y"], ["cy", 3, "x"]],
+         r"t\.csv: column 'name' \(index 0\) holds a different text in every row \('ann', "
+         r"\.\.\.\), as an ID column does, not a feature: leave it out with --drop name$"),
+        ([["name", "a", "kind"], ["ann", 1, "x"], ["bob", 2, "y"], ["ann", 3, "x"]],
+         r"t\.csv: row 2, column 'name' \(index 0\) holds 'ann', not a finite number$"),
+    ],
+    ids=["named", "repeats: no ID"],
+)  # fmt: skip
+def test_an_id_column_of_text_is_refused_naming_drop(tmp_path, rows, message):
+    with pytest.raises(ValueError, match=message):
+        read_csv(write_csv(tmp_path / "t.csv", rows))
+
+
+def test_inputs_to_predict_leave_out_the_label_column_when_there(tmp_path):
+    rows = [["", "b", "kind", "a"], [0, 2, "x", 1], [1, 4, "y", 3]]
+    X, names, notes = read_csv_inputs(write_csv(tmp_path / "t.csv", rows), 2, label_column="kind")
+    assert X.tolist() == [[2, 1], [4, 3]] and names == ("b", "a")
+    assert any("left out column 'kind' (index 2), the label column at training" in n
+               for n in notes)  # fmt: skip
+    X, names, notes = read_csv_inputs(write_csv(tmp_path / "u.csv", [["b", "a"], [2, 1]]), 2,
+                                      label_column="kind", drop=["id"])  # fmt: skip
+    assert X.tolist() == [[2, 1]] and names == ("b", "a") and notes == ()
+    headerless = write_csv(tmp_path / "v.csv", [[2, 1, 0], [4, 3, 1]])
+    assert read_csv_inputs(headerless, 2)[0].tolist() == [[2, 1], [4, 3]]  # the last: a label
+    assert read_csv_inputs(headerless, 3)[0].tolist() == [[2, 1, 0], [4, 3, 1]]
 
 
 # -- bounds: memory that does not grow with a row -------------------------------------------------

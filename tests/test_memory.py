@@ -338,8 +338,10 @@ def test_the_command_refuses_a_validation_split_that_cannot_fit(tmp_path, monkey
     np.savez(tmp_path / "t.npz", X=rng.random((200, 2)), y=np.arange(200),
              X_val=rng.random((20_000, 2)), y_val=np.arange(20_000) % 200)  # fmt: skip
     monkeypatch.setattr(memory, "host_available_memory", lambda: 40 << 20)
+    # 200 distinct integer labels in 200 rows are classes only when --task says so
     code, out, err = run_in_process("train", "--data", tmp_path / "t.npz", "--hidden", "4",
-                                    "--out", tmp_path / "run", "--backend", "numpy")  # fmt: skip
+                                    "--task", "classification", "--out", tmp_path / "run",
+                                    "--backend", "numpy")  # fmt: skip
     assert_refused(
         code,
         err,

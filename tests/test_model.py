@@ -44,13 +44,18 @@ DATA_CASES = [
     ),
     ("X-none", lambda: fit(X=None), TypeError, "X"),
     ("y-length", lambda: fit(y=Y[:-1]), ValueError, "y has 11 entries but X has 12"),
-    (
+    (  # 1, 2, 3 for 3 outputs are classes; 0, 1, 2, 3 are one too many
         "y-label-high",
-        lambda: fit(y=np.where(Y == 2, 3, Y)),
+        lambda: fit(y=np.where(np.arange(12) == 0, 3, Y)),
         ValueError,
-        r"labels must lie in \[0, 2\]",
+        r"y holds 4 distinct labels \(0, 1, 2, 3\) for a network of 3 output units: give 3",
     ),
-    ("y-label-negative", lambda: fit(y=np.where(Y == 2, -1, Y)), ValueError, "y holds labels in"),
+    (
+        "y-label-negative",
+        lambda: fit(y=np.where(np.arange(12) == 0, -1, Y)),
+        ValueError,
+        r"y holds 4 distinct labels \(-1, 0, 1, 2\)",
+    ),
     ("y-non-integer", lambda: fit(y=Y + 0.5), ValueError, "y must hold integer class labels"),
     ("y-nan", lambda: fit(y=np.where(Y == 2, np.nan, Y)), ValueError, "y contains NaN"),
     ("y-width", lambda: fit(y=np.eye(4)[Y]), ValueError, r"y has shape \(12, 4\)"),

@@ -3,6 +3,8 @@
 Every index gives what NumPy gives on the array the file holds; a file cut short after it
 was opened raises DataFileShrank naming it and both sizes (where a memory map dies of SIGBUS),
 however it is read: its size checked, a row read, a batch gathered, the whole read.
+``load_rows`` reads a file that fits comfortably into memory whole by the same reads, and
+leaves one that does not (or when asked) in its file.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 import pytest
 
 from gpumlp import DataFileShrank
-from gpumlp.files.npyview import BatchReader, NpyRows, open_rows
+from gpumlp.files import npyview
+from gpumlp.files.npyview import BatchReader, NpyRows, load_rows, open_rows
 
 
 @pytest.fixture
@@ -128,3 +131,47 @@ def test_the_file_is_closed_with_the_last_view(stored):
     assert open_files() == before + 1 and np.array_equal(part[0], stored[0][3])
     del part
     assert open_files() == before
+
+
+# -- load_rows: into memory when it fits comfortably ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("free", "from_disk", "beside", "in_memory"),
+    [
+        (None, False, 0, True),  # the memory free unknown: read
+        (2 * 1400, False, 0, True),  # 50 x 7 float32 = 1,400 bytes: just within half
+        (2 * 1400 - 1, False, 0, False),
+        (2 * 1400 + 2 * 2800, False, 2800, True),  # with a float64 copy beside it
+        (2 * 1400 + 2 * 2800 - 1, False, 2800, False),
+        (None, True, 0, False),  # asked for: read batch by batch from the file
+    ],
+    ids=["unknown", "fits", "too-big", "fits-with-copy", "copy-too-big", "from-disk"],
+)
+def test_load_rows_reads_into_memory_what_fits_in_half_the_free_memory(
+    stored, monkeypatch, free, from_disk, beside, in_memory
+):
+    X, path = stored
+    monkeypatch.setattr(npyview, "host_available_memory", lambda: free)
+    got = load_rows(path, from_disk=from_disk, beside=beside)
+    assert isinstance(got, np.ndarray) is in_memory
+    assert isinstance(got, NpyRows) is not in_memory
+    assert np.array_equal(np.asarray(got), X)
+    if in_memory:  # read, the file closed: a later cut changes nothing
+        os.truncate(path, 100)
+        assert np.array_equal(got, X)
+
+
+def test_load_rows_of_a_file_cut_while_it_is_read_is_a_value_error(stored, monkeypatch):
+    _, path = stored
+    size = path.stat().st_size
+
+    def cut_once_opened(path):
+        rows = open_rows(path)
+        os.truncate(path, 1000)
+        return rows
+
+    monkeypatch.setattr(npyview, "open_rows", cut_once_opened)
+    message = f"{path} shrank from {size:,} to 1,000 bytes while it was read"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        load_rows(path)

@@ -73,7 +73,8 @@ def test_the_flags_and_the_searchable_set_are_those_files_were_written_with():
     old = ["sizes", "hidden", "activation", "output_activation", "cost", "init", "dtype",
            "backend", "lr", "batch_size", "epochs", "seed", "optimizer", "momentum", "l2", "l1",
            "dropout", "schedule", "patience", "engine", "monitor_set", "data", "labels",
-           "label_column", "val_split", "standardize", "limit", "checkpoint_every"]  # fmt: skip
+           "label_column", "val_split", "standardize", "limit", "checkpoint_every",
+           "from_disk"]  # fmt: skip
     assert [name for name in FLAGS if name in old] == old
     assert set(SEARCHABLE) >= {"lr", "l2", "l1", "momentum", "dropout", "batch_size", "epochs",
                                "patience", "hidden", "optimizer", "schedule", "activation",

@@ -17,8 +17,8 @@ import pytest
 
 from gpumlp import CheckpointError, Network
 from gpumlp.data.csvread import read_csv
+from gpumlp.data.formats import data_format
 from gpumlp.data.images import read_digit
-from gpumlp.data.sources import data_format
 from gpumlp.data.tabular import read_npy_pair
 from gpumlp.files.checkpoint import read_checkpoint
 from gpumlp.runs.runlock import lock_folder

@@ -107,22 +107,6 @@ def test_a_regression_is_refused_before_anything_is_written(tmp_path, optuna):
 
 
 @pytest.mark.parametrize(
-    ("content", "why"),
-    [
-        (b"lr = {log = [0.01, 10]}\n# caf\xe9\n", "is not UTF-8 text, as TOML must be"),
-        (b"lr = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nests its TOML deeper than"),
-    ],
-    ids=["latin-1", "deep"],
-)
-def test_an_unreadable_space_file_is_refused_naming_it(tmp_path, bar_mnist, optuna, content, why):
-    (tmp_path / "space.toml").write_bytes(content)
-    out = tmp_path / "out"
-    code, _, err = run("sweep", tmp_path / "space.toml", "--data", bar_mnist, "--out", out)
-    assert_refused(code, err, re.escape(f"{tmp_path / 'space.toml'} {why}"))
-    assert not out.exists()
-
-
-@pytest.mark.parametrize(
     ("flags", "why"),
     [
         (["--lr", "0.5"], "lr is searched, so --lr cannot fix it"),

@@ -2,9 +2,10 @@
 CSV files are :mod:`gpumlp.data.csvread`'s (``test_csvread.py``).
 
 Every file is written here with the real writers (``np.savez``, ``np.save``) and read
-back with the reader; the arrays that come back must equal those written. The ``.npy`` path,
-read as it is used, is checked where it matters: ``Network.fit`` on a float32 file must not
-allocate anything near the file's size.
+back with the reader; the arrays that come back must equal those written. ``X.npy`` is read
+into memory when it fits in half the memory free (with the copy training makes of it), else
+read as it is used, which is checked where it matters: ``Network.fit`` on a float32 file must
+not allocate anything near the file's size.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import gpumlp.files.npyview
 import gpumlp.memory
 from gpumlp import Network, OutOfMemory
 from gpumlp._checks import finite_host_array, first_nonfinite
@@ -67,7 +69,7 @@ def test_npz_reads_only_its_six_arrays(tmp_path, table, monkeypatch):
         ),
         ({"X": np.ones((3, 2)), "y": np.zeros(4)}, r"y must be labels \(3,\) or targets"),
         ({"X": np.ones(3), "y": np.zeros(3)}, r"X must be 2-D \(n, d\)"),
-        ({"X": np.ones((3, 2)), "y": np.array([0, -1, 2])}, "y holds -1 at index 1"),
+        ({"X": np.ones((3, 2)), "y": np.array([0, -(2**40), 2])}, "y holds -1099511627776 at"),
         ({"X": np.array([[1, np.inf]]), "y": np.zeros(1)}, r"X holds inf at index \(0, 1\)"),
         (
             {
@@ -86,7 +88,7 @@ def test_npz_reads_only_its_six_arrays(tmp_path, table, monkeypatch):
         "no-X_val",
         "lengths",
         "1-D",
-        "negative",
+        "huge-negative",
         "inf",
         "widths",
         "strings",
@@ -102,15 +104,38 @@ def test_npz_errors_name_the_file_and_array(tmp_path, arrays, message):
 # -- npy pairs ---------------------------------------------------------------------------------
 
 
-def test_npy_pair_reads_x_from_its_file_and_round_trips(tmp_path, table):
+@pytest.mark.parametrize("from_disk", [False, True])
+def test_npy_pair_round_trips_read_into_memory_or_from_its_file(tmp_path, table, from_disk):
     X, y = table
     np.save(tmp_path / "X.npy", X.astype(np.float32))
     np.save(tmp_path / "y.npy", y.astype(np.uint8))
-    got = read_npy_pair(tmp_path / "X.npy", tmp_path / "y.npy")
-    assert not isinstance(got.train[0], np.ndarray)  # never mapped: read as it is used
-    assert got.train[0].path == tmp_path / "X.npy"
+    got = read_npy_pair(tmp_path / "X.npy", tmp_path / "y.npy", from_disk=from_disk)
+    assert isinstance(got.train[0], np.ndarray) is not from_disk  # else read as it is used
+    assert not isinstance(got.train[0], np.memmap)  # never mapped
+    assert from_disk is False or got.train[0].path == tmp_path / "X.npy"
     assert np.array_equal(got.train[0], X.astype(np.float32))
     assert np.array_equal(got.train[1], y) and got.train[1].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("dtype", "standardize", "copy"),
+    [(None, False, 0), ("float32", False, 0), ("float64", False, 8), ("float32", True, 4)],
+)
+def test_npy_pair_counts_the_copy_training_makes_beside_x(
+    tmp_path, monkeypatch, dtype, standardize, copy
+):
+    # 100 x 4 float32 (1,600 bytes): in memory when X and the copy training will make of it
+    # (cast to the network's dtype, or standardized) fit in half the memory free, else read
+    # from its file as training goes.
+    np.save(tmp_path / "X.npy", np.ones((100, 4), np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(100, int))
+    need = 1600 + 400 * copy
+    for free, in_memory in ((2 * need, True), (2 * need - 1, False)):
+        monkeypatch.setattr(gpumlp.files.npyview, "host_available_memory", lambda f=free: f)
+        X, _ = read_npy_pair(
+            tmp_path / "X.npy", tmp_path / "y.npy", dtype=dtype, standardize=standardize
+        ).train
+        assert isinstance(X, np.ndarray) is in_memory, free
 
 
 @pytest.mark.parametrize(
@@ -168,12 +193,15 @@ def test_fit_on_a_float32_npy_file_makes_no_full_size_copy(tmp_path, monkeypatch
     X.flush()
     del X
     np.save(tmp_path / "y.npy", np.arange(n) % 2)
+    # A file larger than the free memory trains: it is read as it is used (more than half the
+    # memory free: without --from-disk too) and not counted against it (a copy would be).
+    for module in (gpumlp.memory, gpumlp.files.npyview):
+        monkeypatch.setattr(module, "host_available_memory", lambda: 60 * 2**20)
     table = read_npy_pair(tmp_path / "X.npy", tmp_path / "y.npy")
     X, y = table.train
     net = Network([d, 4, 2], backend="numpy", seed=0)
     assert net.inputs.x(X) is X  # what the batches are read from: the file, not a copy
-    # A file larger than the free memory trains: it is not counted against it (a copy would be).
-    monkeypatch.setattr(gpumlp.memory, "host_available_memory", lambda: 60 * 2**20)
+    assert not isinstance(X, np.ndarray)
     with pytest.raises(OutOfMemory, match="needs about"):
         Network([d, 4, 2], backend="numpy", seed=0).fit(X, y, epochs=1, standardize=True)
     tracemalloc.start()

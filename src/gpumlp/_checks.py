@@ -4,7 +4,7 @@ Scalars (``check_int``, ``check_number``), layer sizes, host arrays and their va
 parameters given from outside. Values are checked as the network will hold them: a finite
 float64 value that overflows float32 (``1e300``) is refused naming the argument and the dtype,
 never left to become inf later. Checking inputs and targets against a network's spec and moving
-them to its device is :mod:`gpumlp.inputs`.
+them to its device is :mod:`gpumlp.prepare` and :mod:`gpumlp.inputs`.
 """
 
 from __future__ import annotations

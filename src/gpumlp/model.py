@@ -3,7 +3,8 @@
 ``Network`` builds a :class:`~gpumlp.config.ModelSpec` (where its arguments are checked) and
 draws :class:`~gpumlp.network.Params`; ``fit`` builds a :class:`~gpumlp.config.TrainConfig`
 and runs :func:`gpumlp.train.run_epochs` over a :class:`~gpumlp.runstate.TrainState`. Arrays it
-returns belong to its backend (NumPy or CuPy arrays).
+returns belong to its backend (NumPy or CuPy arrays), except the class values
+:meth:`Network.predict_classes` returns (host NumPy arrays).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from .files.modelfile import model_meta, params_to_host
 from .history import History
 from .initial import init_params
 from .inputs import Inputs
+from .labels import decode_labels
 from .memory import check_model_fits, check_training_fits
 from .network import Params, backprop, feedforward
 from .reporting import fit_display, summary_text
 from .runstate import TrainState
 from .settings import DEFAULTS as D
 from .settings import SETTINGS
-from .targets import TargetScaling
 from .train import evaluate_arrays, train_network
 
 __all__ = ["Network"]
@@ -56,14 +57,17 @@ class Network:
     seed : int, seeds the host RNG of the initial weights (and, unless ``fit`` gets its own, the
         epoch orders); drawn at random when None, and kept in ``seed`` so the run can be
         repeated. The same seed gives the same numbers on every backend.
+    classes : each output's class, in order (two for one unit): names or label values; None:
+        the outputs' indices, or the labels ``fit`` learns (see :meth:`fit`)
+    features : the ``sizes[0]`` input columns' names, by which DataFrames are then taken
 
     Attributes
     ----------
     weights, biases : lists, ``weights[l]`` (sizes[l+1], sizes[l]), ``biases[l]`` (sizes[l+1],)
     spec : the ModelSpec; xp : the namespace; dtype : its dtype object; seed : int
     input_mean, input_std : host arrays (sizes[0],) when ``fit(standardize=True)`` set them
-    target_scaling : a regression's :class:`~gpumlp.targets.TargetScaling`, when
-        ``fit(standardize=True)`` set it
+    target_scaling : a regression's :class:`~gpumlp.targets.TargetScaling`, set likewise
+    classes, features : as above (kept in model files); data_kind : "images", "table" or None
     """
 
     def __init__(
@@ -78,37 +82,28 @@ class Network:
         dtype: str = D["dtype"],
         backend: str | ModuleType = D["backend"],
         seed: int | None = D["seed"],
+        classes: Sequence[Any] | None = None,
+        features: Sequence[str] | None = None,
     ) -> None:
-        self.spec = ModelSpec.build(
-            sizes,
-            activation=activation,
-            output_activation=output_activation,
-            cost=cost,
-            init=init,
-            dtype=dtype,
-            backend=backend,
-            task=task,
-        )
-        self.seed: int | None = (
-            secrets.randbelow(2**32) if seed is None else SETTINGS["seed"].check(seed)
-        )
-        check_model_fits(self.spec.sizes, self.spec.dtype, self.spec.xp)
+        self.spec = ModelSpec.build(sizes, activation=activation, cost=cost, init=init,
+                                    output_activation=output_activation, dtype=dtype,
+                                    backend=backend, task=task)  # fmt: skip
+        spec, check = self.spec, SETTINGS["seed"].check
+        self.seed: int | None = secrets.randbelow(2**32) if seed is None else check(seed)
+        check_model_fits(spec.sizes, spec.dtype, spec.xp)
         self._rng = np.random.default_rng(self.seed)
-        self.params = init_params(
-            self.spec.sizes, init, self._rng, dtype=self.spec.dtype, xp=self.spec.xp
-        )
+        self.params = init_params(spec.sizes, init, self._rng, dtype=spec.dtype, xp=spec.xp)
         self.inputs = Inputs(self.spec)
+        self.inputs.describe(classes=classes, features=features)
 
     @classmethod
-    def from_parts(cls, spec: ModelSpec, params: Params, input_mean: Any = None,
-                   input_std: Any = None, targets: TargetScaling | None = None,
-                   ) -> Network:  # fmt: skip
-        """A network of an already built spec and parameters (as :func:`gpumlp.load` makes
-        one), with its standardizations; its seed is unknown (None)."""
+    def from_parts(cls, spec: ModelSpec, params: Params, inputs: Inputs | None = None) -> Network:
+        """A network of an already built spec, parameters and input edge (standardizations,
+        classes, inputs' names), as :func:`gpumlp.load` makes one; its seed is unknown."""
         net = cls.__new__(cls)
         net.spec, net.params, net.seed = spec, params, None
         net._rng = np.random.default_rng()
-        net.inputs = Inputs(spec, input_mean, input_std, targets)
+        net.inputs = Inputs(spec) if inputs is None else inputs
         return net
 
     sizes = property(lambda self: list(self.spec.sizes), doc="Units per layer, input first.")
@@ -135,6 +130,17 @@ class Network:
     input_mean = property(lambda self: self.inputs.mean, doc="Standardization mean (n_0,).")
     input_std = property(lambda self: self.inputs.std, doc="Standardization std (n_0,).")
     target_scaling = property(lambda self: self.inputs.scaling, doc="A regression's targets'.")
+    features = property(lambda self: self.inputs.info.features, doc="Input columns' names.")
+    classes = property(
+        lambda self: self.inputs.info.classes,
+        lambda self, values: self.inputs.describe(classes=values),
+        doc="Each output's class (a name or label value); None: its index.",
+    )
+    data_kind = property(
+        lambda self: self.inputs.info.kind,
+        lambda self, kind: self.inputs.describe(kind=kind),
+        doc='What the inputs are: "images" (28×28), "table" (rows) or None.',
+    )
 
     def load_params(self, weights: Sequence[Any], biases: Sequence[Any]) -> None:
         """Copy parameters in from array-likes (host or device): ``weights[l]`` of shape
@@ -167,6 +173,14 @@ class Network:
         ValueError for a classification network, whose outputs are scores of classes."""
         return self.inputs.values(self.feedforward(X, chunk=chunk))
 
+    def predict_classes(self, X: Any, *, chunk: int = DEFAULT_CHUNK) -> np.ndarray[Any, Any]:
+        """Class of each row of ``X`` as its value (:attr:`classes`; the index without them):
+        a host NumPy array (m,) of strings, numbers or booleans, whatever the backend.
+        ValueError for a regression network, which has no classes."""
+        if self.task == "regression":
+            raise ValueError("predict_classes is for classes; a regression network has none")
+        return decode_labels(self.predict(X, chunk=chunk), self.classes)
+
     def predict_proba(self, X: Any, *, chunk: int = DEFAULT_CHUNK) -> Array:
         """Class scores of each row of ``X``: (m, sizes[-1]); with one output unit (m, 2) as
         ``[1 − a, a]``. Probabilities (rows summing to 1) for a softmax output; for sigmoid
@@ -187,9 +201,9 @@ class Network:
         return grads.weights, grads.biases
 
     def evaluate(self, X: Any, y: Any, *, chunk: int = DEFAULT_CHUNK) -> dict[str, float]:
-        """``{"cost", "accuracy", "n"}`` on ``X`` (m, sizes[0]) and labels (m,) or targets
-        (m, n_out); accuracy is the fraction of rows whose predicted class is the label. For
-        a regression network ``{"cost", "mse", "mae", "r2", "n"}``, the scores in the
+        """``{"cost", "accuracy", "n"}`` on ``X`` (m, sizes[0]) and labels (m,) (through
+        :attr:`classes`) or targets (m, n_out); accuracy: the rows whose class is the label.
+        For a regression network ``{"cost", "mse", "mae", "r2", "n"}``, the scores in the
         targets' units (:mod:`gpumlp.metrics`)."""
         X, Y, labels = self.inputs.data(X, y)
         std = None if self.inputs.scaling is None else self.inputs.scaling.std
@@ -230,20 +244,24 @@ class Network:
         """Train by mini-batch gradient descent on ``X`` (n, sizes[0]) and ``y`` (labels (n,)
         or targets (n, sizes[-1])); the defaults are the book's (30 epochs, batch 10, lr 3.0).
 
+        Labels (a pandas Series too) go through :attr:`classes`; a network without them takes
+        integer labels in [0, k) for its k outputs as their indices, and learns other labels
+        (strings; 1, 2, 3 for 3 outputs) as its classes, their k sorted distinct values
+        (:mod:`gpumlp.labels`). A DataFrame ``X`` names the :attr:`features` when unnamed.
+
         ``lr`` is η: each step is ``w -= lr · ∂C/∂w`` for the batch-mean C. ``validation_data``
         ``(X_val, y_val)`` is scored after each epoch (``scored`` names it: "validation" or
         "test"). ``seed`` seeds the epoch orders (default: the network's RNG; a network of
         unknown seed, as :func:`gpumlp.load` gives, draws one); the History records it.
-        ``optimizer``: "sgd", "momentum", "nesterov", "adam"; ``l2``/``l1``: the book's (λ/n)·W and
-        (λ/n)·sgn(W); ``dropout``: inverted, on hidden layers; ``schedule``: "constant",
-        "step", "plateau" (the book's halve-on-plateau), "cosine"; ``patience``: early stopping
-        (or the plateau rule) on ``stop_on``: "val_accuracy" (the book's) or "val_cost" (a
-        regression's); ``monitor``: names from :data:`gpumlp.config.MONITORS`;
-        ``checkpoint`` written every ``checkpoint_every`` epochs, on interruption and at the
-        end; ``resume`` a checkpoint to continue from; ``engine``: "auto", "generic", "fused",
-        "graph"; ``standardize``: subtract the training inputs' mean and divide by their
-        standard deviation (kept in the network, applied wherever it takes inputs; a
-        regression's targets too, its predictions scaled back).
+        ``l2``/``l1``: the book's (λ/n)·W and (λ/n)·sgn(W); ``dropout``: inverted, on hidden
+        layers; ``patience``: early stopping (or the plateau schedule) on ``stop_on``,
+        "val_accuracy" (the book's) or "val_cost" (a regression's); ``monitor``: names from
+        :data:`gpumlp.config.MONITORS`; ``checkpoint`` written every ``checkpoint_every``
+        epochs, on interruption and at the end; ``resume`` a checkpoint to continue from;
+        ``standardize``: subtract the training inputs' mean and divide by their standard
+        deviation (kept, applied wherever the network takes inputs; a regression's targets
+        too, its predictions scaled back). The other settings' choices (``optimizer``,
+        ``schedule``, ``engine``) are :data:`gpumlp.settings.SETTINGS`'.
         ``verbose``: 0, the default, prints nothing; 1 a Keras-style line per epoch on stdout
         (``Epoch 3: train_cost 0.0612 - val_cost 0.0731 - val_accuracy 0.9412 (0.61 s)``)
         and a per-batch bar when stdout is a terminal; 2 the lines only. ``progress``: a
@@ -269,38 +287,30 @@ class Network:
         standardize = SETTINGS["standardize"].check(standardize)
         n = count_rows("X", X)
         check_training_fits(
-            self.spec.sizes,
-            self.spec.dtype,
-            self.xp,
-            optimizer=cfg.optimizer,
-            batch_size=cfg.batch_size,
-            n=n,
-            dropout=cfg.dropout,
+            self.spec.sizes, self.spec.dtype, self.xp, optimizer=cfg.optimizer,
+            batch_size=cfg.batch_size, n=n, dropout=cfg.dropout,
             early_stopping=cfg.patience is not None,
             copies_inputs=self.inputs.copies(X, standardize=standardize),
-            n_val=count_rows("validation_data", validation_data, pair=True),
-            chunk=cfg.chunk,
+            n_val=count_rows("validation_data", validation_data, pair=True), chunk=cfg.chunk,
+        )  # fmt: skip
+        data = self.inputs.data(
+            X, y, fit_standardization=standardize and not self.standardized, learn=True
         )
-        data = self.inputs.data(X, y, fit_standardization=standardize and not self.standardized)
         validation = self.inputs.pair(validation_data)  # standardized as the training inputs
         if seed is None and self.seed is None:  # a loaded network: draw one, to be recorded
             seed = secrets.randbelow(2**32)
-        state = TrainState.start(
-            self.spec,
-            self.params,
-            cfg,
-            np.random.default_rng(seed) if seed is not None else self._rng,
-            inputs=self.inputs.arrays(),
-            seed=self.seed if seed is None else seed,
-            scored=scored,
-        )
+        rng = np.random.default_rng(seed) if seed is not None else self._rng
+        state = TrainState.start(self.spec, self.params, cfg, rng, inputs=self.inputs.arrays(),
+                                 about=self.inputs.info.meta(), scored=scored,
+                                 seed=self.seed if seed is None else seed)  # fmt: skip
         return train_network(state, data, validation, resume, progress, on_epoch)
 
     def save(self, path: str | Path) -> None:
-        """Write the model (spec, parameters, standardizations) to ``path`` atomically."""
+        """Write the model (spec, parameters, standardizations, classes, inputs' names) to
+        ``path`` atomically."""
         write_checkpoint(path, *self.file_parts())
 
     def file_parts(self) -> tuple[dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
         """The model as a file holds it: its metadata and its named host arrays."""
         arrays = params_to_host(self.params) | self.inputs.arrays()
-        return model_meta(self.spec, arrays), arrays
+        return model_meta(self.spec, arrays) | self.inputs.info.meta(), arrays

@@ -44,7 +44,8 @@ class TrainState:
 
     ``inputs`` holds host arrays that belong with the model in every file it writes (the
     standardization's ``input/mean`` and ``input/std``, and a regression's ``target/mean``
-    and ``target/std``), empty when there are none.
+    and ``target/std``), empty when there are none; ``about`` the metadata that does (its
+    classes and inputs' names: :mod:`gpumlp.files.modeldata`).
     """
 
     spec: ModelSpec
@@ -58,6 +59,7 @@ class TrainState:
     dropout_key: int | None = None
     history: History = field(default_factory=History)
     inputs: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+    about: dict[str, Any] = field(default_factory=dict)
     epoch: int = 0
     best: Params | None = None
     _snap: dict[str, Any] | None = None
@@ -71,6 +73,7 @@ class TrainState:
         rng: np.random.Generator,
         *,
         inputs: dict[str, np.ndarray[Any, Any]] | None = None,
+        about: dict[str, Any] | None = None,
         seed: int | None = None,
         scored: str = "validation",
     ) -> TrainState:
@@ -90,6 +93,7 @@ class TrainState:
             key,
             History(seed=seed, scored=scored, task=spec.task),
             dict(inputs or {}),
+            dict(about or {}),
         )
 
     def snapshot(self) -> None:
@@ -164,7 +168,8 @@ class TrainState:
             arrays |= params_to_host(value, f"opt/{key}")
         if self.best is not None:
             arrays |= params_to_host(self.best, "best")
-        meta = model_meta(self.spec, self.inputs) | {
+        meta = model_meta(self.spec, self.inputs) | self.about
+        meta |= {
             "epoch": self.epoch,
             "optimizer": {"name": self.optimizer.name, "scalars": self.opt_state.scalars},
             "hyper": self.config.hyper(),
@@ -260,16 +265,27 @@ def _read_resumable(path: str | Path, spec: ModelSpec, config: TrainConfig) -> _
     return _Resumed(meta, params, buffers, best, rng, schedule, early)
 
 
-def check_resumable(path: str | Path, spec: ModelSpec, config: TrainConfig) -> int:
-    """Check, without changing anything, that a run of ``spec`` and ``config`` can resume from
-    the checkpoint ``path``: everything :meth:`TrainState.load` checks, so that a command can
-    refuse before it writes anything. Returns the epochs the checkpoint finished.
+def check_resumable(
+    path: str | Path, spec: ModelSpec, config: TrainConfig, about: dict[str, Any] | None = None
+) -> int:
+    """Check, without changing anything, that a run of ``spec`` and ``config`` (on data whose
+    classes are ``about``'s) can resume from the checkpoint ``path``: everything
+    :meth:`TrainState.load` checks, so that a command can refuse before it writes anything.
+    Returns the epochs the checkpoint finished.
 
     Raises CheckpointError (a ValueError) naming the file and what does not match: another
-    network (sizes, activations, cost) or optimizer, a damaged or incomplete file, parameters
-    or optimizer buffers of the wrong shape or holding NaN or inf, an invalid RNG or schedule.
+    network (sizes, activations, cost) or optimizer, other classes, a damaged or incomplete
+    file, parameters or optimizer buffers of the wrong shape or holding NaN or inf, an invalid
+    RNG or schedule.
     """
-    return int(_read_resumable(path, spec, config).meta["epoch"])
+    meta = _read_resumable(path, spec, config).meta
+    mine, theirs = (about or {}).get("classes"), meta.get("classes")
+    if mine is not None and theirs is not None and mine != theirs:
+        raise CheckpointError(
+            f"{str(path)!r} was trained on the classes {theirs!r:.200}, but the data's classes "
+            f"are {mine!r:.200}"
+        )
+    return int(meta["epoch"])
 
 
 def check_checkpoint_path(path: Path) -> None:

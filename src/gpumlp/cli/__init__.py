@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from .. import signals
 from .._version import __version__
 from ..errors import OutOfMemory
-from . import inspect, parity, sweep, tools, train
+from . import inspect, parity, predict, sweep, tools, train
 from ._args import Parser, UsageError
 
 __all__ = [
@@ -63,7 +63,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     p.add_argument("--version", action="version", version=f"gpumlp {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
-    for module in (train, inspect, tools, parity, sweep):
+    for module in (train, inspect, predict, tools, parity, sweep):
         handlers |= module.add_parsers(sub, [common])
     return p, handlers
 

@@ -1,30 +1,34 @@
-"""``gpumlp eval`` and ``gpumlp predict``: a trained model on a test set, or on pictures.
+"""``gpumlp eval``: a trained model on a test set; what ``eval`` and ``predict`` share.
 
 Both take a model file, a training checkpoint, or a run folder (its ``model.npz``, else its
-``checkpoint.npz``).
+``checkpoint.npz``), and read the data as the run did (its ``args.json``). Labels are held to
+the model's classes: a file that lacks a class is scored as it is, a label the model never saw
+is refused, naming it. A regression's labels are read as values (its task, kept in the model)
+and scored by MSE, MAE and R².
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..backend import to_host
-from ..data.sources import DataSet, data_format, load_data
+from ..data.formats import data_format
+from ..data.sources import DataSet, load_data
 from ..loader import load
 from ..model import Network
 from ..runs.rundir import read_args
-from ._args import UsageError
+from ._args import UsageError, names
 
-__all__ = ["add_parsers", "model_path"]
+__all__ = ["add_parsers", "model_path", "run_args"]
 
 
 def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, Any]:
-    """Add ``eval`` and ``predict`` to the subcommands; return their handlers."""
+    """Add ``eval`` to the subcommands; return its handler."""
     e = sub.add_parser(
         "eval",
         parents=parents,
@@ -39,17 +43,11 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
         help="with --data FILE.csv: the label column, by header name or 0-based index "
         "(default: the run's, else the last column)",
     )
+    e.add_argument("--drop", default=None, type=lambda t: names(t, []),
+                   help="with --data FILE.csv: columns to leave out (default: the run's "
+                   "--drop)")  # fmt: skip
     e.add_argument("--backend", default="auto")
-    pr = sub.add_parser("predict", parents=parents, help="classify pictures of digits")
-    pr.add_argument("model", help="model or checkpoint .npz, or a run folder")
-    pr.add_argument(
-        "images",
-        nargs="+",
-        metavar="IMAGE",
-        help="pictures (any format Pillow reads), or folders of them",
-    )
-    pr.add_argument("--backend", default="auto")
-    return {"eval": run_eval, "predict": run_predict}
+    return {"eval": run_eval}
 
 
 def model_path(value: str) -> Path:
@@ -63,49 +61,50 @@ def model_path(value: str) -> Path:
     return path
 
 
-_RUN_DATA = ("data", "labels", "label_column", "val_split", "seed")
+_RUN_DATA = ("data", "labels", "label_column", "val_split", "seed", "drop")
 
 
-def _run_args(model: Path) -> dict[str, Any]:
+def run_args(model: Path) -> dict[str, Any]:
     """The data flags of the run a model was trained in (its folder's ``args.json``), those
     of the right type; empty when the model is not in a run folder. ValueError naming the file
     when it is there but unreadable (:func:`gpumlp.runs.rundir.read_args`)."""
     saved = read_args(model.parent) or {}
     kinds = {"data": str, "labels": str, "label_column": str | int, "val_split": float,
-             "seed": int}  # fmt: skip
+             "seed": int, "drop": list}  # fmt: skip
     return {k: saved[k] for k in _RUN_DATA if isinstance(saved.get(k), kinds[k])}
 
 
 def _eval_data(
-    given: str | None,
-    run: dict[str, Any],
-    *,
-    labels: str | None,
-    column: str | None,
-    task: str,
-) -> tuple[DataSet, bool]:
-    """The data ``eval`` scores, and whether it is the run's own: its data, labels, label
-    column and held-out rows, when ``--data`` is not given or names the run's file (and no
-    other labels are given); else ``--data`` with ``labels``, and ``column`` (default the
-    run's) when it is a CSV. Its labels are read as the model's ``task`` takes them."""
-    if given is None and (labels is not None or column is not None):
-        raise UsageError("--labels and --label-column go with --data")
+    given: str | None, run: dict[str, Any], net: Network, *, labels: str | None,
+    column: str | None, drop: list[str] | None,
+) -> tuple[DataSet, bool]:  # fmt: skip
+    """The data ``eval`` scores, its labels read as the model ``net`` takes them (its task;
+    a classifier's held to its classes), and whether it is the run's own: its data, labels,
+    label column, dropped columns and held-out rows, when ``--data`` is not given or names
+    the run's file (and no other labels are given); else ``--data`` with ``labels``, and
+    ``column`` and ``drop`` (default the run's) for a CSV."""
+    if given is None and (labels is not None or column is not None or drop is not None):
+        raise UsageError("--labels, --label-column and --drop go with --data")
     same = given is not None and "data" in run and Path(given).resolve() == Path(run["data"])
-    if given is None or (same and labels is None and column is None):
+    if given is None or (same and labels is None and column is None and drop is None):
         own = load_data(
             run.get("data"),
             labels=run.get("labels"),
             label_column=run.get("label_column"),
             val_split=run.get("val_split"),
             seed=run.get("seed", 0),
-            task=task,
+            drop=run.get("drop"),
+            classes=net.classes,
+            task=net.task,
         )
         return own, True
     path = Path(given)
-    fmt = data_format(path) if path.is_file() else None
-    if fmt == "csv" and column is None:
-        column = run.get("label_column")
-    return load_data(given, labels=labels, label_column=column, training=False, task=task), False
+    if path.is_file() and data_format(path) == "csv":
+        column = run.get("label_column") if column is None else column
+        drop = run.get("drop") if drop is None else drop
+    data = load_data(given, labels=labels, label_column=column, drop=drop, classes=net.classes,
+                     task=net.task)  # fmt: skip
+    return data, False
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -113,10 +112,11 @@ def run_eval(args: argparse.Namespace) -> int:
     validation split); a regression's MSE, MAE, R² and cost."""
     path = model_path(args.model)
     net = load(path, backend=args.backend)
-    run = _run_args(path)
-    data, own = _eval_data(
-        args.data, run, labels=args.labels, column=args.label_column, task=net.task
-    )
+    run = run_args(path)
+    data, own = _eval_data(args.data, run, net, labels=args.labels, column=args.label_column,
+                           drop=args.drop)  # fmt: skip
+    for note in data.notes:
+        print(f"gpumlp: note: {note}", file=sys.stderr, flush=True)
     scored, split = (
         ("the test set", data.test)
         if data.test is not None
@@ -135,7 +135,7 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{str(path)!r} takes {net.sizes[0]} inputs, but the data has "
             f"{data.n_features} features per example"
         )
-    result = net.evaluate(X, y)
+    result = net.evaluate(*data.valued(split))
     if net.task == "regression":
         rows = "" if split is data.train else f" ({len(y)} examples)"  # "all N examples of F"
         print(
@@ -156,29 +156,14 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     if k <= 20:
         confusion = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
+        # the classes head the rows and columns where they fit, else their indices do
+        shown = [str(c) for c in net.classes or range(k)]
+        short = all(len(c) <= 5 for c in shown)
+        heads = shown if short else [str(j) for j in range(k)]
         print("confusion matrix (rows: true class, columns: predicted)")
-        print("     " + " ".join(f"{j:5d}" for j in range(k)))
-        for i, row in enumerate(confusion):
-            print(f"{i:3d}  " + " ".join(f"{v:5d}" for v in row))
-        if data.classes is not None:
-            print("classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(data.classes)))
-    return 0
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    """The class of each picture, with the network's score for every class."""
-    path = model_path(args.model)
-    net: Network = load(path, backend=args.backend)
-    from ..data.images import find_images, read_digit  # Pillow: only once there is a model to use
-
-    side = math.isqrt(net.sizes[0])
-    if side * side != net.sizes[0]:
-        raise UsageError(f"{str(path)!r} takes {net.sizes[0]} inputs, not a square image")
-    files = find_images(args.images)
-    pixels = np.stack([read_digit(f, side=side) for f in files])
-    scores = to_host(net.feedforward(pixels))
-    for f, row in zip(files, scores, strict=True):
-        label = f"{f}: " if len(files) > 1 else ""
-        print(f"{label}digit: {int(np.argmax(row))}")
-        print("scores: " + "  ".join(f"{i}:{s:.3f}" for i, s in enumerate(row)))
+        print("     " + " ".join(f"{h:>5}" for h in heads))
+        for head, row in zip(heads, confusion, strict=True):
+            print(f"{head:>3}  " + " ".join(f"{v:5d}" for v in row))
+        if not short:
+            print("classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(shown)))
     return 0

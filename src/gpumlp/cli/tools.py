@@ -61,12 +61,24 @@ def ensure_mnist(*, force: bool = False) -> Path:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    """Fetch MNIST into the cache, or describe the cache as JSON."""
+    """Fetch MNIST into the cache, or describe the cache as JSON; a cache that is not as it
+    should be (the file missing, of another size or digest) is then an error naming what is
+    wrong, so the exit code says it too."""
     if args.action == "fetch":
         print(f"MNIST is at {ensure_mnist(force=args.force)}")
+        return 0
+    info = mnist_info()
+    print(json.dumps(info, indent=1), flush=True)
+    if info["ok"]:
+        return 0
+    fix = "fetch it again with: gpumlp data fetch --force"
+    if not info["exists"]:
+        problem, fix = "is not in the cache", "fetch it with: gpumlp data fetch"
+    elif info["size"] != info["expected_size"]:
+        problem = f"holds {info['size']:,} bytes, not the {info['expected_size']:,} expected"
     else:
-        print(json.dumps(mnist_info(), indent=1))
-    return 0
+        problem = f"has SHA-256 {info['sha256']}, not the expected {info['expected_sha256']}"
+    raise ValueError(f"MNIST {info['path']} {problem}: {fix}")
 
 
 def run_plot(args: argparse.Namespace) -> int:

@@ -18,7 +18,8 @@ from typing import Any
 
 from .. import signals
 from .._version import __version__
-from ..data.sources import DataSet, check_mnist_flags, load_data
+from ..data.formats import check_mnist_flags
+from ..data.sources import DataSet, load_data
 from ..errors import TrainingInterrupted
 from ..reporting import printing, progress_bar
 from ..runs.advice import Stall, constant_cost, scale_advice
@@ -108,10 +109,17 @@ def _warn(text: str) -> None:
 
 def load_flags_data(flags: dict[str, Any]) -> DataSet:
     """The data the flags name (``data``, the table flags, ``val_split``, ``seed``, ``limit``,
-    ``task``):
-    MNIST's flags refused before it is fetched, then fetched when missing."""
+    ``from_disk``, ``task``; ``dtype`` and ``standardize`` say what copy of X.npy training
+    makes): MNIST's flags refused before it is fetched, then fetched when missing."""
     if flags["data"] is None:
-        check_mnist_flags(flags["labels"], flags["label_column"], flags["val_split"], flags["task"])
+        check_mnist_flags(
+            flags["labels"],
+            flags["label_column"],
+            flags["val_split"],
+            flags["drop"],
+            from_disk=flags["from_disk"],
+            task=flags["task"],
+        )
         ensure_mnist()
     return load_data(
         flags["data"],
@@ -119,6 +127,10 @@ def load_flags_data(flags: dict[str, Any]) -> DataSet:
         label_column=flags["label_column"],
         val_split=flags["val_split"],
         seed=flags["seed"],
+        drop=flags["drop"],
+        from_disk=flags["from_disk"],
+        dtype=flags["dtype"],
+        standardize=bool(flags["standardize"]),
         task=flags["task"],
     ).limited(flags["limit"])
 
@@ -178,6 +190,8 @@ def _train(args: argparse.Namespace) -> int:
             f"{where}{task}; seed {flags['seed']}{table}",
             flush=True,
         )
+        for note in data.notes:
+            print(f"gpumlp: note: {note}", file=sys.stderr, flush=True)
         if data.kind == "table" and not flags["standardize"]:
             if (advice := scale_advice(data.train[0])) is not None:
                 _warn(advice)

@@ -1,14 +1,17 @@
 """Data sets from files, as one record: MNIST in any of its formats, or your own table.
 
 :func:`load_data` reads what ``gpumlp train --data`` names and returns a :class:`DataSet`:
-training, validation and test splits on the host, the input width, the number of outputs, and
-the class names when the file gave them. The format is told by the content, not the name:
+training, validation and test splits on the host, the input width, the number of outputs, the
+classes of a table's labels (names, or the label values: 1, 2, 3 are three classes), and the
+names of a CSV's columns. The format is told by the content, not the name
+(:mod:`gpumlp.data.formats`, which also refuses the flags that do not fit it):
 
 * a folder: MNIST IDX files (MNIST, Fashion-MNIST, KMNIST: any 28×28 set in that layout);
 * a zip (``.npz``): with ``x_train``, a Keras-style MNIST; with ``X``, a table
   (:func:`gpumlp.data.tabular.read_table_npz`); only the member names are read to tell them apart;
 * gzip or a pickle: the book's ``mnist.pkl.gz`` (an IDX file alone: refused, naming it);
-* an ``.npy`` file: the inputs X, with ``labels`` naming y.npy (memory-mapped);
+* an ``.npy`` file: the inputs X, with ``labels`` naming y.npy (read into memory when it fits
+  comfortably, else, or with ``from_disk``, batch by batch from the file as training goes);
 * text (``.csv``/``.tsv``/``.txt``, or UTF-8 text not named ``.npz``, ``.npy``, ``.gz``,
   ``.pkl``): a CSV table, ``label_column`` picking the labels.
 
@@ -19,27 +22,25 @@ the class names when the file gave them. The format is told by the content, not 
 from __future__ import annotations
 
 import dataclasses
-import os
-import zipfile
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..files.safeio import open_regular, require_memory
+from ..files.modeldata import DataInfo
+from ..files.safeio import require_memory
+from ..labels import decode_labels
 from .csvread import read_csv
+from .formats import FORMATS, check_flags, check_mnist_flags, data_format
 from .mnist import load_mnist
-from .tabular import Table, check_classes, read_npy_pair, read_table_npz
+from .tabular import LEARN, Table, label_classes, read_npy_pair, read_table_npz
 
-__all__ = ["DataSet", "check_mnist_flags", "data_format", "hold_out", "load_data"]
+__all__ = ["DataSet", "hold_out", "load_data"]
 
 Split = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
-
-FORMATS = (
-    "MNIST (mnist.pkl.gz, a Keras-style mnist.npz, a folder of IDX files), a table .npz "
-    "(X, y), a .csv file, or X.npy with --labels y.npy"
-)
 
 
 @dataclass
@@ -52,7 +53,10 @@ class DataSet:
     train : (X (n, d), y (n,) int64 labels or (n, k) targets)
     validation, test : splits like ``train``, or None
     kind : "images" (28×28 pictures: ``predict`` takes them) or "table"
-    classes : names of classes 0..k-1 when the file gave names, else None
+    classes : the class of labels 0..k-1 of a table (names or label values), else None (the
+        labels are the outputs' indices: MNIST's digits; targets)
+    features, label : a CSV header's names of the input columns and of the label column
+    notes : what reading left out, to be said (pandas' index column)
     task : "classification" (labels, or targets (n, k) scored by their largest column) or
         "regression" (targets (n, k) are the values to predict): ``--task``, else told by the
         labels (:mod:`gpumlp.data.task`)
@@ -63,8 +67,11 @@ class DataSet:
     validation: Split | None
     test: Split | None
     kind: str = "images"
-    classes: tuple[str, ...] | None = None
+    classes: tuple[Any, ...] | None = None
     task: str = "classification"
+    features: tuple[str, ...] | None = None
+    label: str | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def n_features(self) -> int:
@@ -73,8 +80,8 @@ class DataSet:
 
     @property
     def n_outputs(self) -> int:
-        """Target width k of (n, k) targets; else the classes: the names given, or one more
-        than the largest label of any split."""
+        """Target width k of (n, k) targets; else the classes: those kept, or one more than the
+        largest label of any split."""
         ys = [s[1] for s in (self.train, self.validation, self.test) if s is not None]
         if ys[0].ndim == 2:
             return int(ys[0].shape[1])
@@ -82,84 +89,27 @@ class DataSet:
             return len(self.classes)
         return int(max(int(y.max()) for y in ys if y.size) + 1)
 
+    def info(self) -> DataInfo:
+        """What a model trained on this data keeps of it (its classes, inputs' names, kind)."""
+        return DataInfo(self.classes, self.features, self.kind, self.label)
+
+    @typing.overload
+    def valued(self, split: Split) -> Split: ...
+    @typing.overload
+    def valued(self, split: None) -> None: ...
+    def valued(self, split: Split | None) -> Split | None:
+        """``split`` with its labels as the classes' values (``"setosa"``, ``3``), as a
+        network holding the classes takes them; as it is without classes."""
+        if split is None or self.classes is None or split[1].ndim != 1:
+            return split
+        return split[0], decode_labels(split[1], self.classes)
+
     def limited(self, limit: int | None) -> DataSet:
         """The same data with only the first ``limit`` training examples."""
         if limit is None:
             return self
         X, y = self.train
         return dataclasses.replace(self, train=(X[:limit], y[:limit]))
-
-
-def check_mnist_flags(
-    labels: str | None,
-    label_column: str | int | None,
-    val_split: float | None,
-    task: str | None = None,
-) -> None:
-    """Refuse the table flags for MNIST (ValueError naming the flag), before it is fetched."""
-    _check_flags("mnist", "MNIST", labels, label_column)
-    _check_images_task(task, "MNIST")
-    if val_split is not None:
-        raise ValueError(
-            "--val-split: MNIST already has a validation split (the last 10,000 training "
-            "images); leave --val-split out"
-        )
-
-
-def _check_flags(fmt: str, what: str, labels: Any, label_column: Any) -> None:
-    if labels is not None and fmt != "npy":
-        raise ValueError(
-            f"--labels is for --data X.npy (inputs as an .npy file); {what} holds its own labels"
-        )
-    if label_column is not None and fmt != "csv":
-        raise ValueError(f"--label-column is for --data FILE.csv; {what} is not a CSV file")
-    if labels is None and fmt == "npy":
-        raise ValueError(
-            f"{what} is an .npy file of inputs X: give its labels or targets with --labels y.npy"
-        )
-
-
-def data_format(path: Path) -> str:
-    """What ``path`` holds: "mnist", "npz" (a table), "npy" (inputs X) or "csv", told by its
-    content (a zip by its member names alone). ValueError naming it when none fits."""
-    if path.is_dir():
-        return "mnist"
-    with open_regular(path, "--data") as f:
-        # no more than fstat's size: a pseudo-file of size 0 (/proc/self/mem) is empty
-        size = os.fstat(f.fileno()).st_size
-        try:
-            head = f.read(min(size, 1 << 16))
-        except OSError as exc:
-            raise OSError(f"--data {str(path)!r} cannot be read: {exc.strerror or exc}") from None
-    if not head:
-        raise ValueError(f"{path} is empty; --data takes {FORMATS}")
-    npy = head.startswith(np.lib.format.MAGIC_PREFIX)
-    if path.suffix.lower() == ".npy" and not npy:
-        what = "a pickle" if head.startswith(b"\x80") else "something else"
-        raise ValueError(
-            f"{path} is not an .npy file (it holds {what}): --data X.npy takes the inputs saved "
-            "by numpy.save"
-        )
-    if head.startswith(b"PK"):
-        try:
-            with open_regular(path, "--data") as f, zipfile.ZipFile(f) as zf:
-                names = {n.removesuffix(".npy") for n in zf.namelist()}
-        except zipfile.BadZipFile as exc:
-            raise ValueError(f"{path}: not a valid MNIST npz or table npz ({exc})") from None
-        return "mnist" if "x_train" in names else "npz"
-    if npy:
-        return "npy"
-    if head.startswith((b"\x1f\x8b", b"\x80", b"\0\0\x08")):  # gzip, pickle, IDX: MNIST's
-        return "mnist"
-    try:
-        head.decode("utf-8")
-        text = b"\0" not in head
-    except UnicodeDecodeError as exc:  # a character cut at the end of the sample is fine
-        text = b"\0" not in head and exc.start >= len(head) - 3
-    binary = path.suffix.lower() in (".npz", ".npy", ".gz", ".pkl", ".zip")  # named, not text
-    if (text and not binary) or path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return "csv"
-    raise ValueError(f"{path} is in no known format; --data takes {FORMATS}")
 
 
 def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
@@ -187,7 +137,11 @@ def load_data(
     label_column: str | int | None = None,
     val_split: float | None = None,
     seed: int = 0,
-    training: bool = True,
+    drop: Sequence[str | int] | None = None,
+    classes: Any = LEARN,
+    from_disk: bool = False,
+    dtype: str | None = None,
+    standardize: bool = False,
     task: str | None = None,
 ) -> DataSet:
     """Read the data set ``gpumlp train --data`` names (see the module docstring).
@@ -201,9 +155,15 @@ def load_data(
     val_split : fraction in (0, 1) of the training rows to hold out as the validation split,
         for data without one
     seed : seeds the rows ``val_split`` holds out
-    training : the data is to train on: a table's labels are held to the classes its
-        training split defines (:func:`~gpumlp.data.tabular.check_classes`); False for a
-        file of examples a trained network is scored on
+    drop : with a CSV, columns to leave out, by header name or 0-based index
+    classes : a table's classes (:func:`~gpumlp.data.tabular.label_classes`): ``"learn"``,
+        those of its training split, to train on; a trained model's classes, to score it;
+        None, a model's without classes (labels are its outputs' indices)
+    from_disk : with ``data`` an X.npy, read X from its file batch by batch as training goes,
+        not into memory (which happens anyway when X does not fit in half the memory free)
+    dtype, standardize : the network's dtype and whether its inputs are standardized: with
+        an X.npy, the copy training makes of X (when its dtype differs, or standardized) counts
+        beside X when deciding whether it fits in memory (None: no copy counted)
     task : "classification" or "regression" (``--task``, or a trained network's); None: told
         by the labels (:mod:`gpumlp.data.task`)
 
@@ -213,16 +173,15 @@ def load_data(
     flag that does not fit the data.
     """
     if data is None:
-        check_mnist_flags(labels, label_column, val_split, task)
+        check_mnist_flags(labels, label_column, val_split, drop, from_disk=from_disk, task=task)
         return DataSet("mnist", *load_mnist(None), kind="images")
     path = Path(data).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"--data {str(data)!r} does not exist; it takes {FORMATS}")
     fmt = data_format(path)
-    _check_flags(fmt, str(path), labels, label_column)
+    check_flags(fmt, str(path), labels, label_column, drop, from_disk=from_disk, task=task)
     name = path.stem.split(".")[0] or "data"
     if fmt == "mnist":
-        _check_images_task(task, str(path))
         table, kind = Table(*load_mnist(path)), "images"
     elif fmt == "npz":
         table, kind = read_table_npz(path, task), "table"
@@ -230,9 +189,12 @@ def load_data(
         y_path = Path(str(labels)).expanduser()
         if not y_path.is_file():
             raise FileNotFoundError(f"--labels {str(labels)!r} does not exist or is not a file")
-        table, kind = read_npy_pair(path, y_path, task), "table"
+        table = read_npy_pair(
+            path, y_path, task, from_disk=from_disk, dtype=dtype, standardize=standardize
+        )
+        kind = "table"
     else:
-        table, kind = read_csv(path, label_column, task), "table"
+        table, kind = read_csv(path, label_column, drop=drop or (), task=task), "table"
     train, validation = table.train, table.validation
     if val_split is not None:
         if validation is not None:
@@ -242,15 +204,12 @@ def load_data(
                 "--val-split out"
             )
         train, validation = hold_out(train, val_split, seed)
-    if training and kind == "table":
+    known = None
+    if kind == "table":
         splits = {"training": train, "validation": validation, "test": table.test}
-        check_classes(str(path), splits, table.classes)
-    return DataSet(name, train, validation, table.test, kind, table.classes, table.task)
-
-
-def _check_images_task(task: str | None, what: str) -> None:
-    """Refuse ``--task regression`` for MNIST, whose labels are classes (ValueError)."""
-    if task == "regression":
-        raise ValueError(
-            f"--task regression: {what} holds images of digits, whose labels are classes"
-        )
+        source = str(labels if fmt == "npy" else path)
+        coded, known = label_classes(source, splits, table.classes, classes)
+        train, validation = typing.cast(Split, coded["training"]), coded["validation"]
+        table.test = coded["test"]
+    return DataSet(name, train, validation, table.test, kind, known, table.task, table.features,
+                   table.label, table.notes)  # fmt: skip

@@ -2,16 +2,16 @@
 every table's labels follow (CSV files are read by :mod:`gpumlp.data.csvread`).
 
 Each returns a :class:`Table` of host arrays: ``X`` (n, d), numeric and finite, and ``y``,
-either class labels (n,) int64, integers >= 0 (integral floats accepted, negatives refused), or
-targets (n, k) float, one column per output (one unit's targets in [0, 1]: shape (n, 1)); 1-D
-values of a regression (fractions, or ``task`` "regression": :mod:`gpumlp.data.task`) become
-targets (n, 1). Sizes a file declares are checked before anything large is read (npy headers against
-the memory free); messages name the file, array, row and column.
+either class labels (n,) int64, integers (integral floats accepted), or targets (n, k) float,
+one column per output (one unit's targets in [0, 1]: shape (n, 1)); 1-D values of a regression
+(fractions, or ``task`` "regression": :mod:`gpumlp.data.task`) become targets (n, 1). Sizes a
+file declares are checked before anything large is read (npy headers against the memory free);
+messages name the file, array, row and column.
 ``X.npy`` is never memory-mapped: it is read through its open descriptor
-(:mod:`gpumlp.files.npyview`), training reading each batch from the file when it is C-ordered in
-the network's dtype (float32 by default), so a file cut short mid-run is an error, not SIGBUS.
-Labels are class indices 0..k-1, k one more than the largest training label, or class names;
-:func:`check_classes` holds a table to what its training split defines.
+(:mod:`gpumlp.files.npyview`), into memory whole when it fits comfortably, else (or asked to)
+batch by batch as training goes, so a file cut short while it is read is an error, not SIGBUS.
+Labels are classes by value (the sorted distinct training labels: 1, 2, 3 are three classes)
+or class names; :func:`label_classes` turns every split's labels into indices of the classes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import typing
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -29,7 +30,8 @@ from typing import Any, cast
 import numpy as np
 
 from .._checks import first_nonfinite
-from ..files.npyview import open_rows
+from ..files.modeldata import class_value, not_class_labels, value_kind
+from ..files.npyview import load_rows
 from ..files.safeio import (
     open_regular,
     read_npy,
@@ -40,8 +42,9 @@ from ..files.safeio import (
 from .task import as_targets, label_task, targets_task
 
 __all__ = [
+    "LEARN",
     "Table",
-    "check_classes",
+    "label_classes",
     "not_class_labels",
     "read_npy_pair",
     "read_table_npz",
@@ -51,20 +54,24 @@ __all__ = [
 Host = np.ndarray[Any, Any]
 Split = tuple[Host, Host]
 
-MAX_LABEL = 2**31
-"""Labels from here on are not classes (ids, say); 2**63 and past would wrap in the int64 cast."""
+LEARN = "learn"
+"""``classes`` of :func:`label_classes`: the training split's labels are the classes."""
 
 
 @dataclass
 class Table:
     """The splits of a table file (host arrays); ``classes`` names labels 0..k-1 when the file
-    gave class names (CSV), else None; ``task`` says what its labels are
-    (:mod:`gpumlp.data.task`)."""
+    gave class names (CSV), else None; a CSV's header names the ``features`` (the input
+    columns) and the ``label`` column; ``notes`` say what the reader left out; ``task`` says
+    what its labels are (:mod:`gpumlp.data.task`)."""
 
     train: Split
     validation: Split | None = None
     test: Split | None = None
     classes: tuple[str, ...] | None = None
+    features: tuple[str, ...] | None = None
+    label: str | None = None
+    notes: tuple[str, ...] = ()
     task: str = "classification"
 
 
@@ -80,16 +87,6 @@ def reading(path: Path, what: str) -> Iterator[None]:
         if str(path) in str(exc):
             raise
         raise type(exc)(f"{path}: {exc}") from None
-
-
-def not_class_labels(values: Host) -> Host:
-    """Where the labels ``values`` (a numeric host array) are no class index: not finite,
-    negative, fractions, or :data:`MAX_LABEL` and past (bool, the shape of ``values``)."""
-    bad: Host = (values < 0) | (values >= MAX_LABEL)
-    if values.dtype.kind == "f":
-        with np.errstate(invalid="ignore"):
-            bad |= ~np.isfinite(values) | (values % 1 != 0)
-    return bad
 
 
 def _check_pair(X: Host, y: Host, names: tuple[str, str], task: str | None) -> tuple[Split, str]:
@@ -119,7 +116,7 @@ def _check_pair(X: Host, y: Host, names: tuple[str, str], task: str | None) -> t
         i = int(np.argmax(bad_label))
         raise ValueError(
             f"{yn} holds {y[i].item()!r} at index {i}, which is not a class label: 1-D {yn} holds "
-            f"class labels 0..k-1 (targets are {yn} of shape (n, k))"
+            f"class labels, integers (targets are {yn} of shape (n, k))"
         )
     return (X, y.astype(np.int64)), "classification"
 
@@ -135,47 +132,70 @@ def _agree(path: Path, splits: dict[str, Split]) -> None:
             )
 
 
-def check_classes(
-    source: str, splits: dict[str, Split | None], classes: tuple[str, ...] | None = None
-) -> None:
-    """Hold the labels (n,) of ``splits`` to the classes of its ``"training"`` split.
+def _shown(values: Any) -> str:
+    return ", ".join(map(repr, values[:20])) + (", ..." if len(values) > 20 else "")
 
-    Numeric labels are class indices 0..k-1, k one more than the largest training label:
-    refused when more than half of those k classes have no training row (a label 1000000
-    would make a million outputs). Labels of the other splits must be classes of the
-    training split: indices below k, or, with ``classes`` (the names of codes 0..), names a
-    training row has. ValueError naming ``source``, the split, the label and the classes.
-    Targets (n, k) pass as they are.
+
+def label_classes(
+    source: str, splits: dict[str, Split | None], names: tuple[str, ...] | None, classes: Any
+) -> tuple[dict[str, Split | None], tuple[Any, ...] | None]:
+    """The ``splits`` (``"training"`` first) with their labels (n,) as indices of the classes,
+    and the classes; targets (n, k) pass as they are, with classes None.
+
+    ``names`` are the file's class names of codes 0.. (a CSV's), None when the labels are
+    numbers (values, not yet indices). ``classes``:
+
+    - :data:`LEARN`: the training split's distinct labels, sorted, are the classes (numbers by
+      value: 1, 2, 3 are three classes, never an empty class 0); a label of another split
+      that training lacks is refused;
+    - a tuple: a trained model's classes; a label that is not one of them is refused;
+    - None (a model without classes: its outputs' indices): numbers are class indices as they
+      are; names are refused.
+
+    ValueError naming ``source``, the split, the label and the classes.
     """
     y = splits["training"][1] if splits["training"] is not None else None
     if y is None or y.ndim != 1:
-        return
-    present = np.unique(y)
-    k = int(present[-1]) + 1
-    if classes is None and 2 * len(present) < k:
+        return splits, None
+    if classes is None and names is None:
+        return splits, None
+    if classes is None:
         raise ValueError(
-            f"{source}: the largest training label is {present[-1]}, which makes k = {k:,} "
-            f"classes, but only {len(present):,} of them occur in the training rows: labels "
-            "are class indices 0..k-1 (or class names)"
+            f"{source} holds class names ({_shown(names)}), but the model has none: its classes "
+            "are its outputs' indices 0..k-1 (a model trained on MNIST, or written before gpumlp "
+            "kept class names)"
         )
-    for name, split in splits.items():
-        if name == "training" or split is None or split[1].ndim != 1:
+    ys = [s[1] for s in splits.values() if s is not None]
+    values: Any = names if names is not None else np.unique(np.concatenate(ys))
+    codes = {k: s if names is not None or s is None else (s[0], np.searchsorted(values, s[1]))
+             for k, s in splits.items()}  # fmt: skip
+    values = [class_value(v) for v in values]
+    if learning := classes == LEARN:
+        present = np.unique(typing.cast(Split, codes["training"])[1])
+        classes, to = tuple(values[i] for i in present), np.full(len(values), -1)
+        to[present] = np.arange(len(present))
+        why = "which no training row has; the classes are those of the training split: "
+    else:
+        index = {c: i for i, c in enumerate(classes)}
+        kind = value_kind(classes[0])
+        to = np.array([index.get(v, -1) if value_kind(v) == kind else -1 for v in values])
+        why = "which is not a class of the model: its classes are "
+    out: dict[str, Split | None] = {}
+    for name, split in codes.items():
+        if split is None:
+            out[name] = None
             continue
-        labels = split[1]
-        bad = labels >= k if classes is None else ~np.isin(labels, present)
-        if bad.any():
+        mapped = to[split[1]]
+        if (bad := mapped < 0).any():
             i = int(np.argmax(bad))
-            label = labels[i].item() if classes is None else classes[labels[i]]
-            known = (
-                f"0..{k - 1}"
-                if classes is None
-                else ", ".join(repr(classes[c]) for c in present[:20])
-                + (", ..." if len(present) > 20 else "")
-            )
+            # a file of examples to score: its rows are the training split's, which is no split
+            where = f": the {name} split" if name != "training" or learning else ""
             raise ValueError(
-                f"{source}: the {name} split holds label {label!r} (at its index {i}), which "
-                f"no training row has; the classes are those of the training split: {known}"
+                f"{source}{where} holds label {values[split[1][i]]!r} (at its index {i}), "
+                f"{why}{_shown(classes)}"
             )
+        out[name] = (split[0], mapped.astype(np.int64))
+    return out, tuple(classes)
 
 
 def read_table_npz(path: Path, task: str | None = None) -> Table:
@@ -220,17 +240,25 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     return shape, dtype, nbytes
 
 
-def read_npy_pair(x_path: Path, y_path: Path, task: str | None = None) -> Table:
-    """``X.npy`` (n, d), read as it is used (:class:`~gpumlp.files.npyview.NpyRows`), and
-    ``y.npy`` (n,) labels or (n, k) targets, read into memory (its header checked against the
-    memory free first)."""
-    shape, _, _ = _npy_header(x_path)
+def read_npy_pair(x_path: Path, y_path: Path, task: str | None = None, *,
+                  from_disk: bool = False, dtype: str | None = None,
+                  standardize: bool = False) -> Table:  # fmt: skip
+    """``X.npy`` (n, d) and ``y.npy`` (n,) labels or (n, k) targets: y read into memory (its
+    header checked against the memory free first), X as :func:`~gpumlp.files.npyview.load_rows`
+    reads it: whole when it fits in half the memory free beside the copy training makes of it
+    (in ``dtype``, the network's, when X's differs or with ``standardize``; None: no copy),
+    else, or with ``from_disk``, batch by batch from its file. ``task`` as for
+    :func:`read_table_npz`."""
+    shape, x_dtype, _ = _npy_header(x_path)
     if len(shape) != 2 or 0 in shape:
         raise ValueError(f"{x_path} must hold X of shape (n, d) with n, d >= 1, got {shape}")
     y_shape, _, y_bytes = _npy_header(y_path)
     require_memory(3 * y_bytes, f"{y_path} ({y_shape})")  # y, its check and int64 copy
-    with reading(x_path, ".npy file"):
-        X = open_rows(x_path)  # read as it is used: a file cut short gives an error, not SIGBUS
+    beside = 0
+    if dtype is not None and (standardize or x_dtype != np.dtype(dtype)):
+        beside = math.prod(shape) * np.dtype(dtype).itemsize
+    with reading(x_path, ".npy file"):  # never mapped: a file cut short is an error, not SIGBUS
+        X = load_rows(x_path, from_disk=from_disk, beside=beside)
     with reading(y_path, ".npy file"), open_regular(y_path, ".npy file") as f:
         y = read_npy(f, "y", check=lambda s, d: None)  # the header was checked above
     # NpyRows stands for an array in the Table: its readers index it as one

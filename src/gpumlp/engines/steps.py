@@ -13,9 +13,10 @@ A step object (any engine) offers two calls:
   back to the host inside an epoch.
 
 On NumPy, X may be a file read as it is used (:class:`~gpumlp.files.npyview.NpyRows`, what
-``--data X.npy`` gives): the loop then checks its size before each epoch and reads each batch
-from it (a file cut short raises :class:`~gpumlp.errors.DataFileShrank`). The other engines
-get such a file only as a copy, made by :mod:`gpumlp.inputs`.
+``--data X.npy`` gives with ``--from-disk``, or when it does not fit in memory): the loop then
+checks its size before each epoch and reads each batch from it (a file cut short raises
+:class:`~gpumlp.errors.DataFileShrank`). The other engines get such a file only as a copy,
+made by :mod:`gpumlp.inputs`.
 
 :func:`gpumlp.engines.select_step` picks the engine: ``generic`` (:class:`GenericStep`, any
 namespace, the reference every fast path is tested against), or the backend's fast path

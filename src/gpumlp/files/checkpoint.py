@@ -56,13 +56,21 @@ def _digest(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
+def _checked_path(path: Any) -> Path:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or path-like, got {type(path).__name__}")
+    return Path(path)
+
+
 def write_checkpoint(
     path: str | os.PathLike[str], meta: dict[str, Any], arrays: Mapping[str, np.ndarray]
 ) -> None:
     """Save ``arrays`` (host NumPy) and JSON-able ``meta`` to ``path`` atomically.
 
-    ``meta`` gains ``format`` and ``sha256``; array names must not start with ``__``.
+    ``meta`` gains ``format`` and ``sha256``; array names must not start with ``__``. TypeError
+    when ``path`` is not a str or path-like.
     """
+    path = _checked_path(path)
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     meta = {**meta, "format": FORMAT_VERSION}
     meta["sha256"] = _digest(arrays, meta)
@@ -108,9 +116,7 @@ def read_checkpoint(
         When it is a directory, not a checkpoint, truncated, corrupted (checksum mismatch), of a
         newer format, or claims arrays it should not hold. The message names the file.
     """
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"path must be a str or path-like, got {type(path).__name__}")
-    path = Path(path)
+    path = _checked_path(path)
     where = repr(str(path))
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {where} does not exist")

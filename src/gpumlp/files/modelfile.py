@@ -8,7 +8,8 @@ This module owns their meaning:
   ``param/0 .. param/2L-1`` (w_0, b_0, w_1, b_1, ...), plus, for a network trained on
   standardized inputs (``standardized``), ``input/mean`` and ``input/std`` (n_0,), and for a
   regression trained on standardized targets (``targets_standardized``), ``target/mean`` and
-  ``target/std`` (n_L,);
+  ``target/std`` (n_L,); and, when known, ``classes``, ``features``, ``data`` and ``label``
+  (:mod:`.modeldata`, which checks them);
 - the training part, in checkpoints: ``epoch``, ``optimizer`` (``name``, ``scalars``), ``hyper``,
   ``schedule``, ``early``, ``rng``, ``history``, ``dropout_key``, and the arrays
   ``opt/<buffer>/<i>`` and ``best/<i>``.

@@ -14,6 +14,10 @@ read-only, array-like view of its rows that reads only what is indexed:
   standardization, a copy on a device);
 - :class:`BatchReader` gathers training's mini-batches, each into a buffer kept for its size.
 
+:func:`load_rows` reads such a file into memory whole by the same reads (one large ``pread``
+or a few) when it fits comfortably, and opens it as :class:`NpyRows` only when it does not, or
+when asked to.
+
 :meth:`NpyRows.check` compares the file's size now (``fstat`` on the descriptor) with the end
 of the rows its header declares, and a short read makes the same check: either raises
 :class:`~gpumlp.errors.DataFileShrank` naming the file and both sizes.
@@ -31,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataFileShrank
+from ..memory import host_available_memory
 from .safeio import open_regular, read_npy, read_npy_header, require_memory
 
-__all__ = ["BatchReader", "NpyRows", "open_rows"]
+__all__ = ["BatchReader", "NpyRows", "load_rows", "open_rows"]
 
 Host = np.ndarray[Any, Any]
 
@@ -184,6 +189,31 @@ class BatchReader:
             if preadv(fd, view, pos) != rb:
                 file.read(view[0], pos)  # the rest of a short read, or DataFileShrank
         return out
+
+
+def load_rows(path: Path, *, from_disk: bool = False, beside: int = 0) -> NpyRows | Host:
+    """The 2-D ``.npy`` file ``path`` read into memory whole, unless ``from_disk`` or it does
+    not fit comfortably: its bytes and ``beside`` (what must fit with it: the copy training will
+    make of it) more than half the memory free (when that is known); then the
+    :class:`NpyRows` :func:`open_rows` opens (training reads each batch from the file).
+
+    The whole is read through the open descriptor as :class:`NpyRows` reads (a few large
+    ``pread`` calls, never a memory map), so a file that is short or shrinks while it is read is
+    a ValueError naming it and both sizes, not SIGBUS; once read, the file is closed and a later
+    cut changes nothing. ValueError as :func:`open_rows` raises.
+    """
+    rows = open_rows(path)
+    if from_disk or not isinstance(rows, NpyRows):
+        return rows
+    free = host_available_memory()
+    if free is not None and 2 * (rows.nbytes + beside) > free:
+        return rows
+    try:
+        return np.asarray(rows)
+    except DataFileShrank as exc:
+        raise ValueError(
+            f"{path} shrank from {exc.size:,} to {exc.now:,} bytes while it was read"
+        ) from None
 
 
 def open_rows(path: Path) -> NpyRows | Host:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..backend import get_namespace, to_host
 from ..config import ModelSpec
-from ..inputs import prepare_targets
+from ..prepare import prepare_targets
 
 __all__ = ["SAMPLE_ROWS", "SCALE_RATIO", "STALL_EPOCHS", "Stall", "constant_cost", "scale_advice"]
 

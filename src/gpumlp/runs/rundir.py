@@ -67,7 +67,7 @@ _FROM_CHECKPOINT = ("sizes", "activation", "output_activation", "cost", "init", 
 def check_flags(flags: dict[str, Any], source: Path) -> dict[str, Any]:
     """Check flags read back from a file (``args.json``, a checkpoint) before they are used:
     each known key must hold a value of its flag's type and bounds, or null where the flag
-    allows none (:meth:`gpumlp.settings.Setting.check_file`).
+    allows none (:meth:`gpumlp.setting.Setting.check_file`).
 
     Raises CheckpointError naming the file and the key.
     """

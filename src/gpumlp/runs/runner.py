@@ -61,8 +61,15 @@ def layers_for(
             f"--sizes {','.join(map(str, sizes))} takes {sizes[0]} inputs, but the data has "
             f"{d} features per example (use --hidden to size the network from the data)"
         )
-    if data.train[1].ndim == 1 and sizes[-1] < k and not (sizes[-1] == 1 and k == 2):
+    one_unit = sizes[-1] == 1 and k == 2
+    if data.train[1].ndim == 1 and sizes[-1] < k and not one_unit:
         raise ValueError(f"--sizes ends with {sizes[-1]} outputs, but the data has {k} classes")
+    if data.classes is not None and sizes[-1] != k and not one_unit:  # an output per class
+        raise ValueError(
+            f"--sizes ends with {sizes[-1]} outputs, but the data has {k} classes, "
+            f"{', '.join(map(repr, data.classes[:10]))}{', ...' if k > 10 else ''}: give one "
+            "output per class"
+        )
     if data.train[1].ndim == 2 and sizes[-1] != k:
         raise ValueError(
             f"--sizes {','.join(map(str, sizes))} ends with {sizes[-1]} outputs, but the targets "
@@ -106,6 +113,16 @@ def plan_run(
     """
     spec = ModelSpec.build(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS})
     check_engine(spec, flags["engine"])
+    copies = Inputs(spec).copies(data.train[0], standardize=bool(flags.get("standardize")))
+    if flags.get("from_disk") and copies:
+        why = (
+            f"move it to the {spec.backend} device (--from-disk is for the numpy backend)"
+            if spec.backend != "numpy"
+            else "standardize it (add --no-standardize)"
+            if flags.get("standardize")
+            else f"make it {spec.dtype} (save X.npy as such)"
+        )
+        raise ValueError(f"--from-disk: training would copy X into memory anyway, to {why}")
     n = len(data.train[0])
     check_model_fits(spec.sizes, spec.dtype, spec.xp, argument="--sizes")
     scored, watch = _scored(flags, data)
@@ -118,9 +135,7 @@ def plan_run(
         batch_size=flags["batch_size"],
         dropout=flags["dropout"],
         early_stopping=flags["patience"] is not None,
-        copies_inputs=Inputs(spec).copies(
-            data.train[0], standardize=bool(flags.get("standardize"))
-        ),
+        copies_inputs=copies,
         n_val=0 if watch is None else len(watch[0]),
         argument="--sizes",
         with_parameters=True,  # planned before the network exists: its parameters count too
@@ -134,7 +149,7 @@ def plan_run(
     for split, pair in (("training", data.train), (scored, watch)) if check_values else ():
         _check_values(flags.get("data"), spec, split, pair)
     if resume is not None:
-        check_resumable(resume, spec, config)
+        check_resumable(resume, spec, config, data.info().meta())
     return RunPlan(dict(flags), spec, fit, data, scored, watch, resume)
 
 
@@ -203,6 +218,9 @@ def execute(
     """
     flags = plan.flags
     net = Network(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS}, seed=flags["seed"])
+    info = plan.data.info()
+    net.inputs.describe(classes=info.classes, features=info.features, kind=info.kind,
+                        label=info.label)  # fmt: skip
     data = None if flags.get("data") is None else str(Path(flags["data"]).resolve())
     atomic_write_bytes(out / "args.json", json.dumps(flags | {"data": data}, indent=1).encode())
     checkpoint, diverged = out / "checkpoint.npz", None
@@ -213,8 +231,8 @@ def execute(
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
         ):
             history = net.fit(
-                *plan.data.train,
-                validation_data=plan.watch,
+                *plan.data.valued(plan.data.train),
+                validation_data=plan.data.valued(plan.watch),
                 checkpoint=checkpoint,
                 resume=plan.resume,
                 scored=plan.scored,

@@ -2,7 +2,7 @@
 network they train, how it is pickled, and the one-epoch step of ``partial_fit``.
 
 Every parameter that names a setting defaults to None, which means the setting's default for
-a table (:meth:`gpumlp.settings.Setting.default_for` with this data: the rules of
+a table (:meth:`gpumlp.setting.Setting.default_for` with this data: the rules of
 :mod:`gpumlp.tabledefaults`, as ``gpumlp train --data FILE`` takes them), so there is no
 second copy of a default here. ``fit`` holds out ``validation_fraction`` of the rows (seeded
 by ``random_state``) as the validation split that early stopping watches.
@@ -120,7 +120,8 @@ class TableMLP(BaseEstimator):
         raise NotImplementedError
 
     def _encode(self, y: Any) -> Host:
-        """``y`` as the network learns it: labels (n,) int64, or targets (n, k) float64."""
+        """``y`` as the network takes it: labels (n,) of its classes, or targets (n, k)
+        float64."""
         raise NotImplementedError
 
     def _n_outputs(self) -> int:

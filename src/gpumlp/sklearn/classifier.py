@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 
+from ..model import Network
 from ._base import Host, TableMLP
 
 __all__ = ["MLPClassifier"]
@@ -57,24 +58,32 @@ class MLPClassifier(ClassifierMixin, TableMLP):
             )
 
     def _encode(self, y: Any) -> Host:
+        """``y`` checked to hold classes only; the network maps them to its outputs through
+        its own classes, ``classes_`` (:meth:`_network`)."""
         check_classification_targets(y)
         y = np.asarray(y)
         try:
             index = np.minimum(np.searchsorted(self.classes_, y), len(self.classes_) - 1)
             unseen = self.classes_[index] != y
         except TypeError:  # labels of another type than the classes' (str among ints)
-            index, unseen = np.zeros(len(y), np.int64), np.ones(len(y), bool)
+            unseen = np.ones(len(y), bool)
         if np.any(unseen):
             raise ValueError(
                 f"y holds labels that are not classes of this classifier: "
                 f"{list(dict.fromkeys(y[unseen].tolist()))[:5]}; its classes are "
                 f"{self.classes_.tolist()}"
             )
-        labels: Host = index.astype(np.int64)
+        labels: Host = y
         return labels
 
     def _n_outputs(self) -> int:
         return len(self.classes_)
+
+    def _network(self, settings: dict[str, Any], seed: int) -> Network:
+        """The network, which keeps ``classes_`` as its classes (in its file and pickles)."""
+        net = super()._network(settings, seed)
+        net.classes = self.classes_.tolist()
+        return net
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
         """One epoch on ``X`` (n, d) and ``y`` (n,), going on from the last call (or fit).

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..atomicio import atomic_write_bytes
+from ..files.jsonfile import read_json
 from ..files.safeio import open_regular
 
 __all__ = ["SWEEP_FILE", "database_reason", "masked", "read_sweep_file", "sqlite_file",
@@ -58,20 +59,9 @@ def read_sweep_file(folder: Path) -> dict[str, str] | None:
     if not os.path.lexists(path):
         return None
     try:
-        with open_regular(path, "sweep file") as f:
-            raw = f.read(_SWEEP_FILE_LIMIT + 1)
+        info = read_json(path, "sweep file", limit=_SWEEP_FILE_LIMIT)
     except OSError as exc:
         raise ValueError(f"{named} cannot be read: {exc.strerror or exc}") from None
-    if len(raw) > _SWEEP_FILE_LIMIT:
-        raise ValueError(f"{named} holds more than {_SWEEP_FILE_LIMIT:,} bytes: not a sweep file")
-    try:
-        info = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{named} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{named} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"{named} is nested too deep to be a sweep file") from None
     keys = ("study", "storage", "space")
     if not isinstance(info, dict) or not all(isinstance(info.get(k, ""), str) for k in keys):
         got = repr(info)
