@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,29 @@ def test_a_regression_model_refuses_proba_and_pictures(regression_run, tmp_path)
     code, out, err = run("predict", tmp_path / "api.npz", png)
     assert_refused(code, err, r"api\.npz' is a regression model: .* \(no digit of pictures\)$")
     assert "digit:" not in out
+
+
+@pytest.mark.parametrize(
+    ("given", "output", "message"),
+    [
+        ("missing.csv", None, r"input '.*missing\.csv' does not exist$"),
+        ("fifo.csv", None, r"input '.*fifo\.csv' is a FIFO, not a regular file$"),
+        ("folder", None, r"input '.*folder' is a directory, not a regular file$"),
+        ("new.csv", "nowhere/p.csv", r"--output '.*nowhere/p\.csv': folder '.*nowhere' does not "),
+        ("new.csv", ".", r"--output '.*' must name a file to write the predictions to$"),
+    ],
+    ids=["missing", "fifo", "folder", "output-in-no-folder", "output-a-folder"],
+)
+def test_an_input_or_output_that_cannot_be_is_named_at_once(fitted, tmp_path, given, output,
+                                                             message):  # fmt: skip
+    # was: "... takes rows of 3 inputs, as one FILE.csv or X.npy, not missing.csv" for the inputs,
+    # and a raw errno naming a temp file after predicting, for --output
+    root, X, _ = fitted
+    write_rows(tmp_path / "new.csv", ["x0", "x1", "x2"], X.tolist())
+    os.mkfifo(tmp_path / "fifo.csv")
+    (tmp_path / "folder").mkdir()
+    flags = [] if output is None else ["--output", tmp_path / output]
+    code, out, err = run("predict", root / "run", tmp_path / given, *flags)
+    assert_refused(code, err, message)
+    assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "fifo.csv", "folder", "new.csv"]  # fmt: skip

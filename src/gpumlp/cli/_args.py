@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from ..settings import SETTINGS, Setting
 
-__all__ = ["Defaults", "Parser", "UsageError", "add_flag", "add_train_flags", "flag_kwargs",
-           "names", "number", "sizes"]  # fmt: skip
+__all__ = ["Defaults", "Parser", "UsageError", "add_flag", "add_train_flags", "check_output_path",
+           "flag_kwargs", "names", "number", "sizes"]  # fmt: skip
 
 
 class UsageError(ValueError):
@@ -139,3 +141,17 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
             if s.group not in groups:
                 groups[s.group] = p.add_argument_group(s.group)
             add_flag(groups[s.group], s.name)
+
+
+def check_output_path(value: str, flag: str, what: str) -> None:
+    """Refuse (ValueError naming ``flag``) an output file ``value`` that cannot be written, before
+    anything runs: empty, a folder, in a folder that does not exist or is not writable.
+    ``what`` says what is written there ("the report")."""
+    path = Path(value)
+    if not value.strip() or path.is_dir():
+        raise ValueError(f"{flag} {value!r} must name a file to write {what} to")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {value!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{flag} {value!r}: {str(folder)!r} is not writable")

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from .. import backend
 from ..runs.parity import compare, synthetic
 from ..settings import DEFAULTS
-from ._args import Defaults, add_flag, number
+from ._args import Defaults, add_flag, check_output_path, number
 
 __all__ = ["add_parsers", "format_report", "run"]
 
@@ -107,23 +105,11 @@ def _sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return ["numpy", "numpy"], args.dtypes or ["float64", "float32"]
 
 
-def _check_report_path(value: str) -> None:
-    """Refuse a ``--json`` path that cannot be written, before anything runs."""
-    path = Path(value)
-    if not value.strip() or path.is_dir():
-        raise ValueError(f"--json {value!r} must name a file to write the report to")
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"--json {value!r}: folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"--json {value!r}: {str(folder)!r} is not writable")
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the comparison; print the report (and write it as JSON); the exit code. Bad
     arguments and failures raise, for :func:`gpumlp.cli.main` to report (exit 2)."""
     if args.json is not None:  # refused before anything runs or is said
-        _check_report_path(args.json)
+        check_output_path(args.json, "--json", "the report")
     names, dtypes = _sides(args)
     if "cupy" in names:
         backend.use_fp32_matmul()  # TF32 would swamp float32 parity (gpumlp.runs.parity)

@@ -31,9 +31,10 @@ from ..data.formats import data_format
 from ..data.images import IMAGE_SUFFIXES
 from ..files.modeldata import column_order
 from ..files.npyview import open_rows
+from ..files.safeio import open_regular
 from ..loader import load
 from ..model import Network
-from ._args import UsageError, names
+from ._args import UsageError, check_output_path, names
 from .inspect import model_path, run_args
 
 __all__ = ["add_parsers"]
@@ -80,13 +81,25 @@ def _is_table(value: str) -> bool:
         return False
 
 
+def _check_input(path: Path) -> None:
+    """Refuse an input that is missing or not a regular file, saying so (FileNotFoundError,
+    ValueError), rather than as a table of the wrong kind."""
+    if not path.exists():
+        raise FileNotFoundError(f"input {str(path)!r} does not exist")
+    open_regular(path, "input").close()  # a FIFO, device or folder: refused at once
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Predict the table or the pictures ``args.inputs`` names, as the model's data kind says."""
+    if args.output is not None:  # refused before anything is read or computed
+        check_output_path(args.output, "--output", "the predictions")
     path = model_path(args.model)
     net: Network = load(path, backend=args.backend)
     table = len(args.inputs) == 1 and _is_table(args.inputs[0])
     kind = net.data_kind or ("table" if table else "images")
     if kind == "table" and not table:
+        if len(args.inputs) == 1:
+            _check_input(Path(args.inputs[0]))
         raise UsageError(
             f"{str(path)!r} was trained on a table: it takes rows of {net.sizes[0]} inputs, as "
             f"one FILE.csv or X.npy, not {' '.join(args.inputs)[:200]}"
