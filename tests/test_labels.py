@@ -40,6 +40,16 @@ def test_string_labels_become_the_classes_and_come_back_from_predict_classes(tmp
     assert np.array_equal(again.predict_classes(X), net.predict_classes(X))
 
 
+def test_a_column_of_names_is_taken_as_its_labels():
+    # a one-column DataFrame or (m, 1) array of names, as scikit-learn users pass y: was
+    # "y holds non-numeric objects (could not convert string to float: 'setosa')"
+    pd = pytest.importorskip("pandas")
+    for y in (NAMES[CODE][:, None], pd.DataFrame({"species": NAMES[CODE]})):
+        net = trained(y)
+        assert net.classes == ("setosa", "versicolor", "virginica")
+        assert net.evaluate(X, y)["accuracy"] > 0.95
+
+
 def test_a_file_lacking_a_class_is_scored_through_the_models_classes():
     # evaluated without setosa: the right accuracy (was 0.0: names encoded per file)
     net = trained(NAMES[CODE])

@@ -118,8 +118,8 @@ def encode_labels(
 
     Parameters
     ----------
-    y : labels (m,) (any array-like, a pandas Series) or targets (m, n_out) (passed on as
-        they are)
+    y : labels (m,) (any array-like, a pandas Series; a one-column array or DataFrame of names
+        is taken as its column) or targets (m, n_out) (passed on as they are)
     classes : the network's classes, or None (its outputs' indices)
     n_out : the network's output units
     learn : without ``classes``, labels that are not output indices become the classes (see
@@ -136,6 +136,8 @@ def encode_labels(
     ``n_out``; strings without classes to find them in. TypeError: labels of mixed kinds.
     """
     arr = _host_labels(y)
+    if arr.ndim == 2 and arr.shape[1] == 1 and arr.dtype.kind in "OSU":
+        arr = arr[:, 0]  # a column of names (a one-column DataFrame): labels, never targets
     if arr.ndim != 1:
         return y, classes
     if classes is not None:
