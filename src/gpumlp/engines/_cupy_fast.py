@@ -36,6 +36,7 @@ from ..backend import Array
 from ..costs import COSTS
 from ..optim import get_optimizer
 from ..runstate import TrainState
+from . import _persistent
 from ._cupy_core import Core
 from ._kernels import KERNEL_NAMES, kernel_source, signatures
 from .steps import Data
@@ -60,7 +61,7 @@ def launch_bound(sizes: list[int], batch_size: int) -> bool:
 
 def unsupported(state: TrainState, *, engine: str) -> str | None:
     """Why the fast path ``engine`` cannot run ``state`` (None when it can). Pure Python."""
-    if engine not in ("auto", "fused", "graph"):
+    if engine not in ("auto", "fused", "graph", "persistent"):
         return f"engine={engine!r} is not a CuPy fast path"
     spec, opt = state.spec, state.optimizer
     for act in spec.activations[:-1]:
@@ -110,7 +111,18 @@ def make_step(state: TrainState, data: Data, *, engine: str) -> tuple[Any, str]:
         kernels = _kernels(state.spec.dtype)
     except Exception as exc:  # NVRTC missing or a compile error: a reason, not a crash later
         return None, f"the fast-path kernels did not compile: {exc}"
-    core = Core(state, data, kernels, backend.cupy_module())
+    cp = backend.cupy_module()
+    if engine == "persistent":
+        cfg = state.config
+        has_drop = bool(cfg.dropout) and len(state.spec.sizes) > 2
+        limit = _persistent.shared_limit(cp)
+        why = _persistent.too_big(list(state.spec.sizes), cfg.batch_size, state.spec.dtype,
+                                  has_drop, limit)  # fmt: skip
+        if why is not None:
+            return None, why
+        return _persistent.PersistentStep(Core(state, data, kernels, cp),
+                                          threads=_persistent.THREADS), ""  # fmt: skip
+    core = Core(state, data, kernels, cp)
     use_graph = engine == "graph" or (
         engine == "auto" and launch_bound(list(state.spec.sizes), state.config.batch_size)
     )

@@ -35,6 +35,7 @@ from ..activations import ACTIVATIONS, sigmoid_floor
 from ..costs import COSTS
 from ..dropout import CUDA_SOURCE as DROPOUT_SOURCE
 from ..optim import OPTIMIZERS, PENALTY_CUDA, CudaForm, get_optimizer
+from ._persistent_src import persistent_kernel
 
 __all__ = [
     "BATCH_END_THREADS",
@@ -236,6 +237,7 @@ def _optimizer_source(name: str) -> str:
         guard = "    if (blockIdx.x != 0 || threadIdx.x != 0) return;  // one thread\n"
         body = guard + _indent(form.prepare, 4)
         out.append(_kernel(prepare, ["double* hyper", *form.prepare_params], body))
+    out.append(persistent_kernel(name, _kernel, _indent))
     out += [f"#undef H_{slot.upper()}" for slot in slots]
     return "\n".join(out)
 
@@ -245,7 +247,10 @@ def kernel_source(dtype: str) -> str:
     """The CUDA C source of the kernels for ``dtype`` ("float32" or "float64"): the generated
     prelude, ``_kernels.cu`` and the optimizers' kernels. Self-contained (no ``#include``), so
     NVRTC and ``nvcc`` both compile it, and the test suite runs it on the CPU."""
-    template = resources.files(__package__).joinpath("_kernels.cu").read_text(encoding="utf-8")
+    files = resources.files(__package__)
+    template = "\n".join(
+        files.joinpath(f).read_text(encoding="utf-8") for f in ("_kernels.cu", "_persistent.cu")
+    )
     optimizers = [_optimizer_source(name) for name in OPTIMIZERS]
     tail = "\n\n".join([PENALTY_CUDA, *filter(None, optimizers)])
     return f"{_prelude(dtype)}\n{template}\n// Optimizers, after the penalties.\n{tail}\n"

@@ -1,0 +1,176 @@
+"""The persistent engine (gpumlp.engines._persistent): a whole epoch in one kernel launch.
+
+- everywhere: when it applies (the shared memory a network and batch need against the device's
+  opt-in limit) and the refusals, with their reasons;
+- emulated (the real kernels on the CPU, :mod:`cuda_emu`, with a block of 64 threads): every
+  (hidden, output, cost) combination with the optimizers in turn, whole epochs against
+  :class:`gpumlp.engines.steps.GenericStep` in float64 (≤ 1e-10 relative), single steps in
+  float32 within the derived band (:mod:`helpers.stepcheck`), penalties, dropout and batch
+  shapes 1, 17 and a short last batch; one launch and no host read per epoch.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from cuda_emu import emulator
+from gpumlp import Network, engines
+from gpumlp.costs import VALID_PAIRS
+from gpumlp.engines import _persistent
+from gpumlp.optim import OPTIMIZERS
+from helpers.nets import HIDDEN, host
+from helpers.stepcheck import N, compare_steps, rel, setup, state_tensors
+
+H100_OPTIN = 227 * 1024
+COMBOS = [
+    (h, o, c, OPTIMIZERS[i % len(OPTIMIZERS)])
+    for i, (h, (o, c)) in enumerate(itertools.product(HIDDEN, VALID_PAIRS))
+]
+
+
+@pytest.fixture
+def small_block(fake_cupy, monkeypatch):
+    """The fake CuPy, the persistent kernel launched with 64 threads (one OS thread each)."""
+    monkeypatch.setattr(_persistent, "THREADS", 64)
+    return fake_cupy
+
+
+# -- everywhere: when it applies ---------------------------------------------------------------
+
+
+def test_the_books_network_fits_an_h100_block_in_float32_not_at_a_large_batch_in_float64():
+    assert _persistent.too_big([784, 30, 10], 10, "float32", False, H100_OPTIN) is None
+    assert _persistent.too_big([784, 30, 10], 10, "float64", False, H100_OPTIN) is None
+    why = _persistent.too_big([784, 30, 10], 100, "float64", False, H100_OPTIN)
+    assert why is not None and "[784, 30, 10] in float64 at batch 100 needs" in why
+    assert f"more than the device's {H100_OPTIN}" in why
+    assert _persistent.too_big([784, 100, 10], 10, "float32", False, H100_OPTIN) is not None
+
+
+def test_shared_bytes_counts_parameters_activations_and_dropout():
+    # [2, 3, 1]: 9 + 4 = 13 parameters; per row z, a, δ of 3 and 1 units (12 reals), the
+    # hidden layer's dropped copy (3 more), the row's cost (1 real) and hit (4 bytes).
+    assert _persistent.shared_bytes([2, 3, 1], 5, 8, dropout=False) == (13 + 5 * 12 + 5) * 8 + 20
+    assert _persistent.shared_bytes([2, 3, 1], 5, 8, dropout=True) == (13 + 5 * 15 + 5) * 8 + 20
+
+
+def test_persistent_off_cupy_is_refused():
+    net = Network([2, 2], backend="numpy")
+    X, y = np.zeros((4, 2)), np.zeros(4, dtype=int)
+    with pytest.raises(ValueError, match="engine='persistent' needs the CuPy backend"):
+        net.fit(X, y, epochs=1, batch_size=2, lr=0.1, engine="persistent")
+
+
+def test_a_network_too_big_for_one_block_is_refused_with_the_sizes(fake_cupy):
+    combo = ("sigmoid", "softmax", "log_likelihood", "sgd")
+    _, state, data = setup("cupy", "float64", combo, sizes=(7, 4000, 5), batch=10)
+    with pytest.raises(ValueError, match=r"engine='persistent' does not apply here: \[7, 4000, 5\] "
+                       r"in float64 at batch 10 needs \d+ bytes of shared memory"):  # fmt: skip
+        engines.select_step(state, data, engine="persistent")
+
+
+# -- emulated: against the generic step ---------------------------------------------------------
+
+
+def _epochs(combo, dtype="float64", *, batch, epochs=1, lr=0.3, **fit):
+    """Run ``epochs`` epochs at rate ``lr`` with the persistent and the generic engine from the
+    same state; return the worst relative difference of every state tensor and the epochs'
+    sums."""
+    _, ref_state, ref_data = setup("numpy", dtype, combo, batch=batch, **fit)
+    _, state, data = setup("cupy", dtype, combo, engine="persistent", batch=batch, **fit)
+    ref = engines.select_step(ref_state, ref_data, engine="generic")
+    step = engines.select_step(state, data, engine="persistent")
+    assert step.engine == "persistent"
+    import cupy
+
+    monitor, worst = ("train_cost", "train_accuracy"), 0.0
+    for epoch in range(epochs):
+        perm = np.random.default_rng(epoch).permutation(N)
+        cost_ref, hits_ref = ref.epoch(perm, lr, epoch * 17, monitor=monitor)
+        cost, hits = step.epoch(cupy.asarray(perm), lr, epoch * 17, monitor=monitor)
+        assert int(hits) == int(hits_ref)
+        worst = max(worst, rel(np.asarray(float(cost_ref)), np.asarray(float(cost))))
+        for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
+            worst = max(worst, rel(r, g))
+    assert state.opt_state.scalars == ref_state.opt_state.scalars
+    return worst
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=["-".join(c) for c in COMBOS])
+def test_an_epoch_matches_the_generic_epoch(small_block, combo):
+    # 50 rows at batch 17: two full batches and a short last one (16 rows).
+    assert _epochs(combo, batch=17, sizes=(7, 13, 5)) <= 1e-10
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_penalties_dropout_two_hidden_layers_and_batch_one(small_block, optimizer):
+    combo = ("tanh", "softmax", "cross_entropy", optimizer)
+    fit = {"l2": 0.5, "l1": 0.2, "dropout": 0.3, "sizes": (7, 13, 9, 5)}
+    assert _epochs(combo, batch=17, epochs=2, **fit) <= 1e-10
+    # 50 steps of one row: at rate 0.3 the steps amplify rounding differences (the L1 term's
+    # sign flips near 0) past 1e-10 for every engine (fused too); at 0.05 they stay near 1e-14
+    assert _epochs(combo, batch=1, lr=0.05, **fit) <= 1e-10
+
+
+@pytest.mark.parametrize("rounding", emulator.ROUNDING)
+@pytest.mark.parametrize("combo", COMBOS[::3], ids=["-".join(c) for c in COMBOS[::3]])
+def test_float32_steps_within_the_band(small_block, combo, rounding):
+    # a step is a one-batch epoch: batches of 1, 17 and 2 rows, from the same parameters, with
+    # IEEE rounding and with the GPU's (FMA contraction, float32 flushed to zero)
+    with emulator.configure(rounding=rounding):
+        compare_steps("float32", combo, "persistent", [1, 17, 2], sizes=(7, 13, 9, 5),
+                      l2=0.5, l1=0.2, dropout=0.3)  # fmt: skip
+
+
+def test_the_block_size_is_a_parameter(small_block, monkeypatch):
+    combo = ("relu", "sigmoid", "cross_entropy", "adam")
+    for threads in (32, 96):  # fewer threads than a batch's elements, and more than a warp
+        monkeypatch.setattr(_persistent, "THREADS", threads)
+        assert _epochs(combo, batch=17, sizes=(7, 13, 5), dropout=0.2) <= 1e-10
+
+
+def test_the_kernel_is_race_and_bounds_clean(small_block):
+    with emulator.configure(sanitize=True):
+        combo = ("sigmoid", "softmax", "log_likelihood", "nesterov")
+        assert _epochs(combo, batch=17, sizes=(5, 6, 4, 3), dropout=0.2, l2=0.1) <= 1e-10
+
+
+# -- emulated: what an epoch costs -------------------------------------------------------------
+
+
+def test_one_launch_and_no_host_read_per_epoch(small_block):
+    combo = ("sigmoid", "softmax", "cross_entropy", "adam")
+    _, state, data = setup("cupy", "float32", combo, engine="persistent", batch=3, dropout=0.1)
+    step = engines.select_step(state, data, engine="persistent")
+    import cupy
+
+    perm = cupy.asarray(np.arange(N))
+    step.epoch(perm, 0.1, 0)  # warm: the kernel's shared-memory limit raised once
+    small_block.stats.reset()
+    cost, _ = step.epoch(perm, 0.1, 17, monitor=("train_cost", "train_accuracy"))
+    stats = small_block.stats.snapshot()
+    assert stats["kernel"] == 1 and stats["graph"] == 0  # 17 batches, one launch
+    assert stats["sync"] == 0, small_block.stats.where("sync")
+    float(cost)  # the epoch loop's one read
+    assert small_block.stats["sync"] == 1
+
+
+def test_fit_with_the_persistent_engine_matches_numpy(small_block):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((95, 7)), rng.integers(5, size=95)
+    results = []
+    for backend, engine in (("cupy", "persistent"), ("numpy", "generic")):
+        net = Network([7, 13, 5], activation="relu", output_activation="softmax",
+                      cost="log_likelihood", dtype="float64", backend=backend, seed=1)  # fmt: skip
+        history = net.fit(X, y, epochs=3, batch_size=10, lr=0.05, optimizer="adam", seed=1,
+                          engine=engine, dropout=0.1, l2=0.1,
+                          monitor=("train_cost", "train_accuracy"))  # fmt: skip
+        results.append((history, [host(t) for t in net.params.arrays()]))
+    (h_fast, p_fast), (h_ref, p_ref) = results
+    for p, q in zip(p_fast, p_ref, strict=True):
+        assert rel(q, p) < 1e-10
+    assert h_fast.column("train_accuracy") == h_ref.column("train_accuracy")
+    assert h_fast.column("train_cost") == pytest.approx(h_ref.column("train_cost"), rel=1e-10)
