@@ -23,14 +23,14 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not USABLE, reason=f"CuPy unus
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("engine", ["fused", "graph"])
+@pytest.mark.parametrize("engine", ["fused", "graph", "persistent"])
 @pytest.mark.parametrize("combo", COMBOS, ids=["-".join(c) for c in COMBOS])
 def test_engine_matches_generic_on_gpu(combo, engine, dtype):
     compare_steps(dtype, combo, engine, [10, 10, 10, 3], floor64=1e-10)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("engine", ["fused", "graph"])
+@pytest.mark.parametrize("engine", ["fused", "graph", "persistent"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_engine_odd_shapes_penalties_dropout_on_gpu(optimizer, engine, dtype):
     combo = ("tanh", "softmax", "cross_entropy", optimizer)
@@ -38,6 +38,6 @@ def test_engine_odd_shapes_penalties_dropout_on_gpu(optimizer, engine, dtype):
                   floor64=1e-10, l2=0.5, l1=0.2, dropout=0.3)  # fmt: skip
 
 
-@pytest.mark.parametrize("engine", ["generic", "fused", "graph"])
+@pytest.mark.parametrize("engine", ["generic", "fused", "graph", "persistent"])
 def test_fit_on_gpu_matches_numpy(engine):
     fit_both(engine, tol=1e-9)

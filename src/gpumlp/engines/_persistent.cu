@@ -107,11 +107,17 @@ __device__ void persistent_forward(const EpochArgs& e, real* smem, int l, long l
     const real* b = smem + persistent_b(e, l);
     const bool drop = e.has_drop && l < e.layers - 1;
     const unsigned stream = drop ? dropout_stream(e.key, draw, l) : 0u;
-    for (long long i = t; i < (long long)m * n; i += T) {
+    // One warp per (row, unit), its lanes striding over k as gemm_dot's: the reads of a row of
+    // W (shared) are conflict-free, those of x coalesced. The loop is uniform across a warp.
+    const int lane = t % 32;
+    for (long long i = t / 32; i < (long long)m * n; i += T / 32) {
         const int r = (int)(i / n), j = (int)(i % n);
         const real* x = persistent_row(e, smem, l, base, r);
+        const real* wj = w + (long long)j * n_in;
         real acc = (real)0;
-        for (int k = 0; k < n_in; ++k) acc += x[k] * w[(long long)j * n_in + k];
+        for (int k = lane; k < n_in; k += 32) acc += x[k] * wj[k];
+        acc = warp_sum(acc);
+        if (lane != 0) continue;
         const real zi = acc + b[j];
         z[i] = zi;
         if (act == ACT_SOFTMAX) continue;

@@ -30,7 +30,7 @@ from ._persistent_src import persistent_name
 __all__ = ["THREADS", "PersistentStep", "shared_bytes", "shared_limit", "too_big"]
 
 THREADS = 1024
-"""The threads of the one block (the kernel works with any multiple of 32)."""
+"""The threads of the one block (the kernel takes any whole number of warps up to 1024)."""
 
 
 def shared_bytes(sizes: list[int], batch: int, itemsize: int, *, dropout: bool) -> int:
@@ -63,6 +63,8 @@ class PersistentStep:
     engine = label = "persistent"
 
     def __init__(self, core: Core, *, threads: int = THREADS) -> None:
+        if threads < 32 or threads % 32:
+            raise ValueError(f"threads={threads}: a whole number of warps (32, 64, ...) expected")
         self.core, self.threads = core, threads
         cp, state = core.cp, core.state
         self.kernel = core.k[persistent_name(state.optimizer.name)]
