@@ -174,3 +174,21 @@ def test_fit_with_the_persistent_engine_matches_numpy(small_block):
         assert rel(q, p) < 1e-10
     assert h_fast.column("train_accuracy") == h_ref.column("train_accuracy")
     assert h_fast.column("train_cost") == pytest.approx(h_ref.column("train_cost"), rel=1e-10)
+
+
+def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(small_block, tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((45, 7)), rng.integers(5, size=45)
+
+    def fit(epochs, **kw):
+        net = Network([7, 13, 5], activation="relu", output_activation="softmax",
+                      cost="log_likelihood", dtype="float32", backend="cupy", seed=1)  # fmt: skip
+        net.fit(X, y, epochs=epochs, batch_size=10, lr=0.05, optimizer="adam", seed=1,
+                engine="persistent", dropout=0.2, l2=0.1, **kw)  # fmt: skip
+        return [host(t) for t in net.params.arrays()]
+
+    ckpt = tmp_path / "checkpoint.npz"
+    fit(2, checkpoint=ckpt)
+    resumed, whole = fit(4, resume=ckpt), fit(4)
+    for got, want in zip(resumed, whole, strict=True):
+        np.testing.assert_array_equal(got, want)
