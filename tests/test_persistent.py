@@ -19,7 +19,7 @@ import pytest
 from cuda_emu import emulator
 from gpumlp import Network, engines
 from gpumlp.costs import VALID_PAIRS
-from gpumlp.engines import _persistent
+from gpumlp.engines import _cupy_fast, _persistent
 from gpumlp.optim import OPTIMIZERS
 from helpers.nets import HIDDEN, host
 from helpers.stepcheck import N, compare_steps, rel, setup, state_tensors
@@ -192,3 +192,22 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(small_block, tmp
     resumed, whole = fit(4, resume=ckpt), fit(4)
     for got, want in zip(resumed, whole, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_auto_takes_persistent_for_small_steps_of_a_network_that_fits(small_block):
+    assert _cupy_fast.persistent_wins([784, 30, 10], 10)
+    assert not _cupy_fast.persistent_wins([784, 30, 10], 100)
+    combo = ("relu", "softmax", "log_likelihood", "momentum")
+    _, state, data = setup("cupy", "float32", combo, engine="auto", batch=10)
+    assert engines.select_step(state, data).engine == "persistent"
+    # launch-bound, but beyond one block's shared memory: the graph engine
+    _, state, data = setup("cupy", "float32", combo, engine="auto", sizes=(7, 8000, 5), batch=1)
+    assert _cupy_fast.persistent_wins([7, 8000, 5], 1)
+    assert engines.select_step(state, data).engine == "graph"
+
+
+def test_the_block_is_whole_warps_enough_for_the_widest_phase():
+    assert _persistent.threads_for([784, 30, 10], 10, 1024) == 1024  # 23,860 parameters
+    assert _persistent.threads_for([7, 9, 5], 5, 1024) == 128  # 122 parameters
+    assert _persistent.threads_for([2, 40, 1], 10, 64) == 64  # 400 units a batch, capped
+    assert _persistent.threads_for([1, 1], 1, 1024) == 32

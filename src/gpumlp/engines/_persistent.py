@@ -10,8 +10,8 @@ and the optimizer's buffers stay in global memory.
 
 It applies where the parameters and one batch's activations and deltas fit in the device's
 opt-in shared memory per block (:func:`shared_bytes` against ``MaxSharedMemoryPerBlockOptin``):
-the book's [784, 30, 10] in float32 at batch 10 needs about 97 KB of the H100's 227 KB; in
-float64 about 193 KB. Larger networks are refused with the sizes.
+the book's [784, 30, 10] in float32 at batch 10 needs 98 KB of the H100's 227 KB; in
+float64 196 KB (KB: 1,024 bytes). Larger networks are refused with the sizes.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from ..backend import Array
 from ._cupy_core import Core
 from ._persistent_src import persistent_name
 
-__all__ = ["THREADS", "PersistentStep", "shared_bytes", "shared_limit", "too_big"]
+__all__ = ["THREADS", "PersistentStep", "shared_bytes", "shared_limit", "threads_for", "too_big"]
 
 THREADS = 1024
-"""The threads of the one block (the kernel takes any whole number of warps up to 1024)."""
+"""The most threads of the one block (the kernel takes any whole number of warps up to 1024;
+:func:`threads_for` takes fewer for a small network)."""
 
 
 def shared_bytes(sizes: list[int], batch: int, itemsize: int, *, dropout: bool) -> int:
@@ -41,6 +42,14 @@ def shared_bytes(sizes: list[int], batch: int, itemsize: int, *, dropout: bool) 
     L = len(sizes) - 1
     per_row = sum(n * (4 if dropout and l < L - 1 else 3) for l, n in enumerate(sizes[1:]))
     return (params + batch * per_row + batch) * itemsize + 4 * batch
+
+
+def threads_for(sizes: list[int], batch: int, cap: int) -> int:
+    """The block for this network: a thread per parameter (the update) or per unit of the
+    batch (the backward pass), whichever is more, in whole warps, at most ``cap``."""
+    params = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    work = max(params, batch * max(sizes[1:]))
+    return max(32, min(cap, 32 * -(-work // 32)))
 
 
 def shared_limit(cp: Any) -> int:
