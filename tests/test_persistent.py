@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import itertools
+import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ import pytest
 from cuda_emu import emulator
 from gpumlp import Network, engines
 from gpumlp.costs import VALID_PAIRS
-from gpumlp.engines import _cupy_fast, _persistent
+from gpumlp.engines import _cupy_fast, _kernels, _persistent, _persistent_src
 from gpumlp.optim import OPTIMIZERS
 from helpers.nets import HIDDEN, host
 from helpers.stepcheck import N, compare_steps, rel, setup, state_tensors
@@ -70,6 +73,24 @@ def test_a_network_too_big_for_one_block_is_refused_with_the_sizes(fake_cupy):
     with pytest.raises(ValueError, match=r"engine='persistent' does not apply here: \[7, 4000, 5\] "
                        r"in float64 at batch 10 needs \d+ bytes of shared memory"):  # fmt: skip
         engines.select_step(state, data, engine="persistent")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_kernels_fit_a_block_of_the_most_threads(dtype, tmp_path):
+    # an H100 SM has 65,536 registers: a kernel over 64 a thread cannot launch 1024 threads
+    # ("too many resources requested"), which no emulated test would see
+    src = tmp_path / "kernels.cu"
+    src.write_text(_kernels.kernel_source(dtype))
+    cmd = ["nvcc", "-arch=sm_90", "-cubin", "--std=c++14", "-Xptxas", "-v", "-o",
+           str(tmp_path / "k.cubin"), str(src)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    used = dict(re.findall(r"entry function '(persistent_\w+)'.*?Used (\d+) registers",
+                           done.stderr, flags=re.S))  # fmt: skip
+    assert set(used) == {_persistent_src.persistent_name(n) for n in OPTIMIZERS}
+    for name, registers in used.items():
+        assert int(registers) * _persistent_src.MAX_THREADS <= 65536, (name, registers)
 
 
 # -- emulated: against the generic step ---------------------------------------------------------

@@ -279,7 +279,8 @@ def signatures(dtype: str) -> dict[str, tuple[Param, ...]]:
     text = re.sub(r"//[^\n]*", "", kernel_source(dtype))
     scalars = {**_SCALARS, "real": dtype}
     found = {}
-    for m in re.finditer(r'extern "C" __global__ void (\w+)\(([^)]*)\)', text):
+    kernels = r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)'
+    for m in re.finditer(kernels, text):
         params = []
         for decl in m[2].split(","):
             words = decl.replace("*", " * ").split()

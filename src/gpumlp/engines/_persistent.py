@@ -25,11 +25,11 @@ import numpy as np
 
 from ..backend import Array
 from ._cupy_core import Core
-from ._persistent_src import persistent_name
+from ._persistent_src import MAX_THREADS, persistent_name
 
 __all__ = ["THREADS", "PersistentStep", "shared_bytes", "shared_limit", "threads_for", "too_big"]
 
-THREADS = 1024
+THREADS = MAX_THREADS
 """The most threads of the one block (the kernel takes any whole number of warps up to 1024;
 :func:`threads_for` takes fewer for a small network)."""
 
@@ -72,8 +72,8 @@ class PersistentStep:
     engine = label = "persistent"
 
     def __init__(self, core: Core, *, threads: int = THREADS) -> None:
-        if threads < 32 or threads % 32:
-            raise ValueError(f"threads={threads}: a whole number of warps (32, 64, ...) expected")
+        if threads < 32 or threads % 32 or threads > MAX_THREADS:
+            raise ValueError(f"threads={threads}: whole warps, at most {MAX_THREADS}, expected")
         self.core, self.threads = core, threads
         cp, state = core.cp, core.state
         self.kernel = core.k[persistent_name(state.optimizer.name)]

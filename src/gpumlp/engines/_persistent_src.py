@@ -19,7 +19,12 @@ from collections.abc import Callable, Sequence
 
 from ..optim import get_optimizer
 
-__all__ = ["EPOCH_PARAMS", "UPDATE_PARAMS", "persistent_kernel", "persistent_name"]
+__all__ = ["EPOCH_PARAMS", "MAX_THREADS", "UPDATE_PARAMS", "persistent_kernel", "persistent_name"]
+
+MAX_THREADS = 1024
+"""The most threads a launch may have: the kernels' ``__launch_bounds__``, so that the compiler
+keeps to the registers 1024 threads of one SM can have (64 each; the unbounded Adam kernel took
+96 in float32 and 128 in float64, too many to launch 1024 threads)."""
 
 EPOCH_PARAMS = (
     "const real* X", "const real* Y", "const long long* labels", "const long long* perm",
@@ -82,5 +87,6 @@ def persistent_kernel(
         "        },\n"
         f"        [&]() {{ {prepare_call} }});"
     )
-    out.append(kernel(persistent_name(name), params, body))
+    bounded = f"__launch_bounds__({MAX_THREADS}) {persistent_name(name)}"
+    out.append(kernel(bounded, params, body))
     return "\n".join(out)
