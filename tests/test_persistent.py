@@ -146,6 +146,15 @@ def test_float32_steps_within_the_band(small_block, combo, rounding):
                       l2=0.5, l1=0.2, dropout=0.3)  # fmt: skip
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_books_network_beyond_48_kb_of_shared_memory(small_block, dtype):
+    # [784, 30, 10] at batch 10: 98 KB (float32), 196 KB (float64), past the 48 KB a launch
+    # gets without raising the kernel's max_dynamic_shared_size_bytes
+    combo = ("sigmoid", "softmax", "log_likelihood", "adam")
+    compare_steps(dtype, combo, "persistent", [10, 10, 3], sizes=(784, 30, 10), floor64=1e-10,
+                  dropout=0.2, l2=0.1)  # fmt: skip
+
+
 def test_the_block_size_is_a_parameter(small_block, monkeypatch):
     combo = ("relu", "sigmoid", "cross_entropy", "adam")
     for threads in (32, 96):  # fewer threads than a batch's elements, and more than a warp
