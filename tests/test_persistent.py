@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from cuda_emu import emulator
-from gpumlp import Network, engines
+from gpumlp import DivergedError, Network, engines
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.engines import _cupy_fast, _kernels, _persistent, _persistent_src
 from gpumlp.optim import OPTIMIZERS
@@ -241,3 +241,19 @@ def test_the_block_is_whole_warps_enough_for_the_widest_phase():
     assert _persistent.threads_for([7, 9, 5], 5, 1024) == 128  # 122 parameters
     assert _persistent.threads_for([2, 40, 1], 10, 64) == 64  # 400 units a batch, capped
     assert _persistent.threads_for([1, 1], 1, 1024) == 32
+
+
+def test_divergence_is_caught_after_the_epoch_as_with_the_other_engines(small_block):
+    # lr·l2/n = 3.0 * 120 / 90 = 4.0, past momentum 0.9's limit 3.8: the weights blow up
+    rng = np.random.default_rng(0)
+    X, y = rng.random((90, 4)), rng.integers(3, size=90)
+    net = Network([4, 5, 3], backend="cupy", dtype="float32", seed=0)
+    before = [host(t).copy() for t in net.params.arrays()]
+    with pytest.raises(DivergedError, match="use a smaller l2") as info:
+        with np.errstate(all="ignore"):
+            net.fit(X, y, epochs=30, lr=3.0, l2=120.0, optimizer="momentum", seed=0,
+                    engine="persistent")  # fmt: skip
+    assert info.value.epoch >= 1
+    kept = [host(t) for t in net.params.arrays()]  # the last finite epoch's weights
+    assert all(np.isfinite(k).all() for k in kept)
+    assert any(not np.array_equal(b, k) for b, k in zip(before, kept, strict=True))
