@@ -33,7 +33,7 @@ half PyTorch's time per epoch; "0.5x (slower)" means it needs twice as long.
 
     python scripts/bench.py --json bench.json           # all cases on every backend found
     python scripts/bench.py --quick --backends numpy    # a smoke run
-    python scripts/bench.py --backends cupy torch-cuda --engines generic fused graph auto
+    python scripts/bench.py --backends cupy torch-cuda --engines generic fused graph persistent auto
 
 This workplace sets OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE, which slow NumPy down: unset both in
 the benchmark command (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/bench.py``),
@@ -61,6 +61,7 @@ import numpy as np
 import gpumlp
 from gpumlp.atomicio import atomic_write_bytes
 from gpumlp.backend import cuda_info, cupy_status, to_host
+from gpumlp.config import ENGINES
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,6 @@ CASES = {
     "784-4096-4096-10@1024": Case((784, 4096, 4096, 10), 1024, 0.1, "scaled", True, 8),
 }
 BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "torch-compile")
-ENGINES = ("auto", "generic", "fused", "graph")
 GPU_BACKENDS = ("cupy", "torch-cuda", "torch-compile")
 PEERS = {"numpy": "torch-cpu", "cupy": "torch-cuda"}
 
@@ -319,7 +319,8 @@ def row_jobs(
     torch: Any, case: Case, backend: str, X: Any, y: Any, opts: argparse.Namespace
 ) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     """The rows ``backend`` gives for ``case``, each as ``(label, measure)``: one per engine on
-    numpy and cupy (``auto`` is the plain backend row; ``graph`` is CuPy's only), else one."""
+    numpy and cupy (``auto`` is the plain backend row; ``graph`` and ``persistent`` are CuPy's
+    only), else one."""
     if backend in ("numpy", "cupy"):
         return [
             (
@@ -327,7 +328,7 @@ def row_jobs(
                 functools.partial(bench_gpumlp, case, backend, X, y, opts, engine),
             )
             for engine in opts.engines
-            if engine != "graph" or backend == "cupy"
+            if engine not in ("graph", "persistent") or backend == "cupy"
         ]
     if backend == "torch-cpu":
         return [(backend, functools.partial(bench_torch_cpu, torch, case, X, y, opts))]
@@ -368,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     row = measure()
                 except Exception as exc:  # torch.compile can fail in many ways; report, go on
-                    if backend != "torch-compile":
+                    # an engine asked for by name that does not apply (persistent: a network
+                    # beyond one block's shared memory) is a row saying why, too
+                    refused = isinstance(exc, ValueError) and "does not apply here" in str(exc)
+                    if backend != "torch-compile" and not refused:
                         raise
                     why = (str(exc).strip().splitlines() or [""])[0]
                     row = {"error": f"failed: {type(exc).__name__}: {why}"}

@@ -237,7 +237,7 @@ done
 # Benchmarks, on the same data: bench.py prints each row and rewrites its JSON as it goes. The
 # workplace's OpenBLAS settings slow NumPy; they are unset for these commands only.
 step bench "$out/bench_gpu.txt" --live env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
-    python3 scripts/bench.py --backends cupy torch-cuda --engines generic fused graph auto \
+    python3 scripts/bench.py --backends cupy torch-cuda --engines generic fused graph persistent auto \
     --repeats 3 --budget 10 --json "$out/bench_gpu.json"
 output "$out/bench_gpu.txt" >> "$summary"
 step bench-compile "$out/bench_compile.txt" --live env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \

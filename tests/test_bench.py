@@ -76,6 +76,15 @@ def test_each_engine_is_its_own_row(bench, tmp_path, flag):
     assert doc["settings"]["engines"] == ["generic", "fused", "auto"]
 
 
+def test_a_refused_engine_is_a_row_saying_why(bench, fake_cupy, tmp_path):
+    # [784, 800, 10] does not fit one block's shared memory: persistent refuses, bench goes on
+    out = tmp_path / "b.json"
+    argv = ["--quick", "--n", "200", "--cases", "784-800-10@100", "--backends", "cupy"]
+    assert bench.main([*argv, "--engines", "persistent", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["cases"]["784-800-10@100"]["backends"]["cupy-persistent"]
+    assert "shared memory per block" in row["error"]
+
+
 @pytest.mark.parametrize("bad", [["--n", "0"], ["--cases", "nope"], ["--backends", "jax"]])
 def test_bad_arguments_exit_2(bench, bad, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -150,7 +150,7 @@ def test_numpy_and_cupy_agree(engine, dtype, tmp_path, capsys):
     argv = ["--backends", "numpy", "cupy", "--dtype", dtype, "--engine", engine, *SMALL]
     code, report = _report(tmp_path, argv)
     assert code == 0, capsys.readouterr().out
-    expected = {"generic": "generic", "fused": "fused", "graph": "graph", "auto": "graph"}
+    expected = {"generic": "generic", "fused": "fused", "graph": "graph", "auto": "persistent"}
     assert report["engines"] == ["generic", expected[engine]]
     assert report["versions"]["CUPY_TF32"] == "0"
 

@@ -30,7 +30,7 @@ def test_engine_matches_generic_on_gpu(combo, engine, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("engine", ["fused", "graph"])
+@pytest.mark.parametrize("engine", ["fused", "graph", "persistent"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_engine_odd_shapes_penalties_dropout_on_gpu(optimizer, engine, dtype):
     combo = ("tanh", "softmax", "cross_entropy", optimizer)
@@ -38,6 +38,15 @@ def test_engine_odd_shapes_penalties_dropout_on_gpu(optimizer, engine, dtype):
                   floor64=1e-10, l2=0.5, l1=0.2, dropout=0.3)  # fmt: skip
 
 
-@pytest.mark.parametrize("engine", ["generic", "fused", "graph"])
+@pytest.mark.parametrize("engine", ["generic", "fused", "graph", "persistent"])
 def test_fit_on_gpu_matches_numpy(engine):
     fit_both(engine, tol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_persistent_on_the_books_network_on_gpu(dtype):
+    # [784, 30, 10]: 98 KB (float32) and 196 KB (float64) of shared memory, beyond the 48 KB a
+    # launch gets without opting in, and a block of 1024 threads
+    combo = ("sigmoid", "softmax", "log_likelihood", "adam")
+    compare_steps(dtype, combo, "persistent", [10, 10, 3], sizes=(784, 30, 10), floor64=1e-10,
+                  dropout=0.2, l2=0.1)  # fmt: skip

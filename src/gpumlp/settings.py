@@ -51,11 +51,13 @@ __all__ = ["DEFAULTS", "DEFAULT_CHUNK", "ENGINES", "FLAGS", "HYPER_KEYS", "KINDS
 DEFAULT_CHUNK = 10_000
 """Rows per forward pass when evaluating or predicting, bounding memory on large sets."""
 
-ENGINES = ("auto", "generic", "fused", "graph")
+ENGINES = ("auto", "generic", "fused", "graph", "persistent")
 """``generic``: the plain ``xp`` code (any backend, the reference). ``fused``: the backend's fast
 path (NumPy: in-place ufuncs into preallocated buffers; CuPy: fused kernels and cuBLAS).
-``graph``: CuPy only, whole steps replayed as CUDA graphs. ``auto`` picks the fastest that
-qualifies for the backend and network, falling back to ``generic``."""
+``graph``: CuPy only, whole steps replayed as CUDA graphs. ``persistent``: CuPy only, a whole
+epoch in one kernel launch, the network in one block's shared memory (where it fits).
+``auto`` picks the fastest that qualifies for the backend and network, falling back to
+``generic``."""
 
 MONITORS = ("train_cost", "train_accuracy", "val_cost",
             *(k for t in TASKS for k in scored_keys(t)[1:]))  # fmt: skip

@@ -28,6 +28,10 @@ _ODD = f"{_ENGINE}[ieee-float64-graph-adam]"
 _EPOCH = "tests/test_cupy_fast.py::test_an_epoch_matches_the_generic_epoch[fused]"
 _MATCHES = "tests/test_cupy_fast.py::test_engine_matches_generic"
 _SOFTMAX = f"{_MATCHES}[ieee-relu-softmax-log_likelihood-adam-fused]"
+_PERSISTENT = "tests/test_persistent.py::test_the_kernel_is_race_and_bounds_clean"
+_PERSISTENT_DROP = (
+    "tests/test_persistent.py::test_penalties_dropout_two_hidden_layers_and_batch_one[sgd]"
+)
 _GEMM = "tests/test_cuda_emu.py::test_real_gemm_against_numpy_in_every_transpose_case[float32]"
 
 
@@ -107,6 +111,24 @@ MUTANTS = {
         "Bs[ty][tx] = (k < K && j < N) ? B[(long long)k * ldb + j] : (real)0;",
         "Bs[ty][tx] = (k < K && j < N) ? B[(long long)j * ldb + k] : (real)0;",
         (_GEMM, _PENALTIES),
+    ),
+    "persistent_update_no_barrier": Mutant(  # the next batch's forward reads W mid-update
+        "barrier removed",
+        "update(i, persistent_grad(e, smem, base, m, i));\n        __syncthreads();\n",
+        "update(i, persistent_grad(e, smem, base, m, i));\n",
+        (_PERSISTENT,),
+    ),
+    "persistent_bias_grad_rows": Mutant(
+        "out of bounds (row loop)",
+        "for (int r = 0; r < m; ++r) s += delta[(long long)r * n + j];",
+        "for (int r = 0; r <= m; ++r) s += delta[(long long)r * n + j];",
+        (_PERSISTENT, _PERSISTENT_DROP),
+    ),
+    "persistent_backward_sign": Mutant(
+        "sign error",
+        "prev[i] = g * act_prime(e.acts[l - 1], z[i], a[i]);",
+        "prev[i] = -g * act_prime(e.acts[l - 1], z[i], a[i]);",
+        (_PERSISTENT_DROP,),
     ),
     "hidden_delta_sign": Mutant(
         "sign error",

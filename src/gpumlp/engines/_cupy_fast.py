@@ -1,4 +1,5 @@
-"""CuPy fast paths for training: fused kernels (``fused``) and CUDA graphs (``graph``).
+"""CuPy fast paths for training: fused kernels (``fused``), CUDA graphs (``graph``) and one
+launch per epoch (``persistent``).
 
 Both do what :class:`.steps.GenericStep` does (backprop on the batch, penalties, dropout,
 one optimizer update in place) with few, large kernel launches and no host synchronisation:
@@ -16,8 +17,13 @@ emulation of CUDA in every CI run, and on a GPU where there is one).
     for the epoch's full batches, and one per remaining batch shape. An epoch is then about
     n / (batch · GRAPH_CHUNK) graph launches.
 
-``auto`` takes ``graph`` for launch-bound steps (:func:`launch_bound`), where replaying a graph
-saves more than the tiled GEMM costs against cuBLAS, and ``fused`` otherwise.
+``persistent``
+    A whole epoch in one launch of one thread block, the network in its shared memory
+    (:mod:`._persistent`).
+
+``auto`` takes ``persistent`` for small steps of a network that fits one block
+(:func:`persistent_wins`), else ``graph`` for launch-bound steps (:func:`launch_bound`), where
+replaying a graph saves more than the tiled GEMM costs against cuBLAS, and ``fused`` otherwise.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ from ..backend import Array
 from ..costs import COSTS
 from ..optim import get_optimizer
 from ..runstate import TrainState
+from . import _persistent
 from ._cupy_core import Core
 from ._kernels import KERNEL_NAMES, kernel_source, signatures
 from .steps import Data
 
-__all__ = ["GRAPH_CHUNK", "GRAPH_MAX_MACS", "launch_bound", "make_step", "unsupported"]
+__all__ = ["GRAPH_CHUNK", "GRAPH_MAX_MACS", "PERSISTENT_MAX_MACS", "launch_bound", "make_step",
+           "persistent_wins", "unsupported"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,12 @@ GRAPH_MAX_MACS = 1 << 21
 are at most this: the book's [784, 30, 10] at batch 10 (0.24 M) qualifies, at batch 100 (2.4 M)
 or [784, 800, 10] it does not. A conservative rule until the crossover is measured on a GPU
 (``scripts/bench.py --engines``), since the 16×16 tiled GEMM loses to cuBLAS as work grows."""
+PERSISTENT_MAX_MACS = 1 << 18
+"""``auto`` uses ``persistent`` (where the network fits one block's shared memory) when a
+step's multiply-adds per layer pass are at most this: one SM then does a step in about the
+time ``graph`` spends launching its kernels. The book's [784, 30, 10] at batch 10 (0.24 M)
+qualifies, at batch 100 it does not. A prediction from the cost model of
+``docs/architecture.md`` until the first device run measures the crossover."""
 GRAPH_CHUNK = 32
 """Training steps captured in one CUDA graph."""
 
@@ -58,9 +72,14 @@ def launch_bound(sizes: list[int], batch_size: int) -> bool:
     return batch_size * sum(a * b for a, b in itertools.pairwise(sizes)) <= GRAPH_MAX_MACS
 
 
+def persistent_wins(sizes: list[int], batch_size: int) -> bool:
+    """True when one SM is predicted to run a step faster than the whole GPU's launches."""
+    return batch_size * sum(a * b for a, b in itertools.pairwise(sizes)) <= PERSISTENT_MAX_MACS
+
+
 def unsupported(state: TrainState, *, engine: str) -> str | None:
     """Why the fast path ``engine`` cannot run ``state`` (None when it can). Pure Python."""
-    if engine not in ("auto", "fused", "graph"):
+    if engine not in ("auto", "fused", "graph", "persistent"):
         return f"engine={engine!r} is not a CuPy fast path"
     spec, opt = state.spec, state.optimizer
     for act in spec.activations[:-1]:
@@ -101,8 +120,9 @@ def _kernels(dtype: str) -> dict[str, Any]:
 
 
 def make_step(state: TrainState, data: Data, *, engine: str) -> tuple[Any, str]:
-    """Build a fast step for ``state`` over ``data`` (``graph`` or ``fused``; ``auto`` picks by
-    :func:`launch_bound`), or return ``(None, why not)``."""
+    """Build a fast step for ``state`` over ``data`` (``persistent``, ``graph`` or ``fused``;
+    ``auto`` picks by :func:`persistent_wins` and :func:`launch_bound`), or return
+    ``(None, why not)``."""
     why = unsupported(state, engine=engine)
     if why is not None:
         return None, why
@@ -110,7 +130,19 @@ def make_step(state: TrainState, data: Data, *, engine: str) -> tuple[Any, str]:
         kernels = _kernels(state.spec.dtype)
     except Exception as exc:  # NVRTC missing or a compile error: a reason, not a crash later
         return None, f"the fast-path kernels did not compile: {exc}"
-    core = Core(state, data, kernels, backend.cupy_module())
+    cp = backend.cupy_module()
+    sizes, batch = list(state.spec.sizes), state.config.batch_size
+    if engine == "persistent" or (engine == "auto" and persistent_wins(sizes, batch)):
+        has_drop = bool(state.config.dropout) and len(sizes) > 2
+        limit = _persistent.shared_limit(cp)
+        why = _persistent.too_big(sizes, batch, state.spec.dtype, has_drop, limit)
+        if why is None:
+            threads = _persistent.threads_for(sizes, batch, _persistent.THREADS)
+            return _persistent.PersistentStep(Core(state, data, kernels, cp), threads=threads), ""
+        if engine == "persistent":
+            return None, why
+        logger.info("engine auto: not persistent (%s)", why)
+    core = Core(state, data, kernels, cp)
     use_graph = engine == "graph" or (
         engine == "auto" and launch_bound(list(state.spec.sizes), state.config.batch_size)
     )

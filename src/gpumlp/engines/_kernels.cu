@@ -164,6 +164,16 @@ extern "C" __global__ void bias_softmax(real* z, const real* b, real* a, int m, 
     for (int j = lane; j < n; j += 32) ar[j] = ar[j] / s;
 }
 
+// BP1 for one output unit, in the form `kind` (DELTA_*): ∇_a C ⊙ σ'(z), the softmax vjp
+// a ⊙ (∇_a C − Σ_k g_k a_k) (ga: that row term), or a fused (cost, output) pair's shortcut.
+__device__ __forceinline__ real output_error(int kind, int cost, int act, real z, real a, real y,
+                                            real ga, real ysum, real eps)
+{
+    if (kind == DELTA_ELEMENTWISE) return cost_grad(cost, a, y, eps) * act_prime(act, z, a);
+    if (kind == DELTA_SOFTMAX) return a * (cost_grad(cost, a, y, eps) - ga);
+    return fused_delta(kind, a, y, ysum);
+}
+
 // BP1: the output error δ^L in the form `kind` (DELTA_*), times scale = 1/m: the batch mean is
 // taken here, as in network.backprop, so BP3/BP4 below give mean gradients. Also the row's
 // cost (Σ_j of the cost's element terms) and whether its prediction (argmax, or a > 0.5 for one
@@ -195,14 +205,8 @@ extern "C" __global__ void output_delta(const real* z, const real* a, const real
         const int oa = __shfl_xor_sync(0xffffffffu, arg, offset);
         if (better(ob, oa, best, arg)) { best = ob; arg = oa; }
     }
-    for (int j = lane; j < n; j += 32) {
-        const real aj = a[o + j], yj = y[o + j];
-        real d;
-        if (kind == DELTA_ELEMENTWISE) d = cost_grad(cost, aj, yj, eps) * act_prime(act, z[o + j], aj);
-        else if (kind == DELTA_SOFTMAX) d = aj * (cost_grad(cost, aj, yj, eps) - ga);
-        else d = fused_delta(kind, aj, yj, ysum);
-        delta[o + j] = d * scale;
-    }
+    for (int j = lane; j < n; j += 32)
+        delta[o + j] = output_error(kind, cost, act, z[o + j], a[o + j], y[o + j], ga, ysum, eps) * scale;
     if (lane == 0) {
         row_cost[row] = c;
         const long long pred = n == 1 ? (long long)(a[o] > (real)0.5) : (long long)arg;

@@ -1,17 +1,17 @@
 """The CUDA C source of the fast path, generated from the registries, and what the host code
 needs to call it.
 
-:func:`kernel_source` is a generated prelude, ``_kernels.cu`` (package data: the kernels no
-registry entry owns) and the optimizers' kernels. The prelude holds the ``real`` typedef, the
-constants shared with the host code (:data:`TILE`, :data:`BATCH_END_THREADS` and the counter
-slots ``C_*`` of :data:`COUNTERS`), the codes (``ACT_*``, ``COST_*``, ``DELTA_*``) and the
-device functions built from each registry entry's CUDA form
+:func:`kernel_source` is a generated prelude, ``_kernels.cu`` and ``_persistent.cu`` (package data:
+the kernels and the epoch loop no registry entry owns) and the optimizers' kernels. The prelude
+holds the ``real`` typedef, the constants shared with the host code (:data:`TILE`,
+:data:`BATCH_END_THREADS` and the counter slots ``C_*`` of :data:`COUNTERS`), the codes (``ACT_*``,
+``COST_*``, ``DELTA_*``) and the device functions built from each registry entry's CUDA form
 (:mod:`gpumlp.activations`, :mod:`gpumlp.costs`, :mod:`gpumlp.dropout`). Each optimizer of
 :data:`gpumlp.optim.OPTIMIZERS` gets its own ``update_<name>`` kernel (the penalties of
 :data:`gpumlp.optim.PENALTY_CUDA`, then its update) and, where its :class:`~gpumlp.optim.CudaForm`
-has one, a ``prepare_<name>`` kernel, with its own parameters and device slots ``H_*``
-(:func:`hyper_slots`: the rate ``H_LR``, then the entry's). Adding an entry to a registry adds
-it here.
+has one, a ``prepare_<name>`` kernel, and its whole-epoch ``persistent_<name>`` kernel
+(:mod:`._persistent_src`), with its own parameters and device slots ``H_*`` (:func:`hyper_slots`:
+the rate ``H_LR``, then the entry's). Adding an entry to a registry adds it here.
 
 The host side reads the rest from here too: the codes (:func:`codes`), the constants, and each
 kernel's parameters, parsed from the generated source itself (:func:`signatures`), so the host
@@ -35,6 +35,7 @@ from ..activations import ACTIVATIONS, sigmoid_floor
 from ..costs import COSTS
 from ..dropout import CUDA_SOURCE as DROPOUT_SOURCE
 from ..optim import OPTIMIZERS, PENALTY_CUDA, CudaForm, get_optimizer
+from ._persistent_src import persistent_kernel
 
 __all__ = [
     "BATCH_END_THREADS",
@@ -236,6 +237,7 @@ def _optimizer_source(name: str) -> str:
         guard = "    if (blockIdx.x != 0 || threadIdx.x != 0) return;  // one thread\n"
         body = guard + _indent(form.prepare, 4)
         out.append(_kernel(prepare, ["double* hyper", *form.prepare_params], body))
+    out.append(persistent_kernel(name, _kernel, _indent))
     out += [f"#undef H_{slot.upper()}" for slot in slots]
     return "\n".join(out)
 
@@ -243,9 +245,13 @@ def _optimizer_source(name: str) -> str:
 @functools.cache
 def kernel_source(dtype: str) -> str:
     """The CUDA C source of the kernels for ``dtype`` ("float32" or "float64"): the generated
-    prelude, ``_kernels.cu`` and the optimizers' kernels. Self-contained (no ``#include``), so
-    NVRTC and ``nvcc`` both compile it, and the test suite runs it on the CPU."""
-    template = resources.files(__package__).joinpath("_kernels.cu").read_text(encoding="utf-8")
+    prelude, ``_kernels.cu``, ``_persistent.cu`` and the optimizers' kernels. Self-contained
+    (no ``#include``), so NVRTC and ``nvcc`` both compile it, and the test suite runs it on the
+    CPU."""
+    files = resources.files(__package__)
+    template = "\n".join(
+        files.joinpath(f).read_text(encoding="utf-8") for f in ("_kernels.cu", "_persistent.cu")
+    )
     optimizers = [_optimizer_source(name) for name in OPTIMIZERS]
     tail = "\n\n".join([PENALTY_CUDA, *filter(None, optimizers)])
     return f"{_prelude(dtype)}\n{template}\n// Optimizers, after the penalties.\n{tail}\n"
@@ -274,7 +280,8 @@ def signatures(dtype: str) -> dict[str, tuple[Param, ...]]:
     text = re.sub(r"//[^\n]*", "", kernel_source(dtype))
     scalars = {**_SCALARS, "real": dtype}
     found = {}
-    for m in re.finditer(r'extern "C" __global__ void (\w+)\(([^)]*)\)', text):
+    kernels = r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)'
+    for m in re.finditer(kernels, text):
         params = []
         for decl in m[2].split(","):
             words = decl.replace("*", " * ").split()

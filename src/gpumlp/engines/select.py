@@ -40,7 +40,7 @@ def select_step(state: TrainState, data: Data, *, engine: str | None = None) -> 
 def check_engine(spec: ModelSpec, engine: str) -> None:
     """Refuse an engine the backend cannot run (before anything is built or written)."""
     name = backend_name(spec.xp)
-    if engine == "graph" and name != "cupy":
-        raise ValueError(f"engine='graph' needs the CuPy backend, not {name}")
+    if engine in ("graph", "persistent") and name != "cupy":
+        raise ValueError(f"engine={engine!r} needs the CuPy backend, not {name}")
     if engine == "fused" and name not in ("numpy", "cupy"):
         raise ValueError(f"engine='fused' needs the NumPy or CuPy backend, not {name}")

@@ -90,6 +90,13 @@ class Device:
         stats.add("sync", "Device.synchronize")
 
     compute_capability = property(lambda self: "90")
+
+    @property
+    def attributes(self) -> dict[str, int]:
+        """The device attributes gpumlp reads (an H100's shared-memory limits)."""
+        return {"MaxSharedMemoryPerBlock": emulator.STATIC_SHARED_LIMIT,
+                "MaxSharedMemoryPerBlockOptin": emulator.DYNAMIC_SHARED_OPTIN}  # fmt: skip
+
     mem_info = property(lambda self: _meminfo())
 
     def __eq__(self, other: object) -> bool:
