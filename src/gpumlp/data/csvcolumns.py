@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dropped", "ids_error", "index_note", "is_index", "label_index", "looks_like_ids",
-           "optional_label"]  # fmt: skip
+__all__ = ["dropped", "ids_error", "index_note", "is_index", "is_number", "label_index",
+           "looks_like_ids", "optional_label"]  # fmt: skip
 
 
 def _shown(names: Sequence[str]) -> str:
@@ -121,13 +121,14 @@ def looks_like_ids(first: str, rest: Iterator[tuple[int, list[str]]], j: int) ->
     seen = {first}
     for _, row in rest:
         cell = row[j].strip() if j < len(row) else ""
-        if not cell or cell in seen or _is_number(cell):
+        if not cell or cell in seen or is_number(cell):
             return False
         seen.add(cell)
     return len(seen) > 1
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether the cell ``text`` reads as a number (``float`` takes it: nan and inf too)."""
     try:
         float(text)
     except ValueError:

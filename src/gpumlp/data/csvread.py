@@ -27,6 +27,7 @@ from .csvcolumns import (
     ids_error,
     index_note,
     is_index,
+    is_number,
     label_index,
     looks_like_ids,
     optional_label,
@@ -38,14 +39,6 @@ from .task import as_targets, label_task
 __all__ = ["CELL_CHARS", "read_csv", "read_csv_inputs"]
 
 _UNKNOWN_FREE = 1 << 34  # the memory assumed free where the system says nothing
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass
@@ -95,7 +88,7 @@ def _parse(
             raise ValueError(f"{path} is empty (no row has a value)")
         width, names = len(first), None
         rows.bound_by(width)
-        if not all(_is_number(c) for c in first):
+        if not all(is_number(c) for c in first):
             names = [c.strip() for c in first]
         li: int | None
         if inputs is None:
@@ -157,7 +150,7 @@ def _not_a_number(
     """The refusal of row ``r``, one of whose input cells is no number: of an ID column (a
     different text in every row, from the first, which is ``r``) naming ``--drop``; else of
     the cell."""
-    j = next(j for j in sorted({0, *p.keep} - {p.label}) if not _is_number(row[j]))
+    j = next(j for j in sorted({0, *p.keep} - {p.label}) if not is_number(row[j]))
     cell = row[j].strip()
     if cell and not p.codes and looks_like_ids(cell, rest, j):
         spec = p.names[j] if p.names and p.names[j] else j
@@ -192,7 +185,7 @@ def read_csv(
     li, names = typing.cast(int, p.label), p.names
     codes = np.frombuffer(p.codes, np.int64)
     y, classes, task = _csv_labels(path, codes, p.seen, p.rows, p.where(li), task)
-    header_is_data = all(_is_number(c) for j, c in enumerate(names or ()) if j != li)
+    header_is_data = all(is_number(c) for j, c in enumerate(names or ()) if j != li)
     if names is not None and classes and names[li] in classes and header_is_data:
         raise ValueError(
             f"{path}: row {p.first_row} looks like data, not a header ({names[li]!r} is also a "
@@ -237,9 +230,9 @@ def _csv_labels(
     texts = list(seen)
     if "" in seen:
         raise _bad_cell(path, rows[seen[""]], column, "")
-    if not all(_is_number(s) for s in texts):
+    if not all(is_number(s) for s in texts):
         if task == "regression":
-            i = next(i for i, s in enumerate(texts) if not _is_number(s))
+            i = next(i for i, s in enumerate(texts) if not is_number(s))
             raise ValueError(
                 f"{path}: row {rows[i]}, {column} holds {texts[i]!r}, not a number: --task "
                 "regression predicts numbers (class names are classification)"
