@@ -204,6 +204,16 @@ def run_epochs(
     return history
 
 
+def _stop_at_last_epoch(state: TrainState, why: str) -> None:
+    """Take back the last finished epoch's state, record ``why`` training stopped during the
+    next, and checkpoint it (if the config asks), while further interrupts wait."""
+    with signals.deferred():
+        state.restore()
+        state.history.stop_reason = f"{why} during epoch {state.epoch}"
+        if state.config.checkpoint is not None:
+            state.save(state.config.checkpoint)
+
+
 def train_network(
     state: TrainState,
     data: Data,
@@ -228,18 +238,10 @@ def train_network(
         step = select_step(state, data)
         return run_epochs(state, step, data, validation, progress=progress, on_epoch=on_epoch)
     except KeyboardInterrupt as exc:
-        with signals.deferred():
-            state.restore()
-            state.history.stop_reason = f"interrupted during epoch {state.epoch}"
-            if cfg.checkpoint is not None:
-                state.save(cfg.checkpoint)
+        _stop_at_last_epoch(state, "interrupted")
         raise TrainingInterrupted(state.history, signals.signum_of(exc)) from exc
     except DataFileShrank as exc:
-        with signals.deferred():
-            state.restore()
-            state.history.stop_reason = f"{exc.path} shrank during epoch {state.epoch}"
-            if cfg.checkpoint is not None:
-                state.save(cfg.checkpoint)
+        _stop_at_last_epoch(state, f"{exc.path} shrank")
         saved = None if cfg.checkpoint is None else str(cfg.checkpoint)
         raise DataFileShrank(
             exc.path, exc.size, exc.now, history=state.history, saved=saved
