@@ -179,6 +179,14 @@ class Core:
                 _fill(self.hyper, self.slots.index(name), float(count))
                 self.step_counts[name] = count
 
+    def start_epoch(self, perm: Any, lr: float) -> None:
+        """:meth:`prepare` for an epoch over the bound data in the order ``perm`` (None: in
+        order), its cost and hit sums at zero."""
+        self.prepare(lr)
+        self.cp.copyto(self.perm, self.order if perm is None else perm)
+        self.sums.fill(0)
+        self.hits.fill(0)
+
     def set_counters(self, batch: int, draw: int) -> None:
         """Start the batch counter at ``batch`` and the dropout counter at ``draw``."""
         _fill(self.counters, COUNTERS.index("batch"), batch)

@@ -202,12 +202,9 @@ class FusedStep:
         progress: Callable[[int], object] | None = None,
     ) -> tuple[Array, Array]:
         """Every mini-batch of the bound data in the order ``perm``; the device sums back."""
-        core, cp = self.core, self.core.cp
-        core.prepare(lr)
-        cp.copyto(core.perm, core.order if perm is None else perm)
+        core = self.core
+        core.start_epoch(perm, lr)
         core.set_counters(0, draw)
-        core.sums.fill(0)
-        core.hits.fill(0)
         full, rest = divmod(core.n, core.batch)
         for launches, m, steps in self._plan(full, rest):
             ws = core.workspace(m)

@@ -127,11 +127,8 @@ class PersistentStep:
         progress: Callable[[int], object] | None = None,
     ) -> tuple[Array, Array]:
         """Every mini-batch of the bound data in the order ``perm``, in one launch."""
-        core, cp = self.core, self.core.cp
-        core.prepare(lr)
-        cp.copyto(core.perm, core.order if perm is None else perm)
-        core.sums.fill(0)
-        core.hits.fill(0)
+        core = self.core
+        core.start_epoch(perm, lr)
         X, Y, labels = core.data
         self._launch(X, Y, labels, core.perm, core.n, core.batch, draw, self.last)
         steps = math.ceil(core.n / core.batch)
