@@ -411,6 +411,18 @@ def test_eval_errors_say_what_is_missing(bad, monkeypatch):
     assert code == 2 and "--labels, --label-column and --drop go with --data" in err
 
 
+def _cut_after_epoch_1(x_npy, *flags):
+    """Train on ``x_npy`` with ``flags``, cut the file to 100 bytes once epoch 1's line is out
+    (an event, not a delay), and return the run's (exit code, stdout, stderr)."""
+    trainer = Trainer("--data", x_npy, *flags)
+    try:
+        trainer.wait_for(r"Epoch 1: ")
+        os.truncate(x_npy, 100)
+        return trainer.finish()
+    finally:
+        trainer.kill()
+
+
 def test_an_x_npy_cut_short_mid_run_stops_with_the_finished_epochs_saved(folder, tmp_path):
     # With --from-disk X.npy is read as training goes. Cut to a few bytes once epoch 1's line
     # is out, the run stops with one line naming the file and both sizes, the finished epochs
@@ -421,14 +433,8 @@ def test_an_x_npy_cut_short_mid_run_stops_with_the_finished_epochs_saved(folder,
     run_dir = tmp_path / "run"
     flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
     flags += ["--from-disk", "--no-standardize"]  # standardized, X would be copied
-    trainer = Trainer("--data", tmp_path / "X.npy", *flags, "--epochs", "100000", "--quiet",
-                      "--out", run_dir)  # fmt: skip
-    try:
-        trainer.wait_for(r"Epoch 1: ")
-        os.truncate(tmp_path / "X.npy", 100)
-        code, out, err = trainer.finish()
-    finally:
-        trainer.kill()
+    code, out, err = _cut_after_epoch_1(tmp_path / "X.npy", *flags, "--epochs", "100000",
+                                        "--quiet", "--out", run_dir)  # fmt: skip
     done = printed_epochs(out)
     assert code != -7 and done[:2] == [0, 1], (code, err)
     checkpoint = run_dir / "checkpoint.npz"
@@ -503,13 +509,7 @@ def test_a_small_x_npy_is_read_into_memory_so_a_cut_mid_run_changes_nothing(fold
     (tmp_path / "X.npy").write_bytes((folder / "X.npy").read_bytes())
     flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
     flags += ["--epochs", "12", "--no-standardize", "--quiet"]  # standardized, X is copied
-    trainer = Trainer("--data", tmp_path / "X.npy", *flags, "--out", tmp_path / "cut")
-    try:
-        trainer.wait_for(r"Epoch 1: ")
-        os.truncate(tmp_path / "X.npy", 100)
-        code, out, err = trainer.finish()
-    finally:
-        trainer.kill()
+    code, out, err = _cut_after_epoch_1(tmp_path / "X.npy", *flags, "--out", tmp_path / "cut")
     assert code == 0 and err == "", err
     assert printed_epochs(out) == list(range(12))
     code, _, err = run_at("train", "--data", folder / "X.npy", *flags, "--out", tmp_path / "whole",
