@@ -2,7 +2,8 @@
 train`` run (any train flag given is shared by every trial), in the sweep folder ``--out``
 (default ``sweeps/<SPACE's name>``): ``study.db`` (the default storage), ``sweep.json`` (where
 the study is) and a run folder per trial. ``--workers K`` runs K children of the same command
-(at most what the CPUs and memory take; they end with it: :mod:`~gpumlp.sweeps.workers`);
+(at most what the CPUs and memory take; they end with it: :mod:`~gpumlp.sweeps.workers`),
+each with ``--threads`` BLAS threads (default: its share of the CPUs, :mod:`gpumlp.threads`);
 other machines join with the same command and ``--storage``; rerunning it resumes (rules in
 :mod:`~gpumlp.sweeps.studies`). Exit code 0 once the study has its N finished trials.
 ``--report DIR`` prints the trials, the best as a ``gpumlp train`` command, and draws their plots.
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import signals
+from .. import signals, threads
 from .._version import __version__
 from ..data.sources import DataSet
 from ..runs.rundir import holds_run
@@ -26,7 +27,7 @@ from ..sweeps import workers as worker_processes
 from ..sweeps.binding import bind_study, default_seed
 from ..sweeps.searchspace import check_space, hold_out, read_space
 from ..sweeps.storage import masked, storage_errors, storage_url, write_sweep_file
-from ..sweeps.studies import run_worker
+from ..sweeps.studies import LOST, run_worker
 from ..sweeps.studystore import PRUNERS, open_study, require_optuna, tally
 from ..sweeps.trials import evaluate_best
 from ._args import UsageError, add_train_flags, number
@@ -50,6 +51,11 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
     g.add_argument("--trials", type=number(int, 1), default=20, help="finished trials wanted")
     g.add_argument("--workers", type=number(int, 1), help="worker processes (default 1 per GPU)")
     g.add_argument("--gpus", help="GPU ids, e.g. 0,1: one per worker (CUDA_VISIBLE_DEVICES)")
+    g.add_argument(
+        "--threads",
+        type=number(int, 1),
+        help="BLAS threads of each worker (default: the CPUs this process may use / workers)",
+    )
     g.add_argument("--study", help="study name (default SPACE's file name)")
     g.add_argument("--storage", help="SQLAlchemy URL shared by workers (default sqlite in --out)")
     g.add_argument("--out", help="sweep folder (default sweeps/<study>)")
@@ -87,13 +93,14 @@ def run(args: argparse.Namespace) -> int:
         )
     gpus = args.gpus.split(",") if args.gpus else []
     workers = args.workers or len(gpus) or 1
+    args.threads = args.threads or worker_processes.threads_each(workers)
     if not args.worker and (workers > 1 or gpus):
         worker_processes.check_workers(workers, data)
     url = storage_url(out, args.storage)
     with storage_errors(url):  # a read-only or broken study file: one line naming it
         if args.storage is None:  # the SQLite file needs its folder; another is tried first
             out.mkdir(parents=True, exist_ok=True)
-        study = open_study(url, name, pruner=args.pruner, seed=fixed["seed"] + args.worker)
+        study = open_study(url, name, pruner=args.pruner, seed=fixed["seed"])
         bind_study(study, dims, fixed, data, source)
         out.mkdir(parents=True, exist_ok=True)
         if args.worker:
@@ -132,8 +139,14 @@ def _work(study: Any, dims: Any, fixed: Any, data: DataSet, out: Path, args: Any
     def show(trial: Any) -> None:
         print(who + trial_line(trial), flush=True)
 
+    def lost(trial: Any) -> None:
+        print(f"gpumlp: {who}warning: {LOST % trial.number}", file=sys.stderr, flush=True)
+
     try:
-        run_worker(study, dims, fixed, data, out, n_trials=args.trials, on_trial=show)
+        with threads.limited(args.threads):
+            run_worker(
+                study, dims, fixed, data, out, n_trials=args.trials, on_trial=show, on_lost=lost
+            )
     except KeyboardInterrupt as exc:
         signum = signals.signum_of(exc)
         print(
@@ -152,16 +165,13 @@ def _spawn(
     (:mod:`gpumlp.sweeps.workers`: they end with this process)."""
     own = {"trials": args.trials, "study": args.study, "storage": url, "out": str(out)}
     own |= {"pruner": args.pruner, "debug": "debug" in args, "verbose": "verbose" in args}
+    own |= {"threads": args.threads}  # K workers on one CPU: each BLAS takes its share
     command = [sys.executable, "-m", "gpumlp", "sweep", args.space, *flag_args(given | own)]
-    threads = str(max(1, worker_processes.usable_cpus() // workers))
     children = []
     for i in range(1, workers + 1):
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[(i - 1) % len(gpus)]
-        # K workers on one CPU: each BLAS gets its share of the cores, not all of them.
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(var, threads)
         children.append(([*command, "--worker", str(i)], env))
     with worker_processes.started(children) as procs:
         try:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import signals
+from .. import signals, threads
 from .._version import __version__
 from ..data.formats import check_mnist_flags
 from ..data.sources import DataSet, load_data
@@ -27,7 +27,7 @@ from ..runs.rundir import plan_folder, resume_path, resumed_flags, run_folder
 from ..runs.runner import execute, layers_for, plan_run
 from ..settings import FLAGS, SETTINGS, defaults
 from ..targets import TargetScaling
-from ._args import add_train_flags
+from ._args import add_train_flags, number
 from .tools import ensure_mnist
 
 __all__ = ["add_parsers", "load_flags_data", "resolve"]
@@ -48,6 +48,11 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
     io.add_argument("--resume", default=None, help="continue from a checkpoint or run folder")
     io.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     io.add_argument("--quiet", action="store_true", help="no progress bar")
+    io.add_argument(
+        "--threads",
+        type=number(int, 1),
+        help="BLAS threads (default: BLAS's own, all cores): a share each for runs side by side",
+    )
     return {"train": run}
 
 
@@ -141,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     Ctrl-C, SIGTERM and SIGHUP stop the run after saving its finished epochs (see
     :mod:`gpumlp.signals`); the exit code is then the signal's.
     """
-    with signals.stop_on_signals():
+    with signals.stop_on_signals(), threads.limited(args.threads):
         try:
             return _train(args)
         except KeyboardInterrupt as exc:  # before the first epoch began: nothing was trained

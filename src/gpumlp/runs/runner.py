@@ -32,6 +32,7 @@ from ..model import Network
 from ..optim import get_optimizer
 from ..runstate import check_resumable
 from ..settings import owned_by
+from ..threads import blas_threads
 from ..train import safe_magnitude
 
 __all__ = ["FIT_FLAGS", "RunPlan", "execute", "layers_for", "plan_run"]
@@ -222,7 +223,9 @@ def execute(
     net.inputs.describe(classes=info.classes, features=info.features, kind=info.kind,
                         label=info.label)  # fmt: skip
     data = None if flags.get("data") is None else str(Path(flags["data"]).resolve())
-    atomic_write_bytes(out / "args.json", json.dumps(flags | {"data": data}, indent=1).encode())
+    # "threads": the BLAS threads training runs on (a limit such as --threads, or BLAS's own).
+    record = flags | {"data": data, "threads": blas_threads()}
+    atomic_write_bytes(out / "args.json", json.dumps(record, indent=1).encode())
     checkpoint, diverged = out / "checkpoint.npz", None
     try:
         # Overflow on the way to NaN is expected when training diverges; the epoch check says so.

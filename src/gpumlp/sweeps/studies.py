@@ -10,7 +10,11 @@ split scores only the best trial, once. Workers share the study through Optuna's
 - Optuna commits each trial as it ends: a stopped worker loses only its running trial, and
   rerunning the same command resumes the study;
 - a trial whose worker died is marked FAIL and its flags queued again
-  (:mod:`gpumlp.sweeps.studystore`); Ctrl-C or a signal fails and queues it the same way.
+  (:mod:`gpumlp.sweeps.studystore`); Ctrl-C or a signal fails and queues it the same way;
+- a worker that finds its trial marked failed by another (its heartbeat came late) says so
+  and goes on with the next trial;
+- each trial draws its parameters from its own seeded sequence
+  (:mod:`gpumlp.sweeps.sampling`): no repeats across workers, machines or reruns.
 
 Optuna is imported by the functions here, when called: ``import gpumlp`` never imports it.
 """
@@ -18,7 +22,7 @@ Optuna is imported by the functions here, when called: ``import gpumlp`` never i
 from __future__ import annotations
 
 import contextlib
-import os
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -32,15 +36,18 @@ from ..data.sources import DataSet
 from ..settings import FLAGS
 from . import searchspace, trials
 from .binding import bind_study, default_seed
+from .liveness import worker_record
 from .searchspace import Dimension
 from .storage import storage_errors, storage_url
-from .studystore import HOST, fail_dead_trials, open_study, require_optuna, retry_callback, tally
+from .studystore import fail_dead_trials, open_study, require_optuna, retry_callback, tally
 
 if TYPE_CHECKING:
     from optuna import Study
     from optuna.trial import Trial
 
-__all__ = ["run_worker", "sweep"]
+__all__ = ["LOST", "run_worker", "sweep"]
+
+logger = logging.getLogger(__name__)
 
 
 def run_worker(
@@ -52,18 +59,29 @@ def run_worker(
     *,
     n_trials: int,
     on_trial: Callable[[Any], None] | None = None,
+    on_lost: Callable[[Any], None] | None = None,
     poll: float = 1.0,
 ) -> None:
     """Run trials in this process until ``study`` has ``n_trials`` finished ones: ``fixed``
     flags, ``data`` with a validation split, folders in ``out``, ``on_trial(FrozenTrial)`` after
-    each. Raises KeyboardInterrupt (Ctrl-C, signals) and what a trial raised."""
+    each, ``on_lost(FrozenTrial)`` (default: a logged warning) for a trial of this worker that
+    another marked failed meanwhile, after which it goes on with the next. Raises
+    KeyboardInterrupt (Ctrl-C, signals) and what a trial raised."""
     optuna = require_optuna()
     current: list[int] = []
+    raised: list[BaseException] = []  # what the objective raised of its own
     gate = _Gate()
 
     def objective(trial: Trial) -> float:
         current[:] = [trial.number]
-        trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid(), "trial": trial.number})
+        try:
+            return _objective(trial)
+        except BaseException as exc:
+            raised[:] = [exc]
+            raise
+
+    def _objective(trial: Trial) -> float:
+        trial.set_user_attr("worker", worker_record(trial.number))
         values = {k: d.suggest(trial) for k, d in dims.items()}
         flags = searchspace.trial_flags(dims, values, fixed, data)
         folder = out / f"trial-{trial.number:04d}"
@@ -100,7 +118,37 @@ def run_worker(
                     if t.number in current:
                         retry_callback(optuna)(study, t)
                 raise
+            except Exception as exc:
+                lost = _lost(optuna, study, current, exc, raised)
+                if lost is None:
+                    raise
+                (on_lost or _log_lost)(lost)
             current.clear()
+            raised.clear()
+
+
+def _lost(
+    optuna: Any, study: Study, current: list[int], exc: Exception, raised: list[BaseException]
+) -> Any:
+    """The trial this worker ran when ``exc`` ended it, if another worker had marked it
+    finished meanwhile (Optuna then refuses its report or its end: "Cannot tell a FAIL
+    trial"), else None: ``exc`` is the trial's own failure, to raise."""
+    finished = optuna.exceptions.UpdateFinishedTrialError
+    if raised and raised[0] is exc and not isinstance(exc, finished):
+        return None
+    for t in study.get_trials(deepcopy=False):
+        if t.number in current and t.state.is_finished():
+            return t
+    return None
+
+
+def _log_lost(trial: Any) -> None:
+    logger.warning(LOST, trial.number)
+
+
+LOST = ("trial %d was marked failed by another worker while this one ran it (its heartbeat "
+        "came late): its flags are queued again; going on with the next trial")  # fmt: skip
+"""What a worker says of a trial it lost (``LOST % number``)."""
 
 
 class _Gate:

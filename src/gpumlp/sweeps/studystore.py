@@ -3,31 +3,44 @@ in its storage (where: :mod:`gpumlp.sweeps.storage`), its pruner, and the trials
 that died.
 
 A trial whose worker died is marked FAIL and its flags queued as a new trial (at most
-``MAX_RETRY`` times): at once when the worker ran on this host and its process is gone, else
-after ``GRACE_PERIOD`` s without a heartbeat (sent every ``HEARTBEAT_INTERVAL`` s).
+``MAX_RETRY`` times): after :data:`GRACE` heartbeat intervals without a heartbeat (sent every
+``GPUMLP_HEARTBEAT`` s, default :data:`HEARTBEAT_INTERVAL`), or at once where its process is
+known gone (:func:`gpumlp.sweeps.liveness.gone_here`: same host, boot and PID namespace).
 """
 
 from __future__ import annotations
 
 import inspect
-import socket
+import os
 import time
 import warnings
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ..atomicio import alive
+from .liveness import gone_here
 from .storage import database_reason, masked, storage_errors, where
 
 if TYPE_CHECKING:
     from optuna import Study
 
-__all__ = ["HOST", "PRUNERS", "fail_dead_trials", "open_study", "require_optuna",
-           "retry_callback", "tally"]  # fmt: skip
+__all__ = ["PRUNERS", "fail_dead_trials", "heartbeat_interval", "open_study",
+           "require_optuna", "retry_callback", "tally"]  # fmt: skip
 
-HEARTBEAT_INTERVAL, GRACE_PERIOD, MAX_RETRY = 10, 60, 3
+HEARTBEAT_INTERVAL, GRACE, MAX_RETRY = 10, 6, 3
 PRUNERS = ("median", "hyperband", "none")
-HOST = socket.gethostname()
+
+
+def heartbeat_interval() -> int:
+    """Seconds between a running trial's heartbeats: ``GPUMLP_HEARTBEAT`` (a positive whole
+    number), else :data:`HEARTBEAT_INTERVAL`. Every worker of a study should use the same: a
+    trial is failed after ``GRACE`` of the checking worker's intervals without one. Raises
+    ValueError naming the variable for another value."""
+    text = os.environ.get("GPUMLP_HEARTBEAT", "").strip()
+    if not text:
+        return HEARTBEAT_INTERVAL
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"GPUMLP_HEARTBEAT={text!r}: expected whole seconds, 1 or more")
+    return int(text)
 
 
 def require_optuna() -> Any:
@@ -49,11 +62,17 @@ def tally(study: Any) -> Counter[str]:
 
 
 def open_study(url: str, name: str, *, pruner: Any = "median", seed: int | None = None) -> Study:
-    """Create the study ``name`` in the storage ``url``, or load it: maximising, TPE seeded with
-    ``seed``, ``pruner`` one of :data:`PRUNERS` or an Optuna pruner. Raises ImportError (no
-    Optuna, no database driver), ValueError naming ``--storage`` when it cannot be opened."""
+    """Create the study ``name`` in the storage ``url``, or load it: maximising, TPE whose
+    draws for each trial are seeded by ``seed`` and the trial's number
+    (:mod:`gpumlp.sweeps.sampling`), ``pruner`` one of :data:`PRUNERS` or an Optuna pruner.
+    Raises ImportError (no Optuna, no database driver), ValueError naming ``--storage`` when
+    it cannot be opened, or naming ``GPUMLP_HEARTBEAT`` when that is no interval."""
     optuna = require_optuna()
     import sqlalchemy  # Optuna's own dependency
+
+    from .sampling import TrialSeededTPE  # imports Optuna
+
+    interval = heartbeat_interval()
 
     if isinstance(pruner, str):
         if pruner not in PRUNERS:
@@ -79,8 +98,8 @@ def open_study(url: str, name: str, *, pruner: Any = "median", seed: int | None 
                 storage = optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine,
-                    heartbeat_interval=HEARTBEAT_INTERVAL,
-                    grace_period=GRACE_PERIOD,
+                    heartbeat_interval=interval,
+                    grace_period=GRACE * interval,
                     **{callback: retry},
                 )
                 if sqlite:
@@ -98,7 +117,7 @@ def open_study(url: str, name: str, *, pruner: Any = "median", seed: int | None 
                     continue
                 reason = database_reason(exc)
                 raise ValueError(f"{where(url)}: cannot open it: {reason}") from None
-        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        sampler = TrialSeededTPE(seed)
         with storage_errors(url):
             study: Study = optuna.create_study(
                 storage=storage,
@@ -121,8 +140,8 @@ def retry_callback(optuna: Any) -> Any:
 
 
 def fail_dead_trials(study: Study) -> None:
-    """Mark FAIL the running trials whose worker is gone (the module's rule); queue their flags
-    again."""
+    """Mark FAIL the running trials whose worker is gone (the module's rule: known gone here,
+    or silent for the grace period); queue their flags again."""
     optuna = require_optuna()
     running = optuna.trial.TrialState.RUNNING
     for trial in study.get_trials(deepcopy=False, states=(running,)):
@@ -130,8 +149,7 @@ def fail_dead_trials(study: Study) -> None:
         # A retry copies its failed trial's attributes: only the trial's own "worker" counts.
         if not (isinstance(worker, dict) and worker.get("trial") == trial.number):
             continue
-        pid = worker.get("pid")
-        if worker.get("host") != HOST or not isinstance(pid, int) or alive(pid):
+        if not gone_here(worker):
             continue
         try:
             frozen = study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -140,4 +158,4 @@ def fail_dead_trials(study: Study) -> None:
         retry_callback(optuna)(study, frozen)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental in Optuna
-        optuna.storages.fail_stale_trials(study)  # the heartbeat rule, for other hosts
+        optuna.storages.fail_stale_trials(study)  # the heartbeat rule, for every worker

@@ -18,7 +18,8 @@ from ..history import History
 from ..loader import load, network_from
 from ..runs.rundir import plan_folder, run_folder
 from ..runs.runner import execute, plan_run
-from .studystore import HOST, tally
+from .liveness import HOST
+from .studystore import tally
 
 __all__ = ["evaluate_best", "train_trial"]
 

@@ -29,8 +29,9 @@ import numpy as np
 
 from .. import memory
 from ..data.sources import DataSet
+from ..threads import usable_cpus
 
-__all__ = ["GRACE", "WORKER_BYTES", "check_workers", "end_all", "started", "usable_cpus"]
+__all__ = ["GRACE", "WORKER_BYTES", "check_workers", "end_all", "started", "threads_each"]
 
 WORKER_BYTES = 128 << 20
 """Memory one worker takes besides its data: a Python process with NumPy, Optuna and
@@ -40,12 +41,10 @@ GRACE = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask where there is one, else all."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+def threads_each(workers: int) -> int:
+    """The BLAS threads each of ``workers`` workers gets by default: its share of the CPUs this
+    process may use, at least 1."""
+    return max(1, usable_cpus() // workers)
 
 
 def _in_memory(array: np.ndarray[Any, Any]) -> int:
