@@ -6,6 +6,8 @@
 - MNIST files: ``mirror`` (a small pickle served as the download source), ``bar_mnist``;
 - the command line: ``numpy_env``, and the run folders the CLI tests share, ``trained_run`` and
   ``quick_run``; a learning curve's ``history_dir``;
+- a sweep's database: ``postgres``, a PostgreSQL server of the test's own (skipped where none
+  can start);
 - the CUDA emulation's ``cxx20`` and ``fake_cupy`` (from ``cuda_emu.fixtures``).
 
 ``GPUMLP_REQUIRE_GPU=1`` turns every skipped ``gpu`` test into a failure, so a run on a GPU
@@ -28,6 +30,7 @@ from gpumlp.data import fetch
 from helpers.bad_files import npz_maker
 from helpers.cli import QUICK_FLAGS, TRAIN_FLAGS, run
 from helpers.data import book_splits, write_bar_mnist, write_pkl
+from helpers.machines import server, server_unavailable
 from helpers.nets import small_net
 
 REQUIRE_GPU = os.environ.get("GPUMLP_REQUIRE_GPU", "").strip() == "1"
@@ -175,3 +178,17 @@ def history_dir(blobs, tmp_path) -> Path:
     folder.mkdir()
     (folder / "history.json").write_text(history.to_json())
     return folder
+
+
+# -- a sweep's database -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A PostgreSQL server of the test's own (``helpers.machines.server``): its SQLAlchemy URL.
+    Skipped, saying why, where no server can start."""
+    why = server_unavailable()
+    if why is not None:
+        pytest.skip(why)
+    with server(tmp_path) as url:
+        yield url

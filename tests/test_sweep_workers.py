@@ -10,11 +10,8 @@ import contextlib
 import errno
 import json
 import os
-import pwd
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -225,64 +222,7 @@ def test_a_parent_that_fails_ends_the_workers_it_started(tmp_path, tiny, monkeyp
             reap(p)
 
 
-# -- PostgreSQL ----------------------------------------------------------------------------------
-
-
-def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    which = shutil.which("initdb")
-    return found[-1].parent if found else (Path(which).parent if which else None)
-
-
-@pytest.fixture
-def postgres(tmp_path):
-    """A PostgreSQL server of its own, listening only on a Unix socket; its SQLAlchemy URL.
-
-    As root (which PostgreSQL refuses) the server runs as ``nobody`` in a temporary folder
-    nobody owns (pytest's tmp_path lies under a folder only root may enter).
-    """
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    pytest.importorskip("psycopg", reason="psycopg, the PostgreSQL driver, is not installed")
-    as_root = os.geteuid() == 0
-    if as_root:
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root and there is no runuser to start PostgreSQL as nobody")
-        base = Path(tempfile.mkdtemp(prefix="gpumlp-pg-"))
-        nobody = pwd.getpwnam("nobody")
-        os.chown(base, nobody.pw_uid, nobody.pw_gid)
-        prefix = ["runuser", "-u", "nobody", "--"]
-    else:
-        base, prefix = tmp_path, []
-    data, sock, log = base / "data", base / "sock", base / "server.log"
-
-    def pg(*argv: str) -> None:
-        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=PATIENCE)
-        assert done.returncode == 0, done.stdout + done.stderr
-
-    pg("mkdir", "-p", str(sock))
-    pg(
-        str(bin_dir / "initdb"),
-        "-D",
-        str(data),
-        "-U",
-        "sweep",
-        "-A",
-        "trust",
-        "--no-sync",
-        "--no-locale",
-        "-E",
-        "UTF8",
-    )
-    options = f"-c listen_addresses='' -k {sock} -c fsync=off"  # no TCP port at all
-    pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start")
-    try:
-        yield f"postgresql+psycopg://sweep@/postgres?host={sock}"
-    finally:
-        pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        if as_root:
-            shutil.rmtree(base, ignore_errors=True)
+# -- PostgreSQL (the ``postgres`` fixture: tests/conftest.py) --------------------------------------
 
 
 def test_workers_in_separate_processes_share_a_study_through_postgresql(tmp_path, tiny, postgres):
