@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import run
+from helpers.cli import assert_refused, run
 
 optuna = pytest.importorskip("optuna")
 # The tests ask and tell trials by hand, as workers would: Optuna's heartbeat warns of that.
@@ -111,6 +111,16 @@ def test_a_live_workers_trial_is_not_failed_on_the_same_host(tmp_path):
     trial.set_user_attr("worker", liveness.worker_record(trial.number) | {"id": "another"})
     fail_dead_trials(study)  # its pid is this process's: alive
     assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
+
+
+@pytest.mark.parametrize("value", ["0", "ten", "-1", "2.5"])
+def test_a_heartbeat_interval_that_is_none_is_refused_naming_it(
+    tmp_path, bar_mnist, monkeypatch, value
+):
+    monkeypatch.setenv("GPUMLP_HEARTBEAT", value)
+    code, _, err = sweep(tmp_path, bar_mnist, tmp_path / "out", 1)
+    assert_refused(code, err, f"GPUMLP_HEARTBEAT='{value}': expected whole seconds, 1 or more")
+    assert not (tmp_path / "out").exists()
 
 
 # -- a worker whose trial another marked failed ---------------------------------------------------

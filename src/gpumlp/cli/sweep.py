@@ -28,7 +28,7 @@ from ..sweeps.binding import bind_study, default_seed
 from ..sweeps.searchspace import check_space, hold_out, read_space
 from ..sweeps.storage import masked, storage_errors, storage_url, write_sweep_file
 from ..sweeps.studies import LOST, run_worker
-from ..sweeps.studystore import PRUNERS, open_study, require_optuna, tally
+from ..sweeps.studystore import PRUNERS, heartbeat_interval, open_study, require_optuna, tally
 from ..sweeps.trials import evaluate_best
 from ._args import UsageError, add_train_flags, number
 from .sweepreport import flag_args, report, test_line, train_command, trial_line
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     fixed = {"seed": default_seed(name)} | given
     data = _load(defaults() | fixed)
     check_space(dims, fixed, data, source)  # everything is checked before anything is written
+    heartbeat_interval()  # GPUMLP_HEARTBEAT, when set
     out = Path(args.out) if args.out else Path("sweeps") / name
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
