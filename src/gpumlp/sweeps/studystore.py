@@ -3,9 +3,9 @@ in its storage (where: :mod:`gpumlp.sweeps.storage`), its pruner, and the trials
 that died.
 
 A trial whose worker died is marked FAIL and its flags queued as a new trial (at most
-``MAX_RETRY`` times): after :data:`GRACE` heartbeat intervals without a heartbeat (sent every
-``GPUMLP_HEARTBEAT`` s, default :data:`HEARTBEAT_INTERVAL`), or at once where its process is
-known gone (:func:`gpumlp.sweeps.liveness.gone_here`: same host, boot and PID namespace).
+``MAX_RETRY`` times): after :data:`GRACE_BEATS` heartbeat intervals without a heartbeat (sent
+every ``GPUMLP_HEARTBEAT`` s, default :data:`HEARTBEAT_INTERVAL`), or at once where its process
+is known gone (:func:`gpumlp.sweeps.liveness.gone_here`: same host, boot and PID namespace).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ if TYPE_CHECKING:
 __all__ = ["PRUNERS", "fail_dead_trials", "heartbeat_interval", "open_study",
            "require_optuna", "retry_callback", "tally"]  # fmt: skip
 
-HEARTBEAT_INTERVAL, GRACE, MAX_RETRY = 10, 6, 3
+HEARTBEAT_INTERVAL, GRACE_BEATS, MAX_RETRY = 10, 6, 3
 PRUNERS = ("median", "hyperband", "none")
 
 
 def heartbeat_interval() -> int:
     """Seconds between a running trial's heartbeats: ``GPUMLP_HEARTBEAT`` (a positive whole
     number), else :data:`HEARTBEAT_INTERVAL`. Every worker of a study should use the same: a
-    trial is failed after ``GRACE`` of the checking worker's intervals without one. Raises
+    trial is failed after ``GRACE_BEATS`` of the checking worker's intervals without one. Raises
     ValueError naming the variable for another value."""
     text = os.environ.get("GPUMLP_HEARTBEAT", "").strip()
     if not text:
@@ -99,7 +99,7 @@ def open_study(url: str, name: str, *, pruner: Any = "median", seed: int | None 
                     url,
                     engine_kwargs=engine,
                     heartbeat_interval=interval,
-                    grace_period=GRACE * interval,
+                    grace_period=GRACE_BEATS * interval,
                     **{callback: retry},
                 )
                 if sqlite:

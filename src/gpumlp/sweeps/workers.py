@@ -5,6 +5,8 @@ with their parent, and ended when their parent fails. Rules:
   the CPUs this process may use (its affinity mask, else the CPU count) and the memory free
   (:func:`gpumlp.memory.host_available_memory`: the cgroup's and the rlimits' headroom
   included), each worker taken as :data:`WORKER_BYTES` plus its own copy of the data;
+- each worker's BLAS runs on ``--threads`` threads, by default its share of those CPUs
+  (:func:`threads_each`), so that K workers do not each take every core;
 - on Linux a worker gets SIGTERM when its parent ends, even by SIGKILL (``PR_SET_PDEATHSIG``):
   it then fails its trial and queues it again, as on Ctrl-C; each runs in its own session, so a
   Ctrl-C reaches only the parent, which passes it on once;
