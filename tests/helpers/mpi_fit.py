@@ -1,0 +1,74 @@
+"""Run under ``mpiexec`` (or alone): train each of :data:`CONFIGS` for one epoch of
+:func:`problem`'s 10,000 examples at batch 100, with ``comm=world()`` (``--alone``: no
+communicator), and write each rank's parameters to ``OUT/<config>-<rank>.npz``.
+
+``python mpi_fit.py OUT [--alone]``
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent.parent))  # the tests folder: helpers importable
+
+from gpumlp import Network
+from gpumlp.distributed import world
+
+SIZES = [20, 16, 12, 4]
+CONFIGS = {
+    "sgd-float64-fused": dict(dtype="float64", optimizer="sgd", engine="fused"),
+    "sgd-float32-fused": dict(dtype="float32", optimizer="sgd", engine="fused"),
+    "sgd-float64-generic": dict(dtype="float64", optimizer="sgd", engine="generic"),
+    "sgd-float32-generic": dict(dtype="float32", optimizer="sgd", engine="generic"),
+    "momentum-l2-float64-fused": dict(dtype="float64", optimizer="momentum", l2=5.0),
+    "momentum-l2-float32-generic": dict(
+        dtype="float32", optimizer="momentum", l2=5.0, engine="generic"
+    ),
+    "adam-dropout-float64-generic": dict(
+        dtype="float64", optimizer="adam", dropout=0.3, engine="generic", lr=0.01
+    ),
+    "adam-dropout-l2-float32-fused": dict(
+        dtype="float32", optimizer="adam", dropout=0.3, l2=2.0, engine="fused", lr=0.01
+    ),
+    # 10,001 rows: the last global batch has one row, which rank 1 takes alone
+    "sgd-dropout-l2-ragged-float64-generic": dict(
+        dtype="float64", dropout=0.2, l2=1.0, engine="generic", n=10_001
+    ),
+}
+
+
+def problem(n: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples of 20 features in 4 classes (a fixed random problem)."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(n, SIZES[0]))
+    y = np.argmax(X[:, :4] + 0.5 * rng.normal(size=(n, 4)), axis=1)
+    return X, y
+
+
+def network(cfg: dict) -> Network:
+    """The network a configuration trains, at its initial parameters."""
+    return Network(SIZES, dtype=cfg["dtype"], seed=3, backend="numpy")
+
+
+def fit_settings(cfg: dict) -> dict:
+    """``Network.fit``'s settings of a configuration (one epoch at batch 100)."""
+    rest = {k: v for k, v in cfg.items() if k not in ("dtype", "n")}
+    return {"epochs": 1, "batch_size": 100, "lr": 0.5, "seed": 11} | rest
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    comm = None if "--alone" in sys.argv else world()
+    rank = 0 if comm is None else comm.rank
+    for name, cfg in CONFIGS.items():
+        net = network(cfg)
+        net.fit(*problem(cfg.get("n", 10_000)), **fit_settings(cfg), comm=comm)
+        arrays = {f"p{i}": np.asarray(t) for i, t in enumerate(net.params.arrays())}
+        np.savez(out / f"{name}-{rank}.npz", **arrays)
+
+
+if __name__ == "__main__":
+    main()
