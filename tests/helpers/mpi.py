@@ -59,9 +59,34 @@ def gpumlp_job(*argv) -> list[str]:
     return gpumlp_cmd(*argv)
 
 
-def fit_job(out: Path, *extra: str) -> list[str]:
-    """:mod:`helpers.mpi_fit` writing each configuration's parameters into ``out``."""
-    return [sys.executable, str(FIT), str(out), *extra]
+def fit_job(out: Path, *mode: str) -> list[str]:
+    """:mod:`helpers.mpi_fit` writing each configuration's parameters into ``out`` (``mode``:
+    ``--alone`` or ``--reference``, for one process)."""
+    return [sys.executable, str(FIT), str(out), *mode]
+
+
+def fit_alone(out: Path, mode: str) -> None:
+    """:mod:`helpers.mpi_fit` in one process (``--alone`` or ``--reference``), to its end."""
+    done = subprocess.run(fit_job(out, mode), env=gpumlp_env(), capture_output=True, text=True,
+                          timeout=PATIENCE)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, theirs, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
 
 
 def two_parts(net: Network, X, y, *, seed: int, **fit) -> Params:

@@ -1,8 +1,10 @@
 """Run under ``mpiexec`` (or alone): train each of :data:`CONFIGS` for one epoch of
-:func:`problem`'s 10,000 examples at batch 100, with ``comm=world()`` (``--alone``: no
-communicator), and write each rank's parameters to ``OUT/<config>-<rank>.npz``.
+:func:`problem`'s 10,000 examples at batch 100, with ``comm=world()``, and write each rank's
+parameters to ``OUT/<config>-<rank>.npz``. ``--alone``: one process, no communicator, into
+``<config>-alone.npz``; ``--reference``: one process doing what two ranks do
+(:func:`helpers.mpi.two_parts`), into ``<config>-reference.npz``.
 
-``python mpi_fit.py OUT [--alone]``
+``python mpi_fit.py OUT [--alone | --reference]``
 """
 
 from __future__ import annotations
@@ -60,14 +62,21 @@ def fit_settings(cfg: dict) -> dict:
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
-    comm = None if "--alone" in sys.argv else world()
-    rank = 0 if comm is None else comm.rank
+    out, mode = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "--ranks"
+    comm = world() if mode == "--ranks" else None
     for name, cfg in CONFIGS.items():
-        net = network(cfg)
-        net.fit(*problem(cfg.get("n", 10_000)), **fit_settings(cfg), comm=comm)
-        arrays = {f"p{i}": np.asarray(t) for i, t in enumerate(net.params.arrays())}
-        np.savez(out / f"{name}-{rank}.npz", **arrays)
+        net, data, fit = network(cfg), problem(cfg.get("n", 10_000)), fit_settings(cfg)
+        if mode == "--reference":
+            from helpers.mpi import two_parts
+
+            fit.pop("engine", None)
+            params = two_parts(net, *data, **fit)
+        else:
+            params = net.params
+            net.fit(*data, **fit, comm=comm)
+        arrays = {f"p{i}": np.asarray(t) for i, t in enumerate(params.arrays())}
+        tag = mode.removeprefix("--") if comm is None else comm.rank
+        np.savez(out / f"{name}-{tag}.npz", **arrays)
 
 
 if __name__ == "__main__":
