@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from gpumlp import Network
+from gpumlp.backend import cupy_module, cupy_status
 from gpumlp.config import ModelSpec
 from gpumlp.distributed import LocalComm, local_rows
 from gpumlp.dropout import keep_masks
@@ -209,3 +210,29 @@ def test_train_distributed_refuses_a_whole_epoch_engine_and_ends_the_job(tmp_pat
     assert done.returncode == 2, done.stderr[-3000:]
     assert "gpumlp: error: --distributed: engine='graph' runs whole epochs" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.mpi
+@pytest.mark.gpu
+@pytest.mark.parametrize("nccl", ["0", "1"], ids=["host-staging", "nccl"])
+def test_two_ranks_on_cupy_train_as_one_process(tmp_path, nccl):
+    usable, reason = cupy_status()
+    if not usable:
+        pytest.skip(reason)
+    if nccl == "1":
+        from gpumlp.distributed.nccl import nccl_status
+
+        ok, why = nccl_status()
+        if not ok or cupy_module().cuda.runtime.getDeviceCount() < 2:
+            pytest.skip(f"NCCL needs a GPU per rank, two here: {why or 'one GPU'}")
+    env = {"GPUMLP_BACKEND": "cupy", "GPUMLP_NCCL": nccl}
+    done = run_job(2, fit_job(tmp_path), **env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    fit_alone(tmp_path, "--alone", **env)
+    for name, cfg in CONFIGS.items():
+        r0, r1 = _loaded(tmp_path / f"{name}-0.npz"), _loaded(tmp_path / f"{name}-1.npz")
+        tol = 1e-12 if cfg["dtype"] == "float64" else 1e-5
+        for p0, p1, p in zip(r0, r1, _loaded(tmp_path / f"{name}-alone.npz"), strict=True):
+            np.testing.assert_array_equal(p0, p1, err_msg=f"{name}: the ranks differ")
+            np.testing.assert_allclose(p0, p, rtol=tol, atol=tol * np.abs(p).max(),
+                                       err_msg=f"{name}: not one process's")  # fmt: skip

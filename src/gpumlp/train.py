@@ -24,6 +24,7 @@ from . import signals
 from .backend import Array, index_dtype, to_device, to_host
 from .config import ModelSpec
 from .distributed.comm import Comm
+from .distributed.nccl import on_device
 from .distributed.sync import check_same_state, steps_hold_signals
 from .engines import select_step
 from .engines.steps import Data, Step, hits
@@ -245,7 +246,7 @@ def train_network(
     (:mod:`gpumlp.distributed.sync`).
     """
     cfg, spec = state.config, state.spec
-    state.comm = comm
+    state.comm = None if comm is None else on_device(comm, spec.xp)
     if resume is not None:
         state.load(resume)
     if cfg.checkpoint is not None:

@@ -32,10 +32,14 @@ def mpiexec() -> str:
         files = importlib.metadata.distribution("mpich").files or []
     except (ImportError, importlib.metadata.PackageNotFoundError) as exc:
         pytest.skip(f"needs gpumlp[mpi] (mpi4py and the mpich wheel): {exc}")
-    found = [f for f in files if f.name == "mpiexec"]
+    # pip's RECORD names it relative to site-packages (../../../bin/mpiexec), or, installed
+    # with --target (scripts/gpu_check.sh), beside the package in bin/
+    places = [Path(str(f.locate())) for f in files if f.name == "mpiexec"]
+    places.append(Path(str(importlib.metadata.distribution("mpich").locate_file("bin/mpiexec"))))
+    found = [p.resolve() for p in places if p.is_file()]
     if not found:
-        pytest.skip("the mpich wheel has no mpiexec")
-    return str(found[0].locate().resolve())
+        pytest.skip(f"the mpich wheel's mpiexec is not in any of {[str(p) for p in places]}")
+    return str(found[0])
 
 
 def job(n: int, command: list[str]) -> list[str]:
@@ -43,10 +47,11 @@ def job(n: int, command: list[str]) -> list[str]:
     return [mpiexec(), "-n", str(n), *command]
 
 
-def run_job(n: int, command: list[str], timeout: float = PATIENCE) -> subprocess.CompletedProcess:
-    """Run ``command`` on ``n`` ranks to its end (``gpumlp_env``: one BLAS thread a rank)."""
-    return subprocess.run(job(n, command), env=gpumlp_env(), capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+def run_job(n: int, command: list[str], **env: str) -> subprocess.CompletedProcess:
+    """Run ``command`` on ``n`` ranks to its end (``gpumlp_env``: one BLAS thread a rank, the
+    NumPy backend; ``env`` on top)."""
+    return subprocess.run(job(n, command), env=gpumlp_env() | env, capture_output=True,
+                          text=True, timeout=PATIENCE)  # fmt: skip
 
 
 def start_job(n: int, command: list[str], **popen) -> subprocess.Popen:
@@ -65,10 +70,10 @@ def fit_job(out: Path, *mode: str) -> list[str]:
     return [sys.executable, str(FIT), str(out), *mode]
 
 
-def fit_alone(out: Path, mode: str) -> None:
+def fit_alone(out: Path, mode: str, **env: str) -> None:
     """:mod:`helpers.mpi_fit` in one process (``--alone`` or ``--reference``), to its end."""
-    done = subprocess.run(fit_job(out, mode), env=gpumlp_env(), capture_output=True, text=True,
-                          timeout=PATIENCE)  # fmt: skip
+    done = subprocess.run(fit_job(out, mode), env=gpumlp_env() | env, capture_output=True,
+                          text=True, timeout=PATIENCE)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 
 

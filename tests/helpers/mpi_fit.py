@@ -9,6 +9,7 @@ parameters to ``OUT/<config>-<rank>.npz``. ``--alone``: one process, no communic
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent.parent))  # the tests folder: helpers importable
 
 from gpumlp import Network
-from gpumlp.distributed import world
+from gpumlp.backend import to_host
+from gpumlp.distributed import select_device, world
 
 SIZES = [20, 16, 12, 4]
 CONFIGS = {
@@ -50,20 +52,29 @@ def problem(n: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+BACKEND = os.environ.get("GPUMLP_BACKEND", "numpy")
+"""The backend the configurations train on (the tests' environment says NumPy)."""
+
+
 def network(cfg: dict) -> Network:
     """The network a configuration trains, at its initial parameters."""
-    return Network(SIZES, dtype=cfg["dtype"], seed=3, backend="numpy")
+    return Network(SIZES, dtype=cfg["dtype"], seed=3, backend=BACKEND)
 
 
 def fit_settings(cfg: dict) -> dict:
-    """``Network.fit``'s settings of a configuration (one epoch at batch 100)."""
+    """``Network.fit``'s settings of a configuration (one epoch at batch 100); on CuPy the
+    engine is ``auto`` (under a communicator, the generic step)."""
     rest = {k: v for k, v in cfg.items() if k not in ("dtype", "n")}
+    if BACKEND == "cupy":
+        rest["engine"] = "auto"
     return {"epochs": 1, "batch_size": 100, "lr": 0.5, "seed": 11} | rest
 
 
 def main() -> None:
     out, mode = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "--ranks"
     comm = world() if mode == "--ranks" else None
+    if comm is not None and BACKEND == "cupy":
+        select_device(comm)
     for name, cfg in CONFIGS.items():
         net, data, fit = network(cfg), problem(cfg.get("n", 10_000)), fit_settings(cfg)
         if mode == "--reference":
@@ -74,7 +85,7 @@ def main() -> None:
         else:
             params = net.params
             net.fit(*data, **fit, comm=comm)
-        arrays = {f"p{i}": np.asarray(t) for i, t in enumerate(params.arrays())}
+        arrays = {f"p{i}": to_host(t) for i, t in enumerate(params.arrays())}
         tag = mode.removeprefix("--") if comm is None else comm.rank
         np.savez(out / f"{name}-{tag}.npz", **arrays)
 

@@ -20,7 +20,7 @@ from .. import signals
 from .._version import __version__
 from ..data.formats import check_mnist_flags
 from ..data.sources import DataSet, load_data
-from ..distributed import Comm, abort_job, world
+from ..distributed import Comm, abort_job, select_device, world
 from ..errors import TrainingInterrupted
 from ..reporting import printing, progress_bar
 from ..runs.advice import Stall, constant_cost, scale_advice
@@ -211,6 +211,8 @@ def _train(args: argparse.Namespace) -> int:
         resolve(args) if comm is None else _resolve_ranks(args, comm)
     )
     plan = plan_run(flags, data, resume=resume, distributed=comm is not None)
+    if comm is not None and plan.spec.backend == "cupy":
+        select_device(comm)  # one GPU per rank of a machine, before the network is made
     if comm is not None and comm.rank:
         return _train_rank(args, comm, plan)
     targets = data.train[1]

@@ -10,12 +10,14 @@ the global batch's mean cost, and takes the same optimizer step. For P = 2 that 
 one process summing the two halves' gradients in rank order.
 
 :mod:`.comm` is the communicator (:func:`world`, MPI through ``mpi4py``, or one process alone);
-:mod:`.nccl` the same over NCCL for CuPy arrays; :mod:`.sync` what training does with it. The
-network's math and the optimizers never see any of it: they receive ``xp`` as always.
+:mod:`.nccl` the same over NCCL for CuPy arrays, and :func:`select_device` (one GPU per rank);
+:mod:`.sync` what training does with it. The network's math and the optimizers never see any
+of it: they receive ``xp`` as always.
 """
 
 from __future__ import annotations
 
 from .comm import Comm, LocalComm, MpiComm, abort_job, local_rows, world
+from .nccl import select_device
 
-__all__ = ["Comm", "LocalComm", "MpiComm", "abort_job", "local_rows", "world"]
+__all__ = ["Comm", "LocalComm", "MpiComm", "abort_job", "local_rows", "select_device", "world"]
