@@ -49,7 +49,7 @@ def nccl_status() -> tuple[bool, str]:
     if os.environ.get("GPUMLP_NCCL", "").strip() == "0":
         return False, "GPUMLP_NCCL=0"
     try:
-        from cupy.cuda import nccl
+        nccl = cupy_module("cuda.nccl")
     except ImportError as exc:
         return False, f"CuPy has no NCCL ({exc})"
     if not getattr(nccl, "available", True):
@@ -63,8 +63,7 @@ class NcclComm:
     name = "nccl"
 
     def __init__(self, comm: MpiComm) -> None:
-        from cupy.cuda import nccl
-
+        nccl = cupy_module("cuda.nccl")
         self.nccl, self.mpi_comm = nccl, comm
         self.rank, self.size = comm.rank, comm.size
         uid = comm.bcast(nccl.get_unique_id() if comm.rank == 0 else None)
