@@ -1,11 +1,13 @@
 """gpumlp.distributed: one network trained by several MPI ranks.
 
 The everyday tests check the pieces in one process (the ranks' parts of a batch, a part's
-dropout masks and gradient, the single-process communicator, the engines refused). Those
+dropout masks and gradient, the single-process communicator, the engines refused; on the CUDA
+emulation, the CuPy fused step on one rank's parts against the generic step). Those
 marked ``mpi`` start real jobs with MPICH's ``mpiexec`` (two ranks, one BLAS thread each):
 every configuration of :mod:`helpers.mpi_fit` in one launch against one process and against
 one process summing the two parts (:func:`helpers.mpi.two_parts`), the command line
-interrupted and resumed, a rank killed, ranks that do not start alike.
+interrupted and resumed, a rank killed, ranks that do not start alike; with ``gpu`` too, the
+same on CuPy (host staging, and NCCL where a machine has two GPUs).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import os
 import signal
 import subprocess
 
+import array_api_compat
 import numpy as np
 import pytest
 
-from gpumlp import Network
+from gpumlp import Network, engines
 from gpumlp.backend import cupy_module, cupy_status
 from gpumlp.config import ModelSpec
 from gpumlp.distributed import LocalComm, local_rows
@@ -29,6 +32,7 @@ from gpumlp.network import backprop
 from helpers.cli import PATIENCE, reap, saved_params, wait_until
 from helpers.mpi import descendants, fit_alone, fit_job, gpumlp_job, run_job, start_job
 from helpers.mpi_fit import CONFIGS
+from helpers.stepcheck import N, rel, setup, state_tensors
 
 # -- one process --------------------------------------------------------------------------------
 
@@ -82,6 +86,56 @@ def test_whole_epoch_engines_are_refused_under_a_communicator_with_the_reason(en
         check_engine(spec, engine, distributed=True)
     check_engine(spec, "fused", distributed=True)  # the per-step engines run
     check_engine(spec, "auto", distributed=True)
+
+
+class _Rank:
+    """Rank ``rank`` of two whose partner adds nothing: a step then takes this rank's part of
+    each global batch alone, divided by the global batch's rows (the collectives are no-ops)."""
+
+    size, name = 2, "test"
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def allreduce(self, buf):
+        pass
+
+    def bcast(self, obj):
+        return obj
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_cupy_fused_step_takes_a_ranks_part_as_the_generic_step_does(fake_cupy, rank):
+    """Batch 7 over 50 rows: parts of 3 and 4 rows, and a last batch of one row, rank 0's part
+    empty; dropout masks from the part's first row, L2, momentum."""
+    combo = ("sigmoid", "softmax", "log_likelihood", "momentum")
+    fit = dict(batch=7, dropout=0.3, l2=0.5)
+    _, ref_state, ref_data = setup("numpy", "float64", combo, **fit)
+    _, state, data = setup("cupy", "float64", combo, engine="fused", **fit)
+    ref_state.comm, state.comm = _Rank(rank), _Rank(rank)
+    ref = engines.select_step(ref_state, ref_data, engine="generic")
+    step = engines.select_step(state, data)  # auto: the fused step under a communicator
+    assert step.engine == "fused"
+    perm = np.random.default_rng(1).permutation(N)
+    monitor = ("train_cost", "train_accuracy")
+    for epoch in range(2):
+        cost_ref, hits_ref = ref.epoch(perm, 0.3, epoch * 8, monitor=monitor)
+        cost, hits = step.epoch(_on(perm, data), 0.3, epoch * 8, monitor=monitor)
+        assert int(hits) == int(hits_ref)
+        assert float(cost) == pytest.approx(float(cost_ref), rel=1e-12)
+        for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
+            assert rel(r, g) < 1e-12
+    x, y = ref_data[0][:4], ref_data[1][:4]  # an explicit part: rows 3..6 of a batch of 9
+    a_ref = ref(x, y, 0.3, 5, part=(3, 9))
+    a = step(_on(x, data), _on(y, data), 0.3, 5, part=(3, 9))
+    assert rel(a_ref, a) < 1e-12
+    for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
+        assert rel(r, g) < 1e-12
+
+
+def _on(host_array, data):
+    """``host_array`` on the namespace of ``data``."""
+    return array_api_compat.array_namespace(data[0]).asarray(np.asarray(host_array))
 
 
 # -- MPI jobs -----------------------------------------------------------------------------------

@@ -62,11 +62,8 @@ def network(cfg: dict) -> Network:
 
 
 def fit_settings(cfg: dict) -> dict:
-    """``Network.fit``'s settings of a configuration (one epoch at batch 100); on CuPy the
-    engine is ``auto`` (under a communicator, the generic step)."""
+    """``Network.fit``'s settings of a configuration (one epoch at batch 100)."""
     rest = {k: v for k, v in cfg.items() if k not in ("dtype", "n")}
-    if BACKEND == "cupy":
-        rest["engine"] = "auto"
     return {"epochs": 1, "batch_size": 100, "lr": 0.5, "seed": 11} | rest
 
 

@@ -82,11 +82,17 @@ class Reducer:
         for view, g in zip(self.grads.arrays(), grads.arrays(), strict=True):
             if view is not g:
                 view[...] = g
-        self.flat[-1] = 1.0 if _pending else 0.0
-        self.comm.allreduce(self.flat)
-        if float(self.flat[-1]) > 0.0:
-            raise signals.Interrupt(_pending[0] if _pending else int(signal.SIGTERM))
+        self.reduce(self.flat)
         return self.grads
+
+    def reduce(self, flat: Array) -> None:
+        """Sum ``flat`` (1-D, contiguous: gradients in any layout, then the interrupt flag's
+        element) over the ranks, in place; raise :class:`~gpumlp.signals.Interrupt` on every
+        rank after the step in which any rank was signalled."""
+        flat[-1] = 1.0 if _pending else 0.0
+        self.comm.allreduce(flat)
+        if float(flat[-1]) > 0.0:
+            raise signals.Interrupt(_pending[0] if _pending else int(signal.SIGTERM))
 
     def epoch_sums(self, cost_sum: Array, correct: Array) -> tuple[Array, Array]:
         """The epoch's summed cost and correct count over every rank's rows (device scalars

@@ -21,14 +21,12 @@ def select_step(state: TrainState, data: Data, *, engine: str | None = None) -> 
     ``engine`` (default: the config's) is one of :data:`gpumlp.config.ENGINES`. A fast path is
     used only on its backend and only for configurations it supports; asking for one that does
     not apply raises ValueError saying why, while ``auto`` falls back to :class:`GenericStep`.
-    Under a communicator (``state.comm``) only :data:`PER_STEP` engines run; on CuPy ``auto``
-    is then the generic step.
+    Under a communicator (``state.comm``) only :data:`PER_STEP` engines run (``auto``: the
+    backend's ``fused`` step, where it applies).
     """
     engine = engine or state.config.engine
     check_engine(state.spec, engine, distributed=state.comm is not None)
     name = backend_name(state.spec.xp)
-    if state.comm is not None and name == "cupy":  # its kernels take whole global batches
-        return GenericStep(state, data)
     if engine != "generic" and name in ("numpy", "cupy"):
         fast = _cupy_fast if name == "cupy" else _numpy_fast
         made: tuple[Step | None, str] = fast.make_step(state, data, engine=engine)
@@ -57,11 +55,7 @@ def check_engine(spec: ModelSpec, engine: str, *, distributed: bool = False) -> 
             "between a step's gradients and its update where the ranks could sum them; use "
             "auto (which picks a per-step engine), fused or generic"
         )
-    if distributed and engine == "fused" and name == "cupy":
-        raise ValueError(
-            "--distributed: engine='fused' on CuPy takes whole global batches in its kernels; "
-            "use auto or generic (the generic step sums the ranks' gradients on the device)"
-        )
+
     if engine in ("graph", "persistent") and name != "cupy":
         raise ValueError(f"engine={engine!r} needs the CuPy backend, not {name}")
     if engine == "fused" and name not in ("numpy", "cupy"):
