@@ -1,8 +1,8 @@
 """Run under ``mpiexec`` (or alone): train each of :data:`CONFIGS` for one epoch of
 :func:`problem`'s 10,000 examples at batch 100, with ``comm=world()``, and write each rank's
-parameters to ``OUT/<config>-<rank>.npz``. ``--alone``: one process, no communicator, into
-``<config>-alone.npz``; ``--reference``: one process doing what two ranks do
-(:func:`helpers.mpi.two_parts`), into ``<config>-reference.npz``.
+parameters (and the epoch's :data:`SCORES`) to ``OUT/<config>-<rank>.npz``. ``--alone``: one
+process, no communicator, into ``<config>-alone.npz``; ``--reference``: one process doing
+what two ranks do (:func:`helpers.mpi.two_parts`), into ``<config>-reference.npz``.
 
 ``python mpi_fit.py OUT [--alone | --reference]``
 """
@@ -44,9 +44,14 @@ CONFIGS = {
 }
 
 
-def problem(n: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` examples of 20 features in 4 classes (a fixed random problem)."""
-    rng = np.random.default_rng(7)
+SCORES = ("train_cost", "train_accuracy", "val_cost", "val_accuracy")
+"""The last epoch's scores each run writes beside its parameters (``h_<name>``)."""
+
+
+def problem(n: int = 10_000, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples of 20 features in 4 classes (a fixed random problem; another ``seed``
+    draws other examples of it)."""
+    rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, SIZES[0]))
     y = np.argmax(X[:, :4] + 0.5 * rng.normal(size=(n, 4)), axis=1)
     return X, y
@@ -64,7 +69,7 @@ def network(cfg: dict) -> Network:
 def fit_settings(cfg: dict) -> dict:
     """``Network.fit``'s settings of a configuration (one epoch at batch 100)."""
     rest = {k: v for k, v in cfg.items() if k not in ("dtype", "n")}
-    return {"epochs": 1, "batch_size": 100, "lr": 0.5, "seed": 11} | rest
+    return {"epochs": 1, "batch_size": 100, "lr": 0.5, "seed": 11, "monitor": SCORES} | rest
 
 
 def main() -> None:
@@ -78,11 +83,14 @@ def main() -> None:
             from helpers.mpi import two_parts
 
             fit.pop("engine", None)
-            params = two_parts(net, *data, **fit)
+            fit.pop("monitor")
+            params, scores = two_parts(net, *data, **fit), {}
         else:
             params = net.params
-            net.fit(*data, **fit, comm=comm)
-        arrays = {f"p{i}": to_host(t) for i, t in enumerate(params.arrays())}
+            val = problem(500, seed=8)
+            history = net.fit(*data, validation_data=val, **fit, comm=comm)
+            scores = {f"h_{k}": np.float64(history.records[-1][k]) for k in SCORES}
+        arrays = {f"p{i}": to_host(t) for i, t in enumerate(params.arrays())} | scores
         tag = mode.removeprefix("--") if comm is None else comm.rank
         np.savez(out / f"{name}-{tag}.npz", **arrays)
 
