@@ -192,7 +192,10 @@ class FusedStep:
         cp.copyto(ws.x, x)
         cp.copyto(ws.y, y)
         core.set_counters(0, draw)
-        core.launch(ws, gathered=False, gemm=core.gemm_cublas, part=part)
+        if part is None:
+            self._steps(ws, 1, gathered=False)
+        else:  # a rank's part: eagerly, the update waiting for the ranks' sum
+            core.launch(ws, gathered=False, gemm=core.gemm_cublas, part=part)
         core.after_steps(1)
         out: Array = ws.a[-1].copy()  # the buffer is reused by the next step
         return out
