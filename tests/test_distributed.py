@@ -184,37 +184,46 @@ def test_one_rank_under_mpiexec_trains_as_a_plain_process(tmp_path):
             np.testing.assert_array_equal(p, q, err_msg=name)
 
 
-@pytest.fixture
-def table(tmp_path):
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
     """X.npy and y.npy: 4,000 examples of 20 features in two classes."""
+    folder = tmp_path_factory.mktemp("table")
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4000, 20)).astype("float32")
-    np.save(tmp_path / "X.npy", X)
-    np.save(tmp_path / "y.npy", (X[:, 0] + X[:, 1] > 0).astype(np.int64))
-    return ["--data", tmp_path / "X.npy", "--labels", tmp_path / "y.npy", "--quiet"]
+    np.save(folder / "X.npy", X)
+    np.save(folder / "y.npy", (X[:, 0] + X[:, 1] > 0).astype(np.int64))
+    return ["--data", folder / "X.npy", "--labels", folder / "y.npy", "--quiet"]
 
 
 FLAGS = ["--distributed", "--batch-size", "10", "--seed", "5", "--dropout", "0.1"]
 
 
-@pytest.mark.mpi
-def test_an_interrupted_job_resumes_at_two_ranks_bit_for_bit(tmp_path, table):
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    done = run_job(2, gpumlp_job("train", *table, *FLAGS, "--epochs", "20", "--out", whole))
+@pytest.fixture(scope="module")
+def whole(table, tmp_path_factory):
+    """A two-rank run of 20 epochs, uninterrupted: its run folder."""
+    run = tmp_path_factory.mktemp("whole") / "run"
+    done = run_job(2, gpumlp_job("train", *table, *FLAGS, "--epochs", "20", "--out", run))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 ranks (mpi)" in done.stdout
+    return run
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_job_resumes_at_two_ranks_bit_for_bit(tmp_path, table, whole, signum):
+    cut = tmp_path / "cut"
     out = tmp_path / "cut.txt"
     with out.open("w") as sink:
         proc = start_job(2, gpumlp_job("train", *table, *FLAGS, "--epochs", "20", "--out", cut),
                          stdout=sink, stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
             wait_until(lambda: "Epoch 1:" in out.read_text(), "epoch 1's line", proc)
-            proc.send_signal(signal.SIGINT)  # mpiexec sends Ctrl-C on to every rank
+            proc.send_signal(signum)  # mpiexec sends it on to every rank
             _, err = proc.communicate(timeout=PATIENCE)
         finally:
             reap(proc)
-    assert proc.returncode == 130, err
-    assert "resume with: gpumlp train --resume" in err
+    assert proc.returncode == 128 + signum, err
+    assert "resume with: mpiexec -n 2 gpumlp train --distributed --resume" in err
     finished = len(json.loads((cut / "history.json").read_text())["epochs"])
     assert 2 <= finished < 20
     done = run_job(2, gpumlp_job("train", "--resume", cut, "--distributed", "--quiet"))

@@ -162,13 +162,15 @@ def run(args: argparse.Namespace) -> int:
             return signals.exit_code(signum)
 
 
-def _interrupted(exc: TrainingInterrupted, out: Path) -> str:
-    """What an interrupted run saved, counted as the epoch lines count, and how to resume."""
+def _interrupted(exc: TrainingInterrupted, out: Path, comm: Comm | None) -> str:
+    """What an interrupted run saved, counted as the epoch lines count, and how to resume (on
+    as many ranks, for ``--distributed``)."""
     checkpoint = out / "checkpoint.npz"
     saved = f"saved {exc.history.finished()} to {checkpoint}"
+    again = "gpumlp train" if comm is None else f"mpiexec -n {comm.size} gpumlp train --distributed"
     return (
         f"gpumlp: {exc.history.stop_reason} ({signals.name(exc.signum)}); {saved}\n"
-        f"resume with: gpumlp train --resume {shlex.quote(str(out))}"
+        f"resume with: {again} --resume {shlex.quote(str(out))}"
     )
 
 
@@ -250,7 +252,7 @@ def _train(args: argparse.Namespace) -> int:
                 comm=comm,
             )
         except TrainingInterrupted as exc:
-            print(_interrupted(exc, out), file=sys.stderr)
+            print(_interrupted(exc, out, comm), file=sys.stderr)
             return signals.exit_code(exc.signum)
     if diverged is not None:
         again = (
