@@ -230,7 +230,7 @@ def _train(args: argparse.Namespace) -> int:
         unit = "images" if data.kind == "images" else "examples"
         task = f"; task {plan.spec.task}" if data.kind == "table" else ""
         table = f"; defaults for tables: {_as_flags(flags, tabled)}" if tabled else ""
-        ranks = f"; {comm.size} ranks ({comm.name})" if comm is not None else ""
+        ranks = "" if comm is None else f"; {comm.size} rank{'s' * (comm.size > 1)} ({comm.name})"
         print(
             f"gpumlp {__version__}: {plan.spec.describe()} on {len(data.train[0])} {unit}"
             f"{where}{task}; seed {flags['seed']}{table}{ranks}",
