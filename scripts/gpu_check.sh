@@ -23,7 +23,7 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl \
-#     array-api-compat==1.16.0 array-api-strict==2.6.1
+#     array-api-compat==1.16.0 array-api-strict==2.6.1 mpi4py==4.1.2 mpich==5.0.2
 set -uo pipefail
 
 # -- Budgets: the one place they are declared (seconds) --------------------------------------
@@ -33,13 +33,14 @@ BUDGETS=(
     install 30        # the carried wheels into a private folder
     preflight 30      # CuPy imports, sees a device, NVRTC compiles and runs a kernel
     device 20         # versions, device properties, nvidia-smi
-    gpu-tests 170     # pytest -m gpu
+    gpu-tests 150     # pytest -m 'gpu and not mpi'
     parity-float64 30 # gpumlp parity numpy vs cupy
     parity-float32 30
-    bench 110         # cupy engines and eager torch-cuda, every case
+    mpi 30            # 2 ranks on the GPU (host staging) against 1 process; NCCL with 2 GPUs
+    bench 100         # cupy engines and eager torch-cuda, every case
     bench-compile 40  # torch.compile(mode="reduce-overhead"): compiling is slow, so last
 )
-WHEELS_NEEDED=(array_api_compat array_api_strict)
+WHEELS_NEEDED=(array_api_compat array_api_strict) # and mpi4py, mpich for the mpi step
 
 declare -A budget=()
 steps=()
@@ -91,15 +92,28 @@ start=$SECONDS
 site=$(mktemp -d -t gpumlp-site.XXXXXX) || refuse "cannot make a temporary folder"
 trap 'rm -rf "$site"' EXIT
 secs=$(seconds_for install)
-pip_log=$(timeout -k "$KILL_AFTER" "$secs" python3 -m pip install -q --no-index --no-deps \
-    --no-compile --no-cache-dir --disable-pip-version-check --target "$site" "$wheels"/*.whl 2>&1)
+# MPI's wheels go into a prefix of their own (mpich's libmpi and mpiexec land in its lib/ and
+# bin/, which --target would drop); the others into the folder put on PYTHONPATH.
+plain=() mpi=()
+for w in "$wheels"/*.whl; do
+    case ${w##*/} in mpi4py-* | mpich-*) mpi+=("$w") ;; *) plain+=("$w") ;; esac
+done
+pip_log=$( {
+    timeout -k "$KILL_AFTER" "$secs" python3 -m pip install -q --no-index --no-deps \
+        --no-compile --no-cache-dir --disable-pip-version-check --target "$site" "${plain[@]}" \
+    && { ((${#mpi[@]} == 0)) || timeout -k "$KILL_AFTER" "$secs" python3 -m pip install -q \
+        --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
+        --ignore-installed --prefix "$site/mpi" "${mpi[@]}"; }
+} 2>&1)
 case $? in
     0) ;;
     124 | 137) refuse "installing the wheels in $wheels/ took over its budget of $secs s" ;;
     *) refuse "installing the wheels in $wheels/ failed: $(tail -n 1 <<< "$pip_log")" ;;
 esac
 used+=("install $((SECONDS - start)) 0")
-export PYTHONPATH="$PWD/src:$site${PYTHONPATH:+:$PYTHONPATH}"
+mpi_site=$(compgen -G "$site/mpi/lib/python3*/site-packages" | head -n 1)
+export PYTHONPATH="$PWD/src:$site:$mpi_site${PYTHONPATH:+:$PYTHONPATH}"
+export LD_LIBRARY_PATH="$site/mpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" # mpi4py's libmpi
 export PYTHONUNBUFFERED=1
 
 read -r -d '' PREFLIGHT_PY <<'EOF'
@@ -215,8 +229,8 @@ output "$out/device.txt" | say
 
 # Every gpu test, a skip a failure; no -x, so one run reports every failure. -vv writes a line
 # per test as it ends (a run cut short shows where) and keeps the -ra summary lines whole.
-step gpu-tests "$out/gpu-tests.txt" env GPUMLP_REQUIRE_GPU=1 python3 -m pytest -m gpu -vv -ra \
-    -p no:cacheprovider --durations=10 --junitxml "$out/gpu-tests.xml"
+step gpu-tests "$out/gpu-tests.txt" env GPUMLP_REQUIRE_GPU=1 python3 -m pytest \
+    -m "gpu and not mpi" -vv -ra -p no:cacheprovider --durations=10 --junitxml "$out/gpu-tests.xml"
 if grep -q "short test summary info" "$out/gpu-tests.txt"; then
     sed -n '/short test summary info/,$p' "$out/gpu-tests.txt" | say
 else # cut short: the failures so far, and the test that was running
@@ -227,6 +241,14 @@ else # cut short: the failures so far, and the test that was running
         output "$out/gpu-tests.txt" | grep -v '^$' | tail -n 1
     } | say
 fi
+
+# The MPI path: two ranks on the one GPU, their gradients summed through host memory, against
+# one process (a skip a failure: so too without the carried mpi4py and mpich wheels); then NCCL,
+# which needs a GPU per rank (it skips on one GPU).
+step mpi "$out/mpi.txt" bash -c 'env GPUMLP_REQUIRE_GPU=1 python3 -m pytest -m "mpi and gpu" \
+    -k host-staging -vv -ra -p no:cacheprovider && python3 -m pytest -m "mpi and gpu" -k nccl \
+    -vv -ra -p no:cacheprovider'
+output "$out/mpi.txt" | grep -E "(passed|failed|skipped|SKIPPED|FAILED)" | say
 
 for dtype in float64 float32; do
     step "parity-$dtype" "$out/parity-$dtype.txt" python3 -m gpumlp parity \

@@ -341,7 +341,7 @@ def test_cuda_activations_agree_with_the_xp_forms(kernels, name):
     m, n = z.shape
     zz, b, a = z.copy(), np.zeros(n, dtype), np.empty_like(z)
     i32, ctr = np.int32, np.zeros(2, np.int64)
-    drop = (np.uint32(0), np.dtype(dtype).type(1), np.uint64(0), ctr, i32(0))
+    drop = (np.uint32(0), np.dtype(dtype).type(1), np.uint64(0), ctr, i32(0), np.int64(0))
     module.get_function("bias_act")((8,), (256,), (zz, b, a, a, i32(m), i32(n), i32(code), i32(0),
                                                    *drop))  # fmt: skip
     xp = get_namespace("numpy")
@@ -371,10 +371,13 @@ def test_cuda_dropout_masks_are_the_xp_masks_bit_for_bit(kernels):
             i32(h),
             i32(_kernels.codes().act["sigmoid"]),
         )
-        drop = (np.uint32(round(p * 2**24)), real(1 / (1 - p)), np.uint64(key), ctr, i32(layer))
-        module.get_function("bias_act")((4,), (256,), (*args, i32(1), *drop))
-        want = keep_masks(key, draw, m, [h] * (layer + 1), p, xp=xp, dtype=np.dtype(dtype))[layer]
-        np.testing.assert_array_equal(dropped, a * want)
+        for first in (0, 5):  # rows first.. of the step's masks (a rank's part under MPI)
+            drop = (np.uint32(round(p * 2**24)), real(1 / (1 - p)), np.uint64(key), ctr,
+                    i32(layer), np.int64(first))  # fmt: skip
+            module.get_function("bias_act")((4,), (256,), (*args, i32(1), *drop))
+            want = keep_masks(key, draw, m, [h] * (layer + 1), p, xp=xp, dtype=np.dtype(dtype),
+                              first=first)[layer]  # fmt: skip
+            np.testing.assert_array_equal(dropped, a * want)
 
 
 def test_gemm_dot_against_numpy(kernels):

@@ -86,11 +86,12 @@ def import_namespace(name: str) -> ModuleType:
         sys.path[:] = saved
 
 
-def cupy_module() -> ModuleType:
-    """The ``cupy`` module itself, for the CuPy fast path (imported here, and only here)."""
+def cupy_module(sub: str = "") -> ModuleType:
+    """The ``cupy`` module itself, for the CuPy fast path (imported here, and only here), or
+    its submodule ``sub`` (``"cuda.nccl"``; ImportError where CuPy has none)."""
     import cupy
 
-    return cast(ModuleType, cupy)
+    return cast(ModuleType, importlib.import_module(f"cupy.{sub}") if sub else cupy)
 
 
 @functools.cache

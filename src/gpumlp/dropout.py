@@ -79,10 +79,19 @@ def _hash(x: Array, c: dict[str, Any], masked: bool) -> Array:
 
 
 def keep_masks(
-    key: int, draw: int, m: int, widths: Sequence[int], p: float, *, xp: Namespace, dtype: Any
+    key: int,
+    draw: int,
+    m: int,
+    widths: Sequence[int],
+    p: float,
+    *,
+    xp: Namespace,
+    dtype: Any,
+    first: int = 0,
 ) -> list[Array]:
     """Inverted-dropout multipliers for one step: for each hidden layer ``l`` an array of shape
-    ``(m, widths[l])`` and dtype ``dtype`` holding 0 (dropped) or ``1/(1 − p)`` (kept)."""
+    ``(m, widths[l])`` and dtype ``dtype`` holding 0 (dropped) or ``1/(1 − p)`` (kept): rows
+    ``first .. first + m − 1`` of the step's masks (a rank's part of a global batch)."""
     carrier, masked, c = _constants(xp.__name__, xp)
     cut, scale = threshold(p), 1.0 / (1.0 - p)
     masks = []
@@ -90,7 +99,10 @@ def keep_masks(
         s = stream(key, draw, layer)
         # stream + e·golden, the stream added as two 16-bit halves: Python ints that small mix
         # with the carrier's arrays on every namespace, so nothing is copied to the device.
-        weyl = xp.arange(m * h, dtype=carrier) * c["golden"] + c["high"] * (s >> 16) + (s & 0xFFFF)
+        e = xp.arange(m * h, dtype=carrier)
+        if first:  # rows first.. of the step's masks: their elements' indices
+            e = e + first * h
+        weyl = e * c["golden"] + c["high"] * (s >> 16) + (s & 0xFFFF)
         if masked:
             weyl = weyl & c["full"]
         kept = (_hash(weyl, c, masked) >> 8) >= cut

@@ -20,6 +20,7 @@ import numpy as np
 from ._checks import check_int, check_params, count_rows
 from .backend import Array, to_device
 from .config import DEFAULT_CHUNK, ModelSpec, TrainConfig, monitors
+from .distributed.comm import Comm, rank_of
 from .engines.steps import predict_labels
 from .files.checkpoint import write_checkpoint
 from .files.modelfile import model_meta, params_to_host
@@ -240,6 +241,7 @@ class Network:
         verbose: int = 0,
         progress: Callable[..., Any] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        comm: Comm | None = None,
     ) -> History:
         """Train by mini-batch gradient descent on ``X`` (n, sizes[0]) and ``y`` (labels (n,)
         or targets (n, sizes[-1])); the defaults are the book's (30 epochs, batch 10, lr 3.0).
@@ -266,7 +268,8 @@ class Network:
         (``Epoch 3: train_cost 0.0612 - val_cost 0.0731 - val_accuracy 0.9412 (0.61 s)``)
         and a per-batch bar when stdout is a terminal; 2 the lines only. ``progress``: a
         factory ``progress(total=, desc=)`` of a per-batch bar; ``on_epoch`` is called with
-        each epoch's record.
+        each epoch's record. ``comm`` (:func:`gpumlp.distributed.world`): every rank of an MPI
+        job trains, on the same arguments; rank 0 alone checkpoints and shows output.
 
         Returns the History. Raises DivergedError (NaN/inf or runaway weights; the last finite
         epoch's weights are kept and checkpointed), TrainingInterrupted (Ctrl-C, SIGTERM or
@@ -278,11 +281,12 @@ class Network:
             epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle, seed=seed,
             optimizer=optimizer, momentum=momentum, l2=l2, l1=l1, dropout=dropout,
             schedule=schedule, patience=patience, stop_on=stop_on, monitor=monitors(monitor),
-            checkpoint=None if checkpoint is None else Path(checkpoint),
+            checkpoint=None if checkpoint is None or rank_of(comm) else Path(checkpoint),
             checkpoint_every=checkpoint_every, engine=engine, chunk=DEFAULT_CHUNK,
         )  # fmt: skip
         cfg.check_validation(validation_data is not None)
         cfg.check_task(self.task)
+        verbose = 0 if rank_of(comm) else verbose  # rank 0 alone shows the run
         progress, on_epoch = fit_display(verbose, progress, on_epoch, scored=scored)
         standardize = SETTINGS["standardize"].check(standardize)
         n = count_rows("X", X)
@@ -303,7 +307,7 @@ class Network:
         state = TrainState.start(self.spec, self.params, cfg, rng, inputs=self.inputs.arrays(),
                                  about=self.inputs.info.meta(), scored=scored,
                                  seed=self.seed if seed is None else seed)  # fmt: skip
-        return train_network(state, data, validation, resume, progress, on_epoch)
+        return train_network(state, data, validation, resume, progress, on_epoch, comm)
 
     def save(self, path: str | Path) -> None:
         """Write the model (spec, parameters, standardizations, classes, inputs' names) to

@@ -130,6 +130,7 @@ def backprop(
     cost: Cost,
     xp: Namespace,
     keep: Sequence[Array] | None = None,
+    rows: int | None = None,
 ) -> tuple[Params, Array]:
     """Gradient of the batch-mean cost by backpropagation, for the whole batch at once.
 
@@ -142,6 +143,9 @@ def backprop(
     cost : Cost
     xp : namespace
     keep : optional dropout multipliers, see :func:`forward`
+    rows : int, optional
+        The rows of the batch the mean is over (default m): a rank's part of a global batch
+        (:mod:`gpumlp.distributed`) divides its sums by the global batch's rows.
 
     Returns
     -------
@@ -157,7 +161,7 @@ def backprop(
     nabla_b: list[Array] = []
     # BP1, scaled by 1/m: the batch mean is taken here and only here, so every gradient below
     # (BP3, BP4 are linear in δ) is already the mean over the mini-batch.
-    delta = cost.delta(zs[-1], acts[-1], y, activations[-1], xp=xp) * (1.0 / x.shape[0])
+    delta = cost.delta(zs[-1], acts[-1], y, activations[-1], xp=xp) * (1.0 / (rows or x.shape[0]))
     for l in range(n_layers - 1, -1, -1):
         nabla_w.insert(0, delta.T @ inputs[l])  # BP4: ∂C/∂W^l = δ^l (a^(l-1))ᵀ over rows
         nabla_b.insert(0, xp.sum(delta, axis=0))  # BP3

@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from .history import History
 from .network import Params
 from .optim import Optimizer, OptState, get_optimizer
 from .schedules import EarlyStopping, Schedule
+
+if TYPE_CHECKING:
+    from .distributed.comm import Comm
 
 __all__ = ["TrainState", "check_checkpoint_path", "check_resumable"]
 
@@ -60,6 +63,7 @@ class TrainState:
     history: History = field(default_factory=History)
     inputs: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
     about: dict[str, Any] = field(default_factory=dict)
+    comm: Comm | None = None  # the ranks training it together (gpumlp.distributed), if any
     epoch: int = 0
     best: Params | None = None
     _snap: dict[str, Any] | None = None

@@ -12,6 +12,7 @@ each epoch (:func:`evaluate_arrays`: the accuracy, or a regression's MSE, MAE an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -22,6 +23,9 @@ from typing import Any
 from . import signals
 from .backend import Array, index_dtype, to_device, to_host
 from .config import ModelSpec
+from .distributed.comm import Comm
+from .distributed.nccl import on_device
+from .distributed.sync import check_same_state, steps_hold_signals
 from .engines import select_step
 from .engines.steps import Data, Step, hits
 from .errors import DataFileShrank, DivergedError, TrainingInterrupted
@@ -175,13 +179,15 @@ def run_epochs(
         if task == "classification":
             record["train_accuracy"] = int(correct) / n if "train_accuracy" in measured else None
         record |= dict.fromkeys(scored_keys(task))
-        if problem is None and validation is not None and scored:
+        if problem is None and validation is not None and scored and _scores_here(state):
             scores = evaluate_arrays(
                 spec, state.params, *validation, chunk=cfg.chunk, target_std=target_std
             )
             if not math.isfinite(scores["cost"]):
                 problem = _VALIDATION
             record |= {k: scores[k.removeprefix("val_")] for k in scored}
+        if state.comm is not None:  # rank 0 scored it: every rank decides the same
+            record, problem = state.comm.bcast((record, problem))
         if problem is not None:
             state.restore()
             if problem == _VALIDATION and epoch == first_epoch and validation is not None:
@@ -204,6 +210,12 @@ def run_epochs(
     return history
 
 
+def _scores_here(state: TrainState) -> bool:
+    """Whether this process scores the validation split: one process alone, or rank 0 of a
+    communicator (which then sends its record to the others)."""
+    return state.comm is None or state.comm.rank == 0
+
+
 def _stop_at_last_epoch(state: TrainState, why: str) -> None:
     """Take back the last finished epoch's state, record ``why`` training stopped during the
     next, and checkpoint it (if the config asks), while further interrupts wait."""
@@ -221,6 +233,7 @@ def train_network(
     resume: str | Path | None = None,
     progress: Callable[..., Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    comm: Comm | None = None,
 ) -> History:
     """Run ``state`` (resumed from the checkpoint ``resume``, if given) over the device data
     sets to its config's last epoch; see :meth:`gpumlp.Network.fit` for what it raises.
@@ -228,15 +241,22 @@ def train_network(
     Whatever stops training, the parameters are those of the last finished epoch, and the
     config's checkpoint (if any) holds that state, written while further interrupts wait: so
     too when the data file read as training goes shrinks (DataFileShrank, with the history).
+    With a communicator ``comm`` (kept as ``state.comm``) every rank first checks that it
+    starts from rank 0's state, and signals stop every rank after the same step
+    (:mod:`gpumlp.distributed.sync`).
     """
     cfg, spec = state.config, state.spec
+    state.comm = None if comm is None else on_device(comm, spec.xp)
     if resume is not None:
         state.load(resume)
     if cfg.checkpoint is not None:
         check_checkpoint_path(cfg.checkpoint)
+    if state.comm is not None:
+        check_same_state(state, state.comm)
     try:
         step = select_step(state, data)
-        return run_epochs(state, step, data, validation, progress=progress, on_epoch=on_epoch)
+        with steps_hold_signals() if state.comm is not None else contextlib.nullcontext():
+            return run_epochs(state, step, data, validation, progress=progress, on_epoch=on_epoch)
     except KeyboardInterrupt as exc:
         _stop_at_last_epoch(state, "interrupted")
         raise TrainingInterrupted(state.history, signals.signum_of(exc)) from exc

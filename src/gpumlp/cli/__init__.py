@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from .. import signals
 from .._version import __version__
+from ..distributed import abort_job
 from ..errors import OutOfMemory
 from . import inspect, parity, predict, sweep, tools, train
 from ._args import Parser, UsageError
@@ -83,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version (argparse's own exits)
         return EXIT_OK if not exc.code else EXIT_USAGE
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP where a command takes them
-        print("gpumlp: interrupted", file=sys.stderr)
+        print("gpumlp: interrupted", file=sys.stderr, flush=True)
+        abort_job(signals.exit_code(signals.signum_of(exc)))
         return signals.exit_code(signals.signum_of(exc))
     except BrokenPipeError:
         # The reader went away (``gpumlp eval | head``): stop quietly, and keep Python from
@@ -94,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _REPORTED as exc:
         if debug:
             raise
-        print(f"gpumlp: error: {_described(exc)}", file=sys.stderr)
+        print(f"gpumlp: error: {_described(exc)}", file=sys.stderr, flush=True)
+        abort_job(EXIT_USAGE)  # one rank of several stopping alone would leave the rest waiting
         return EXIT_USAGE
 
 

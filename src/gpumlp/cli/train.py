@@ -20,11 +20,12 @@ from .. import signals, threads
 from .._version import __version__
 from ..data.formats import check_mnist_flags
 from ..data.sources import DataSet, load_data
+from ..distributed import Comm, abort_job, select_device, world
 from ..errors import TrainingInterrupted
 from ..reporting import printing, progress_bar
 from ..runs.advice import Stall, constant_cost, scale_advice
 from ..runs.rundir import plan_folder, resume_path, resumed_flags, run_folder
-from ..runs.runner import execute, layers_for, plan_run
+from ..runs.runner import RunPlan, execute, layers_for, plan_run
 from ..settings import FLAGS, SETTINGS, defaults
 from ..targets import TargetScaling
 from ._args import add_train_flags, number
@@ -52,6 +53,12 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
         "--threads",
         type=number(int, 1),
         help="BLAS threads (default: BLAS's own, all cores): a share each for runs side by side",
+    )
+    t.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train one network on every process of an MPI job: mpiexec -n P gpumlp train "
+        "--distributed ...; --batch-size is the global batch (needs gpumlp[mpi])",
     )
     return {"train": run}
 
@@ -154,17 +161,21 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"gpumlp: interrupted ({signals.name(signum)}) before training began",
                 file=sys.stderr,
+                flush=True,
             )
+            abort_job(signals.exit_code(signum))  # the other ranks may wait for this one
             return signals.exit_code(signum)
 
 
-def _interrupted(exc: TrainingInterrupted, out: Path) -> str:
-    """What an interrupted run saved, counted as the epoch lines count, and how to resume."""
+def _interrupted(exc: TrainingInterrupted, out: Path, comm: Comm | None) -> str:
+    """What an interrupted run saved, counted as the epoch lines count, and how to resume (on
+    as many ranks, for ``--distributed``)."""
     checkpoint = out / "checkpoint.npz"
     saved = f"saved {exc.history.finished()} to {checkpoint}"
+    again = "gpumlp train" if comm is None else f"mpiexec -n {comm.size} gpumlp train --distributed"
     return (
         f"gpumlp: {exc.history.stop_reason} ({signals.name(exc.signum)}); {saved}\n"
-        f"resume with: gpumlp train --resume {shlex.quote(str(out))}"
+        f"resume with: {again} --resume {shlex.quote(str(out))}"
     )
 
 
@@ -176,23 +187,58 @@ def _resuming(checkpoint: Path, done: int, epochs: int) -> str:
     return f"resuming: {held}; going on at epoch {done} up to epoch {epochs - 1}"
 
 
+def _resolve_ranks(
+    args: argparse.Namespace, comm: Comm | None
+) -> tuple[dict[str, Any], Path | None, int, DataSet, list[str]]:
+    """:func:`resolve`, on every rank of ``--distributed``: rank 0 first (it may fetch MNIST,
+    and draws the seed when none is given), then the others with rank 0's seed."""
+    if comm is None or comm.rank == 0:
+        resolved = resolve(args)
+        if comm is not None:
+            comm.bcast(resolved[0]["seed"])
+        return resolved
+    args.seed = comm.bcast(None)
+    return resolve(args)
+
+
+def _train_rank(args: argparse.Namespace, comm: Comm, plan: RunPlan) -> int:
+    """A rank other than 0 of ``--distributed``: trains beside rank 0, in its run folder
+    (rank 0 names it), writing and printing nothing; exits as rank 0 does."""
+    out = comm.bcast(None)
+    try:
+        _, _, diverged = execute(plan, Path(out), comm=comm)
+    except TrainingInterrupted as exc:
+        return signals.exit_code(exc.signum)
+    return 3 if diverged is not None else 0
+
+
 def _train(args: argparse.Namespace) -> int:
-    flags, resume, done, data, tabled = resolve(args)
-    plan = plan_run(flags, data, resume=resume)
+    comm = world() if args.distributed else None
+    flags, resume, done, data, tabled = (
+        resolve(args) if comm is None else _resolve_ranks(args, comm)
+    )
+    plan = plan_run(flags, data, resume=resume, distributed=comm is not None)
+    if comm is not None and plan.spec.backend == "cupy":
+        select_device(comm)  # one GPU per rank of a machine, before the network is made
+    if comm is not None and comm.rank:
+        return _train_rank(args, comm, plan)
     targets = data.train[1]
     if data.task == "regression" and flags["standardize"]:  # the cost of what it learns
         targets = TargetScaling.fit(targets).scaled(targets)
     stall = Stall(constant_cost(plan.spec, targets))
     planned = plan_folder(args.out, resume, overwrite=args.overwrite)
     with run_folder(planned, stem=data.name, resume=resume, overwrite=args.overwrite) as out:
+        if comm is not None:
+            comm.bcast(str(out))  # the other ranks wait for the folder (and its resume)
         n_watch = None if plan.watch is None else len(plan.watch[1])
         where = f", {plan.scored} set after each epoch" if plan.watch is not None else ""
         unit = "images" if data.kind == "images" else "examples"
         task = f"; task {plan.spec.task}" if data.kind == "table" else ""
         table = f"; defaults for tables: {_as_flags(flags, tabled)}" if tabled else ""
+        ranks = "" if comm is None else f"; {comm.size} rank{'s' * (comm.size > 1)} ({comm.name})"
         print(
             f"gpumlp {__version__}: {plan.spec.describe()} on {len(data.train[0])} {unit}"
-            f"{where}{task}; seed {flags['seed']}{table}",
+            f"{where}{task}; seed {flags['seed']}{table}{ranks}",
             flush=True,
         )
         for note in data.notes:
@@ -208,9 +254,10 @@ def _train(args: argparse.Namespace) -> int:
                 out,
                 progress=None if args.quiet else progress_bar(),
                 on_epoch=printing(stall.then(_warn), scored=plan.scored, n_scored=n_watch),
+                comm=comm,
             )
         except TrainingInterrupted as exc:
-            print(_interrupted(exc, out), file=sys.stderr)
+            print(_interrupted(exc, out, comm), file=sys.stderr)
             return signals.exit_code(exc.signum)
     if diverged is not None:
         again = (

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..distributed.sync import Reducer
 from ..dropout import threshold
 from ..network import Params
 from ..runstate import TrainState
@@ -115,7 +116,9 @@ class Core:
         )
         self.cost = c.cost[spec.cost.name]
         self.p, self.n_w, self.homes = _flat_home(state.params, cp, self.dtype)
-        self.g_flat = cp.empty_like(self.p)
+        # under a communicator one more element: the ranks' interrupt flag (distributed.sync)
+        self.reducer = None if state.comm is None else Reducer(state.comm, state.params, xp=cp)
+        self.g_flat = cp.empty(self.p.size + (self.reducer is not None), dtype=self.dtype)
         grads = self._views(self.g_flat)
         L = len(self.sizes) - 1
         self.gw, self.gb = grads[:L], grads[L:]
@@ -249,23 +252,31 @@ class Core:
 
     # -- one training step, as a fixed sequence of launches -------------------------------------
 
-    def launch(self, ws: SimpleNamespace, *, gathered: bool, gemm: Callable[..., None]) -> None:
+    def launch(self, ws: SimpleNamespace, *, gathered: bool, gemm: Callable[..., None],
+               part: tuple[int, int] | None = None) -> None:  # fmt: skip
         """Enqueue one step on the current stream. Nothing here reads back to the host, so the
         same sequence runs eagerly (``fused``) or under stream capture (``graph``).
 
         ``gathered``: the batch is the next one of the epoch (the ``gather`` kernel copies it
-        in by the device counter); else the caller put it into ``ws.x``/``ws.y``.
+        in by the device counter); else the caller put it into ``ws.x``/``ws.y``. ``part``:
+        as :mod:`gpumlp.engines.steps` says (the update then waits for the ranks' sum).
         """
+        if ws.m == 0:  # an empty part (a global batch of fewer rows than ranks): adds nothing
+            self.g_flat.fill(0)
+            self._update(ws)
+            return
         call, m, sizes, L = self.call, ws.m, self.sizes, len(self.sizes) - 1
+        first, total_rows = part or (0, m)
         W, B = self.state.params.weights, self.state.params.biases
         X, Y, labels = self.data
         if gathered:
             work = m * (sizes[0] + sizes[-1] + 1)
-            call("gather", grid_for(work), perm=self.perm, counters=self.counters,
+            call("gather", grid_for(work), perm=self.perm[first:], counters=self.counters,
                  batch=self.batch, X=X, Y=Y, labels=labels, x=ws.x, y=ws.y, lab=ws.lab, m=m,
                  n_in=sizes[0], n_out=sizes[-1])  # fmt: skip
         rows = (-(-m // ROWS),)
-        drop = {"cut": self.cut, "scale": self.scale, "key": self.key, "counters": self.counters}
+        drop = {"cut": self.cut, "scale": self.scale, "key": self.key, "counters": self.counters,
+                "first": first}  # fmt: skip
         inputs = [ws.x]
         for l in range(L):  # forward: z = input Wᵀ + b, a = σ(z)
             gemm(inputs[l], W[l], ws.z[l], False, True)
@@ -280,7 +291,7 @@ class Core:
             inputs.append(ws.dropped[l] if d else ws.a[l])
         call("output_delta", rows, z=ws.z[-1], a=ws.a[-1], y=ws.y, lab=ws.lab,
              delta=ws.delta[-1], row_cost=ws.row_cost, row_hit=ws.row_hit, m=m, n=sizes[-1],
-             kind=self.delta_kind, cost=self.cost, act=self.acts[-1], scale=1.0 / m,
+             kind=self.delta_kind, cost=self.cost, act=self.acts[-1], scale=1.0 / total_rows,
              eps=self.eps)  # fmt: skip
         for l in range(L - 1, -1, -1):  # backward
             n = sizes[l + 1]
@@ -292,11 +303,18 @@ class Core:
                      a=ws.a[l - 1], delta=ws.delta[l - 1], m=m, n=sizes[l],
                      act=self.acts[l - 1], has_drop=self.has_drop, **drop,
                      layer=l - 1)  # fmt: skip
+        self._update(ws)
+
+    def _update(self, ws: SimpleNamespace) -> None:
+        """The step's end: the ranks' sum, the optimizer's update, the batch's sums."""
+        call = self.call
+        if self.reducer is not None:
+            self.reducer.reduce(self.g_flat)
         if self.prepare_kernel is not None:
             call(self.prepare_kernel, (1,), hyper=self.hyper, **self.prepare_args)
         total = self.p.size
         call(self.update_kernel, grid_for(total), p=self.p, g=self.g_flat, hyper=self.hyper,
              total=total, n_w=self.n_w, l2n=self.l2n, l1n=self.l1n,
              **self.update_args)  # fmt: skip
-        call("batch_end", (1,), row_cost=ws.row_cost, row_hit=ws.row_hit, m=m, sums=self.sums,
-             hits=self.hits, counters=self.counters)  # fmt: skip
+        call("batch_end", (1,), row_cost=ws.row_cost, row_hit=ws.row_hit, m=ws.m,
+             sums=self.sums, hits=self.hits, counters=self.counters)  # fmt: skip

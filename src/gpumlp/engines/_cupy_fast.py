@@ -40,6 +40,7 @@ from .. import backend
 from ..activations import ACTIVATIONS
 from ..backend import Array
 from ..costs import COSTS
+from ..distributed.comm import local_rows
 from ..optim import get_optimizer
 from ..runstate import TrainState
 from . import _persistent
@@ -132,6 +133,8 @@ def make_step(state: TrainState, data: Data, *, engine: str) -> tuple[Any, str]:
         return None, f"the fast-path kernels did not compile: {exc}"
     cp = backend.cupy_module()
     sizes, batch = list(state.spec.sizes), state.config.batch_size
+    if state.comm is not None:  # the ranks sum each step's gradients: one step per launch
+        return FusedStep(Core(state, data, kernels, cp)), ""
     if engine == "persistent" or (engine == "auto" and persistent_wins(sizes, batch)):
         has_drop = bool(state.config.dropout) and len(sizes) > 2
         limit = _persistent.shared_limit(cp)
@@ -179,7 +182,9 @@ class FusedStep:
         """An epoch as (launches, batch rows, steps per launch): here one step per launch."""
         return [(full, self.core.batch, 1)] + ([(1, rest, 1)] if rest else [])
 
-    def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array:
+    def __call__(
+        self, x: Array, y: Array, lr: float, draw: int = 0, *, part: tuple[int, int] | None = None
+    ) -> Array:
         """One step on an explicit batch (see :mod:`gpumlp.engines.steps`)."""
         core, cp = self.core, self.core.cp
         core.prepare(lr)
@@ -187,7 +192,10 @@ class FusedStep:
         cp.copyto(ws.x, x)
         cp.copyto(ws.y, y)
         core.set_counters(0, draw)
-        self._steps(ws, 1, gathered=False)
+        if part is None:
+            self._steps(ws, 1, gathered=False)
+        else:  # a rank's part: eagerly, the update waiting for the ranks' sum
+            core.launch(ws, gathered=False, gemm=core.gemm_cublas, part=part)
         core.after_steps(1)
         out: Array = ws.a[-1].copy()  # the buffer is reused by the next step
         return out
@@ -202,17 +210,27 @@ class FusedStep:
         progress: Callable[[int], object] | None = None,
     ) -> tuple[Array, Array]:
         """Every mini-batch of the bound data in the order ``perm``; the device sums back."""
-        core = self.core
+        core, comm = self.core, self.core.state.comm
         core.start_epoch(perm, lr)
         core.set_counters(0, draw)
         full, rest = divmod(core.n, core.batch)
         for launches, m, steps in self._plan(full, rest):
+            if comm is not None:  # this rank's part of each global batch of m rows
+                lo, hi = local_rows(m, comm.rank, comm.size)
+                ws = core.workspace(hi - lo)
+                for _ in range(launches):
+                    core.launch(ws, gathered=True, gemm=core.gemm_cublas, part=(lo, m))
+                    if progress is not None:
+                        progress(1)
+                continue
             ws = core.workspace(m)
             for _ in range(launches):
                 self._steps(ws, steps, gathered=True)
                 if progress is not None:
                     progress(steps)
         core.after_steps(full + (rest > 0))
+        if core.reducer is not None:
+            return core.reducer.epoch_sums(core.sums[0], core.hits[0])
         return core.sums[0], core.hits[0]
 
 

@@ -112,6 +112,8 @@ extern "C" __global__ void gather(const long long* perm, const long long* counte
 
 // Inverted dropout of element i of hidden layer `layer` at the step counters[C_DRAW]: kept
 // units are scaled by 1/(1 − p), dropped ones by 0 (a product, so NaN stays NaN as in xp).
+// The callers' `first` is the batch's first row within the step's global batch (a rank's part
+// under MPI, gpumlp/distributed; else 0): element i of an n-wide layer is (first·n + i) there.
 __device__ __forceinline__ real dropout_factor(long long i, unsigned cut, real scale,
                                                unsigned long long key,
                                                const long long* counters, int layer)
@@ -124,8 +126,10 @@ __device__ __forceinline__ real dropout_factor(long long i, unsigned cut, real s
 // and a = σ(z). With dropout also write the next layer's input a ⊙ keep (network.forward).
 extern "C" __global__ void bias_act(real* z, const real* b, real* a, real* dropped, int m,
                                     int n, int act, int has_drop, unsigned cut, real scale,
-                                    unsigned long long key, const long long* counters, int layer)
+                                    unsigned long long key, const long long* counters, int layer,
+                                    long long first)
 {
+    const long long skip = first * n;
     const long long total = (long long)m * n;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
@@ -133,7 +137,8 @@ extern "C" __global__ void bias_act(real* z, const real* b, real* a, real* dropp
         const real ai = act_fn(act, zi);
         z[i] = zi;
         a[i] = ai;
-        if (has_drop) dropped[i] = ai * dropout_factor(i, cut, scale, key, counters, layer);
+        if (has_drop)
+            dropped[i] = ai * dropout_factor(skip + i, cut, scale, key, counters, layer);
     }
 }
 
@@ -219,13 +224,13 @@ extern "C" __global__ void output_delta(const real* z, const real* a, const real
 extern "C" __global__ void hidden_delta(const real* g, const real* z, const real* a,
                                         real* delta, int m, int n, int act, int has_drop,
                                         unsigned cut, real scale, unsigned long long key,
-                                        const long long* counters, int layer)
+                                        const long long* counters, int layer, long long first)
 {
-    const long long total = (long long)m * n;
+    const long long total = (long long)m * n, skip = first * n;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         real gi = g[i];
-        if (has_drop) gi = gi * dropout_factor(i, cut, scale, key, counters, layer);
+        if (has_drop) gi = gi * dropout_factor(skip + i, cut, scale, key, counters, layer);
         delta[i] = gi * act_prime(act, z[i], a[i]);
     }
 }

@@ -76,6 +76,8 @@ class NumpyStep(BatchLoop):
         self.grads = Params(
             [np.empty_like(w) for w in params.weights], [np.empty_like(b) for b in params.biases]
         )
+        if self.reducer is not None:  # written where the ranks' sum takes them from
+            self.grads = self.reducer.grads
         self.buffers: dict[int, list[SimpleNamespace]] = {}
 
     def _layers(self, m: int) -> list[SimpleNamespace]:
@@ -93,9 +95,11 @@ class NumpyStep(BatchLoop):
             self.buffers[m] = [new(n_in, n) for n_in, n in itertools.pairwise(sizes)]
         return self.buffers[m]
 
-    def __call__(self, x: Any, y: Any, lr: float, draw: int = 0) -> Any:
+    def __call__(
+        self, x: Any, y: Any, lr: float, draw: int = 0, *, part: tuple[int, int] | None = None
+    ) -> Any:
         """One step on the NumPy arrays ``x`` (m, n_0), ``y`` (m, n_L); the outputs (m, n_L),
-        a buffer the next step reuses."""
+        a buffer the next step reuses. ``part``: see :mod:`gpumlp.engines.steps`."""
         s = self.state
         spec, cfg, params = s.spec, s.config, s.params
         acts, cost, xp = spec.activations, spec.cost, self.xp
@@ -106,7 +110,8 @@ class NumpyStep(BatchLoop):
         gb: list[Any] = self.grads.biases
         m, L = x.shape[0], len(ws)
         layers = self._layers(m)
-        keep: list[Any] | None = self.keep_masks(m, draw)
+        first, rows = part or (0, m)
+        keep: list[Any] | None = self.keep_masks(m, draw, first)
         inputs: list[Any] = [x]
         for l, buf in enumerate(layers):  # forward, recording z and a
             np.matmul(inputs[l], ws[l].T, out=buf.z)
@@ -122,7 +127,7 @@ class NumpyStep(BatchLoop):
             cost.np_grad(last.a, y, last.d, last)
             out.np_times_prime(last.d, last.z, last.a, last)
         # The batch mean (network.backprop's 1/m); for plain SGD with the rate folded in.
-        last.d *= (lr if self.sgd else 1.0) / m
+        last.d *= (lr if self.sgd else 1.0) / rows
         if last.flush:
             _flush_subnormals(last.d, last)
         delta = last.d
@@ -139,7 +144,7 @@ class NumpyStep(BatchLoop):
                 if prev.flush:
                     _flush_subnormals(g, prev)
                 delta = g
-        grads = self.grads
+        grads = self.summed(self.grads, part)  # over the ranks, before penalties and update
         if cfg.l2 or cfg.l1:  # under SGD the gradients carry lr, so the penalties do too
             k = lr if self.sgd else 1.0
             grads = regularize(

@@ -5,7 +5,12 @@ A step object (any engine) offers two calls:
 - ``step(x, y, lr, draw=0) -> a``: one step on an explicit batch ``x`` (m, n_0), ``y`` (m, n_L):
   backprop, penalties and one optimizer update of the run's parameters in place; ``a`` is the
   batch's output (m, n_L). ``draw`` numbers the step for the dropout masks
-  (:mod:`gpumlp.dropout`). Tests and the parity check drive steps this way.
+  (:mod:`gpumlp.dropout`). Tests and the parity check drive steps this way. The per-step
+  engines also take ``part=(first, rows)``: ``x`` is rows ``[first, first + m)`` of a global
+  batch of ``rows`` rows, shared by the ranks of a communicator (:mod:`gpumlp.distributed`):
+  the gradients are then this rank's sums over its rows ÷ ``rows``, summed over the ranks
+  before the penalties and the update, and the dropout masks are those rows of the global
+  batch's masks.
 - ``step.epoch(perm, lr, draw, monitor=..., progress=None) -> (cost_sum, correct)``: every
   mini-batch of the bound data set in the order ``perm`` (device int64 indices, or None for
   consecutive slices), the k-th batch drawing masks ``draw + k``. Returns device scalars: the
@@ -29,9 +34,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..backend import Array, Namespace, index_dtype
+from ..distributed.comm import local_rows
+from ..distributed.sync import Reducer
 from ..dropout import keep_masks
 from ..files.npyview import BatchReader, NpyRows
-from ..network import backprop
+from ..network import Params, backprop
 from ..optim import apply_update, regularize
 from ..runstate import TrainState
 
@@ -84,18 +91,28 @@ class BatchLoop:
         X = data[0]
         self.reader = BatchReader(X) if isinstance(X, NpyRows) else None
 
-    def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array:
+        comm = state.comm
+        self.reducer = None if comm is None else Reducer(comm, state.params, xp=self.xp)
+
+    def __call__(
+        self, x: Array, y: Array, lr: float, draw: int = 0, *, part: tuple[int, int] | None = None
+    ) -> Array:
         raise NotImplementedError
 
-    def keep_masks(self, m: int, draw: int) -> list[Array] | None:
-        """Step ``draw``'s dropout multipliers for a batch of ``m`` rows, one (m, n_l) array per
-        hidden layer (:func:`gpumlp.dropout.keep_masks`), or None when nothing is dropped."""
+    def keep_masks(self, m: int, draw: int, first: int = 0) -> list[Array] | None:
+        """Step ``draw``'s dropout multipliers for ``m`` rows of the batch from row ``first``,
+        one (m, n_l) array per hidden layer (:func:`gpumlp.dropout.keep_masks`), or None when
+        nothing is dropped."""
         s = self.state
         if not s.config.dropout or len(s.spec.sizes) <= 2:
             return None
         assert s.dropout_key is not None
-        widths, p = s.spec.hidden_widths, s.config.dropout
-        return keep_masks(s.dropout_key, draw, m, widths, p, xp=self.xp, dtype=s.spec.xp_dtype)
+        widths, p, dtype = s.spec.hidden_widths, s.config.dropout, s.spec.xp_dtype
+        return keep_masks(s.dropout_key, draw, m, widths, p, xp=self.xp, dtype=dtype, first=first)
+
+    def summed(self, grads: Params, part: tuple[int, int] | None) -> Params:
+        """``grads`` summed over the ranks when the step had a ``part`` of a global batch."""
+        return grads if part is None or self.reducer is None else self.reducer.sum(grads)
 
     def epoch(
         self,
@@ -115,8 +132,13 @@ class BatchLoop:
         read = self.reader
         if read is not None:
             read.rows.check()  # a file that shrank since the last epoch stops training here
+        ranks = self.state.comm
         for b, k in enumerate(range(0, n, bs)):
             rows = slice(k, min(k + bs, n))  # clamped: the array API leaves ranges past n open
+            part = None
+            if ranks is not None:  # this rank's consecutive part of the global batch
+                lo, hi = local_rows(rows.stop - k, ranks.rank, ranks.size)
+                part, rows = (lo, rows.stop - k), slice(k + lo, k + hi)
             if perm is None:
                 x = X[rows, ...] if read is None else read(rows)
                 y, lab = Y[rows, ...], labels[rows]
@@ -125,26 +147,33 @@ class BatchLoop:
                 x = xp.take(X, idx, axis=0) if read is None else read(idx)
                 y = xp.take(Y, idx, axis=0)
                 lab = xp.take(labels, idx, axis=0) if want_accuracy else labels
-            a = self(x, y, lr, draw + b)
+            a = self(x, y, lr, draw + b) if part is None else self(x, y, lr, draw + b, part=part)
             if want_cost:
                 cost_sum = cost_sum + xp.sum(self.state.spec.cost.fn(a, y, xp=xp))
             if want_accuracy:
                 correct = correct + hits(a, lab, xp=xp)
             if progress is not None:
                 progress(1)
+        if self.reducer is not None:
+            return self.reducer.epoch_sums(cost_sum, correct)
         return cost_sum, correct
 
 
 class GenericStep(BatchLoop):
     """The reference step, written once in ``xp``: works on every namespace."""
 
-    def __call__(self, x: Array, y: Array, lr: float, draw: int = 0) -> Array:
+    def __call__(
+        self, x: Array, y: Array, lr: float, draw: int = 0, *, part: tuple[int, int] | None = None
+    ) -> Array:
         s = self.state
         spec, cfg, xp = s.spec, s.config, self.xp
-        keep = self.keep_masks(x.shape[0], draw)
+        first, rows = part or (0, x.shape[0])
+        keep = self.keep_masks(x.shape[0], draw, first)
         grads, a = backprop(
-            s.params, x, y, activations=spec.activations, cost=spec.cost, xp=xp, keep=keep
-        )
+            s.params, x, y, activations=spec.activations, cost=spec.cost, xp=xp, keep=keep,
+            rows=rows,
+        )  # fmt: skip
+        grads = self.summed(grads, part)
         if cfg.l2 or cfg.l1:
             grads = regularize(
                 grads, s.params, l2=cfg.l2, l1=cfg.l1, n=self.data[0].shape[0], xp=xp

@@ -23,6 +23,7 @@ from .._checks import first_nonfinite, overflow_text
 from ..atomicio import atomic_write_bytes
 from ..config import ModelSpec, TrainConfig, check_stop_on
 from ..data.sources import DataSet
+from ..distributed.comm import Comm, rank_of
 from ..engines.select import check_engine
 from ..errors import DataFileShrank, DivergedError, TrainingInterrupted
 from ..history import History
@@ -100,12 +101,13 @@ def plan_run(
     *,
     check_values: bool = True,
     resume: Path | None = None,
+    distributed: bool = False,
 ) -> RunPlan:
     """Check ``flags`` (with ``sizes`` resolved) against ``data`` and this machine; the values
     of the data too, unless ``check_values`` is False (a plan of the same data and dtype already
     checked them: each scan reads every value of the training and scored splits); and the
     checkpoint ``resume``, when given, against the network and the settings
-    (:func:`gpumlp.runstate.check_resumable`).
+    (:func:`gpumlp.runstate.check_resumable`); the engine against ``--distributed``.
 
     Raises ValueError/TypeError naming the flag (or the data file and the value that is not
     finite in the network's dtype), OutOfMemory naming ``--sizes``, BackendUnavailableError
@@ -113,7 +115,7 @@ def plan_run(
     not match.
     """
     spec = ModelSpec.build(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS})
-    check_engine(spec, flags["engine"])
+    check_engine(spec, flags["engine"], distributed=distributed)
     copies = Inputs(spec).copies(data.train[0], standardize=bool(flags.get("standardize")))
     if flags.get("from_disk") and copies:
         why = (
@@ -207,10 +209,12 @@ def execute(
     *,
     progress: Callable[..., Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    comm: Comm | None = None,
 ) -> tuple[Network, History, DivergedError | None]:
     """Train ``plan`` into the run folder ``out`` (made and locked by the caller), going on
     from its checkpoint when it resumes one. The network is made before ``args.json`` is
-    written, so a network that does not fit in memory leaves the folder as it was.
+    written, so a network that does not fit in memory leaves the folder as it was. With a
+    communicator ``comm`` every rank trains and rank 0 alone writes the folder's files.
 
     Returns the network, its history and, when training diverged, the DivergedError (the
     history and model still saved). Raises TrainingInterrupted after saving the history of the
@@ -223,9 +227,11 @@ def execute(
     net.inputs.describe(classes=info.classes, features=info.features, kind=info.kind,
                         label=info.label)  # fmt: skip
     data = None if flags.get("data") is None else str(Path(flags["data"]).resolve())
-    # "threads": the BLAS threads training runs on (a limit such as --threads, or BLAS's own).
-    record = flags | {"data": data, "threads": blas_threads()}
-    atomic_write_bytes(out / "args.json", json.dumps(record, indent=1).encode())
+    writes = rank_of(comm) == 0
+    if writes:
+        # "threads": the BLAS threads training runs on (a limit such as --threads, or BLAS's own).
+        record = flags | {"data": data, "threads": blas_threads()}
+        atomic_write_bytes(out / "args.json", json.dumps(record, indent=1).encode())
     checkpoint, diverged = out / "checkpoint.npz", None
     try:
         # Overflow on the way to NaN is expected when training diverges; the epoch check says so.
@@ -242,19 +248,22 @@ def execute(
                 progress=progress,
                 standardize=bool(flags.get("standardize")),
                 on_epoch=on_epoch,
+                comm=comm,
                 **plan.fit,
             )
     except DivergedError as exc:
         history, diverged = exc.history, exc
     except TrainingInterrupted as exc:
         with signals.deferred():
-            exc.history.save(out)
+            if writes:
+                exc.history.save(out)
         raise
     except DataFileShrank as exc:  # X.npy cut short: the finished epochs kept, as above
         if exc.history is None:
             raise
         with signals.deferred():
-            exc.history.save(out)
+            if writes:
+                exc.history.save(out)
         again = shlex.quote(str(out))
         raise exc.advise(f"restore it, then resume with: gpumlp train --resume {again}") from None
     except BrokenPipeError:  # stdout closed (``| head``): the command exits quietly
@@ -266,6 +275,8 @@ def execute(
             f"{exc.strerror or exc}; the previous checkpoint, if any, is intact",
         ) from exc
     target = "the history (history.json, history.csv)"
+    if not writes:
+        return net, history, diverged
     try:
         with signals.deferred():
             history.save(out)
