@@ -63,3 +63,23 @@ def test_in_place_numpy_cost_equals_the_xp_form_bit_for_bit(name, dtype):
     cost.np_fn(a, y, got, ws)
     assert got.dtype == want.dtype
     assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("name", "out"), [(name, out) for name, cost in COSTS.items() for out in cost.fused]
+)
+def test_in_place_closed_form_equals_the_xp_form_bit_for_bit(name, out, dtype):
+    """Each closed form of δ^L (``Fused.np_delta``, the NumPy fast path's) against ``delta``,
+    with one-hot and soft targets (rows summing to other than 1)."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((9, 4)).astype(dtype)
+    a = rng.random((9, 4)).astype(dtype)
+    y = rng.random((9, 4)).astype(dtype)
+    y[2:] = np.eye(4, dtype=dtype)[rng.integers(0, 4, 7)]
+    fused = COSTS[name].fused[out]
+    want = host(fused.delta(z, a, y, xp=XP))
+    got = np.full_like(a, np.nan)
+    fused.np_delta(z, a, y, got, np_workspace(np, a.shape, a.dtype))
+    assert got.dtype == want.dtype
+    assert got.tobytes() == want.tobytes()

@@ -117,19 +117,19 @@ def test_a_step_with_subnormal_deltas_matches_the_generic_step():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-30)
 
 
-def _counted_epochs(monkeypatch, batches, *, m=10, sizes=(784, 30, 10)):
-    """The fast step of ``sizes`` (sigmoid, quadratic, SGD) with NumPy and the array-API
-    namespace replaced by counting stand-ins, over ``batches`` batches of ``m`` rows: the
-    calls and the allocations of a second epoch (the first makes the buffers), both monitors
-    on."""
+def _counted_epochs(monkeypatch, batches, *, m=10, sizes=(784, 30, 10), **net):
+    """The fast step of ``sizes`` (sigmoid, quadratic, SGD, unless ``net`` says otherwise)
+    with NumPy and the array-API namespace replaced by counting stand-ins, over ``batches``
+    batches of ``m`` rows: the calls and the allocations of a second epoch (the first makes
+    the buffers), both monitors on."""
     calls = Calls()
     monkeypatch.setattr(_numpy_fast, "np", CountingNamespace(np, calls))
     rng = np.random.default_rng(0)
     n = batches * m
     X, y = rng.random((n, sizes[0])).astype(np.float32), rng.integers(0, sizes[-1], n)
-    net = gpumlp.Network(list(sizes), backend="numpy", seed=0)
-    state = TrainState.start(net.spec, net.params, TrainConfig(batch_size=m), rng)
-    step = _numpy_fast.NumpyStep(state, net.inputs.data(X, y))
+    model = gpumlp.Network(list(sizes), backend="numpy", seed=0, **net)
+    state = TrainState.start(model.spec, model.params, TrainConfig(batch_size=m), rng)
+    step = _numpy_fast.NumpyStep(state, model.inputs.data(X, y))
     step.xp = CountingNamespace(step.xp, calls, "xp.")
     perm = rng.permutation(n)
     monitor = ("train_cost", "train_accuracy")
@@ -141,26 +141,42 @@ def _counted_epochs(monkeypatch, batches, *, m=10, sizes=(784, 30, 10)):
     return calls, memory
 
 
-def test_a_step_makes_the_documented_numpy_calls_and_no_others(monkeypatch):
-    """The step's cost in NumPy calls (the module docstring's count) does not grow: every call
-    through NumPy's namespace is a ufunc or a C function given ``out=``, none goes through a
-    Python wrapper (np.sum, np.take) or the array-API namespace, and the same number per batch
-    (an epoch's own calls, such as its two zeros, cancel out between 10 and 20 batches)."""
+def test_a_step_makes_the_documented_numpy_calls(monkeypatch):
+    """The step's cost in NumPy calls (the module docstring's count) does not grow: the same
+    number per batch (an epoch's own calls, such as its two zeros, cancel out between 10 and
+    20 batches)."""
     calls10, _ = _counted_epochs(monkeypatch, 10)
     calls20, _ = _counted_epochs(monkeypatch, 20)
     per_step = (calls20.total() - calls10.total()) / 10
     assert per_step == _numpy_fast.CALLS_PER_STEP, dict(calls20.count)
+
+
+FAST_PAIRS = [("sigmoid", "quadratic"), ("sigmoid", "cross_entropy"),
+              ("softmax", "log_likelihood")]  # fmt: skip
+"""Output activation and cost of networks whose every step is free of allocations."""
+
+
+@pytest.mark.parametrize(("out", "cost"), FAST_PAIRS)
+def test_a_step_calls_no_python_wrapper_and_nothing_without_out(monkeypatch, out, cost):
+    """Every call of a step through NumPy's namespace is a ufunc or a C function given
+    ``out=``; none goes through a Python wrapper (np.sum, np.take) or the array-API namespace
+    (whose calls per epoch, its two zeros, are the same for 10 and 20 batches)."""
+    net = {"output_activation": out, "cost": cost}
+    calls10, _ = _counted_epochs(monkeypatch, 10, **net)
+    calls20, _ = _counted_epochs(monkeypatch, 20, **net)
     assert calls20.total("xp.") == calls10.total("xp."), dict(calls20.count)
-    assert calls20.python <= {"xp.zeros"}, calls20.python  # one per epoch, for its sums
+    assert calls20.python <= {"xp.zeros"}, calls20.python
     assert not calls20.no_out, calls20.no_out
 
 
-def test_a_step_allocates_no_array(monkeypatch):
+@pytest.mark.parametrize(("out", "cost"), FAST_PAIRS)
+def test_a_step_allocates_no_array(monkeypatch, out, cost):
     """After the first epoch nothing is left behind per batch (10 and 20 batches leave the
-    same blocks), and an epoch never holds more than the documented bytes above its start:
-    one batch of inputs (m, 784) is 31 KB, each output-sized temporary (m, 10) 0.5 KB."""
-    _, memory10 = _counted_epochs(monkeypatch, 10)
-    _, memory20 = _counted_epochs(monkeypatch, 20)
+    same blocks), and an epoch never holds more than the documented bytes above its start
+    (a batch of inputs, (10, 784) float32, is 31 KB)."""
+    net = {"output_activation": out, "cost": cost}
+    _, memory10 = _counted_epochs(monkeypatch, 10, **net)
+    _, memory20 = _counted_epochs(monkeypatch, 20, **net)
     assert memory20.left_blocks <= memory10.left_blocks, (memory10, memory20)
     assert memory20.peak_bytes <= _numpy_fast.TRANSIENT_BYTES, memory20
 

@@ -35,11 +35,14 @@ class Fused:
     and stabler than the chain rule, and valid only for that activation.
 
     ``delta(z, a, y, *, xp)`` is the xp form; ``cuda`` the CUDA C expression of one element in
-    ``a``, ``y`` and ``ysum`` (Σ_j y_j of the row, which the output kernel always sums).
+    ``a``, ``y`` and ``ysum`` (Σ_j y_j of the row, which the output kernel always sums);
+    ``np_delta(z, a, y, out, ws)`` the in-place NumPy form (bit for bit with ``delta``; ``ws``
+    an :func:`~gpumlp.activations.np_workspace` shaped like ``a``).
     """
 
     delta: Callable[..., Array]
     cuda: str
+    np_delta: Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,10 @@ def _a_minus_y(z: Array, a: Array, y: Array, *, xp: Namespace) -> Array:
     return a - y
 
 
+def _np_a_minus_y(z: Any, a: Any, y: Any, out: Any, ws: Any) -> None:
+    ws.np.subtract(a, y, out=out)
+
+
 # -- log-likelihood ---------------------------------------------------------------------------
 
 
@@ -198,6 +205,13 @@ def _softmax_log_likelihood_delta(z: Array, a: Array, y: Array, *, xp: Namespace
     return a * xp.sum(y, axis=1, keepdims=True) - y
 
 
+def _np_softmax_log_likelihood_delta(z: Any, a: Any, y: Any, out: Any, ws: Any) -> None:
+    np = ws.np
+    np.add.reduce(y, axis=1, keepdims=True, out=ws.r)
+    np.multiply(a, ws.r, out=out)
+    np.subtract(out, y, out=out)
+
+
 COSTS: dict[str, Cost] = {
     "quadratic": Cost(
         "quadratic", _quadratic, _quadratic_grad, _np_quadratic_grad, _np_quadratic,
@@ -210,7 +224,7 @@ COSTS: dict[str, Cost] = {
         " / (clip(a, eps, (real)1 - eps) * ((real)1 - clip(a, eps, (real)1 - eps)))",
         cuda_cost="-(y * log(clip(a, eps, (real)1 - eps))"
         " + ((real)1 - y) * log((real)1 - clip(a, eps, (real)1 - eps)))",
-        fused={"sigmoid": Fused(_a_minus_y, "a - y")},
+        fused={"sigmoid": Fused(_a_minus_y, "a - y", _np_a_minus_y)},
         outputs=frozenset({"sigmoid", "softmax"}),
         unit_targets=True,
     ),
@@ -219,7 +233,9 @@ COSTS: dict[str, Cost] = {
         _np_log_likelihood,
         cuda_grad="-y / clip(a, eps, (real)1)",
         cuda_cost="-(y * log(clip(a, eps, (real)1)))",
-        fused={"softmax": Fused(_softmax_log_likelihood_delta, "a * ysum - y")},
+        fused={"softmax": Fused(
+            _softmax_log_likelihood_delta, "a * ysum - y", _np_softmax_log_likelihood_delta
+        )},
         outputs=frozenset({"softmax"}),
         unit_targets=True,
     ),

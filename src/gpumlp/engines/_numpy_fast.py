@@ -31,7 +31,8 @@ included; the ndarray methods ``take`` and ``argmax`` are not seen), each given 
 to a Python wrapper or to the array-API namespace; it leaves no memory block behind, and an
 epoch holds at most :data:`TRANSIENT_BYTES` above its start (NumPy's iterator buffers of one
 call and Python's small objects; a batch of inputs would be 31 KB). Dropout's masks, the
-penalties, the closed forms of δ^L and the other optimizers' updates still allocate.
+penalties, softmax's δ^L under a cost with no closed form for it and the other optimizers'
+updates still allocate.
 
 Chosen by :func:`gpumlp.engines.select_step` for the NumPy backend (engine "auto" or "fused").
 """
@@ -109,8 +110,7 @@ class NumpyStep(BatchLoop):
         self.weights: list[Any] = list(params.weights)
         self.biases: list[Any] = list(params.biases)
         self.transposed = [w.T for w in self.weights]
-        out = state.spec.activations[-1]
-        self.closed = out.name in state.spec.cost.fused or out.np_times_prime is None
+        self.fused = state.spec.cost.fused.get(state.spec.activations[-1].name)
         self.pairs: list[tuple[Any, Any]] = list(
             zip(params.arrays(), self.grads.arrays(), strict=True)
         )
@@ -216,12 +216,14 @@ class NumpyStep(BatchLoop):
                     np.multiply(buf.a, keep[l], out=buf.kept)
                 inputs.append(buf.a if keep is None else buf.kept)
         out, last = acts[-1], layers[-1]
-        if self.closed:  # closed forms, softmax
+        if self.fused is not None:  # the pair's closed form of δ^L, in place
+            self.fused.np_delta(last.z, last.a, y, last.d, last)
+        elif out.np_times_prime is None:  # softmax under another cost: its xp vjp
             closed: Any = cost.delta(last.z, last.a, y, out, xp=xp)
             np.copyto(last.d, closed)
         else:  # BP1: ∇_a C ⊙ σ'(z), in place
             cost.np_grad(last.a, y, last.d, last)
-            out.np_times_prime(last.d, last.z, last.a, last)  # type: ignore[misc]
+            out.np_times_prime(last.d, last.z, last.a, last)
         # The batch mean (network.backprop's 1/m); for plain SGD with the rate folded in.
         np.multiply(last.d, (lr if self.sgd else 1.0) / m, out=last.d)
         if last.flush:
