@@ -8,7 +8,9 @@
 - :mod:`helpers.trainer`: ``gpumlp train`` in a subprocess, its lines read as they come;
 - :mod:`helpers.plots`: learning-curve checks;
 - :mod:`helpers.faults`: a full disk, a step out of memory, a fresh process's peak memory;
-- :mod:`helpers.stepcheck`: one training step of an engine against the NumPy oracle.
+- :mod:`helpers.stepcheck`: one training step of an engine against the NumPy oracle;
+- :mod:`helpers.counting`: a namespace stand-in that counts calls, and ``tracemalloc``'s view
+  of a block (what a fast step costs).
 
 Tests import them as ``from helpers.cli import run`` (``tests/`` is on ``sys.path`` when pytest
 collects it, and in the fresh processes ``run_python`` starts).
