@@ -115,7 +115,7 @@ class NumpyStep(BatchLoop):
             zip(params.arrays(), self.grads.arrays(), strict=True)
         )
         self.buffers: dict[int, list[SimpleNamespace]] = {}
-        self.batches: dict[int, SimpleNamespace] = {}
+        self.batch_buffers: dict[int, SimpleNamespace] = {}
 
     def _layers(self, m: int) -> list[SimpleNamespace]:
         """Per layer, in an :func:`~gpumlp.activations.np_workspace` (m, n): z, a, δ and δᵀ
@@ -137,12 +137,12 @@ class NumpyStep(BatchLoop):
             self.buffers[m] = [new(n_in, n) for n_in, n in itertools.pairwise(sizes)]
         return self.buffers[m]
 
-    def _batch(self, m: int) -> SimpleNamespace:
-        """A batch of ``m`` rows' gather targets x, y, labels, and the monitors' scratch: each
-        example's cost ``c`` (m,), predictions
-        ``pred`` (m,), hits ``hit`` (m,) or (m, 1), and the batch sums ``s`` and ``k`` (0-d),
-        in an :func:`~gpumlp.activations.np_workspace` of (m, n_L)."""
-        if m not in self.batches:
+    def _batch_buffers(self, m: int) -> SimpleNamespace:
+        """For a batch of ``m`` rows, in an :func:`~gpumlp.activations.np_workspace` of
+        (m, n_L): the gather targets ``x``, ``y``, ``labels``, and the monitors' scratch: each
+        example's cost ``c`` (m,), predictions ``pred`` (m,), hits ``hit`` (m,) or (m, 1),
+        and the batch sums ``s`` and ``k`` (0-d)."""
+        if m not in self.batch_buffers:
             (X, Y, labels), dtype = self.data, np.dtype(self.state.spec.dtype)
             g = np_workspace(np, (m, Y.shape[1]), dtype)
             g.x = np.empty((m, *X.shape[1:]), X.dtype)
@@ -150,8 +150,8 @@ class NumpyStep(BatchLoop):
             g.labels, g.pred = np.empty(m, labels.dtype), np.empty(m, labels.dtype)
             g.hit = np.empty(m if Y.shape[1] > 1 else (m, 1), bool)
             g.c, g.s, g.k = np.empty(m, dtype), np.empty((), dtype), np.empty((), labels.dtype)
-            self.batches[m] = g
-        return self.batches[m]
+            self.batch_buffers[m] = g
+        return self.batch_buffers[m]
 
     def batch(self, rows: slice, perm: Any, *, labels: bool) -> tuple[Any, Any, Any]:
         """As :meth:`BatchLoop.batch`, an in-memory permuted batch gathered into buffers."""
@@ -160,9 +160,9 @@ class NumpyStep(BatchLoop):
         data: Any = self.data  # NumPy arrays
         X, Y, lab = data
         idx = perm[rows]
-        g = self._batch(idx.shape[0])
-        # mode="clip" never clips (perm is a permutation of the rows); "raise" would gather
-        # into a temporary first and copy it into out.
+        g = self._batch_buffers(idx.shape[0])
+        # mode="clip" never clips (perm holds row numbers 0..n-1, the epoch's permutation);
+        # "raise" would gather into a temporary first and copy that into out.
         X.take(idx, axis=0, out=g.x, mode="clip")
         Y.take(idx, axis=0, out=g.y, mode="clip")
         if not labels:
@@ -173,7 +173,7 @@ class NumpyStep(BatchLoop):
     def add_cost(self, cost_sum: Any, a: Any, y: Any) -> Any:
         """As :meth:`BatchLoop.add_cost`, in place: the cost's in-place form, summed in the
         generic loop's order (per example, then the batch)."""
-        g = self._batch(a.shape[0])
+        g = self._batch_buffers(a.shape[0])
         self.state.spec.cost.np_fn(a, y, g.c, g)
         np.add.reduce(g.c, axis=0, out=g.s)
         np.add(cost_sum, g.s, out=cost_sum)
@@ -182,7 +182,7 @@ class NumpyStep(BatchLoop):
     def add_hits(self, correct: Any, a: Any, labels: Any) -> Any:
         """As :meth:`BatchLoop.add_hits` (:func:`~gpumlp.engines.steps.predict_labels`), in
         place."""
-        g = self._batch(a.shape[0])
+        g = self._batch_buffers(a.shape[0])
         if a.shape[1] == 1:
             np.greater(a, g.half, out=g.hit)
             np.equal(g.hit, labels[:, None], out=g.hit)
