@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import gpumlp
-from gpumlp.activations import ACTIVATIONS, get_activation, sigmoid_floor
+from gpumlp.activations import ACTIVATIONS, get_activation, np_workspace, sigmoid_floor
 from helpers.nets import host
 
 XP = gpumlp.get_namespace("numpy")
@@ -28,8 +27,7 @@ def _grid(dtype):
 
 
 def _ws(z):
-    return SimpleNamespace(np=np, t=np.empty_like(z), u=np.empty_like(z),
-                           mask=np.empty(z.shape, bool))  # fmt: skip
+    return np_workspace(np, z.shape, z.dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

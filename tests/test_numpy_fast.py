@@ -12,7 +12,9 @@ import gpumlp
 from gpumlp.config import TrainConfig
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.engines import _numpy_fast
+from gpumlp.engines.steps import GenericStep
 from gpumlp.runstate import TrainState
+from helpers.counting import Calls, CountingNamespace, traced
 from helpers.nets import HIDDEN, host
 
 
@@ -72,7 +74,7 @@ def test_fused_float32_within_rounding():
 def test_subnormal_deltas_are_flushed_to_zero_and_nothing_else():
     tiny = np.finfo(np.float32).smallest_normal
     d = np.array([[tiny / 2, -tiny / 8, tiny, -2.0, 0.0, 3e-30]], np.float32)
-    buf = SimpleNamespace(t=np.empty_like(d), mask=np.empty(d.shape, bool))
+    buf = SimpleNamespace(t=np.empty_like(d), mask=np.empty(d.shape, bool), tiny=tiny)
     _numpy_fast._flush_subnormals(d, buf)
     assert d.tolist() == np.array([[0, 0, tiny, -2.0, 0.0, 3e-30]], np.float32).tolist()
 
@@ -113,3 +115,96 @@ def test_a_step_with_subnormal_deltas_matches_the_generic_step():
         params.append([host(t) for t in net.params.arrays()])
     for a, b in zip(*params, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-30)
+
+
+def _counted_epochs(monkeypatch, batches, *, m=10, sizes=(784, 30, 10), **net):
+    """The fast step of ``sizes`` (sigmoid, quadratic, SGD, unless ``net`` says otherwise)
+    with NumPy and the array-API namespace replaced by counting stand-ins, over ``batches``
+    batches of ``m`` rows: the calls and the allocations of a second epoch (the first makes
+    the buffers), both monitors on."""
+    calls = Calls()
+    monkeypatch.setattr(_numpy_fast, "np", CountingNamespace(np, calls))
+    rng = np.random.default_rng(0)
+    n = batches * m
+    X, y = rng.random((n, sizes[0])).astype(np.float32), rng.integers(0, sizes[-1], n)
+    model = gpumlp.Network(list(sizes), backend="numpy", seed=0, **net)
+    state = TrainState.start(model.spec, model.params, TrainConfig(batch_size=m), rng)
+    step = _numpy_fast.NumpyStep(state, model.inputs.data(X, y))
+    step.xp = CountingNamespace(step.xp, calls, "xp.")
+    perm = rng.permutation(n)
+    monitor = ("train_cost", "train_accuracy")
+    step.epoch(perm, 3.0, 0, monitor=monitor)
+    calls.clear()
+    with traced() as memory:
+        cost_sum, correct = step.epoch(perm, 3.0, batches, monitor=monitor)
+        del cost_sum, correct
+    return calls, memory
+
+
+def test_a_step_makes_the_documented_numpy_calls(monkeypatch):
+    """The step's cost in NumPy calls (the module docstring's count) does not grow: the same
+    number per batch (an epoch's own calls, such as its two zeros, cancel out between 10 and
+    20 batches)."""
+    calls10, _ = _counted_epochs(monkeypatch, 10)
+    calls20, _ = _counted_epochs(monkeypatch, 20)
+    per_step = (calls20.total() - calls10.total()) / 10
+    assert per_step == _numpy_fast.CALLS_PER_STEP, dict(calls20.count)
+
+
+FAST_PAIRS = [("sigmoid", "quadratic"), ("sigmoid", "cross_entropy"),
+              ("softmax", "log_likelihood")]  # fmt: skip
+"""Output activation and cost of networks whose every step is free of allocations."""
+
+
+@pytest.mark.parametrize(("out", "cost"), FAST_PAIRS)
+def test_a_step_calls_no_python_wrapper_and_nothing_without_out(monkeypatch, out, cost):
+    """Every call of a step through NumPy's namespace is a ufunc or a C function given
+    ``out=``; none goes through a Python wrapper (np.sum, np.take) or the array-API namespace
+    (whose calls per epoch, its two zeros, are the same for 10 and 20 batches)."""
+    net = {"output_activation": out, "cost": cost}
+    calls10, _ = _counted_epochs(monkeypatch, 10, **net)
+    calls20, _ = _counted_epochs(monkeypatch, 20, **net)
+    assert calls20.total("xp.") == calls10.total("xp."), dict(calls20.count)
+    assert calls20.python <= {"xp.zeros"}, calls20.python
+    assert not calls20.no_out, calls20.no_out
+
+
+@pytest.mark.parametrize(("out", "cost"), FAST_PAIRS)
+def test_a_step_allocates_no_array(monkeypatch, out, cost):
+    """After the first epoch nothing is left behind per batch (10 and 20 batches leave the
+    same blocks), and an epoch never holds more than the documented bytes above its start
+    (a batch of inputs, (10, 784) float32, is 31 KB)."""
+    net = {"output_activation": out, "cost": cost}
+    _, memory10 = _counted_epochs(monkeypatch, 10, **net)
+    _, memory20 = _counted_epochs(monkeypatch, 20, **net)
+    assert memory20.left_blocks <= memory10.left_blocks, (memory10, memory20)
+    assert memory20.peak_bytes <= _numpy_fast.TRANSIENT_BYTES, memory20
+
+
+@pytest.mark.parametrize(
+    ("sizes", "out", "cost"),
+    [((5, 4, 3), out, cost) for out, cost in VALID_PAIRS] + [((5, 4, 1), "sigmoid", "quadratic")],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_epoch_sums_equal_the_generic_loops_bit_for_bit(sizes, out, cost, dtype):
+    """The fast epoch's in-place training cost and hits, on the same outputs, against the
+    generic loop's (``cost.fn`` and ``hits`` in xp), over several batches and a short one."""
+    net = gpumlp.Network(list(sizes), output_activation=out, cost=cost, dtype=dtype,
+                         backend="numpy", seed=0)  # fmt: skip
+    rng = np.random.default_rng(1)
+    X, y = rng.random((23, sizes[0])), rng.integers(0, max(sizes[-1], 2), 23)
+    state = TrainState.start(net.spec, net.params, TrainConfig(batch_size=8), rng)
+    data = net.inputs.data(X, y)
+    rows = [slice(k, min(k + 8, 23)) for k in range(0, 23, 8)]  # two batches of 8, one of 7
+    outputs = [rng.random((r.stop - r.start, sizes[-1])).astype(dtype) for r in rows]
+    for a in outputs:
+        a[0] = 0.0  # a clipped logarithm, and a tie for the argmax
+    sums = []
+    for step in (_numpy_fast.NumpyStep(state, data), GenericStep(state, data)):
+        cost_sum, correct = np.zeros((), dtype), np.zeros((), np.int64)
+        for r, a in zip(rows, outputs, strict=True):
+            _, yb, labels = step.batch(r, None, labels=True)
+            cost_sum = step.add_cost(cost_sum, a, yb)
+            correct = step.add_hits(correct, a, labels)
+        sums.append((cost_sum.dtype, cost_sum.tobytes(), int(correct)))
+    assert sums[0] == sums[1]

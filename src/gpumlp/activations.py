@@ -4,8 +4,9 @@ Each :class:`Activation` holds its math in three forms, side by side so they can
 
 - the array-API form, ``fn(z, *, xp)`` and ``prime(z, a, *, xp)``, for any namespace;
 - the in-place NumPy form, ``np_fn(z, out, ws)`` and ``np_times_prime(g, z, a, ws)``, for the
-  NumPy fast path: the same IEEE operations in the same order, into preallocated buffers (``ws``
-  holds two scratch arrays ``t``, ``u`` shaped like ``z`` and a boolean ``mask``);
+  NumPy fast path: the same IEEE operations in the same order, into preallocated buffers (``ws``,
+  a :func:`np_workspace`: scratch arrays shaped like ``z``, and the forms' constants as 0-d
+  arrays of its dtype, which a ufunc takes without converting a Python float at every call);
 - the CUDA C form, ``cuda_fn`` and ``cuda_prime``: bodies of device functions of ``real z``
   (and ``real a``) that the kernel source is generated from (:mod:`gpumlp.engines._kernels`).
 
@@ -24,6 +25,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from .backend import Array, Namespace
@@ -35,6 +37,7 @@ __all__ = [
     "Activation",
     "get_activation",
     "lookup",
+    "np_workspace",
     "sigmoid_floor",
 ]
 
@@ -88,6 +91,24 @@ def sigmoid_floor(smallest_normal: float) -> float:
     return float(math.ceil(math.log(smallest_normal)))
 
 
+def np_workspace(np: Any, shape: tuple[int, ...], dtype: Any) -> SimpleNamespace:
+    """The workspace the in-place NumPy forms of the activations and costs take: ``np`` (the
+    namespace they call), scratch ``t``, ``u``, ``v`` (``shape``, ``dtype``), ``mask``
+    (``shape``, bool), ``r`` (the rows, shape[0], by 1) and the constants they use, 0-d
+    arrays of ``dtype``: ``zero``, ``half``, ``one``, ``four``, ``minus_two``, ``floor``
+    (:func:`sigmoid_floor`), ``minus_floor``, ``eps`` and ``one_minus_eps`` (the cost's clip
+    bounds). Each value is the Python float the xp forms use, which NumPy rounds the same."""
+    dtype = np.dtype(dtype)
+    floor, eps = _floor(dtype, np), float(np.finfo(dtype).eps)
+    values = {"zero": 0.0, "half": 0.5, "one": 1.0, "four": 4.0, "minus_two": -2.0,
+              "floor": floor, "minus_floor": -floor, "eps": eps,
+              "one_minus_eps": 1.0 - eps}  # fmt: skip
+    consts = {k: np.full((), v, dtype) for k, v in values.items()}
+    scratch = {k: np.empty(shape, dtype) for k in ("t", "u", "v")}
+    rows = np.empty((shape[0], 1), dtype)
+    return SimpleNamespace(np=np, mask=np.empty(shape, bool), r=rows, **scratch, **consts)
+
+
 # -- sigmoid: σ(z) = 1 / (1 + e^−max(z, floor)) ----------------------------------------------
 # Both tails keep full relative precision (for z ≪ 0, 1 + e^−z rounds to e^−z to half an ulp);
 # σ' = σ(z) σ(−z) rather than the book's a(1 − a), which rounds to 0 once σ(z) rounds to 1
@@ -109,19 +130,19 @@ def _sigmoid_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
 
 def _np_sigmoid(z: Any, out: Any, ws: Any) -> None:
     np = ws.np
-    np.maximum(z, _floor(z.dtype, np), out=out)
+    np.maximum(z, ws.floor, out=out)
     np.negative(out, out=out)
     np.exp(out, out=out)
-    np.add(out, 1.0, out=out)
+    np.add(out, ws.one, out=out)
     np.reciprocal(out, out=out)  # 1/x, the same correctly rounded division as 1.0 / x
 
 
 def _np_sigmoid_times_prime(g: Any, z: Any, a: Any, ws: Any) -> None:
     np, t = ws.np, ws.t
     # σ(−z) = 1/(1 + e^−max(−z, floor)); −max(−z, f) is exactly min(z, −f)
-    np.minimum(z, -_floor(z.dtype, np), out=t)
+    np.minimum(z, ws.minus_floor, out=t)
     np.exp(t, out=t)
-    np.add(t, 1.0, out=t)
+    np.add(t, ws.one, out=t)
     np.reciprocal(t, out=t)
     np.multiply(a, t, out=t)
     np.multiply(g, t, out=g)
@@ -150,11 +171,11 @@ def _np_tanh(z: Any, out: Any, ws: Any) -> None:
 def _np_tanh_times_prime(g: Any, z: Any, a: Any, ws: Any) -> None:
     np, t, u = ws.np, ws.t, ws.u
     np.abs(z, out=t)
-    np.multiply(t, -2.0, out=t)
+    np.multiply(t, ws.minus_two, out=t)
     np.exp(t, out=t)
-    np.add(t, 1.0, out=u)
+    np.add(t, ws.one, out=u)
     np.multiply(u, u, out=u)
-    np.multiply(t, 4.0, out=t)
+    np.multiply(t, ws.four, out=t)
     np.divide(t, u, out=t)
     np.multiply(g, t, out=g)
 
@@ -176,11 +197,11 @@ def _relu_prime(z: Array, a: Array, *, xp: Namespace) -> Array:
 
 
 def _np_relu(z: Any, out: Any, ws: Any) -> None:
-    ws.np.maximum(z, 0.0, out=out)
+    ws.np.maximum(z, ws.zero, out=out)
 
 
 def _np_relu_times_prime(g: Any, z: Any, a: Any, ws: Any) -> None:
-    ws.np.greater(z, 0.0, out=ws.t, casting="unsafe")
+    ws.np.greater(z, ws.zero, out=ws.t, casting="unsafe")
     ws.np.multiply(g, ws.t, out=g)
 
 
@@ -217,10 +238,12 @@ def _softmax_vjp(z: Array, a: Array, g: Array, *, xp: Namespace) -> Array:
 
 
 def _np_softmax(z: Any, out: Any, ws: Any) -> None:
-    np = ws.np
-    np.subtract(z, np.max(z, axis=1, keepdims=True), out=out)
+    np, r = ws.np, ws.r  # the reductions of xp.max and xp.sum, without their Python wrappers
+    np.maximum.reduce(z, axis=1, keepdims=True, out=r)
+    np.subtract(z, r, out=out)
     np.exp(out, out=out)
-    np.divide(out, np.sum(out, axis=1, keepdims=True), out=out)
+    np.add.reduce(out, axis=1, keepdims=True, out=r)
+    np.divide(out, r, out=out)
 
 
 ACTIVATIONS: dict[str, Activation] = {

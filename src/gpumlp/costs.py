@@ -3,8 +3,10 @@
 Conventions (the book's): ``a`` is the network output and ``y`` the target, both shape
 (m, n_out); ``fn`` returns each example's cost, shape (m,), and the network takes the batch
 mean. As in :mod:`gpumlp.activations`, each :class:`Cost` holds the xp form, the in-place NumPy
-form of its gradient (``np_grad(a, y, out, ws)``) and the CUDA C forms (``cuda_grad``: ∇_a C of
-one element; ``cuda_cost``: one element's share of the cost), all with the same arithmetic.
+forms of the cost and its gradient (``np_fn(a, y, out, ws)``, ``np_grad(a, y, out, ws)``: the
+same IEEE operations in the same order, bit for bit on NumPy) and the CUDA C forms
+(``cuda_grad``: ∇_a C of one element; ``cuda_cost``: one element's share of the cost), all with
+the same arithmetic.
 
 - ``quadratic``: C = ½‖a − y‖², any output activation.
 - ``cross_entropy``: C = Σ_j −[y_j ln a_j + (1 − y_j) ln(1 − a_j)]; sigmoid or softmax outputs.
@@ -33,11 +35,14 @@ class Fused:
     and stabler than the chain rule, and valid only for that activation.
 
     ``delta(z, a, y, *, xp)`` is the xp form; ``cuda`` the CUDA C expression of one element in
-    ``a``, ``y`` and ``ysum`` (Σ_j y_j of the row, which the output kernel always sums).
+    ``a``, ``y`` and ``ysum`` (Σ_j y_j of the row, which the output kernel always sums);
+    ``np_delta(z, a, y, out, ws)`` the in-place NumPy form (bit for bit with ``delta``; ``ws``
+    an :func:`~gpumlp.activations.np_workspace` shaped like ``a``).
     """
 
     delta: Callable[..., Array]
     cuda: str
+    np_delta: Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class Cost:
     fn : ``fn(a, y, *, xp) -> c``; a, y (m, n_out) -> c (m,)
     grad : ``grad(a, y, *, xp) -> ∇_a C``, (m, n_out)
     np_grad : ``np_grad(a, y, out, ws)``, the gradient into ``out`` (scratch ``ws.t``)
+    np_fn : ``np_fn(a, y, out, ws)``, each example's cost into ``out`` (m,), as ``fn``
+        (``ws``: an :func:`~gpumlp.activations.np_workspace` shaped like ``a``)
     cuda_grad, cuda_cost : CUDA C expressions in ``a``, ``y`` and ``eps`` (the clip bound)
     fused : output activation name -> :class:`Fused` closed form of δ^L
     outputs : output activations the cost is defined for (None: any)
@@ -60,6 +67,7 @@ class Cost:
     fn: Callable[..., Array]
     grad: Callable[..., Array]
     np_grad: Callable[..., None]
+    np_fn: Callable[..., None]
     cuda_grad: str
     cuda_cost: str
     fused: Mapping[str, Fused] = field(default_factory=dict)
@@ -90,10 +98,9 @@ def _clip(a: Array, *, xp: Namespace, upper: bool = True) -> Array:
     return xp.minimum(lower, 1.0 - eps) if upper else xp.minimum(lower, 1.0)
 
 
-def _np_clip(a: Any, out: Any, np: Any, *, upper: bool = True) -> None:
-    eps = float(np.finfo(a.dtype).eps)
-    np.maximum(a, eps, out=out)
-    np.minimum(out, 1.0 - eps if upper else 1.0, out=out)
+def _np_clip(a: Any, out: Any, ws: Any, *, upper: bool = True) -> None:
+    ws.np.maximum(a, ws.eps, out=out)
+    ws.np.minimum(out, ws.one_minus_eps if upper else ws.one, out=out)
 
 
 # -- quadratic --------------------------------------------------------------------------------
@@ -106,6 +113,14 @@ def _quadratic(a: Array, y: Array, *, xp: Namespace) -> Array:
 
 def _quadratic_grad(a: Array, y: Array, *, xp: Namespace) -> Array:
     return a - y
+
+
+def _np_quadratic(a: Any, y: Any, out: Any, ws: Any) -> None:
+    np, t = ws.np, ws.t
+    np.subtract(a, y, out=t)
+    np.multiply(t, t, out=t)
+    np.add.reduce(t, axis=1, out=out)  # xp.sum's own reduction, without its Python wrapper
+    np.multiply(out, ws.half, out=out)
 
 
 def _np_quadratic_grad(a: Any, y: Any, out: Any, ws: Any) -> None:
@@ -125,10 +140,24 @@ def _cross_entropy_grad(a: Array, y: Array, *, xp: Namespace) -> Array:
     return (c - y) / (c * (1.0 - c))
 
 
+def _np_cross_entropy(a: Any, y: Any, out: Any, ws: Any) -> None:
+    np, t, u, v = ws.np, ws.t, ws.u, ws.v
+    _np_clip(a, t, ws)  # t = c
+    np.log(t, out=u)
+    np.multiply(y, u, out=u)  # y ln c
+    np.subtract(ws.one, y, out=v)
+    np.subtract(ws.one, t, out=t)
+    np.log(t, out=t)
+    np.multiply(v, t, out=t)  # (1 − y) ln(1 − c)
+    np.add(u, t, out=t)
+    np.add.reduce(t, axis=1, out=out)
+    np.negative(out, out=out)
+
+
 def _np_cross_entropy_grad(a: Any, y: Any, out: Any, ws: Any) -> None:
     np, t = ws.np, ws.t
-    _np_clip(a, out, np)  # out = c
-    np.subtract(1.0, out, out=t)
+    _np_clip(a, out, ws)  # out = c
+    np.subtract(ws.one, out, out=t)
     np.multiply(out, t, out=t)  # c (1 − c)
     np.subtract(out, y, out=out)
     np.divide(out, t, out=out)
@@ -137,6 +166,10 @@ def _np_cross_entropy_grad(a: Any, y: Any, out: Any, ws: Any) -> None:
 def _a_minus_y(z: Array, a: Array, y: Array, *, xp: Namespace) -> Array:
     # Sigmoid + cross-entropy: σ'(z) = a(1 − a) cancels the gradient's denominator (eq. 66).
     return a - y
+
+
+def _np_a_minus_y(z: Any, a: Any, y: Any, out: Any, ws: Any) -> None:
+    ws.np.subtract(a, y, out=out)
 
 
 # -- log-likelihood ---------------------------------------------------------------------------
@@ -150,9 +183,18 @@ def _log_likelihood_grad(a: Array, y: Array, *, xp: Namespace) -> Array:
     return -y / _clip(a, xp=xp, upper=False)
 
 
+def _np_log_likelihood(a: Any, y: Any, out: Any, ws: Any) -> None:
+    np, t = ws.np, ws.t
+    _np_clip(a, t, ws, upper=False)
+    np.log(t, out=t)
+    np.multiply(y, t, out=t)
+    np.add.reduce(t, axis=1, out=out)
+    np.negative(out, out=out)
+
+
 def _np_log_likelihood_grad(a: Any, y: Any, out: Any, ws: Any) -> None:
     np, t = ws.np, ws.t
-    _np_clip(a, t, np, upper=False)
+    _np_clip(a, t, ws, upper=False)
     np.negative(y, out=out)
     np.divide(out, t, out=out)
 
@@ -163,26 +205,37 @@ def _softmax_log_likelihood_delta(z: Array, a: Array, y: Array, *, xp: Namespace
     return a * xp.sum(y, axis=1, keepdims=True) - y
 
 
+def _np_softmax_log_likelihood_delta(z: Any, a: Any, y: Any, out: Any, ws: Any) -> None:
+    np = ws.np
+    np.add.reduce(y, axis=1, keepdims=True, out=ws.r)
+    np.multiply(a, ws.r, out=out)
+    np.subtract(out, y, out=out)
+
+
 COSTS: dict[str, Cost] = {
     "quadratic": Cost(
-        "quadratic", _quadratic, _quadratic_grad, _np_quadratic_grad,
+        "quadratic", _quadratic, _quadratic_grad, _np_quadratic_grad, _np_quadratic,
         cuda_grad="a - y", cuda_cost="(real)0.5 * ((a - y) * (a - y))",
     ),
     "cross_entropy": Cost(
         "cross_entropy", _cross_entropy, _cross_entropy_grad, _np_cross_entropy_grad,
+        _np_cross_entropy,
         cuda_grad="(clip(a, eps, (real)1 - eps) - y)"
         " / (clip(a, eps, (real)1 - eps) * ((real)1 - clip(a, eps, (real)1 - eps)))",
         cuda_cost="-(y * log(clip(a, eps, (real)1 - eps))"
         " + ((real)1 - y) * log((real)1 - clip(a, eps, (real)1 - eps)))",
-        fused={"sigmoid": Fused(_a_minus_y, "a - y")},
+        fused={"sigmoid": Fused(_a_minus_y, "a - y", _np_a_minus_y)},
         outputs=frozenset({"sigmoid", "softmax"}),
         unit_targets=True,
     ),
     "log_likelihood": Cost(
         "log_likelihood", _log_likelihood, _log_likelihood_grad, _np_log_likelihood_grad,
+        _np_log_likelihood,
         cuda_grad="-y / clip(a, eps, (real)1)",
         cuda_cost="-(y * log(clip(a, eps, (real)1)))",
-        fused={"softmax": Fused(_softmax_log_likelihood_delta, "a * ysum - y")},
+        fused={"softmax": Fused(
+            _softmax_log_likelihood_delta, "a * ysum - y", _np_softmax_log_likelihood_delta
+        )},
         outputs=frozenset({"softmax"}),
         unit_targets=True,
     ),

@@ -9,6 +9,8 @@
 - :mod:`helpers.plots`: learning-curve checks;
 - :mod:`helpers.faults`: a full disk, a step out of memory, a fresh process's peak memory;
 - :mod:`helpers.stepcheck`: one training step of an engine against the NumPy oracle;
+- :mod:`helpers.counting`: a namespace stand-in that counts calls, and ``tracemalloc``'s view
+  of a block (what a fast step costs);
 - :mod:`helpers.machines`: a PostgreSQL server of a test's own, and namespaces as machines.
 
 Tests import them as ``from helpers.cli import run`` (``tests/`` is on ``sys.path`` when pytest

@@ -124,14 +124,12 @@ class BatchLoop:
         progress: Callable[[int], object] | None = None,
     ) -> tuple[Array, Array]:
         """One pass over the bound data (see the module docstring)."""
-        xp, (X, Y, labels) = self.xp, self.data
-        n, bs = X.shape[0], self.state.config.batch_size
+        xp, n, bs = self.xp, self.data[0].shape[0], self.state.config.batch_size
         want_cost, want_accuracy = "train_cost" in monitor, "train_accuracy" in monitor
         cost_sum = xp.zeros((), dtype=self.state.spec.xp_dtype)
         correct = xp.zeros((), dtype=index_dtype(xp))
-        read = self.reader
-        if read is not None:
-            read.rows.check()  # a file that shrank since the last epoch stops training here
+        if self.reader is not None:
+            self.reader.rows.check()  # a file that shrank since the last epoch stops training here
         ranks = self.state.comm
         for b, k in enumerate(range(0, n, bs)):
             rows = slice(k, min(k + bs, n))  # clamped: the array API leaves ranges past n open
@@ -139,24 +137,39 @@ class BatchLoop:
             if ranks is not None:  # this rank's consecutive part of the global batch
                 lo, hi = local_rows(rows.stop - k, ranks.rank, ranks.size)
                 part, rows = (lo, rows.stop - k), slice(k + lo, k + hi)
-            if perm is None:
-                x = X[rows, ...] if read is None else read(rows)
-                y, lab = Y[rows, ...], labels[rows]
-            else:
-                idx = perm[rows]
-                x = xp.take(X, idx, axis=0) if read is None else read(idx)
-                y = xp.take(Y, idx, axis=0)
-                lab = xp.take(labels, idx, axis=0) if want_accuracy else labels
+            x, y, lab = self.batch(rows, perm, labels=want_accuracy)
             a = self(x, y, lr, draw + b) if part is None else self(x, y, lr, draw + b, part=part)
             if want_cost:
-                cost_sum = cost_sum + xp.sum(self.state.spec.cost.fn(a, y, xp=xp))
+                cost_sum = self.add_cost(cost_sum, a, y)
             if want_accuracy:
-                correct = correct + hits(a, lab, xp=xp)
+                correct = self.add_hits(correct, a, lab)
             if progress is not None:
                 progress(1)
         if self.reducer is not None:
             return self.reducer.epoch_sums(cost_sum, correct)
         return cost_sum, correct
+
+    def batch(self, rows: slice, perm: Array | None, *, labels: bool) -> tuple[Array, Array, Array]:
+        """The mini-batch at positions ``rows`` of the order ``perm``: x (m, n_0), y (m, n_L) and
+        its labels (m,) (with ``labels=False``, whatever is at hand: they are not read)."""
+        xp, (X, Y, lab), read = self.xp, self.data, self.reader
+        if perm is None:
+            x = X[rows, ...] if read is None else read(rows)
+            return x, Y[rows, ...], lab[rows]
+        idx = perm[rows]
+        x = xp.take(X, idx, axis=0) if read is None else read(idx)
+        return x, xp.take(Y, idx, axis=0), xp.take(lab, idx, axis=0) if labels else lab
+
+    def add_cost(self, cost_sum: Array, a: Array, y: Array) -> Array:
+        """``cost_sum`` (a device scalar) plus the batch's summed cost, of outputs ``a`` and
+        targets ``y`` (m, n_L); engines may add in place and return ``cost_sum`` itself."""
+        xp = self.xp
+        return cost_sum + xp.sum(self.state.spec.cost.fn(a, y, xp=xp))
+
+    def add_hits(self, correct: Array, a: Array, labels: Array) -> Array:
+        """``correct`` (a device scalar) plus the batch's correct predictions (:func:`hits`);
+        engines may add in place and return ``correct`` itself."""
+        return correct + hits(a, labels, xp=self.xp)
 
 
 class GenericStep(BatchLoop):
