@@ -29,6 +29,12 @@ marked ``*``. GFLOP/s counts an epoch as 6·n·Σ n_in·n_out floating-point ope
 measures the core's float32 GEMM rate in NumPy on one BLAS thread (``machine.sgemm_peak`` in
 the JSON), the arithmetic limit the rows are compared with.
 
+``--clock cpu`` times every row in the process's CPU seconds (``time.process_time``) instead of
+elapsed seconds: on a shared machine a pinned core is time-shared with other processes, which
+stretches elapsed time but not the CPU time a row uses. gpumlp's CPU clock runs from the
+epoch's progress hook (after its order is drawn) to its ``on_epoch`` call. Use it with one
+thread per process (a pinned core), where CPU seconds are the seconds a dedicated core takes.
+
 Nothing measured is lost to a ``timeout`` or a kill: each row is printed (and flushed) as soon as
 it is measured, and ``--json`` rewrites the whole JSON document atomically (temp file, fsync,
 rename) when the run starts and after every row, so a reader sees the rows finished so far in a
@@ -59,9 +65,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
-import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -69,18 +73,16 @@ from typing import Any
 
 import numpy as np
 
-import gpumlp
 from bench_peers import available_backends, import_jax, import_torch, jax_epoch, torch_epoch
 from bench_report import (
     TABLE_HEAD,
     add_ratios,
-    epoch_flops,
     format_row,
     machine_info,
     print_table,
     sgemm_peak_gflops,
-    usable_cores,
 )
+from bench_timing import CLOCKS, bench_gpumlp, bench_torch_cpu, measure, warmup_rows
 from gpumlp.atomicio import atomic_write_bytes
 from gpumlp.config import ENGINES
 
@@ -110,65 +112,6 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _warmup_rows(case: Case, n: int) -> int:
-    """The warm-up epoch's samples: all ``n``, or ``case.warmup_batches`` batches plus the
-    last, partial batch's rows, so the warm-up keeps its shape (compiled code is
-    shape-specific)."""
-    rows = n if case.warmup_batches is None else case.warmup_batches * case.batch_size
-    return min(n, rows + n % case.batch_size)
-
-
-def _measure(epoch: Any, case: Case, n: int, opts: argparse.Namespace) -> dict[str, Any]:
-    """Warm up, then time ``opts.repeats`` epochs (fewer if they would exceed ``opts.budget`` s).
-
-    ``epoch(rows)`` trains one epoch over the first ``rows`` samples and returns its seconds.
-    """
-    rows = _warmup_rows(case, n)
-    estimate = epoch(rows) * n / rows
-    repeats = opts.repeats
-    if opts.budget > 0 and estimate * repeats > opts.budget:
-        repeats = max(1, math.floor(opts.budget / estimate))
-    times = [epoch(n) for _ in range(repeats)]
-    median = statistics.median(times)
-    return {
-        "median": median,
-        "min": min(times),
-        "repeats": times,
-        "samples_per_s": n / median,
-        "gflops": epoch_flops(case.sizes, n) / median / 1e9,
-        "threads": None,
-        "repeats_lowered": repeats < opts.repeats,
-    }
-
-
-def bench_gpumlp(
-    case: Case, backend: str, X: Any, y: Any, opts: argparse.Namespace, engine: str = "auto"
-) -> dict:
-    """Time ``Network.fit`` epochs with ``engine``; ``X`` (n, 784) float32, ``y`` (n,) int64."""
-    net = gpumlp.Network(list(case.sizes), init=case.init, backend=backend, seed=0)
-
-    def epoch(rows: int) -> float:
-        kw = dict(batch_size=case.batch_size, lr=case.lr, monitor=("train_cost",), engine=engine)
-        return net.fit(X[:rows], y[:rows], epochs=1, shuffle=True, **kw).records[0]["seconds"]
-
-    return _measure(epoch, case, len(X), opts)
-
-
-def bench_torch_cpu(torch: Any, case: Case, X: Any, y: Any, opts: argparse.Namespace) -> dict:
-    """torch-cpu with 1 thread and with as many as the process may run on (``taskset``); the
-    faster one is the peer."""
-    before, runs = torch.get_num_threads(), {}
-    try:
-        for t in sorted({1, usable_cores()}):
-            torch.set_num_threads(t)
-            measured = _measure(torch_epoch(torch, case, "torch-cpu", X, y), case, len(X), opts)
-            runs[t] = {**measured, "threads": t}
-    finally:
-        torch.set_num_threads(before)
-    best = min(runs.values(), key=lambda r: r["median"])
-    return {**best, "by_threads": {str(t): r for t, r in runs.items()}}
-
-
 def write_json(path: str, doc: dict[str, Any]) -> None:
     """Replace ``path`` with ``doc`` whole: a kill leaves the previous version, never half."""
     atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
@@ -194,6 +137,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--all", action="store_true", help="also run the GPU-sized case on CPU backends")
     p.add_argument("--quick", action="store_true", help="n=5000, 1 repeat: a smoke run")
+    p.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall: elapsed seconds per epoch "
+        "(default); cpu: the process's CPU seconds, for a pinned core other processes share",
+    )
     p.add_argument("--budget", type=float, default=120.0, help="max s of timed epochs per row")
     p.add_argument(
         "--json", metavar="PATH", help="results and machine info, rewritten after every row"
@@ -238,10 +188,11 @@ def row_jobs(
     if backend == "torch-cpu":
         return [(backend, functools.partial(bench_torch_cpu, torch, case, X, y, opts))]
     if backend.startswith("jax"):
-        make = functools.partial(jax_epoch, jax, case, backend, X, y, _warmup_rows(case, len(X)))
+        warmup = warmup_rows(case, len(X))
+        make = functools.partial(jax_epoch, jax, case, backend, X, y, warmup, CLOCKS[opts.clock])
     else:
-        make = functools.partial(torch_epoch, torch, case, backend, X, y)
-    return [(backend, lambda: _measure(make(), case, len(X), opts))]
+        make = functools.partial(torch_epoch, torch, case, backend, X, y, CLOCKS[opts.clock])
+    return [(backend, lambda: measure(make(), case, len(X), opts))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: skipping engine {engine}: this gpumlp has no such engine ({have})",
                   flush=True)  # fmt: skip
     backends = [b for b in args.backends or BACKENDS if not found[b]]
-    settings = {"n": args.n, "repeats": args.repeats, "budget_s": args.budget}
+    settings = {"n": args.n, "repeats": args.repeats, "budget_s": args.budget, "clock": args.clock}
     settings |= {"engines": args.engines, "skipped": {b: why for b, why in found.items() if why}}
     results: dict[str, Any] = {}
     doc = {"machine": info, "settings": settings, "complete": False, "cases": results}
@@ -287,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             if case.gpu_only and not on_cpu_too and backend not in GPU_BACKENDS:
                 continue
             _log(f"bench: {name} on {backend} (n={args.n}) ...")
-            for label, measure in row_jobs(peers, case, backend, X, y, args):
+            for label, job in row_jobs(peers, case, backend, X, y, args):
                 try:
-                    row = measure()
+                    row = job()
                 except Exception as exc:  # torch.compile can fail in many ways; report, go on
                     # an engine asked for by name that does not apply (persistent: a network
                     # beyond one block's shared memory; one of another backend) is a row saying

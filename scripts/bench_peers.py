@@ -19,7 +19,6 @@ running cost kept on the device and read once at the end (as gpumlp's ``train_co
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from gpumlp.backend import cupy_status, to_host
 from gpumlp.initial import init_params
 
 Epoch = Callable[[int], float]
+Clock = Callable[[], float]
 
 
 def import_jax() -> tuple[Any, str]:
@@ -152,28 +152,31 @@ class JaxPeer:
         return running
 
 
-def jax_epoch(jax: Any, case: Any, kind: str, X: Any, y: Any, warmup_rows: int) -> Epoch:
-    """``epoch(rows) -> seconds`` of :class:`JaxPeer` (``kind`` jax-cpu or jax-cuda) from
-    gpumlp's initial weights for seed 0, in gpumlp's epoch orders; compiled for ``len(X)`` and
-    ``warmup_rows`` samples before it returns."""
+def jax_epoch(
+    jax: Any, case: Any, kind: str, X: Any, y: Any, warmup_rows: int, clock: Clock
+) -> Epoch:
+    """``epoch(rows) -> seconds`` on ``clock`` of :class:`JaxPeer` (``kind`` jax-cpu or
+    jax-cuda) from gpumlp's initial weights for seed 0, in gpumlp's epoch orders; compiled for
+    ``len(X)`` and ``warmup_rows`` samples before it returns."""
     device = jax.devices("cpu" if kind == "jax-cpu" else "gpu")[0]
     peer = JaxPeer(jax, case, X, y, device=device, seed=0)
     for rows in (warmup_rows, len(X)):
         peer.compile(rows)
 
     def epoch(rows: int) -> float:
-        start = time.perf_counter()
+        start = clock()
         running = peer.epoch(rows)
         running.block_until_ready()
         float(running)  # the one host read per epoch, like gpumlp's train_cost monitor
-        return time.perf_counter() - start
+        return clock() - start
 
     return epoch
 
 
-def torch_epoch(torch: Any, case: Any, kind: str, X: Any, y: Any) -> Epoch:
-    """``epoch(rows) -> seconds`` of the network in PyTorch; ``kind`` is torch-cpu, torch-cuda
-    or torch-compile (``torch.compile(mode="reduce-overhead")`` of model + loss)."""
+def torch_epoch(torch: Any, case: Any, kind: str, X: Any, y: Any, clock: Clock) -> Epoch:
+    """``epoch(rows) -> seconds`` on ``clock`` of the network in PyTorch; ``kind`` is
+    torch-cpu, torch-cuda or torch-compile (``torch.compile(mode="reduce-overhead")`` of
+    model + loss)."""
     device = "cpu" if kind == "torch-cpu" else "cuda"
     torch.manual_seed(0)
     layers: list[Any] = []
@@ -206,7 +209,7 @@ def torch_epoch(torch: Any, case: Any, kind: str, X: Any, y: Any) -> Epoch:
     Yd = torch.nn.functional.one_hot(torch.from_numpy(y), case.sizes[-1]).float().to(device)
 
     def epoch(rows: int) -> float:
-        start = time.perf_counter()
+        start = clock()
         idx = torch.randperm(rows, device=device)
         running = torch.zeros((), device=device)
         for k in range(0, rows, case.batch_size):
@@ -215,7 +218,7 @@ def torch_epoch(torch: Any, case: Any, kind: str, X: Any, y: Any) -> Epoch:
         if device == "cuda":
             torch.cuda.synchronize()
         running.item()  # the one host read per epoch, like gpumlp's train_cost monitor
-        return time.perf_counter() - start
+        return clock() - start
 
     if kind == "torch-compile":  # compile and record the CUDA graphs before the warm-up
         epoch(min(len(X), 8 * case.batch_size + len(X) % case.batch_size))

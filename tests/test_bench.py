@@ -5,6 +5,7 @@ and it refuses before any step runs."""
 import base64
 import hashlib
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -121,6 +122,23 @@ def test_an_engine_this_tree_lacks_is_skipped_with_a_note(bench, tmp_path, capsy
     doc = json.loads(out.read_text())
     assert list(doc["cases"]["784-30-10@100"]["backends"]) == ["numpy-fused"]
     assert doc["settings"]["engines"] == ["fused", "warp9"]
+
+
+def test_every_row_is_timed_on_the_chosen_clock(bench, monkeypatch, tmp_path):
+    # A clock that ticks once per reading: a row timed on it reads it exactly twice per epoch
+    # (its start and its end), so every repeat is 1.0, whichever backend trained it.
+    ticks = itertools.count()
+    monkeypatch.setitem(sys.modules["bench_timing"].CLOCKS, "cpu", lambda: float(next(ticks)))
+    backends = ["numpy"] + [peer for peer in ("torch-cpu", "jax-cpu") if _importable(peer[:-4])]
+    out = tmp_path / "b.json"
+    argv = ["--quick", "--n", "300", "--cases", "784-30-10@100", "--backends", *backends]
+    argv += ["--engines", "generic", "fused", "--peak-size", "0", "--clock", "cpu"]
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    rows = doc["cases"]["784-30-10@100"]["backends"]
+    assert set(rows) == {"numpy-generic", "numpy-fused", *backends[1:]}
+    assert {label: r["repeats"] for label, r in rows.items()} == {label: [1.0] for label in rows}
+    assert doc["settings"]["clock"] == "cpu"
 
 
 def test_the_jax_peer_trains_what_the_generic_step_trains(bench):
