@@ -24,8 +24,9 @@ PyTorch and JAX are optional: without one, its rows are skipped with a note sayi
 Each (case, backend) gets one untimed warm-up epoch (a subset for the large cases), then
 ``--repeats`` timed epochs; the median and the minimum are reported. If the timed epochs would
 take longer than ``--budget`` seconds, the repeats are lowered (never below 1) and the row is
-marked ``*``. GFLOP/s counts an epoch as 6·n·Σ n_in·n_out floating-point operations (forward
-2·m·n_in·n_out per layer and batch, backward twice that) over the median time; the run first
+marked ``*``. GFLOP/s is an epoch's matrix-product operations over its median time: per sample
+and layer 2·n_in·n_out forward, as many for the weight gradient and, but in the first layer,
+as many to carry δ back (``bench_report.epoch_flops``); the run first
 measures the core's float32 GEMM rate in NumPy on one BLAS thread (``machine.sgemm_peak`` in
 the JSON), the arithmetic limit the rows are compared with.
 
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:  # at once, so even a run killed before its first row leaves what it tried
         write_json(args.json, doc)
     if args.peak_size:
-        info["sgemm_peak"] = peak = sgemm_peak_gflops(args.peak_size)
+        info["sgemm_peak"] = peak = sgemm_peak_gflops(args.peak_size, CLOCKS[args.clock])
         blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']}"
                          for b in peak["blas"])  # fmt: skip
         print(f"peak: {peak['gflops']:.1f} GFLOP/s, float32 {args.peak_size}² GEMM in NumPy on "

@@ -93,9 +93,11 @@ def test_quick_run_writes_json(bench, report, tmp_path, capsys):
         )
 
 
-def test_an_epoch_counts_6_flops_per_weight_and_sample(report):
-    # [2, 3, 1]: 6 + 3 weights; forward 2 flops per weight and sample, backward twice that
-    assert report.epoch_flops((2, 3, 1), 10) == 6 * 10 * 9
+def test_an_epoch_counts_the_flops_of_its_matrix_products(report):
+    # [2, 3, 1] on 10 samples: z = a Wᵀ and δᵀ a in both layers (6 and 3 weights, 2 flops a
+    # multiply-add), δ W only in the second (the inputs need no δ)
+    assert report.epoch_flops((2, 3, 1), 10) == 10 * (2 * 6 + 2 * 6 + 2 * 3 + 2 * 3 + 2 * 3)
+    assert report.epoch_flops((784, 30, 10), 50_000) == pytest.approx(4.794e9, rel=1e-3)
 
 
 @pytest.mark.parametrize(("peer", "module"), [("torch-cpu", "torch"), ("jax-cpu", "jax")])
