@@ -80,6 +80,7 @@ from bench_report import (
     add_ratios,
     format_row,
     machine_info,
+    peak_line,
     print_table,
     sgemm_peak_gflops,
 )
@@ -223,10 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, doc)
     if args.peak_size:
         info["sgemm_peak"] = peak = sgemm_peak_gflops(args.peak_size, CLOCKS[args.clock])
-        blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']}"
-                         for b in peak["blas"])  # fmt: skip
-        print(f"peak: {peak['gflops']:.1f} GFLOP/s, float32 {args.peak_size}² GEMM in NumPy on "
-              f"one BLAS thread ({blas})", flush=True)  # fmt: skip
+        print(peak_line(peak), flush=True)
     peers = {"torch": torch, "jax": jax}
     rng = np.random.default_rng(0)
     X = rng.random((args.n, 784), dtype=np.float32)

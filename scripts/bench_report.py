@@ -4,6 +4,7 @@ the peers, and the table."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import os
@@ -69,22 +70,40 @@ def epoch_flops(sizes: tuple[int, ...], n: int) -> int:
 def sgemm_peak_gflops(size: int, clock: Any, repeats: int = 5) -> dict[str, Any]:
     """The core's float32 arithmetic rate as NumPy reaches it: the best of ``repeats`` (size,
     size) @ (size, size) products on one BLAS thread, timed on ``clock``, and the BLAS doing
-    them."""
-    from threadpoolctl import threadpool_info, threadpool_limits
-
+    them. Without threadpoolctl the BLAS runs as many threads as the environment gives it
+    (``OPENBLAS_NUM_THREADS``), and ``blas`` says so."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        threadpool_info, limit = None, contextlib.nullcontext()
+    else:
+        limit = threadpool_limits(1, user_api="blas")
     rng = np.random.default_rng(1)
     a, b = (rng.random((size, size), dtype=np.float32) for _ in range(2))
     out = np.empty_like(a)
-    with threadpool_limits(1, user_api="blas"):
+    with limit:
         np.matmul(a, b, out=out)
         times = []
         for _ in range(repeats):
             start = clock()
             np.matmul(a, b, out=out)
             times.append(clock() - start)
-        blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-                for i in threadpool_info() if i.get("user_api") == "blas"]  # fmt: skip
+        if threadpool_info is None:
+            blas: Any = "unknown: threadpoolctl is not installed (threads as the environment sets)"
+        else:
+            keys = ("internal_api", "version", "architecture", "num_threads")
+            blas = [{k: i.get(k) for k in keys} for i in threadpool_info()
+                    if i.get("user_api") == "blas"]  # fmt: skip
     return {"gflops": 2 * size**3 / min(times) / 1e9, "size": size, "blas": blas}
+
+
+def peak_line(peak: dict[str, Any]) -> str:
+    """The line that reports :func:`sgemm_peak_gflops`'s result."""
+    blas = peak["blas"]
+    if not isinstance(blas, str):
+        blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']}" for b in blas)
+    n = peak["size"]
+    return f"peak: {peak['gflops']:.1f} GFLOP/s, float32 {n}² GEMM in NumPy ({blas})"
 
 
 def format_ratio(ratio: float | None) -> str:

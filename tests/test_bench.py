@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -98,6 +99,13 @@ def test_an_epoch_counts_the_flops_of_its_matrix_products(report):
     # multiply-add), δ W only in the second (the inputs need no δ)
     assert report.epoch_flops((2, 3, 1), 10) == 10 * (2 * 6 + 2 * 6 + 2 * 3 + 2 * 3 + 2 * 3)
     assert report.epoch_flops((784, 30, 10), 50_000) == pytest.approx(4.794e9, rel=1e-3)
+
+
+def test_the_peak_is_measured_without_threadpoolctl_too(report, monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # its import fails
+    peak = report.sgemm_peak_gflops(128, time.perf_counter, repeats=2)
+    assert peak["gflops"] > 0 and "threadpoolctl is not installed" in peak["blas"]
+    assert "threadpoolctl is not installed" in report.peak_line(peak)
 
 
 @pytest.mark.parametrize(("peer", "module"), [("torch-cpu", "torch"), ("jax-cpu", "jax")])
