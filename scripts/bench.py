@@ -4,9 +4,9 @@ What is measured: plain mini-batch SGD on ``n`` random inputs (uniform [0, 1), 7
 labels 0..9; the speed does not depend on the data), sigmoid hidden and output layers, quadratic
 cost, for each case (``sizes@batch_size``) and each backend:
 
-* ``numpy``, ``cupy``: ``gpumlp.Network.fit``; an epoch's time is its ``seconds`` record (shuffle,
-  all steps, the train-cost monitor and the epoch's host reads; not the one-off copy to the
-  device). ``--engines`` times each training engine separately (rows ``cupy-graph``,
+* ``numpy``, ``cupy``: ``gpumlp.Network.fit``; an epoch's wall time is its ``seconds`` record
+  (shuffle, all steps, the train-cost monitor and the epoch's host reads; not the one-off copy
+  to the device). ``--engines`` times each training engine separately (rows ``cupy-graph``,
   ``numpy-generic``, ...; ``auto`` is the plain ``numpy``/``cupy`` row), so crossovers between
   engines can be measured on the device. An engine this gpumlp does not have is skipped with a
   note, so one command line serves trees with and without it.
@@ -25,10 +25,10 @@ Each (case, backend) gets one untimed warm-up epoch (a subset for the large case
 ``--repeats`` timed epochs; the median and the minimum are reported. If the timed epochs would
 take longer than ``--budget`` seconds, the repeats are lowered (never below 1) and the row is
 marked ``*``. GFLOP/s is an epoch's matrix-product operations over its median time: per sample
-and layer 2·n_in·n_out forward, as many for the weight gradient and, but in the first layer,
-as many to carry δ back (``bench_report.epoch_flops``); the run first
-measures the core's float32 GEMM rate in NumPy on one BLAS thread (``machine.sgemm_peak`` in
-the JSON), the arithmetic limit the rows are compared with.
+and layer 2·n_in·n_out forward, as many for the weight gradient and, past the first layer, as
+many to carry δ back (``bench_report.epoch_flops``). The run first measures the core's float32
+GEMM rate in NumPy on one BLAS thread (``machine.sgemm_peak`` in the JSON), the arithmetic
+limit the rows are compared with.
 
 ``--clock cpu`` times every row in the process's CPU seconds (``time.process_time``) instead of
 elapsed seconds: on a shared machine a pinned core is time-shared with other processes, which
