@@ -1,25 +1,40 @@
-"""Benchmark gpumlp's training speed (seconds per epoch, samples per second) against PyTorch.
+"""Benchmark gpumlp's training speed (seconds per epoch, GFLOP/s) against PyTorch and JAX.
 
 What is measured: plain mini-batch SGD on ``n`` random inputs (uniform [0, 1), 784 values, random
 labels 0..9; the speed does not depend on the data), sigmoid hidden and output layers, quadratic
 cost, for each case (``sizes@batch_size``) and each backend:
 
-* ``numpy``, ``cupy``: ``gpumlp.Network.fit``; an epoch's time is its ``seconds`` record (shuffle,
-  all steps, the train-cost monitor and the epoch's host reads; not the one-off copy to the
-  device). ``--engines`` times each training engine separately (rows ``cupy-graph``,
+* ``numpy``, ``cupy``: ``gpumlp.Network.fit``; an epoch's wall time is its ``seconds`` record
+  (shuffle, all steps, the train-cost monitor and the epoch's host reads; not the one-off copy
+  to the device). ``--engines`` times each training engine separately (rows ``cupy-graph``,
   ``numpy-generic``, ...; ``auto`` is the plain ``numpy``/``cupy`` row), so crossovers between
-  engines can be measured on the device.
-* ``torch-cpu``, ``torch-cuda``, ``torch-compile``: the same network in PyTorch, from the same
-  initial weights, written the usual way: data on the device, ``torch.randperm`` per epoch,
-  ``X[idx]`` per batch, ``nn.Sequential(Linear, Sigmoid, ...)``, ``optim.SGD``, the running loss
-  kept on the device and read once per epoch. ``torch-cpu`` runs with 1 and with
-  ``os.cpu_count()`` threads and the faster counts; ``torch-compile`` is
-  ``torch.compile(mode="reduce-overhead")`` of model + loss. TF32 is off. PyTorch is optional:
-  without it those rows are skipped with a note.
+  engines can be measured on the device. An engine this gpumlp does not have is skipped with a
+  note, so one command line serves trees with and without it.
+* ``torch-cpu``, ``torch-cuda``, ``torch-compile``: the same network in PyTorch, eager (or
+  ``torch.compile(mode="reduce-overhead")``), from the same initial weights
+  (``scripts/bench_peers.py``). ``torch-cpu`` runs with 1 thread and with as many as the
+  process may use (``taskset``) and the faster is the peer. TF32 is off.
+* ``jax-cpu``, ``jax-cuda``: the same network in JAX, a whole epoch as one jitted
+  ``jax.lax.scan`` over its batches, from the same initial weights and in gpumlp's own epoch
+  orders; compiled before its warm-up epoch, so no timed epoch compiles, and timed to
+  ``block_until_ready``.
+
+PyTorch and JAX are optional: without one, its rows are skipped with a note saying why.
 
 Each (case, backend) gets one untimed warm-up epoch (a subset for the large cases), then
-``--repeats`` timed epochs; the median is reported. If the timed epochs would take longer than
-``--budget`` seconds, the repeats are lowered (never below 1) and the row is marked ``*``.
+``--repeats`` timed epochs; the median and the minimum are reported. If the timed epochs would
+take longer than ``--budget`` seconds, the repeats are lowered (never below 1) and the row is
+marked ``*``. GFLOP/s is an epoch's matrix-product operations over its median time: per sample
+and layer 2·n_in·n_out forward, as many for the weight gradient and, past the first layer, as
+many to carry δ back (``bench_report.epoch_flops``). The run first measures the core's float32
+GEMM rate in NumPy on one BLAS thread (``machine.sgemm_peak`` in the JSON), the arithmetic
+limit the rows are compared with.
+
+``--clock cpu`` times every row in the process's CPU seconds (``time.process_time``) instead of
+elapsed seconds: on a shared machine a pinned core is time-shared with other processes, which
+stretches elapsed time but not the CPU time a row uses. gpumlp's CPU clock runs from the
+epoch's progress hook (after its order is drawn) to its ``on_epoch`` call. Use it with one
+thread per process (a pinned core), where CPU seconds are the seconds a dedicated core takes.
 
 Nothing measured is lost to a ``timeout`` or a kill: each row is printed (and flushed) as soon as
 it is measured, and ``--json`` rewrites the whole JSON document atomically (temp file, fsync,
@@ -27,40 +42,50 @@ rename) when the run starts and after every row, so a reader sees the rows finis
 complete document, never half of one. Its ``"complete"`` is ``false`` until the last row is in,
 ``true`` after. The full table, with the ratios, is printed once more at the end.
 
-Reading the ratio: ``torch seconds / gpumlp seconds`` against the PyTorch peer on the same kind of
-device (numpy vs the faster torch-cpu, cupy vs eager torch-cuda). "2.0x faster" means gpumlp needs
-half PyTorch's time per epoch; "0.5x (slower)" means it needs twice as long.
+Reading the ratios: ``peer seconds / gpumlp seconds`` (median) against each peer on the same
+kind of device (numpy against torch-cpu and jax-cpu, cupy against torch-cuda and jax-cuda), all
+measured in the same run. "2.0x faster" means gpumlp needs half the peer's time per epoch;
+"0.5x (slower)" means it needs twice as long.
 
     python scripts/bench.py --json bench.json           # all cases on every backend found
     python scripts/bench.py --quick --backends numpy    # a smoke run
-    python scripts/bench.py --backends cupy torch-cuda --engines generic fused graph persistent auto
+    python scripts/bench.py --backends cupy torch-cuda jax-cuda --engines generic fused graph auto
+
+On one pinned core (docs/benchmarks.md has the command the table there comes from):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 \\
+      XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
+      taskset -c 1 python scripts/bench.py --backends numpy torch-cpu jax-cpu
 
 This workplace sets OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE, which slow NumPy down: unset both in
-the benchmark command (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/bench.py``),
-never in tests or CI.
+the benchmark command, never in tests or CI.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
-import math
 import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-import gpumlp
+from bench_peers import available_backends, import_jax, import_torch, jax_epoch, torch_epoch
+from bench_report import (
+    TABLE_HEAD,
+    add_ratios,
+    format_row,
+    machine_info,
+    peak_line,
+    print_table,
+    sgemm_peak_gflops,
+)
+from bench_timing import CLOCKS, bench_gpumlp, bench_torch_cpu, measure, warmup_rows
 from gpumlp.atomicio import atomic_write_bytes
-from gpumlp.backend import cuda_info, cupy_status, to_host
 from gpumlp.config import ENGINES
 
 
@@ -81,198 +106,12 @@ CASES = {
     "784-800-10@100": Case((784, 800, 10), 100, 3.0, warmup_batches=50),
     "784-4096-4096-10@1024": Case((784, 4096, 4096, 10), 1024, 0.1, "scaled", True, 8),
 }
-BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "torch-compile")
-GPU_BACKENDS = ("cupy", "torch-cuda", "torch-compile")
-PEERS = {"numpy": "torch-cpu", "cupy": "torch-cuda"}
+BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "torch-compile", "jax-cpu", "jax-cuda")
+GPU_BACKENDS = ("cupy", "torch-cuda", "torch-compile", "jax-cuda")
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _import_torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
-def _measure(epoch: Any, case: Case, n: int, opts: argparse.Namespace) -> dict[str, Any]:
-    """Warm up, then time ``opts.repeats`` epochs (fewer if they would exceed ``opts.budget`` s).
-
-    ``epoch(rows)`` trains one epoch over the first ``rows`` samples and returns its seconds. A
-    warm-up subset keeps the shape of the last, partial batch (compiled code is shape-specific).
-    """
-    rows = n if case.warmup_batches is None else case.warmup_batches * case.batch_size
-    rows = min(n, rows + n % case.batch_size)
-    estimate = epoch(rows) * n / rows
-    repeats = opts.repeats
-    if opts.budget > 0 and estimate * repeats > opts.budget:
-        repeats = max(1, math.floor(opts.budget / estimate))
-    times = [epoch(n) for _ in range(repeats)]
-    median = statistics.median(times)
-    lowered = repeats < opts.repeats
-    return {
-        "median": median,
-        "repeats": times,
-        "samples_per_s": n / median,
-        "threads": None,
-        "repeats_lowered": lowered,
-    }
-
-
-def bench_gpumlp(
-    case: Case, backend: str, X: Any, y: Any, opts: argparse.Namespace, engine: str = "auto"
-) -> dict:
-    """Time ``Network.fit`` epochs with ``engine``; ``X`` (n, 784) float32, ``y`` (n,) int64."""
-    net = gpumlp.Network(list(case.sizes), init=case.init, backend=backend, seed=0)
-
-    def epoch(rows: int) -> float:
-        kw = dict(batch_size=case.batch_size, lr=case.lr, monitor=("train_cost",), engine=engine)
-        return net.fit(X[:rows], y[:rows], epochs=1, shuffle=True, **kw).records[0]["seconds"]
-
-    return _measure(epoch, case, len(X), opts)
-
-
-def bench_torch(
-    torch: Any, case: Case, kind: str, X: Any, y: Any, opts: argparse.Namespace
-) -> dict:
-    """Time the same network in PyTorch; ``kind`` is torch-cpu, torch-cuda or torch-compile."""
-    device = "cpu" if kind == "torch-cpu" else "cuda"
-    torch.manual_seed(0)
-    layers: list[Any] = []
-    init = gpumlp.Network(list(case.sizes), init=case.init, backend="numpy", seed=0)
-    for w, b in zip(init.weights, init.biases, strict=True):
-        lin = torch.nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(to_host(w)))
-            lin.bias.copy_(torch.from_numpy(to_host(b)))
-        layers += [lin, torch.nn.Sigmoid()]
-    model = torch.nn.Sequential(*layers).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=case.lr)
-
-    def loss_fn(x: Any, t: Any) -> Any:
-        return 0.5 * ((model(x) - t) ** 2).sum(1).mean()
-
-    if kind == "torch-compile":
-        loss_fn = torch.compile(loss_fn, mode="reduce-overhead")
-
-    def step(x: Any, t: Any) -> Any:
-        if kind == "torch-compile":
-            torch.compiler.cudagraph_mark_step_begin()
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(x, t)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    Xd = torch.from_numpy(X).to(device)
-    Yd = torch.nn.functional.one_hot(torch.from_numpy(y), case.sizes[-1]).float().to(device)
-
-    def epoch(rows: int) -> float:
-        start = time.perf_counter()
-        idx = torch.randperm(rows, device=device)
-        running = torch.zeros((), device=device)
-        for k in range(0, rows, case.batch_size):
-            batch = idx[k : k + case.batch_size]
-            running = running + step(Xd[batch], Yd[batch])
-        if device == "cuda":
-            torch.cuda.synchronize()
-        running.item()  # the one host read per epoch, like gpumlp's train_cost monitor
-        return time.perf_counter() - start
-
-    if kind == "torch-compile":  # compile and record the CUDA graphs before _measure's warm-up
-        epoch(min(len(X), 8 * case.batch_size + len(X) % case.batch_size))
-    return _measure(epoch, case, len(X), opts)
-
-
-def bench_torch_cpu(torch: Any, case: Case, X: Any, y: Any, opts: argparse.Namespace) -> dict:
-    """torch-cpu with 1 and with ``os.cpu_count()`` threads; the faster one is the peer."""
-    before, runs = torch.get_num_threads(), {}
-    try:
-        for t in sorted({1, os.cpu_count() or 1}):
-            torch.set_num_threads(t)
-            runs[t] = {**bench_torch(torch, case, "torch-cpu", X, y, opts), "threads": t}
-    finally:
-        torch.set_num_threads(before)
-    best = min(runs.values(), key=lambda r: r["median"])
-    return {**best, "by_threads": {str(t): r for t, r in runs.items()}}
-
-
-def available_backends(torch: Any) -> dict[str, str]:
-    """Map each backend to "" if it can run here, else to the reason it cannot."""
-    cupy_ok, cupy_why = cupy_status()
-    no_torch = "" if torch is not None else "torch is not importable"
-    no_cuda = no_torch or ("" if torch.cuda.is_available() else "torch sees no CUDA device")
-    return {
-        "numpy": "",
-        "cupy": "" if cupy_ok else cupy_why,
-        "torch-cpu": no_torch,
-        "torch-cuda": no_cuda,
-        "torch-compile": no_cuda,
-    }
-
-
-def machine_info(torch: Any, command: list[str]) -> dict[str, Any]:
-    cupy_ok, cupy_why = cupy_status()
-    gpu = cupy_why.removeprefix("CUDA device ") if cupy_ok else None
-    if gpu is None and torch is not None and torch.cuda.is_available():
-        gpu = torch.cuda.get_device_name()
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "gpumlp": gpumlp.__version__,
-        "torch": torch.__version__ if torch is not None else None,
-        "cupy": cuda_info()["cupy"] if cupy_ok else None,
-        "gpu": gpu,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": command,
-    }
-
-
-def format_ratio(ratio: float | None) -> str:
-    if ratio is None:
-        return "n/a"
-    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{ratio:.1f}x (slower)"
-
-
-def add_ratios(per: dict[str, Any]) -> None:
-    """Give each row of one case whose PyTorch peer has been measured its ``ratio`` and ``peer``."""
-    for label, r in per.items():
-        peer = PEERS.get(label.split("-")[0])
-        if peer and "median" in r and "median" in per.get(peer, {}):
-            r["ratio"] = per[peer]["median"] / r["median"]
-            r["peer"] = peer
-
-
-TABLE_HEAD = f"{'case':<22} {'backend':<18} {'s/epoch':>9} {'samples/s':>11}  vs PyTorch"
-
-
-def format_row(name: str, backend: str, r: dict[str, Any], verbose: bool = False) -> str:
-    """One table row (and with ``verbose`` a line of repeats per thread count)."""
-    if "error" in r:
-        return f"{name:<22} {backend:<18} {'-':>9} {'-':>11}  {r['error']}"
-    label = backend + (f" (t={r['threads']})" if r["threads"] else "")
-    label += "*" if r["repeats_lowered"] else ""
-    ratio = format_ratio(r.get("ratio")) if "ratio" in r else ""
-    lines = [f"{name:<22} {label:<18} {r['median']:>9.3f} {r['samples_per_s']:>11,.0f}  {ratio}"]
-    for t, rt in (r.get("by_threads") or {"": r}).items() if verbose else ():
-        reps = ", ".join(f"{s:.3f}" for s in rt["repeats"])
-        lines.append(f"{'':<22}   {'threads=' + t if t else 'repeats':<16} [{reps}]")
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def print_table(results: dict[str, Any], verbose: bool) -> None:
-    print(TABLE_HEAD)
-    print("-" * len(TABLE_HEAD))
-    for name, per in results.items():
-        for backend, r in per["backends"].items():
-            print(format_row(name, backend, r, verbose))
 
 
 def write_json(path: str, doc: dict[str, Any]) -> None:
@@ -293,34 +132,51 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--engine",
         dest="engines",
         nargs="+",
-        choices=ENGINES,
         default=["auto"],
         metavar="ENGINE",
-        help="gpumlp's training engines to time, each its own row (default: auto)",
+        help=f"gpumlp's training engines to time, each its own row (default: auto); this "
+        f"gpumlp has {', '.join(ENGINES)}, and any other is skipped with a note",
     )
     p.add_argument("--all", action="store_true", help="also run the GPU-sized case on CPU backends")
     p.add_argument("--quick", action="store_true", help="n=5000, 1 repeat: a smoke run")
+    p.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall: elapsed seconds per epoch "
+        "(default); cpu: the process's CPU seconds, for a pinned core other processes share",
+    )
     p.add_argument("--budget", type=float, default=120.0, help="max s of timed epochs per row")
     p.add_argument(
         "--json", metavar="PATH", help="results and machine info, rewritten after every row"
+    )
+    p.add_argument(
+        "--peak-size",
+        type=int,
+        help="n of the n×n float32 GEMM measuring the core's peak "
+        "(default 2048; 1024 with --quick; 0: not measured)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="print every repeat")
     args = p.parse_args(argv)
     args.n = args.n if args.n is not None else (5000 if args.quick else 50_000)
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    if args.peak_size is None:
+        args.peak_size = 1024 if args.quick else 2048
     if args.n < 1:
         p.error(f"--n must be >= 1, got {args.n}")
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.peak_size < 0:
+        p.error(f"--peak-size must be >= 0, got {args.peak_size}")
     return args
 
 
 def row_jobs(
-    torch: Any, case: Case, backend: str, X: Any, y: Any, opts: argparse.Namespace
+    peers: dict[str, Any], case: Case, backend: str, X: Any, y: Any, opts: argparse.Namespace
 ) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     """The rows ``backend`` gives for ``case``, each as ``(label, measure)``: one per engine on
     numpy and cupy (``auto`` is the plain backend row; ``graph`` and ``persistent`` are CuPy's
-    only), else one."""
+    only), else one. ``peers`` holds the imported ``torch`` and ``jax`` modules (or None)."""
     if backend in ("numpy", "cupy"):
         return [
             (
@@ -328,32 +184,48 @@ def row_jobs(
                 functools.partial(bench_gpumlp, case, backend, X, y, opts, engine),
             )
             for engine in opts.engines
-            if engine not in ("graph", "persistent") or backend == "cupy"
+            if engine in ENGINES and (engine not in ("graph", "persistent") or backend == "cupy")
         ]
+    torch, jax = peers["torch"], peers["jax"]
     if backend == "torch-cpu":
         return [(backend, functools.partial(bench_torch_cpu, torch, case, X, y, opts))]
-    return [(backend, functools.partial(bench_torch, torch, case, backend, X, y, opts))]
+    if backend.startswith("jax"):
+        warmup = warmup_rows(case, len(X))
+        make = functools.partial(jax_epoch, jax, case, backend, X, y, warmup, CLOCKS[opts.clock])
+    else:
+        make = functools.partial(torch_epoch, torch, case, backend, X, y, CLOCKS[opts.clock])
+    return [(backend, lambda: measure(make(), case, len(X), opts))]
 
 
 def main(argv: list[str] | None = None) -> int:
     command = sys.argv if argv is None else ["scripts/bench.py", *argv]
     args = parse_args(command[1:])
-    torch = _import_torch()
-    info = machine_info(torch, command)
+    torch = import_torch()
+    jax, no_jax = import_jax()
+    info = machine_info(torch, jax, command)
     if torch is not None:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    found = available_backends(torch)
+    found = available_backends(torch, jax, no_jax)
     for backend in args.backends or BACKENDS:
         if found[backend]:
             print(f"note: skipping {backend}: {found[backend]}", flush=True)
+    for engine in args.engines:
+        if engine not in ENGINES:
+            have = ", ".join(ENGINES)
+            print(f"note: skipping engine {engine}: this gpumlp has no such engine ({have})",
+                  flush=True)  # fmt: skip
     backends = [b for b in args.backends or BACKENDS if not found[b]]
-    settings = {"n": args.n, "repeats": args.repeats, "budget_s": args.budget}
+    settings = {"n": args.n, "repeats": args.repeats, "budget_s": args.budget, "clock": args.clock}
     settings |= {"engines": args.engines, "skipped": {b: why for b, why in found.items() if why}}
     results: dict[str, Any] = {}
     doc = {"machine": info, "settings": settings, "complete": False, "cases": results}
     if args.json:  # at once, so even a run killed before its first row leaves what it tried
         write_json(args.json, doc)
+    if args.peak_size:
+        info["sgemm_peak"] = peak = sgemm_peak_gflops(args.peak_size, CLOCKS[args.clock])
+        print(peak_line(peak), flush=True)
+    peers = {"torch": torch, "jax": jax}
     rng = np.random.default_rng(0)
     X = rng.random((args.n, 784), dtype=np.float32)
     y = rng.integers(0, 10, size=args.n, dtype=np.int64)
@@ -365,13 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             if case.gpu_only and not on_cpu_too and backend not in GPU_BACKENDS:
                 continue
             _log(f"bench: {name} on {backend} (n={args.n}) ...")
-            for label, measure in row_jobs(torch, case, backend, X, y, args):
+            for label, job in row_jobs(peers, case, backend, X, y, args):
                 try:
-                    row = measure()
+                    row = job()
                 except Exception as exc:  # torch.compile can fail in many ways; report, go on
                     # an engine asked for by name that does not apply (persistent: a network
-                    # beyond one block's shared memory) is a row saying why, too
-                    refused = isinstance(exc, ValueError) and "does not apply here" in str(exc)
+                    # beyond one block's shared memory; one of another backend) is a row saying
+                    # why, too
+                    refused = isinstance(exc, ValueError) and str(exc).startswith("engine=")
                     if backend != "torch-compile" and not refused:
                         raise
                     why = (str(exc).strip().splitlines() or [""])[0]

@@ -1,9 +1,11 @@
 """scripts/bench.py: it runs, honours its flags, writes sane JSON and keeps every row it measured
-when cut short; scripts/gpu_check.sh: its budgets fit, and it refuses before any step runs."""
+when cut short; its JAX peer trains what gpumlp trains; scripts/gpu_check.sh: its budgets fit,
+and it refuses before any step runs."""
 
 import base64
 import hashlib
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -13,11 +15,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import gpumlp
 from gpumlp.backend import cupy_status
 from helpers.cli import gpumlp_env, reap
 
@@ -29,23 +34,29 @@ def bench():
     spec = importlib.util.spec_from_file_location("bench", BENCH)
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench"] = module  # dataclasses look their module up while the class is made
+    sys.path.insert(0, str(BENCH.parent))  # its sibling modules, as `python scripts/bench.py`
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
+        sys.path.remove(str(BENCH.parent))
         del sys.modules["bench"]
 
 
-def test_quick_run_writes_json(bench, tmp_path, capsys):
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        backends = ["numpy"]
-    else:
-        backends = ["numpy", "torch-cpu"]
+@pytest.fixture(scope="module")
+def report(bench):
+    return sys.modules["bench_report"]
+
+
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def test_quick_run_writes_json(bench, report, tmp_path, capsys):
+    backends = ["numpy"] + [peer for peer in ("torch-cpu", "jax-cpu") if _importable(peer[:-4])]
     out = tmp_path / "b.json"
     argv = ["--quick", "--n", "2000", "--cases", "784-30-10@100", "--backends", *backends]
-    assert bench.main([*argv, "--json", str(out)]) == 0
+    assert bench.main([*argv, "--peak-size", "256", "--json", str(out)]) == 0
 
     doc = json.loads(out.read_text())
     assert doc["complete"] is True
@@ -55,13 +66,113 @@ def test_quick_run_writes_json(bench, tmp_path, capsys):
     assert numpy_row["median"] > 0
     assert len(numpy_row["repeats"]) == 1
     assert numpy_row["samples_per_s"] == pytest.approx(2000 / numpy_row["median"])
-    assert doc["machine"]["command"][1:] == [*argv, "--json", str(out)]
-    assert "784-30-10@100" in capsys.readouterr().out
+    assert numpy_row["min"] == min(numpy_row["repeats"])
+    flops = report.epoch_flops((784, 30, 10), 2000)
+    assert numpy_row["gflops"] == pytest.approx(flops / numpy_row["median"] / 1e9)
+    assert doc["machine"]["command"][1:] == [*argv, "--peak-size", "256", "--json", str(out)]
+    peak = doc["machine"]["sgemm_peak"]
+    assert peak["size"] == 256 and peak["gflops"] > 0
+    stdout = capsys.readouterr().out
+    assert "784-30-10@100" in stdout and f"peak: {peak['gflops']:.1f} GFLOP/s" in stdout
     if "torch-cpu" in backends:
         assert set(case["backends"]["torch-cpu"]["by_threads"]) >= {"1"}
         ratio = numpy_row["ratio"]
         assert ratio > 0 and math.isfinite(ratio)
         assert numpy_row["peer"] == "torch-cpu"
+        assert numpy_row["ratios"]["torch-cpu"] == ratio
+    if "jax-cpu" in backends:
+        import jax
+        import jaxlib
+
+        jax_row = case["backends"]["jax-cpu"]
+        assert len(jax_row["repeats"]) == 1 and jax_row["median"] > 0
+        ratio = numpy_row["ratios"]["jax-cpu"]
+        assert ratio == pytest.approx(jax_row["median"] / numpy_row["median"])
+        assert (doc["machine"]["jax"], doc["machine"]["jaxlib"]) == (
+            jax.__version__,
+            jaxlib.__version__,
+        )
+
+
+def test_an_epoch_counts_the_flops_of_its_matrix_products(report):
+    # [2, 3, 1] on 10 samples: z = a Wᵀ and δᵀ a in both layers (6 and 3 weights, 2 flops a
+    # multiply-add), δ W only in the second (the inputs need no δ)
+    assert report.epoch_flops((2, 3, 1), 10) == 10 * (2 * 6 + 2 * 6 + 2 * 3 + 2 * 3 + 2 * 3)
+    assert report.epoch_flops((784, 30, 10), 50_000) == pytest.approx(4.794e9, rel=1e-3)
+
+
+def test_the_peak_is_measured_without_threadpoolctl_too(report, monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # its import fails
+    peak = report.sgemm_peak_gflops(128, time.perf_counter, repeats=2)
+    assert peak["gflops"] > 0 and "threadpoolctl is not installed" in peak["blas"]
+    assert "threadpoolctl is not installed" in report.peak_line(peak)
+
+
+@pytest.mark.parametrize(("peer", "module"), [("torch-cpu", "torch"), ("jax-cpu", "jax")])
+def test_a_missing_peer_is_skipped_with_a_note(bench, monkeypatch, tmp_path, capsys, peer, module):
+    if module == "jax":
+        monkeypatch.setattr(bench, "import_jax", lambda: (None, "jax is not importable (test)"))
+    else:
+        monkeypatch.setattr(bench, "import_torch", lambda: None)
+    out = tmp_path / "b.json"
+    argv = ["--quick", "--n", "300", "--cases", "784-30-10@100", "--backends", "numpy", peer]
+    assert bench.main([*argv, "--peak-size", "0", "--json", str(out)]) == 0
+    assert f"note: skipping {peer}: {module} is not importable" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert list(doc["cases"]["784-30-10@100"]["backends"]) == ["numpy"]
+    assert doc["settings"]["skipped"][peer].startswith(f"{module} is not importable")
+    assert doc["machine"][module] is None and "sgemm_peak" not in doc["machine"]
+
+
+def test_an_engine_this_tree_lacks_is_skipped_with_a_note(bench, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    argv = ["--quick", "--n", "300", "--cases", "784-30-10@100", "--backends", "numpy"]
+    assert bench.main([*argv, "--engines", "fused", "warp9", "--json", str(out)]) == 0
+    assert "note: skipping engine warp9: this gpumlp has no such engine" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert list(doc["cases"]["784-30-10@100"]["backends"]) == ["numpy-fused"]
+    assert doc["settings"]["engines"] == ["fused", "warp9"]
+
+
+def test_every_row_is_timed_on_the_chosen_clock(bench, monkeypatch, tmp_path):
+    # A clock that ticks once per reading: a row timed on it reads it exactly twice per epoch
+    # (its start and its end), so every repeat is 1.0, whichever backend trained it.
+    ticks = itertools.count()
+    monkeypatch.setitem(sys.modules["bench_timing"].CLOCKS, "cpu", lambda: float(next(ticks)))
+    backends = ["numpy"] + [peer for peer in ("torch-cpu", "jax-cpu") if _importable(peer[:-4])]
+    out = tmp_path / "b.json"
+    argv = ["--quick", "--n", "300", "--cases", "784-30-10@100", "--backends", *backends]
+    argv += ["--engines", "generic", "fused", "--peak-size", "0", "--clock", "cpu"]
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    rows = doc["cases"]["784-30-10@100"]["backends"]
+    assert set(rows) == {"numpy-generic", "numpy-fused", *backends[1:]}
+    assert {label: r["repeats"] for label, r in rows.items()} == {label: [1.0] for label in rows}
+    assert doc["settings"]["clock"] == "cpu"
+
+
+def test_the_jax_peer_trains_what_the_generic_step_trains(bench):
+    # The benchmark compares the same work: from the same seed, the JAX scan epoch starts from
+    # gpumlp's weights, visits the same batches (a partial last one too: 44 = 5·8 + 4) and
+    # makes the same SGD updates, so float64 weights agree to rounding after each epoch.
+    jax = pytest.importorskip("jax")
+    peers = sys.modules["bench_peers"]
+    case = bench.Case((6, 5, 3), 8, 3.0)
+    rng = np.random.default_rng(7)
+    X, y = rng.random((44, 6)), rng.integers(0, 3, 44)
+    net = gpumlp.Network(list(case.sizes), init=case.init, dtype="float64", seed=0)
+    kw = dict(batch_size=8, lr=case.lr, engine="generic", monitor=("train_cost",))
+    history = net.fit(X, y, epochs=2, shuffle=True, **kw)
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    with enable_x64(True):
+        peer = peers.JaxPeer(jax, case, X, y, device=jax.devices("cpu")[0], seed=0)
+        costs = [float(peer.epoch(44)) / 44 for _ in range(2)]
+        weights = [(np.asarray(w), np.asarray(b)) for w, b in peer.params]
+    assert weights[0][0].dtype == np.float64
+    for (w, b), w_ref, b_ref in zip(weights, net.weights, net.biases, strict=True):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(b, b_ref, rtol=1e-10, atol=1e-12)
+    assert costs == pytest.approx([r["train_cost"] for r in history.records], rel=1e-10)
 
 
 @pytest.mark.parametrize("flag", ["--engines", "--engine"])
@@ -94,8 +205,8 @@ def test_bad_arguments_exit_2(bench, bad, capsys):
 
 
 @pytest.mark.parametrize(("ratio", "text"), [(5.26, "5.3x faster"), (0.8, "0.8x (slower)")])
-def test_format_ratio(bench, ratio, text):
-    assert bench.format_ratio(ratio) == text
+def test_format_ratio(report, ratio, text):
+    assert report.format_ratio(ratio) == text
 
 
 # -- rows are kept as they are measured ------------------------------------------------------
@@ -103,10 +214,11 @@ def test_format_ratio(bench, ratio, text):
 ROW_CASES = ("784-30-10@100", "784-30-10@1000")
 
 GATED = """
-import importlib.util, sys
+import importlib.util, os, sys
 spec = importlib.util.spec_from_file_location("bench", sys.argv[1])
 bench = importlib.util.module_from_spec(spec)
 sys.modules["bench"] = bench
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # its sibling modules
 spec.loader.exec_module(bench)
 measure, calls = bench.bench_gpumlp, []
 def gated(*args, **kw):  # the second row is "still being measured" until stdin says go on
