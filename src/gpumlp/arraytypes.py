@@ -1,4 +1,5 @@
-"""The two types the math is written against: an array, and an array-API namespace ``xp``.
+"""The two types the math is written against: an array, and an array-API namespace ``xp``;
+and what training needs of a communicator (:class:`Comm`, :mod:`gpumlp.distributed`).
 
 Both are structural (``Protocol``): NumPy's, CuPy's, PyTorch's (through array-api-compat),
 JAX's and array_api_strict's arrays and namespaces fit them, and a type checker holds the math
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-__all__ = ["Array", "Namespace"]
+__all__ = ["Array", "Comm", "Namespace"]
 
 
 class Array(Protocol):
@@ -85,3 +86,23 @@ class Namespace(Protocol):
     def finfo(self, dtype: Any, /) -> Any: ...
     def __array_namespace_info__(self) -> Any: ...
     def __hash__(self) -> int: ...
+
+
+class Comm(Protocol):
+    """What training needs of a communicator: its place in the job and three collectives."""
+
+    rank: int
+    size: int
+    name: str
+
+    def allreduce(self, buf: Array) -> None:
+        """Sum ``buf`` (1-D, contiguous, NumPy or CuPy) over every rank, in place."""
+        ...
+
+    def bcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` (any picklable value), on every rank."""
+        ...
+
+    def abort(self, code: int) -> None:
+        """End every rank of the job at once with exit code ``code``."""
+        ...

@@ -34,7 +34,7 @@ from .optim import Optimizer, OptState, get_optimizer
 from .schedules import EarlyStopping, Schedule
 
 if TYPE_CHECKING:
-    from .distributed.comm import Comm
+    from .arraytypes import Comm
 
 __all__ = ["TrainState", "check_checkpoint_path", "check_resumable"]
 

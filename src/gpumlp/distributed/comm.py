@@ -11,33 +11,13 @@ are one-dimensional and contiguous, NumPy or CuPy: a CuPy buffer goes through ho
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol
+from typing import Any
 
-from ..backend import Array
+from ..arraytypes import Array, Comm
 
 __all__ = ["Comm", "LocalComm", "MpiComm", "abort_job", "local_rows", "rank_of", "world"]
 
 _world: Comm | None = None
-
-
-class Comm(Protocol):
-    """What training needs of a communicator: its place in the job and three collectives."""
-
-    rank: int
-    size: int
-    name: str
-
-    def allreduce(self, buf: Array) -> None:
-        """Sum ``buf`` (1-D, contiguous, NumPy or CuPy) over every rank, in place."""
-        ...
-
-    def bcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` (any picklable value), on every rank."""
-        ...
-
-    def abort(self, code: int) -> None:
-        """End every rank of the job at once with exit code ``code``."""
-        ...
 
 
 class LocalComm:
