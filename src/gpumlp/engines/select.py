@@ -1,16 +1,19 @@
-"""The one place a training step is chosen: the generic ``xp`` step or a backend's fast path."""
+"""The one place a training step is chosen: the generic ``xp`` step, a backend's fast path, or
+the native engine (NumPy only; ``auto`` tries it first where it is measured faster, and falls
+back to ``fused`` with the reason logged when it does not apply or cannot be built)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 from ..backend import backend_name
 from ..config import ModelSpec
 from ..runstate import TrainState
-from . import _cupy_fast, _numpy_fast
+from . import _cupy_fast, _native, _numpy_fast
 from .steps import Data, GenericStep, Step
 
-__all__ = ["check_engine", "select_step"]
+__all__ = ["NATIVE_MAX_MACS", "check_engine", "native_wins", "select_step"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +28,13 @@ def select_step(state: TrainState, data: Data, *, engine: str | None = None) -> 
     engine = engine or state.config.engine
     check_engine(state.spec, engine)
     name = backend_name(state.spec.xp)
+    if engine == "native" or (engine == "auto" and name == "numpy" and native_wins(state)):
+        native, why = _native.make_step(state, data)
+        if native is not None:
+            return native
+        if engine == "native":
+            raise ValueError(f"engine='native' does not apply here: {why}")
+        logger.info("engine auto: not native (%s)", why)
     if engine != "generic" and name in ("numpy", "cupy"):
         fast = _cupy_fast if name == "cupy" else _numpy_fast
         made: tuple[Step | None, str] = fast.make_step(state, data, engine=engine)
@@ -37,9 +47,22 @@ def select_step(state: TrainState, data: Data, *, engine: str | None = None) -> 
     return GenericStep(state, data)
 
 
+NATIVE_MAX_MACS = 1 << 62
+"""``auto`` takes ``native`` on NumPy when a step's multiply-adds per layer pass (batch ·
+Σ n_in·n_out) are at most this (measured: docs/architecture.md, "The native engine")."""
+
+
+def native_wins(state: TrainState) -> bool:
+    """Whether ``auto`` tries the native engine for ``state`` (:data:`NATIVE_MAX_MACS`)."""
+    sizes, batch = state.spec.sizes, state.config.batch_size
+    return batch * sum(a * b for a, b in itertools.pairwise(sizes)) <= NATIVE_MAX_MACS
+
+
 def check_engine(spec: ModelSpec, engine: str) -> None:
     """Refuse an engine the backend cannot run (before anything is built or written)."""
     name = backend_name(spec.xp)
+    if engine == "native" and name != "numpy":
+        raise ValueError(f"engine='native' needs the NumPy backend, not {name}")
     if engine in ("graph", "persistent") and name != "cupy":
         raise ValueError(f"engine={engine!r} needs the CuPy backend, not {name}")
     if engine == "fused" and name not in ("numpy", "cupy"):
