@@ -15,33 +15,50 @@
 #include <vector>
 
 constexpr int V = 32 / (int)sizeof(real);  // the lanes of one 256-bit vector
+typedef real vec __attribute__((vector_size(32)));
 
-// Σ_v acc[v] in a fixed tree (V is 4 or 8).
-static inline real lanes_sum(const real* acc)
+static inline vec load(const real* p)
+{
+    vec v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void store(real* p, vec v) { std::memcpy(p, &v, sizeof v); }
+
+// Σ_v acc[v] in a fixed tree.
+static inline real lanes_sum(vec acc)
 {
     real s[V];
-    for (int v = 0; v < V; ++v) s[v] = acc[v];
+    store(s, acc);
     for (int w = V / 2; w > 0; w /= 2)
         for (int v = 0; v < w; ++v) s[v] += s[v + w];
     return s[0];
 }
 
-// out[r*ldo + j] = Σ_k A[r*lda + k] B[j*ldb + k] for an R × J block: z = x Wᵀ.
+// out[r*ldo + j] = Σ_k A[r*lda + k] B[j*ldb + k] for an R × J block (z = x Wᵀ): vectors over k,
+// then the lanes, then the K % V last terms in order.
 template <int R, int J>
 static inline void dot_block(const real* A, long long lda, const real* B, long long ldb, int K,
                              real* out, long long ldo)
 {
-    real acc[R][J][V] = {};
-    int k = 0;
-    for (; k + V <= K; k += V)
-        for (int r = 0; r < R; ++r)
-            for (int j = 0; j < J; ++j)
-                for (int v = 0; v < V; ++v) acc[r][j][v] += A[r * lda + k + v] * B[j * ldb + k + v];
-    for (int v = 0; k + v < K; ++v)
-        for (int r = 0; r < R; ++r)
-            for (int j = 0; j < J; ++j) acc[r][j][v] += A[r * lda + k + v] * B[j * ldb + k + v];
+    vec acc[R][J];
     for (int r = 0; r < R; ++r)
-        for (int j = 0; j < J; ++j) out[r * ldo + j] = lanes_sum(acc[r][j]);
+        for (int j = 0; j < J; ++j) acc[r][j] = vec{};
+    int k = 0;
+    for (; k + V <= K; k += V) {
+        vec a[R], b[J];
+        for (int r = 0; r < R; ++r) a[r] = load(A + r * lda + k);
+        for (int j = 0; j < J; ++j) b[j] = load(B + j * ldb + k);
+        for (int r = 0; r < R; ++r)
+            for (int j = 0; j < J; ++j) acc[r][j] += a[r] * b[j];
+    }
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < J; ++j) {
+            real s = lanes_sum(acc[r][j]);
+            for (int t = k; t < K; ++t) s += A[r * lda + t] * B[j * ldb + t];
+            out[r * ldo + j] = s;
+        }
 }
 
 template <int R>
@@ -52,62 +69,85 @@ static void dot_rows(const real* A, long long lda, const real* B, int N, int K, 
     for (; j < N; ++j) dot_block<R, 1>(A, lda, B + (long long)j * K, K, K, out + j, N);
 }
 
-// C (m × N) = A (m × K) Bᵀ, B (N × K).
+// C (m × N) = A (m × K) Bᵀ, B (N × K): blocks of 4 rows × 4 units.
 static void gemm_nt(const real* A, int m, const real* B, int N, int K, real* C)
 {
     int r = 0;
+    for (; r + 4 <= m; r += 4) dot_rows<4>(A + (long long)r * K, K, B, N, K, C + (long long)r * N);
     for (; r + 2 <= m; r += 2) dot_rows<2>(A + (long long)r * K, K, B, N, K, C + (long long)r * N);
     for (; r < m; ++r) dot_rows<1>(A + (long long)r * K, K, B, N, K, C + (long long)r * N);
 }
 
-constexpr int KB = 4 * V;  // the columns of a block of BP2's and BP4's results
+// out[i][k0 + …] = Σ_s coef(i, s) · rows(s)[k0 + …] for I outputs and C vectors of columns:
+// BP2 (δ W: i a batch row, s a unit) and BP4 (δᵀ x: i a unit, s a batch row), each sum in s's
+// order.
+template <int I, int C, class Coef, class Row>
+static inline void axpy_block(int S, int k0, Coef coef, Row row, real* const* out)
+{
+    vec acc[I][C];
+    for (int i = 0; i < I; ++i)
+        for (int c = 0; c < C; ++c) acc[i][c] = vec{};
+    for (int s = 0; s < S; ++s) {
+        const real* x = row(s) + k0;
+        vec xv[C];
+        for (int c = 0; c < C; ++c) xv[c] = load(x + c * V);
+        for (int i = 0; i < I; ++i) {
+            const real d = coef(i, s);
+            for (int c = 0; c < C; ++c) acc[i][c] += d * xv[c];
+        }
+    }
+    for (int i = 0; i < I; ++i)
+        for (int c = 0; c < C; ++c) store(out[i] + k0 + c * V, acc[i][c]);
+}
 
-// BP2: G (m × K) = D (m × N) W (N × K), in blocks of 2 rows × KB columns summed over N.
+// The columns 0 … K of I outputs: blocks of 4 vectors, then single vectors, then the last
+// K % V columns one by one.
+template <int I, class Coef, class Row>
+static inline void axpy_rows(int S, int K, Coef coef, Row row, real* const* out)
+{
+    int k = 0;
+    for (; k + 4 * V <= K; k += 4 * V) axpy_block<I, 4>(S, k, coef, row, out);
+    for (; k + V <= K; k += V) axpy_block<I, 1>(S, k, coef, row, out);
+    for (; k < K; ++k)
+        for (int i = 0; i < I; ++i) {
+            real acc = (real)0;
+            for (int s = 0; s < S; ++s) acc += coef(i, s) * row(s)[k];
+            out[i][k] = acc;
+        }
+}
+
+// BP2: G (m × K) = D (m × N) W (N × K).
 static void gemm_nn(const real* D, int m, const real* W, int N, int K, real* G)
 {
-    for (int k0 = 0; k0 < K; k0 += KB) {
-        const int kn = K - k0 < KB ? K - k0 : KB;
-        for (int r = 0; r < m; r += 2) {
-            const int rn = m - r < 2 ? 1 : 2;
-            real acc[2][KB] = {};
-            for (int j = 0; j < N; ++j) {
-                const real* w = W + (long long)j * K + k0;
-                for (int i = 0; i < rn; ++i) {
-                    const real d = D[(long long)(r + i) * N + j];
-                    if (kn == KB)
-                        for (int v = 0; v < KB; ++v) acc[i][v] += d * w[v];
-                    else
-                        for (int v = 0; v < kn; ++v) acc[i][v] += d * w[v];
-                }
-            }
-            for (int i = 0; i < rn; ++i)
-                std::memcpy(G + (long long)(r + i) * K + k0, acc[i], sizeof(real) * kn);
-        }
+    auto row = [&](int s) { return W + (long long)s * K; };
+    int r = 0;
+    for (; r + 2 <= m; r += 2) {
+        real* out[2] = {G + (long long)r * K, G + (long long)(r + 1) * K};
+        axpy_rows<2>(N, K, [&](int i, int s) { return D[(long long)(r + i) * N + s]; }, row, out);
+    }
+    for (; r < m; ++r) {
+        real* out[1] = {G + (long long)r * K};
+        axpy_rows<1>(N, K, [&](int, int s) { return D[(long long)r * N + s]; }, row, out);
     }
 }
 
-// BP4 and the update: for each weight (j, k), g = Σ_r D[r, j] X[r, k] (δ carries 1/m), then
-// update(index, g); columns in blocks of KB, two units at a time.
-template <class Update>
-static void grad_update(const real* D, int m, const real* X, int N, int K, Update update)
+// BP4: GW (N × K) = Dᵀ X, D (m × N), X (m × K) (δ carries the batch mean's 1/m).
+static void gemm_tn(const real* D, int m, const real* X, int N, int K, real* GW)
 {
-    for (int k0 = 0; k0 < K; k0 += KB) {
-        const int kn = K - k0 < KB ? K - k0 : KB;
-        for (int j = 0; j < N; j += 2) {
-            const int jn = N - j < 2 ? 1 : 2;
-            real acc[2][KB] = {};
-            for (int r = 0; r < m; ++r) {
-                const real* x = X + (long long)r * K + k0;
-                for (int i = 0; i < jn; ++i) {
-                    const real d = D[(long long)r * N + j + i];
-                    if (kn == KB)
-                        for (int v = 0; v < KB; ++v) acc[i][v] += d * x[v];
-                    else
-                        for (int v = 0; v < kn; ++v) acc[i][v] += d * x[v];
-                }
-            }
-            for (int i = 0; i < jn; ++i) update((long long)(j + i) * K + k0, acc[i], kn);
-        }
+    auto row = [&](int s) { return X + (long long)s * K; };
+    int j = 0;
+    for (; j + 4 <= N; j += 4) {
+        real* out[4] = {GW + (long long)j * K, GW + (long long)(j + 1) * K,
+                        GW + (long long)(j + 2) * K, GW + (long long)(j + 3) * K};
+        axpy_rows<4>(m, K, [&](int i, int s) { return D[(long long)s * N + j + i]; }, row, out);
+    }
+    for (; j + 2 <= N; j += 2) {
+        real* out[2] = {GW + (long long)j * K, GW + (long long)(j + 1) * K};
+        axpy_rows<2>(m, K, [&](int i, int s) { return D[(long long)s * N + j + i]; }, row, out);
+    }
+    for (; j < N; ++j) {
+        real* out[1] = {GW + (long long)j * K};
+        axpy_rows<1>(m, K, [&](int, int s) { return D[(long long)s * N + j]; }, row, out);
     }
 }
 
@@ -139,7 +179,7 @@ struct EpochArgs {  // mirrored by _native.py's ctypes Structure, field for fiel
 };
 
 struct Layer {
-    real *z, *a, *d, *dropped;
+    real *z, *a, *d, *dropped, *gw, *gb;  // per batch row; the gradients of W^l and b^l
 };
 
 // One step's forward pass, output error, row costs and hits, and backward deltas (BP1, BP2),
@@ -220,8 +260,8 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const r
 }
 
 // The epoch: each batch gathered in the order perm, its deltas, then per layer the gradients
-// (BP4, BP3), the penalties and update(tensor, p, i, g) of each parameter; prepare() before
-// each step's updates. Returns 0, or 1 when the buffers could not be allocated.
+// (BP4, BP3), then update(t, p, g, count, l2n, l1n) of each tensor t (the penalties on the
+// weights only); prepare() before each step's updates. Returns 0, or 1 when the buffers could not be allocated.
 template <class Update, class Prepare>
 static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
 {
@@ -232,7 +272,8 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
     std::vector<long long> rows(B > 0 ? B : 1);
     try {
         long long total = B * n0;
-        for (int l = 0; l < layers; ++l) total += B * e.sizes[l + 1] * 4;
+        for (int l = 0; l < layers; ++l)
+            total += (B * 4 + e.sizes[l] + 1) * (long long)e.sizes[l + 1];
         buf.assign(total, (real)0);
     } catch (const std::bad_alloc&) {
         return 1;
@@ -241,8 +282,10 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
     real* next = x + B * n0;
     for (int l = 0; l < layers; ++l) {
         const long long w = B * e.sizes[l + 1];
-        L[l] = Layer{next, next + w, next + 2 * w, next + 3 * w};
-        next += 4 * w;
+        L[l] = Layer{next, next + w, next + 2 * w, next + 3 * w, next + 4 * w, nullptr};
+        next += 4 * w + (long long)e.sizes[l] * e.sizes[l + 1];
+        L[l].gb = next;
+        next += e.sizes[l + 1];
     }
     const long long batches = B > 0 ? (e.n_rows + B - 1) / B : 0;
     double cost_sum = 0.0;
@@ -260,19 +303,14 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
             const int n_in = e.sizes[l], n = e.sizes[l + 1];
             const real* in = l == 0 ? x : (e.has_drop ? L[l - 1].dropped : L[l - 1].a);
             const real* d = L[l].d;
-            real* w = e.w[l];
-            grad_update(d, m, in, n, n_in, [&](long long at, const real* g, int count) {
-                for (int v = 0; v < count; ++v) {
-                    const real pv = w[at + v];
-                    update(l, w, at + v, penalize(g[v], pv, e.l2n, e.l1n));
-                }
-            });
-            real* b = e.b[l];
+            gemm_tn(d, m, in, n, n_in, L[l].gw);  // BP4
             for (int j = 0; j < n; ++j) {  // BP3: Σ_r δ_r,j, in row order
                 real s = (real)0;
                 for (int r = 0; r < m; ++r) s += d[(long long)r * n + j];
-                update(layers + l, b, j, s);
+                L[l].gb[j] = s;
             }
+            update(l, e.w[l], L[l].gw, (long long)n * n_in, e.l2n, e.l1n);
+            update(layers + l, e.b[l], L[l].gb, (long long)n, (real)0, (real)0);
         }
         if (bt + 1 == batches && e.out_a != nullptr)
             std::memcpy(e.out_a, L[layers - 1].a, sizeof(real) * m * e.sizes[layers]);

@@ -84,7 +84,7 @@ def _entry(name: str) -> str:
     for k, decl in enumerate(form.prepare_params):
         ctype = " ".join(decl.split()[:-1])
         declared.append(f"    const {ctype} prepare_{_decl_name(decl)} = args[{offset + k}];")
-    buffers = [f"            real* const {b} = bufs[{k} * T + t];"
+    buffers = [f"            real* __restrict const {b} = bufs[{k} * T + t];"
                for k, b in enumerate(opt.buffers)]  # fmt: skip
     prepare = ""
     if form.prepare is not None:
@@ -93,22 +93,30 @@ def _entry(name: str) -> str:
         prepare = _indent("\n".join([*renamed, form.prepare]), 12)
     out.append(
         f'extern "C" int {entry_name(name)}(const EpochArgs* e, real* const* bufs, '
-        "double* hyper, const double* args)\n{\n"
+        "double* hyper_io, const double* args)\n{\n"
         + "\n".join(declared)
         + ("\n" if declared else "")
         + "    const int T = 2 * e->layers;\n"
         "    (void)bufs; (void)args; (void)T;\n"
         "    return run_epoch(\n"
         "        *e,\n"
-        "        [&](int t, real* p, long long i, real gi) {\n"
+        "        [&](int t, real* __restrict p, const real* __restrict g, long long count,\n"
+        "            real l2n, real l1n) {\n"
         "            (void)t;\n"
         + "".join(line + "\n" for line in buffers)
-        + "            const real lr = (real)hyper[H_LR];\n"
+        + f"            double hyper[{len(slots)}];  // a copy: no store to p can change it\n"
+        f"            for (int s = 0; s < {len(slots)}; ++s) hyper[s] = hyper_io[s];\n"
+        "            const real lr = (real)hyper[H_LR];\n"
         "            (void)lr;\n"
-        "            const real pi = p[i];\n"
-        f"{_indent(form.update, 12)}\n"
+        "            for (long long i = 0; i < count; ++i) {\n"
+        "                const real pi = p[i];\n"
+        "                const real gi = penalize(g[i], pi, l2n, l1n);\n"
+        f"{_indent(form.update, 16)}\n"
+        "            }\n"
         "        },\n"
         "        [&]() {\n"
+        "            double* const hyper = hyper_io;\n"
+        "            (void)hyper;\n"
         f"{prepare}\n"
         "        });\n}"
     )

@@ -47,7 +47,7 @@ def select_step(state: TrainState, data: Data, *, engine: str | None = None) -> 
     return GenericStep(state, data)
 
 
-NATIVE_MAX_MACS = 1 << 62
+NATIVE_MAX_MACS = 1 << 21
 """``auto`` takes ``native`` on NumPy when a step's multiply-adds per layer pass (batch ·
 Σ n_in·n_out) are at most this (measured: docs/architecture.md, "The native engine")."""
 
