@@ -6,7 +6,8 @@
 - MNIST files: ``mirror`` (a small pickle served as the download source), ``bar_mnist``;
 - the command line: ``numpy_env``, and the run folders the CLI tests share, ``trained_run`` and
   ``quick_run``; a learning curve's ``history_dir``;
-- the CUDA emulation's ``cxx20`` and ``fake_cupy`` (from ``cuda_emu.fixtures``).
+- the CUDA emulation's ``cxx20`` and ``fake_cupy`` (from ``cuda_emu.fixtures``);
+- the native engine's build cache, ``native_cache`` (a folder of the session).
 
 ``GPUMLP_REQUIRE_GPU=1`` turns every skipped ``gpu`` test into a failure, so a run on a GPU
 machine can never look green by skipping (``scripts/gpu_check.sh`` sets it).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,20 @@ from helpers.data import book_splits, write_bar_mnist, write_pkl
 from helpers.nets import small_net
 
 REQUIRE_GPU = os.environ.get("GPUMLP_REQUIRE_GPU", "").strip() == "1"
+
+# -- the native engine's build cache ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def native_cache(tmp_path_factory) -> Iterator[Path]:
+    """The native engine's libraries are built into a folder of this session
+    (``$XDG_CACHE_HOME``, inherited by the commands tests start): once per session and dtype,
+    and never into the user's cache."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
+
 
 # -- the GPU switch, the emulated marker, the backend fixture -----------------------------------
 

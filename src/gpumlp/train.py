@@ -22,7 +22,7 @@ from typing import Any
 from . import signals
 from .backend import Array, index_dtype, to_device, to_host
 from .config import ModelSpec
-from .engines import select_step
+from .engines.select import select_run_step
 from .engines.steps import Data, Step, hits
 from .errors import DataFileShrank, DivergedError, TrainingInterrupted
 from .history import History
@@ -235,7 +235,7 @@ def train_network(
     if cfg.checkpoint is not None:
         check_checkpoint_path(cfg.checkpoint)
     try:
-        step = select_step(state, data)
+        step = select_run_step(state, data, resumed=resume is not None)
         return run_epochs(state, step, data, validation, progress=progress, on_epoch=on_epoch)
     except KeyboardInterrupt as exc:
         _stop_at_last_epoch(state, "interrupted")

@@ -113,7 +113,8 @@ class NativeStep:
     """A whole epoch per call: nothing can run between its steps (e.g. an all-reduce)."""
 
     def __init__(self, state: TrainState, data: Data, made: Build) -> None:
-        self.state, self.data, self.build = state, data, made
+        self.state, self.data = state, data
+        self.build_info = made.info  # how the library was built, for the run's history
         spec, cfg, opt = state.spec, state.config, state.optimizer
         form = opt.cuda()
         assert form is not None

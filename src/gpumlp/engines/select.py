@@ -13,7 +13,7 @@ from ..runstate import TrainState
 from . import _cupy_fast, _native, _numpy_fast
 from .steps import Data, GenericStep, Step
 
-__all__ = ["NATIVE_MAX_MACS", "check_engine", "native_wins", "select_step"]
+__all__ = ["NATIVE_MAX_MACS", "check_engine", "native_wins", "select_run_step", "select_step"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,32 @@ def select_step(state: TrainState, data: Data, *, engine: str | None = None) -> 
             raise ValueError(f"engine={engine!r} does not apply here: {why_not}")
         logger.info("engine auto: generic step (%s)", why_not)
     return GenericStep(state, data)
+
+
+def select_run_step(state: TrainState, data: Data, *, resumed: bool) -> Step:
+    """The step a run trains with, recorded in its history (``History.engines``).
+
+    A resumed run whose config says ``auto`` takes the engine its history last recorded, so it
+    continues as it began (on the same machine, bit for bit); where that engine cannot run here,
+    a warning says why and which engine it continues with."""
+    engine, history = state.config.engine, state.history
+    step: Step | None = None
+    last = history.engines[-1] if history.engines else None
+    recorded = str(last.get("engine")) if last else None
+    if resumed and engine == "auto" and recorded not in (None, "auto"):
+        try:
+            step = select_step(state, data, engine=recorded)
+        except ValueError as exc:
+            step = select_step(state, data)
+            logger.warning("the run trained with engine %r, which cannot continue here (%s); "
+                           "continuing with %r", recorded, exc, step.engine)  # fmt: skip
+    step = step or select_step(state, data)
+    build = getattr(step, "build_info", None)
+    entry = {"from_epoch": state.epoch, "engine": step.engine, "label": step.label,
+             "build": build}  # fmt: skip
+    if last is None or any(last.get(k) != entry[k] for k in ("engine", "label", "build")):
+        history.engines.append(entry)
+    return step
 
 
 NATIVE_MAX_MACS = 1 << 21
