@@ -26,6 +26,16 @@ static inline vec load(const real* p)
 
 static inline void store(real* p, vec v) { std::memcpy(p, &v, sizeof v); }
 
+// A vector the compiler must keep in a register once loaded: without this, GCC folds the load
+// into every product that uses it (a load per multiply-add), and the products are load-bound.
+static inline vec held(vec v)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    asm("" : "+x"(v));
+#endif
+    return v;
+}
+
 // Σ_v acc[v] in a fixed tree.
 static inline real lanes_sum(vec acc)
 {
@@ -48,8 +58,8 @@ static inline void dot_block(const real* A, long long lda, const real* B, long l
     int k = 0;
     for (; k + V <= K; k += V) {
         vec a[R], b[J];
-        for (int r = 0; r < R; ++r) a[r] = load(A + r * lda + k);
-        for (int j = 0; j < J; ++j) b[j] = load(B + j * ldb + k);
+        for (int r = 0; r < R; ++r) a[r] = held(load(A + r * lda + k));
+        for (int j = 0; j < J; ++j) b[j] = held(load(B + j * ldb + k));
         for (int r = 0; r < R; ++r)
             for (int j = 0; j < J; ++j) acc[r][j] += a[r] * b[j];
     }
@@ -90,7 +100,7 @@ static inline void axpy_block(int S, int k0, Coef coef, Row row, real* const* ou
     for (int s = 0; s < S; ++s) {
         const real* x = row(s) + k0;
         vec xv[C];
-        for (int c = 0; c < C; ++c) xv[c] = load(x + c * V);
+        for (int c = 0; c < C; ++c) xv[c] = held(load(x + c * V));
         for (int i = 0; i < I; ++i) {
             const real d = coef(i, s);
             for (int c = 0; c < C; ++c) acc[i][c] += d * xv[c];

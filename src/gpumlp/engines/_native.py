@@ -147,7 +147,7 @@ class NativeStep:
         """The parameters' and the optimizer's buffers' addresses, taken at each call (a loaded
         checkpoint may have replaced the arrays); each is checked C-contiguous and writable."""
         s = self.state
-        tensors = [*s.params.weights, *s.params.biases]
+        tensors: list[Any] = [*s.params.weights, *s.params.biases]  # NumPy arrays
         for name in s.optimizer.buffers:
             buf = s.opt_state.buffers[name]
             tensors += [*buf.weights, *buf.biases]
