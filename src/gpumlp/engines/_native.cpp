@@ -30,7 +30,9 @@ static inline void store(real* p, vec v) { std::memcpy(p, &v, sizeof v); }
 // into every product that uses it (a load per multiply-add), and the products are load-bound.
 static inline vec held(vec v)
 {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__GNUC__) && defined(__AVX512VL__)
+    asm("" : "+v"(v));  // any of the 32 vector registers
+#elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     asm("" : "+x"(v));
 #endif
     return v;
@@ -76,6 +78,7 @@ static void dot_rows(const real* A, long long lda, const real* B, int N, int K, 
 {
     int j = 0;
     for (; j + 4 <= N; j += 4) dot_block<R, 4>(A, lda, B + (long long)j * K, K, K, out + j, N);
+    for (; j + 2 <= N; j += 2) dot_block<R, 2>(A, lda, B + (long long)j * K, K, K, out + j, N);
     for (; j < N; ++j) dot_block<R, 1>(A, lda, B + (long long)j * K, K, K, out + j, N);
 }
 
