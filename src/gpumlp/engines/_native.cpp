@@ -144,24 +144,43 @@ static void gemm_nn(const real* D, int m, const real* W, int N, int K, real* G)
     }
 }
 
-// BP4: GW (N × K) = Dᵀ X, D (m × N), X (m × K) (δ carries the batch mean's 1/m).
-static void gemm_tn(const real* D, int m, const real* X, int N, int K, real* GW)
+// BP4 for the columns k0 … k0 + C·V of every unit: GW[j][k] = Σ_r D[r][j] X[r][k], units in
+// blocks of 4, 2, 1 (the batch's slab of X stays in L1 across the units).
+template <int C>
+static inline void tn_columns(const real* D, int m, const real* X, int N, int K, real* GW, int k0)
 {
     auto row = [&](int s) { return X + (long long)s * K; };
     int j = 0;
     for (; j + 4 <= N; j += 4) {
         real* out[4] = {GW + (long long)j * K, GW + (long long)(j + 1) * K,
                         GW + (long long)(j + 2) * K, GW + (long long)(j + 3) * K};
-        axpy_rows<4>(m, K, [&](int i, int s) { return D[(long long)s * N + j + i]; }, row, out);
+        axpy_block<4, C>(m, k0, [&](int i, int s) { return D[(long long)s * N + j + i]; }, row,
+                         out);
     }
     for (; j + 2 <= N; j += 2) {
         real* out[2] = {GW + (long long)j * K, GW + (long long)(j + 1) * K};
-        axpy_rows<2>(m, K, [&](int i, int s) { return D[(long long)s * N + j + i]; }, row, out);
+        axpy_block<2, C>(m, k0, [&](int i, int s) { return D[(long long)s * N + j + i]; }, row,
+                         out);
     }
     for (; j < N; ++j) {
         real* out[1] = {GW + (long long)j * K};
-        axpy_rows<1>(m, K, [&](int, int s) { return D[(long long)s * N + j]; }, row, out);
+        axpy_block<1, C>(m, k0, [&](int, int s) { return D[(long long)s * N + j]; }, row, out);
     }
+}
+
+// BP4: GW (N × K) = Dᵀ X, D (m × N), X (m × K) (δ carries the batch mean's 1/m): column blocks
+// of 4 vectors, then single vectors, then the last K % V columns one by one.
+static void gemm_tn(const real* D, int m, const real* X, int N, int K, real* GW)
+{
+    int k = 0;
+    for (; k + 4 * V <= K; k += 4 * V) tn_columns<4>(D, m, X, N, K, GW, k);
+    for (; k + V <= K; k += V) tn_columns<1>(D, m, X, N, K, GW, k);
+    for (; k < K; ++k)
+        for (int j = 0; j < N; ++j) {
+            real acc = (real)0;
+            for (int s = 0; s < m; ++s) acc += D[(long long)s * N + j] * X[(long long)s * K + k];
+            GW[(long long)j * K + k] = acc;
+        }
 }
 
 struct EpochArgs {  // mirrored by _native.py's ctypes Structure, field for field
