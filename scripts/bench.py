@@ -320,7 +320,7 @@ def row_jobs(
 ) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     """The rows ``backend`` gives for ``case``, each as ``(label, measure)``: one per engine on
     numpy and cupy (``auto`` is the plain backend row; ``graph`` and ``persistent`` are CuPy's
-    only), else one."""
+    only, ``native`` NumPy's), else one."""
     if backend in ("numpy", "cupy"):
         return [
             (
@@ -329,6 +329,7 @@ def row_jobs(
             )
             for engine in opts.engines
             if engine not in ("graph", "persistent") or backend == "cupy"
+            if engine != "native" or backend == "numpy"
         ]
     if backend == "torch-cpu":
         return [(backend, functools.partial(bench_torch_cpu, torch, case, X, y, opts))]
