@@ -97,6 +97,14 @@ def test_a_step_on_an_explicit_batch_returns_its_outputs():
     assert a.shape == (7, 5) and rel(a_ref, a) <= 1e-12
 
 
+def test_auto_takes_native_for_small_steps_and_fused_where_blas_wins():
+    combo = ("sigmoid", "sigmoid", "quadratic", "sgd")
+    for sizes, batch, engine in [((784, 30, 10), 10, "native"), ((784, 30, 10), 100, "native"),
+                                 ((784, 800, 10), 100, "fused")]:  # fmt: skip
+        _, state, data = setup("numpy", "float32", combo, sizes=sizes, batch=batch)
+        assert engines.select_step(state, data, engine="auto").engine == engine, (sizes, batch)
+
+
 # -- what it refuses, and what auto does then -------------------------------------------------
 
 
