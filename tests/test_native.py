@@ -24,7 +24,7 @@ import pytest
 
 from gpumlp import engines
 from gpumlp.costs import VALID_PAIRS
-from gpumlp.engines import _native_build, _native_src
+from gpumlp.engines import _native, _native_build, _native_src, select
 from gpumlp.optim import OPTIMIZERS
 from helpers.cli import TRAIN_FLAGS, assert_same_run, run
 from helpers.nets import HIDDEN
@@ -106,12 +106,28 @@ def test_a_step_on_an_explicit_batch_returns_its_outputs():
 
 
 @needs_compiler
-def test_auto_takes_native_for_small_steps_and_fused_where_blas_wins():
+@pytest.mark.parametrize("blas", [True, False], ids=["numpy-blas", "own-products"])
+def test_auto_takes_native_where_it_was_measured_faster(blas, monkeypatch):
+    if blas and _native_build.numpy_blas("float32") is None:
+        pytest.skip("NumPy's BLAS has no ILP64 cblas_sgemm to call here")
+    if not blas:
+        monkeypatch.setattr(select, "numpy_blas", lambda dtype: None)
     combo = ("sigmoid", "sigmoid", "quadratic", "sgd")
     for sizes, batch, engine in [((784, 30, 10), 10, "native"), ((784, 30, 10), 100, "native"),
-                                 ((784, 800, 10), 100, "fused")]:  # fmt: skip
+                                 ((784, 800, 10), 100, "native" if blas else "fused")]:  # fmt: skip
         _, state, data = setup("numpy", "float32", combo, sizes=sizes, batch=batch)
         assert engines.select_step(state, data, engine="auto").engine == engine, (sizes, batch)
+
+
+@needs_compiler
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_products_on_numpys_blas_match_the_generic_epoch(optimizer, monkeypatch):
+    if _native_build.numpy_blas("float64") is None:
+        pytest.skip("NumPy's BLAS has no ILP64 cblas_dgemm to call here")
+    monkeypatch.setattr(_native, "BLAS_FROM", 1)  # every product through the BLAS
+    combo = ("tanh", "softmax", "log_likelihood", optimizer)
+    fit = {"l2": 0.5, "l1": 0.2, "dropout": 0.3, "sizes": (7, 13, 9, 5)}
+    assert _epochs(combo, batch=17, epochs=2, **fit) <= 1e-10
 
 
 # -- what it refuses, and what auto does then -------------------------------------------------

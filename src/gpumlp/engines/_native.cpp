@@ -208,7 +208,52 @@ struct EpochArgs {  // mirrored by _native.py's ctypes Structure, field for fiel
     double* sums;    // += the epoch's cost sum
     long long* hits; // += the epoch's hits
     real* out_a;     // the last batch's outputs (m × n_L), or null
+    void* blas;      // NumPy's BLAS cblas_?gemm (ILP64), or null: the products below only
+    long long blas_from;  // the multiply-adds from which a product goes to the BLAS
 };
+
+// cblas_sgemm / cblas_dgemm with 64-bit integers (the ILP64 OpenBLAS NumPy ships).
+typedef void (*blas_gemm)(int order, int trans_a, int trans_b, long long M, long long N,
+                          long long K, real alpha, const real* A, long long lda, const real* B,
+                          long long ldb, real beta, real* C, long long ldc);
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
+
+static inline bool use_blas(const EpochArgs& e, long long M, long long N, long long K)
+{
+    return e.blas != nullptr && M * N * K >= e.blas_from;
+}
+
+// z = x Wᵀ (m × N), BP4's δᵀ x (N × K) and BP2's δ W (m × K), by the BLAS where it is given
+// and the product is large, else by the blocked products above.
+static void product_nt(const EpochArgs& e, const real* A, int m, const real* B, int N, int K,
+                       real* C)
+{
+    if (use_blas(e, m, N, K))
+        ((blas_gemm)e.blas)(ROW_MAJOR, NO_TRANS, TRANS, m, N, K, (real)1, A, K, B, K, (real)0, C,
+                            N);
+    else
+        gemm_nt(A, m, B, N, K, C);
+}
+
+static void product_tn(const EpochArgs& e, const real* D, int m, const real* X, int N, int K,
+                       real* GW)
+{
+    if (use_blas(e, N, K, m))
+        ((blas_gemm)e.blas)(ROW_MAJOR, TRANS, NO_TRANS, N, K, m, (real)1, D, N, X, K, (real)0, GW,
+                            K);
+    else
+        gemm_tn(D, m, X, N, K, GW);
+}
+
+static void product_nn(const EpochArgs& e, const real* D, int m, const real* W, int N, int K,
+                       real* G)
+{
+    if (use_blas(e, m, K, N))
+        ((blas_gemm)e.blas)(ROW_MAJOR, NO_TRANS, NO_TRANS, m, K, N, (real)1, D, N, W, K, (real)0,
+                            G, K);
+    else
+        gemm_nn(D, m, W, N, K, G);
+}
 
 struct Layer {
     real *z, *a, *d, *dropped, *gw, *gb;  // per batch row; the gradients of W^l and b^l
@@ -225,7 +270,7 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const r
     for (int l = 0; l < layers; ++l) {  // forward: z = in Wᵀ + b, a = σ(z)
         const int n_in = e.sizes[l], n = e.sizes[l + 1], act = e.acts[l];
         const Layer& c = L[l];
-        gemm_nt(in, m, e.w[l], n, n_in, c.z);
+        product_nt(e, in, m, e.w[l], n, n_in, c.z);
         const real* b = e.b[l];
         for (int r = 0; r < m; ++r)
             for (int j = 0; j < n; ++j) c.z[r * n + j] += b[j];
@@ -243,7 +288,7 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const r
                 for (int j = 0; j < n; ++j) ar[j] = ar[j] / s;
             }
         } else {
-            for (long long i = 0; i < (long long)m * n; ++i) c.a[i] = act_fn(act, c.z[i]);
+            act_rows(act, c.z, c.a, (long long)m * n);
         }
         in = c.a;
         if (e.has_drop && l < layers - 1) {
@@ -281,13 +326,12 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const r
     for (int l = layers - 1; l > 0; --l) {  // BP2: δ^(l-1) = (δ^l W^l) ⊙ keep ⊙ σ'(z^(l-1))
         const int h = e.sizes[l], act = e.acts[l - 1];
         const Layer& p = L[l - 1];
-        gemm_nn(L[l].d, m, e.w[l], e.sizes[l + 1], h, p.d);
+        product_nn(e, L[l].d, m, e.w[l], e.sizes[l + 1], h, p.d);
         const unsigned stream = e.has_drop ? dropout_stream(e.key, draw, l - 1) : 0u;
-        for (long long i = 0; i < (long long)m * h; ++i) {
-            real g = p.d[i];
-            if (e.has_drop) g = g * (dropout_keep(stream, i, e.cut) ? e.scale : (real)0);
-            p.d[i] = g * act_prime(act, p.z[i], p.a[i]);
-        }
+        if (e.has_drop)
+            for (long long i = 0; i < (long long)m * h; ++i)
+                p.d[i] = p.d[i] * (dropout_keep(stream, i, e.cut) ? e.scale : (real)0);
+        times_prime_rows(act, p.d, p.z, p.a, (long long)m * h);
     }
 }
 
@@ -335,7 +379,7 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
             const int n_in = e.sizes[l], n = e.sizes[l + 1];
             const real* in = l == 0 ? x : (e.has_drop ? L[l - 1].dropped : L[l - 1].a);
             const real* d = L[l].d;
-            gemm_tn(d, m, in, n, n_in, L[l].gw);  // BP4
+            product_tn(e, d, m, in, n, n_in, L[l].gw);  // BP4
             for (int j = 0; j < n; ++j) {  // BP3: Σ_r δ_r,j, in row order
                 real s = (real)0;
                 for (int r = 0; r < m; ++r) s += d[(long long)r * n + j];

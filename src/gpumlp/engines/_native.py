@@ -36,13 +36,19 @@ from ..files.npyview import NpyRows
 from ..runstate import TrainState
 from ._generated import generated, generated_optimizer
 from ._kernels import codes, hyper_slots
-from ._native_build import Build, build
+from ._native_build import Build, build, numpy_blas
 from ._native_src import arg_names, entry_name, native_source
 from .steps import Data
 
-__all__ = ["NativeStep", "library", "make_step", "unsupported"]
+__all__ = ["BLAS_FROM", "NativeStep", "library", "make_step", "unsupported"]
 
 _P = ctypes.c_void_p
+
+BLAS_FROM = 1 << 22
+"""A product of at least this many multiply-adds (M·N·K) goes to the GEMM of the BLAS NumPy
+links (:func:`._native_build.numpy_blas`), where there is one: from there OpenBLAS's kernels
+beat the engine's own blocked products (docs/architecture.md). Below it, and without such a
+BLAS, the engine's own."""
 
 
 @functools.cache
@@ -54,7 +60,8 @@ def _args_type(dtype: str) -> type[ctypes.Structure]:
               ("sizes", _P), ("acts", _P), ("layers", i32), ("kind", i32), ("cost", i32),
               ("has_drop", i32), ("cut", ctypes.c_uint), ("eps", real), ("scale", real),
               ("l2n", real), ("l1n", real), ("key", ctypes.c_ulonglong), ("draw", ll),
-              ("w", _P), ("b", _P), ("sums", _P), ("hits", _P), ("out_a", _P)]  # fmt: skip
+              ("w", _P), ("b", _P), ("sums", _P), ("hits", _P), ("out_a", _P), ("blas", _P),
+              ("blas_from", ll)]  # fmt: skip
     return type(f"EpochArgs_{dtype}", (ctypes.Structure,), {"_fields_": fields})
 
 
@@ -114,8 +121,11 @@ class NativeStep:
 
     def __init__(self, state: TrainState, data: Data, made: Build) -> None:
         self.state, self.data = state, data
-        self.build_info = made.info  # how the library was built, for the run's history
         spec, cfg, opt = state.spec, state.config, state.optimizer
+        blas = numpy_blas(spec.dtype)
+        # how the library was built and which BLAS it calls, for the run's history
+        self.build_info = {**made.info, "blas": None if blas is None else blas[1],
+                           "blas_from": BLAS_FROM}  # fmt: skip
         form = opt.cuda()
         assert form is not None
         self.fn = getattr(made.lib, entry_name(opt.name))
@@ -141,6 +151,7 @@ class NativeStep:
             eps=float(np.finfo(spec.dtype).eps), scale=1.0 / (1.0 - p) if has_drop else 1.0,
             l2n=cfg.l2 / n, l1n=cfg.l1 / n, key=(state.dropout_key or 0) & (2**64 - 1),
             sums=self.sums.ctypes.data, hits=self.hits.ctypes.data,
+            blas=None if blas is None else blas[0], blas_from=BLAS_FROM,
         )  # fmt: skip
 
     def _pointers(self) -> tuple[Any, Any, Any, list[Any]]:

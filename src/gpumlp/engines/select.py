@@ -11,6 +11,7 @@ from ..backend import backend_name
 from ..config import ModelSpec
 from ..runstate import TrainState
 from . import _cupy_fast, _native, _numpy_fast
+from ._native_build import numpy_blas
 from .steps import Data, GenericStep, Step
 
 __all__ = ["NATIVE_MAX_MACS", "check_engine", "native_wins", "select_run_step", "select_step"]
@@ -74,16 +75,20 @@ def select_run_step(state: TrainState, data: Data, *, resumed: bool) -> Step:
 
 
 NATIVE_MAX_MACS = 1 << 23
-"""``auto`` takes ``native`` on NumPy when a step's multiply-adds per layer pass (batch ·
-Σ n_in·n_out) are at most this: measured on one core (docs/architecture.md, "The native
-engine"), native was 2.5× ``fused`` on [784, 30, 10] at batch 10 (0.24 M), 1.2× at batch 100
-(2.4 M), level on [784, 100, 10] at batch 100 (7.9 M), and behind OpenBLAS's GEMMs above:
-0.92× on [784, 300, 10] (23.5 M), 0.81× on [784, 800, 10] (63.5 M), both at batch 100."""
+"""Without a BLAS to call (:func:`._native_build.numpy_blas`), ``auto`` takes ``native`` on
+NumPy when a step's multiply-adds per layer pass (batch · Σ n_in·n_out) are at most this; with
+one it takes ``native`` whatever the size. Measured on one core (docs/architecture.md, "The
+native engine"): with its own products only, native was 2.5× ``fused`` on [784, 30, 10] at
+batch 10 (0.24 M), 1.2× at batch 100 (2.4 M), level on [784, 100, 10] at batch 100 (7.9 M),
+and behind OpenBLAS's GEMMs above (0.81× on [784, 800, 10] at batch 100); with its large
+products on NumPy's BLAS it was ahead at every size measured (1.07× on [784, 800, 10])."""
 
 
 def native_wins(state: TrainState) -> bool:
     """Whether ``auto`` tries the native engine for ``state`` (:data:`NATIVE_MAX_MACS`)."""
     sizes, batch = state.spec.sizes, state.config.batch_size
+    if numpy_blas(state.spec.dtype) is not None:
+        return True
     return batch * sum(a * b for a, b in itertools.pairwise(sizes)) <= NATIVE_MAX_MACS
 
 
