@@ -26,7 +26,7 @@ from gpumlp import engines
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.engines import _native, _native_build, _native_src, select
 from gpumlp.optim import OPTIMIZERS
-from helpers.cli import TRAIN_FLAGS, assert_same_run, run
+from helpers.cli import TRAIN_FLAGS, assert_refused, assert_same_run, run
 from helpers.nets import HIDDEN
 from helpers.stepcheck import N, compare_steps, rel, setup, state_tensors
 
@@ -181,6 +181,18 @@ def test_without_a_compiler_auto_trains_fused_and_native_says_why(monkeypatch, t
 def test_a_failed_compile_is_a_reason_not_a_crash(monkeypatch):
     with pytest.raises(_native_build.NativeUnavailable, match="did not compile"):
         _native_build.build("this is not C++;\n", "broken")
+
+
+def test_the_command_refuses_native_with_from_disk_before_writing_anything(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "X.npy", rng.random((30, 4)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.arange(30) % 3)
+    out = tmp_path / "run"
+    code, _, stderr = run("train", "--data", tmp_path / "X.npy", "--labels", tmp_path / "y.npy",
+                          "--from-disk", "--no-standardize", "--hidden", "5", "--engine",
+                          "native", "--backend", "numpy", "--quiet", "--out", out)  # fmt: skip
+    assert_refused(code, stderr, r"--engine native: X is read from its file batch by batch")
+    assert not out.exists()
 
 
 # -- the build cache --------------------------------------------------------------------------
