@@ -106,6 +106,21 @@ def test_a_step_on_an_explicit_batch_returns_its_outputs():
 
 
 @needs_compiler
+def test_a_regression_fit_matches_the_generic_one():
+    import gpumlp
+
+    rng = np.random.default_rng(0)
+    X = rng.random((53, 4))
+    Y = X @ rng.random((4, 2))
+    nets = [gpumlp.Network([4, 8, 2], output_activation="identity", backend="numpy", seed=0,
+                           dtype="float64") for _ in range(2)]  # fmt: skip
+    for net, engine in zip(nets, ("native", "generic"), strict=True):
+        net.fit(X, Y, epochs=3, batch_size=10, lr=0.1, engine=engine, optimizer="momentum")
+    for a, b in zip(nets[0].params.arrays(), nets[1].params.arrays(), strict=True):
+        assert rel(b, a) <= 1e-10
+
+
+@needs_compiler
 @pytest.mark.parametrize("blas", [True, False], ids=["numpy-blas", "own-products"])
 def test_auto_takes_native_where_it_was_measured_faster(blas, monkeypatch):
     if blas and _native_build.numpy_blas("float32") is None:
