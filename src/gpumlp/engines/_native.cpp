@@ -49,26 +49,31 @@ static inline bool use_blas(const EpochArgs& e, long long M, long long N, long l
     return e.blas != nullptr && M * N * K >= e.blas_from;
 }
 
-// z = x Wᵀ (m × N), BP4's δᵀ x (N × K) and BP2's δ W (m × K), by the BLAS where it is given
-// and the product is large, else by the blocked products above.
-static void product_nt(const EpochArgs& e, const real* A, int m, const real* B, int N, int K,
-                       real* C)
+// A layer's input for the batch: its rows (row[r]), and the same rows as one m × K block when
+// they are one (contig; null for X's rows read in place).
+struct Input {
+    const real* contig;
+    const real* const* row;
+};
+
+// z = x Wᵀ (m × N), BP4's δᵀ x (N × K) and BP2's δ W (m × K), by the BLAS where it is given,
+// the product is large and its input one block, else by the blocked products above.
+static void product_nt(const EpochArgs& e, Input A, int m, const real* B, int N, int K, real* C)
 {
-    if (use_blas(e, m, N, K))
-        ((blas_gemm)e.blas)(ROW_MAJOR, NO_TRANS, TRANS, m, N, K, (real)1, A, K, B, K, (real)0, C,
-                            N);
+    if (A.contig && use_blas(e, m, N, K))
+        ((blas_gemm)e.blas)(ROW_MAJOR, NO_TRANS, TRANS, m, N, K, (real)1, A.contig, K, B, K,
+                            (real)0, C, N);
     else
-        gemm_nt(A, m, B, N, K, C);
+        gemm_nt(A.row, m, B, N, K, C);
 }
 
-static void product_tn(const EpochArgs& e, const real* D, int m, const real* X, int N, int K,
-                       real* GW)
+static void product_tn(const EpochArgs& e, const real* D, int m, Input X, int N, int K, real* GW)
 {
-    if (use_blas(e, N, K, m))
-        ((blas_gemm)e.blas)(ROW_MAJOR, TRANS, NO_TRANS, N, K, m, (real)1, D, N, X, K, (real)0, GW,
-                            K);
+    if (X.contig && use_blas(e, N, K, m))
+        ((blas_gemm)e.blas)(ROW_MAJOR, TRANS, NO_TRANS, N, K, m, (real)1, D, N, X.contig, K,
+                            (real)0, GW, K);
     else
-        gemm_tn(D, m, X, N, K, GW);
+        gemm_tn(D, m, X.row, N, K, GW);
 }
 
 static void product_nn(const EpochArgs& e, const real* D, int m, const real* W, int N, int K,
@@ -86,17 +91,16 @@ struct Layer {
 };
 
 // One step's forward pass, output error, row costs and hits, and backward deltas (BP1, BP2),
-// for the m rows gathered in x; the weights are not yet changed.
-static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const real* x,
+// for the m rows of the batch (in[l]: layer l's input); the weights are not yet changed.
+static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const Input* in,
                         const long long* rows, int m, unsigned long long draw, double& cost_sum,
                         long long& hit_sum)
 {
     const int layers = e.layers;
-    const real* in = x;
     for (int l = 0; l < layers; ++l) {  // forward: z = in Wᵀ + b, a = σ(z)
         const int n_in = e.sizes[l], n = e.sizes[l + 1], act = e.acts[l];
         const Layer& c = L[l];
-        product_nt(e, in, m, e.w[l], n, n_in, c.z);
+        product_nt(e, in[l], m, e.w[l], n, n_in, c.z);
         const real* b = e.b[l];
         for (int r = 0; r < m; ++r)
             for (int j = 0; j < n; ++j) c.z[r * n + j] += b[j];
@@ -116,12 +120,10 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const r
         } else {
             act_rows(act, c.z, c.a, (long long)m * n);
         }
-        in = c.a;
         if (e.has_drop && l < layers - 1) {
             const unsigned stream = dropout_stream(e.key, draw, l);
             for (long long i = 0; i < (long long)m * n; ++i)
                 c.dropped[i] = c.a[i] * (dropout_keep(stream, i, e.cut) ? e.scale : (real)0);
-            in = c.dropped;
         }
     }
     const int n = e.sizes[layers];
@@ -161,7 +163,7 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const r
     }
 }
 
-// The epoch: each batch gathered in the order perm, its deltas, then per layer the gradients
+// The epoch: each batch's rows in the order perm, its deltas, then per layer the gradients
 // (BP4, BP3), then update(t, p, g, count, l2n, l1n) of each tensor t (the penalties on the
 // weights only); prepare() before each step's updates. Returns 0, or 1 when the buffers could not be allocated.
 template <class Update, class Prepare>
@@ -172,7 +174,10 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
     std::vector<real> buf;
     std::vector<Layer> L(layers);
     std::vector<long long> rows(B > 0 ? B : 1);
+    std::vector<const real*> ptrs;
+    std::vector<Input> in(layers);
     try {
+        ptrs.assign(B * layers, nullptr);
         long long total = B * n0;
         for (int l = 0; l < layers; ++l)
             total += (B * 4 + e.sizes[l] + 1) * (long long)e.sizes[l + 1];
@@ -188,6 +193,11 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
         next += 4 * w + (long long)e.sizes[l] * e.sizes[l + 1];
         L[l].gb = next;
         next += e.sizes[l + 1];
+        if (l + 1 < layers) {  // the next layer's input: a, or a ⊙ keep under dropout
+            const real* a = e.has_drop ? L[l].dropped : L[l].a;
+            for (long long r = 0; r < B; ++r) ptrs[(l + 1) * B + r] = a + r * e.sizes[l + 1];
+            in[l + 1] = Input{a, ptrs.data() + (l + 1) * B};
+        }
     }
     const long long batches = B > 0 ? (e.n_rows + B - 1) / B : 0;
     double cost_sum = 0.0;
@@ -195,10 +205,21 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
     for (long long bt = 0; bt < batches; ++bt) {
         const long long base = bt * B;
         const int m = (int)(e.n_rows - base < B ? e.n_rows - base : B);
-        for (int r = 0; r < m; ++r) {  // the gather
+        // The batch's rows of X: copied into one block for the BLAS (use_blas as product_nt
+        // and product_tn decide for layer 0) and when they pass L1's 32 KB (the copy is then
+        // read twice from cache, not the rows from memory: at batch 100, 8% an epoch), else
+        // read in place (at batch 10, 5% faster than copied).
+        const bool gather = use_blas(e, m, e.sizes[1], n0) || use_blas(e, e.sizes[1], n0, m) ||
+                            B * n0 * (long long)sizeof(real) > 32768;
+        for (int r = 0; r < m; ++r) {
             rows[r] = e.perm ? e.perm[base + r] : base + r;
-            std::memcpy(x + (long long)r * n0, e.X + rows[r] * n0, sizeof(real) * n0);
+            ptrs[r] = e.X + rows[r] * n0;
+            if (gather) {
+                std::memcpy(x + (long long)r * n0, ptrs[r], sizeof(real) * n0);
+                ptrs[r] = x + (long long)r * n0;
+            }
         }
+        in[0] = Input{gather ? x : nullptr, ptrs.data()};
         // The next batch's rows are fetched from memory while this one computes: the rows are
         // scattered over X, and waiting for them took a fifth of an epoch at batch 100.
         for (long long r = base + B; r < base + 2 * B && r < e.n_rows; ++r) {
@@ -206,13 +227,12 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
             for (long long at = 0; at < (long long)sizeof(real) * n0; at += 64)
                 __builtin_prefetch(row + at, 0, 2);
         }
-        step_deltas(e, L, x, rows.data(), m, (unsigned long long)(e.draw + bt), cost_sum, hit_sum);
+        step_deltas(e, L, in.data(), rows.data(), m, (unsigned long long)(e.draw + bt), cost_sum, hit_sum);
         prepare();
         for (int l = 0; l < layers; ++l) {
             const int n_in = e.sizes[l], n = e.sizes[l + 1];
-            const real* in = l == 0 ? x : (e.has_drop ? L[l - 1].dropped : L[l - 1].a);
             const real* d = L[l].d;
-            product_tn(e, d, m, in, n, n_in, L[l].gw);  // BP4
+            product_tn(e, d, m, in[l], n, n_in, L[l].gw);  // BP4
             for (int j = 0; j < n; ++j) {  // BP3: Σ_r δ_r,j, in row order
                 real s = (real)0;
                 for (int r = 0; r < m; ++r) s += d[(long long)r * n + j];

@@ -40,10 +40,11 @@ static inline real lanes_sum(vec acc)
     return s[0];
 }
 
-// out[r*ldo + j] = Σ_k A[r*lda + k] B[j*ldb + k] for an R × J block (z = x Wᵀ): vectors over k,
+// out[r*ldo + j] = Σ_k A[r][k] B[j*ldb + k] for an R × J block (z = x Wᵀ, A the rows): vectors
+// over k,
 // then the lanes, then the K % V last terms in order.
 template <int R, int J>
-static inline void dot_block(const real* A, long long lda, const real* B, long long ldb, int K,
+static inline void dot_block(const real* const* A, const real* B, long long ldb, int K,
                              real* out, long long ldo)
 {
     vec acc[R][J];
@@ -52,7 +53,7 @@ static inline void dot_block(const real* A, long long lda, const real* B, long l
     int k = 0;
     for (; k + V <= K; k += V) {
         vec a[R], b[J];
-        for (int r = 0; r < R; ++r) a[r] = held(load(A + r * lda + k));
+        for (int r = 0; r < R; ++r) a[r] = held(load(A[r] + k));
         for (int j = 0; j < J; ++j) b[j] = held(load(B + j * ldb + k));
         for (int r = 0; r < R; ++r)
             for (int j = 0; j < J; ++j) acc[r][j] += a[r] * b[j];
@@ -60,27 +61,27 @@ static inline void dot_block(const real* A, long long lda, const real* B, long l
     for (int r = 0; r < R; ++r)
         for (int j = 0; j < J; ++j) {
             real s = lanes_sum(acc[r][j]);
-            for (int t = k; t < K; ++t) s += A[r * lda + t] * B[j * ldb + t];
+            for (int t = k; t < K; ++t) s += A[r][t] * B[j * ldb + t];
             out[r * ldo + j] = s;
         }
 }
 
 template <int R>
-static void dot_rows(const real* A, long long lda, const real* B, int N, int K, real* out)
+static void dot_rows(const real* const* A, const real* B, int N, int K, real* out)
 {
     int j = 0;
-    for (; j + 4 <= N; j += 4) dot_block<R, 4>(A, lda, B + (long long)j * K, K, K, out + j, N);
-    for (; j + 2 <= N; j += 2) dot_block<R, 2>(A, lda, B + (long long)j * K, K, K, out + j, N);
-    for (; j < N; ++j) dot_block<R, 1>(A, lda, B + (long long)j * K, K, K, out + j, N);
+    for (; j + 4 <= N; j += 4) dot_block<R, 4>(A, B + (long long)j * K, K, K, out + j, N);
+    for (; j + 2 <= N; j += 2) dot_block<R, 2>(A, B + (long long)j * K, K, K, out + j, N);
+    for (; j < N; ++j) dot_block<R, 1>(A, B + (long long)j * K, K, K, out + j, N);
 }
 
-// C (m × N) = A (m × K) Bᵀ, B (N × K): blocks of 4 rows × 4 units.
-static void gemm_nt(const real* A, int m, const real* B, int N, int K, real* C)
+// C (m × N) = A (m rows of K) Bᵀ, B (N × K): blocks of 4 rows × 4 units.
+static void gemm_nt(const real* const* A, int m, const real* B, int N, int K, real* C)
 {
     int r = 0;
-    for (; r + 4 <= m; r += 4) dot_rows<4>(A + (long long)r * K, K, B, N, K, C + (long long)r * N);
-    for (; r + 2 <= m; r += 2) dot_rows<2>(A + (long long)r * K, K, B, N, K, C + (long long)r * N);
-    for (; r < m; ++r) dot_rows<1>(A + (long long)r * K, K, B, N, K, C + (long long)r * N);
+    for (; r + 4 <= m; r += 4) dot_rows<4>(A + r, B, N, K, C + (long long)r * N);
+    for (; r + 2 <= m; r += 2) dot_rows<2>(A + r, B, N, K, C + (long long)r * N);
+    for (; r < m; ++r) dot_rows<1>(A + r, B, N, K, C + (long long)r * N);
 }
 
 // out[i][k0 + …] = Σ_s coef(i, s) · rows(s)[k0 + …] for I outputs and C vectors of columns:
@@ -139,9 +140,10 @@ static void gemm_nn(const real* D, int m, const real* W, int N, int K, real* G)
 // BP4 for the columns k0 … k0 + C·V of every unit: GW[j][k] = Σ_r D[r][j] X[r][k], units in
 // blocks of 4, 2, 1 (the batch's slab of X stays in L1 across the units).
 template <int C>
-static inline void tn_columns(const real* D, int m, const real* X, int N, int K, real* GW, int k0)
+static inline void tn_columns(const real* D, int m, const real* const* X, int N, int K, real* GW,
+                              int k0)
 {
-    auto row = [&](int s) { return X + (long long)s * K; };
+    auto row = [&](int s) { return X[s]; };
     int j = 0;
     for (; j + 4 <= N; j += 4) {
         real* out[4] = {GW + (long long)j * K, GW + (long long)(j + 1) * K,
@@ -160,9 +162,9 @@ static inline void tn_columns(const real* D, int m, const real* X, int N, int K,
     }
 }
 
-// BP4: GW (N × K) = Dᵀ X, D (m × N), X (m × K) (δ carries the batch mean's 1/m): column blocks
+// BP4: GW (N × K) = Dᵀ X, D (m × N), X (m rows of K) (δ carries the batch mean's 1/m): column blocks
 // of 4 vectors, then single vectors, then the last K % V columns one by one.
-static void gemm_tn(const real* D, int m, const real* X, int N, int K, real* GW)
+static void gemm_tn(const real* D, int m, const real* const* X, int N, int K, real* GW)
 {
     int k = 0;
     for (; k + 4 * V <= K; k += 4 * V) tn_columns<4>(D, m, X, N, K, GW, k);
@@ -170,7 +172,7 @@ static void gemm_tn(const real* D, int m, const real* X, int N, int K, real* GW)
     for (; k < K; ++k)
         for (int j = 0; j < N; ++j) {
             real acc = (real)0;
-            for (int s = 0; s < m; ++s) acc += D[(long long)s * N + j] * X[(long long)s * K + k];
+            for (int s = 0; s < m; ++s) acc += D[(long long)s * N + j] * X[s][k];
             GW[(long long)j * K + k] = acc;
         }
 }
