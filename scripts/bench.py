@@ -176,7 +176,8 @@ def row_jobs(
 ) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     """The rows ``backend`` gives for ``case``, each as ``(label, measure)``: one per engine on
     numpy and cupy (``auto`` is the plain backend row; ``graph`` and ``persistent`` are CuPy's
-    only), else one. ``peers`` holds the imported ``torch`` and ``jax`` modules (or None)."""
+    only, ``native`` NumPy's), else one. ``peers`` holds the imported ``torch`` and ``jax``
+    modules (or None)."""
     if backend in ("numpy", "cupy"):
         return [
             (
@@ -185,6 +186,7 @@ def row_jobs(
             )
             for engine in opts.engines
             if engine in ENGINES and (engine not in ("graph", "persistent") or backend == "cupy")
+            if engine != "native" or backend == "numpy"
         ]
     torch, jax = peers["torch"], peers["jax"]
     if backend == "torch-cpu":

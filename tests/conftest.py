@@ -8,7 +8,8 @@
   ``quick_run``; a learning curve's ``history_dir``;
 - a sweep's database: ``postgres``, a PostgreSQL server of the test's own (skipped where none
   can start);
-- the CUDA emulation's ``cxx20`` and ``fake_cupy`` (from ``cuda_emu.fixtures``).
+- the CUDA emulation's ``cxx20`` and ``fake_cupy`` (from ``cuda_emu.fixtures``);
+- the native engine's build cache, ``native_cache`` (a folder of the session).
 
 ``GPUMLP_REQUIRE_GPU=1`` turns every skipped ``gpu`` test into a failure, so a run on a GPU
 machine can never look green by skipping (``scripts/gpu_check.sh`` sets it).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,20 @@ from helpers.machines import server, server_unavailable
 from helpers.nets import small_net
 
 REQUIRE_GPU = os.environ.get("GPUMLP_REQUIRE_GPU", "").strip() == "1"
+
+# -- the native engine's build cache ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def native_cache(tmp_path_factory) -> Iterator[Path]:
+    """The native engine's libraries are built into a folder of this session
+    (``$XDG_CACHE_HOME``, inherited by the commands tests start): once per session and dtype,
+    and never into the user's cache."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
+
 
 # -- the GPU switch, the emulated marker, the backend fixture -----------------------------------
 

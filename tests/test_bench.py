@@ -179,12 +179,14 @@ def test_the_jax_peer_trains_what_the_generic_step_trains(bench):
 def test_each_engine_is_its_own_row(bench, tmp_path, flag):
     out = tmp_path / "b.json"
     argv = ["--quick", "--n", "500", "--cases", "784-30-10@100", "--backends", "numpy"]
-    assert bench.main([*argv, flag, "generic", "fused", "auto", "--json", str(out)]) == 0
+    engines = ["generic", "fused", "native", "auto"]
+    assert bench.main([*argv, flag, *engines, "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     rows = doc["cases"]["784-30-10@100"]["backends"]
-    assert {"numpy-generic", "numpy-fused", "numpy"} <= set(rows)
-    assert all(rows[r]["median"] > 0 for r in ("numpy-generic", "numpy-fused", "numpy"))
-    assert doc["settings"]["engines"] == ["generic", "fused", "auto"]
+    names = ("numpy-generic", "numpy-fused", "numpy-native", "numpy")
+    assert set(names) <= set(rows)
+    assert all(rows[r]["median"] > 0 for r in names)
+    assert doc["settings"]["engines"] == engines
 
 
 def test_a_refused_engine_is_a_row_saying_why(bench, fake_cupy, tmp_path):

@@ -300,7 +300,8 @@ def test_dropout_evaluation_is_deterministic_and_unmasked(blobs):
 
 
 def test_dropout_masks_are_inverted_and_unbiased(blobs, monkeypatch):
-    # Capture the multipliers the NumPy training step draws (the code path of fit).
+    # Capture the multipliers the NumPy training step draws (the code path of fit with the fused
+    # engine; the native engine draws the same masks in C++, tested against it in test_native).
     X, y = blobs
     p = 0.3
     masks: list[np.ndarray] = []
@@ -314,7 +315,7 @@ def test_dropout_masks_are_inverted_and_unbiased(blobs, monkeypatch):
 
     monkeypatch.setattr(gpumlp.engines.steps, "keep_masks", spy)
     net = gpumlp.Network([4, 200, 100, 3], backend="numpy", seed=0)
-    net.fit(X, y, epochs=10, batch_size=30, lr=0.1, dropout=p, seed=0)
+    net.fit(X, y, epochs=10, batch_size=30, lr=0.1, dropout=p, seed=0, engine="fused")
     keep = np.concatenate([m.ravel() for m in masks])
     assert keep.size == 10 * 90 * 300
     scale = np.float32(1 / (1 - p))

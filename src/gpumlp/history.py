@@ -57,6 +57,11 @@ class History:
     task : {"classification", "regression"}
         The network's: its records hold the accuracies, or the regression's ``val_mse``,
         ``val_mae`` and ``val_r2`` (:func:`fields`).
+    engines : list of dict, optional
+        The training engines the run used, each from the epoch it started
+        (``{"from_epoch", "engine", "label", "build"}``; ``build`` says how the native
+        engine's library was compiled, else None): one entry, unless a resumed run continued
+        with another engine (:func:`gpumlp.engines.select.select_run_step`).
     """
 
     def __init__(
@@ -67,12 +72,14 @@ class History:
         seed: int | None = None,
         scored: str = "validation",
         task: str = "classification",
+        engines: list[dict[str, Any]] | None = None,
     ) -> None:
         self.records = list(records)
         self.stop_reason = stop_reason
         self.seed = seed
         self.scored = scored
         self.task = task
+        self.engines = list(engines or [])
 
     def __len__(self) -> int:
         return len(self.records)
@@ -99,13 +106,15 @@ class History:
         return [r.get(key) for r in self.records]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form: ``{"epochs": [...], "stop_reason", "seed", "scored_set", "task"}``."""
+        """JSON-able form: ``{"epochs": [...], "stop_reason", "seed", "scored_set", "task",
+        "engines"}``."""
         return {
             "epochs": self.records,
             "stop_reason": self.stop_reason,
             "seed": self.seed,
             "scored_set": self.scored,
             "task": self.task,
+            "engines": self.engines,
         }
 
     @classmethod
@@ -118,6 +127,7 @@ class History:
             seed=d.get("seed"),
             scored=d.get("scored_set") or "validation",
             task=d.get("task") or "classification",
+            engines=[e for e in d.get("engines") or [] if isinstance(e, dict)],
         )
 
     def to_csv(self) -> str:

@@ -51,11 +51,12 @@ __all__ = ["DEFAULTS", "DEFAULT_CHUNK", "ENGINES", "FLAGS", "HYPER_KEYS", "KINDS
 DEFAULT_CHUNK = 10_000
 """Rows per forward pass when evaluating or predicting, bounding memory on large sets."""
 
-ENGINES = ("auto", "generic", "fused", "graph", "persistent")
+ENGINES = ("auto", "generic", "fused", "graph", "persistent", "native")
 """``generic``: the plain ``xp`` code (any backend, the reference). ``fused``: the backend's fast
 path (NumPy: in-place ufuncs into preallocated buffers; CuPy: fused kernels and cuBLAS).
 ``graph``: CuPy only, whole steps replayed as CUDA graphs. ``persistent``: CuPy only, a whole
 epoch in one kernel launch, the network in one block's shared memory (where it fits).
+``native``: NumPy only, a whole epoch in one call of C++ compiled for this CPU.
 ``auto`` picks the fastest that qualifies for the backend and network, falling back to
 ``generic``."""
 

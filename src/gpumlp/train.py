@@ -26,7 +26,7 @@ from .config import ModelSpec
 from .distributed.comm import Comm
 from .distributed.nccl import on_device
 from .distributed.sync import check_same_state, steps_hold_signals
-from .engines import select_step
+from .engines.select import select_run_step
 from .engines.steps import Data, Step, hits
 from .errors import DataFileShrank, DivergedError, TrainingInterrupted
 from .history import History
@@ -254,7 +254,7 @@ def train_network(
     if state.comm is not None:
         check_same_state(state, state.comm)
     try:
-        step = select_step(state, data)
+        step = select_run_step(state, data, resumed=resume is not None)
         with steps_hold_signals() if state.comm is not None else contextlib.nullcontext():
             return run_epochs(state, step, data, validation, progress=progress, on_epoch=on_epoch)
     except KeyboardInterrupt as exc:

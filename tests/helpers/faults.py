@@ -67,6 +67,7 @@ def fail_on_step(monkeypatch, call: int, exc: BaseException) -> None:
     """Make the ``call``-th training step raise ``exc`` (as an allocation failure would), with
     the memory check before training passed (the memory runs out later, mid-run)."""
     import gpumlp.engines._numpy_fast
+    import gpumlp.engines.select
     import gpumlp.memory
     import gpumlp.model
 
@@ -79,6 +80,8 @@ def fail_on_step(monkeypatch, call: int, exc: BaseException) -> None:
         return real(self, *a, **k)
 
     monkeypatch.setattr(gpumlp.engines._numpy_fast.NumpyStep, "__call__", failing)
+    # auto trains with that step (the fused one), not the native engine's whole-epoch call
+    monkeypatch.setattr(gpumlp.engines.select, "native_wins", lambda state: False)
     monkeypatch.setattr(gpumlp.model, "check_training_fits", lambda *a, **k: None)
 
 

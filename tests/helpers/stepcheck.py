@@ -141,13 +141,14 @@ def band(dtype, combo, sizes, m, kappa):
     return 2 * chain_length(sizes, m, combo[3]) * UNIT_ROUNDOFF[dtype] * kappa
 
 
-def compare_steps(dtype, combo, engine, ms, sizes=SIZES, floor64=0.0, **fit):
-    """Run the fast engine on CuPy (fake or real) and GenericStep on NumPy over batches of ``ms``
+def compare_steps(dtype, combo, engine, ms, sizes=SIZES, floor64=0.0, backend="cupy", **fit):
+    """Run the fast engine on ``backend`` (CuPy, fake or real, or NumPy for the native engine)
+    and GenericStep on NumPy over batches of ``ms``
     rows, from the same parameters before each step; assert each step's results within the
     band (in float64 at least ``floor64``: a GPU run holds float64 to the project's parity
     target, 1e-10, where the band is tighter). Returns the worst (error / tolerance) seen."""
     _, ref_state, ref_data = setup("numpy", dtype, combo, sizes=sizes, **fit)
-    _, state, data = setup("cupy", dtype, combo, engine=engine, sizes=sizes, **fit)
+    _, state, data = setup(backend, dtype, combo, engine=engine, sizes=sizes, **fit)
     ref_step = engines.select_step(ref_state, ref_data, engine="generic")
     step = engines.select_step(state, data, engine=engine)
     assert step.engine == engine

@@ -41,10 +41,10 @@ from ..activations import ACTIVATIONS
 from ..backend import Array
 from ..costs import COSTS
 from ..distributed.comm import local_rows
-from ..optim import get_optimizer
 from ..runstate import TrainState
 from . import _persistent
 from ._cupy_core import Core
+from ._generated import generated, generated_optimizer
 from ._kernels import KERNEL_NAMES, kernel_source, signatures
 from .steps import Data
 
@@ -84,35 +84,18 @@ def unsupported(state: TrainState, *, engine: str) -> str | None:
         return f"engine={engine!r} is not a CuPy fast path"
     spec, opt = state.spec, state.optimizer
     for act in spec.activations[:-1]:
-        if not _generated(act, ACTIVATIONS) or act.cuda_fn is None:
+        if not generated(act, ACTIVATIONS) or act.cuda_fn is None:
             return f"hidden activation {act.name!r} has no CUDA form"
     out = spec.activations[-1]
-    if not _generated(out, ACTIVATIONS):
+    if not generated(out, ACTIVATIONS):
         return f"output activation {out.name!r} has no CUDA form"
-    if not _generated(spec.cost, COSTS):
+    if not generated(spec.cost, COSTS):
         return f"cost {spec.cost.name!r} has no CUDA form"
-    if opt.cuda() is None or not _generated_optimizer(opt):
+    if opt.cuda() is None or not generated_optimizer(opt):
         return f"optimizer {opt.name!r} has no CUDA form"
     if not backend.is_cupy(spec.xp):
         return f"the fast paths need the CuPy backend, not {spec.backend}"
     return None
-
-
-def _generated(entry: Any, registry: dict[str, Any]) -> bool:
-    """Whether the kernels were generated for ``entry`` (an Activation or Cost): it is the
-    registry's own entry of its name. One a user made is not, even with a ``cuda_fn``, or
-    named as a built-in one."""
-    return bool(registry.get(entry.name) == entry)
-
-
-def _generated_optimizer(opt: Any) -> bool:
-    """Whether the kernels were generated for optimizer ``opt``: the registry's own class of
-    its name, with the CUDA form the kernels were generated from."""
-    try:
-        built = get_optimizer(opt.name)
-    except ValueError:  # a name the registry does not know
-        return False
-    return type(built) is type(opt) and built.cuda() == opt.cuda()
 
 
 @functools.cache

@@ -49,6 +49,7 @@ __all__ = [
     "kernel_source",
     "optimizer_kernels",
     "packers",
+    "prelude",
     "signatures",
 ]
 
@@ -98,7 +99,9 @@ def codes() -> Codes:
     )
 
 
-def _prelude(dtype: str) -> str:
+def prelude(dtype: str) -> str:
+    """The generated head of the source for ``dtype`` (the typedef, constants, codes and the
+    registries' device functions; host functions in :mod:`._native_src`)."""
     real = {"float32": "float", "float64": "double"}[dtype]
     c = codes()
     floor = sigmoid_floor(float(np.finfo(dtype).smallest_normal))
@@ -254,7 +257,7 @@ def kernel_source(dtype: str) -> str:
     )
     optimizers = [_optimizer_source(name) for name in OPTIMIZERS]
     tail = "\n\n".join([PENALTY_CUDA, *filter(None, optimizers)])
-    return f"{_prelude(dtype)}\n{template}\n// Optimizers, after the penalties.\n{tail}\n"
+    return f"{prelude(dtype)}\n{template}\n// Optimizers, after the penalties.\n{tail}\n"
 
 
 # -- the kernels' parameters, read from the source ---------------------------------------------

@@ -26,6 +26,7 @@ from ..data.sources import DataSet
 from ..distributed.comm import Comm, rank_of
 from ..engines.select import check_engine
 from ..errors import DataFileShrank, DivergedError, TrainingInterrupted
+from ..files.npyview import NpyRows
 from ..history import History
 from ..inputs import Inputs
 from ..memory import check_model_fits, check_training_fits
@@ -116,6 +117,10 @@ def plan_run(
     """
     spec = ModelSpec.build(flags["sizes"], **{k: flags[k] for k in _NET_FLAGS})
     check_engine(spec, flags["engine"], distributed=distributed)
+    if flags["engine"] == "native" and isinstance(data.train[0], NpyRows):
+        raise ValueError("--engine native: X is read from its file batch by batch (--from-disk, "
+                         "or too large for memory), and the native engine reads X in memory; "
+                         "use --engine fused or auto")  # fmt: skip
     copies = Inputs(spec).copies(data.train[0], standardize=bool(flags.get("standardize")))
     if flags.get("from_disk") and copies:
         why = (

@@ -1,0 +1,250 @@
+// The native CPU engine (gpumlp/engines/_native.py): a whole epoch in one call. Appended to the
+// generated prelude (_native_src.py), whose activations, costs, dropout hash, penalties,
+// output_error and better it uses; each optimizer's `gpumlp_epoch_<name>` (generated from the
+// optimizer's CUDA form) calls run_epoch with its update of one parameter and its per-step
+// preparation. Nothing here is the math of an activation, a cost, an optimizer or the hash.
+// The products it calls (gemm_nt, gemm_tn, gemm_nn) are _native_gemm.cpp's, placed before it.
+
+#include <cstring>
+#include <new>
+#include <vector>
+
+struct EpochArgs {  // mirrored by _native.py's ctypes Structure, field for field
+    const real* X;
+    const real* Y;
+    const long long* labels;
+    const long long* perm;  // the epoch's order, or null: in order
+    long long n_rows;
+    long long batch;
+    const int* sizes;
+    const int* acts;
+    int layers;
+    int kind;
+    int cost;
+    int has_drop;
+    unsigned cut;
+    real eps;
+    real scale;
+    real l2n;
+    real l1n;
+    unsigned long long key;
+    long long draw;
+    real* const* w;  // per layer
+    real* const* b;
+    double* sums;    // += the epoch's cost sum
+    long long* hits; // += the epoch's hits
+    real* out_a;     // the last batch's outputs (m × n_L), or null
+    void* blas;      // NumPy's BLAS cblas_?gemm (ILP64), or null: the products below only
+    long long blas_from;  // the multiply-adds from which a product goes to the BLAS
+};
+
+// cblas_sgemm / cblas_dgemm with 64-bit integers (the ILP64 OpenBLAS NumPy ships).
+typedef void (*blas_gemm)(int order, int trans_a, int trans_b, long long M, long long N,
+                          long long K, real alpha, const real* A, long long lda, const real* B,
+                          long long ldb, real beta, real* C, long long ldc);
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
+
+static inline bool use_blas(const EpochArgs& e, long long M, long long N, long long K)
+{
+    return e.blas != nullptr && M * N * K >= e.blas_from;
+}
+
+// A layer's input for the batch: its rows (row[r]), and the same rows as one m × K block when
+// they are one (contig; null for X's rows read in place).
+struct Input {
+    const real* contig;
+    const real* const* row;
+};
+
+// z = x Wᵀ (m × N), BP4's δᵀ x (N × K) and BP2's δ W (m × K), by the BLAS where it is given,
+// the product is large and its input one block, else by the blocked products above.
+static void product_nt(const EpochArgs& e, Input A, int m, const real* B, int N, int K, real* C)
+{
+    if (A.contig && use_blas(e, m, N, K))
+        ((blas_gemm)e.blas)(ROW_MAJOR, NO_TRANS, TRANS, m, N, K, (real)1, A.contig, K, B, K,
+                            (real)0, C, N);
+    else
+        gemm_nt(A.row, m, B, N, K, C);
+}
+
+static void product_tn(const EpochArgs& e, const real* D, int m, Input X, int N, int K, real* GW)
+{
+    if (X.contig && use_blas(e, N, K, m))
+        ((blas_gemm)e.blas)(ROW_MAJOR, TRANS, NO_TRANS, N, K, m, (real)1, D, N, X.contig, K,
+                            (real)0, GW, K);
+    else
+        gemm_tn(D, m, X.row, N, K, GW);
+}
+
+static void product_nn(const EpochArgs& e, const real* D, int m, const real* W, int N, int K,
+                       real* G)
+{
+    if (use_blas(e, m, K, N))
+        ((blas_gemm)e.blas)(ROW_MAJOR, NO_TRANS, NO_TRANS, m, K, N, (real)1, D, N, W, K, (real)0,
+                            G, K);
+    else
+        gemm_nn(D, m, W, N, K, G);
+}
+
+struct Layer {
+    real *z, *a, *d, *dropped, *gw, *gb;  // per batch row; the gradients of W^l and b^l
+};
+
+// One step's forward pass, output error, row costs and hits, and backward deltas (BP1, BP2),
+// for the m rows of the batch (in[l]: layer l's input); the weights are not yet changed.
+static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const Input* in,
+                        const long long* rows, int m, unsigned long long draw, double& cost_sum,
+                        long long& hit_sum)
+{
+    const int layers = e.layers;
+    for (int l = 0; l < layers; ++l) {  // forward: z = in Wᵀ + b, a = σ(z)
+        const int n_in = e.sizes[l], n = e.sizes[l + 1], act = e.acts[l];
+        const Layer& c = L[l];
+        product_nt(e, in[l], m, e.w[l], n, n_in, c.z);
+        const real* b = e.b[l];
+        for (int r = 0; r < m; ++r)
+            for (int j = 0; j < n; ++j) c.z[r * n + j] += b[j];
+        if (act == ACT_SOFTMAX) {
+            for (int r = 0; r < m; ++r) {  // shifted by the row max, so exp never overflows
+                const real* zr = c.z + (long long)r * n;
+                real* ar = c.a + (long long)r * n;
+                real mx = zr[0];
+                for (int j = 0; j < n; ++j) mx = zr[j] > mx ? zr[j] : mx;
+                real s = (real)0;
+                for (int j = 0; j < n; ++j) {
+                    ar[j] = exp(zr[j] - mx);
+                    s += ar[j];
+                }
+                for (int j = 0; j < n; ++j) ar[j] = ar[j] / s;
+            }
+        } else {
+            act_rows(act, c.z, c.a, (long long)m * n);
+        }
+        if (e.has_drop && l < layers - 1) {
+            const unsigned stream = dropout_stream(e.key, draw, l);
+            for (long long i = 0; i < (long long)m * n; ++i)
+                c.dropped[i] = c.a[i] * (dropout_keep(stream, i, e.cut) ? e.scale : (real)0);
+        }
+    }
+    const int n = e.sizes[layers];
+    const Layer& o = L[layers - 1];
+    const real scale = (real)(1.0 / (double)m);
+    for (int r = 0; r < m; ++r) {  // BP1, the row's cost and hit (as the output_delta kernel)
+        const long long at = (long long)r * n, src = rows[r];
+        const real* y = e.Y + src * n;
+        real ysum = (real)0, ga = (real)0, c = (real)0, best = o.a[at];
+        int arg = 0;
+        for (int j = 0; j < n; ++j) {
+            const real aj = o.a[at + j], yj = y[j];
+            ysum += yj;
+            if (e.kind == DELTA_SOFTMAX) ga += cost_grad(e.cost, aj, yj, e.eps) * aj;
+            c += cost_term(e.cost, aj, yj, e.eps);
+            if (better(aj, j, best, arg)) {
+                best = aj;
+                arg = j;
+            }
+        }
+        for (int j = 0; j < n; ++j)
+            o.d[at + j] = output_error(e.kind, e.cost, e.acts[layers - 1], o.z[at + j],
+                                       o.a[at + j], y[j], ga, ysum, e.eps) * scale;
+        cost_sum += (double)c;
+        const long long pred = n == 1 ? (long long)(o.a[at] > (real)0.5) : (long long)arg;
+        hit_sum += pred == e.labels[src];
+    }
+    for (int l = layers - 1; l > 0; --l) {  // BP2: δ^(l-1) = (δ^l W^l) ⊙ keep ⊙ σ'(z^(l-1))
+        const int h = e.sizes[l], act = e.acts[l - 1];
+        const Layer& p = L[l - 1];
+        product_nn(e, L[l].d, m, e.w[l], e.sizes[l + 1], h, p.d);
+        const unsigned stream = e.has_drop ? dropout_stream(e.key, draw, l - 1) : 0u;
+        if (e.has_drop)
+            for (long long i = 0; i < (long long)m * h; ++i)
+                p.d[i] = p.d[i] * (dropout_keep(stream, i, e.cut) ? e.scale : (real)0);
+        times_prime_rows(act, p.d, p.z, p.a, (long long)m * h);
+    }
+}
+
+// The epoch: each batch's rows in the order perm, its deltas, then per layer the gradients
+// (BP4, BP3), then update(t, p, g, count, l2n, l1n) of each tensor t (the penalties on the
+// weights only); prepare() before each step's updates. Returns 0, or 1 when the buffers could not be allocated.
+template <class Update, class Prepare>
+static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
+{
+    const int layers = e.layers, n0 = e.sizes[0];
+    const long long B = e.batch;
+    std::vector<real> buf;
+    std::vector<Layer> L(layers);
+    std::vector<long long> rows(B > 0 ? B : 1);
+    std::vector<const real*> ptrs;
+    std::vector<Input> in(layers);
+    try {
+        ptrs.assign(B * layers, nullptr);
+        long long total = B * n0;
+        for (int l = 0; l < layers; ++l)
+            total += (B * 4 + e.sizes[l] + 1) * (long long)e.sizes[l + 1];
+        buf.assign(total, (real)0);
+    } catch (const std::bad_alloc&) {
+        return 1;
+    }
+    real* x = buf.data();
+    real* next = x + B * n0;
+    for (int l = 0; l < layers; ++l) {
+        const long long w = B * e.sizes[l + 1];
+        L[l] = Layer{next, next + w, next + 2 * w, next + 3 * w, next + 4 * w, nullptr};
+        next += 4 * w + (long long)e.sizes[l] * e.sizes[l + 1];
+        L[l].gb = next;
+        next += e.sizes[l + 1];
+        if (l + 1 < layers) {  // the next layer's input: a, or a ⊙ keep under dropout
+            const real* a = e.has_drop ? L[l].dropped : L[l].a;
+            for (long long r = 0; r < B; ++r) ptrs[(l + 1) * B + r] = a + r * e.sizes[l + 1];
+            in[l + 1] = Input{a, ptrs.data() + (l + 1) * B};
+        }
+    }
+    const long long batches = B > 0 ? (e.n_rows + B - 1) / B : 0;
+    double cost_sum = 0.0;
+    long long hit_sum = 0;
+    for (long long bt = 0; bt < batches; ++bt) {
+        const long long base = bt * B;
+        const int m = (int)(e.n_rows - base < B ? e.n_rows - base : B);
+        // The batch's rows of X: copied into one block for the BLAS (use_blas as product_nt
+        // and product_tn decide for layer 0) and when they pass L1's 32 KB (the copy is then
+        // read twice from cache, not the rows from memory: at batch 100, 8% an epoch), else
+        // read in place (at batch 10, 5% faster than copied).
+        const bool gather = use_blas(e, m, e.sizes[1], n0) || use_blas(e, e.sizes[1], n0, m) ||
+                            B * n0 * (long long)sizeof(real) > 32768;
+        for (int r = 0; r < m; ++r) {
+            rows[r] = e.perm ? e.perm[base + r] : base + r;
+            ptrs[r] = e.X + rows[r] * n0;
+            if (gather) {
+                std::memcpy(x + (long long)r * n0, ptrs[r], sizeof(real) * n0);
+                ptrs[r] = x + (long long)r * n0;
+            }
+        }
+        in[0] = Input{gather ? x : nullptr, ptrs.data()};
+        // The next batch's rows are fetched from memory while this one computes: the rows are
+        // scattered over X, and waiting for them took a fifth of an epoch at batch 100.
+        for (long long r = base + B; r < base + 2 * B && r < e.n_rows; ++r) {
+            const char* row = (const char*)(e.X + (e.perm ? e.perm[r] : r) * n0);
+            for (long long at = 0; at < (long long)sizeof(real) * n0; at += 64)
+                __builtin_prefetch(row + at, 0, 2);
+        }
+        step_deltas(e, L, in.data(), rows.data(), m, (unsigned long long)(e.draw + bt), cost_sum, hit_sum);
+        prepare();
+        for (int l = 0; l < layers; ++l) {
+            const int n_in = e.sizes[l], n = e.sizes[l + 1];
+            const real* d = L[l].d;
+            product_tn(e, d, m, in[l], n, n_in, L[l].gw);  // BP4
+            for (int j = 0; j < n; ++j) {  // BP3: Σ_r δ_r,j, in row order
+                real s = (real)0;
+                for (int r = 0; r < m; ++r) s += d[(long long)r * n + j];
+                L[l].gb[j] = s;
+            }
+            update(l, e.w[l], L[l].gw, (long long)n * n_in, e.l2n, e.l1n);
+            update(layers + l, e.b[l], L[l].gb, (long long)n, (real)0, (real)0);
+        }
+        if (bt + 1 == batches && e.out_a != nullptr)
+            std::memcpy(e.out_a, L[layers - 1].a, sizeof(real) * m * e.sizes[layers]);
+    }
+    e.sums[0] += cost_sum;
+    e.hits[0] += hit_sum;
+    return 0;
+}
