@@ -27,7 +27,10 @@ CONFIGS = {
     "sgd-float32-fused": dict(dtype="float32", optimizer="sgd", engine="fused"),
     "sgd-float64-generic": dict(dtype="float64", optimizer="sgd", engine="generic"),
     "sgd-float32-generic": dict(dtype="float32", optimizer="sgd", engine="generic"),
-    "momentum-l2-float64-fused": dict(dtype="float64", optimizer="momentum", l2=5.0),
+    # named engines: auto takes native alone and fused under a communicator
+    "momentum-l2-float64-fused": dict(
+        dtype="float64", optimizer="momentum", l2=5.0, engine="fused"
+    ),
     "momentum-l2-float32-generic": dict(
         dtype="float32", optimizer="momentum", l2=5.0, engine="generic"
     ),
