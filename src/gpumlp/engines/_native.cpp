@@ -6,6 +6,7 @@
 // The products it calls (gemm_nt, gemm_tn, gemm_nn) are _native_gemm.cpp's, placed before it.
 
 #include <cstring>
+#include <limits>
 #include <new>
 #include <vector>
 
@@ -36,6 +37,7 @@ struct EpochArgs {  // mirrored by _native.py's ctypes Structure, field for fiel
     real* out_a;     // the last batch's outputs (m × n_L), or null
     void* blas;      // NumPy's BLAS cblas_?gemm (ILP64), or null: the products below only
     long long blas_from;  // the multiply-adds from which a product goes to the BLAS
+    long long flush_from; // the multiply-adds from which a layer's subnormal deltas are flushed
 };
 
 // cblas_sgemm / cblas_dgemm with 64-bit integers (the ILP64 OpenBLAS NumPy ships).
@@ -90,6 +92,16 @@ struct Layer {
     real *z, *a, *d, *dropped, *gw, *gb;  // per batch row; the gradients of W^l and b^l
 };
 
+// Where layer l's deltas (m × n_(l+1)) feed products of at least e.flush_from multiply-adds
+// (BP4's and BP2's m · n_l · n_(l+1)), the deltas below the smallest normal are set to +0, as
+// the fused step's _flush_subnormals does (engines/_numpy_fast.py: subnormal operands cost a
+// BLAS ~100 cycles each): the bound its loops compare |δ| with; 0 flushes nothing.
+static inline real flush_below(const EpochArgs& e, int l, int m)
+{
+    const long long macs = (long long)m * e.sizes[l] * e.sizes[l + 1];
+    return macs >= e.flush_from ? std::numeric_limits<real>::min() : (real)0;
+}
+
 // One step's forward pass, output error, row costs and hits, and backward deltas (BP1, BP2),
 // for the m rows of the batch (in[l]: layer l's input); the weights are not yet changed.
 static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const Input* in,
@@ -129,6 +141,7 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const I
     const int n = e.sizes[layers];
     const Layer& o = L[layers - 1];
     const real scale = (real)(1.0 / (double)m);
+    const real below = flush_below(e, layers - 1, m);
     for (int r = 0; r < m; ++r) {  // BP1, the row's cost and hit (as the output_delta kernel)
         const long long at = (long long)r * n, src = rows[r];
         const real* y = e.Y + src * n;
@@ -145,13 +158,15 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const I
             }
         }
         for (int j = 0; j < n; ++j)
-            o.d[at + j] = output_error(e.kind, e.cost, e.acts[layers - 1], o.z[at + j],
-                                       o.a[at + j], y[j], ga, ysum, e.eps) * scale;
+            o.d[at + j] = flushed(output_error(e.kind, e.cost, e.acts[layers - 1], o.z[at + j],
+                                               o.a[at + j], y[j], ga, ysum, e.eps) * scale,
+                                  below);
         cost_sum += (double)c;
         const long long pred = n == 1 ? (long long)(o.a[at] > (real)0.5) : (long long)arg;
         hit_sum += pred == e.labels[src];
     }
-    for (int l = layers - 1; l > 0; --l) {  // BP2: δ^(l-1) = (δ^l W^l) ⊙ keep ⊙ σ'(z^(l-1))
+    // BP2: δ^(l-1) = (δ^l W^l) ⊙ keep ⊙ σ'(z^(l-1)), flushed in the loop of σ'
+    for (int l = layers - 1; l > 0; --l) {
         const int h = e.sizes[l], act = e.acts[l - 1];
         const Layer& p = L[l - 1];
         product_nn(e, L[l].d, m, e.w[l], e.sizes[l + 1], h, p.d);
@@ -159,7 +174,7 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const I
         if (e.has_drop)
             for (long long i = 0; i < (long long)m * h; ++i)
                 p.d[i] = p.d[i] * (dropout_keep(stream, i, e.cut) ? e.scale : (real)0);
-        times_prime_rows(act, p.d, p.z, p.a, (long long)m * h);
+        times_prime_rows(act, p.d, p.z, p.a, (long long)m * h, flush_below(e, l - 1, m));
     }
 }
 

@@ -13,6 +13,13 @@ refuses, with the reason, data that is not an in-memory C-contiguous array of th
 dtype: ``--from-disk`` (:class:`~gpumlp.files.npyview.NpyRows`, read batch by batch through the
 checked read path) and memory-mapped arrays, which ``auto`` then trains with ``fused``.
 
+Subnormal deltas are flushed to +0 where and as the ``fused`` step flushes them
+(:data:`._numpy_fast.FLUSH_FROM`: in a layer whose products have that many multiply-adds, each
+δ below the dtype's smallest normal, in the loop that multiplies by σ'(z)), so a run of
+saturated sigmoids does not feed subnormals to the products. Under plain SGD ``fused``'s deltas
+carry the rate (its module docstring) and native's do not: the two flush the same entries at
+rate 1 and, otherwise, entries within a factor of the rate of the smallest normal may differ.
+
 Bits. The products sum in the order of ``_native.cpp``'s blocks, not NumPy's BLAS order: results
 agree with the generic step to rounding (float64 ≤ 1e-10 relative after an epoch; float32
 within the step's derived band), and repeat bit for bit on the same machine and library.
@@ -38,6 +45,7 @@ from ._generated import generated, generated_optimizer
 from ._kernels import codes, hyper_slots
 from ._native_build import Build, build, numpy_blas
 from ._native_src import arg_names, entry_name, native_source
+from ._numpy_fast import FLUSH_FROM
 from .steps import Data
 
 __all__ = ["BLAS_FROM", "NativeStep", "library", "make_step", "unsupported"]
@@ -61,7 +69,7 @@ def _args_type(dtype: str) -> type[ctypes.Structure]:
               ("has_drop", i32), ("cut", ctypes.c_uint), ("eps", real), ("scale", real),
               ("l2n", real), ("l1n", real), ("key", ctypes.c_ulonglong), ("draw", ll),
               ("w", _P), ("b", _P), ("sums", _P), ("hits", _P), ("out_a", _P), ("blas", _P),
-              ("blas_from", ll)]  # fmt: skip
+              ("blas_from", ll), ("flush_from", ll)]  # fmt: skip
     return type(f"EpochArgs_{dtype}", (ctypes.Structure,), {"_fields_": fields})
 
 
@@ -151,7 +159,7 @@ class NativeStep:
             eps=float(np.finfo(spec.dtype).eps), scale=1.0 / (1.0 - p) if has_drop else 1.0,
             l2n=cfg.l2 / n, l1n=cfg.l1 / n, key=(state.dropout_key or 0) & (2**64 - 1),
             sums=self.sums.ctypes.data, hits=self.hits.ctypes.data,
-            blas=None if blas is None else blas[0], blas_from=BLAS_FROM,
+            blas=None if blas is None else blas[0], blas_from=BLAS_FROM, flush_from=FLUSH_FROM,
         )  # fmt: skip
 
     def _pointers(self) -> tuple[Any, Any, Any, list[Any]]:
