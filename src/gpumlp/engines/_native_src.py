@@ -43,15 +43,15 @@ using std::exp; using std::fabs; using std::log; using std::pow; using std::sqrt
 
 
 def _elementwise() -> str:
-    """``act_rows`` (a = σ(z)) and ``times_prime_rows`` (g ⊙= σ'(z), then each entry below
-    ``below`` in magnitude set to +0: ``flushed``) over n elements: a loop per activation, so
-    that each vectorizes (a switch inside one loop would not)."""
+    """``act_rows`` (a = σ(z)) and ``times_prime_rows`` (g = (g ⊙ σ'(z)) · scale, then each
+    entry below ``below`` in magnitude set to +0: ``flushed``) over n elements: a loop per
+    activation, so that each vectorizes (a switch inside one loop would not)."""
     names = [n for n, a in ACTIVATIONS.items() if a.cuda_fn]
     fn = [f"    case ACT_{n.upper()}:\n"
           f"        for (long long i = 0; i < n; ++i) a[i] = act_{n}(z[i]);\n        return;"
           for n in names]  # fmt: skip
     prime = [f"    case ACT_{n.upper()}:\n        for (long long i = 0; i < n; ++i) "
-             f"g[i] = flushed(g[i] * act_prime_{n}(z[i], a[i]), below);\n        return;"
+             f"g[i] = flushed(g[i] * act_prime_{n}(z[i], a[i]) * scale, below);\n        return;"
              for n in names]  # fmt: skip
     return (
         "static void act_rows(int act, const real* __restrict z, real* __restrict a, long long n)"
@@ -59,7 +59,8 @@ def _elementwise() -> str:
         "// v, or +0 where |v| < below (NaN stays): a select, so the loops still vectorize\n"
         "static inline real flushed(real v, real below) { return fabs(v) < below ? (real)0 : v; }"
         "\n\nstatic void times_prime_rows(int act, real* __restrict g, const real* __restrict z,\n"
-        "                             const real* __restrict a, long long n, real below)\n{\n"
+        "                             const real* __restrict a, long long n, real scale, real below)\n"
+        "{\n"
         "    switch (act) {\n" + "\n".join(prime) + "\n    }\n}\n"
     )
 
