@@ -69,7 +69,7 @@ def _args_type(dtype: str) -> type[ctypes.Structure]:
               ("has_drop", i32), ("cut", ctypes.c_uint), ("eps", real), ("scale", real),
               ("l2n", real), ("l1n", real), ("key", ctypes.c_ulonglong), ("draw", ll),
               ("w", _P), ("b", _P), ("sums", _P), ("hits", _P), ("out_a", _P), ("blas", _P),
-              ("blas_from", ll), ("flush_from", ll)]  # fmt: skip
+              ("blas_from", ll), ("flush_from", ll), ("rate", real)]  # fmt: skip
     return type(f"EpochArgs_{dtype}", (ctypes.Structure,), {"_fields_": fields})
 
 
@@ -150,6 +150,8 @@ class NativeStep:
         values = opt.kernel_args()
         self.opt_args = np.array([values[k] for k in arg_names(opt.name)] or [0.0], np.float64)
         self.sums, self.hits = np.zeros(1), np.zeros(1, dtype=np.int64)
+        # the update is p − lr·g: a BLAS BP4 may subtract lr · δᵀx from W itself (EpochArgs.rate)
+        self.rate_in_product = opt.rate_in_gradient and not (cfg.l2 or cfg.l1)
         n, p = int(data[0].shape[0]), cfg.dropout
         has_drop = bool(p) and len(spec.sizes) > 2
         self.args = _args_type(spec.dtype)(
@@ -193,6 +195,7 @@ class NativeStep:
         a.perm = None if perm is None else perm.ctypes.data
         a.n_rows, a.batch, a.draw, a.w, a.b = n_rows, batch, draw, w, b
         a.out_a = None if out_a is None else out_a.ctypes.data
+        a.rate = lr if self.rate_in_product else 0.0
         rc = self.fn(ctypes.addressof(a), bufs, self.hyper.ctypes.data, self.opt_args.ctypes.data)
         del keep
         if rc != 0:

@@ -59,8 +59,8 @@ def _elementwise() -> str:
         "// v, or +0 where |v| < below (NaN stays): a select, so the loops still vectorize\n"
         "static inline real flushed(real v, real below) { return fabs(v) < below ? (real)0 : v; }"
         "\n\nstatic void times_prime_rows(int act, real* __restrict g, const real* __restrict z,\n"
-        "                             const real* __restrict a, long long n, real scale, real below)\n"
-        "{\n"
+        "                             const real* __restrict a, long long n, real scale,\n"
+        "                             real below)\n{\n"
         "    switch (act) {\n" + "\n".join(prime) + "\n    }\n}\n"
     )
 
