@@ -61,7 +61,7 @@ BLAS, the engine's own."""
 
 @functools.cache
 def _args_type(dtype: str) -> type[ctypes.Structure]:
-    """``_native.cpp``'s ``EpochArgs`` for ``dtype``, field for field."""
+    """``_native_blas.cpp``'s ``EpochArgs`` for ``dtype``, field for field."""
     real = ctypes.c_float if dtype == "float32" else ctypes.c_double
     ll, i32 = ctypes.c_longlong, ctypes.c_int
     fields = [("X", _P), ("Y", _P), ("labels", _P), ("perm", _P), ("n_rows", ll), ("batch", ll),

@@ -2,7 +2,7 @@
 // δᵀ x and BP2's δ W, row-major as NumPy's (W^l is n_(l+1) × n_l, a batch's rows one after
 // another). Register blocks whose accumulators are 256-bit vectors over the contracted index
 // (independent lanes, so the compiler vectorizes them without reassociating a sum: the order
-// is the code's, fixed), then the lanes summed in a fixed tree. _native.cpp follows.
+// is the code's, fixed), then the lanes summed in a fixed tree. _native_blas.cpp follows.
 
 #include <cstring>
 

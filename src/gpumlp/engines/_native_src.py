@@ -4,17 +4,18 @@
 (:func:`._kernels.prelude`: the ``real`` typedef, the codes, each activation's and cost's
 functions, the dropout hash) and the penalties (:data:`gpumlp.optim.PENALTY_CUDA`) and the output
 error and argmax rule of ``_kernels.cu`` (``output_error``, ``better``), all plain C made host
-``static inline`` functions; then ``_native_gemm.cpp`` and ``_native.cpp`` (package data: the
-products, written for a CPU core, and the epoch loop); then one ``extern "C"`` function per
-optimizer, ``gpumlp_epoch_<name>`` (:func:`entry_name`), whose update of one parameter is the
-optimizer's CUDA form (:class:`gpumlp.optim.CudaForm`), the same text its kernels run. Adding an
-entry to a registry adds it here.
+``static inline`` functions; then ``_native_gemm.cpp``, ``_native_blas.cpp`` and
+``_native.cpp`` (package data: the products, written for a CPU core, the calls of the BLAS,
+and the epoch loop); then one ``extern "C"`` function per optimizer, ``gpumlp_epoch_<name>``
+(:func:`entry_name`), whose update of one parameter is the optimizer's CUDA form
+(:class:`gpumlp.optim.CudaForm`), the same text its kernels run. Adding an entry to a registry
+adds it here.
 
 Every entry point takes ``(const EpochArgs* e, real* const* bufs, double* hyper, const double*
-args)``: the epoch (``_native.cpp``'s ``EpochArgs``), the optimizer's buffers (buffer ``k`` of
-tensor ``t`` at ``bufs[k · 2L + t]``, tensors ordered ``w_0 … w_(L-1), b_0 … b_(L-1)``), its
-device scalars (``hyper``, slots :func:`._kernels.hyper_slots`) and the values of the form's
-``params`` then ``prepare_params`` (:func:`arg_names`), as doubles.
+args)``: the epoch (``_native_blas.cpp``'s ``EpochArgs``), the optimizer's buffers (buffer
+``k`` of tensor ``t`` at ``bufs[k · 2L + t]``, tensors ordered ``w_0 … w_(L-1), b_0 …
+b_(L-1)``), its device scalars (``hyper``, slots :func:`._kernels.hyper_slots`) and the values
+of the form's ``params`` then ``prepare_params`` (:func:`arg_names`), as doubles.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def native_source(dtype: str) -> str:
     files = resources.files(__package__)
     kernels = files.joinpath("_kernels.cu").read_text(encoding="utf-8")
     loop = "\n".join(files.joinpath(f).read_text(encoding="utf-8")
-                     for f in ("_native_gemm.cpp", "_native.cpp"))  # fmt: skip
+                     for f in ("_native_gemm.cpp", "_native_blas.cpp", "_native.cpp"))  # fmt: skip
     shared = [_device_function(kernels, f) for f in ("better", "output_error")]
     entries = filter(None, (_entry(name) for name in OPTIMIZERS))
     return "\n".join(
