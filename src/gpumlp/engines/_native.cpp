@@ -12,7 +12,7 @@
 #include <vector>
 
 struct Layer {
-    real *z, *a, *d, *dropped, *t, *gw, *gb;  // per batch row; zᵀ; the gradients of W^l, b^l
+    real *z, *a, *d, *dropped, *gw, *gb;  // per batch row; the gradients of W^l and b^l
 };
 
 // Where layer l's deltas (m × n_(l+1)) feed products of at least e.flush_from multiply-adds
@@ -35,7 +35,8 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const I
     for (int l = 0; l < layers; ++l) {  // forward: z = in Wᵀ + b, a = σ(z)
         const int n_in = e.sizes[l], n = e.sizes[l + 1], act = e.acts[l];
         const Layer& c = L[l];
-        forward(e, in[l], m, e.w[l], e.b[l], n, n_in, c.t, c.z);
+        // zᵀ, where the BLAS makes it, in d: free from BP4 of the last step to BP2 of this one
+        forward(e, in[l], m, e.w[l], e.b[l], n, n_in, c.d, c.z);
         if (act == ACT_SOFTMAX) {
             for (int r = 0; r < m; ++r) {  // shifted by the row max, so exp never overflows
                 const real* zr = c.z + (long long)r * n;
@@ -122,7 +123,7 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
         ptrs.assign(B * layers, nullptr);
         long long total = B * n0;
         for (int l = 0; l < layers; ++l)
-            total += (B * 5 + e.sizes[l] + 1) * (long long)e.sizes[l + 1];
+            total += (B * 4 + e.sizes[l] + 1) * (long long)e.sizes[l + 1];
         buf.assign(total, (real)0);
     } catch (const std::bad_alloc&) {
         return 1;
@@ -131,8 +132,8 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
     real* next = x + B * n0;
     for (int l = 0; l < layers; ++l) {
         const long long w = B * e.sizes[l + 1];
-        L[l] = Layer{next, next + w, next + 2 * w, next + 3 * w, next + 4 * w, next + 5 * w};
-        next += 5 * w + (long long)e.sizes[l] * e.sizes[l + 1];
+        L[l] = Layer{next, next + w, next + 2 * w, next + 3 * w, next + 4 * w, nullptr};
+        next += 4 * w + (long long)e.sizes[l] * e.sizes[l + 1];
         L[l].gb = next;
         next += e.sizes[l + 1];
         if (l + 1 < layers) {  // the next layer's input: a, or a ⊙ keep under dropout
