@@ -20,9 +20,11 @@ saturated sigmoids does not feed subnormals to the products. Under plain SGD ``f
 carry the rate (its module docstring) and native's do not: the two flush the same entries at
 rate 1 and, otherwise, entries within a factor of the rate of the smallest normal may differ.
 
-Bits. The products sum in the order of ``_native.cpp``'s blocks, not NumPy's BLAS order: results
-agree with the generic step to rounding (float64 ≤ 1e-10 relative after an epoch; float32
-within the step's derived band), and repeat bit for bit on the same machine and library.
+Bits. The products sum in the order of ``_native_gemm.cpp``'s blocks or of the BLAS's calls
+(``_native_blas.cpp``: zᵀ = W xᵀ for the forward; under plain SGD without penalties BP4 updates
+W itself, W − lr · δᵀx), not NumPy's BLAS order: results agree with the generic step to
+rounding (float64 ≤ 1e-10 relative after an epoch; float32 within the step's derived band), and
+repeat bit for bit on the same machine and library.
 """
 
 from __future__ import annotations
