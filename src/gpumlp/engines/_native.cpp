@@ -3,92 +3,27 @@
 // output_error and better it uses; each optimizer's `gpumlp_epoch_<name>` (generated from the
 // optimizer's CUDA form) calls run_epoch with its update of one parameter and its per-step
 // preparation. Nothing here is the math of an activation, a cost, an optimizer or the hash.
-// The products it calls (gemm_nt, gemm_tn, gemm_nn) are _native_gemm.cpp's, placed before it.
+// The products it calls (forward, product_tn, subtract_bp4, product_nn) and EpochArgs are
+// _native_blas.cpp's, placed before it (after _native_gemm.cpp's blocked products).
 
 #include <cstring>
+#include <limits>
 #include <new>
 #include <vector>
-
-struct EpochArgs {  // mirrored by _native.py's ctypes Structure, field for field
-    const real* X;
-    const real* Y;
-    const long long* labels;
-    const long long* perm;  // the epoch's order, or null: in order
-    long long n_rows;
-    long long batch;
-    const int* sizes;
-    const int* acts;
-    int layers;
-    int kind;
-    int cost;
-    int has_drop;
-    unsigned cut;
-    real eps;
-    real scale;
-    real l2n;
-    real l1n;
-    unsigned long long key;
-    long long draw;
-    real* const* w;  // per layer
-    real* const* b;
-    double* sums;    // += the epoch's cost sum
-    long long* hits; // += the epoch's hits
-    real* out_a;     // the last batch's outputs (m × n_L), or null
-    void* blas;      // NumPy's BLAS cblas_?gemm (ILP64), or null: the products below only
-    long long blas_from;  // the multiply-adds from which a product goes to the BLAS
-};
-
-// cblas_sgemm / cblas_dgemm with 64-bit integers (the ILP64 OpenBLAS NumPy ships).
-typedef void (*blas_gemm)(int order, int trans_a, int trans_b, long long M, long long N,
-                          long long K, real alpha, const real* A, long long lda, const real* B,
-                          long long ldb, real beta, real* C, long long ldc);
-enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
-
-static inline bool use_blas(const EpochArgs& e, long long M, long long N, long long K)
-{
-    return e.blas != nullptr && M * N * K >= e.blas_from;
-}
-
-// A layer's input for the batch: its rows (row[r]), and the same rows as one m × K block when
-// they are one (contig; null for X's rows read in place).
-struct Input {
-    const real* contig;
-    const real* const* row;
-};
-
-// z = x Wᵀ (m × N), BP4's δᵀ x (N × K) and BP2's δ W (m × K), by the BLAS where it is given,
-// the product is large and its input one block, else by the blocked products above.
-static void product_nt(const EpochArgs& e, Input A, int m, const real* B, int N, int K, real* C)
-{
-    if (A.contig && use_blas(e, m, N, K))
-        ((blas_gemm)e.blas)(ROW_MAJOR, NO_TRANS, TRANS, m, N, K, (real)1, A.contig, K, B, K,
-                            (real)0, C, N);
-    else
-        gemm_nt(A.row, m, B, N, K, C);
-}
-
-static void product_tn(const EpochArgs& e, const real* D, int m, Input X, int N, int K, real* GW)
-{
-    if (X.contig && use_blas(e, N, K, m))
-        ((blas_gemm)e.blas)(ROW_MAJOR, TRANS, NO_TRANS, N, K, m, (real)1, D, N, X.contig, K,
-                            (real)0, GW, K);
-    else
-        gemm_tn(D, m, X.row, N, K, GW);
-}
-
-static void product_nn(const EpochArgs& e, const real* D, int m, const real* W, int N, int K,
-                       real* G)
-{
-    if (use_blas(e, m, K, N))
-        ((blas_gemm)e.blas)(ROW_MAJOR, NO_TRANS, NO_TRANS, m, K, N, (real)1, D, N, W, K, (real)0,
-                            G, K);
-    else
-        gemm_nn(D, m, W, N, K, G);
-}
 
 struct Layer {
     real *z, *a, *d, *dropped, *gw, *gb;  // per batch row; the gradients of W^l and b^l
 };
+
+// Where layer l's deltas (m × n_(l+1)) feed products of at least e.flush_from multiply-adds
+// (BP4's and BP2's m · n_l · n_(l+1)), the deltas below the smallest normal are set to +0, as
+// the fused step's _flush_subnormals does (engines/_numpy_fast.py: subnormal operands cost a
+// BLAS ~100 cycles each): the bound its loops compare |δ| with; 0 flushes nothing.
+static inline real flush_below(const EpochArgs& e, int l, int m)
+{
+    const long long macs = (long long)m * e.sizes[l] * e.sizes[l + 1];
+    return macs >= e.flush_from ? std::numeric_limits<real>::min() : (real)0;
+}
 
 // One step's forward pass, output error, row costs and hits, and backward deltas (BP1, BP2),
 // for the m rows of the batch (in[l]: layer l's input); the weights are not yet changed.
@@ -100,10 +35,8 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const I
     for (int l = 0; l < layers; ++l) {  // forward: z = in Wᵀ + b, a = σ(z)
         const int n_in = e.sizes[l], n = e.sizes[l + 1], act = e.acts[l];
         const Layer& c = L[l];
-        product_nt(e, in[l], m, e.w[l], n, n_in, c.z);
-        const real* b = e.b[l];
-        for (int r = 0; r < m; ++r)
-            for (int j = 0; j < n; ++j) c.z[r * n + j] += b[j];
+        // zᵀ, where the BLAS makes it, in d: free from BP4 of the last step to BP2 of this one
+        forward(e, in[l], m, e.w[l], e.b[l], n, n_in, c.d, c.z);
         if (act == ACT_SOFTMAX) {
             for (int r = 0; r < m; ++r) {  // shifted by the row max, so exp never overflows
                 const real* zr = c.z + (long long)r * n;
@@ -129,6 +62,7 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const I
     const int n = e.sizes[layers];
     const Layer& o = L[layers - 1];
     const real scale = (real)(1.0 / (double)m);
+    const real below = flush_below(e, layers - 1, m);
     for (int r = 0; r < m; ++r) {  // BP1, the row's cost and hit (as the output_delta kernel)
         const long long at = (long long)r * n, src = rows[r];
         const real* y = e.Y + src * n;
@@ -144,14 +78,21 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const I
                 arg = j;
             }
         }
-        for (int j = 0; j < n; ++j)
-            o.d[at + j] = output_error(e.kind, e.cost, e.acts[layers - 1], o.z[at + j],
-                                       o.a[at + j], y[j], ga, ysum, e.eps) * scale;
+        for (int j = 0; j < n; ++j)  // output_error; ⊙ σ'(z) below, for the whole batch
+            o.d[at + j] = e.kind == DELTA_ELEMENTWISE
+                              ? cost_grad(e.cost, o.a[at + j], y[j], e.eps)
+                              : flushed(output_error(e.kind, e.cost, e.acts[layers - 1],
+                                                     o.z[at + j], o.a[at + j], y[j], ga, ysum,
+                                                     e.eps) * scale,
+                                        below);
         cost_sum += (double)c;
         const long long pred = n == 1 ? (long long)(o.a[at] > (real)0.5) : (long long)arg;
         hit_sum += pred == e.labels[src];
     }
-    for (int l = layers - 1; l > 0; --l) {  // BP2: δ^(l-1) = (δ^l W^l) ⊙ keep ⊙ σ'(z^(l-1))
+    if (e.kind == DELTA_ELEMENTWISE)  // output_error's ∇_a C ⊙ σ'(z): one vector loop
+        times_prime_rows(e.acts[layers - 1], o.d, o.z, o.a, (long long)m * n, scale, below);
+    // BP2: δ^(l-1) = (δ^l W^l) ⊙ keep ⊙ σ'(z^(l-1)), flushed in the loop of σ'
+    for (int l = layers - 1; l > 0; --l) {
         const int h = e.sizes[l], act = e.acts[l - 1];
         const Layer& p = L[l - 1];
         product_nn(e, L[l].d, m, e.w[l], e.sizes[l + 1], h, p.d);
@@ -159,13 +100,15 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const I
         if (e.has_drop)
             for (long long i = 0; i < (long long)m * h; ++i)
                 p.d[i] = p.d[i] * (dropout_keep(stream, i, e.cut) ? e.scale : (real)0);
-        times_prime_rows(act, p.d, p.z, p.a, (long long)m * h);
+        times_prime_rows(act, p.d, p.z, p.a, (long long)m * h, (real)1,
+                         flush_below(e, l - 1, m));
     }
 }
 
 // The epoch: each batch's rows in the order perm, its deltas, then per layer the gradients
 // (BP4, BP3), then update(t, p, g, count, l2n, l1n) of each tensor t (the penalties on the
-// weights only); prepare() before each step's updates. Returns 0, or 1 when the buffers could not be allocated.
+// weights only; a W that subtract_bp4 updated is not updated again); prepare() before each
+// step's updates. Returns 0, or 1 when the buffers could not be allocated.
 template <class Update, class Prepare>
 static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
 {
@@ -205,11 +148,12 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
     for (long long bt = 0; bt < batches; ++bt) {
         const long long base = bt * B;
         const int m = (int)(e.n_rows - base < B ? e.n_rows - base : B);
-        // The batch's rows of X: copied into one block for the BLAS (use_blas as product_nt
-        // and product_tn decide for layer 0) and when they pass L1's 32 KB (the copy is then
+        // The batch's rows of X: copied into one block for the BLAS (as forward and
+        // product_tn decide for layer 0) and when they pass L1's 32 KB (the copy is then
         // read twice from cache, not the rows from memory: at batch 100, 8% an epoch), else
         // read in place (at batch 10, 5% faster than copied).
-        const bool gather = use_blas(e, m, e.sizes[1], n0) || use_blas(e, e.sizes[1], n0, m) ||
+        const bool gather = use_blas(e, m, e.sizes[1], n0) ||
+                            use_blas_back(e, e.sizes[1], n0, m, m) ||
                             B * n0 * (long long)sizeof(real) > 32768;
         for (int r = 0; r < m; ++r) {
             rows[r] = e.perm ? e.perm[base + r] : base + r;
@@ -220,25 +164,32 @@ static int run_epoch(const EpochArgs& e, Update update, Prepare prepare)
             }
         }
         in[0] = Input{gather ? x : nullptr, ptrs.data()};
-        // The next batch's rows are fetched from memory while this one computes: the rows are
-        // scattered over X, and waiting for them took a fifth of an epoch at batch 100.
+        // The next batch's rows (of X, Y and the labels) are fetched from memory while this
+        // one computes: they are scattered, and waiting for X's took a fifth of an epoch at
+        // batch 100, for Y's and the labels' a tenth at [784, 30, 10].
+        const long long n_out = e.sizes[e.layers];
         for (long long r = base + B; r < base + 2 * B && r < e.n_rows; ++r) {
-            const char* row = (const char*)(e.X + (e.perm ? e.perm[r] : r) * n0);
+            const long long src = e.perm ? e.perm[r] : r;
+            const char* row = (const char*)(e.X + src * n0);
             for (long long at = 0; at < (long long)sizeof(real) * n0; at += 64)
                 __builtin_prefetch(row + at, 0, 2);
+            const char* y = (const char*)(e.Y + src * n_out);
+            for (long long at = 0; at < (long long)sizeof(real) * n_out; at += 64)
+                __builtin_prefetch(y + at, 0, 2);
+            __builtin_prefetch(e.labels + src, 0, 2);
         }
         step_deltas(e, L, in.data(), rows.data(), m, (unsigned long long)(e.draw + bt), cost_sum, hit_sum);
         prepare();
         for (int l = 0; l < layers; ++l) {
             const int n_in = e.sizes[l], n = e.sizes[l + 1];
             const real* d = L[l].d;
-            product_tn(e, d, m, in[l], n, n_in, L[l].gw);  // BP4
-            for (int j = 0; j < n; ++j) {  // BP3: Σ_r δ_r,j, in row order
-                real s = (real)0;
-                for (int r = 0; r < m; ++r) s += d[(long long)r * n + j];
-                L[l].gb[j] = s;
-            }
-            update(l, e.w[l], L[l].gw, (long long)n * n_in, e.l2n, e.l1n);
+            const bool done = subtract_bp4(e, d, m, in[l], n, n_in, e.w[l]);  // BP4 and update
+            if (!done) product_tn(e, d, m, in[l], n, n_in, L[l].gw);  // BP4
+            real* __restrict gb = L[l].gb;  // BP3: Σ_r δ_r,j, in row order, a row at a time
+            for (int j = 0; j < n; ++j) gb[j] = (real)0;
+            for (int r = 0; r < m; ++r)
+                for (int j = 0; j < n; ++j) gb[j] += d[(long long)r * n + j];
+            if (!done) update(l, e.w[l], L[l].gw, (long long)n * n_in, e.l2n, e.l1n);
             update(layers + l, e.b[l], L[l].gb, (long long)n, (real)0, (real)0);
         }
         if (bt + 1 == batches && e.out_a != nullptr)

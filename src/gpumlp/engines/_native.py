@@ -13,9 +13,18 @@ refuses, with the reason, data that is not an in-memory C-contiguous array of th
 dtype: ``--from-disk`` (:class:`~gpumlp.files.npyview.NpyRows`, read batch by batch through the
 checked read path) and memory-mapped arrays, which ``auto`` then trains with ``fused``.
 
-Bits. The products sum in the order of ``_native.cpp``'s blocks, not NumPy's BLAS order: results
-agree with the generic step to rounding (float64 ≤ 1e-10 relative after an epoch; float32
-within the step's derived band), and repeat bit for bit on the same machine and library.
+Subnormal deltas are flushed to +0 where and as the ``fused`` step flushes them
+(:data:`._numpy_fast.FLUSH_FROM`: in a layer whose products have that many multiply-adds, each
+δ below the dtype's smallest normal, in the loop that multiplies by σ'(z)), so a run of
+saturated sigmoids does not feed subnormals to the products. Under plain SGD ``fused``'s deltas
+carry the rate (its module docstring) and native's do not: the two flush the same entries at
+rate 1 and, otherwise, entries within a factor of the rate of the smallest normal may differ.
+
+Bits. The products sum in the order of ``_native_gemm.cpp``'s blocks or of the BLAS's calls
+(``_native_blas.cpp``: zᵀ = W xᵀ for the forward; under plain SGD without penalties BP4 updates
+W itself, W − lr · δᵀx), not NumPy's BLAS order: results agree with the generic step to
+rounding (float64 ≤ 1e-10 relative after an epoch; float32 within the step's derived band), and
+repeat bit for bit on the same machine and library.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from ._generated import generated, generated_optimizer
 from ._kernels import codes, hyper_slots
 from ._native_build import Build, build, numpy_blas
 from ._native_src import arg_names, entry_name, native_source
+from ._numpy_fast import FLUSH_FROM
 from .steps import Data
 
 __all__ = ["BLAS_FROM", "NativeStep", "library", "make_step", "unsupported"]
@@ -53,7 +63,7 @@ BLAS, the engine's own."""
 
 @functools.cache
 def _args_type(dtype: str) -> type[ctypes.Structure]:
-    """``_native.cpp``'s ``EpochArgs`` for ``dtype``, field for field."""
+    """``_native_blas.cpp``'s ``EpochArgs`` for ``dtype``, field for field."""
     real = ctypes.c_float if dtype == "float32" else ctypes.c_double
     ll, i32 = ctypes.c_longlong, ctypes.c_int
     fields = [("X", _P), ("Y", _P), ("labels", _P), ("perm", _P), ("n_rows", ll), ("batch", ll),
@@ -61,7 +71,7 @@ def _args_type(dtype: str) -> type[ctypes.Structure]:
               ("has_drop", i32), ("cut", ctypes.c_uint), ("eps", real), ("scale", real),
               ("l2n", real), ("l1n", real), ("key", ctypes.c_ulonglong), ("draw", ll),
               ("w", _P), ("b", _P), ("sums", _P), ("hits", _P), ("out_a", _P), ("blas", _P),
-              ("blas_from", ll)]  # fmt: skip
+              ("blas_from", ll), ("flush_from", ll), ("rate", real)]  # fmt: skip
     return type(f"EpochArgs_{dtype}", (ctypes.Structure,), {"_fields_": fields})
 
 
@@ -142,6 +152,8 @@ class NativeStep:
         values = opt.kernel_args()
         self.opt_args = np.array([values[k] for k in arg_names(opt.name)] or [0.0], np.float64)
         self.sums, self.hits = np.zeros(1), np.zeros(1, dtype=np.int64)
+        # the update is p − lr·g: a BLAS BP4 may subtract lr · δᵀx from W itself (EpochArgs.rate)
+        self.rate_in_product = opt.rate_in_gradient and not (cfg.l2 or cfg.l1)
         n, p = int(data[0].shape[0]), cfg.dropout
         has_drop = bool(p) and len(spec.sizes) > 2
         self.args = _args_type(spec.dtype)(
@@ -151,7 +163,7 @@ class NativeStep:
             eps=float(np.finfo(spec.dtype).eps), scale=1.0 / (1.0 - p) if has_drop else 1.0,
             l2n=cfg.l2 / n, l1n=cfg.l1 / n, key=(state.dropout_key or 0) & (2**64 - 1),
             sums=self.sums.ctypes.data, hits=self.hits.ctypes.data,
-            blas=None if blas is None else blas[0], blas_from=BLAS_FROM,
+            blas=None if blas is None else blas[0], blas_from=BLAS_FROM, flush_from=FLUSH_FROM,
         )  # fmt: skip
 
     def _pointers(self) -> tuple[Any, Any, Any, list[Any]]:
@@ -185,6 +197,7 @@ class NativeStep:
         a.perm = None if perm is None else perm.ctypes.data
         a.n_rows, a.batch, a.draw, a.w, a.b = n_rows, batch, draw, w, b
         a.out_a = None if out_a is None else out_a.ctypes.data
+        a.rate = lr if self.rate_in_product else 0.0
         rc = self.fn(ctypes.addressof(a), bufs, self.hyper.ctypes.data, self.opt_args.ctypes.data)
         del keep
         if rc != 0:

@@ -2,7 +2,7 @@
 // δᵀ x and BP2's δ W, row-major as NumPy's (W^l is n_(l+1) × n_l, a batch's rows one after
 // another). Register blocks whose accumulators are 256-bit vectors over the contracted index
 // (independent lanes, so the compiler vectorizes them without reassociating a sum: the order
-// is the code's, fixed), then the lanes summed in a fixed tree. _native.cpp follows.
+// is the code's, fixed), then the lanes summed in a fixed tree. _native_blas.cpp follows.
 
 #include <cstring>
 
@@ -40,12 +40,11 @@ static inline real lanes_sum(vec acc)
     return s[0];
 }
 
-// out[r*ldo + j] = Σ_k A[r][k] B[j*ldb + k] for an R × J block (z = x Wᵀ, A the rows): vectors
-// over k,
-// then the lanes, then the K % V last terms in order.
+// out[r*ldo + j] = Σ_k A[r][k] B[j*ldb + k] + bias[j] for an R × J block (z = x Wᵀ + b, A the
+// rows): vectors over k, then the lanes, then the K % V last terms in order, then the bias.
 template <int R, int J>
 static inline void dot_block(const real* const* A, const real* B, long long ldb, int K,
-                             real* out, long long ldo)
+                             const real* bias, real* out, long long ldo)
 {
     vec acc[R][J];
     for (int r = 0; r < R; ++r)
@@ -62,26 +61,40 @@ static inline void dot_block(const real* const* A, const real* B, long long ldb,
         for (int j = 0; j < J; ++j) {
             real s = lanes_sum(acc[r][j]);
             for (int t = k; t < K; ++t) s += A[r][t] * B[j * ldb + t];
-            out[r * ldo + j] = s;
+            out[r * ldo + j] = s + bias[j];
         }
 }
 
 template <int R>
-static void dot_rows(const real* const* A, const real* B, int N, int K, real* out)
+static void dot_rows(const real* const* A, const real* B, int N, int K, const real* b, real* out)
 {
     int j = 0;
-    for (; j + 4 <= N; j += 4) dot_block<R, 4>(A, B + (long long)j * K, K, K, out + j, N);
-    for (; j + 2 <= N; j += 2) dot_block<R, 2>(A, B + (long long)j * K, K, K, out + j, N);
-    for (; j < N; ++j) dot_block<R, 1>(A, B + (long long)j * K, K, K, out + j, N);
+    for (; j + 4 <= N; j += 4) dot_block<R, 4>(A, B + (long long)j * K, K, K, b + j, out + j, N);
+    for (; j + 2 <= N; j += 2) dot_block<R, 2>(A, B + (long long)j * K, K, K, b + j, out + j, N);
+    for (; j < N; ++j) dot_block<R, 1>(A, B + (long long)j * K, K, K, b + j, out + j, N);
 }
 
-// C (m × N) = A (m rows of K) Bᵀ, B (N × K): blocks of 4 rows × 4 units.
-static void gemm_nt(const real* const* A, int m, const real* B, int N, int K, real* C)
+// C (m × N) = A (m rows of K) Bᵀ + b, B (N × K), b (N): blocks of 4 rows × 4 units.
+static void gemm_nt(const real* const* A, int m, const real* B, int N, int K, const real* b,
+                    real* C)
 {
     int r = 0;
-    for (; r + 4 <= m; r += 4) dot_rows<4>(A + r, B, N, K, C + (long long)r * N);
-    for (; r + 2 <= m; r += 2) dot_rows<2>(A + r, B, N, K, C + (long long)r * N);
-    for (; r < m; ++r) dot_rows<1>(A + r, B, N, K, C + (long long)r * N);
+    for (; r + 4 <= m; r += 4) dot_rows<4>(A + r, B, N, K, b, C + (long long)r * N);
+    for (; r + 2 <= m; r += 2) dot_rows<2>(A + r, B, N, K, b, C + (long long)r * N);
+    for (; r < m; ++r) dot_rows<1>(A + r, B, N, K, b, C + (long long)r * N);
+}
+
+// z (m × N) = tᵀ + b, t (N × m): in 16 × 16 tiles, each read and written in L1.
+static void transpose_bias(const real* t, int N, int m, const real* b, real* z)
+{
+    constexpr int T = 16;
+    for (int r0 = 0; r0 < m; r0 += T)
+        for (int j0 = 0; j0 < N; j0 += T) {
+            const int r1 = r0 + T < m ? r0 + T : m, j1 = j0 + T < N ? j0 + T : N;
+            for (int r = r0; r < r1; ++r)
+                for (int j = j0; j < j1; ++j)
+                    z[(long long)r * N + j] = t[(long long)j * m + r] + b[j];
+        }
 }
 
 // out[i][k0 + …] = Σ_s coef(i, s) · rows(s)[k0 + …] for I outputs and C vectors of columns:

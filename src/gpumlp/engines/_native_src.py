@@ -4,17 +4,18 @@
 (:func:`._kernels.prelude`: the ``real`` typedef, the codes, each activation's and cost's
 functions, the dropout hash) and the penalties (:data:`gpumlp.optim.PENALTY_CUDA`) and the output
 error and argmax rule of ``_kernels.cu`` (``output_error``, ``better``), all plain C made host
-``static inline`` functions; then ``_native_gemm.cpp`` and ``_native.cpp`` (package data: the
-products, written for a CPU core, and the epoch loop); then one ``extern "C"`` function per
-optimizer, ``gpumlp_epoch_<name>`` (:func:`entry_name`), whose update of one parameter is the
-optimizer's CUDA form (:class:`gpumlp.optim.CudaForm`), the same text its kernels run. Adding an
-entry to a registry adds it here.
+``static inline`` functions; then ``_native_gemm.cpp``, ``_native_blas.cpp`` and
+``_native.cpp`` (package data: the products, written for a CPU core, the calls of the BLAS,
+and the epoch loop); then one ``extern "C"`` function per optimizer, ``gpumlp_epoch_<name>``
+(:func:`entry_name`), whose update of one parameter is the optimizer's CUDA form
+(:class:`gpumlp.optim.CudaForm`), the same text its kernels run. Adding an entry to a registry
+adds it here.
 
 Every entry point takes ``(const EpochArgs* e, real* const* bufs, double* hyper, const double*
-args)``: the epoch (``_native.cpp``'s ``EpochArgs``), the optimizer's buffers (buffer ``k`` of
-tensor ``t`` at ``bufs[k · 2L + t]``, tensors ordered ``w_0 … w_(L-1), b_0 … b_(L-1)``), its
-device scalars (``hyper``, slots :func:`._kernels.hyper_slots`) and the values of the form's
-``params`` then ``prepare_params`` (:func:`arg_names`), as doubles.
+args)``: the epoch (``_native_blas.cpp``'s ``EpochArgs``), the optimizer's buffers (buffer
+``k`` of tensor ``t`` at ``bufs[k · 2L + t]``, tensors ordered ``w_0 … w_(L-1), b_0 …
+b_(L-1)``), its device scalars (``hyper``, slots :func:`._kernels.hyper_slots`) and the values
+of the form's ``params`` then ``prepare_params`` (:func:`arg_names`), as doubles.
 """
 
 from __future__ import annotations
@@ -43,20 +44,24 @@ using std::exp; using std::fabs; using std::log; using std::pow; using std::sqrt
 
 
 def _elementwise() -> str:
-    """``act_rows`` (a = σ(z)) and ``times_prime_rows`` (g ⊙= σ'(z)) over n elements: a loop
-    per activation, so that each vectorizes (a switch inside one loop would not)."""
+    """``act_rows`` (a = σ(z)) and ``times_prime_rows`` (g = (g ⊙ σ'(z)) · scale, then each
+    entry below ``below`` in magnitude set to +0: ``flushed``) over n elements: a loop per
+    activation, so that each vectorizes (a switch inside one loop would not)."""
     names = [n for n, a in ACTIVATIONS.items() if a.cuda_fn]
     fn = [f"    case ACT_{n.upper()}:\n"
           f"        for (long long i = 0; i < n; ++i) a[i] = act_{n}(z[i]);\n        return;"
           for n in names]  # fmt: skip
     prime = [f"    case ACT_{n.upper()}:\n        for (long long i = 0; i < n; ++i) "
-             f"g[i] = g[i] * act_prime_{n}(z[i], a[i]);\n        return;"
+             f"g[i] = flushed(g[i] * act_prime_{n}(z[i], a[i]) * scale, below);\n        return;"
              for n in names]  # fmt: skip
     return (
         "static void act_rows(int act, const real* __restrict z, real* __restrict a, long long n)"
         "\n{\n    switch (act) {\n" + "\n".join(fn) + "\n    }\n}\n\n"
-        "static void times_prime_rows(int act, real* __restrict g, const real* __restrict z,\n"
-        "                             const real* __restrict a, long long n)\n{\n"
+        "// v, or +0 where |v| < below (NaN stays): a select, so the loops still vectorize\n"
+        "static inline real flushed(real v, real below) { return fabs(v) < below ? (real)0 : v; }"
+        "\n\nstatic void times_prime_rows(int act, real* __restrict g, const real* __restrict z,\n"
+        "                             const real* __restrict a, long long n, real scale,\n"
+        "                             real below)\n{\n"
         "    switch (act) {\n" + "\n".join(prime) + "\n    }\n}\n"
     )
 
@@ -156,7 +161,7 @@ def native_source(dtype: str) -> str:
     files = resources.files(__package__)
     kernels = files.joinpath("_kernels.cu").read_text(encoding="utf-8")
     loop = "\n".join(files.joinpath(f).read_text(encoding="utf-8")
-                     for f in ("_native_gemm.cpp", "_native.cpp"))  # fmt: skip
+                     for f in ("_native_gemm.cpp", "_native_blas.cpp", "_native.cpp"))  # fmt: skip
     shared = [_device_function(kernels, f) for f in ("better", "output_error")]
     entries = filter(None, (_entry(name) for name in OPTIMIZERS))
     return "\n".join(
