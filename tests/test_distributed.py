@@ -80,13 +80,22 @@ def test_fit_with_the_one_process_communicator_is_a_plain_fit(engine):
     assert h1.records[-1]["train_cost"] == h2.records[-1]["train_cost"]
 
 
-@pytest.mark.parametrize("engine", ["graph", "persistent"])
+@pytest.mark.parametrize("engine", ["graph", "persistent", "native"])
 def test_whole_epoch_engines_are_refused_under_a_communicator_with_the_reason(engine):
     spec = ModelSpec.build([4, 3, 2], backend="numpy")
     with pytest.raises(ValueError, match=f"--distributed: engine='{engine}' runs whole epochs"):
         check_engine(spec, engine, distributed=True)
     check_engine(spec, "fused", distributed=True)  # the per-step engines run
     check_engine(spec, "auto", distributed=True)
+
+
+def test_auto_takes_the_fused_step_under_a_communicator():
+    """Not native, which auto takes in a NumPy process alone where it builds."""
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(40, 6)), rng.integers(3, size=40)
+    kw = dict(epochs=1, batch_size=10, lr=0.3, seed=4)
+    ranked = Network([6, 5, 3], seed=1, backend="numpy").fit(X, y, **kw, comm=LocalComm())
+    assert [e["engine"] for e in ranked.engines] == ["fused"]
 
 
 class _Rank:
