@@ -17,7 +17,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,6 +216,29 @@ def test_the_command_refuses_native_with_from_disk_before_writing_anything(tmp_p
 
 # -- the build cache --------------------------------------------------------------------------
 @needs_compiler
+def test_a_library_cut_short_in_the_cache_is_built_again_not_loaded(native_cache):
+    source = _native_src.native_source("float64") + "\n// cut short by this test\n"
+    code = (
+        "import sys; from gpumlp.engines import _native_build as b;"
+        "made = b.build(sys.stdin.read(), 'cut'); print(made.path, made.lib.gpumlp_epoch_sgd)"
+    )
+
+    def build() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code], input=source, capture_output=True, text=True
+        )
+
+    first = build()
+    assert first.returncode == 0, first.stderr
+    path = Path(first.stdout.split()[0])
+    whole = path.read_bytes()
+    with open(path, "r+b") as f:  # damaged in place, as a full disk or a crash would leave it
+        f.truncate(len(whole) // 3)
+    again = build()  # before: a SIGBUS in dlopen (exit -7)
+    assert again.returncode == 0, again.stderr
+    assert path.read_bytes() == whole
+
+
 def test_the_library_is_built_once_into_the_cache_by_concurrent_builders(native_cache):
     source = _native_src.native_source("float64") + "\n// a source of this test alone\n"
     made, errors = [], []
@@ -231,7 +257,7 @@ def test_the_library_is_built_once_into_the_cache_by_concurrent_builders(native_
     assert not errors
     folder = _native_build.cache_dir()
     assert folder.is_relative_to(native_cache)
-    built = sorted(p.name for p in folder.iterdir() if "-test-" in p.name)
+    built = sorted(p.name for p in folder.glob("*.so") if "-test-" in p.name)
     assert len(built) == 1 and all(m.path.name == built[0] for m in made)
     assert not [p for p in folder.iterdir() if p.name.startswith(".build-")]  # no temp left
     assert made[0].info["flags"] == list(_native_build.FLAGS)

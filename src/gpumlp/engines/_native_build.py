@@ -7,7 +7,9 @@ source, the compiler's path and version, the flags and the CPU (``/proc/cpuinfo`
 and flags: ``-march=native`` makes code for this CPU only). A build writes a temp file in that
 folder and renames it into place, so concurrent builders are safe (the last rename wins, with
 the same bytes) and a reader never loads half a library. Nothing is built when a library of
-that name exists.
+that name exists and is whole: beside it, ``<name>.sha256`` holds the SHA-256 of its bytes,
+and a library that does not match it (cut short or damaged since, or without it) is built
+again rather than loaded (loading a cut-short library is a SIGBUS, not an error).
 
 Flags. ``-O3 -march=native``: vectorized for this core. No ``-ffast-math``: the loop relies on
 IEEE arithmetic (NaN and inf reach the epoch's divergence check; sums keep the code's order).
@@ -29,6 +31,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -112,7 +115,7 @@ def build(source: str, tag: str) -> Build:
                                "cpu": _cpu().split(" | ")[0], "library": path.name}  # fmt: skip
     if path in _LOADED:
         return _LOADED[path]
-    if not path.is_file():
+    if not _whole(path):
         _compile(cxx, source, folder, path)
     try:
         lib = ctypes.CDLL(str(path))
@@ -140,7 +143,32 @@ def _compile(cxx: str, source: str, folder: Path, path: Path) -> None:
         if run.returncode != 0 or not out.is_file():
             tail = "\n".join((run.stderr or run.stdout).strip().splitlines()[-5:])
             raise NativeUnavailable(f"the native source did not compile with {cxx}: {tail}")
+        digest = Path(tmp) / "native.sha256"
+        digest.write_text(hashlib.sha256(out.read_bytes()).hexdigest(), encoding="ascii")
         os.replace(out, path)  # atomic: a reader sees no library or the whole one
+        os.replace(digest, _digest_path(path))  # until then, a reader builds it again
+
+
+_LIBRARY_MAX = 256 << 20
+"""The largest library :func:`_whole` reads (a built one is ~100 KB)."""
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _whole(path: Path) -> bool:
+    """Whether the library at ``path`` is a regular file whose bytes hash to its digest file's
+    SHA-256 (False when either is missing, unreadable or does not match)."""
+    try:
+        want = _digest_path(path).read_text(encoding="ascii").strip()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > _LIBRARY_MAX:
+                return False
+            return hashlib.sha256(f.read()).hexdigest() == want
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 _BLAS_NAMES = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_")
