@@ -190,9 +190,7 @@ def test_without_a_compiler_auto_trains_fused_and_native_says_why(monkeypatch, t
     with caplog.at_level(logging.INFO, logger="gpumlp.engines.select"):
         assert engines.select_step(state, data, engine="auto").engine == "fused"
     assert "no C++ compiler" in caplog.text
-    with pytest.raises(
-        ValueError, match="engine='native' does not apply here: no C\\+\\+ compiler"
-    ):
+    with pytest.raises(ValueError, match="engine='native' cannot run here: no C\\+\\+ compiler"):
         engines.select_step(state, data, engine="native")
 
 
@@ -212,6 +210,26 @@ def test_the_command_refuses_native_with_from_disk_before_writing_anything(tmp_p
                           "native", "--backend", "numpy", "--quiet", "--out", out)  # fmt: skip
     assert_refused(code, stderr, r"--engine native: X is read from its file batch by batch")
     assert not out.exists()
+
+
+def test_the_command_refuses_native_that_cannot_build_before_writing_anything(
+    tmp_path, monkeypatch
+):
+    failing = tmp_path / "cxx"
+    failing.write_text("#!/bin/sh\nexit 1\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("CXX", str(failing))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing cached
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "X.npy", rng.random((30, 4)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.arange(30) % 3)
+    out = tmp_path / "run"
+    code, stdout, stderr = run("train", "--data", tmp_path / "X.npy", "--labels",
+                               tmp_path / "y.npy", "--hidden", "5", "--engine", "native",
+                               "--backend", "numpy", "--quiet", "--out", out)  # fmt: skip
+    why = r"the native source did not compile with .*cxx: it exited with 1 and said nothing"
+    assert_refused(code, stderr, rf"engine='native' cannot run here: {why}; use auto or fused")
+    assert stdout == "" and not out.exists()
 
 
 # -- the build cache --------------------------------------------------------------------------

@@ -142,7 +142,8 @@ def _compile(cxx: str, source: str, folder: Path, path: Path) -> None:
             raise NativeUnavailable(f"the C++ compiler {cxx!r} failed to run: {exc}") from exc
         if run.returncode != 0 or not out.is_file():
             tail = "\n".join((run.stderr or run.stdout).strip().splitlines()[-5:])
-            raise NativeUnavailable(f"the native source did not compile with {cxx}: {tail}")
+            said = tail or f"it exited with {run.returncode} and said nothing"
+            raise NativeUnavailable(f"the native source did not compile with {cxx}: {said}")
         digest = Path(tmp) / "native.sha256"
         digest.write_text(hashlib.sha256(out.read_bytes()).hexdigest(), encoding="ascii")
         os.replace(out, path)  # atomic: a reader sees no library or the whole one

@@ -11,7 +11,7 @@ from ..backend import backend_name
 from ..config import ModelSpec
 from ..runstate import TrainState
 from . import _cupy_fast, _native, _numpy_fast
-from ._native_build import numpy_blas
+from ._native_build import NativeUnavailable, numpy_blas
 from .steps import Data, GenericStep, Step
 
 __all__ = [
@@ -112,7 +112,8 @@ update where the ranks could sum them."""
 
 def check_engine(spec: ModelSpec, engine: str, *, distributed: bool = False) -> None:
     """Refuse an engine the backend cannot run, or (``distributed``) one that cannot sum its
-    gradients over the ranks each step (before anything is built or written)."""
+    gradients over the ranks each step, or ``native`` where its library cannot be built (no
+    compiler, a failed compile): before anything is written."""
     name = backend_name(spec.xp)
     if engine == "native" and name != "numpy":
         raise ValueError(f"engine='native' needs the NumPy backend, not {name}")
@@ -127,3 +128,8 @@ def check_engine(spec: ModelSpec, engine: str, *, distributed: bool = False) -> 
         raise ValueError(f"engine={engine!r} needs the CuPy backend, not {name}")
     if engine == "fused" and name not in ("numpy", "cupy"):
         raise ValueError(f"engine='fused' needs the NumPy or CuPy backend, not {name}")
+    if engine == "native":  # built (or found in the cache) now, so a refusal comes first
+        try:
+            _native.library(spec.dtype)
+        except NativeUnavailable as exc:
+            raise ValueError(f"engine='native' cannot run here: {exc}; use auto or fused") from exc
