@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gpumlp.threads import blas_threads, usable_cpus
@@ -80,3 +81,19 @@ def test_threads_not_a_positive_whole_number_is_refused_naming_the_flag(command,
     code, out, err = run(*command, "--threads", value)
     assert_refused(code, err, f"--threads: {why}")
     assert out == ""
+
+
+def test_the_python_sweep_trains_on_its_threads(blas_at, tmp_path):
+    gpumlp = pytest.importorskip("gpumlp")
+    pytest.importorskip("optuna")
+    blas_at(2)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 4)), rng.integers(3, size=60)
+    space = {"lr": {"log": [0.5, 5]}}
+    kw = dict(n_trials=1, out=tmp_path / "s", epochs=1, hidden=[4], backend="numpy")
+    gpumlp.sweep(space, X, y, threads=1, **kw)
+    assert recorded(tmp_path / "s" / "trial-0000") == 1
+    assert blas_threads() == 2
+    for bad, error in ((0, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="threads must be"):
+            gpumlp.sweep(space, X, y, threads=bad, **kw)

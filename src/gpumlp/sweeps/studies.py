@@ -34,6 +34,7 @@ from .. import signals
 from .._checks import check_int
 from ..data.sources import DataSet
 from ..settings import FLAGS
+from ..threads import check_threads, limited
 from . import searchspace, trials
 from .binding import bind_study, default_seed
 from .liveness import worker_record
@@ -194,6 +195,7 @@ def sweep(
     study_name: str = "sweep",
     out: str | Path | None = None,
     pruner: Any = "median",
+    threads: int | None = None,
     **flags: Any,
 ) -> Study:
     """Search the hyperparameters ``space`` names for a network trained on ``X``, ``y``.
@@ -207,6 +209,8 @@ def sweep(
     storage, study_name, out : SQLAlchemy URL (default SQLite ``out/study.db``), study name,
         folder of the trials' run folders (default ``sweeps/<study_name>``)
     pruner : "median", "hyperband", "none", or an Optuna pruner
+    threads : BLAS threads while the trials train (``gpumlp sweep --threads``; default: BLAS's
+        own), for sweeps run side by side on one machine
     **flags : fixed ``gpumlp train`` flags (``epochs=5``, ``hidden=[100]``); ``seed`` defaults
         to one derived from ``study_name``
 
@@ -218,6 +222,8 @@ def sweep(
     if unknown:
         raise TypeError(f"sweep() got unknown flag {unknown[0]!r}; flags are gpumlp train's")
     check_int("n_trials", n_trials)
+    if threads is not None:
+        check_threads(threads, "threads")
     dims, source = searchspace.read_space(space)
     train = (np.asarray(X), np.asarray(y))
     data = DataSet("data", train, _pair(validation_data), _pair(test_data), "table")
@@ -230,8 +236,9 @@ def sweep(
     with storage_errors(url):
         study = open_study(url, study_name, pruner=pruner, seed=fixed["seed"])
         bind_study(study, dims, fixed, data, source)
-        run_worker(study, dims, fixed, data, folder, n_trials=n_trials)
-        trials.evaluate_best(study, data, backend=fixed.get("backend", "auto"))
+        with limited(threads, "threads"):
+            run_worker(study, dims, fixed, data, folder, n_trials=n_trials)
+            trials.evaluate_best(study, data, backend=fixed.get("backend", "auto"))
     return study
 
 
