@@ -8,6 +8,7 @@ on with the next trial.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,20 @@ def test_a_dead_workers_trial_is_failed_at_once_only_where_its_pid_is_ours(
     states = [(t.number, t.state.name) for t in study.get_trials()]
     # Reaped: failed, and its flags queued again; else left to its heartbeat.
     assert states == ([(0, "FAIL"), (1, "WAITING")] if reaped else [(0, "RUNNING")])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_worker_draws_its_own_worker_id():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its id, then out at once
+        os.write(write, liveness.worker_record(0)["id"].encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as f:
+        child = f.read().decode()
+    assert child and child != liveness.WORKER_ID
 
 
 def test_a_live_workers_trial_is_not_failed_on_the_same_host(tmp_path):

@@ -44,7 +44,17 @@ HOST = socket.gethostname()
 BOOT_ID = _read_boot_id()
 PID_NS = _read_pid_namespace()
 WORKER_ID = uuid.uuid4().hex
-"""This process's worker id: random, so no two workers anywhere share one."""
+"""This process's worker id: random, so no two workers anywhere share one (a forked child
+draws its own)."""
+
+
+def _new_worker_id() -> None:
+    global WORKER_ID
+    WORKER_ID = uuid.uuid4().hex
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_worker_id)
 
 
 def worker_record(trial: int) -> dict[str, Any]:
