@@ -91,7 +91,7 @@ def unsupported(state: TrainState, *, engine: str) -> str | None:
         return f"output activation {out.name!r} has no CUDA form"
     if not generated(spec.cost, COSTS):
         return f"cost {spec.cost.name!r} has no CUDA form"
-    if opt.cuda() is None or not generated_optimizer(opt):
+    if not generated_optimizer(opt):
         return f"optimizer {opt.name!r} has no CUDA form"
     if not backend.is_cupy(spec.xp):
         return f"the fast paths need the CuPy backend, not {spec.backend}"

@@ -20,7 +20,10 @@ def generated(entry: Any, registry: dict[str, Any]) -> bool:
 
 def generated_optimizer(opt: Any) -> bool:
     """Whether the source was generated for optimizer ``opt``: the registry's own class of
-    its name, with the CUDA form the source was generated from."""
+    its name, with the CUDA form the source was generated from (an optimizer without a CUDA
+    form is in no generated source)."""
+    if opt.cuda() is None:
+        return False
     try:
         built = get_optimizer(opt.name)
     except ValueError:  # a name the registry does not know

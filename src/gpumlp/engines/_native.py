@@ -97,7 +97,7 @@ def unsupported(state: TrainState, data: Data) -> str | None:
             return f"activation {act.name!r} is not a registry entry the source was made from"
     if not generated(spec.cost, COSTS):
         return f"cost {spec.cost.name!r} is not a registry entry the source was made from"
-    if opt.cuda() is None or not generated_optimizer(opt):
+    if not generated_optimizer(opt):
         return f"optimizer {opt.name!r} has no C form"
     X, Y, labels = data
     if isinstance(X, NpyRows):
