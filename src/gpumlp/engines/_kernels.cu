@@ -142,6 +142,20 @@ extern "C" __global__ void bias_act(real* z, const real* b, real* a, real* dropp
     }
 }
 
+// Softmax of one row of n, by one thread: a = exp(z − max z) / Σ exp(z − max z), shifted by
+// the row max so exp never overflows (the persistent kernel's rows, the native engine's).
+__device__ __forceinline__ void softmax_row(const real* zr, real* ar, int n)
+{
+    real mx = zr[0];
+    for (int j = 0; j < n; ++j) mx = zr[j] > mx ? zr[j] : mx;
+    real s = (real)0;
+    for (int j = 0; j < n; ++j) {
+        ar[j] = exp(zr[j] - mx);
+        s += ar[j];
+    }
+    for (int j = 0; j < n; ++j) ar[j] = ar[j] / s;
+}
+
 // Forward, softmax output layer: z = x Wᵀ + b, a = exp(z − max z) / Σ exp(z − max z), row by
 // row (shifted so exp never overflows). One warp per row (blockDim = (32, rows per block)).
 extern "C" __global__ void bias_softmax(real* z, const real* b, real* a, int m, int n)

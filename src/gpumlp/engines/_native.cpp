@@ -38,18 +38,8 @@ static void step_deltas(const EpochArgs& e, const std::vector<Layer>& L, const I
         // zᵀ, where the BLAS makes it, in d: free from BP4 of the last step to BP2 of this one
         forward(e, in[l], m, e.w[l], e.b[l], n, n_in, c.d, c.z);
         if (act == ACT_SOFTMAX) {
-            for (int r = 0; r < m; ++r) {  // shifted by the row max, so exp never overflows
-                const real* zr = c.z + (long long)r * n;
-                real* ar = c.a + (long long)r * n;
-                real mx = zr[0];
-                for (int j = 0; j < n; ++j) mx = zr[j] > mx ? zr[j] : mx;
-                real s = (real)0;
-                for (int j = 0; j < n; ++j) {
-                    ar[j] = exp(zr[j] - mx);
-                    s += ar[j];
-                }
-                for (int j = 0; j < n; ++j) ar[j] = ar[j] / s;
-            }
+            for (int r = 0; r < m; ++r)
+                softmax_row(c.z + (long long)r * n, c.a + (long long)r * n, n);
         } else {
             act_rows(act, c.z, c.a, (long long)m * n);
         }

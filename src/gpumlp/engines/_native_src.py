@@ -3,7 +3,8 @@
 :func:`native_source` is, for one dtype, the CUDA kernels' generated prelude
 (:func:`._kernels.prelude`: the ``real`` typedef, the codes, each activation's and cost's
 functions, the dropout hash) and the penalties (:data:`gpumlp.optim.PENALTY_CUDA`) and the output
-error and argmax rule of ``_kernels.cu`` (``output_error``, ``better``), all plain C made host
+error, argmax rule and row softmax of ``_kernels.cu`` (``output_error``, ``better``,
+``softmax_row``, the last shared with the persistent kernel), all plain C made host
 ``static inline`` functions; then ``_native_gemm.cpp``, ``_native_blas.cpp`` and
 ``_native.cpp`` (package data: the products, written for a CPU core, the calls of the BLAS,
 and the epoch loop); then one ``extern "C"`` function per optimizer, ``gpumlp_epoch_<name>``
@@ -162,7 +163,7 @@ def native_source(dtype: str) -> str:
     kernels = files.joinpath("_kernels.cu").read_text(encoding="utf-8")
     loop = "\n".join(files.joinpath(f).read_text(encoding="utf-8")
                      for f in ("_native_gemm.cpp", "_native_blas.cpp", "_native.cpp"))  # fmt: skip
-    shared = [_device_function(kernels, f) for f in ("better", "output_error")]
+    shared = [_device_function(kernels, f) for f in ("better", "output_error", "softmax_row")]
     entries = filter(None, (_entry(name) for name in OPTIMIZERS))
     return "\n".join(
         [

@@ -127,18 +127,7 @@ __device__ void persistent_forward(const EpochArgs& e, real* smem, int l, long l
     }
     __syncthreads();
     if (act != ACT_SOFTMAX) return;
-    for (int r = t; r < m; r += T) {  // shifted by the row max, so exp never overflows
-        real* zr = z + (long long)r * n;
-        real* ar = a + (long long)r * n;
-        real mx = zr[0];
-        for (int j = 0; j < n; ++j) mx = zr[j] > mx ? zr[j] : mx;
-        real s = (real)0;
-        for (int j = 0; j < n; ++j) {
-            ar[j] = exp(zr[j] - mx);
-            s += ar[j];
-        }
-        for (int j = 0; j < n; ++j) ar[j] = ar[j] / s;
-    }
+    for (int r = t; r < m; r += T) softmax_row(z + (long long)r * n, a + (long long)r * n, n);
     __syncthreads();
 }
 
