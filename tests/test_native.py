@@ -31,7 +31,7 @@ from gpumlp.engines import _native, _native_build, _native_src, select
 from gpumlp.optim import OPTIMIZERS
 from helpers.cli import TRAIN_FLAGS, assert_refused, assert_same_run, run
 from helpers.nets import HIDDEN
-from helpers.stepcheck import N, compare_steps, rel, setup, state_tensors
+from helpers.stepcheck import compare_steps, epochs_against_generic, rel, setup
 
 needs_compiler = pytest.mark.skipif(
     _native_build.compiler() is None, reason="no C++ compiler (g++, c++ or $CXX) on this machine"
@@ -40,28 +40,12 @@ COMBOS = [
     (h, o, c, OPTIMIZERS[i % len(OPTIMIZERS)])
     for i, (h, (o, c)) in enumerate(itertools.product(HIDDEN, VALID_PAIRS))
 ]
-MONITOR = ("train_cost", "train_accuracy")
 
 
-def _epochs(combo, dtype="float64", *, batch, epochs=1, lr=0.3, **fit):
-    """``epochs`` epochs of the native and the generic engine from the same state; the worst
-    relative difference of every state tensor and of the epochs' cost sums."""
-    _, ref_state, ref_data = setup("numpy", dtype, combo, batch=batch, **fit)
-    _, state, data = setup("numpy", dtype, combo, engine="native", batch=batch, **fit)
-    ref = engines.select_step(ref_state, ref_data, engine="generic")
-    step = engines.select_step(state, data, engine="native")
-    assert step.engine == "native"
-    worst = 0.0
-    for epoch in range(epochs):
-        perm = np.random.default_rng(epoch).permutation(N)
-        cost_ref, hits_ref = ref.epoch(perm, lr, epoch * 17, monitor=MONITOR)
-        cost, hits = step.epoch(perm, lr, epoch * 17, monitor=MONITOR)
-        assert int(hits) == int(hits_ref)
-        worst = max(worst, rel(np.asarray(float(cost_ref)), np.asarray(float(cost))))
-        for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
-            worst = max(worst, rel(r, g))
-    assert state.opt_state.scalars == ref_state.opt_state.scalars
-    return worst
+def _epochs(combo, dtype="float64", **kw):
+    """The worst relative difference of the native and the generic engine after
+    :func:`helpers.stepcheck.epochs_against_generic`'s epochs."""
+    return epochs_against_generic("numpy", "native", combo, dtype, **kw)
 
 
 @needs_compiler

@@ -25,7 +25,7 @@ from gpumlp.costs import VALID_PAIRS
 from gpumlp.engines import _cupy_fast, _kernels, _persistent, _persistent_src
 from gpumlp.optim import OPTIMIZERS
 from helpers.nets import HIDDEN, host
-from helpers.stepcheck import N, compare_steps, rel, setup, state_tensors
+from helpers.stepcheck import N, compare_steps, epochs_against_generic, rel, setup
 
 H100_OPTIN = 227 * 1024
 COMBOS = [
@@ -96,28 +96,10 @@ def test_the_kernels_fit_a_block_of_the_most_threads(dtype, tmp_path):
 # -- emulated: against the generic step ---------------------------------------------------------
 
 
-def _epochs(combo, dtype="float64", *, batch, epochs=1, lr=0.3, **fit):
-    """Run ``epochs`` epochs at rate ``lr`` with the persistent and the generic engine from the
-    same state; return the worst relative difference of every state tensor and the epochs'
-    sums."""
-    _, ref_state, ref_data = setup("numpy", dtype, combo, batch=batch, **fit)
-    _, state, data = setup("cupy", dtype, combo, engine="persistent", batch=batch, **fit)
-    ref = engines.select_step(ref_state, ref_data, engine="generic")
-    step = engines.select_step(state, data, engine="persistent")
-    assert step.engine == "persistent"
-    import cupy
-
-    monitor, worst = ("train_cost", "train_accuracy"), 0.0
-    for epoch in range(epochs):
-        perm = np.random.default_rng(epoch).permutation(N)
-        cost_ref, hits_ref = ref.epoch(perm, lr, epoch * 17, monitor=monitor)
-        cost, hits = step.epoch(cupy.asarray(perm), lr, epoch * 17, monitor=monitor)
-        assert int(hits) == int(hits_ref)
-        worst = max(worst, rel(np.asarray(float(cost_ref)), np.asarray(float(cost))))
-        for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
-            worst = max(worst, rel(r, g))
-    assert state.opt_state.scalars == ref_state.opt_state.scalars
-    return worst
+def _epochs(combo, dtype="float64", **kw):
+    """The worst relative difference of the persistent and the generic engine after
+    :func:`helpers.stepcheck.epochs_against_generic`'s epochs."""
+    return epochs_against_generic("cupy", "persistent", combo, dtype, **kw)
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=["-".join(c) for c in COMBOS])

@@ -71,6 +71,30 @@ def setup(backend, dtype, combo, *, engine="generic", sizes=SIZES, batch=10, **f
     return net, state, net.inputs.data(X, y)
 
 
+def epochs_against_generic(backend, engine, combo, dtype="float64", *, batch, epochs=1, lr=0.3,
+                           **fit):  # fmt: skip
+    """``epochs`` epochs at rate ``lr`` of ``engine`` on ``backend`` and of the generic NumPy
+    step from the same state, each epoch in the order of ``default_rng(epoch)``: the worst
+    relative difference of every state tensor and of the epochs' cost sums (the hits and the
+    optimizer's scalars must be equal)."""
+    _, ref_state, ref_data = setup("numpy", dtype, combo, batch=batch, **fit)
+    _, state, data = setup(backend, dtype, combo, engine=engine, batch=batch, **fit)
+    ref = engines.select_step(ref_state, ref_data, engine="generic")
+    step = engines.select_step(state, data, engine=engine)
+    assert step.engine == engine
+    monitor, worst = ("train_cost", "train_accuracy"), 0.0
+    for epoch in range(epochs):
+        perm = np.random.default_rng(epoch).permutation(N)
+        cost_ref, hits_ref = ref.epoch(perm, lr, epoch * 17, monitor=monitor)
+        cost, hits = step.epoch(state.spec.xp.asarray(perm), lr, epoch * 17, monitor=monitor)
+        assert int(hits) == int(hits_ref)
+        worst = max(worst, rel(np.asarray(float(cost_ref)), np.asarray(float(cost))))
+        for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
+            worst = max(worst, rel(r, g))
+    assert state.opt_state.scalars == ref_state.opt_state.scalars
+    return worst
+
+
 def rel(ref, got):
     """max|ref − got| / max|ref|, in float64 on the host."""
     ref, got = host(ref).astype(float), host(got).astype(float)
