@@ -27,6 +27,7 @@ from gpumlp.files.checkpoint import read_checkpoint
 from helpers.cli import (
     PATIENCE,
     assert_refused,
+    finish_all,
     folder_state,
     gpumlp_cmd,
     gpumlp_env,
@@ -42,15 +43,6 @@ QUICK = ["--sizes", "784,16,10", "--epochs", "1", "--quiet"]
 SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--epochs", "100", "--quiet"]
 SLOW += ["--checkpoint-every", "1", "--seed", "0"]
 PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-
-
-def finish_all(procs: list[subprocess.Popen], timeout: float = PATIENCE) -> list[tuple]:
-    """Wait for processes started together: [(exit code, stdout, stderr)]; reaps them all."""
-    try:
-        return [(p, *p.communicate(timeout=timeout)) for p in procs]
-    finally:
-        for p in procs:
-            reap(p)
 
 
 def lock_holder(folder: Path) -> int | None:

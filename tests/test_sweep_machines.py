@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import PATIENCE, gpumlp_cmd, gpumlp_env, reap, wait_until
+from helpers.cli import PATIENCE, finish_all, gpumlp_cmd, gpumlp_env, reap, wait_until
 from helpers.data import write_tiny_mnist
 from helpers.machines import as_machine, machines_unavailable
 
@@ -71,12 +71,7 @@ def test_two_machines_of_one_host_name_neither_repeat_nor_fail_each_others_trial
     tmp_path, tiny, postgres, machines_here
 ):
     procs = start_machines(tmp_path, tiny, postgres)
-    try:
-        results = [p.communicate(timeout=PATIENCE) for p in procs]
-    finally:
-        for p in procs:
-            reap(p)
-    for p, (_, err) in zip(procs, results, strict=True):
+    for p, _, err in finish_all(procs):
         assert p.returncode == 0, err
         assert "warning" not in err, err  # no trial of its was failed by the other
     study = study_of(postgres)

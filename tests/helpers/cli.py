@@ -103,6 +103,16 @@ def reap(proc) -> None:
         proc.wait()
 
 
+def finish_all(procs: list[subprocess.Popen], timeout: float = PATIENCE) -> list[tuple]:
+    """Wait for processes started together: [(process, stdout, stderr)]; reaps them all, also
+    when one of them runs out of time."""
+    try:
+        return [(p, *p.communicate(timeout=timeout)) for p in procs]
+    finally:
+        for p in procs:
+            reap(p)
+
+
 def run_python(code: str) -> str:
     """Run ``code`` in a fresh Python with the tests importable; its stdout (fails on exit != 0)."""
     tests = str(Path(__file__).parent.parent)
