@@ -166,6 +166,12 @@ def _mean(records: list[dict], key: str) -> float:
     return statistics.fmean(r[key] for r in records)
 
 
+def _spread(values: list[float], digits: int) -> str:
+    """``values`` as "mean ± standard deviation" (0 for one value), ``digits`` decimals."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
 def regression_table(results: dict[str, dict[str, list[dict]]]) -> list[str]:
     """The regression rows: R² on the 20% (mean ± standard deviation over the seeds) and
     seconds, per column; none without a regression among ``results``."""
@@ -176,10 +182,7 @@ def regression_table(results: dict[str, dict[str, list[dict]]]) -> list[str]:
     for name, got in results.items():
         X, _ = load(name)
         cells = [f"{name} ({len(X)}, {X.shape[1]})"]
-        for c in columns:
-            r2 = [r["r2"] for r in got[c]]
-            sd = statistics.stdev(r2) if len(r2) > 1 else 0.0
-            cells.append(f"{statistics.fmean(r2):.3f} ± {sd:.3f}")
+        cells += [_spread([r["r2"] for r in got[c]], 3) for c in columns]
         cells += [f"{_mean(got[c], 'seconds'):.2f}" for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return lines if results else []
@@ -197,10 +200,7 @@ def table(results: dict[str, dict[str, list[dict]]], seeds: list[int]) -> str:
     for name, got in results.items():
         X, y = load(name)
         cells = [f"{name} ({len(X)}, {X.shape[1]}, {len(set(y.tolist()))})"]
-        for c in columns:
-            accs = [100 * r["accuracy"] for r in got[c]]
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            cells.append(f"{statistics.fmean(accs):.2f} ± {sd:.2f}")
+        cells += [_spread([100 * r["accuracy"] for r in got[c]], 2) for c in columns]
         cells += [f"{_mean(got[c], 'seconds'):.2f}" for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     average = ["**average**"]
