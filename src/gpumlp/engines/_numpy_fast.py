@@ -102,11 +102,13 @@ class NumpyStep(BatchLoop):
         super().__init__(state, data)
         params = state.params
         self.sgd = state.optimizer.rate_in_gradient
-        self.grads = Params(
-            [np.empty_like(w) for w in params.weights], [np.empty_like(b) for b in params.biases]
-        )
         if self.reducer is not None:  # written where the ranks' sum takes them from
             self.grads = self.reducer.grads
+        else:
+            self.grads = Params(
+                [np.empty_like(w) for w in params.weights],
+                [np.empty_like(b) for b in params.biases],
+            )
         # NumPy parameters are written in place (Params.set), so these lists, the weights'
         # transposed views and the (parameter, gradient) pairs stay current.
         self.weights: list[Any] = list(params.weights)
