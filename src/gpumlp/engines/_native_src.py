@@ -27,7 +27,7 @@ from importlib import resources
 
 from ..activations import ACTIVATIONS
 from ..optim import OPTIMIZERS, PENALTY_CUDA, get_optimizer
-from ._kernels import hyper_slots, prelude
+from ._kernels import _indent, hyper_slots, prelude
 
 __all__ = ["arg_names", "entry_name", "native_source"]
 
@@ -95,10 +95,6 @@ def _device_function(source: str, name: str) -> str:
     if found is None:
         raise LookupError(f"_kernels.cu has no device function {name!r}")
     return found[0]
-
-
-def _indent(code: str, spaces: int) -> str:
-    return "\n".join(" " * spaces + line for line in code.splitlines())
 
 
 def _entry(name: str) -> str:
