@@ -1,8 +1,9 @@
 """One training step of a fast engine against :class:`gpumlp.engines.steps.GenericStep`, from
 the same parameters, within a tolerance derived from the step's rounding errors.
 
-Used by ``test_cupy_fast.py`` (the kernels on the CPU emulation, IEEE and GPU-like rounding)
-and ``test_cupy_gpu.py`` (the kernels on a GPU).
+Used by ``test_cupy_fast.py`` (the kernels on the CPU emulation, IEEE and GPU-like rounding),
+``test_cupy_gpu.py`` (the kernels on a GPU), and the native, persistent and distributed tests
+(``test_native.py``, ``test_native_flush.py``, ``test_persistent.py``, ``test_distributed.py``).
 
 The band. Before every step both sides are given the reference's parameters and optimizer
 buffers; each then computes one step, and every result (the output activations, the new
