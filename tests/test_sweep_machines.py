@@ -7,13 +7,20 @@ PostgreSQL server can start."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers.cli import PATIENCE, finish_all, gpumlp_cmd, gpumlp_env, reap, wait_until
+from helpers.cli import (
+    PATIENCE,
+    finish_all,
+    gpumlp_cmd,
+    gpumlp_env,
+    reap,
+    trial_mid_run,
+    wait_until,
+)
 from helpers.data import write_tiny_mnist
 from helpers.machines import as_machine, machines_unavailable
 
@@ -24,6 +31,7 @@ pytestmark = pytest.mark.workers
 SPACE = "lr = {log = [0.5, 5]}\nhidden = {int = [8, 16]}\n"
 TRIALS = 6
 EPOCHS = 40  # ~15 ms each: a trial lasts long enough for the other machine to look at it
+MID_TRIAL = EPOCHS // 2 - 1  # a trial caught mid-run has finished 1 to this many epochs
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +99,7 @@ def test_a_machine_killed_mid_trial_leaves_the_other_to_end_with_exactly_n_trial
     procs = start_machines(tmp_path, tiny, postgres, GPUMLP_HEARTBEAT="1")
     a, b = procs
     try:
-        folder = wait_until(lambda: _mid_trial(tmp_path / "b"), "b was mid-trial", b)
+        folder = wait_until(lambda: trial_mid_run(tmp_path / "b", MID_TRIAL), "b was mid-trial", b)
         b.kill()  # unshare --kill-child: every process of machine b dies at once
         b.wait(timeout=PATIENCE)
         _, err = a.communicate(timeout=PATIENCE)
@@ -111,15 +119,3 @@ def test_a_machine_killed_mid_trial_leaves_the_other_to_end_with_exactly_n_trial
         and retried[0].user_attrs["worker"]["pid_ns"]
         != (study.trials[killed].user_attrs["worker"]["pid_ns"])
     )  # machine a ran its flags again
-
-
-def _mid_trial(out: Path) -> Path | None:
-    """A trial folder under ``out`` whose training has finished an epoch, not all."""
-    for folder in out.glob("trial-*"):
-        try:
-            epochs = json.loads((folder / "history.json").read_text())["epochs"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if 1 <= len(epochs) < EPOCHS // 2 and not (folder / "model.npz").exists():
-            return folder
-    return None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import PATIENCE, reap, run, run_gpumlp, start_gpumlp, wait_until
+from helpers.cli import PATIENCE, reap, run, run_gpumlp, start_gpumlp, trial_mid_run, wait_until
 from helpers.data import write_tiny_mnist
 
 optuna = pytest.importorskip("optuna")
@@ -91,13 +91,9 @@ def wait_mid_trial(out: Path, proc: subprocess.Popen, timeout: float = PATIENCE)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         assert proc.poll() is None, "the sweep ended before a trial was caught mid-run"
-        for folder in out.glob("trial-*"):
-            try:
-                epochs = json.loads((folder / "history.json").read_text())["epochs"]
-            except (OSError, ValueError, KeyError):
-                continue
-            if 1 <= len(epochs) <= MID_TRIAL and not (folder / "model.npz").exists():
-                return folder
+        folder = trial_mid_run(out, MID_TRIAL)
+        if folder is not None:
+            return folder
         time.sleep(0.005)
     raise AssertionError("no trial was caught mid-run")
 

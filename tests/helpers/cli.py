@@ -147,6 +147,19 @@ def saved_epochs(run_dir: Path) -> list[int]:
     return [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]]
 
 
+def trial_mid_run(out: Path, most: int) -> Path | None:
+    """A trial folder of the sweep in ``out`` whose history.json holds 1 to ``most`` epochs
+    and which has no model.npz yet (its training is under way), or None."""
+    for folder in out.glob("trial-*"):
+        try:
+            epochs = json.loads((folder / "history.json").read_text())["epochs"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if 1 <= len(epochs) <= most and not (folder / "model.npz").exists():
+            return folder
+    return None
+
+
 def saved_params(path: Path) -> dict[str, np.ndarray]:
     """The ``param/i`` arrays of a model file, read as they are stored."""
     with np.load(path, allow_pickle=False) as npz:
