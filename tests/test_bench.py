@@ -48,12 +48,12 @@ def report(bench):
     return sys.modules["bench_report"]
 
 
-def _importable(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+def _cpu_backends() -> list[str]:  # numpy and the CPU peers whose library is importable here
+    return ["numpy"] + [p for p in ("torch-cpu", "jax-cpu") if importlib.util.find_spec(p[:-4])]
 
 
 def test_quick_run_writes_json(bench, report, tmp_path, capsys):
-    backends = ["numpy"] + [peer for peer in ("torch-cpu", "jax-cpu") if _importable(peer[:-4])]
+    backends = _cpu_backends()
     out = tmp_path / "b.json"
     argv = ["--quick", "--n", "2000", "--cases", "784-30-10@100", "--backends", *backends]
     assert bench.main([*argv, "--peak-size", "256", "--json", str(out)]) == 0
@@ -139,7 +139,7 @@ def test_every_row_is_timed_on_the_chosen_clock(bench, monkeypatch, tmp_path):
     # (its start and its end), so every repeat is 1.0, whichever backend trained it.
     ticks = itertools.count()
     monkeypatch.setitem(sys.modules["bench_timing"].CLOCKS, "cpu", lambda: float(next(ticks)))
-    backends = ["numpy"] + [peer for peer in ("torch-cpu", "jax-cpu") if _importable(peer[:-4])]
+    backends = _cpu_backends()
     out = tmp_path / "b.json"
     argv = ["--quick", "--n", "300", "--cases", "784-30-10@100", "--backends", *backends]
     argv += ["--engines", "generic", "fused", "--peak-size", "0", "--clock", "cpu"]
