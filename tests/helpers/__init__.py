@@ -11,7 +11,9 @@
 - :mod:`helpers.stepcheck`: one training step of an engine against the NumPy oracle;
 - :mod:`helpers.counting`: a namespace stand-in that counts calls, and ``tracemalloc``'s view
   of a block (what a fast step costs);
-- :mod:`helpers.machines`: a PostgreSQL server of a test's own, and namespaces as machines.
+- :mod:`helpers.machines`: a PostgreSQL server of a test's own, and namespaces as machines;
+- :mod:`helpers.mpi`: MPI jobs under MPICH's ``mpiexec``, and the reference a two-rank run
+  must equal; :mod:`helpers.mpi_fit`, the script such a job runs on every rank.
 
 Tests import them as ``from helpers.cli import run`` (``tests/`` is on ``sys.path`` when pytest
 collects it, and in the fresh processes ``run_python`` starts).
