@@ -33,6 +33,7 @@ from .files.modeldata import (
     class_value,
     column_order,
     not_class_labels,
+    shown,
     value_kind,
 )
 
@@ -103,10 +104,9 @@ def _through(arr: Host, classes: tuple[Label, ...], name: str) -> Host:
     codes = [index.get(v) if value_kind(v) == kind else None for v in values]
     if None in codes:
         v = values[codes.index(None)]
-        shown = ", ".join(map(repr, classes[:20])) + (", ..." if len(classes) > 20 else "")
         raise ValueError(
             f"{name} holds the label {v!r:.100}, which is not a class of this network: its "
-            f"classes are {shown}"
+            f"classes are {shown(classes)}"
         )
     return np.asarray(codes, dtype=np.int64)[inverse]
 
@@ -156,10 +156,9 @@ def encode_labels(
     values, inverse = _distinct(arr, name)
     want = 2 if n_out == 1 else n_out
     if len(values) != want:
-        shown = ", ".join(map(repr, values[:10])) + (", ..." if len(values) > 10 else "")
         raise ValueError(
-            f"{name} holds {len(values)} distinct labels ({shown}) for a network of {n_out} "
-            f"output unit{'s' if n_out > 1 else ''}: give {want} distinct labels (kept as "
+            f"{name} holds {len(values)} distinct labels ({shown(values, 10)}) for a network of "
+            f"{n_out} output unit{'s' if n_out > 1 else ''}: give {want} distinct labels (kept as "
             f"its classes), class indices 0..{n_out - 1}, or the classes with "
             "Network(..., classes=[...])"
         )

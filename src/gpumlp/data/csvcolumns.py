@@ -18,12 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ..files.modeldata import shown
+
 __all__ = ["dropped", "ids_error", "index_note", "is_index", "is_number", "label_index",
            "looks_like_ids", "optional_label"]  # fmt: skip
-
-
-def _shown(names: Sequence[str]) -> str:
-    return ", ".join(map(repr, names[:20])) + (", ..." if len(names) > 20 else "")
 
 
 def _index(flag: str, spec: str | int, names: list[str] | None, width: int, path: Path) -> int:
@@ -43,7 +41,7 @@ def _index(flag: str, spec: str | int, names: list[str] | None, width: int, path
                 f"(0..{width - 1}, or -1 for the last)"
             ) from None
         raise ValueError(
-            f"{flag} {text!r}: {path} has no column of that name; its columns are {_shown(names)}"
+            f"{flag} {text!r}: {path} has no column of that name; its columns are {shown(names)}"
         ) from None
     if not -width <= i < width:
         raise ValueError(

@@ -30,7 +30,7 @@ from typing import Any, cast
 import numpy as np
 
 from .._checks import first_nonfinite
-from ..files.modeldata import class_value, not_class_labels, value_kind
+from ..files.modeldata import class_value, not_class_labels, shown, value_kind
 from ..files.npyview import load_rows
 from ..files.safeio import (
     open_regular,
@@ -132,10 +132,6 @@ def _agree(path: Path, splits: dict[str, Split]) -> None:
             )
 
 
-def _shown(values: Any) -> str:
-    return ", ".join(map(repr, values[:20])) + (", ..." if len(values) > 20 else "")
-
-
 def label_classes(
     source: str, splits: dict[str, Split | None], names: tuple[str, ...] | None, classes: Any
 ) -> tuple[dict[str, Split | None], tuple[Any, ...] | None]:
@@ -157,11 +153,11 @@ def label_classes(
     y = splits["training"][1] if splits["training"] is not None else None
     if y is None or y.ndim != 1:
         return splits, None
-    if classes is None and names is None:
-        return splits, None
     if classes is None:
+        if names is None:
+            return splits, None
         raise ValueError(
-            f"{source} holds class names ({_shown(names)}), but the model has none: its classes "
+            f"{source} holds class names ({shown(names)}), but the model has none: its classes "
             "are its outputs' indices 0..k-1 (a model trained on MNIST, or written before gpumlp "
             "kept class names)"
         )
@@ -192,7 +188,7 @@ def label_classes(
             where = f": the {name} split" if name != "training" or learning else ""
             raise ValueError(
                 f"{source}{where} holds label {values[split[1][i]]!r} (at its index {i}), "
-                f"{why}{_shown(classes)}"
+                f"{why}{shown(classes)}"
             )
         out[name] = (split[0], mapped.astype(np.int64))
     return out, tuple(classes)

@@ -38,6 +38,7 @@ __all__ = [
     "class_value",
     "column_order",
     "not_class_labels",
+    "shown",
     "value_kind",
 ]
 
@@ -45,6 +46,12 @@ DATA_KINDS = ("images", "table")
 """What a model's inputs are: pictures (MNIST's 28×28 digits) or the rows of a table."""
 
 Label = str | bool | int | float
+
+
+def shown(values: Sequence[Any], most: int = 20) -> str:
+    """The first ``most`` of ``values`` (names, classes) as a message lists them: their reprs
+    joined by commas, then ", ..." when there are more."""
+    return ", ".join(map(repr, values[:most])) + (", ..." if len(values) > most else "")
 
 
 def class_value(value: Any) -> Any:
@@ -155,9 +162,7 @@ def column_order(
         if n in where:
             raise ValueError(f"{source} has two columns named {n!r:.100}")
         where[n] = j
-    known = f"the model's inputs are {', '.join(map(repr, features[:20]))}" + (
-        ", ..." if len(features) > 20 else ""
-    )
+    known = f"the model's inputs are {shown(features)}"
     if missing := [f for f in features if f not in where]:
         raise ValueError(f"{source} has no column {missing[0]!r:.100}: {known}")
     wanted = set(features) | set(ignored)
