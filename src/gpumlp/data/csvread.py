@@ -74,7 +74,8 @@ def _parse(
     inputs: int | None = None,
 ) -> _Parsed:  # fmt: skip
     """Read ``path``: with ``inputs`` None, a table with a label column; else a file of
-    examples to predict, ``inputs`` wide, which may have the training file's label column."""
+    examples to predict, ``inputs`` wide, which may have the training file's label column.
+    ValueError naming the file when it has no data row."""
     with reading(path, "UTF-8 CSV file"), open_regular(path, "CSV file") as f:
         size = os.fstat(f.fileno()).st_size
         delimiter, lines = scan(Snapshot(f, size), path)
@@ -134,7 +135,8 @@ def _parse(
                 code = p.seen[label] = len(p.rows)
                 p.rows.append(r)
             p.codes.append(code)
-    n = len(p.codes)
+    if not (n := len(p.codes)):
+        raise ValueError(f"{path} has a header row but no data rows")
     if first_cells is not None and is_index(first_cells[:n]):
         p.notes.append(index_note(path))
     elif first_cells is not None:  # an unnamed first column of numbers: a feature after all
@@ -180,8 +182,6 @@ def read_csv(
     bound on its length (see the module docstring).
     """
     p = _parse(path, label_column, drop)
-    if not p.codes:
-        raise ValueError(f"{path} has a header row but no data rows")
     li, names = typing.cast(int, p.label), p.names
     codes = np.frombuffer(p.codes, np.int64)
     y, classes, task = _csv_labels(path, codes, p.seen, p.rows, p.where(li), task)
@@ -206,8 +206,6 @@ def read_csv_inputs(
     the training file's label column ``label_column`` when the file has it
     (:func:`.csvcolumns.optional_label`; a note says so)."""
     p = _parse(path, label_column, drop, inputs=inputs)
-    if not p.codes:
-        raise ValueError(f"{path} has a header row but no data rows")
     return p.X, p.features(), tuple(p.notes)
 
 
