@@ -30,11 +30,11 @@ from .backend import to_host
 from .files.modeldata import (
     Label,
     check_classes,
+    class_indices,
     class_value,
     column_order,
     not_class_labels,
     shown,
-    value_kind,
 )
 
 __all__ = ["decode_labels", "encode_labels", "frame_columns", "frame_names"]
@@ -99,16 +99,15 @@ def _distinct(arr: Host, name: str) -> tuple[list[Any], Host]:
 
 def _through(arr: Host, classes: tuple[Label, ...], name: str) -> Host:
     """The index among ``classes`` of each label of ``arr``, int64 (n,)."""
-    index, kind = {c: i for i, c in enumerate(classes)}, value_kind(classes[0])
     values, inverse = _distinct(arr, name)
-    codes = [index.get(v) if value_kind(v) == kind else None for v in values]
-    if None in codes:
-        v = values[codes.index(None)]
+    codes = class_indices(values, classes)
+    if (missing := codes < 0).any():
+        v = values[int(np.argmax(missing))]
         raise ValueError(
             f"{name} holds the label {v!r:.100}, which is not a class of this network: its "
             f"classes are {shown(classes)}"
         )
-    return np.asarray(codes, dtype=np.int64)[inverse]
+    return codes[inverse]
 
 
 def encode_labels(

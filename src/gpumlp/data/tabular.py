@@ -30,7 +30,7 @@ from typing import Any, cast
 import numpy as np
 
 from .._checks import first_nonfinite
-from ..files.modeldata import class_value, not_class_labels, shown, value_kind
+from ..files.modeldata import class_indices, class_value, not_class_labels, shown
 from ..files.npyview import load_rows
 from ..files.safeio import (
     open_regular,
@@ -172,9 +172,7 @@ def label_classes(
         to[present] = np.arange(len(present))
         why = "which no training row has; the classes are those of the training split: "
     else:
-        index = {c: i for i, c in enumerate(classes)}
-        kind = value_kind(classes[0])
-        to = np.array([index.get(v, -1) if value_kind(v) == kind else -1 for v in values])
+        to = class_indices(values, classes)
         why = "which is not a class of the model: its classes are "
     out: dict[str, Split | None] = {}
     for name, split in codes.items():

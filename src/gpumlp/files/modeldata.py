@@ -35,6 +35,7 @@ __all__ = [
     "check_features",
     "check_kind",
     "check_label",
+    "class_indices",
     "class_value",
     "column_order",
     "not_class_labels",
@@ -75,6 +76,15 @@ def value_kind(value: Any) -> str | None:
     if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
         return "numbers"
     return None
+
+
+def class_indices(values: Sequence[Any], classes: Sequence[Any]) -> np.ndarray[Any, Any]:
+    """The index among ``classes`` (of one kind, as :func:`check_classes` keeps them) of each
+    label of ``values`` (k,) (as :func:`class_value` gives them): int64 (k,), -1 for a label
+    that is no class. A label finds a class of its own kind only (``True`` never finds ``1``)."""
+    index, kind = {c: i for i, c in enumerate(classes)}, value_kind(classes[0])
+    found = [index.get(v, -1) if value_kind(v) == kind else -1 for v in values]
+    return np.array(found, dtype=np.int64)
 
 
 MAX_LABEL = 2**31
