@@ -185,9 +185,9 @@ class Inputs:
         if self.spec.task == "classification":
             y, classes = encode_labels(y, info.classes, n_out, learn=learn, name=y_name)
         names = frame_names(X) if learn and info.features is None else None
+        features = names if names is not None and len(names) == n_in else info.features
         X_d = self.x(X, name=x_name, fit_standardization=fit_standardization)
-        if classes != info.classes or (names is not None and len(names) == n_in):
-            features = names if names is not None and len(names) == n_in else info.features
+        if classes != info.classes or features != info.features:
             self.info = dataclasses.replace(info, classes=classes, features=features)
         m = X_d.shape[0]
         return (X_d, *self.targets(y, m, name=y_name, fit_standardization=fit_standardization))
