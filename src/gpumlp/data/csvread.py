@@ -111,6 +111,7 @@ def _parse(
         require_memory(8 * lines * (width + 2), f"{path} ({lines:,} lines, {width} columns)")
         X = np.empty((lines, len(keep)))
         first_cells = np.empty(lines) if index else None  # pandas' index, or a feature
+        cells = [0, *keep] if index else keep  # the cells read as numbers, in column order
         data = iter(rows) if names else chain((first_row, first), rows)
         for r, row in data:
             if len(row) != width:
@@ -124,11 +125,13 @@ def _parse(
                 if first_cells is not None:
                     first_cells[n] = float(row[0])
             except ValueError:
-                raise _not_a_number(path, p, r, row, data) from None
-            if not math.isfinite(sum(values)) or (  # the floats: summing X[n] takes twice as long
+                raise _not_a_number(path, p, r, row, cells, data) from None
+            # the sum first (the floats: summing X[n] takes twice as long); one that overflows
+            # from finite values is no refusal
+            if (not math.isfinite(sum(values)) and not all(map(math.isfinite, values))) or (
                 first_cells is not None and not math.isfinite(first_cells[n])
             ):
-                j = next(j for j in [0, *keep] if not math.isfinite(float(row[j])))
+                j = next(j for j in cells if not math.isfinite(float(row[j])))
                 raise _bad_cell(path, r, p.where(j), row[j])
             label = row[li].strip() if li is not None else ""
             if (code := p.seen.get(label)) is None:
@@ -147,12 +150,17 @@ def _parse(
 
 
 def _not_a_number(
-    path: Path, p: _Parsed, r: int, row: list[str], rest: Iterator[tuple[int, list[str]]]
+    path: Path,
+    p: _Parsed,
+    r: int,
+    row: list[str],
+    cells: list[int],
+    rest: Iterator[tuple[int, list[str]]],
 ) -> ValueError:
-    """The refusal of row ``r``, one of whose input cells is no number: of an ID column (a
-    different text in every row, from the first, which is ``r``) naming ``--drop``; else of
-    the cell."""
-    j = next(j for j in sorted({0, *p.keep} - {p.label}) if not is_number(row[j]))
+    """The refusal of row ``r``, one of whose ``cells`` (the columns read as numbers) is no
+    number: of an ID column (a different text in every row, from the first, which is ``r``)
+    naming ``--drop``; else of the cell."""
+    j = next(j for j in cells if not is_number(row[j]))
     cell = row[j].strip()
     if cell and not p.codes and looks_like_ids(cell, rest, j):
         spec = p.names[j] if p.names and p.names[j] else j
