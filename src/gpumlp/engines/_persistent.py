@@ -16,7 +16,6 @@ float64 196 KB (KB: 1,024 bytes). Larger networks are refused with the sizes.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array
+from ..memory import param_count
 from ._cupy_core import Core
 from ._persistent_src import MAX_THREADS, persistent_name
 
@@ -38,17 +38,15 @@ def shared_bytes(sizes: list[int], batch: int, itemsize: int, *, dropout: bool) 
     """Bytes of dynamic shared memory a launch needs: the parameters, then per layer z, a and δ
     for ``batch`` rows (and the dropped input of the next layer for a hidden layer under
     dropout), then each row's cost and hit (the layout of ``_persistent.cu``)."""
-    params = sum(a * b + b for a, b in itertools.pairwise(sizes))
     L = len(sizes) - 1
     per_row = sum(n * (4 if dropout and l < L - 1 else 3) for l, n in enumerate(sizes[1:]))
-    return (params + batch * per_row + batch) * itemsize + 4 * batch
+    return (param_count(sizes) + batch * per_row + batch) * itemsize + 4 * batch
 
 
 def threads_for(sizes: list[int], batch: int, cap: int) -> int:
     """The block for this network: a thread per parameter (the update) or per unit of the
     batch (the backward pass), whichever is more, in whole warps, at most ``cap``."""
-    params = sum(a * b + b for a, b in itertools.pairwise(sizes))
-    work = max(params, batch * max(sizes[1:]))
+    work = max(param_count(sizes), batch * max(sizes[1:]))
     return max(32, min(cap, 32 * -(-work // 32)))
 
 
