@@ -60,18 +60,17 @@ def persistent_kernel(
         return ""
     out = []
     prepare_call = ""
+    prepare_params = [re.sub(r"(\w+)$", r"prepare_\1", d) for d in form.prepare_params]
     if form.prepare is not None:
         out.append(f"__device__ __forceinline__ void prepare_step_{name}("
                    f"{', '.join(['double* hyper', *form.prepare_params])})\n"
                    f"{{\n{indent(form.prepare, 4)}\n}}")  # fmt: skip
-        args = ["hyper", *(f"prepare_{_name(d)}" for d in form.prepare_params)]
+        args = ["hyper", *map(_name, prepare_params)]
         prepare_call = f"prepare_step_{name}({', '.join(args)});"
-    prepare_params = [re.sub(r"(\w+)$", r"prepare_\1", d) for d in form.prepare_params]
     params = [*EPOCH_PARAMS, *(f"real* {b}" for b in opt.buffers), *UPDATE_PARAMS,
               *form.params, *prepare_params]  # fmt: skip
-    fields = ["X", "Y", "labels", "perm", "n_rows", "batch", "sizes", "acts", "layers", "kind",
-              "cost", "clip_eps", "has_drop", "cut", "keep_scale", "key", "draw", "flat",
-              "total", "n_w", "sums", "hits", "out_a"]  # fmt: skip
+    # EpochArgs' fields, in its order: the epoch's parameters, then the counts, sums and outputs
+    fields = [*map(_name, EPOCH_PARAMS), "total", "n_w", "sums", "hits", "out_a"]
     uses_lr = re.search(r"\blr\b", form.update)
     body = (
         "    extern __shared__ real smem[];\n"
