@@ -198,17 +198,14 @@ class FusedStep:
         core.set_counters(0, draw)
         full, rest = divmod(core.n, core.batch)
         for launches, m, steps in self._plan(full, rest):
-            if comm is not None:  # this rank's part of each global batch of m rows
-                lo, hi = local_rows(m, comm.rank, comm.size)
-                ws = core.workspace(hi - lo)
-                for _ in range(launches):
-                    core.launch(ws, gathered=True, gemm=core.gemm_cublas, part=(lo, m))
-                    if progress is not None:
-                        progress(1)
-                continue
-            ws = core.workspace(m)
+            # under a communicator this rank's part of each global batch of m rows, a step each
+            lo, hi = (0, m) if comm is None else local_rows(m, comm.rank, comm.size)
+            ws = core.workspace(hi - lo)
             for _ in range(launches):
-                self._steps(ws, steps, gathered=True)
+                if comm is None:
+                    self._steps(ws, steps, gathered=True)
+                else:
+                    core.launch(ws, gathered=True, gemm=core.gemm_cublas, part=(lo, m))
                 if progress is not None:
                     progress(steps)
         core.after_steps(full + (rest > 0))
