@@ -129,9 +129,7 @@ def make_step(state: TrainState, data: Data, *, engine: str) -> tuple[Any, str]:
             return None, why
         logger.info("engine auto: not persistent (%s)", why)
     core = Core(state, data, kernels, cp)
-    use_graph = engine == "graph" or (
-        engine == "auto" and launch_bound(list(state.spec.sizes), state.config.batch_size)
-    )
+    use_graph = engine == "graph" or (engine == "auto" and launch_bound(sizes, batch))
     if not use_graph:
         return FusedStep(core), ""
     try:
