@@ -30,8 +30,8 @@ from gpumlp.distributed import LocalComm, local_rows
 from gpumlp.dropout import keep_masks
 from gpumlp.engines.select import check_engine
 from gpumlp.network import backprop
-from helpers.cli import PATIENCE, reap, saved_params, wait_until
-from helpers.mpi import descendants, fit_alone, fit_job, gpumlp_job, run_job, start_job
+from helpers.cli import PATIENCE, gpumlp_cmd, reap, saved_params, wait_until
+from helpers.mpi import descendants, fit_alone, fit_job, run_job, start_job
 from helpers.mpi_fit import CONFIGS, SCORES
 from helpers.stepcheck import N, rel, setup, state_tensors
 
@@ -211,7 +211,7 @@ FLAGS = ["--distributed", "--batch-size", "10", "--seed", "5", "--dropout", "0.1
 def whole(table, tmp_path_factory):
     """A two-rank run of 20 epochs, uninterrupted: its run folder."""
     run = tmp_path_factory.mktemp("whole") / "run"
-    done = run_job(2, gpumlp_job("train", *table, *FLAGS, "--epochs", "20", "--out", run))
+    done = run_job(2, gpumlp_cmd("train", *table, *FLAGS, "--epochs", "20", "--out", run))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 ranks (mpi)" in done.stdout
     return run
@@ -223,7 +223,7 @@ def test_an_interrupted_job_resumes_at_two_ranks_bit_for_bit(tmp_path, table, wh
     cut = tmp_path / "cut"
     out = tmp_path / "cut.txt"
     with out.open("w") as sink:
-        proc = start_job(2, gpumlp_job("train", *table, *FLAGS, "--epochs", "20", "--out", cut),
+        proc = start_job(2, gpumlp_cmd("train", *table, *FLAGS, "--epochs", "20", "--out", cut),
                          stdout=sink, stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
             wait_until(lambda: "Epoch 1:" in out.read_text(), "epoch 1's line", proc)
@@ -235,7 +235,7 @@ def test_an_interrupted_job_resumes_at_two_ranks_bit_for_bit(tmp_path, table, wh
     assert "resume with: mpiexec -n 2 gpumlp train --distributed --resume" in err
     finished = len(json.loads((cut / "history.json").read_text())["epochs"])
     assert 2 <= finished < 20
-    done = run_job(2, gpumlp_job("train", "--resume", cut, "--distributed", "--quiet"))
+    done = run_job(2, gpumlp_cmd("train", "--resume", cut, "--distributed", "--quiet"))
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = saved_params(whole / "model.npz"), saved_params(cut / "model.npz")
     assert a.keys() == b.keys()
@@ -248,7 +248,7 @@ def test_a_killed_rank_ends_the_job_with_a_failure(tmp_path, table):
     out = tmp_path / "out.txt"
     argv = ["train", *table, *FLAGS, "--epochs", "1000", "--out", tmp_path / "run"]
     with out.open("w") as sink:
-        proc = start_job(2, gpumlp_job(*argv), stdout=sink, stderr=subprocess.STDOUT)
+        proc = start_job(2, gpumlp_cmd(*argv), stdout=sink, stderr=subprocess.STDOUT)
         try:
             wait_until(lambda: "Epoch 0:" in out.read_text(), "epoch 0's line", proc)
             ranks = [p for p in descendants(proc.pid)
@@ -284,7 +284,7 @@ def test_ranks_that_start_from_other_parameters_are_refused_on_every_rank(tmp_pa
 
 @pytest.mark.mpi
 def test_train_distributed_refuses_a_whole_epoch_engine_and_ends_the_job(tmp_path, table):
-    done = run_job(2, gpumlp_job("train", *table, *FLAGS, "--engine", "graph", "--out",
+    done = run_job(2, gpumlp_cmd("train", *table, *FLAGS, "--engine", "graph", "--out",
                                  tmp_path / "run"))  # fmt: skip
     assert done.returncode == 2, done.stderr[-3000:]
     assert "gpumlp: error: --distributed: engine='graph' runs whole epochs" in done.stderr

@@ -18,7 +18,7 @@ from gpumlp.dropout import keep_masks
 from gpumlp.network import Params, backprop
 from gpumlp.optim import apply_update, regularize
 from gpumlp.runstate import TrainState
-from helpers.cli import PATIENCE, gpumlp_cmd, gpumlp_env
+from helpers.cli import PATIENCE, gpumlp_env
 
 FIT = Path(__file__).with_name("mpi_fit.py")
 
@@ -57,11 +57,6 @@ def run_job(n: int, command: list[str], **env: str) -> subprocess.CompletedProce
 def start_job(n: int, command: list[str], **popen) -> subprocess.Popen:
     """Start ``command`` on ``n`` ranks; ``reap`` it in a finally."""
     return subprocess.Popen(job(n, command), env=gpumlp_env(), **popen)
-
-
-def gpumlp_job(*argv) -> list[str]:
-    """``python -m gpumlp ARGV...`` as a command for :func:`job`."""
-    return gpumlp_cmd(*argv)
 
 
 def fit_job(out: Path, *mode: str) -> list[str]:
