@@ -23,7 +23,7 @@ from typing import Any
 from . import signals
 from .backend import Array, index_dtype, to_device, to_host
 from .config import ModelSpec
-from .distributed.comm import Comm
+from .distributed.comm import Comm, rank_of
 from .distributed.nccl import on_device
 from .distributed.sync import check_same_state, steps_hold_signals
 from .engines.select import select_run_step
@@ -179,7 +179,7 @@ def run_epochs(
         if task == "classification":
             record["train_accuracy"] = int(correct) / n if "train_accuracy" in measured else None
         record |= dict.fromkeys(scored_keys(task))
-        if problem is None and validation is not None and scored and _scores_here(state):
+        if problem is None and validation is not None and scored and rank_of(state.comm) == 0:
             scores = evaluate_arrays(
                 spec, state.params, *validation, chunk=cfg.chunk, target_std=target_std
             )
@@ -208,12 +208,6 @@ def run_epochs(
             break
     state.finish()
     return history
-
-
-def _scores_here(state: TrainState) -> bool:
-    """Whether this process scores the validation split: one process alone, or rank 0 of a
-    communicator (which then sends its record to the others)."""
-    return state.comm is None or state.comm.rank == 0
 
 
 def _stop_at_last_epoch(state: TrainState, why: str) -> None:
