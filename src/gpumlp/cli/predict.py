@@ -129,8 +129,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _table_inputs(net: Network, model: Path, path: Path, args: argparse.Namespace) -> Any:
     """The rows of ``path`` as the model's inputs (n, sizes[0]), in its order."""
-    n_in, run = net.sizes[0], run_args(model)
-    if data_format(path) == "npy":
+    n_in, run, fmt = net.sizes[0], run_args(model), data_format(path)
+    if fmt == "npy":
         if args.label_column is not None or args.drop is not None:
             raise UsageError("--label-column and --drop are for a CSV file")
         X = np.asarray(open_rows(path))
@@ -139,7 +139,7 @@ def _table_inputs(net: Network, model: Path, path: Path, args: argparse.Namespac
                 f"{path} holds X of shape {X.shape}, but the model takes {n_in} inputs"
             )
         return X
-    if data_format(path) != "csv":
+    if fmt != "csv":
         raise ValueError(f"{path}: predict takes a CSV file or X.npy of the rows to classify")
     label = args.label_column or net.inputs.info.label or run.get("label_column")
     drop = args.drop if args.drop is not None else run.get("drop") or ()
