@@ -22,7 +22,7 @@ from ..data.sources import DataSet, load_data
 from ..loader import load
 from ..model import Network
 from ..runs.rundir import read_args
-from ._args import UsageError, names
+from ._args import UsageError, add_flag
 
 __all__ = ["add_parsers", "model_path", "run_args"]
 
@@ -43,9 +43,9 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
         help="with --data FILE.csv: the label column, by header name or 0-based index "
         "(default: the run's, else the last column)",
     )
-    e.add_argument("--drop", default=None, type=lambda t: names(t, []),
-                   help="with --data FILE.csv: columns to leave out (default: the run's "
-                   "--drop)")  # fmt: skip
+    add_flag(e, "drop", default=None,
+             help="with --data FILE.csv: columns to leave out (default: the run's "
+             "--drop)")  # fmt: skip
     e.add_argument("--backend", default="auto")
     return {"eval": run_eval}
 

@@ -34,7 +34,7 @@ from ..files.npyview import open_rows
 from ..files.safeio import open_regular
 from ..loader import load
 from ..model import Network
-from ._args import UsageError, check_output_path, names
+from ._args import UsageError, add_flag, check_output_path
 from .inspect import model_path, run_args
 
 __all__ = ["add_parsers"]
@@ -59,9 +59,8 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> dict[str, A
     pr.add_argument("--label-column", default=None,
                     help="with a CSV: the label column to leave out when present (default: the "
                     "training file's)")  # fmt: skip
-    pr.add_argument("--drop", default=None, type=lambda t: names(t, []),
-                    help="with a CSV: columns to leave out (default: the run's "
-                    "--drop)")  # fmt: skip
+    add_flag(pr, "drop", default=None,
+             help="with a CSV: columns to leave out (default: the run's --drop)")  # fmt: skip
     pr.add_argument("--backend", default="auto")
     return {"predict": run_predict}
 
