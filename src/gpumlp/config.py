@@ -21,7 +21,7 @@ from .backend import Namespace, backend_name, dtype_name, get_namespace, resolve
 from .costs import Cost, get_cost
 from .initial import INITS
 from .memory import param_count
-from .metrics import scored_keys
+from .metrics import task_monitors
 from .settings import DEFAULT_CHUNK, ENGINES, HYPER_KEYS, MONITORS, SETTINGS, owned_by
 from .settings import DEFAULTS as D
 
@@ -214,8 +214,7 @@ class TrainConfig:
         """The monitors a network of ``task`` measures: those of :attr:`monitor` that are
         its task's (the accuracies are classification's; ``val_mse`` and the other scores
         of :data:`gpumlp.metrics.SCORES` their task's)."""
-        own = ("train_cost", *(("train_accuracy",) if task == "classification" else ()),
-               *scored_keys(task))  # fmt: skip
+        own = task_monitors(task)
         return tuple(k for k in self.monitor if k in own)
 
     def hyper(self) -> dict[str, Any]:

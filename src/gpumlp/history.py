@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomicio import atomic_write_bytes
-from .metrics import TASKS, scored_keys
+from .metrics import TASKS, task_monitors
 
 __all__ = ["ALL_FIELDS", "FIELDS", "History", "column_name", "fields"]
 
@@ -22,8 +22,7 @@ def fields(task: str = "classification") -> tuple[str, ...]:
     """The fields of every record of a run of ``task``, in CSV column order (None where a
     value was not measured): the epoch, its lr, the training cost (and accuracy, for
     classification), the scored split's cost and scores (:mod:`gpumlp.metrics`), seconds."""
-    train = ("train_cost", "train_accuracy") if task == "classification" else ("train_cost",)
-    return ("epoch", "lr", *train, *scored_keys(task), "seconds")
+    return ("epoch", "lr", *task_monitors(task), "seconds")
 
 
 FIELDS = fields("classification")

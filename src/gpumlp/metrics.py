@@ -23,7 +23,7 @@ import numpy as np
 
 from .arraytypes import Array, Namespace
 
-__all__ = ["SCORES", "TASKS", "error_sums", "regression_scores", "scored_keys"]
+__all__ = ["SCORES", "TASKS", "error_sums", "regression_scores", "scored_keys", "task_monitors"]
 
 TASKS = ("classification", "regression")
 """What a network's outputs are: scores of classes, or values of the targets."""
@@ -40,6 +40,13 @@ def scored_keys(task: str) -> tuple[str, ...]:
     """The fields of an epoch's record measured on the scored split for ``task``:
     ``val_cost`` and ``val_<score>`` for each of its :data:`SCORES`."""
     return ("val_cost", *(f"val_{s}" for s in SCORES[task]))
+
+
+def task_monitors(task: str) -> tuple[str, ...]:
+    """The fields of an epoch's record a network of ``task`` measures, in order: ``train_cost``,
+    ``train_accuracy`` (classification's alone) and :func:`scored_keys`."""
+    train = ("train_cost", "train_accuracy") if task == "classification" else ("train_cost",)
+    return (*train, *scored_keys(task))
 
 
 def error_sums(a: Array, y: Array, y_mean: Array, *, xp: Namespace) -> Array:

@@ -37,7 +37,7 @@ from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .backend import BACKEND_NAMES, DTYPES, NAMESPACES
 from .costs import COSTS
 from .initial import INITS
-from .metrics import TASKS, scored_keys
+from .metrics import TASKS, task_monitors
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES, WATCHED
 from .setting import KINDS, OWNERS, Setting
@@ -60,8 +60,7 @@ epoch in one kernel launch, the network in one block's shared memory (where it f
 ``auto`` picks the fastest that qualifies for the backend and network, falling back to
 ``generic``."""
 
-MONITORS = ("train_cost", "train_accuracy", "val_cost",
-            *(k for t in TASKS for k in scored_keys(t)[1:]))  # fmt: skip
+MONITORS = tuple(dict.fromkeys(k for t in TASKS for k in task_monitors(t)))
 """``train_*`` are running means over the epoch's mini-batches; ``val_*`` are measured on
 ``validation_data`` after the epoch (the book's evaluation monitors): ``val_cost``, and the
 scores of the network's task (:mod:`gpumlp.metrics`), ``val_accuracy`` for classification,
