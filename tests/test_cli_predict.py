@@ -20,17 +20,11 @@ import pytest
 
 import gpumlp
 from helpers.cli import assert_refused, run
-from helpers.data import write_regression_table
+from helpers.data import write_csv, write_regression_table
 
 SPECIES = np.array(["iris", "lily", "rose"])
 FAST = ["--epochs", "40", "--lr", "0.05", "--hidden", "8", "--patience", "none", "--quiet",
         "--seed", "0"]  # fmt: skip
-
-
-def write_rows(path: Path, header: list[str], rows: list[list[object]]) -> Path:
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    return path
 
 
 def table(X: np.ndarray, y: np.ndarray, columns: list[str]) -> list[list[object]]:
@@ -48,7 +42,7 @@ def fitted(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
     y = rng.integers(0, 3, 390)
     X = np.array([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0]])[y] + rng.standard_normal((390, 3))
     columns = ["id", "x0", "species", "x1", "x2"]
-    write_rows(root / "train.csv", columns, table(X[:300], y[:300], columns))
+    write_csv(root / "train.csv", [columns, *table(X[:300], y[:300], columns)])
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPUMLP_BACKEND", "numpy")
         code, _, err = run("train", "--data", root / "train.csv", "--label-column", "species",
@@ -77,7 +71,7 @@ def test_the_model_keeps_the_classes_inputs_and_label_and_args_the_drop(fitted):
 def test_predict_writes_a_row_per_input_row_with_the_class_names(fitted, tmp_path):
     root, X, y = fitted
     columns = ["x2", "x0", "x1"]  # another order, no label, no id: matched by name
-    new = write_rows(tmp_path / "new.csv", columns, table(X, y, columns))
+    new = write_csv(tmp_path / "new.csv", [columns, *table(X, y, columns)])
     code, out, err = run("predict", root / "run", new, "--output", tmp_path / "preds.csv")
     assert code == 0 and out == "" and err == "", err
     rows = read_rows((tmp_path / "preds.csv").read_text())
@@ -88,7 +82,7 @@ def test_predict_writes_a_row_per_input_row_with_the_class_names(fitted, tmp_pat
 def test_predict_proba_heads_a_column_per_class_and_goes_to_stdout(fitted, tmp_path):
     root, X, y = fitted
     columns = ["id", "x0", "species", "x1", "x2"]  # as at training: id and species left out
-    new = write_rows(tmp_path / "new.csv", columns, table(X, y, columns))
+    new = write_csv(tmp_path / "new.csv", [columns, *table(X, y, columns)])
     code, out, err = run("predict", root / "run", new, "--proba")
     assert code == 0, err
     assert err == f"gpumlp: note: {new}: left out column 'species' (index 2), the label column " \
@@ -113,7 +107,7 @@ def test_a_missing_or_extra_column_is_refused_and_nothing_written(fitted, tmp_pa
     root, X, _ = fitted
     rows = [[float(v) for v in row] for row in X[:, : len(columns)].tolist()]
     rows = [r + [0.0] * (len(columns) - len(r)) for r in rows]
-    new = write_rows(tmp_path / "new.csv", columns, rows)
+    new = write_csv(tmp_path / "new.csv", [columns, *rows])
     (tmp_path / "preds.csv").write_text("old\n")
     code, out, err = run("predict", root / "run", new, "--output", tmp_path / "preds.csv")
     assert_refused(code, err, message)
@@ -133,7 +127,7 @@ def test_pictures_for_a_table_model_and_a_table_for_a_digit_model_are_refused(
     digits = gpumlp.load(trained_run[0] / "model.npz")
     assert digits.classes is None and digits.data_kind == "images"  # MNIST: indices 0..9
     columns = ["x0", "x1", "x2"]
-    new = write_rows(tmp_path / "new.csv", columns, table(X, y, columns))
+    new = write_csv(tmp_path / "new.csv", [columns, *table(X, y, columns)])
     code, _, err = run("predict", trained_run[0], new)
     assert_refused(code, err, r"model\.npz' was trained on pictures of digits: it takes images "
                    r"\(or folders of them\), not the table .*new\.csv$")  # fmt: skip
@@ -142,7 +136,7 @@ def test_pictures_for_a_table_model_and_a_table_for_a_digit_model_are_refused(
 def test_eval_and_resume_drop_the_columns_the_run_dropped(fitted, tmp_path):
     root, X, y = fitted
     columns = ["id", "x0", "species", "x1", "x2"]
-    test = write_rows(tmp_path / "test.csv", columns, table(X, y, columns))
+    test = write_csv(tmp_path / "test.csv", [columns, *table(X, y, columns)])
     code, out, err = run("eval", root / "run", "--data", test)
     assert code == 0, err
     assert float(out.split("accuracy ")[1].split()[0]) > 0.9
@@ -173,7 +167,7 @@ def regression_run(tmp_path_factory) -> tuple[Path, np.ndarray]:
 def test_a_regression_model_writes_each_rows_value_headed_by_its_label(regression_run, tmp_path):
     # Issue 29: predict gave 0/1 for a regression; it writes the value, in the targets' units
     run_dir, X = regression_run
-    new = write_rows(tmp_path / "new.csv", ["d", "c", "b", "a"], X[:, ::-1].tolist())
+    new = write_csv(tmp_path / "new.csv", [["d", "c", "b", "a"], *X[:, ::-1].tolist()])
     code, out, err = run("predict", run_dir, new)
     assert code == 0 and err == "", err
     rows = read_rows(out)
@@ -186,7 +180,7 @@ def test_a_regression_model_writes_each_rows_value_headed_by_its_label(regressio
 def test_a_regression_model_refuses_proba_and_pictures(regression_run, tmp_path):
     pil = pytest.importorskip("PIL.Image")
     run_dir, X = regression_run
-    new = write_rows(tmp_path / "new.csv", ["a", "b", "c", "d"], X.tolist())
+    new = write_csv(tmp_path / "new.csv", [["a", "b", "c", "d"], *X.tolist()])
     code, out, err = run("predict", run_dir, new, "--proba")
     assert_refused(code, err, r"model\.npz' is a regression model: it predicts values for the "
                    r"rows of a table \(no class scores: leave --proba out\)$")  # fmt: skip
@@ -216,7 +210,7 @@ def test_an_input_or_output_that_cannot_be_is_named_at_once(fitted, tmp_path, gi
     # was: "... takes rows of 3 inputs, as one FILE.csv or X.npy, not missing.csv" for the inputs,
     # and a raw errno naming a temp file after predicting, for --output
     root, X, _ = fitted
-    write_rows(tmp_path / "new.csv", ["x0", "x1", "x2"], X.tolist())
+    write_csv(tmp_path / "new.csv", [["x0", "x1", "x2"], *X.tolist()])
     os.mkfifo(tmp_path / "fifo.csv")
     (tmp_path / "folder").mkdir()
     flags = [] if output is None else ["--output", tmp_path / output]

@@ -9,7 +9,6 @@ as it was when opened.
 
 from __future__ import annotations
 
-import csv
 import io
 import tracemalloc
 from pathlib import Path
@@ -20,12 +19,7 @@ import pytest
 import gpumlp.data.csvread as csvread
 from gpumlp import memory
 from gpumlp.data.csvread import CELL_CHARS, read_csv, read_csv_inputs
-
-
-def write_csv(path: Path, rows: list[list[object]], *, delimiter: str = ",") -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f, delimiter=delimiter).writerows(rows)
-    return path
+from helpers.data import write_csv
 
 
 @pytest.fixture

@@ -4,20 +4,12 @@ whatever its sum."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from gpumlp.data.csvread import read_csv, read_csv_inputs
 from helpers.cli import run
-
-
-def write_csv(path: Path, rows: list[list[object]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(rows)
-    return path
+from helpers.data import write_csv
 
 
 def test_finite_numbers_whose_sum_overflows_are_read(tmp_path):

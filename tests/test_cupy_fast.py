@@ -32,7 +32,7 @@ from gpumlp.dropout import keep_masks
 from gpumlp.engines import _cupy_fast, _kernels
 from gpumlp.optim import OPTIMIZERS, PENALTY_CUDA, SGD, get_optimizer
 from gpumlp.runstate import TrainState
-from helpers.nets import HIDDEN, assert_same_params, host, params_of
+from helpers.nets import HIDDEN, assert_same_params, host, on_namespace_of, params_of
 from helpers.stepcheck import N, compare_steps, rel, setup, state_tensors
 
 # Every (hidden, output, cost), the optimizers taken in turn, so each optimizer meets several
@@ -215,7 +215,7 @@ def test_an_epoch_matches_the_generic_epoch(fake_cupy, engine):
     monitor = ("train_cost", "train_accuracy")
     for epoch in range(2):
         cost_ref, hits_ref = ref.epoch(perm, 0.3, epoch * 17, monitor=monitor)
-        cost, hits = step.epoch(_device(perm, data),
+        cost, hits = step.epoch(on_namespace_of(perm, data),
                                 0.3, epoch * 17, monitor=monitor)  # fmt: skip
         assert int(hits) == int(hits_ref)
         assert float(cost) == pytest.approx(float(cost_ref), rel=1e-12)
@@ -223,19 +223,12 @@ def test_an_epoch_matches_the_generic_epoch(fake_cupy, engine):
             assert rel(r, g) < 1e-12
 
 
-def _device(host_array, data):
-    """``host_array`` on the namespace of ``data``."""
-    import array_api_compat
-
-    return array_api_compat.array_namespace(data[0]).asarray(host_array)
-
-
 @pytest.mark.parametrize("engine", ["generic", "fused", "graph"])
 def test_steps_and_epochs_never_synchronise(fake_cupy, engine):
     combo = ("sigmoid", "softmax", "cross_entropy", "adam")  # the clip of cross-entropy, too
     _, state, data = setup("cupy", "float32", combo, engine=engine, l1=0.1, dropout=0.1)
     step = engines.select_step(state, data, engine=engine)
-    perm = _device(np.arange(N), data)
+    perm = on_namespace_of(np.arange(N), data)
     x, y = data[0][:10], data[1][:10]
     step(x, y, 0.1)  # warm: workspaces, graphs captured
     step.epoch(perm, 0.1, 0, monitor=("train_cost", "train_accuracy"))
@@ -272,7 +265,7 @@ def test_launches_per_step(fake_cupy, engine, per_step):
     combo = ("sigmoid", "sigmoid", "quadratic", "sgd")
     _, state, data = setup("cupy", "float64", combo, engine=engine, batch=1)
     step = engines.select_step(state, data, engine=engine)
-    perm = _device(np.arange(N), data)
+    perm = on_namespace_of(np.arange(N), data)
     step.epoch(perm, 0.1, 0)  # warm-up: graphs captured
     fake_cupy.stats.reset()
     step.epoch(perm, 0.1, 50)

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 
-import array_api_compat
 import numpy as np
 import pytest
 
@@ -33,6 +32,7 @@ from gpumlp.network import backprop
 from helpers.cli import PATIENCE, gpumlp_cmd, reap, saved_params, wait_until
 from helpers.mpi import descendants, fit_alone, fit_job, run_job, start_job
 from helpers.mpi_fit import CONFIGS, SCORES
+from helpers.nets import on_namespace_of
 from helpers.stepcheck import N, rel, setup, state_tensors
 
 # -- one process --------------------------------------------------------------------------------
@@ -130,22 +130,17 @@ def test_the_cupy_fused_step_takes_a_ranks_part_as_the_generic_step_does(fake_cu
     monitor = ("train_cost", "train_accuracy")
     for epoch in range(2):
         cost_ref, hits_ref = ref.epoch(perm, 0.3, epoch * 8, monitor=monitor)
-        cost, hits = step.epoch(_on(perm, data), 0.3, epoch * 8, monitor=monitor)
+        cost, hits = step.epoch(on_namespace_of(perm, data), 0.3, epoch * 8, monitor=monitor)
         assert int(hits) == int(hits_ref)
         assert float(cost) == pytest.approx(float(cost_ref), rel=1e-12)
         for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
             assert rel(r, g) < 1e-12
     x, y = ref_data[0][:4], ref_data[1][:4]  # an explicit part: rows 3..6 of a batch of 9
     a_ref = ref(x, y, 0.3, 5, part=(3, 9))
-    a = step(_on(x, data), _on(y, data), 0.3, 5, part=(3, 9))
+    a = step(on_namespace_of(x, data), on_namespace_of(y, data), 0.3, 5, part=(3, 9))
     assert rel(a_ref, a) < 1e-12
     for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
         assert rel(r, g) < 1e-12
-
-
-def _on(host_array, data):
-    """``host_array`` on the namespace of ``data``."""
-    return array_api_compat.array_namespace(data[0]).asarray(np.asarray(host_array))
 
 
 # -- MPI jobs -----------------------------------------------------------------------------------

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import PATIENCE, reap, run, run_gpumlp, start_gpumlp, trial_mid_run, wait_until
+from helpers.cli import (
+    PATIENCE,
+    children,
+    reap,
+    run,
+    run_gpumlp,
+    start_gpumlp,
+    trial_mid_run,
+    wait_until,
+)
 from helpers.data import write_tiny_mnist
 
 optuna = pytest.importorskip("optuna")
@@ -149,19 +158,6 @@ def test_ctrl_c_of_the_command_stops_its_workers_and_keeps_the_study(tmp_path, t
     done = run_gpumlp(*argv)
     assert done.returncode == 0, done.stderr
     assert 4 <= len(finished(load(out))) <= 5
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from ``/proc/*/stat``)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # it ended while we looked
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def running(pid: int) -> bool:

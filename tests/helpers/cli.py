@@ -113,6 +113,19 @@ def finish_all(procs: list[subprocess.Popen], timeout: float = PATIENCE) -> list
             reap(p)
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc/*/stat``)."""
+    found = []
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = path.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(path.parent.name))
+    return found
+
+
 def run_python(code: str) -> str:
     """Run ``code`` in a fresh Python with the tests importable; its stdout (fails on exit != 0)."""
     tests = str(Path(__file__).parent.parent)

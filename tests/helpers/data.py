@@ -3,6 +3,7 @@ Python 2 pickle, and the learnable ``bar_digits``; the checks on a loaded split.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import pickle
@@ -143,6 +144,13 @@ def write_bar_mnist(path: Path, n_train: int = 600, n_test: int = 100) -> Path:
     x_train, y_train = bar_digits(n_train, 1)
     x_test, y_test = bar_digits(n_test, 2)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def write_csv(path: Path, rows: list[list[object]], *, delimiter: str = ",") -> Path:
+    """``rows`` (the header first, if any) written to ``path`` by the ``csv`` module, UTF-8."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, delimiter=delimiter).writerows(rows)
     return path
 
 

@@ -18,7 +18,7 @@ from gpumlp.dropout import keep_masks
 from gpumlp.network import Params, backprop
 from gpumlp.optim import apply_update, regularize
 from gpumlp.runstate import TrainState
-from helpers.cli import PATIENCE, gpumlp_env
+from helpers.cli import PATIENCE, children, gpumlp_env
 
 FIT = Path(__file__).with_name("mpi_fit.py")
 
@@ -74,16 +74,9 @@ def fit_alone(out: Path, mode: str, **env: str) -> None:
 
 def descendants(pid: int) -> list[int]:
     """The processes below ``pid`` (children, theirs, ...), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     found, todo = [], [pid]
     while todo:
-        kids = parents.get(todo.pop(), [])
+        kids = children(todo.pop())
         found += kids
         todo += kids
     return found

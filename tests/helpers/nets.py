@@ -76,6 +76,13 @@ def host(a) -> np.ndarray:
     return np.asarray(to_host(a))
 
 
+def on_namespace_of(host_array, data) -> object:
+    """``host_array`` (NumPy) as an array of the namespace of ``data[0]`` (NumPy, CuPy, ...)."""
+    import array_api_compat
+
+    return array_api_compat.array_namespace(data[0]).asarray(np.asarray(host_array))
+
+
 def params_of(net) -> list[np.ndarray]:
     """Host copies of a network's parameters: w_0, b_0, w_1, b_1, ..."""
     return [host(t).copy() for t in net.params.arrays()]
