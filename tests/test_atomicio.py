@@ -9,8 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ import gpumlp
 from gpumlp import atomicio
 from gpumlp.atomicio import atomic_write_bytes
 from gpumlp.files.checkpoint import read_checkpoint
-from helpers.cli import PATIENCE, run
+from helpers.cli import dead_pid, run
 from helpers.faults import DiskFull, temp_files
 
 
@@ -84,19 +82,13 @@ def test_a_replaced_symlink_or_setuid_file_gives_its_mode_to_nothing(tmp_path):
     assert stat.S_IMODE((tmp_path / "setuid").stat().st_mode) == 0o750
 
 
-def _spawned_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", ""])
-    proc.wait(timeout=PATIENCE)
-    return proc.pid  # reaped: no process has it now
-
-
 @pytest.mark.parametrize("umask", [0o022, 0o077], ids=["022", "077"])
 def test_the_mnist_cache_gets_the_umask_mode_and_killed_fetches_are_cleaned(
     umask, mirror, tmp_path
 ):
     cache = tmp_path / "cache"  # the mirror fixture's
     cache.mkdir()
-    killed = cache / f".mnist.pkl.gz.{_spawned_pid()}.abc123.part"  # a fetch killed mid-way
+    killed = cache / f".mnist.pkl.gz.{dead_pid()}.abc123.part"  # a fetch killed mid-way
     live = cache / f".mnist.pkl.gz.{os.getppid()}.abc123.part"  # a live one's: left alone
     for path in (killed, live):
         path.write_bytes(b"half")

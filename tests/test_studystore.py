@@ -9,13 +9,11 @@ on with the next trial.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers.cli import assert_refused, run
+from helpers.cli import assert_refused, dead_pid, run
 
 optuna = pytest.importorskip("optuna")
 # The tests ask and tell trials by hand, as workers would: Optuna's heartbeat warns of that.
@@ -75,13 +73,6 @@ def test_two_workers_of_one_study_draw_no_repeated_parameter_set(tmp_path):
 
 
 # -- liveness: failed at once only where the pid is this host's, this boot's, this namespace's --
-
-
-def dead_pid() -> int:
-    """The id of a process that has ended."""
-    proc = subprocess.Popen([sys.executable, "-c", ""])
-    proc.wait()
-    return proc.pid
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,13 @@ def finish_all(procs: list[subprocess.Popen], timeout: float = PATIENCE) -> list
             reap(p)
 
 
+def dead_pid() -> int:
+    """The id of a process that has ended and been reaped: no process has it now."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait(timeout=PATIENCE)
+    return proc.pid
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from ``/proc/*/stat``)."""
     found = []
