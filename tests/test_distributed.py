@@ -141,6 +141,7 @@ def test_the_cupy_fused_step_takes_a_ranks_part_as_the_generic_step_does(fake_cu
     assert rel(a_ref, a) < 1e-12
     for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
         assert rel(r, g) < 1e-12
+    assert "flat" not in vars(step.core.reducer)  # the core sums its own buffer: none made here
 
 
 # -- MPI jobs -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ MPI's process manager then ends the job.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import signal
@@ -60,20 +61,26 @@ class Reducer:
     comm : the communicator
     params : Params, the run's parameters (their shapes and dtype)
     xp : their namespace (NumPy or CuPy: the buffer is written through slices)
+
+    The buffer is made at the first use of :attr:`grads` or :meth:`sum`: an engine with a
+    flat buffer of its own (the CuPy core) calls :meth:`reduce` on that and needs none here.
     """
 
     def __init__(self, comm: Comm, params: Params, *, xp: Namespace) -> None:
         self.comm, self.xp = comm, xp
         arrays = params.arrays()
-        total = sum(int(np.prod(t.shape)) for t in arrays)
-        self.flat = xp.zeros(total + 1, dtype=arrays[0].dtype)
+        self._shapes, self._dtype = [t.shape for t in arrays], arrays[0].dtype
+
+    @functools.cached_property
+    def grads(self) -> Params:
+        """Views into :attr:`flat` (made with them): a step may write its gradients here."""
+        sizes = [int(np.prod(shape)) for shape in self._shapes]
+        self.flat = self.xp.zeros(sum(sizes) + 1, dtype=self._dtype)
         views, at = [], 0
-        for t in arrays:
-            size = int(np.prod(t.shape))
-            views.append(xp.reshape(self.flat[at : at + size], t.shape))
+        for shape, size in zip(self._shapes, sizes, strict=True):
+            views.append(self.xp.reshape(self.flat[at : at + size], shape))
             at += size
-        self.grads = Params.from_arrays(views)
-        """Views into the buffer: a step may write its gradients here directly."""
+        return Params.from_arrays(views)
 
     def sum(self, grads: Params) -> Params:
         """``grads`` (this rank's sums over its rows ÷ the global batch size) summed over the
