@@ -694,7 +694,7 @@ def test_kill_9_never_leaves_a_damaged_checkpoint(slow_data, tmp_path):
     assert saved_epochs(run_dir) == list(range(epoch + 1))
 
 
-EPOCHS = 4
+EPOCHS = 50  # ~0.06 s each on the native engine: seconds of run left to kill, under load too
 
 
 def _killable(data: Path, out: Path, *extra) -> list:
