@@ -186,12 +186,14 @@ def saved_params(path: Path) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files if k.startswith("param/")}
 
 
-def default_sigint() -> None:
-    """A child's ``preexec_fn``: SIGINT back to its default. A shell starts background jobs
-    with SIGINT ignored and a child inherits that (Python then installs no KeyboardInterrupt
-    handler); Ctrl-C reaches a foreground process, so tests give the child the default
-    disposition whatever way the test run itself was started."""
+def default_signals() -> None:
+    """A child's ``preexec_fn``: SIGINT and SIGHUP back to their defaults. A shell starts
+    background jobs with SIGINT ignored, ``nohup`` starts a command with SIGHUP ignored, and a
+    child inherits that (Python then installs no KeyboardInterrupt handler; gpumlp keeps an
+    ignored SIGHUP ignored); Ctrl-C and a hangup reach a terminal's process, so tests give the
+    child the default dispositions whatever way the test run itself was started."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def assert_same_run(got: Path, want: Path, params: list[str] | None = None) -> dict:

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from helpers.cli import PATIENCE, default_sigint, reap, start_gpumlp
+from helpers.cli import PATIENCE, default_signals, reap, start_gpumlp
 
 
 class Trainer:
@@ -23,7 +23,7 @@ class Trainer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=preexec_fn or default_sigint,
+            preexec_fn=preexec_fn or default_signals,
         )
         self.lines: dict[str, list[str]] = {"out": [], "err": []}
         self._new: queue.Queue[tuple[str, str]] = queue.Queue()
