@@ -28,6 +28,7 @@ from importlib import resources
 from ..activations import ACTIVATIONS
 from ..optim import OPTIMIZERS, PENALTY_CUDA, get_optimizer
 from ._kernels import _indent, hyper_slots, prelude
+from ._persistent_src import _name
 
 __all__ = ["arg_names", "entry_name", "native_source"]
 
@@ -72,16 +73,12 @@ def entry_name(optimizer: str) -> str:
     return f"gpumlp_epoch_{optimizer}"
 
 
-def _decl_name(decl: str) -> str:
-    return decl.split()[-1]
-
-
 def arg_names(optimizer: str) -> tuple[str, ...]:
     """The names of the optimizer's ``args`` (its form's ``params``, then ``prepare_params``),
     valued by :meth:`gpumlp.optim.Optimizer.kernel_args`."""
     form = get_optimizer(optimizer).cuda()
     assert form is not None
-    return tuple(_decl_name(d) for d in (*form.params, *form.prepare_params))
+    return tuple(_name(d) for d in (*form.params, *form.prepare_params))
 
 
 def _host(code: str) -> str:
@@ -107,17 +104,16 @@ def _entry(name: str) -> str:
     out = [f"#define H_{s.upper()} {i}" for i, s in enumerate(slots)]
     declared = []
     for k, decl in enumerate(form.params):
-        declared.append(f"    const real {_decl_name(decl)} = (real)args[{k}];")
+        declared.append(f"    const real {_name(decl)} = (real)args[{k}];")
     offset = len(form.params)
     for k, decl in enumerate(form.prepare_params):
         ctype = " ".join(decl.split()[:-1])
-        declared.append(f"    const {ctype} prepare_{_decl_name(decl)} = args[{offset + k}];")
+        declared.append(f"    const {ctype} prepare_{_name(decl)} = args[{offset + k}];")
     buffers = [f"            real* __restrict const {b} = bufs[{k} * T + t];"
                for k, b in enumerate(opt.buffers)]  # fmt: skip
     prepare = ""
     if form.prepare is not None:
-        renamed = [f"const {' '.join(d.split()[:-1])} {_decl_name(d)} = prepare_{_decl_name(d)};"
-                   for d in form.prepare_params]  # fmt: skip
+        renamed = [f"const {d} = prepare_{_name(d)};" for d in form.prepare_params]
         prepare = _indent("\n".join([*renamed, form.prepare]), 12)
     out.append(
         f'extern "C" int {entry_name(name)}(const EpochArgs* e, real* const* bufs, '
