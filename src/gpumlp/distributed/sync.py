@@ -62,8 +62,9 @@ class Reducer:
     params : Params, the run's parameters (their shapes and dtype)
     xp : their namespace (NumPy or CuPy: the buffer is written through slices)
 
-    The buffer is made at the first use of :attr:`grads` or :meth:`sum`: an engine with a
-    flat buffer of its own (the CuPy core) calls :meth:`reduce` on that and needs none here.
+    The buffer is made at the first use of :attr:`flat`, :attr:`grads` or :meth:`sum`: an
+    engine with a flat buffer of its own (the CuPy core) calls :meth:`reduce` on that and
+    needs none here.
     """
 
     def __init__(self, comm: Comm, params: Params, *, xp: Namespace) -> None:
@@ -72,12 +73,17 @@ class Reducer:
         self._shapes, self._dtype = [t.shape for t in arrays], arrays[0].dtype
 
     @functools.cached_property
+    def flat(self) -> Array:
+        """The buffer summed each step (made at first use): every gradient, then the flag."""
+        size = sum(int(np.prod(shape)) for shape in self._shapes)
+        return self.xp.zeros(size + 1, dtype=self._dtype)
+
+    @functools.cached_property
     def grads(self) -> Params:
-        """Views into :attr:`flat` (made with them): a step may write its gradients here."""
-        sizes = [int(np.prod(shape)) for shape in self._shapes]
-        self.flat = self.xp.zeros(sum(sizes) + 1, dtype=self._dtype)
+        """Views into :attr:`flat`: a step may write its gradients here."""
         views, at = [], 0
-        for shape, size in zip(self._shapes, sizes, strict=True):
+        for shape in self._shapes:
+            size = int(np.prod(shape))
             views.append(self.xp.reshape(self.flat[at : at + size], shape))
             at += size
         return Params.from_arrays(views)
