@@ -15,14 +15,10 @@ import numpy as np
 
 import gpumlp
 from gpumlp.backend import cuda_info, cupy_status
+from gpumlp.threads import usable_cpus
 
 PEERS = {"numpy": ("torch-cpu", "jax-cpu"), "cupy": ("torch-cuda", "jax-cuda")}
 """Each gpumlp backend's peers on the same kind of device: PyTorch eager first, then JAX."""
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (1 under ``taskset -c 1``)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def machine_info(torch: Any, jax: Any, command: list[str]) -> dict[str, Any]:
@@ -36,7 +32,7 @@ def machine_info(torch: Any, jax: Any, command: list[str]) -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "usable_cores": usable_cores(),
+        "usable_cores": usable_cpus(),  # 1 under taskset -c 1
         "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -11,7 +11,8 @@ from typing import Any
 
 import gpumlp
 from bench_peers import torch_epoch
-from bench_report import epoch_flops, usable_cores
+from bench_report import epoch_flops
+from gpumlp.threads import usable_cpus
 
 
 def warmup_rows(case: Any, n: int) -> int:
@@ -89,7 +90,7 @@ def bench_torch_cpu(torch: Any, case: Any, X: Any, y: Any, opts: argparse.Namesp
     faster one is the peer."""
     before, runs = torch.get_num_threads(), {}
     try:
-        for t in sorted({1, usable_cores()}):
+        for t in sorted({1, usable_cpus()}):
             torch.set_num_threads(t)
             made = torch_epoch(torch, case, "torch-cpu", X, y, CLOCKS[opts.clock])
             measured = measure(made, case, len(X), opts)
