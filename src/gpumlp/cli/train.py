@@ -190,8 +190,9 @@ def _resuming(checkpoint: Path, done: int, epochs: int) -> str:
 def _resolve_ranks(
     args: argparse.Namespace, comm: Comm | None
 ) -> tuple[dict[str, Any], Path | None, int, DataSet, list[str]]:
-    """:func:`resolve`, on every rank of ``--distributed``: rank 0 first (it may fetch MNIST,
-    and draws the seed when none is given), then the others with rank 0's seed."""
+    """:func:`resolve` (alone without ``comm``); on every rank of ``--distributed``: rank 0
+    first (it may fetch MNIST, and draws the seed when none is given), then the others with
+    rank 0's seed."""
     if comm is None or comm.rank == 0:
         resolved = resolve(args)
         if comm is not None:
@@ -214,9 +215,7 @@ def _train_rank(args: argparse.Namespace, comm: Comm, plan: RunPlan) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     comm = world() if args.distributed else None
-    flags, resume, done, data, tabled = (
-        resolve(args) if comm is None else _resolve_ranks(args, comm)
-    )
+    flags, resume, done, data, tabled = _resolve_ranks(args, comm)
     plan = plan_run(flags, data, resume=resume, distributed=comm is not None)
     if comm is not None and plan.spec.backend == "cupy":
         select_device(comm)  # one GPU per rank of a machine, before the network is made
