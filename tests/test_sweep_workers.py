@@ -20,6 +20,7 @@ import pytest
 from helpers.cli import (
     PATIENCE,
     children,
+    finish_all,
     reap,
     run,
     run_gpumlp,
@@ -220,20 +221,14 @@ def test_a_parent_that_fails_ends_the_workers_it_started(tmp_path, tiny, monkeyp
 def test_workers_in_separate_processes_share_a_study_through_postgresql(tmp_path, tiny, postgres):
     outs = [tmp_path / "machine-a", tmp_path / "machine-b"]  # as if on two machines
     procs = []
-    try:
-        # the second as a user would type it: SQLAlchemy's bare scheme, no driver named
-        for out, url in zip(outs, [postgres, postgres.replace("+psycopg", "")], strict=True):
-            argv = sweep_argv(tmp_path, tiny, out, 6, 20, "--storage", url)
-            procs.append(
-                start_gpumlp(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            )
-        results = [p.communicate(timeout=PATIENCE) for p in procs]
-    finally:
-        for p in procs:
-            reap(p)
-    for p, (_, err) in zip(procs, results, strict=True):
+    # the second as a user would type it: SQLAlchemy's bare scheme, no driver named
+    for out, url in zip(outs, [postgres, postgres.replace("+psycopg", "")], strict=True):
+        argv = sweep_argv(tmp_path, tiny, out, 6, 20, "--storage", url)
+        procs.append(start_gpumlp(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = finish_all(procs)
+    for p, _, err in results:
         assert p.returncode == 0, err
-    assert all("trial" in out for out, _ in results)
+    assert all("trial" in out for _, out, _ in results)
     study = load(outs[0], postgres)
     assert 6 <= len(finished(study)) <= 7
     check_folders(study, *outs)
