@@ -29,7 +29,7 @@ from gpumlp import engines
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.engines import _native, _native_build, _native_src, select
 from gpumlp.optim import OPTIMIZERS
-from helpers.cli import TRAIN_FLAGS, assert_refused, assert_same_run, run
+from helpers.cli import PATIENCE, TRAIN_FLAGS, assert_refused, assert_same_run, run
 from helpers.nets import HIDDEN
 from helpers.stepcheck import compare_steps, epochs_against_generic, rel, setup
 
@@ -226,9 +226,8 @@ def test_a_library_cut_short_in_the_cache_is_built_again_not_loaded(native_cache
     )
 
     def build() -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-c", code], input=source, capture_output=True, text=True
-        )
+        return subprocess.run([sys.executable, "-c", code], input=source, capture_output=True,
+                              text=True, timeout=PATIENCE)  # fmt: skip
 
     first = build()
     assert first.returncode == 0, first.stderr
