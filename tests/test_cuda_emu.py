@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cuda_emu import emulator, fakecupy
-from gpumlp.engines import _kernels
+from gpumlp.engines import _kernels, _launch
 
 i32, u32, i64, u64, f32, f64 = np.int32, np.uint32, np.int64, np.uint64, np.float32, np.float64
 
@@ -227,7 +227,7 @@ def real(request, cxx20):
 
 def test_the_real_kernels_compile(real):
     _, module = real
-    assert set(_kernels.KERNEL_NAMES) <= set(module.kernels)
+    assert set(_launch.KERNEL_NAMES) <= set(module.kernels)
     assert module.get_function("gemm").param_types[5] == "const real*"
 
 

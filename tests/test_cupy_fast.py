@@ -1,4 +1,5 @@
-"""The CuPy fast paths (gpumlp.engines._cupy_fast, _cupy_core, _kernels) against the generic step.
+"""The CuPy fast paths (gpumlp.engines._cupy_fast, _cupy_core, _kernels, _launch) against the
+generic step.
 
 Two kinds of test:
 
@@ -29,7 +30,7 @@ from gpumlp.activations import ACTIVATIONS, ULP_BUDGET, Activation
 from gpumlp.config import TrainConfig
 from gpumlp.costs import VALID_PAIRS
 from gpumlp.dropout import keep_masks
-from gpumlp.engines import _cupy_fast, _kernels
+from gpumlp.engines import _cupy_fast, _kernels, _launch
 from gpumlp.optim import OPTIMIZERS, PENALTY_CUDA, SGD, get_optimizer
 from gpumlp.runstate import TrainState
 from helpers.nets import HIDDEN, assert_same_params, host, on_namespace_of, params_of
@@ -119,7 +120,7 @@ def test_kernel_codes_come_from_the_registries():
         assert all(f"        {line}\n" in source for line in form.update.splitlines())
         assert (prepare is None) == (form.prepare is None)
         assert prepare is None or f'extern "C" __global__ void {prepare}(' in source
-        assert {update, prepare} - {None} <= set(_kernels.KERNEL_NAMES)
+        assert {update, prepare} - {None} <= set(_launch.KERNEL_NAMES)
     assert source.count(PENALTY_CUDA) == 1
     for act in ACTIVATIONS.values():
         if act.cuda_fn:
@@ -137,10 +138,10 @@ def test_shared_constants_and_arguments_come_from_the_source():
     adam = get_optimizer("adam").cuda()
     for i, slot in enumerate(_kernels.hyper_slots(adam)):
         assert f"#define H_{slot.upper()} {i}" in source
-    sig = _kernels.signatures("float64")
-    assert set(sig) == set(_kernels.KERNEL_NAMES)
+    sig = _launch.signatures("float64")
+    assert set(sig) == set(_launch.KERNEL_NAMES)
     assert [p.name for p in sig["update_momentum"]][-1] == "mu"
-    pack = _kernels.packers("float64")["col_sum"]
+    pack = _launch.packers("float64")["col_sum"]
     d, out = np.zeros(3), np.zeros(1)
     args = pack({"n": 1, "m": 3, "out": out, "delta": d})  # by name, in the source's order
     assert args[:2] == (d, out) and type(args[2]) is np.int32 and args[2] == 3
@@ -168,7 +169,7 @@ def test_kernels_compile_with_nvcc(dtype, tmp_path):
     done = subprocess.run([*cmd, "-o", str(out), str(src)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     binary = out.read_bytes()
-    for name in _kernels.KERNEL_NAMES:  # extern "C": the names are in the symbol table as written
+    for name in _launch.KERNEL_NAMES:  # extern "C": the names are in the symbol table as written
         assert name.encode() + b"\0" in binary, name
 
 
@@ -393,8 +394,6 @@ def test_gemm_dot_against_numpy(kernels):
 def test_a_long_first_layer_takes_the_warp_per_output_gemm(fake_cupy, engine):
     # 100 inputs at batch 10: the graph's forward product of layer 0 goes to gemm_dot.
     assert _cupy_fast.launch_bound([100, 13, 5], 10)
-    from gpumlp.engines._cupy_core import dot_wins
-
-    assert dot_wins(10, 13, 100) and not dot_wins(10, 13, 13)
+    assert _launch.dot_wins(10, 13, 100) and not _launch.dot_wins(10, 13, 13)
     compare_steps("float64", ("relu", "softmax", "log_likelihood", "adam"), engine,
                    [10, 10, 7], sizes=(100, 13, 5))  # fmt: skip

@@ -17,8 +17,8 @@ batch and dropout counters (``counters``, slots :data:`._kernels.COUNTERS`, adva
 cost and hit sums. Nothing in a step reads back to the host.
 
 Launches. :meth:`Core.call` passes a kernel's arguments by the parameter names of its C source
-(:func:`._kernels.packers` types and orders them), with the block shape it is written for
-(:func:`block_of`).
+(:func:`._launch.packers` types and orders them), with the block shape it is written for
+(:func:`._launch.block_of`).
 """
 
 from __future__ import annotations
@@ -34,41 +34,11 @@ from ..distributed.sync import Reducer
 from ..dropout import threshold
 from ..network import Params
 from ..runstate import TrainState
-from ._kernels import (
-    BATCH_END_THREADS,
-    COUNTERS,
-    TILE,
-    codes,
-    hyper_slots,
-    optimizer_kernels,
-    packers,
-    signatures,
-)
+from ._kernels import COUNTERS, TILE, codes, hyper_slots, optimizer_kernels
+from ._launch import DOT_WARPS, ROWS, block_of, dot_wins, grid_for, packers, signatures
 from .steps import Data
 
-__all__ = ["BLOCK", "Core", "block_of", "dot_wins", "grid_for"]
-
-BLOCK, ROWS, DOT_WARPS = 256, 8, 8
-_BLOCKS = {"gemm": (TILE, TILE), "gemm_dot": (32, DOT_WARPS), "bias_softmax": (32, ROWS),
-           "output_delta": (32, ROWS), "batch_end": (BATCH_END_THREADS,)}  # fmt: skip
-
-
-def block_of(kernel: str) -> tuple[int, ...]:
-    """The thread block ``kernel`` is written for: TILE² threads for ``gemm``, a warp per row
-    (or output) for the row kernels, BATCH_END_THREADS for ``batch_end``, one thread for an
-    optimizer's ``prepare_*``, else BLOCK threads of a grid-stride loop."""
-    return _BLOCKS.get(kernel) or ((1,) if kernel.startswith("prepare_") else (BLOCK,))
-
-
-def dot_wins(M: int, N: int, K: int) -> bool:
-    """Whether C = A Bᵀ (M×N over K) goes to ``gemm_dot``: few outputs (a warp each) and a K
-    long enough that the tiles' slab-by-slab walk would dominate."""
-    return M * N <= 1 << 16 and K >= 4 * TILE
-
-
-def grid_for(work: int) -> tuple[int]:
-    """1-D grid for grid-stride loops over ``work`` items (at least one block)."""
-    return (max(1, min(-(-work // BLOCK), 4096)),)
+__all__ = ["Core"]
 
 
 def _fill(array: Any, slot: int, value: float) -> None:

@@ -45,7 +45,8 @@ from ..runstate import TrainState
 from . import _persistent
 from ._cupy_core import Core
 from ._generated import generated, generated_optimizer
-from ._kernels import KERNEL_NAMES, kernel_source, signatures
+from ._kernels import kernel_source
+from ._launch import KERNEL_NAMES, signatures
 from .steps import Data
 
 __all__ = ["GRAPH_CHUNK", "GRAPH_MAX_MACS", "PERSISTENT_MAX_MACS", "launch_bound", "make_step",

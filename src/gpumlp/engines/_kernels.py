@@ -13,9 +13,9 @@ has one, a ``prepare_<name>`` kernel, and its whole-epoch ``persistent_<name>`` 
 (:mod:`._persistent_src`), with its own parameters and device slots ``H_*`` (:func:`hyper_slots`:
 the rate ``H_LR``, then the entry's). Adding an entry to a registry adds it here.
 
-The host side reads the rest from here too: the codes (:func:`codes`), the constants, and each
-kernel's parameters, parsed from the generated source itself (:func:`signatures`), so the host
-code passes arguments by name (:func:`packers`) and no argument list is written twice.
+The host side reads the rest from here too: the codes (:func:`codes`) and the constants; each
+kernel's parameters, parsed from the generated source, and its launch shape are
+:mod:`._launch`'s.
 
 ``gpumlp kernels [--dtype float32|float64]`` prints the full source.
 """
@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 import numpy as np
 
@@ -40,17 +39,13 @@ from ._persistent_src import persistent_kernel
 __all__ = [
     "BATCH_END_THREADS",
     "COUNTERS",
-    "KERNEL_NAMES",
     "TILE",
     "Codes",
-    "Param",
     "codes",
     "hyper_slots",
     "kernel_source",
     "optimizer_kernels",
-    "packers",
     "prelude",
-    "signatures",
 ]
 
 TILE = 16
@@ -258,63 +253,3 @@ def kernel_source(dtype: str) -> str:
     optimizers = [_optimizer_source(name) for name in OPTIMIZERS]
     tail = "\n\n".join([PENALTY_CUDA, *filter(None, optimizers)])
     return f"{prelude(dtype)}\n{template}\n// Optimizers, after the penalties.\n{tail}\n"
-
-
-# -- the kernels' parameters, read from the source ---------------------------------------------
-
-_SCALARS = {"int": "int32", "unsigned": "uint32", "long long": "int64",
-            "unsigned long long": "uint64", "float": "float32", "double": "float64"}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Param:
-    """One kernel parameter: its ``name``, the NumPy ``dtype`` of its value or of what it points
-    to, and whether it is a ``pointer``."""
-
-    name: str
-    dtype: str
-    pointer: bool
-
-
-@functools.cache
-def signatures(dtype: str) -> dict[str, tuple[Param, ...]]:
-    """Each kernel's parameters, in order, parsed from :func:`kernel_source` (``real`` is
-    ``dtype``)."""
-    text = re.sub(r"//[^\n]*", "", kernel_source(dtype))
-    scalars = {**_SCALARS, "real": dtype}
-    found = {}
-    kernels = r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)'
-    for m in re.finditer(kernels, text):
-        params = []
-        for decl in m[2].split(","):
-            words = decl.replace("*", " * ").split()
-            base = " ".join(w for w in words[:-1] if w not in ("const", "*"))
-            params.append(Param(words[-1], scalars[base], "*" in words))
-        found[m[1]] = tuple(params)
-    return found
-
-
-KERNEL_NAMES = tuple(signatures("float32"))
-"""The ``extern "C"`` kernels of the source (``_kernels.cu``'s, then each optimizer's), as the
-host side looks them up."""
-
-Packer = Callable[[Mapping[str, Any]], tuple[Any, ...]]
-
-
-@functools.cache
-def packers(dtype: str) -> dict[str, Packer]:
-    """For each kernel, a function from its arguments by parameter name to the argument tuple
-    a launch takes: values as NumPy scalars of the parameter's C type, pointers as given.
-    It raises TypeError naming the kernel and the parameters when the names differ."""
-
-    def packer(kernel: str, params: tuple[Param, ...]) -> Packer:
-        types = {p.name: None if p.pointer else np.dtype(p.dtype).type for p in params}
-
-        def pack(args: Mapping[str, Any]) -> tuple[Any, ...]:
-            if args.keys() != types.keys():
-                raise TypeError(f"kernel {kernel} takes {list(types)}, got {sorted(args)}")
-            return tuple(args[n] if t is None else t(args[n]) for n, t in types.items())
-
-        return pack
-
-    return {name: packer(name, params) for name, params in signatures(dtype).items()}
