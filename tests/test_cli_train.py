@@ -39,7 +39,6 @@ from helpers.cli import (
     TRAIN_FLAGS,
     assert_refused,
     assert_same_run,
-    default_signals,
     file_in_the_way,
     folder_state,
     printed_epochs,
@@ -603,7 +602,6 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(slow_data, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=default_signals,
     )
     try:
         wait_for(run_dir / "checkpoint.npz", proc)

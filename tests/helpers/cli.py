@@ -53,7 +53,10 @@ def gpumlp_cmd(*argv) -> list[str]:
 
 
 def start_gpumlp(*argv, **popen) -> subprocess.Popen:
-    """Start ``gpumlp ARGV...`` in a subprocess (``gpumlp_env()``); ``reap`` it in a finally."""
+    """Start ``gpumlp ARGV...`` in a subprocess (``gpumlp_env()``, the default SIGINT and
+    SIGHUP unless ``popen`` names another ``preexec_fn``: :func:`default_signals`); ``reap`` it
+    in a finally."""
+    popen.setdefault("preexec_fn", default_signals)
     return subprocess.Popen(gpumlp_cmd(*argv), env=gpumlp_env(), **popen)
 
 

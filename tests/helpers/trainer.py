@@ -16,14 +16,14 @@ class Trainer:
     """``gpumlp train ARGV`` in a subprocess, its stdout and stderr read line by line as they
     come (by threads, so a wait never blocks past its timeout)."""
 
-    def __init__(self, *argv, preexec_fn=None) -> None:
+    def __init__(self, *argv, preexec_fn=default_signals) -> None:
         self.proc = start_gpumlp(
             "train",
             *argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=preexec_fn or default_signals,
+            preexec_fn=preexec_fn,
         )
         self.lines: dict[str, list[str]] = {"out": [], "err": []}
         self._new: queue.Queue[tuple[str, str]] = queue.Queue()
