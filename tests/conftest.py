@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,25 @@ from helpers.machines import server, server_unavailable
 from helpers.nets import small_net
 
 REQUIRE_GPU = os.environ.get("GPUMLP_REQUIRE_GPU", "").strip() == "1"
+
+# -- the signals a test sends the commands it starts -------------------------------------------
+
+
+def _ignored(signum, frame) -> None:
+    """This process goes on ignoring the signal; a command it starts gets the default."""
+
+
+def pytest_configure(config):
+    """A test run started as a background job inherits SIGINT ignored, one under ``nohup``
+    SIGHUP ignored, and an ignored signal stays ignored across ``exec``: every command a test
+    starts would ignore the Ctrl-C or hangup the test sends it (gpumlp rightly keeps an ignored
+    signal ignored). A handler is reset to the default at ``exec``, so one that does nothing
+    gives every command the default dispositions while this process still ignores the signals,
+    and no child needs a ``preexec_fn`` (which makes ``subprocess`` fork this process)."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, _ignored)
+
 
 # -- the native engine's build cache ------------------------------------------------------------
 

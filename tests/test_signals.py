@@ -27,7 +27,6 @@ from gpumlp.files.checkpoint import read_checkpoint
 from helpers.cli import (
     PATIENCE,
     assert_same_run,
-    default_signals,
     printed_epochs,
     run,
     run_gpumlp,
@@ -166,7 +165,6 @@ def test_repeated_ctrl_c_may_force_exit_but_leaves_no_partial_file(gap, bar_mnis
 
 
 def _nohup() -> None:
-    default_signals()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import signal
 import stat
 import subprocess
 import sys
@@ -53,10 +52,7 @@ def gpumlp_cmd(*argv) -> list[str]:
 
 
 def start_gpumlp(*argv, **popen) -> subprocess.Popen:
-    """Start ``gpumlp ARGV...`` in a subprocess (``gpumlp_env()``, the default SIGINT and
-    SIGHUP unless ``popen`` names another ``preexec_fn``: :func:`default_signals`); ``reap`` it
-    in a finally."""
-    popen.setdefault("preexec_fn", default_signals)
+    """Start ``gpumlp ARGV...`` in a subprocess (``gpumlp_env()``); ``reap`` it in a finally."""
     return subprocess.Popen(gpumlp_cmd(*argv), env=gpumlp_env(), **popen)
 
 
@@ -187,16 +183,6 @@ def saved_params(path: Path) -> dict[str, np.ndarray]:
     """The ``param/i`` arrays of a model file, read as they are stored."""
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files if k.startswith("param/")}
-
-
-def default_signals() -> None:
-    """A child's ``preexec_fn``: SIGINT and SIGHUP back to their defaults. A shell starts
-    background jobs with SIGINT ignored, ``nohup`` starts a command with SIGHUP ignored, and a
-    child inherits that (Python then installs no KeyboardInterrupt handler; gpumlp keeps an
-    ignored SIGHUP ignored); Ctrl-C and a hangup reach a terminal's process, so tests give the
-    child the default dispositions whatever way the test run itself was started."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def assert_same_run(got: Path, want: Path, params: list[str] | None = None) -> dict:

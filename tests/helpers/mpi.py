@@ -18,7 +18,7 @@ from gpumlp.dropout import keep_masks
 from gpumlp.network import Params, backprop
 from gpumlp.optim import apply_update, regularize
 from gpumlp.runstate import TrainState
-from helpers.cli import PATIENCE, children, default_signals, gpumlp_env
+from helpers.cli import PATIENCE, children, gpumlp_env
 
 FIT = Path(__file__).with_name("mpi_fit.py")
 
@@ -55,9 +55,7 @@ def run_job(n: int, command: list[str], **env: str) -> subprocess.CompletedProce
 
 
 def start_job(n: int, command: list[str], **popen) -> subprocess.Popen:
-    """Start ``command`` on ``n`` ranks (the default SIGINT and SIGHUP, as
-    :func:`helpers.cli.start_gpumlp`); ``reap`` it in a finally."""
-    popen.setdefault("preexec_fn", default_signals)
+    """Start ``command`` on ``n`` ranks; ``reap`` it in a finally."""
     return subprocess.Popen(job(n, command), env=gpumlp_env(), **popen)
 
 

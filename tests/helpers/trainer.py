@@ -9,14 +9,14 @@ import subprocess
 import threading
 import time
 
-from helpers.cli import PATIENCE, default_signals, reap, start_gpumlp
+from helpers.cli import PATIENCE, reap, start_gpumlp
 
 
 class Trainer:
     """``gpumlp train ARGV`` in a subprocess, its stdout and stderr read line by line as they
     come (by threads, so a wait never blocks past its timeout)."""
 
-    def __init__(self, *argv, preexec_fn=default_signals) -> None:
+    def __init__(self, *argv, preexec_fn=None) -> None:
         self.proc = start_gpumlp(
             "train",
             *argv,
