@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -34,6 +33,7 @@ from ..activations import ACTIVATIONS, sigmoid_floor
 from ..costs import COSTS
 from ..dropout import CUDA_SOURCE as DROPOUT_SOURCE
 from ..optim import OPTIMIZERS, PENALTY_CUDA, CudaForm, get_optimizer
+from ._ctext import indent, kernel
 from ._persistent_src import persistent_kernel
 
 __all__ = [
@@ -188,22 +188,6 @@ def _switch(signature: str, var: str, cases: dict[str, str], default: str | None
     return f"__device__ __forceinline__ {signature}\n{{\n    switch ({var}) {{\n{body}\n    }}\n}}"
 
 
-def _kernel(name: str, params: Sequence[str], body: str) -> str:
-    """An ``extern "C"`` kernel ``name`` of ``params`` (C declarations) around ``body``."""
-    lines, line = [], f'extern "C" __global__ void {name}('
-    for k, param in enumerate(params):
-        piece = param + (", " if k + 1 < len(params) else ")")
-        if len(line) + len(piece) > 99:
-            lines.append(line.rstrip())
-            line = " " * 8
-        line += piece
-    return "\n".join([*lines, line, "{", body, "}"])
-
-
-def _indent(code: str, spaces: int) -> str:
-    return "\n".join(" " * spaces + line for line in code.splitlines())
-
-
 def _optimizer_source(name: str) -> str:
     """The kernels of optimizer ``name`` (see the module docstring), or "" without a CUDA form.
 
@@ -227,15 +211,15 @@ def _optimizer_source(name: str) -> str:
         "         i += (long long)gridDim.x * blockDim.x) {\n"
         "        const real pi = p[i];\n        real gi = g[i];\n"
         "        if (i < n_w) gi = penalize(gi, pi, l2n, l1n);\n"
-        f"{_indent(form.update, 8)}\n    }}"
+        f"{indent(form.update, 8)}\n    }}"
     )
     update, prepare = optimizer_kernels(name)
-    out.append(_kernel(update, [*params, *form.params], body))
+    out.append(kernel(update, [*params, *form.params], body))
     if prepare is not None and form.prepare is not None:
         guard = "    if (blockIdx.x != 0 || threadIdx.x != 0) return;  // one thread\n"
-        body = guard + _indent(form.prepare, 4)
-        out.append(_kernel(prepare, ["double* hyper", *form.prepare_params], body))
-    out.append(persistent_kernel(name, _kernel, _indent))
+        body = guard + indent(form.prepare, 4)
+        out.append(kernel(prepare, ["double* hyper", *form.prepare_params], body))
+    out.append(persistent_kernel(name))
     out += [f"#undef H_{slot.upper()}" for slot in slots]
     return "\n".join(out)
 

@@ -27,8 +27,8 @@ from importlib import resources
 
 from ..activations import ACTIVATIONS
 from ..optim import OPTIMIZERS, PENALTY_CUDA, get_optimizer
-from ._kernels import _indent, hyper_slots, prelude
-from ._persistent_src import _name
+from ._ctext import decl_name, indent
+from ._kernels import hyper_slots, prelude
 
 __all__ = ["arg_names", "entry_name", "native_source"]
 
@@ -78,7 +78,7 @@ def arg_names(optimizer: str) -> tuple[str, ...]:
     valued by :meth:`gpumlp.optim.Optimizer.kernel_args`."""
     form = get_optimizer(optimizer).cuda()
     assert form is not None
-    return tuple(_name(d) for d in (*form.params, *form.prepare_params))
+    return tuple(decl_name(d) for d in (*form.params, *form.prepare_params))
 
 
 def _host(code: str) -> str:
@@ -104,17 +104,17 @@ def _entry(name: str) -> str:
     out = [f"#define H_{s.upper()} {i}" for i, s in enumerate(slots)]
     declared = []
     for k, decl in enumerate(form.params):
-        declared.append(f"    const real {_name(decl)} = (real)args[{k}];")
+        declared.append(f"    const real {decl_name(decl)} = (real)args[{k}];")
     offset = len(form.params)
     for k, decl in enumerate(form.prepare_params):
         ctype = " ".join(decl.split()[:-1])
-        declared.append(f"    const {ctype} prepare_{_name(decl)} = args[{offset + k}];")
+        declared.append(f"    const {ctype} prepare_{decl_name(decl)} = args[{offset + k}];")
     buffers = [f"            real* __restrict const {b} = bufs[{k} * T + t];"
                for k, b in enumerate(opt.buffers)]  # fmt: skip
     prepare = ""
     if form.prepare is not None:
-        renamed = [f"const {d} = prepare_{_name(d)};" for d in form.prepare_params]
-        prepare = _indent("\n".join([*renamed, form.prepare]), 12)
+        renamed = [f"const {d} = prepare_{decl_name(d)};" for d in form.prepare_params]
+        prepare = indent("\n".join([*renamed, form.prepare]), 12)
     out.append(
         f'extern "C" int {entry_name(name)}(const EpochArgs* e, real* const* bufs, '
         "double* hyper_io, const double* args)\n{\n"
@@ -135,7 +135,7 @@ def _entry(name: str) -> str:
         "            for (long long i = 0; i < count; ++i) {\n"
         "                const real pi = p[i];\n"
         "                const real gi = penalize(g[i], pi, l2n, l1n);\n"
-        f"{_indent(form.update, 16)}\n"
+        f"{indent(form.update, 16)}\n"
         "            }\n"
         "        },\n"
         "        [&]() {\n"

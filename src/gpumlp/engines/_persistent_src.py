@@ -15,9 +15,9 @@ the preparation). The text is placed where the optimizer's ``H_*`` slots are def
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
 
 from ..optim import get_optimizer
+from ._ctext import decl_name, indent, kernel
 
 __all__ = ["EPOCH_PARAMS", "MAX_THREADS", "UPDATE_PARAMS", "persistent_kernel", "persistent_name"]
 
@@ -44,16 +44,9 @@ def persistent_name(optimizer: str) -> str:
     return f"persistent_{optimizer}"
 
 
-def _name(decl: str) -> str:
-    return decl.replace("*", " ").split()[-1]
-
-
-def persistent_kernel(
-    name: str, kernel: Callable[[str, Sequence[str], str], str], indent: Callable[[str, int], str]
-) -> str:
+def persistent_kernel(name: str) -> str:
     """The persistent kernel of optimizer ``name`` (and its preparation's device function), or
-    "" without a CUDA form. ``kernel`` and ``indent`` format the source as
-    :mod:`._kernels` does."""
+    "" without a CUDA form, written as :mod:`._ctext` writes every generated kernel."""
     opt = get_optimizer(name)
     form = opt.cuda()
     if form is None:
@@ -65,12 +58,12 @@ def persistent_kernel(
         out.append(f"__device__ __forceinline__ void prepare_step_{name}("
                    f"{', '.join(['double* hyper', *form.prepare_params])})\n"
                    f"{{\n{indent(form.prepare, 4)}\n}}")  # fmt: skip
-        args = ["hyper", *map(_name, prepare_params)]
+        args = ["hyper", *map(decl_name, prepare_params)]
         prepare_call = f"prepare_step_{name}({', '.join(args)});"
     params = [*EPOCH_PARAMS, *(f"real* {b}" for b in opt.buffers), *UPDATE_PARAMS,
               *form.params, *prepare_params]  # fmt: skip
     # EpochArgs' fields, in its order: the epoch's parameters, then the counts, sums and outputs
-    fields = [*map(_name, EPOCH_PARAMS), "total", "n_w", "sums", "hits", "out_a"]
+    fields = [*map(decl_name, EPOCH_PARAMS), "total", "n_w", "sums", "hits", "out_a"]
     uses_lr = re.search(r"\blr\b", form.update)
     body = (
         "    extern __shared__ real smem[];\n"
