@@ -29,8 +29,8 @@ from gpumlp.distributed import LocalComm, local_rows
 from gpumlp.dropout import keep_masks
 from gpumlp.engines.select import check_engine
 from gpumlp.network import backprop
-from helpers.cli import PATIENCE, gpumlp_cmd, reap, saved_params, wait_until
-from helpers.mpi import descendants, fit_alone, fit_job, run_job, start_job
+from helpers.cli import PATIENCE, descendants, gpumlp_cmd, reap, saved_params, wait_until
+from helpers.mpi import fit_alone, fit_job, run_job, start_job
 from helpers.mpi_fit import CONFIGS, SCORES
 from helpers.nets import on_namespace_of
 from helpers.stepcheck import N, rel, setup, state_tensors

@@ -119,16 +119,30 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from ``/proc/*/stat``)."""
-    found = []
+def _parents() -> dict[int, list[int]]:
+    """Every process's children by its parent's id, from one scan of ``/proc/*/stat``."""
+    found: dict[int, list[int]] = {}
     for path in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = path.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # it ended while we looked
-        if int(fields[1]) == pid:
-            found.append(int(path.parent.name))
+        found.setdefault(int(fields[1]), []).append(int(path.parent.name))
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc/*/stat``)."""
+    return _parents().get(pid, [])
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, theirs, ...), from one scan of /proc."""
+    parents, found, todo = _parents(), [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
     return found
 
 

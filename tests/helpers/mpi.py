@@ -18,7 +18,7 @@ from gpumlp.dropout import keep_masks
 from gpumlp.network import Params, backprop
 from gpumlp.optim import apply_update, regularize
 from gpumlp.runstate import TrainState
-from helpers.cli import PATIENCE, children, gpumlp_env
+from helpers.cli import PATIENCE, gpumlp_env
 
 FIT = Path(__file__).with_name("mpi_fit.py")
 
@@ -70,16 +70,6 @@ def fit_alone(out: Path, mode: str, **env: str) -> None:
     done = subprocess.run(fit_job(out, mode), env=gpumlp_env() | env, capture_output=True,
                           text=True, timeout=PATIENCE)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes below ``pid`` (children, theirs, ...), from /proc."""
-    found, todo = [], [pid]
-    while todo:
-        kids = children(todo.pop())
-        found += kids
-        todo += kids
-    return found
 
 
 def two_parts(net: Network, X, y, *, seed: int, **fit) -> Params:
