@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -97,15 +96,10 @@ EPOCHS = 40
 
 
 def wait_mid_trial(out: Path, proc: subprocess.Popen, timeout: float = PATIENCE) -> Path:
-    """The folder of a trial that has finished 1 to :data:`MID_TRIAL` epochs."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert proc.poll() is None, "the sweep ended before a trial was caught mid-run"
-        folder = trial_mid_run(out, MID_TRIAL)
-        if folder is not None:
-            return folder
-        time.sleep(0.005)
-    raise AssertionError("no trial was caught mid-run")
+    """The folder of a trial that has finished 1 to :data:`MID_TRIAL` epochs (fails when the
+    sweep ends first, or after ``timeout`` s)."""
+    return wait_until(lambda: trial_mid_run(out, MID_TRIAL), "a trial was caught mid-run", proc,
+                      timeout=timeout, poll=0.005)  # fmt: skip
 
 
 @pytest.mark.parametrize("how", ["kill -9", "Ctrl-C"])
