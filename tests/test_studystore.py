@@ -8,12 +8,13 @@ on with the next trial.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from helpers.cli import assert_refused, dead_pid, run
+from helpers.cli import assert_refused, dead_pid, run, run_python
 
 optuna = pytest.importorskip("optuna")
 # The tests ask and tell trials by hand, as workers would: Optuna's heartbeat warns of that.
@@ -99,16 +100,25 @@ def test_a_dead_workers_trial_is_failed_at_once_only_where_its_pid_is_ours(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_forked_worker_draws_its_own_worker_id():
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its id, then out at once
-        os.write(write, liveness.worker_record(0)["id"].encode())
-        os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    with os.fdopen(read, "rb") as f:
-        child = f.read().decode()
-    assert child and child != liveness.WORKER_ID
+    # The fork happens in a fresh Python: this test process may have threads (JAX's), and a
+    # fork of a threaded process may deadlock.
+    child, parent = json.loads(run_python(FORKED_ID))
+    assert child and parent and child != parent
+
+
+FORKED_ID = """
+import json, os
+from gpumlp.sweeps import liveness
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # the child: its id, then out at once
+    os.write(write, liveness.worker_record(0)["id"].encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(pid, 0)
+with os.fdopen(read, "rb") as f:
+    print(json.dumps([f.read().decode(), liveness.WORKER_ID]))
+"""
 
 
 def test_a_live_workers_trial_is_not_failed_on_the_same_host(tmp_path):

@@ -150,7 +150,8 @@ def run_python(code: str) -> str:
     """Run ``code`` in a fresh Python with the tests importable; its stdout (fails on exit != 0)."""
     tests = str(Path(__file__).parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=PATIENCE)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
