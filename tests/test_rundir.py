@@ -303,7 +303,7 @@ def _train_with_umask(umask: int, *argv) -> subprocess.CompletedProcess:
     return subprocess.run(
         gpumlp_cmd("train", *argv),
         env=gpumlp_env(),
-        preexec_fn=lambda: os.umask(umask),
+        umask=umask,
         capture_output=True,
         text=True,
         timeout=PATIENCE,
