@@ -34,7 +34,7 @@ from gpumlp.engines import _cupy_fast, _kernels, _launch
 from gpumlp.optim import OPTIMIZERS, PENALTY_CUDA, SGD, get_optimizer
 from gpumlp.runstate import TrainState
 from helpers.nets import HIDDEN, assert_same_params, host, on_namespace_of, params_of
-from helpers.stepcheck import N, compare_steps, rel, setup, state_tensors
+from helpers.stepcheck import N, compare_steps, epochs_against_generic, rel, setup
 
 # Every (hidden, output, cost), the optimizers taken in turn, so each optimizer meets several
 # output errors without the full product.
@@ -207,21 +207,9 @@ def test_engine_penalties_dropout_and_odd_shapes(rounded_cupy, optimizer, engine
 
 @pytest.mark.parametrize("engine", ["generic", "fused", "graph"])
 def test_an_epoch_matches_the_generic_epoch(fake_cupy, engine):
+    # 50 rows at batch 3: a short last batch; two epochs, each its own order and dropout draws
     combo = ("relu", "softmax", "log_likelihood", "momentum")
-    _, ref_state, ref_data = setup("numpy", "float64", combo, batch=3, dropout=0.2)
-    _, state, data = setup("cupy", "float64", combo, engine=engine, batch=3, dropout=0.2)
-    ref = engines.select_step(ref_state, ref_data, engine="generic")
-    step = engines.select_step(state, data, engine=engine)
-    perm = np.random.default_rng(1).permutation(N)  # 50 rows at batch 3: a short last batch
-    monitor = ("train_cost", "train_accuracy")
-    for epoch in range(2):
-        cost_ref, hits_ref = ref.epoch(perm, 0.3, epoch * 17, monitor=monitor)
-        cost, hits = step.epoch(on_namespace_of(perm, data),
-                                0.3, epoch * 17, monitor=monitor)  # fmt: skip
-        assert int(hits) == int(hits_ref)
-        assert float(cost) == pytest.approx(float(cost_ref), rel=1e-12)
-        for r, g in zip(state_tensors(ref_state), state_tensors(state), strict=True):
-            assert rel(r, g) < 1e-12
+    assert epochs_against_generic("cupy", engine, combo, batch=3, epochs=2, dropout=0.2) < 1e-12
 
 
 @pytest.mark.parametrize("engine", ["generic", "fused", "graph"])
