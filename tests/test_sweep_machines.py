@@ -14,6 +14,7 @@ import pytest
 
 from helpers.cli import (
     PATIENCE,
+    both_take_a_trial,
     finish_all,
     gpumlp_cmd,
     gpumlp_env,
@@ -78,8 +79,16 @@ def assert_no_parameter_set_repeats(trials) -> None:
 def test_two_machines_of_one_host_name_neither_repeat_nor_fail_each_others_trials(
     tmp_path, tiny, postgres, machines_here
 ):
-    procs = start_machines(tmp_path, tiny, postgres)
-    for p, _, err in finish_all(procs):
+    # Heartbeats every 600 s: the machine stopped until the other has taken a trial (both do
+    # some of the work, however slowly one starts) has no trial go stale meanwhile.
+    procs = start_machines(tmp_path, tiny, postgres, GPUMLP_HEARTBEAT="600")
+    try:
+        both_take_a_trial(procs, [tmp_path / "a", tmp_path / "b"])
+        results = finish_all(procs)
+    finally:
+        for p in procs:
+            reap(p)
+    for p, _, err in results:
         assert p.returncode == 0, err
         assert "warning" not in err, err  # no trial of its was failed by the other
     study = study_of(postgres)
@@ -95,18 +104,25 @@ def test_two_machines_of_one_host_name_neither_repeat_nor_fail_each_others_trial
 def test_a_machine_killed_mid_trial_leaves_the_other_to_end_with_exactly_n_trials(
     tmp_path, tiny, postgres, machines_here
 ):
-    # Heartbeats every second: the killed machine's trial is failed after 6 s, not 60.
+    # Heartbeats every second: the killed machine's trial is failed after 6 s, not 60. The
+    # machine killed is the first caught mid-trial (the other may not have started yet).
     procs = start_machines(tmp_path, tiny, postgres, GPUMLP_HEARTBEAT="1")
-    a, b = procs
+    outs = [tmp_path / "a", tmp_path / "b"]
+
+    def caught() -> tuple[int, Path] | None:
+        found = [(i, f) for i, out in enumerate(outs) if (f := trial_mid_run(out, MID_TRIAL))]
+        return found[0] if found else None
+
     try:
-        folder = wait_until(lambda: trial_mid_run(tmp_path / "b", MID_TRIAL), "b was mid-trial", b)
-        b.kill()  # unshare --kill-child: every process of machine b dies at once
-        b.wait(timeout=PATIENCE)
-        _, err = a.communicate(timeout=PATIENCE)
+        victim, folder = wait_until(caught, "a machine was mid-trial")
+        killed_machine, survivor = procs[victim], procs[1 - victim]
+        killed_machine.kill()  # unshare --kill-child: every process of the machine dies at once
+        killed_machine.wait(timeout=PATIENCE)
+        _, err = survivor.communicate(timeout=PATIENCE)
     finally:
         for p in procs:
             reap(p)
-    assert a.returncode == 0, err
+    assert survivor.returncode == 0, err
     study = study_of(postgres)
     done = finished(study)
     assert len(done) == TRIALS
@@ -118,4 +134,4 @@ def test_a_machine_killed_mid_trial_leaves_the_other_to_end_with_exactly_n_trial
         len(retried) == 1
         and retried[0].user_attrs["worker"]["pid_ns"]
         != (study.trials[killed].user_attrs["worker"]["pid_ns"])
-    )  # machine a ran its flags again
+    )  # the other machine ran its flags again

@@ -18,6 +18,7 @@ import pytest
 
 from helpers.cli import (
     PATIENCE,
+    both_take_a_trial,
     children,
     finish_all,
     reap,
@@ -212,14 +213,26 @@ def test_a_parent_that_fails_ends_the_workers_it_started(tmp_path, tiny, monkeyp
 # -- PostgreSQL (the ``postgres`` fixture: tests/conftest.py) --------------------------------------
 
 
-def test_workers_in_separate_processes_share_a_study_through_postgresql(tmp_path, tiny, postgres):
+def test_workers_in_separate_processes_share_a_study_through_postgresql(
+    tmp_path, tiny, postgres, monkeypatch
+):
+    # Heartbeats every 600 s: a sweep stopped until the other has taken a trial (both do some
+    # of the work, however slowly one starts) has no trial go stale meanwhile.
+    monkeypatch.setenv("GPUMLP_HEARTBEAT", "600")
     outs = [tmp_path / "machine-a", tmp_path / "machine-b"]  # as if on two machines
     procs = []
-    # the second as a user would type it: SQLAlchemy's bare scheme, no driver named
-    for out, url in zip(outs, [postgres, postgres.replace("+psycopg", "")], strict=True):
-        argv = sweep_argv(tmp_path, tiny, out, 6, 20, "--storage", url)
-        procs.append(start_gpumlp(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = finish_all(procs)
+    try:
+        # the second as a user would type it: SQLAlchemy's bare scheme, no driver named
+        for out, url in zip(outs, [postgres, postgres.replace("+psycopg", "")], strict=True):
+            argv = sweep_argv(tmp_path, tiny, out, 6, 20, "--storage", url)
+            procs.append(
+                start_gpumlp(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            )
+        both_take_a_trial(procs, outs)
+        results = finish_all(procs)
+    finally:
+        for p in procs:
+            reap(p)
     for p, _, err in results:
         assert p.returncode == 0, err
     assert all("trial" in out for _, out, _ in results)

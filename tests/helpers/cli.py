@@ -9,10 +9,12 @@ import io
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +194,36 @@ def trial_mid_run(out: Path, most: int) -> Path | None:
         if 1 <= len(epochs) <= most and not (folder / "model.npz").exists():
             return folder
     return None
+
+
+@contextlib.contextmanager
+def stopped(proc: subprocess.Popen) -> Iterator[None]:
+    """``proc`` and every process below it stopped (SIGSTOP) for the block and continued
+    (SIGCONT) after it, also when the block fails: nothing they do can race the block."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def both_take_a_trial(procs: list[subprocess.Popen], outs: list[Path]) -> None:
+    """Make two sweeps started together (``procs``, writing their trial folders into ``outs``)
+    each take a trial, however unevenly they start: the first with a trial folder is stopped
+    until the other has one too. Their trials must not go stale meanwhile: run them with a
+    long ``GPUMLP_HEARTBEAT``."""
+
+    def with_trial() -> list[int]:
+        return [i for i in (0, 1) if any(outs[i].glob("trial-*"))]
+
+    first = wait_until(with_trial, "a sweep took a trial")[0]
+    other = 1 - first
+    with stopped(procs[first]):
+        wait_until(lambda: other in with_trial(), "the other sweep took a trial", procs[other])
 
 
 def saved_params(path: Path) -> dict[str, np.ndarray]:
