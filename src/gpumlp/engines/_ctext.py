@@ -1,13 +1,15 @@
 """How the generated C and CUDA source is written: a kernel's signature around its body, a
-block of code indented, and the name a C declaration declares. Shared by the CUDA kernels'
-generator (:mod:`._kernels`), the persistent kernels' (:mod:`._persistent_src`) and the native
-engine's (:mod:`._native_src`), so all three format their text alike."""
+block of code indented, the name a C declaration declares, and a declaration renamed
+``prepare_<name>``. Shared by the CUDA kernels' generator (:mod:`._kernels`), the persistent
+kernels' (:mod:`._persistent_src`) and the native engine's (:mod:`._native_src`), so all three
+format their text alike."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
-__all__ = ["decl_name", "indent", "kernel"]
+__all__ = ["decl_name", "indent", "kernel", "prepared"]
 
 
 def kernel(name: str, params: Sequence[str], body: str) -> str:
@@ -31,3 +33,9 @@ def indent(code: str, spaces: int) -> str:
 def decl_name(decl: str) -> str:
     """The name C declaration ``decl`` declares (``"const real* X"`` → ``"X"``)."""
     return decl.replace("*", " ").split()[-1]
+
+
+def prepared(decl: str) -> str:
+    """C declaration ``decl`` of ``prepare_<name>`` (``"double beta1"`` → ``"double
+    prepare_beta1"``): a preparation's parameter beside the update's of the same name."""
+    return re.sub(r"(\w+)$", r"prepare_\1", decl)

@@ -27,7 +27,7 @@ from importlib import resources
 
 from ..activations import ACTIVATIONS
 from ..optim import OPTIMIZERS, PENALTY_CUDA, get_optimizer
-from ._ctext import decl_name, indent
+from ._ctext import decl_name, indent, prepared
 from ._kernels import hyper_slots, prelude
 
 __all__ = ["arg_names", "entry_name", "native_source"]
@@ -107,13 +107,12 @@ def _entry(name: str) -> str:
         declared.append(f"    const real {decl_name(decl)} = (real)args[{k}];")
     offset = len(form.params)
     for k, decl in enumerate(form.prepare_params):
-        ctype = " ".join(decl.split()[:-1])
-        declared.append(f"    const {ctype} prepare_{decl_name(decl)} = args[{offset + k}];")
+        declared.append(f"    const {prepared(decl)} = args[{offset + k}];")
     buffers = [f"            real* __restrict const {b} = bufs[{k} * T + t];"
                for k, b in enumerate(opt.buffers)]  # fmt: skip
     prepare = ""
     if form.prepare is not None:
-        renamed = [f"const {d} = prepare_{decl_name(d)};" for d in form.prepare_params]
+        renamed = [f"const {d} = {decl_name(prepared(d))};" for d in form.prepare_params]
         prepare = indent("\n".join([*renamed, form.prepare]), 12)
     out.append(
         f'extern "C" int {entry_name(name)}(const EpochArgs* e, real* const* bufs, '

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from ..optim import get_optimizer
-from ._ctext import decl_name, indent, kernel
+from ._ctext import decl_name, indent, kernel, prepared
 
 __all__ = ["EPOCH_PARAMS", "MAX_THREADS", "UPDATE_PARAMS", "persistent_kernel", "persistent_name"]
 
@@ -53,7 +53,7 @@ def persistent_kernel(name: str) -> str:
         return ""
     out = []
     prepare_call = ""
-    prepare_params = [re.sub(r"(\w+)$", r"prepare_\1", d) for d in form.prepare_params]
+    prepare_params = [prepared(d) for d in form.prepare_params]
     if form.prepare is not None:
         out.append(f"__device__ __forceinline__ void prepare_step_{name}("
                    f"{', '.join(['double* hyper', *form.prepare_params])})\n"
