@@ -23,6 +23,7 @@ import gpumlp
 import gpumlp.data.sources
 from gpumlp.files.checkpoint import read_checkpoint
 from helpers.cli import (
+    UNTIL_STOPPED,
     assert_refused,
     assert_same_run,
     printed_epochs,
@@ -433,7 +434,7 @@ def test_an_x_npy_cut_short_mid_run_stops_with_the_finished_epochs_saved(folder,
     run_dir = tmp_path / "run"
     flags = ["--labels", folder / "y.npy", "--hidden", "8", "--batch-size", "1", "--seed", "1"]
     flags += ["--from-disk", "--no-standardize"]  # standardized, X would be copied
-    code, out, err = _cut_after_epoch_1(tmp_path / "X.npy", *flags, "--epochs", "100000",
+    code, out, err = _cut_after_epoch_1(tmp_path / "X.npy", *flags, "--epochs", UNTIL_STOPPED,
                                         "--quiet", "--out", run_dir)  # fmt: skip
     done = printed_epochs(out)
     assert code != -7 and done[:2] == [0, 1], (code, err)

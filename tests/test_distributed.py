@@ -29,7 +29,15 @@ from gpumlp.distributed import LocalComm, local_rows
 from gpumlp.dropout import keep_masks
 from gpumlp.engines.select import check_engine
 from gpumlp.network import backprop
-from helpers.cli import PATIENCE, descendants, gpumlp_cmd, reap, saved_params, wait_until
+from helpers.cli import (
+    PATIENCE,
+    UNTIL_STOPPED,
+    descendants,
+    gpumlp_cmd,
+    reap,
+    saved_params,
+    wait_until,
+)
 from helpers.mpi import fit_alone, fit_job, run_job, start_job
 from helpers.mpi_fit import CONFIGS, SCORES
 from helpers.nets import on_namespace_of
@@ -211,7 +219,7 @@ def test_an_interrupted_job_resumes_at_two_ranks_bit_for_bit(tmp_path, table, si
     cut = tmp_path / "cut"
     out = tmp_path / "cut.txt"
     with out.open("w") as sink:
-        argv = ["train", *table, *FLAGS, "--epochs", "100000", "--out", cut]
+        argv = ["train", *table, *FLAGS, "--epochs", UNTIL_STOPPED, "--out", cut]
         proc = start_job(2, gpumlp_cmd(*argv), stdout=sink, stderr=subprocess.PIPE, text=True)
         try:
             wait_until(lambda: "Epoch 1:" in out.read_text(), "epoch 1's line", proc)
@@ -222,7 +230,7 @@ def test_an_interrupted_job_resumes_at_two_ranks_bit_for_bit(tmp_path, table, si
     assert proc.returncode == 128 + signum, err
     assert "resume with: mpiexec -n 2 gpumlp train --distributed --resume" in err
     finished = len(json.loads((cut / "history.json").read_text())["epochs"])
-    assert 2 <= finished < 100000
+    assert 2 <= finished < UNTIL_STOPPED
     target = str(finished + 2)
     resume = ["train", "--resume", cut, "--distributed", "--quiet", "--epochs", target]
     done = run_job(2, gpumlp_cmd(*resume))

@@ -26,6 +26,7 @@ import pytest
 from gpumlp.files.checkpoint import read_checkpoint
 from helpers.cli import (
     PATIENCE,
+    UNTIL_STOPPED,
     assert_refused,
     finish_all,
     folder_state,
@@ -40,8 +41,7 @@ from helpers.cli import (
 from helpers.data import write_table
 
 QUICK = ["--sizes", "784,16,10", "--epochs", "1", "--quiet"]
-# a run that lives until it is stopped: 100,000 epochs (the native engine takes ~0.02 s each)
-SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--epochs", "100000", "--quiet"]
+SLOW = ["--sizes", "784,200,10", "--batch-size", "1", "--epochs", UNTIL_STOPPED, "--quiet"]
 SLOW += ["--checkpoint-every", "1", "--seed", "0"]
 PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
 

@@ -6,9 +6,10 @@ partial file; the messages count epochs as the epoch lines do.
 
 Runs train [784, 200, 10] with batch size 1 on ``bar_mnist`` (500 training images): about
 0.02 s an epoch on the native engine (0.15 s generic), so a run that a signal must stop is given
-:data:`MANY` epochs, which it cannot finish before the signal however loaded the machine, and is
-resumed to two epochs past where it stopped. The save tests train a [784, 3000, 10] network
-with Adam, whose 28 MB checkpoint takes long enough to write to be interrupted in the middle.
+:data:`helpers.cli.UNTIL_STOPPED` epochs, which it cannot finish before the signal however
+loaded the machine, and is resumed to two epochs past where it stopped. The save tests train a
+[784, 3000, 10] network with Adam, whose 28 MB checkpoint takes long enough to write to be
+interrupted in the middle.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 from gpumlp.files.checkpoint import read_checkpoint
 from helpers.cli import (
     PATIENCE,
+    UNTIL_STOPPED,
     assert_same_run,
     printed_epochs,
     run,
@@ -34,7 +36,6 @@ from helpers.cli import (
 )
 from helpers.trainer import Trainer
 
-MANY = 100_000  # epochs of a run that a signal stops: hours of training
 FLAGS = ["--sizes", "784,200,10", "--batch-size", "1", "--seed", "5", "--quiet"]
 BIG = ["--sizes", "784,3000,10", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "100"]
 BIG += ["--seed", "5", "--quiet", "--checkpoint-every", "1", "--epochs", "100"]
@@ -66,7 +67,7 @@ def test_signal_saves_the_finished_epochs_and_resumes_bit_identically(
     signum, code, bar_mnist, tmp_path
 ):
     run_dir = tmp_path / "run"
-    trainer = Trainer("--data", bar_mnist, *FLAGS, "--epochs", MANY, "--out", run_dir)
+    trainer = Trainer("--data", bar_mnist, *FLAGS, "--epochs", UNTIL_STOPPED, "--out", run_dir)
     try:
         trainer.wait_for(r"Epoch 0: ")
         trainer.proc.send_signal(signum)
@@ -76,7 +77,7 @@ def test_signal_saves_the_finished_epochs_and_resumes_bit_identically(
     assert got == code, stderr
     assert "Traceback" not in stderr
     done = printed_epochs(stdout)
-    assert 1 <= len(done) < MANY and done == list(range(len(done)))
+    assert 1 <= len(done) < UNTIL_STOPPED and done == list(range(len(done)))
     assert saved_epochs(run_dir) == done  # what was printed was saved, nothing more
     meta, _ = read_checkpoint(run_dir / "checkpoint.npz")
     assert meta["epoch"] == len(done) and not (run_dir / "model.npz").exists()
@@ -173,7 +174,7 @@ def test_a_hangup_under_nohup_does_not_stop_the_run(bar_mnist, tmp_path):
     # The hangup is sent first: had it stopped the run, the run would say so (SIGHUP, exit 129).
     # It goes on, until a SIGTERM stops it.
     run_dir = tmp_path / "run"
-    argv = ["--data", bar_mnist, *FLAGS, "--epochs", MANY, "--out", run_dir]
+    argv = ["--data", bar_mnist, *FLAGS, "--epochs", UNTIL_STOPPED, "--out", run_dir]
     trainer = Trainer(*argv, preexec_fn=_nohup)
     try:
         trainer.wait_for(r"Epoch 0: ")

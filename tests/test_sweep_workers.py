@@ -18,6 +18,7 @@ import pytest
 
 from helpers.cli import (
     PATIENCE,
+    UNTIL_STOPPED,
     both_take_a_trial,
     children,
     finish_all,
@@ -167,8 +168,8 @@ def running(pid: int) -> bool:
 
 def test_workers_end_when_their_parent_is_killed(tmp_path, tiny):
     out = tmp_path / "out"
-    # Trials of 100,000 epochs: no worker could end of itself while the test waits.
-    argv = sweep_argv(tmp_path, tiny, out, 4, 100_000, "--workers", "2")
+    # Trials of UNTIL_STOPPED epochs: no worker could end of itself while the test waits.
+    argv = sweep_argv(tmp_path, tiny, out, 4, UNTIL_STOPPED, "--workers", "2")
     proc = start_gpumlp(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     try:
@@ -202,7 +203,7 @@ def test_a_parent_that_fails_ends_the_workers_it_started(tmp_path, tiny, monkeyp
     monkeypatch.setattr(subprocess, "Popen", popen)
     out = tmp_path / "out"
     try:
-        code, _, err = run(*sweep_argv(tmp_path, tiny, out, 4, 100_000, "--workers", "2"))
+        code, _, err = run(*sweep_argv(tmp_path, tiny, out, 4, UNTIL_STOPPED, "--workers", "2"))
         assert code == 2 and os.strerror(errno.EAGAIN) in err, err
         assert len(started) == 1 and started[0].poll() is not None  # ended, and waited for
     finally:

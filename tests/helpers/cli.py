@@ -63,6 +63,11 @@ PATIENCE = 600.0
 ends as soon as its event comes, so the limit costs nothing on a green run; it is generous
 because CI runs under load (a load average of 270 on two cores turned a second into minutes)."""
 
+UNTIL_STOPPED = 100_000
+"""Epochs of a run that a test stops (a signal, a kill, a file cut short) or ends another way:
+hours of training (a small network's epoch takes ~0.02 s on the native engine), so the run
+cannot end of itself first, however loaded the machine."""
+
 
 def run_gpumlp(
     *argv, timeout: float = PATIENCE, cwd: Path | None = None
