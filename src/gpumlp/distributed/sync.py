@@ -71,19 +71,18 @@ class Reducer:
         self.comm, self.xp = comm, xp
         arrays = params.arrays()
         self._shapes, self._dtype = [t.shape for t in arrays], arrays[0].dtype
+        self._sizes = [int(np.prod(shape)) for shape in self._shapes]
 
     @functools.cached_property
     def flat(self) -> Array:
         """The buffer summed each step (made at first use): every gradient, then the flag."""
-        size = sum(int(np.prod(shape)) for shape in self._shapes)
-        return self.xp.zeros(size + 1, dtype=self._dtype)
+        return self.xp.zeros(sum(self._sizes) + 1, dtype=self._dtype)
 
     @functools.cached_property
     def grads(self) -> Params:
         """Views into :attr:`flat`: a step may write its gradients here."""
         views, at = [], 0
-        for shape in self._shapes:
-            size = int(np.prod(shape))
+        for shape, size in zip(self._shapes, self._sizes, strict=True):
             views.append(self.xp.reshape(self.flat[at : at + size], shape))
             at += size
         return Params.from_arrays(views)
