@@ -114,7 +114,7 @@ def test_a_machine_killed_mid_trial_leaves_the_other_to_end_with_exactly_n_trial
         return found[0] if found else None
 
     try:
-        victim, folder = wait_until(caught, "a machine was mid-trial")
+        victim, folder = wait_until(caught, "a machine was mid-trial", procs)
         killed_machine, survivor = procs[victim], procs[1 - victim]
         killed_machine.kill()  # unshare --kill-child: every process of the machine dies at once
         killed_machine.wait(timeout=PATIENCE)

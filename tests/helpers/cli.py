@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -81,16 +81,18 @@ def run_gpumlp(
 
 
 def wait_until(
-    event, what: str, proc: subprocess.Popen | None = None, *, timeout: float = PATIENCE,
-    poll: float = 0.01,
+    event, what: str, proc: subprocess.Popen | Sequence[subprocess.Popen] | None = None, *,
+    timeout: float = PATIENCE, poll: float = 0.01,
 ):  # fmt: skip
     """Poll ``event()`` until it returns something true, and return that; fail when ``proc``
-    (given) ends first or after ``timeout`` s, naming ``what`` was awaited."""
+    (given: a process, or several) ends first or after ``timeout`` s, naming ``what`` was
+    awaited."""
+    watched = [proc] if isinstance(proc, subprocess.Popen) else list(proc or ())
     deadline = time.monotonic() + timeout
     while not (got := event()):
-        if proc is not None and proc.poll() is not None:
+        if ended := [p for p in watched if p.poll() is not None]:
             got = event()  # the process may have done it just before it ended
-            assert got, f"the process ended (exit {proc.returncode}) before {what}"
+            assert got, f"the process ended (exit {ended[0].returncode}) before {what}"
             return got
         assert time.monotonic() < deadline, f"not {what} after {timeout} s"
         time.sleep(poll)
@@ -204,8 +206,9 @@ def trial_mid_run(out: Path, most: int) -> Path | None:
 @contextlib.contextmanager
 def stopped(proc: subprocess.Popen) -> Iterator[None]:
     """``proc`` and every process below it stopped (SIGSTOP) for the block and continued
-    (SIGCONT) after it, also when the block fails: nothing they do can race the block."""
-    pids = [proc.pid, *descendants(proc.pid)]
+    (SIGCONT) after it, also when the block fails: nothing they do can race the block (one
+    that has ended has nothing to stop)."""
+    pids = [] if proc.poll() is not None else [proc.pid, *descendants(proc.pid)]
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -225,7 +228,7 @@ def both_take_a_trial(procs: list[subprocess.Popen], outs: list[Path]) -> None:
     def with_trial() -> list[int]:
         return [i for i in (0, 1) if any(outs[i].glob("trial-*"))]
 
-    first = wait_until(with_trial, "a sweep took a trial")[0]
+    first = wait_until(with_trial, "a sweep took a trial", procs)[0]
     other = 1 - first
     with stopped(procs[first]):
         wait_until(lambda: other in with_trial(), "the other sweep took a trial", procs[other])
