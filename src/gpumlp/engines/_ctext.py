@@ -37,5 +37,6 @@ def decl_name(decl: str) -> str:
 
 def prepared(decl: str) -> str:
     """C declaration ``decl`` of ``prepare_<name>`` (``"double beta1"`` → ``"double
-    prepare_beta1"``): a preparation's parameter beside the update's of the same name."""
+    prepare_beta1"``; a bare name too, ``"beta1"`` → ``"prepare_beta1"``, as the host passes
+    it): a preparation's parameter beside the update's of the same name."""
     return re.sub(r"(\w+)$", r"prepare_\1", decl)

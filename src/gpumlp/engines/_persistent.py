@@ -24,6 +24,7 @@ import numpy as np
 
 from ..backend import Array
 from ..memory import param_count
+from ._ctext import prepared
 from ._cupy_core import Core
 from ._persistent_src import MAX_THREADS, persistent_name
 
@@ -77,7 +78,7 @@ class PersistentStep:
         self.kernel = core.k[persistent_name(state.optimizer.name)]
         self.sizes_dev = cp.asarray(np.array(core.sizes, dtype=np.int32))
         self.acts_dev = cp.asarray(np.array(core.acts, dtype=np.int32))
-        self.prepare_args = {f"prepare_{k}": v for k, v in core.prepare_args.items()}
+        self.prepare_args = {prepared(k): v for k, v in core.prepare_args.items()}
         self.limit = shared_limit(cp)
         self.last = cp.empty((core.batch, core.sizes[-1]), dtype=core.dtype)  # epoch's outputs
 
